@@ -1,0 +1,1 @@
+"""qgnn.graph.io."""

@@ -1,0 +1,1 @@
+"""GNN layers on the shared message-passing core, one file each."""

@@ -1,0 +1,133 @@
+"""Model zoo: a stack of message-passing layers with the usual trimmings, built from a config.
+
+The stack is the same for every layer type; only the layer constructor differs, looked up by name
+in :data:`LAYERS`. ``forward`` takes one block (full-graph training: reused by every layer) or one
+block per layer (sampled minibatches: each layer's output feeds the next block's sources).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from qgnn.training.nn.block import Block
+
+# (in_dim, out_dim, config, is_last) -> layer with forward(x_src, block) -> (num_dst, out_dim)
+LayerFactory = Callable[[int, int, "ModelConfig", bool], nn.Module]
+LAYERS: dict[str, LayerFactory] = {}
+
+
+def register_layer(name: str) -> Callable[[LayerFactory], LayerFactory]:
+    def deco(factory: LayerFactory) -> LayerFactory:
+        LAYERS[name] = factory
+        return factory
+    return deco
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model (stored beside every checkpoint)."""
+
+    model: str
+    in_dim: int
+    out_dim: int
+    hidden: int = 64
+    num_layers: int = 2
+    dropout: float = 0.5
+    input_dropout: float | None = None  # defaults to ``dropout``
+    residual: bool = False  # h <- h + layer(h) where shapes allow (after an input projection)
+    norm: str | None = None  # None | "layer" | "batch"
+    input_proj: bool = False  # a Linear before the first layer (useful with residual)
+    layer_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. heads for GAT/EGC
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"ModelConfig: unknown fields {sorted(unknown)}")
+        return cls(**data)
+
+
+def _norm(kind: str | None, dim: int) -> nn.Module:
+    if kind is None:
+        return nn.Identity()
+    if kind == "layer":
+        return nn.LayerNorm(dim)
+    if kind == "batch":
+        return nn.BatchNorm1d(dim)
+    raise ValueError(f"ModelConfig.norm: expected None, 'layer' or 'batch', got {kind!r}")
+
+
+class GNN(nn.Module):
+    """Layers with ReLU, dropout, optional residual connections and normalisation."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.model not in LAYERS:
+            raise ValueError(f"ModelConfig.model: unknown model {cfg.model!r}; choose from "
+                             f"{sorted(LAYERS)}")
+        if cfg.num_layers < 1:
+            raise ValueError(f"ModelConfig.num_layers: need >= 1, got {cfg.num_layers}")
+        self.cfg = cfg
+        factory = LAYERS[cfg.model]
+        dim = cfg.in_dim
+        self.input_proj = None
+        if cfg.input_proj:
+            self.input_proj = nn.Linear(cfg.in_dim, cfg.hidden)
+            dim = cfg.hidden
+        self.layers = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        for i in range(cfg.num_layers):
+            last = i == cfg.num_layers - 1
+            out = cfg.out_dim if last else cfg.hidden
+            layer = factory(dim, out, cfg, last)
+            self.layers.append(layer)
+            self.norms.append(nn.Identity() if last else _norm(cfg.norm, out))
+            dim = out
+
+    @property
+    def out_dim(self) -> int:
+        return self.cfg.out_dim
+
+    def forward(self, x: torch.Tensor, blocks: Block | Sequence[Block],
+                return_hidden: bool = False) -> torch.Tensor:
+        cfg = self.cfg
+        blocks = [blocks] * len(self.layers) if isinstance(blocks, Block) else list(blocks)
+        if len(blocks) != len(self.layers):
+            raise ValueError(f"GNN: {len(self.layers)} layers need as many blocks, got "
+                             f"{len(blocks)}")
+        in_drop = cfg.dropout if cfg.input_dropout is None else cfg.input_dropout
+        x = nn.functional.dropout(x, in_drop, self.training)
+        if self.input_proj is not None:
+            x = torch.relu(self.input_proj(x))
+            x = nn.functional.dropout(x, cfg.dropout, self.training)
+        for i, (layer, norm, block) in enumerate(zip(self.layers, self.norms, blocks,
+                                                     strict=True)):
+            last = i == len(self.layers) - 1
+            h = layer(x, block)
+            if cfg.residual and h.shape[-1] == x.shape[-1]:
+                h = h + x[: block.num_dst]
+            if not last:
+                h = torch.relu(norm(h))
+                h = nn.functional.dropout(h, cfg.dropout, self.training)
+            x = h
+        return x
+
+
+@register_layer("gcn")
+def _gcn(in_dim: int, out_dim: int, cfg: ModelConfig, last: bool) -> nn.Module:
+    from qgnn.training.nn.layers.gcn import GCNConv
+
+    return GCNConv(in_dim, out_dim)
+
+
+def build_model(cfg: ModelConfig) -> GNN:
+    return GNN(cfg)

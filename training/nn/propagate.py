@@ -1,0 +1,65 @@
+"""Message passing written once: gather along edges, transform, aggregate into destinations.
+
+Layers supply the message and update pieces; the quantisation sites ``msg`` and ``agg`` are applied
+here for every layer, so Degree-Quant and the exporter see the same structure everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+
+from qgnn.training.nn.block import Block
+from qgnn.training.nn.quant_sites import QuantSites
+
+Reduce = Literal["sum", "mean", "max"]
+REDUCERS: tuple[Reduce, ...] = ("sum", "mean", "max")
+
+# (messages (E, ...), block) -> messages (E, ...)
+MessageFn = Callable[[torch.Tensor, Block], torch.Tensor]
+
+
+def gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows of ``x`` at ``index``: the per-edge copy of the source features."""
+    return x.index_select(0, index)
+
+
+def aggregate(msg: torch.Tensor, dst: torch.Tensor, num_dst: int, reduce: Reduce) -> torch.Tensor:
+    """Reduce messages ``(E, ...)`` into ``(num_dst, ...)``; destinations with no edge get 0."""
+    shape = (num_dst, *msg.shape[1:])
+    if reduce == "sum":
+        return msg.new_zeros(shape).index_add_(0, dst, msg)
+    if reduce == "mean":
+        total = msg.new_zeros(shape).index_add_(0, dst, msg)
+        count = torch.bincount(dst, minlength=num_dst).clamp_(min=1).to(msg.dtype)
+        return total / count.view(-1, *([1] * (msg.dim() - 1)))
+    if reduce == "max":
+        idx = dst.view(-1, *([1] * (msg.dim() - 1))).expand_as(msg)
+        out = msg.new_zeros(shape).scatter_reduce_(0, idx, msg, "amax", include_self=False)
+        return out
+    raise ValueError(f"aggregate: reduce must be one of {REDUCERS}, got {reduce!r}")
+
+
+def propagate(x_src: torch.Tensor, block: Block, *, reduce: Reduce = "sum",
+              message: MessageFn | None = None, edge_weight: torch.Tensor | None = None,
+              q: QuantSites | None = None) -> torch.Tensor:
+    """``out[v] = reduce_{(u,v)} message(x_src[u] * w_uv)``, with quantisation sites ``msg``/``agg``.
+
+    ``edge_weight`` scales each message (normalisation coefficients, importance weights) and is
+    itself a quantisation site (``edge_weight``) when ``q`` is given.
+    """
+    msg = gather(x_src, block.src)
+    if edge_weight is not None:
+        if q is not None:
+            edge_weight = q("edge_weight", edge_weight, block)
+        msg = msg * edge_weight.view(-1, *([1] * (msg.dim() - 1)))
+    if message is not None:
+        msg = message(msg, block)
+    if q is not None:
+        msg = q("msg", msg, block)
+    out = aggregate(msg, block.dst, block.num_dst, reduce)
+    if q is not None:
+        out = q("agg", out, block)
+    return out

@@ -1,0 +1,1 @@
+"""qgnn.training.sampling."""
