@@ -12,9 +12,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
-
 from qgnn.training.nn.block import Block
+from torch import nn
 
 # (in_dim, out_dim, config, is_last) -> layer with forward(x_src, block) -> (num_dst, out_dim)
 LayerFactory = Callable[[int, int, "ModelConfig", bool], nn.Module]
@@ -122,11 +121,71 @@ class GNN(nn.Module):
         return x
 
 
+def layer_options(cfg: ModelConfig, defaults: dict[str, Any]) -> dict[str, Any]:
+    """``cfg.layer_kwargs`` over a layer's defaults; a key the layer does not know is an error."""
+    unknown = sorted(set(cfg.layer_kwargs) - set(defaults))
+    if unknown:
+        raise ValueError(f"ModelConfig.layer_kwargs: {unknown} not understood by model "
+                         f"{cfg.model!r}; known keys: {sorted(defaults)}")
+    return {**defaults, **cfg.layer_kwargs}
+
+
 @register_layer("gcn")
 def _gcn(in_dim: int, out_dim: int, cfg: ModelConfig, last: bool) -> nn.Module:
     from qgnn.training.nn.layers.gcn import GCNConv
 
+    layer_options(cfg, {})
     return GCNConv(in_dim, out_dim)
+
+
+@register_layer("sage")
+def _sage(in_dim: int, out_dim: int, cfg: ModelConfig, last: bool) -> nn.Module:
+    from qgnn.training.nn.layers.sage import SAGEConv
+
+    layer_options(cfg, {})
+    return SAGEConv(in_dim, out_dim)
+
+
+@register_layer("gin")
+def _gin(in_dim: int, out_dim: int, cfg: ModelConfig, last: bool) -> nn.Module:
+    """The MLP's hidden width is ``cfg.hidden`` (also in the output layer)."""
+    from qgnn.training.nn.layers.gin import GINConv
+
+    opts = layer_options(cfg, {"eps": 0.0, "train_eps": False, "batch_norm": True})
+    return GINConv(in_dim, out_dim, hidden_dim=cfg.hidden, **opts)
+
+
+@register_layer("gat")
+def _gat(in_dim: int, out_dim: int, cfg: ModelConfig, last: bool) -> nn.Module:
+    """Hidden layers: ``heads`` heads, concatenated (each ``out_dim / heads`` wide) or averaged.
+    Output layer: ``out_heads`` heads, averaged. Attention dropout defaults to ``cfg.dropout``."""
+    from qgnn.training.nn.layers.gat import GATConv
+
+    opts = layer_options(cfg, {"heads": 8, "out_heads": 1, "concat": True,
+                               "attn_dropout": cfg.dropout, "negative_slope": 0.2})
+    heads = opts["out_heads"] if last else opts["heads"]
+    concat = opts["concat"] and not last
+    if concat and out_dim % heads:
+        raise ValueError(f"ModelConfig.layer_kwargs: GAT heads={heads} must divide the layer "
+                         f"width {out_dim} when concat=True")
+    return GATConv(in_dim, out_dim // heads if concat else out_dim, heads=heads, concat=concat,
+                   negative_slope=opts["negative_slope"], attn_dropout=opts["attn_dropout"])
+
+
+@register_layer("egc")
+def _egc(in_dim: int, out_dim: int, cfg: ModelConfig, last: bool) -> nn.Module:
+    """Hidden layers use ``heads`` heads, the output layer ``out_heads`` (it must divide the
+    number of classes)."""
+    from qgnn.training.nn.layers.egc import EGConv
+
+    opts = layer_options(cfg, {"heads": 8, "out_heads": 1, "bases": 4,
+                               "aggregators": ["symnorm"]})
+    heads = opts["out_heads"] if last else opts["heads"]
+    if out_dim % heads:
+        raise ValueError(f"ModelConfig.layer_kwargs: EGC {'out_heads' if last else 'heads'}="
+                         f"{heads} must divide the layer width {out_dim}")
+    return EGConv(in_dim, out_dim, aggregators=opts["aggregators"], heads=heads,
+                  bases=opts["bases"])
 
 
 def build_model(cfg: ModelConfig) -> GNN:

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
-
 from qgnn.training.nn.block import Block
 from qgnn.training.nn.quant_sites import QuantSites
 
@@ -45,7 +44,7 @@ def aggregate(msg: torch.Tensor, dst: torch.Tensor, num_dst: int, reduce: Reduce
 def propagate(x_src: torch.Tensor, block: Block, *, reduce: Reduce = "sum",
               message: MessageFn | None = None, edge_weight: torch.Tensor | None = None,
               q: QuantSites | None = None) -> torch.Tensor:
-    """``out[v] = reduce_{(u,v)} message(x_src[u] * w_uv)``, with quantisation sites ``msg``/``agg``.
+    """``out[v] = reduce_{(u,v)} message(x_src[u] * w_uv)``, quantisation sites ``msg``/``agg``.
 
     ``edge_weight`` scales each message (normalisation coefficients, importance weights) and is
     itself a quantisation site (``edge_weight``) when ``q`` is given.
@@ -63,3 +62,28 @@ def propagate(x_src: torch.Tensor, block: Block, *, reduce: Reduce = "sum",
     if q is not None:
         out = q("agg", out, block)
     return out
+
+
+def edge_softmax(logits: torch.Tensor, dst: torch.Tensor, num_dst: int) -> torch.Tensor:
+    """Softmax of ``logits`` ``(E, ...)`` over the edges that enter each destination.
+
+    Each destination's largest logit is subtracted first (softmax is shift-invariant), so any
+    finite logits give finite weights; the shift is detached since it has no gradient. Weights sum
+    to 1 per destination with at least one edge; a destination whose logits are all ``-inf`` gets
+    zero weights rather than NaN. Returns a tensor shaped like ``logits``.
+    """
+    if logits.shape[0] != dst.numel():
+        raise ValueError(f"edge_softmax: logits has {logits.shape[0]} rows but dst has "
+                         f"{dst.numel()} edges")
+    info = torch.finfo(logits.dtype)
+    peak = aggregate(logits.detach(), dst, num_dst, "max").clamp_(min=info.min)
+    weight = torch.exp(logits - gather(peak, dst))
+    total = aggregate(weight, dst, num_dst, "sum").clamp_(min=info.tiny)
+    return weight / gather(total, dst)
+
+
+def check_src_rows(layer: str, x: torch.Tensor, block: Block) -> None:
+    """Refuse a feature matrix that does not have one row per source of the block."""
+    if x.dim() != 2 or x.shape[0] != block.num_src:
+        raise ValueError(f"{layer}: x must be (block.num_src={block.num_src}, features), got shape "
+                         f"{tuple(x.shape)}")

@@ -18,9 +18,8 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import nn
-
 from qgnn.training.nn.block import Block
+from torch import nn
 
 Role = Literal["src", "dst", "edge", "param"]
 ROLES: tuple[Role, ...] = ("src", "dst", "edge", "param")

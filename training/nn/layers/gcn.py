@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import ClassVar
 
+import torch
 from qgnn.training.nn.block import Block
 from qgnn.training.nn.propagate import propagate
 from qgnn.training.nn.quant_sites import PROPAGATE_SITES, QuantSites, Role
+from torch import nn
 
 
 def gcn_norm(looped: Block, in_degree: torch.Tensor) -> torch.Tensor:
@@ -25,8 +26,9 @@ def gcn_norm(looped: Block, in_degree: torch.Tensor) -> torch.Tensor:
 
 
 class GCNConv(nn.Module):
-    SITES: dict[str, Role] = {"x": "src", "weight": "param", "lin": "src", **PROPAGATE_SITES,
-                              "out": "dst"}
+    SITES: ClassVar[dict[str, Role]] = {
+        "x": "src", "weight": "param", "lin": "src", **PROPAGATE_SITES, "out": "dst",
+    }
 
     def __init__(self, in_dim: int, out_dim: int, bias: bool = True) -> None:
         super().__init__()
@@ -40,7 +42,8 @@ class GCNConv(nn.Module):
         x = q("x", x, block)
         h = q("lin", x @ q("weight", self.lin.weight).t(), block)
         looped = block.with_self_loops()
-        out = propagate(h, looped, reduce="sum", edge_weight=gcn_norm(looped, block.src_in_degree()), q=q)
+        norm = gcn_norm(looped, block.src_in_degree())
+        out = propagate(h, looped, reduce="sum", edge_weight=norm, q=q)
         if self.bias is not None:
             out = out + self.bias
         return q("out", out, block)
