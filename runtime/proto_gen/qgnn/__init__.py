@@ -1,0 +1,1 @@
+"""Stubs of the qgnn protocol packages."""
