@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from qgnn.graph.container import Graph
 
 
@@ -50,3 +49,42 @@ class LinkData:
     @property
     def bipartite(self) -> bool:
         return self.num_users is not None
+
+
+def split_edges(graph: Graph, *, val_fraction: float = 0.05, test_fraction: float = 0.1,
+                seed: int = 0) -> LinkData:
+    """Hold out random undirected pairs of a (non-bipartite) graph for link prediction.
+
+    Each distinct pair ``{u, v}`` (``u != v``) is one candidate; the held-out ones lose *both*
+    directions in the returned graph, which keeps every node's data and the remaining edges'
+    weights. Self-loops stay in the graph and are never held out. Pairs come back as ``(min, max)``
+    rows; ``train`` lists every pair left in the graph. The same ``seed`` gives the same split.
+    """
+    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= f < 1.0:
+            raise ValueError(f"split_edges: {name} must be in [0, 1), got {f}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(f"split_edges: val_fraction + test_fraction = "
+                         f"{val_fraction + test_fraction} leaves no training pairs")
+    if graph.node_type is not None and np.unique(graph.node_type).size > 1:
+        raise ValueError("split_edges: graph has several node types; bipartite user-item data "
+                         "is split by time with qgnn.graph.io.interactions.load_interactions")
+    n = graph.num_nodes
+    src, dst = graph.edge_index()
+    key = np.minimum(src, dst) * n + np.maximum(src, dst)  # one id per undirected pair
+    pairs = np.unique(key[src != dst])
+    shuffled = pairs[np.random.default_rng(seed).permutation(pairs.size)]
+    num_test = round(pairs.size * test_fraction)
+    num_val = round(pairs.size * val_fraction)
+    test, val = shuffled[:num_test], shuffled[num_test:num_test + num_val]
+    held_out = shuffled[:num_test + num_val]
+    keep = ~np.isin(key, held_out)  # CSR order is kept, so rows stay sorted
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(src[keep], minlength=n), out=indptr[1:])
+    kept = graph.replace(indptr=indptr, indices=dst[keep],
+                         edge_weight=None if graph.edge_weight is None else graph.edge_weight[keep])
+    train = np.setdiff1d(pairs, held_out, assume_unique=True)
+    width = max(n, 1)
+    train, val, test = (np.stack([k // width, k % width], axis=1)
+                        for k in (train, np.sort(val), np.sort(test)))
+    return LinkData(kept, train, val, test, meta={"split": "random_pairs", "seed": seed})
