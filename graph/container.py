@@ -51,14 +51,18 @@ def _check_range(name: str, ids: np.ndarray, upper: int) -> None:
                          f"[0, {upper})")
 
 
-def _check_finite(name: str, arr: np.ndarray) -> None:
+def _check_finite(name: str, arr: np.ndarray, chunk_rows: int = 1 << 16) -> None:
+    """Chunked so a 5 GB feature matrix needs no full-size boolean temporary."""
     if not np.issubdtype(arr.dtype, np.floating):
         return
-    finite = np.isfinite(arr)
-    if not finite.all():
-        pos = np.argwhere(~finite)[0]
-        raise ValueError(f"Graph.{name}: non-finite value {arr[tuple(pos)]} at index "
-                         f"{tuple(int(p) for p in pos)}")
+    for start in range(0, max(len(arr), 1), chunk_rows):
+        part = arr[start:start + chunk_rows]
+        finite = np.isfinite(part)
+        if not finite.all():
+            pos = np.argwhere(~finite)[0]
+            pos[0] += start
+            raise ValueError(f"Graph.{name}: non-finite value {arr[tuple(pos)]} at index "
+                             f"{tuple(int(p) for p in pos)}")
 
 
 def csr_from_edges(src: np.ndarray, dst: np.ndarray, num_rows: int) -> tuple[np.ndarray, np.ndarray,
@@ -216,9 +220,13 @@ class Graph:
     @cached_property
     def csc(self) -> Adjacency:
         """In-neighbours: row = destination, indices = sources (what aggregation reads)."""
-        src, dst = self.edge_index()
-        indptr, indices, order = csr_from_edges(dst, src, self.num_nodes)
-        return Adjacency(indptr, indices, order)
+        # The CSR is sorted by (src, dst), so a stable sort by dst yields (dst, src) order.
+        order = np.argsort(self.indices, kind="stable")
+        counts = np.bincount(self.indices, minlength=self.num_nodes)
+        indptr = np.zeros(self.num_nodes + 1, np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        src = np.repeat(np.arange(self.num_nodes, dtype=np.int64), np.diff(self.indptr))
+        return Adjacency(indptr, src[order], order.astype(np.int64, copy=False))
 
     def in_degree(self) -> np.ndarray:
         return np.bincount(self.indices, minlength=self.num_nodes).astype(np.int64)
