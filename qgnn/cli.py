@@ -17,8 +17,8 @@ from qgnn.logs import configure_logging
 # (module, what it adds); a module that cannot be imported on this install is skipped with a note.
 STAGES = (
     ("qgnn.training.cli", "train"),
-    ("qgnn.exporter.cli", "export, inspect"),
-    ("qgnn.runtime.cli", "serve, predict"),
+    ("qgnn.exporter.cli", "export"),
+    ("qgnn.runtime.cli", "serve, predict, health, inspect"),
     ("qgnn.bench.cli", "bench"),
 )
 

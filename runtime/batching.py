@@ -1,0 +1,292 @@
+"""Dynamic batching: concurrent requests for one model version merged into one model call.
+
+Each model version has one :class:`Batcher`: a bounded queue and a worker thread that runs the
+model. The worker takes the oldest job, then every queued job with the same merge key that still
+fits in ``max_batch_size`` rows, and hands the batch to ``run``, which computes it in one model
+call and splits the result back per job in order. Jobs without a merge key (requests with
+inductive nodes, recommendations, graph updates) run one at a time, in queue order.
+
+When to stop collecting: the worker waits up to ``max_queue_delay`` (measured from the oldest
+job's arrival) for more jobs only while other requests for this model are already inside the
+server (:meth:`Batcher.arriving`: being validated, about to be queued). A lone request is never
+delayed; under load, requests queue while the worker computes and the next batch takes them all.
+
+Per-request errors are kept: callers validate before queueing, and if a merged call still fails,
+the worker reruns each job of the batch alone so only the bad one fails. A full queue refuses new
+jobs (:class:`OverloadedError`, RESOURCE_EXHAUSTED) instead of letting latency grow without bound,
+and a job whose deadline passed while it was queued is dropped, not computed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any
+
+from qgnn.runtime.errors import DeadlineExceededError, ModelUnavailableError, OverloadedError
+from qgnn.runtime.metrics import ServingMetrics
+
+log = logging.getLogger("qgnn.runtime.batching")
+
+# One model call over the payloads of a batch (all with the same key, in queue order); returns one
+# result per payload.
+RunBatch = Callable[[Hashable | None, list[Any]], list[Any]]
+
+
+@dataclass(eq=False)
+class Job:
+    """One queued request: ``size`` rows of work, merged with others of the same ``key``."""
+
+    key: Hashable | None
+    payload: Any
+    size: int
+    deadline: float | None  # time.monotonic() after which the caller no longer wants the answer
+    enqueued: float = field(default_factory=time.monotonic)
+    future: Future = field(default_factory=Future)
+
+
+@dataclass
+class BatchStats:
+    """Cumulative counts and times (nanoseconds) of one batcher, for KServe ModelStatistics."""
+
+    inference_count: int = 0  # requests answered successfully
+    execution_count: int = 0  # model calls (batches)
+    success_ns: int = 0  # queue + compute time of successful requests
+    fail_count: int = 0
+    fail_ns: int = 0
+    queue_ns: int = 0
+    compute_ns: int = 0
+    last_inference_ms: int = 0  # wall-clock time of the last model call, ms since the epoch
+
+
+class Batcher:
+    """The queue and worker thread(s) of one model version."""
+
+    def __init__(self, model: str, run: RunBatch, *, max_batch_size: int,
+                 max_queue_delay_s: float, max_queue_size: int,
+                 metrics: ServingMetrics | None = None, workers: int = 1) -> None:
+        if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_s < 0 or workers < 1:
+            raise ValueError(f"batcher for {model!r}: max_batch_size, max_queue_size and workers "
+                             f"must be >= 1 and max_queue_delay_s >= 0")
+        self.model = model
+        self._run = run
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay_s = max_queue_delay_s
+        self.max_queue_size = max_queue_size
+        self._metrics = metrics
+        self._queue: deque[Job] = deque()
+        self._cond = threading.Condition()
+        self._arriving = 0
+        self._closed = False
+        self._drain = True
+        self.stats = BatchStats()
+        self._threads = [threading.Thread(target=self._work, name=f"qgnn-batch-{model}-{i}",
+                                          daemon=True) for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    # -- callers ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Marks a request as on its way to this queue (while it is validated), so the worker
+        waits for it rather than dispatching a batch it could have joined."""
+        with self._cond:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._arriving -= 1
+                self._cond.notify_all()
+
+    def submit(self, key: Hashable | None, payload: Any, size: int,
+               deadline: float | None = None) -> Job:
+        """Queues a job; raises OverloadedError when the queue is full and ModelUnavailableError
+        once the batcher is closed."""
+        job = Job(key, payload, max(int(size), 1), deadline)
+        with self._cond:
+            if self._closed:
+                raise ModelUnavailableError(f"model {self.model} is unloading; retry")
+            if len(self._queue) >= self.max_queue_size:
+                if self._metrics is not None:
+                    self._metrics.shed_requests.labels(self.model).inc()
+                raise OverloadedError(f"model {self.model}: queue full ({self.max_queue_size} "
+                                      f"requests waiting); retry with backoff")
+            self._queue.append(job)
+            self._cond.notify_all()
+        if self._metrics is not None:
+            self._metrics.queue_depth.labels(self.model).inc()
+        return job
+
+    def wait(self, job: Job) -> Any:
+        """The job's result, raising its error; gives up with DeadlineExceededError at the job's
+        deadline (a job still queued is then cancelled, never computed)."""
+        timeout = None if job.deadline is None else max(job.deadline - time.monotonic(), 0.0)
+        try:
+            return job.future.result(timeout)
+        except (FutureTimeout, CancelledError):
+            job.future.cancel()
+            raise DeadlineExceededError(f"model {self.model}: the deadline passed before the "
+                                        f"request was answered") from None
+
+    def call(self, key: Hashable | None, payload: Any, size: int,
+             deadline: float | None = None) -> Any:
+        """submit + wait."""
+        return self.wait(self.submit(key, payload, size, deadline))
+
+    @property
+    def depth(self) -> int:
+        """Jobs waiting in the queue."""
+        return len(self._queue)
+
+    def close(self, *, drain: bool = True, timeout: float | None = None) -> None:
+        """Refuses new jobs; with ``drain`` the queued ones are still computed, otherwise they
+        fail with ModelUnavailableError. Waits for the worker(s) to finish."""
+        with self._cond:
+            self._closed = True
+            self._drain = drain
+            self._cond.notify_all()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+
+    # -- worker ----------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            if batch:
+                self._execute(batch)
+
+    def _take(self, job: Job, now: float) -> bool:
+        """Moves a job from queued to running; False (and the job is answered) when its caller
+        has given up or its deadline has passed."""
+        if self._metrics is not None:
+            self._metrics.queue_depth.labels(self.model).dec()
+        if not job.future.set_running_or_notify_cancel():
+            return False
+        if job.deadline is not None and now >= job.deadline:
+            job.future.set_exception(DeadlineExceededError(
+                f"model {self.model}: the deadline passed while the request was queued "
+                f"({(now - job.enqueued) * 1e3:.1f} ms); it was not computed"))
+            return False
+        return True
+
+    def _take_matching(self, key: Hashable, room: int, now: float) -> tuple[list[Job], int]:
+        """Removes (in queue order) jobs with ``key`` that fit in ``room`` rows; stops at the
+        first one that does not fit, so a large request is not overtaken forever."""
+        taken: list[Job] = []
+        kept: deque[Job] = deque()
+        rows = 0
+        blocked = False
+        while self._queue:
+            job = self._queue.popleft()
+            if blocked or job.key != key:
+                kept.append(job)
+            elif job.size > room - rows:
+                blocked = True
+                kept.append(job)
+            elif self._take(job, now):
+                taken.append(job)
+                rows += job.size
+        self._queue = kept
+        return taken, rows
+
+    def _next_batch(self) -> list[Job] | None:
+        """The next batch to compute ([] when the head job was dropped), None to stop."""
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            if self._closed and not self._drain:
+                failed = list(self._queue)
+                self._queue.clear()
+                for job in failed:
+                    if self._take(job, time.monotonic()):
+                        job.future.set_exception(ModelUnavailableError(
+                            f"model {self.model} was unloaded before the request ran; retry"))
+                return []
+            first = self._queue.popleft()
+            if not self._take(first, time.monotonic()):
+                return []
+            batch, rows = [first], first.size
+            if first.key is None:
+                return batch
+            until = first.enqueued + self.max_queue_delay_s
+            while rows < self.max_batch_size:
+                taken, more = self._take_matching(first.key, self.max_batch_size - rows,
+                                                  time.monotonic())
+                batch += taken
+                rows += more
+                left = until - time.monotonic()
+                if rows >= self.max_batch_size or self._arriving == 0 or left <= 0:
+                    break
+                if self._closed:
+                    break
+                self._cond.wait(left)
+            return batch
+
+    def _execute(self, batch: list[Job]) -> None:
+        started = time.monotonic()
+        rows = sum(job.size for job in batch)
+        if self._metrics is not None:
+            self._metrics.batch_size.labels(self.model).observe(rows)
+            for job in batch:
+                self._metrics.queue_duration.labels(self.model).observe(started - job.enqueued)
+        try:
+            results = self._run(batch[0].key, [job.payload for job in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"batch runner returned {len(results)} results for "
+                                   f"{len(batch)} requests")
+            outcomes: list[tuple[Any, BaseException | None]] = [(r, None) for r in results]
+        except Exception as exc:
+            if len(batch) == 1:
+                outcomes = [(None, exc)]
+            else:  # isolate: one bad request must not fail the others
+                log.debug("batch of %d failed; rerunning its requests one by one", len(batch))
+                outcomes = [self._run_alone(job) for job in batch]
+        finished = time.monotonic()
+        if self._metrics is not None:
+            self._metrics.compute_duration.labels(self.model, "model").observe(finished - started)
+        self._record(batch, outcomes, started, finished)
+        for job, (result, error) in zip(batch, outcomes, strict=True):
+            if error is None:
+                job.future.set_result(result)
+            else:
+                job.future.set_exception(error)
+
+    def _run_alone(self, job: Job) -> tuple[Any, BaseException | None]:
+        try:
+            (result,) = self._run(job.key, [job.payload])
+            return result, None
+        except Exception as exc:
+            return None, exc
+
+    def _record(self, batch: list[Job], outcomes: list[tuple[Any, BaseException | None]],
+                started: float, finished: float) -> None:
+        compute_ns = int((finished - started) * 1e9)
+        with self._cond:
+            s = self.stats
+            s.execution_count += 1
+            s.compute_ns += compute_ns
+            s.last_inference_ms = int(time.time() * 1e3)
+            for job, (_, error) in zip(batch, outcomes, strict=True):
+                queue_ns = int((started - job.enqueued) * 1e9)
+                s.queue_ns += queue_ns
+                if error is None:
+                    s.inference_count += 1
+                    s.success_ns += queue_ns + compute_ns
+                else:
+                    s.fail_count += 1
+                    s.fail_ns += queue_ns + compute_ns

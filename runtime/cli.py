@@ -1,0 +1,158 @@
+"""``qgnn serve``, ``qgnn predict``, ``qgnn health`` (and ``qgnn inspect``): torch-free."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from qgnn.runtime.cli_inspect import add_inspect_parser
+from qgnn.runtime.config import add_serve_arguments, flags_from_args, resolve_config
+
+
+def add_parsers(sub: Any) -> None:
+    """Registers the serving commands on the ``qgnn`` subcommand parsers."""
+    serve = sub.add_parser(
+        "serve", help="serve model bundles over gRPC",
+        description="Serve a model bundle or a repository of bundles (<repo>/<model>/<version>/) "
+                    "over gRPC: qgnn.v1, KServe v2, health and reflection on one port, "
+                    "Prometheus metrics on another. Settings: flags > QGNN_* variables > "
+                    "--config file. SIGTERM shuts down gracefully.")
+    add_serve_arguments(serve)
+    serve.set_defaults(func=serve_command)
+
+    predict = sub.add_parser("predict", help="call a running server and print JSON",
+                             description="Call a running qgnn server (qgnn.v1) and print the "
+                                         "answer as JSON.")
+    kinds = predict.add_subparsers(dest="kind", metavar="KIND")
+    kinds.required = True
+    nodes = _model_parser(kinds, "nodes", "class probabilities of nodes")
+    nodes.add_argument("ids", nargs="+", type=int, help="node ids")
+    links = _model_parser(kinds, "links", "edge probabilities of SRC:DST pairs")
+    links.add_argument("pairs", nargs="+", type=_pair, help="pairs as SRC:DST")
+    rec = _model_parser(kinds, "recommend", "top-k items for a user")
+    rec.add_argument("--user", type=int, required=True, help="user node id")
+    rec.add_argument("-k", type=int, default=10, help="how many items (default 10)")
+    rec.add_argument("--exclude-seen", action="store_true", help="leave out the user's items")
+    rec.add_argument("--candidates", type=int, nargs="*", default=(),
+                     help="rank only these item ids")
+    embed = _model_parser(kinds, "embed", "node embeddings")
+    embed.add_argument("ids", nargs="+", type=int, help="node ids")
+    models = kinds.add_parser("models", help="list loaded models")
+    models.add_argument("--name", default="", help="only this model name")
+    _connection_arguments(models)
+    _model_parser(kinds, "model", "one model's description and manifest")
+    predict.set_defaults(func=predict_command)
+
+    health = sub.add_parser("health", help="probe a server's gRPC health (exit 0 if SERVING)",
+                            description="Ask grpc.health.v1 whether the server (or one model) "
+                                        "is SERVING; exit 0 if so, 1 otherwise. For container "
+                                        "health checks.")
+    health.add_argument("--service", default="", help="a model name (default: the server)")
+    _connection_arguments(health, default_timeout=5.0)
+    health.set_defaults(func=health_command)
+
+    add_inspect_parser(sub)
+
+
+def _pair(text: str) -> tuple[int, int]:
+    src, sep, dst = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return int(src), int(dst)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"pairs are SRC:DST, got {text!r}") from None
+
+
+def _connection_arguments(parser: argparse.ArgumentParser, default_timeout: float = 30.0
+                          ) -> None:
+    group = parser.add_argument_group("connection")
+    group.add_argument("--host", default="127.0.0.1", help="server host (default 127.0.0.1)")
+    group.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
+    group.add_argument("--tls", action="store_true", help="use TLS (system root CAs unless "
+                                                          "--tls-ca)")
+    group.add_argument("--tls-ca", type=Path, help="CA (PEM) that signed the server's cert")
+    group.add_argument("--tls-cert", type=Path, help="client certificate (mutual TLS)")
+    group.add_argument("--tls-key", type=Path, help="client private key (mutual TLS)")
+    group.add_argument("--tls-server-name", help="expected name in the server's certificate")
+    group.add_argument("--token-file", type=Path, help="file with the bearer token")
+    group.add_argument("--timeout", type=float, default=default_timeout,
+                       help=f"deadline in seconds (default {default_timeout:g})")
+
+
+def _model_parser(kinds: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser = kinds.add_parser(name, help=help_text)
+    parser.add_argument("--model", required=True, help="model name")
+    parser.add_argument("--version", type=int, default=None, help="model version (default: "
+                                                                  "the newest)")
+    _connection_arguments(parser)
+    return parser
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from qgnn.runtime.client import QgnnClient, connection_kwargs
+
+    return QgnnClient(f"{args.host}:{args.port}", **connection_kwargs(vars(args)))
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from qgnn.runtime.server import serve_main
+
+    return serve_main(resolve_config(flags_from_args(args), os.environ, args.config))
+
+
+def _predict(client: Any, args: argparse.Namespace) -> dict:
+    v = args.version if args.kind != "models" else None
+    if args.kind == "nodes":
+        r = client.predict_nodes(args.model, args.ids, version=v)
+        return {"model": r.model, "version": r.version, "node_ids": args.ids,
+                "predicted_class": r.predicted_class.tolist(),
+                "probabilities": r.probabilities.tolist()}
+    if args.kind == "links":
+        src, dst = zip(*args.pairs, strict=True)
+        r = client.predict_links(args.model, src, dst, version=v)
+        return {"model": r.model, "version": r.version, "pairs": [list(p) for p in args.pairs],
+                "scores": r.scores.tolist()}
+    if args.kind == "recommend":
+        r = client.recommend(args.model, args.user, args.k, exclude_seen=args.exclude_seen,
+                             candidate_ids=args.candidates, version=v)
+        return {"model": r.model, "version": r.version, "user_id": args.user,
+                "item_ids": r.item_ids.tolist(), "scores": r.scores.tolist()}
+    if args.kind == "embed":
+        r = client.embed(args.model, args.ids, version=v)
+        return {"model": r.model, "version": r.version, "node_ids": args.ids,
+                "embeddings": r.embeddings.tolist()}
+    if args.kind == "models":
+        return {"models": client.list_models(args.name)}
+    info, manifest = client.get_model(args.model, version=v)
+    return {"info": info, "manifest": json.loads(manifest) if manifest else None}
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    import grpc
+
+    with _client(args) as client:
+        try:
+            result = _predict(client, args)
+        except grpc.RpcError as exc:
+            print(f"qgnn predict: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    print(json.dumps(result))
+    return 0
+
+
+def health_command(args: argparse.Namespace) -> int:
+    import grpc
+
+    with _client(args) as client:
+        try:
+            status = client.health(args.service)
+        except grpc.RpcError as exc:
+            print(f"qgnn health: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    print(status)
+    return 0 if status == "SERVING" else 1

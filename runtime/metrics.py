@@ -1,0 +1,170 @@
+"""Prometheus metrics of ``qgnn serve``: every metric the server exports, declared in one place.
+
+Names and label names are part of the serving contract (dashboards and alerts in deploy/ read
+them), so they live here and nowhere else. Each :class:`ServingMetrics` registers on the
+``CollectorRegistry`` it is given, which lets tests build a fresh registry per server and read the
+values back (``registry.get_sample_value``).
+"""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+import threading
+from dataclasses import dataclass
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+# Latency buckets from 100 µs (a single cached lookup) to 10 s (a huge request on a slow host).
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064,
+                   0.128, 0.256, 0.512, 1.0, 2.5, 5.0, 10.0)
+# Model-load buckets: a tiny bundle loads in milliseconds, a large graph in tens of seconds.
+LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+# Powers of two: batch sizes (ids per model call) up to --max-batch-size's usual range.
+BATCH_BUCKETS = tuple(float(2**i) for i in range(13))
+# Powers of four: sampled subgraph sizes from a single node to millions of edges.
+SUBGRAPH_BUCKETS = tuple(float(4**i) for i in range(12))
+
+
+@dataclass(frozen=True)
+class ServingMetrics:
+    """All serving metrics, registered on one registry (the server's, or a test's)."""
+
+    registry: CollectorRegistry
+    request_duration: Histogram
+    requests: Counter
+    request_errors: Counter
+    inflight: Gauge
+    queue_duration: Histogram
+    compute_duration: Histogram
+    batch_size: Histogram
+    subgraph_nodes: Histogram
+    subgraph_edges: Histogram
+    model_load_duration: Histogram
+    model_load_failures: Counter
+    model_info: Gauge
+    model_ready: Gauge
+    queue_depth: Gauge
+    shed_requests: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> ServingMetrics:
+        """Declares every metric on ``registry`` (a fresh one when None)."""
+        r = registry if registry is not None else CollectorRegistry()
+        return cls(
+            registry=r,
+            request_duration=Histogram(
+                "qgnn_request_duration_seconds", "Time from receiving an RPC to its answer.",
+                ("model", "method", "status"), buckets=LATENCY_BUCKETS, registry=r),
+            requests=Counter(
+                "qgnn_requests_total", "RPCs answered, by final gRPC status.",
+                ("model", "method", "status"), registry=r),
+            request_errors=Counter(
+                "qgnn_request_errors_total", "RPCs answered with a status other than OK.",
+                ("model", "method", "code"), registry=r),
+            inflight=Gauge(
+                "qgnn_inflight_requests", "RPCs being handled right now.", ("model",),
+                registry=r),
+            queue_duration=Histogram(
+                "qgnn_queue_duration_seconds", "Time a request waited in the batching queue.",
+                ("model",), buckets=LATENCY_BUCKETS, registry=r),
+            compute_duration=Histogram(
+                "qgnn_compute_duration_seconds",
+                "Time spent computing, by stage ('model' is one whole backend call; backends "
+                "may report finer stages).",
+                ("model", "stage"), buckets=LATENCY_BUCKETS, registry=r),
+            batch_size=Histogram(
+                "qgnn_batch_size", "Ids (rows) per model call after dynamic batching.",
+                ("model",), buckets=BATCH_BUCKETS, registry=r),
+            subgraph_nodes=Histogram(
+                "qgnn_subgraph_nodes", "Nodes in the k-hop subgraph a model call computed on.",
+                ("model",), buckets=SUBGRAPH_BUCKETS, registry=r),
+            subgraph_edges=Histogram(
+                "qgnn_subgraph_edges", "Edges in the k-hop subgraph a model call computed on.",
+                ("model",), buckets=SUBGRAPH_BUCKETS, registry=r),
+            model_load_duration=Histogram(
+                "qgnn_model_load_duration_seconds",
+                "Time to verify a bundle and bring its model up.", ("model",),
+                buckets=LOAD_BUCKETS, registry=r),
+            model_load_failures=Counter(
+                "qgnn_model_load_failures_total",
+                "Bundle loads or reloads that failed (the previous version keeps serving).",
+                ("model",), registry=r),
+            model_info=Gauge(
+                "qgnn_model_info", "1 for each loaded model version.",
+                ("model", "version", "task", "quant"), registry=r),
+            model_ready=Gauge(
+                "qgnn_model_ready", "1 while a model version serves, 0 while it loads, unloads "
+                "or failed.", ("model", "version"), registry=r),
+            queue_depth=Gauge(
+                "qgnn_queue_depth", "Requests waiting in the batching queue.", ("model",),
+                registry=r),
+            shed_requests=Counter(
+                "qgnn_shed_requests_total",
+                "Requests refused with RESOURCE_EXHAUSTED because the queue was full.",
+                ("model",), registry=r),
+        )
+
+
+class MetricsObserver:
+    """What a backend reports about its own work, bound to one model name.
+
+    Given to backend loaders in :class:`qgnn.runtime.dataplane.BackendOptions`, so a backend
+    records subgraph sizes and per-stage times without knowing about Prometheus.
+    """
+
+    def __init__(self, metrics: ServingMetrics | None, model: str) -> None:
+        self._metrics = metrics
+        self._model = model
+
+    def subgraph(self, nodes: int, edges: int) -> None:
+        """One model call computed on a subgraph of ``nodes`` nodes and ``edges`` edges."""
+        if self._metrics is not None:
+            self._metrics.subgraph_nodes.labels(self._model).observe(nodes)
+            self._metrics.subgraph_edges.labels(self._model).observe(edges)
+
+    def stage(self, stage: str, seconds: float) -> None:
+        """A stage of a model call (e.g. 'subgraph', 'onnx', 'topk') took ``seconds``."""
+        if self._metrics is not None:
+            self._metrics.compute_duration.labels(self._model, stage).observe(seconds)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes are not worth a line
+        del format, args
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _ThreadingServer6(_ThreadingServer):
+    address_family = socket.AF_INET6
+
+
+class MetricsHttpServer:
+    """Prometheus text exposition on ``http://HOST:PORT/metrics`` in a daemon thread (a WSGI
+    server polling for shutdown every 50 ms, so that stopping a server is quick)."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+        server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
+        self._httpd = make_server(host, port, make_wsgi_app(registry), server_class,
+                                  handler_class=_QuietHandler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
+                                        name="qgnn-metrics", daemon=True)
+        self._thread.start()
+        self._closed = threading.Event()
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when started on port 0)."""
+        return int(self._httpd.server_port)
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._thread.join(timeout=5)

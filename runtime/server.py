@@ -1,0 +1,220 @@
+"""``qgnn serve``: the gRPC server process.
+
+One port serves qgnn.v1 (GraphInference + ModelAdmin), KServe v2, grpc.health.v1 and server
+reflection; Prometheus metrics have their own HTTP port. Requests run on a thread pool (one
+thread per RPC in flight, which mostly waits on its model's batcher); each model version's
+batcher computes on its own worker thread, and numpy/onnxruntime release the GIL there.
+
+Life cycle: :meth:`QgnnServer.start` binds both ports, answers health with NOT_SERVING while it
+loads the models, then turns SERVING. :meth:`QgnnServer.stop` (SIGTERM) turns health
+NOT_SERVING, answers new calls UNAVAILABLE, lets accepted calls finish within the grace period,
+then closes the models.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from concurrent import futures
+from pathlib import Path
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+from prometheus_client import CollectorRegistry
+from qgnn.runtime.config import ServeConfig
+from qgnn.runtime.dataplane import DataPlane, Limits, import_backends
+from qgnn.runtime.interceptors import ServingInterceptor, read_token
+from qgnn.runtime.metrics import MetricsHttpServer, ServingMetrics
+from qgnn.runtime.proto_gen.inference import POOL
+from qgnn.runtime.proto_gen.inference import grpc_service_pb2 as kserve
+from qgnn.runtime.proto_gen.inference import grpc_service_pb2_grpc as kserve_grpc
+from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2 as pb
+from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2_grpc as pb_grpc
+from qgnn.runtime.repository import ModelRepository, RepositoryOptions
+from qgnn.runtime.service.admin import ModelAdminService
+from qgnn.runtime.service.health import HealthState
+from qgnn.runtime.service.kserve_v2 import KServeService
+from qgnn.runtime.service.qgnn_v1 import GraphInferenceService
+
+log = logging.getLogger("qgnn.runtime.server")
+
+# Threads for calls that do not queue on a model (health, admin, listing), on top of one per
+# queued request, so that --max-queue-size requests can wait while others are still answered.
+_EXTRA_THREADS = 32
+_POOL_LOCK = threading.Lock()
+
+
+def reflection_service_names() -> list[str]:
+    """Fully qualified names of every service on the port, for server reflection."""
+    return [pb.DESCRIPTOR.services_by_name["GraphInference"].full_name,
+            pb.DESCRIPTOR.services_by_name["ModelAdmin"].full_name,
+            kserve.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME]
+
+
+def _reflection_pool() -> object:
+    """The KServe stubs' private descriptor pool with qgnn.v1, health and reflection added, so
+    reflection can describe all services (docs/api.md: the pool keeps KServe's ``inference.*``
+    names from clashing with tritonclient's in the default pool)."""
+    with _POOL_LOCK:
+        for module in (pb, health_pb2, reflection_pb2):
+            try:
+                POOL.FindFileByName(module.DESCRIPTOR.name)
+            except KeyError:
+                POOL.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
+    return POOL
+
+
+def _read(path: Path | None) -> bytes | None:
+    return None if path is None else Path(path).read_bytes()
+
+
+def server_credentials(cfg: ServeConfig) -> grpc.ServerCredentials | None:
+    """TLS credentials from the config (None: plaintext); mutual TLS with a client CA."""
+    if cfg.tls_cert is None:
+        return None
+    client_ca = _read(cfg.tls_client_ca)
+    return grpc.ssl_server_credentials([(_read(cfg.tls_key), _read(cfg.tls_cert))],
+                                       root_certificates=client_ca,
+                                       require_client_auth=client_ca is not None)
+
+
+class QgnnServer:
+    """The whole server for one config; :meth:`start` and :meth:`stop` (or a ``with`` block)."""
+
+    def __init__(self, config: ServeConfig, *, registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        import_backends()
+        self.metrics = ServingMetrics.create(registry)
+        self.repository = ModelRepository(config.path, metrics=self.metrics, options=(
+            RepositoryOptions(max_batch_size=config.max_batch_size,
+                              max_queue_delay_s=config.max_queue_delay_ms / 1e3,
+                              max_queue_size=config.max_queue_size, threads=config.threads,
+                              portable=config.portable, drain_timeout_s=config.grace_period_s)))
+        self.plane = DataPlane(self.repository, Limits(config.max_ids_per_request))
+        self.health = HealthState(self.repository)
+        token = read_token(config.auth_token_file) if config.auth_token_file else None
+        self.interceptor = ServingInterceptor(self.metrics, token=token,
+                                              known_model=self.repository.knows)
+        self._credentials = server_credentials(config)
+        self._grpc: grpc.Server | None = None
+        self._metrics_http: MetricsHttpServer | None = None
+        self.grpc_port = 0
+        self.metrics_port = 0
+        self._stopped = threading.Event()
+
+    def _build(self) -> grpc.Server:
+        workers = self.config.max_queue_size + _EXTRA_THREADS
+        size = self.config.max_message_bytes
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qgnn-rpc"),
+            interceptors=[self.interceptor], maximum_concurrent_rpcs=workers,
+            options=[("grpc.max_receive_message_length", size),
+                     ("grpc.max_send_message_length", size),
+                     ("grpc.so_reuseport", 0)])
+        pb_grpc.add_GraphInferenceServicer_to_server(GraphInferenceService(self.plane), server)
+        pb_grpc.add_ModelAdminServicer_to_server(ModelAdminService(self.plane), server)
+        kserve_grpc.add_GRPCInferenceServiceServicer_to_server(
+            KServeService(self.plane, serving=lambda: not self.interceptor.closing.is_set()),
+            server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
+        reflection.enable_server_reflection(reflection_service_names(), server,
+                                            pool=_reflection_pool())
+        address = f"{self.config.host}:{self.config.grpc_port}"
+        try:
+            if self._credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, self._credentials)
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            raise ValueError(f"--grpc-port: cannot listen on {address} (in use, or not an "
+                             f"address of this host)")
+        self.grpc_port = port
+        return server
+
+    def start(self) -> QgnnServer:
+        """Binds, starts, loads the models (health NOT_SERVING meanwhile), then serves. A
+        single-bundle PATH that fails to load raises (the server stops again)."""
+        try:
+            self._metrics_http = MetricsHttpServer(self.metrics.registry, self.config.host,
+                                                   self.config.metrics_port)
+        except OSError as exc:
+            raise ValueError(f"--metrics-port: cannot listen on {self.config.host}:"
+                             f"{self.config.metrics_port} ({exc.strerror or exc})") from None
+        self.metrics_port = self._metrics_http.port
+        try:
+            self._grpc = self._build()
+            self._grpc.start()
+            self.repository.scan()
+            self.repository.start_polling(self.config.poll_interval_s)
+            self.health.started()
+        except BaseException:
+            self.stop(grace=0)
+            raise
+        if not self.repository.is_serving():
+            log.warning("no model is serving; health stays NOT_SERVING until one loads",
+                        extra={"path": str(self.config.path)})
+        return self
+
+    def stop(self, grace: float | None = None) -> None:
+        """Graceful shutdown: health NOT_SERVING, new calls UNAVAILABLE, accepted calls finish
+        (up to ``grace`` seconds, default the config's grace period), models closed."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.config.grace_period_s if grace is None else grace
+        self.health.shutdown()
+        self.interceptor.closing.set()
+        self.repository.stop_polling()
+        if self._grpc is not None:
+            self._grpc.stop(grace).wait()
+        self.repository.close()
+        if self._metrics_http is not None:
+            self._metrics_http.close()
+
+    def __enter__(self) -> QgnnServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(grace=1.0)
+
+
+def serve_main(config: ServeConfig) -> int:
+    """Runs a server until SIGTERM or SIGINT, then shuts down gracefully; exit code 0."""
+    if config.path is None:
+        raise ValueError("qgnn serve needs PATH: a bundle or a model repository directory "
+                         "(argument, $QGNN_PATH or 'path' in the config file)")
+    print("qgnn serve: config " + json.dumps(config.describe(), sort_keys=True), flush=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        del frame
+        log.warning("signal %s: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server = QgnnServer(config).start()
+        models = ", ".join(f"{e.name} v{e.version} ({e.state.value.lower()})"
+                           for e in server.repository.entries()) or "none"
+        print(f"qgnn serve: serving grpc={config.host}:{server.grpc_port} "
+              f"metrics=http://{config.host}:{server.metrics_port}/metrics models={models}",
+              flush=True)
+        while not stop.wait(1.0):
+            pass
+        print(f"qgnn serve: shutting down (grace {config.grace_period_s:g} s)", flush=True)
+        server.stop()
+        print("qgnn serve: stopped", flush=True)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,1 @@
+"""gRPC servicers: protobuf in, data plane calls, protobuf out."""

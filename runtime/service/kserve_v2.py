@@ -1,0 +1,247 @@
+"""inference.GRPCInferenceService (KServe v2 / Open Inference Protocol) over the data plane.
+
+Node-classification models take ``node_ids`` INT64 [-1] and give ``probabilities`` FP32 [-1, C],
+``predicted_class`` INT64 [-1] and, when asked for by name, ``embeddings`` FP32 [-1, D];
+link-prediction models take ``pairs`` INT64 [-1, 2] and give ``scores`` FP32 [-1] (docs/api.md).
+Inputs come as typed ``contents`` or ``raw_input_contents`` (little-endian, row-major); outputs go
+out in ``raw_output_contents``, which is what tritonclient reads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+from qgnn.runtime.dataplane import DataPlane, ModelSelector
+from qgnn.runtime.errors import InvalidRequestError, LimitExceededError, ModelNotFoundError
+from qgnn.runtime.proto_gen.inference import grpc_service_pb2 as kserve
+from qgnn.runtime.proto_gen.inference import grpc_service_pb2_grpc as kserve_grpc
+from qgnn.runtime.proto_gen.inference import model_config_pb2 as mc
+from qgnn.runtime.repository import ModelEntry, ModelState
+from qgnn.runtime.service.qgnn_v1 import deadline
+
+from qgnn import __version__
+
+PLATFORM = "onnxruntime_onnx"
+# KServe datatype -> (little-endian numpy dtype, typed-contents field)
+DATATYPES = {
+    "BOOL": ("|b1", "bool_contents"), "INT8": ("|i1", "int_contents"),
+    "INT16": ("<i2", "int_contents"), "INT32": ("<i4", "int_contents"),
+    "INT64": ("<i8", "int64_contents"), "UINT8": ("|u1", "uint_contents"),
+    "UINT16": ("<u2", "uint_contents"), "UINT32": ("<u4", "uint_contents"),
+    "UINT64": ("<u8", "uint64_contents"), "FP32": ("<f4", "fp32_contents"),
+    "FP64": ("<f8", "fp64_contents"),
+}
+ID_DATATYPES = ("INT64", "INT32", "UINT32", "UINT64", "INT16", "UINT16", "INT8", "UINT8")
+_CONFIG_TYPES = {"INT64": mc.TYPE_INT64, "FP32": mc.TYPE_FP32}
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+def model_tensors(entry: ModelEntry) -> tuple[list[Tensor], list[Tensor]]:
+    """The KServe signature of a model: (inputs, outputs)."""
+    b = entry.backend
+    d = int(b.embedding_dim)
+    if entry.manifest["model"]["task"] == "node":
+        return ([Tensor("node_ids", "INT64", (-1,))],
+                [Tensor("probabilities", "FP32", (-1, int(b.num_classes))),
+                 Tensor("predicted_class", "INT64", (-1,)),
+                 Tensor("embeddings", "FP32", (-1, d))])
+    return [Tensor("pairs", "INT64", (-1, 2))], [Tensor("scores", "FP32", (-1,))]
+
+
+def parse_version(name: str, version: str) -> ModelSelector:
+    """'' is the newest version; anything else must be a decimal integer."""
+    if version == "":
+        return ModelSelector(name, None)
+    if not version.isdigit():
+        raise InvalidRequestError("model_version", version, "must be a decimal version number "
+                                                            "or empty for the newest")
+    return ModelSelector(name, int(version))
+
+
+def decode_inputs(request: kserve.ModelInferRequest, max_elements: int) -> dict[str, np.ndarray]:
+    """The request's input tensors by name, from raw bytes or typed contents, checked against
+    their declared datatype and shape (never allocating from the declared shape alone)."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidRequestError("raw_input_contents", len(raw),
+                                  f"needs one entry per input ({len(request.inputs)})")
+    out: dict[str, np.ndarray] = {}
+    for i, tensor in enumerate(request.inputs):
+        where = f"inputs[{i}]({tensor.name})"
+        if tensor.name in out:
+            raise InvalidRequestError(f"{where}.name", tensor.name, "input given twice")
+        if tensor.datatype not in DATATYPES:
+            raise InvalidRequestError(f"{where}.datatype", tensor.datatype,
+                                      f"unsupported; use one of {', '.join(DATATYPES)}")
+        shape = tuple(int(s) for s in tensor.shape)
+        if any(s < 0 for s in shape):
+            raise InvalidRequestError(f"{where}.shape", list(shape), "dimensions must be >= 0")
+        count = math.prod(shape)
+        if count > max_elements:
+            raise LimitExceededError(f"{where}.shape", count, max_elements)
+        dtype, contents_field = DATATYPES[tensor.datatype]
+        if raw:
+            data = raw[i]
+            itemsize = np.dtype(dtype).itemsize
+            if len(data) != count * itemsize:
+                raise InvalidRequestError(f"raw_input_contents[{i}]", f"{len(data)} bytes",
+                                          f"shape {list(shape)} of {tensor.datatype} needs "
+                                          f"{count * itemsize} bytes")
+            arr = np.frombuffer(data, dtype=dtype)
+        else:
+            values = getattr(tensor.contents, contents_field)
+            if len(values) != count:
+                raise InvalidRequestError(f"{where}.contents.{contents_field}", len(values),
+                                          f"shape {list(shape)} needs {count} values")
+            arr = np.asarray(values, dtype=np.dtype(dtype).newbyteorder("="))
+        out[tensor.name] = arr.reshape(shape)
+    return out
+
+
+def _ids_input(inputs: dict[str, np.ndarray], name: str, ndim: int, width: int | None
+               ) -> np.ndarray:
+    if name not in inputs:
+        raise InvalidRequestError("inputs", sorted(inputs), f"this model needs input {name!r}")
+    arr = inputs[name]
+    if arr.dtype.kind not in "iu":
+        raise InvalidRequestError(f"inputs({name}).datatype", str(arr.dtype),
+                                  f"ids must be one of {', '.join(ID_DATATYPES)}")
+    if arr.ndim != ndim or (width is not None and arr.shape[-1] != width):
+        want = "[n]" if ndim == 1 else f"[n, {width}]"
+        raise InvalidRequestError(f"inputs({name}).shape", list(arr.shape), f"must be {want}")
+    extra = sorted(set(inputs) - {name})
+    if extra:
+        raise InvalidRequestError("inputs", extra, f"unknown input(s); this model takes only "
+                                                   f"{name!r}")
+    return arr
+
+
+def _raw(arr: np.ndarray, datatype: str) -> bytes:
+    return np.ascontiguousarray(arr, dtype=DATATYPES[datatype][0]).tobytes()
+
+
+class KServeService(kserve_grpc.GRPCInferenceServiceServicer):
+    """The Open Inference Protocol front end."""
+
+    def __init__(self, plane: DataPlane, *, serving: Any = lambda: True) -> None:
+        self.plane = plane
+        self._serving = serving  # callable: False once shutdown starts
+
+    def _entry(self, name: str, version: str, *, ready: bool = True) -> ModelEntry:
+        sel = parse_version(name, version)
+        repo = self.plane.repository
+        return repo.resolve(sel) if ready else repo.find(sel)
+
+    def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return kserve.ServerLiveResponse(live=True)
+
+    def ServerReady(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return kserve.ServerReadyResponse(ready=bool(self._serving()) and self.plane.is_ready())
+
+    def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:
+        sel = parse_version(request.name, request.version)
+        return kserve.ModelReadyResponse(ready=bool(sel.name) and self.plane.is_ready(sel))
+
+    def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return kserve.ServerMetadataResponse(name="qgnn", version=__version__, extensions=[])
+
+    def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        entry = self._entry(request.name, request.version)
+        inputs, outputs = model_tensors(entry)
+        meta = kserve.ModelMetadataResponse.TensorMetadata
+        versions = [str(e.version) for e in self.plane.list_models(entry.name)
+                    if e.state is ModelState.READY]
+        return kserve.ModelMetadataResponse(
+            name=entry.name, versions=versions, platform=PLATFORM,
+            inputs=[meta(name=t.name, datatype=t.datatype, shape=t.shape) for t in inputs],
+            outputs=[meta(name=t.name, datatype=t.datatype, shape=t.shape) for t in outputs])
+
+    def ModelConfig(self, request: Any, context: grpc.ServicerContext) -> Any:
+        entry = self._entry(request.name, request.version)
+        inputs, outputs = model_tensors(entry)
+        m = entry.manifest
+        config = mc.ModelConfig(
+            name=entry.name, platform=PLATFORM, backend="onnxruntime", max_batch_size=0,
+            default_model_filename=m["model"]["file"],
+            input=[mc.ModelInput(name=t.name, data_type=_CONFIG_TYPES[t.datatype], dims=t.shape)
+                   for t in inputs],
+            output=[mc.ModelOutput(name=t.name, data_type=_CONFIG_TYPES[t.datatype],
+                                   dims=t.shape) for t in outputs])
+        params = {"task": m["model"]["task"], "model_type": m["model"]["type"],
+                  "quantisation_bits": str(m["quantisation"]["bits"]),
+                  "quantisation_method": m["quantisation"]["method"]}
+        for key, value in params.items():
+            config.parameters[key].string_value = value
+        return kserve.ModelConfigResponse(config=config)
+
+    def ModelStatistics(self, request: Any, context: grpc.ServicerContext) -> Any:
+        if request.name:
+            sel = parse_version(request.name, request.version)
+            entries = [self.plane.repository.find(sel)] if sel.version is not None else \
+                self.plane.list_models(sel.name)
+            if not entries:
+                raise ModelNotFoundError(f"no model named {request.name!r} is loaded")
+        else:
+            entries = self.plane.list_models()
+        duration = kserve.StatisticDuration
+        stats = []
+        for e in entries:
+            if e.batcher is None:
+                continue
+            s = e.batcher.stats
+            stats.append(kserve.ModelStatistics(
+                name=e.name, version=str(e.version), last_inference=s.last_inference_ms,
+                inference_count=s.inference_count, execution_count=s.execution_count,
+                inference_stats=kserve.InferStatistics(
+                    success=duration(count=s.inference_count, ns=s.success_ns),
+                    fail=duration(count=s.fail_count, ns=s.fail_ns),
+                    queue=duration(count=s.inference_count + s.fail_count, ns=s.queue_ns),
+                    compute_infer=duration(count=s.execution_count, ns=s.compute_ns))))
+        return kserve.ModelStatisticsResponse(model_stats=stats)
+
+    def ModelInfer(self, request: kserve.ModelInferRequest, context: grpc.ServicerContext
+                   ) -> kserve.ModelInferResponse:
+        entry = self._entry(request.model_name, request.model_version)
+        pinned = ModelSelector(entry.name, entry.version)  # every output from one version
+        _, outputs = model_tensors(entry)
+        known = {t.name: t for t in outputs}
+        wanted = [o.name for o in request.outputs] or [
+            t.name for t in outputs if t.name != "embeddings"]
+        for i, name in enumerate(wanted):
+            if name not in known:
+                raise InvalidRequestError(f"outputs[{i}].name", name,
+                                          f"unknown output; this model has {', '.join(known)}")
+        limit = self.plane.limits.max_ids_per_request * 2
+        inputs = decode_inputs(request, limit)
+        when = deadline(context)
+        arrays: dict[str, np.ndarray] = {}
+        if entry.manifest["model"]["task"] == "node":
+            ids = _ids_input(inputs, "node_ids", 1, None)
+            if {"probabilities", "predicted_class"} & set(wanted):
+                r = self.plane.predict_nodes(pinned, ids, deadline=when)
+                arrays["probabilities"], arrays["predicted_class"] = (r.probabilities,
+                                                                      r.predicted_class)
+            if "embeddings" in wanted:
+                arrays["embeddings"] = self.plane.embed(pinned, ids, deadline=when).embeddings
+        else:
+            pairs = _ids_input(inputs, "pairs", 2, 2)
+            arrays["scores"] = self.plane.predict_links(
+                pinned, pairs[:, 0], pairs[:, 1], deadline=when,
+                fields=("pairs[:, 0]", "pairs[:, 1]")).scores
+        response = kserve.ModelInferResponse(model_name=entry.name,
+                                             model_version=str(entry.version), id=request.id)
+        for name in wanted:
+            arr, t = arrays[name], known[name]
+            response.outputs.add(name=name, datatype=t.datatype, shape=arr.shape)
+            response.raw_output_contents.append(_raw(arr, t.datatype))
+        return response
