@@ -1,0 +1,83 @@
+"""GAT (training/nn/layers/gat.py): multi-head attention over in-neighbours and the node itself.
+
+INT8: ``x`` -> rule 2 -> ``lin`` (N, H*C). Float island (rule 6): scores ``sum_c h * a`` of the
+dequantised ``lin`` and the int8 attention vectors ``att_src``/``att_dst``, LeakyReLU of the
+source plus destination score per edge -> rule 1 -> ``logits``; ``ai.qgnn::EdgeSoftmax`` of the
+dequantised logits -> rule 1 -> ``edge_weight`` (attention); rule 3 per head -> ``msg``; rule 4
+(sum) -> ``agg``; heads concatenated (hidden layers) or averaged (output layer), + bias, rule 5
+-> ``out``. Edges: existing self-loops dropped, one fresh loop per destination (as training).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from qgnn.exporter.emit.common import Emitter, LayerInput, to_numpy
+from qgnn.exporter.quant_params import LayerSites, Site
+from qgnn.training.nn.layers.gat import GATConv
+
+
+def _attention(vector: np.ndarray, site: Site | None) -> np.ndarray:
+    """(H, C) float32 attention vector, fake-quantised as training sees it."""
+    return vector if site is None else site.dequantize(site.quantize(vector))
+
+
+def emit(em: Emitter, layer: GATConv, x: str, inp: LayerInput, sites: LayerSites | None) -> str:
+    """``x`` (N, K) -> (D, out_dim): uint8 at ``x`` -> ``out`` when quantised, else float32."""
+    g, csr = em.g, inp.csr
+    heads, dim = layer.heads, layer.head_dim
+    weight = to_numpy(layer.lin.weight)
+    bias = None if layer.bias is None else to_numpy(layer.bias)
+    s = sites
+    att_src = g.const(_attention(to_numpy(layer.att_src), None if s is None else s["att_src"]),
+                      "att_src")
+    att_dst = g.const(_attention(to_numpy(layer.att_dst), None if s is None else s["att_dst"]),
+                      "att_dst")
+    looped = csr.with_self_loops(drop_existing=True)
+    if s is None:
+        lin = em.float_linear(x, weight, None, "lin")
+        h = lin
+    else:
+        lin = em.int_linear(x, s["x"], weight, s["weight"], None, s["lin"], "lin")
+        h = em.dequantize(lin, s["lin"], "lin_f32")
+    cube = g.op("Reshape", [h, em.i64([0, heads, dim])], "lin_heads")  # (N, H, C)
+    axes = em.i64([2])
+    score_src = g.op("ReduceSum", [g.op("Mul", [cube, att_src], "src_terms"), axes],
+                     "score_src", keepdims=0)  # (N, H)
+    cube_dst = em.rows(cube, csr.num_dst, "lin_heads_dst")
+    score_dst = g.op("ReduceSum", [g.op("Mul", [cube_dst, att_dst], "dst_terms"), axes],
+                     "score_dst", keepdims=0)  # (D, H)
+    logits = g.op("LeakyRelu", [g.op("Add", [
+        g.op("Gather", [score_src, looped.src], "score_src_edges", axis=0),
+        g.op("Gather", [score_dst, looped.dst], "score_dst_edges", axis=0)], "score")],
+        "logits_f32", alpha=float(layer.negative_slope))  # (E, H)
+    if s is None:
+        alpha = g.qgnn("EdgeSoftmax", [logits, looped.indptr], "alpha")
+        msg = g.op("Mul", [g.op("Gather", [cube, looped.src], "lin_edges", axis=0),
+                           g.op("Unsqueeze", [alpha, axes], "alpha_col")], "msg_heads")
+        msg = g.op("Reshape", [msg, em.i64([0, heads * dim])], "msg")
+        agg = g.qgnn("Aggregate", [msg, looped.indptr, looped.edge_ids], "agg", reduce="sum")
+    else:
+        logits_q = em.quantize(logits, s["logits"], "logits")
+        alpha = g.qgnn("EdgeSoftmax", [em.dequantize(logits_q, s["logits"], "logits_dq"),
+                                       looped.indptr], "alpha")
+        alpha_q = em.quantize(alpha, s["edge_weight"], "edge_weight")
+        msg = em.edge_scale(lin, s["lin"], looped.src, alpha_q, s["edge_weight"], s["msg"],
+                            "msg", heads=(heads, dim))
+        agg_q = em.q_aggregate(msg, s["msg"], looped, looped.edge_ids, s["agg"], "sum", "agg")
+        agg = em.dequantize(agg_q, s["agg"], "agg_f32")
+    if not layer.concat:
+        per_head = g.op("Reshape", [agg, em.i64([0, heads, dim])], "agg_heads")
+        agg = g.op("Div", [g.op("ReduceSum", [per_head, em.i64([1])], "head_sum", keepdims=0),
+                           em.f32(float(heads))], "head_mean")
+    if bias is not None:
+        agg = g.op("Add", [agg, g.const(bias, "bias")], "agg_bias")
+    if s is None:
+        return agg
+    out = em.quantize(agg, s["out"], "out")
+    for key, tensor, layout in (("x", x, "node"), ("lin", lin, "node"),
+                                ("logits", logits_q, "fresh_looped_edge"),
+                                ("edge_weight", alpha_q, "fresh_looped_edge"),
+                                ("msg", msg, "fresh_looped_edge"), ("agg", agg_q, "node"),
+                                ("out", out, "node")):
+        em.record(inp.prefix + key, tensor, layout)
+    return out
