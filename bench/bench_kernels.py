@@ -1,0 +1,339 @@
+"""Figures for qgnn's compiled kernels, each next to the limit or the alternative it answers to.
+
+- memory bandwidth of this machine, measured in the same run (numpy copy of 512 MiB);
+- ``qaggregate`` sum, 1M edges x 64 features over 100k nodes: time and the traffic it implies,
+  against the bandwidth bound (target: within 2x of it);
+- ``aggregate_f32`` on the same graph against torch (``index_add_`` as in training, and a CSR
+  sparse matmul), torch being a benchmark-only dependency;
+- ``int8_topk`` k=20 over 1M x 64 against float32 numpy (``table @ q`` + ``argpartition``), and
+  the recall@20 of INT8 retrieval against exact float32 retrieval;
+- ``qlinear`` against onnxruntime's MatMulInteger (alone, and with the requantisation ops that
+  make it the same computation).
+
+Run ``python -m qgnn.bench.bench_kernels`` (``--quick`` for a smoke run); prints a markdown table
+and writes ``bench/results/kernels.json``. Times are medians of repeated runs; the load average
+before and after is recorded, since other processes on a 2-core host move every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from qgnn.bench.harness import Timing, interleave, markdown_table, time_repeated, write_result
+from qgnn.runtime import kernels
+
+MiB = 2**20
+
+
+def _gbps(num_bytes: float, seconds: float) -> float:
+    return num_bytes / seconds / 1e9
+
+
+def time_apart(candidates: dict[str, Callable[[], object]], repeat: int) -> dict[str, Timing]:
+    """Time each candidate in its own block, with a pause between blocks.
+
+    Not interleaved on purpose: OpenBLAS, GNU OpenMP (torch) and onnxruntime worker threads
+    busy-wait for a while after each call, and on a 2-core machine a spinning pool steals the
+    core the next candidate needs. The pause lets them go to sleep first.
+    """
+    out = {}
+    for name, fn in candidates.items():
+        time.sleep(0.5)
+        out[name] = time_repeated(fn, repeat=repeat, warmup=2)
+    return out
+
+
+def bench_bandwidth(repeat: int, size_mib: int) -> dict[str, Any]:
+    """STREAM-style copy bandwidth (bytes read + bytes written) and read-only bandwidth."""
+    a = np.ones(size_mib * MiB // 8)
+    b = np.empty_like(a)
+    copy = time_repeated(lambda: np.copyto(b, a), repeat=repeat, warmup=1)
+    read = time_repeated(a.sum, repeat=repeat, warmup=1)
+    return {"array_mib": size_mib, "copy_gbps": _gbps(2 * a.nbytes, copy.median),
+            "read_gbps": _gbps(a.nbytes, read.median), "copy": copy.to_dict(),
+            "read": read.to_dict()}
+
+
+def random_csr(rng: np.random.Generator, nodes: int, edges: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indptr, src, dst): uniformly random edges sorted by destination (no locality)."""
+    dst = np.sort(rng.integers(0, nodes, edges))
+    src = rng.integers(0, nodes, edges)
+    indptr = np.zeros(nodes + 1, np.int64)
+    np.cumsum(np.bincount(dst, minlength=nodes), out=indptr[1:])
+    return indptr, src, dst
+
+
+def bench_qaggregate(rng: np.random.Generator, nodes: int, edges: int, feats: int, threads: int,
+                     repeat: int, copy_gbps: float) -> dict[str, Any]:
+    indptr, src, _ = random_csr(rng, nodes, edges)
+    x = rng.integers(0, 256, (nodes, feats), dtype=np.uint8)
+    runs: dict[str, Callable[[], object]] = {
+        f"{t} thread(s)": (lambda t=t: kernels.qaggregate(x, 3, indptr, src, 0.01, 128, "sum",
+                                                          num_threads=t))
+        for t in sorted({1, threads})}
+    timings = interleave(runs, repeat=repeat)
+    # CPU seconds of a 1-thread call: what the kernel costs whenever it has a core to itself
+    cpu = time_repeated(runs["1 thread(s)"], repeat=repeat, clock=time.process_time)
+    # every edge reads its 8-byte src and one F-byte source row; indptr read, output written
+    traffic = 8 * edges + 8 * (nodes + 1) + edges * feats + nodes * feats
+    best = timings[f"{threads} thread(s)"].median
+    bound = traffic / (copy_gbps * 1e9)
+    return {"nodes": nodes, "edges": edges, "features": feats, "threads": threads,
+            "traffic_bytes": traffic, "bandwidth_bound_s": bound,
+            "median_s": best, "min_s": timings[f"{threads} thread(s)"].min,
+            "effective_gbps": _gbps(traffic, best), "x_bandwidth_bound": best / bound,
+            "cpu_s_1thread": cpu.median,
+            "timings": {k: v.to_dict() for k, v in timings.items()}}
+
+
+def bench_aggregate_f32(rng: np.random.Generator, nodes: int, edges: int, feats: int,
+                        threads: int, repeat: int, copy_gbps: float) -> dict[str, Any]:
+    indptr, src, dst = random_csr(rng, nodes, edges)
+    x = rng.standard_normal((nodes, feats)).astype(np.float32)
+    runs: dict[str, Callable[[], object]] = {
+        "qgnn aggregate_f32": lambda: kernels.aggregate_f32(x, indptr, src, "sum",
+                                                            num_threads=threads)}
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        torch.set_num_threads(threads)
+        xt, srct, dstt = torch.from_numpy(x), torch.from_numpy(src), torch.from_numpy(dst)
+        with warnings.catch_warnings():  # "sparse CSR is beta", "invariant checks off"
+            warnings.simplefilter("ignore", UserWarning)
+            adj = torch.sparse_csr_tensor(torch.from_numpy(indptr), srct,
+                                          torch.ones(edges, dtype=torch.float32), (nodes, nodes))
+
+        def index_add() -> object:
+            return torch.zeros(nodes, feats).index_add_(0, dstt, xt.index_select(0, srct))
+
+        runs["torch index_add_"] = index_add
+        runs["torch sparse_csr @ x"] = lambda: adj @ xt
+    timings = time_apart(runs, repeat)
+    traffic = 8 * edges + 8 * (nodes + 1) + 4 * edges * feats + 4 * nodes * feats
+    ours = timings["qgnn aggregate_f32"].median
+    return {"nodes": nodes, "edges": edges, "features": feats, "threads": threads,
+            "traffic_bytes": traffic, "x_bandwidth_bound": ours / (traffic / (copy_gbps * 1e9)),
+            "median_s": {k: v.median for k, v in timings.items()},
+            "timings": {k: v.to_dict() for k, v in timings.items()}}
+
+
+def embeddings(rng: np.random.Generator, n: int, dim: int, rank: int = 16
+               ) -> tuple[np.ndarray, Callable[[int], np.ndarray]]:
+    """A float32 table with structure: rank-``rank`` latent factors, isotropic noise and
+    log-normal popularity (norm) per item; plus a sampler of queries from the same factors."""
+    proj = (rng.standard_normal((rank, dim)) / np.sqrt(rank)).astype(np.float32)
+    table = rng.standard_normal((n, rank), dtype=np.float32) @ proj
+    table += 0.3 * rng.standard_normal((n, dim), dtype=np.float32)
+    table *= rng.lognormal(0.0, 0.3, n).astype(np.float32)[:, None]
+
+    def queries(count: int) -> np.ndarray:
+        q = rng.standard_normal((count, rank), dtype=np.float32) @ proj
+        return q + 0.3 * rng.standard_normal((count, dim), dtype=np.float32)
+
+    return table, queries
+
+
+def bench_topk(rng: np.random.Generator, n: int, dim: int, k: int, threads: int, repeat: int,
+               recall_queries: int) -> dict[str, Any]:
+    table, queries = embeddings(rng, n, dim)
+    scale = float(np.abs(table).max()) / 127  # per-table symmetric
+    table_q = kernels.quantize_s8(table, scale)
+    qs = queries(max(recall_queries, repeat))
+    q8 = [kernels.quantize_s8(q, float(np.abs(q).max()) / 127) for q in qs]
+    state = {"i": 0}
+
+    def next_query() -> int:
+        state["i"] = (state["i"] + 1) % len(qs)
+        return state["i"]
+
+    runs = {
+        "int8_topk": lambda: kernels.int8_topk(q8[next_query()], table_q, k,
+                                               num_threads=threads),
+        "numpy float32 (table @ q + argpartition)": lambda: np.argpartition(
+            table @ qs[next_query()], -k)[-k:],
+    }
+    timings = time_apart(runs, repeat)
+    cpu = time_repeated(lambda: kernels.int8_topk(q8[next_query()], table_q, k, num_threads=1),
+                        repeat=repeat, clock=time.process_time)
+    recall: dict[str, list[float]] = {"int8 query": [], "int32 query": [],
+                                      "int8 query, top-30 then exact re-rank": []}
+    for q, q_8 in zip(qs[:recall_queries], q8[:recall_queries], strict=True):
+        exact = np.argpartition(table @ q, -k)[-k:]
+        q32 = np.rint(q / (np.abs(q).max() / 32767)).astype(np.int32)
+        for name, ids in (("int8 query", kernels.int8_topk(q_8, table_q, k)[0]),
+                          ("int32 query", kernels.int8_topk(q32, table_q, k)[0]),
+                          ("int8 query, top-30 then exact re-rank",
+                           kernels.int8_topk(q_8, table_q, k * 3 // 2)[0])):
+            recall[name].append(np.intersect1d(exact, ids).size / k)
+    ours, theirs = timings["int8_topk"], timings["numpy float32 (table @ q + argpartition)"]
+    return {"items": n, "dim": dim, "k": k, "threads": threads, "table_scale": scale,
+            "int8_p50_s": ours.median, "int8_p90_s": ours.p90, "int8_min_s": ours.min,
+            "int8_cpu_s_1thread": cpu.median, "numpy_f32_p50_s": theirs.median,
+            "speedup_vs_numpy": theirs.median / ours.median,
+            "recall_at_k": {name: float(np.mean(v)) for name, v in recall.items()},
+            "recall_queries": recall_queries,
+            "timings": {name: t.to_dict() for name, t in timings.items()}}
+
+
+def _ort_qlinear_sessions(w: np.ndarray, bias: np.ndarray, mult: float, threads: int
+                          ) -> dict[str, Any] | None:
+    """onnxruntime sessions for MatMulInteger alone and MatMulInteger + Add + Cast + Mul +
+    QuantizeLinear (the same computation as qlinear), or None without onnx."""
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.uint8(3), "x_zp"),
+             numpy_helper.from_array(bias, "bias"),
+             numpy_helper.from_array(np.float32(mult), "mult"),
+             numpy_helper.from_array(np.float32(1.0), "one"),
+             numpy_helper.from_array(np.uint8(128), "y_zp")]
+    x_in = helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", w.shape[0]])
+    mm = helper.make_node("MatMulInteger", ["x", "w", "x_zp"], ["acc"])
+    full = [mm, helper.make_node("Add", ["acc", "bias"], ["acc_b"]),
+            helper.make_node("Cast", ["acc_b"], ["acc_f"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["acc_f", "mult"], ["scaled"]),
+            helper.make_node("QuantizeLinear", ["scaled", "one", "y_zp"], ["y"])]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    # Spinning workers would keep a core busy between runs (and slow whatever runs next).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sessions = {}
+    for name, nodes, out, elem in (("matmul", [mm], "acc", TensorProto.INT32),
+                                   ("full", full, "y", TensorProto.UINT8)):
+        used = {i for node in nodes for i in node.input}
+        graph = helper.make_graph(nodes, name, [x_in],
+                                  [helper.make_tensor_value_info(out, elem, ["N", w.shape[1]])],
+                                  [t for t in inits if t.name in used])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+        model.ir_version = 10
+        onnx.checker.check_model(model)
+        sessions[name] = ort.InferenceSession(model.SerializeToString(), options,
+                                              providers=["CPUExecutionProvider"])
+    return sessions
+
+
+def bench_qlinear(rng: np.random.Generator, shapes: list[tuple[int, int, int]], threads: int,
+                  repeat: int) -> list[dict[str, Any]]:
+    rows = []
+    mult = 2e-4
+    for n, k, m in shapes:
+        x = rng.integers(0, 256, (n, k), dtype=np.uint8)
+        w = rng.integers(-127, 128, (k, m), dtype=np.int8)
+        bias = rng.integers(-1000, 1000, m).astype(np.int32)
+        runs: dict[str, Callable[[], object]] = {
+            "qgnn qlinear": lambda x=x, w=w, bias=bias: kernels.qlinear(
+                x, 3, w, bias, mult, 128, num_threads=threads)}
+        sessions = _ort_qlinear_sessions(w, bias, mult, threads)
+        same = None
+        if sessions is not None:
+            runs["ort MatMulInteger (int32 out)"] = (
+                lambda x=x, s=sessions["matmul"]: s.run(None, {"x": x}))
+            runs["ort MatMulInteger + requant ops"] = (
+                lambda x=x, s=sessions["full"]: s.run(None, {"x": x}))
+            ours = kernels.qlinear(x, 3, w, bias, mult, 128, num_threads=threads)
+            same = bool(np.array_equal(ours, sessions["full"].run(None, {"x": x})[0]))
+        timings = time_apart(runs, repeat)
+        rows.append({"n": n, "k": k, "m": m, "threads": threads, "vnni":
+                     kernels.build_info()["vnni_used"], "bit_identical_to_ort": same,
+                     "median_s": {name: t.median for name, t in timings.items()},
+                     "gmacs_qgnn": n * k * m / timings["qgnn qlinear"].median / 1e9,
+                     "timings": {name: t.to_dict() for name, t in timings.items()}})
+    return rows
+
+
+def summary(res: dict[str, Any]) -> str:
+    bw, qa, fa, tk = res["bandwidth"], res["qaggregate"], res["aggregate_f32"], res["topk"]
+    ms = 1e3
+    rows = [
+        ["memory bandwidth (numpy copy, r+w)", f"{bw['copy_gbps']:.1f} GB/s", ""],
+        [f"qaggregate sum {qa['edges']:,} x {qa['features']} ({qa['threads']} thr)",
+         f"{qa['median_s'] * ms:.2f} ms = {qa['effective_gbps']:.1f} GB/s",
+         f"{qa['x_bandwidth_bound']:.2f}x bandwidth bound (target <= 2x); min "
+         f"{qa['min_s'] * ms:.2f} ms"],
+        ["qaggregate, CPU time of a 1-thread call", f"{qa['cpu_s_1thread'] * ms:.2f} ms", ""],
+    ]
+    for name, t in fa["median_s"].items():
+        rows.append([f"{name} sum f32 ({fa['threads']} thr)", f"{t * ms:.2f} ms", ""])
+    rows += [
+        [f"int8_topk k={tk['k']} over {tk['items']:,} x {tk['dim']} ({tk['threads']} thr)",
+         f"p50 {tk['int8_p50_s'] * ms:.2f} ms, p90 {tk['int8_p90_s'] * ms:.2f} ms",
+         f"target p50 <= 8 ms; min {tk['int8_min_s'] * ms:.2f} ms, 1-thread CPU "
+         f"{tk['int8_cpu_s_1thread'] * ms:.2f} ms"],
+        ["numpy float32 top-k, same table", f"p50 {tk['numpy_f32_p50_s'] * ms:.2f} ms",
+         f"int8 is {tk['speedup_vs_numpy']:.1f}x faster (target >= 2.5x)"],
+    ]
+    for name, r in tk["recall_at_k"].items():
+        rows.append([f"recall@{tk['k']} vs float32, {name}", f"{r:.4f}", "target >= 0.99"])
+    for q in res["qlinear"]:
+        for name, t in q["median_s"].items():
+            rows.append([f"{name} {q['n']}x{q['k']}x{q['m']} ({q['threads']} thr)",
+                         f"{t * ms:.2f} ms", ""])
+    return markdown_table(["figure", "value", "note"], rows, ["l", "r", "l"])
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=2, help="kernel threads (default 2)")
+    parser.add_argument("--repeat", type=int, default=15, help="timed runs per figure")
+    parser.add_argument("--quick", action="store_true",
+                        help="sizes / 10, written as kernels-quick.json (a smoke run)")
+    parser.add_argument("--results-dir", help="folder for the JSON (default bench/results)")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """``qgnn bench kernels`` (registered by listing this module in qgnn.bench.cli)."""
+    p = sub.add_parser("kernels", help="compiled-kernel figures against bandwidth and baselines",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arguments(p)
+    p.set_defaults(func=run_cli)
+
+
+def run_cli(args: argparse.Namespace) -> None:
+    kernels.build_info()  # fails early, with the reason, if the extension is missing
+    rng = np.random.default_rng(0)
+    scale = 10 if args.quick else 1
+    nodes, edges = 100_000 // scale, 1_000_000 // scale
+    bandwidth = bench_bandwidth(args.repeat, 512 // scale)
+    res: dict[str, Any] = {
+        "build": kernels.build_info(), "load_average_before": list(os.getloadavg()),
+        "bandwidth": bandwidth,
+        "qaggregate": bench_qaggregate(rng, nodes, edges, 64, args.threads, args.repeat,
+                                       bandwidth["copy_gbps"]),
+        "aggregate_f32": bench_aggregate_f32(rng, nodes, edges, 64, args.threads, args.repeat,
+                                             bandwidth["copy_gbps"]),
+        "topk": bench_topk(rng, 1_000_000 // scale, 64, 20, args.threads, 3 * args.repeat,
+                           100 // scale),
+        "qlinear": bench_qlinear(rng, [(nodes, 64, 64), (nodes, 256, 256), (1_000, 128, 128)],
+                                 args.threads, args.repeat),
+        "load_average_after": list(os.getloadavg()),
+    }
+    print(summary(res))
+    command = (f"python -m qgnn.bench.bench_kernels --threads {args.threads} "
+               f"--repeat {args.repeat}" + (" --quick" if args.quick else ""))
+    path = write_result("kernels-quick" if args.quick else "kernels", res,
+                        results_dir=args.results_dir, command=command)
+    print(f"\nwritten {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arguments(parser)
+    run_cli(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,536 @@
+"""The inference engine: one loaded bundle answering node, link, top-k and update requests.
+
+A request runs on one graph snapshot: it extracts the seeds' L-hop neighbourhood (capped per
+hop by the store's deterministic rule), gathers features and degrees, runs the model on that
+subgraph only (partitioned executor: onnxruntime segments + compiled kernels), and post-processes
+(softmax, or INT8 embedding scoring). Inductive nodes become a request-local overlay snapshot;
+the store itself is never touched by a request. Updates build the next snapshot, recompute the
+embeddings they affect (link models), then publish both. See docs/engine.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import onnxruntime as ort
+from qgnn.runtime.bundle import EMBEDDING_SCALES, EMBEDDINGS, Bundle
+from qgnn.runtime.engine import onnx_proto
+from qgnn.runtime.engine.embeddings import EmbeddingIndex, quantize_rows, sigmoid
+from qgnn.runtime.engine.executor import Executor, make_executor
+from qgnn.runtime.engine.graph_data import load_graph
+from qgnn.runtime.engine.partition import node_reads
+from qgnn.runtime.engine.session import SessionConfig, make_session
+from qgnn.runtime.engine.signature import IN_DEGREE, ModelSignature
+from qgnn.runtime.engine.store import GraphStore, Snapshot, check_edges
+from qgnn.runtime.engine.subgraph import Extractor
+from qgnn.runtime.errors import BundleError, FailedPreconditionError, InvalidRequestError
+
+log = logging.getLogger("qgnn.runtime.engine")
+
+DEFAULT_FANOUT = 64
+DEFAULT_CHUNK = 2048  # seeds per model call when a request or a refresh is larger
+
+
+class Observer(Protocol):
+    """Where the engine reports subgraph sizes and stage times (MetricsObserver fits)."""
+
+    def subgraph(self, nodes: int, edges: int) -> None: ...
+    def stage(self, stage: str, seconds: float) -> None: ...
+
+
+class _NoObserver:
+    def subgraph(self, nodes: int, edges: int) -> None:
+        del nodes, edges
+
+    def stage(self, stage: str, seconds: float) -> None:
+        del stage, seconds
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """``fanouts``: per-hop caps, hop 1 (the seeds' own neighbours) first, -1 = none; None
+    takes the manifest's ``serving.fanouts`` or ``DEFAULT_FANOUT`` per hop. ``seed`` fixes the
+    capped samples. ``chunk_size`` bounds the seeds of one model call."""
+
+    threads: int = 2
+    portable: bool = False
+    fanouts: tuple[int, ...] | None = None
+    seed: int = 0
+    optimization: str = "basic"
+    chunk_size: int = DEFAULT_CHUNK
+
+    def __post_init__(self) -> None:
+        if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) \
+                or self.chunk_size < 1:
+            raise ValueError(f"EngineConfig.chunk_size: expected an int >= 1, got "
+                             f"{self.chunk_size!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"EngineConfig.seed: expected an int >= 0, got {self.seed!r}")
+
+
+@dataclass(frozen=True)
+class Inductive:
+    """Request-local nodes: ``ids`` int64 (m,) >= num_nodes, unique; ``features`` float32
+    (m, F); ``edges`` int64 (e, 2) (src, dst) over existing and these ids. The data plane's
+    ``InductiveNodes`` has the same fields."""
+
+    ids: np.ndarray
+    features: np.ndarray
+    edges: np.ndarray
+
+
+def _fanouts(config: EngineConfig, manifest: dict, num_layers: int) -> tuple[int, ...]:
+    given = config.fanouts
+    if given is None:
+        given = manifest.get("serving", {}).get("fanouts")
+    if given is None:
+        return (DEFAULT_FANOUT,) * num_layers
+    caps = tuple(given)
+    if len(caps) != num_layers or any(isinstance(c, bool) or not isinstance(c, int | np.integer)
+                                      or (c < 1 and c != -1) for c in caps):
+        raise ValueError(f"fanouts: expected {num_layers} ints (>= 1, or -1 for all "
+                         f"neighbours), got {list(caps)}")
+    return tuple(int(c) for c in caps)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64, returned as float32 (rows sum to 1 within 1e-6)."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z.astype(np.float32)
+
+
+def check_ids(ids: Any, field: str, num_nodes: int) -> np.ndarray:
+    """``ids`` as int64 (n,), each in [0, num_nodes), or InvalidRequestError naming the first
+    bad one."""
+    arr = np.asarray(ids)
+    if arr.dtype.kind not in "iu" or arr.ndim != 1:
+        if arr.size == 0 and arr.ndim == 1:
+            return np.zeros(0, np.int64)
+        raise InvalidRequestError(field, f"{arr.dtype} {list(arr.shape)}",
+                                  "node ids must be a 1-D integer array")
+    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+        raise InvalidRequestError(field, int(arr.max()), "id does not fit in int64")
+    arr = arr.astype(np.int64, copy=False)
+    bad = (arr < 0) | (arr >= num_nodes)
+    if bad.any():
+        i = int(np.argmax(bad))
+        what = "negative id" if arr[i] < 0 else f"not a node of the graph (0..{num_nodes - 1})"
+        raise InvalidRequestError(f"{field}[{i}]", int(arr[i]), what)
+    return arr
+
+
+class Engine:
+    """One served model version (a loaded bundle). Thread-safe: requests read immutable
+    snapshots; updates serialise on a lock."""
+
+    def __init__(self, bundle: Bundle, config: EngineConfig | None = None,
+                 observer: Observer | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.bundle = bundle
+        self.manifest = bundle.manifest
+        self.observer: Observer = observer or _NoObserver()
+        self.task = str(self.manifest["model"]["task"])
+        model_bytes = bundle.model_path().read_bytes()
+        session = SessionConfig(threads=self.config.threads,
+                                optimization=self.config.optimization)
+        self.executor: Executor = make_executor(model_bytes, session,
+                                                portable=self.config.portable)
+        try:
+            self.signature = ModelSignature.of(self.executor.input_dtypes,
+                                               self.executor.output_names, self.task)
+        except ValueError as exc:
+            raise BundleError(bundle.manifest["model"]["file"], str(exc)) from None
+        self.fanouts = _fanouts(self.config, self.manifest, self.signature.num_layers)
+        proto = onnx_proto.load_model(model_bytes)
+        meta = onnx_proto.metadata(proto)
+        self.uses_degree = self.signature.has_degree and any(
+            IN_DEGREE in node_reads(node) for node in proto.graph.node)
+        declared = self.manifest["model"].get("input", {})
+        scale = declared.get("scale", meta.get("qgnn.input_scale"))
+        zero_point = declared.get("zero_point", meta.get("qgnn.input_zero_point"))
+        graph = load_graph(bundle, self.signature.feature_dtype,
+                           input_scale=None if scale is None else float(scale),
+                           input_zero_point=None if zero_point is None else int(zero_point))
+        self.store = GraphStore(graph.in_indptr, graph.in_indices, graph.out_indptr,
+                                graph.out_indices, graph.features, graph.codec,
+                                caps=self.fanouts, seed=self.config.seed)
+        self.node_type = graph.node_type
+        self.extractor = Extractor()
+        self._update_lock = threading.Lock()
+        self.output_dim = self._probe_output_dim()
+        self.index: EmbeddingIndex | None = None
+        self.decoder: ort.InferenceSession | None = None
+        if self.task == "link":
+            self.index = self._load_embeddings()
+            self.decoder = self._load_decoder(session)
+
+    # -- properties ------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["model"]["name"])
+
+    @property
+    def version(self) -> int:
+        return int(self.manifest["model"]["version"])
+
+    @property
+    def mode(self) -> str:
+        """'partitioned' (compiled kernels) or 'portable' (stock onnxruntime)."""
+        return self.executor.mode
+
+    @property
+    def num_nodes(self) -> int:
+        return self.store.snapshot().num_nodes
+
+    @property
+    def num_edges(self) -> int:
+        return self.store.snapshot().num_edges
+
+    @property
+    def num_features(self) -> int:
+        return self.store.snapshot().num_features
+
+    @property
+    def num_classes(self) -> int:
+        return self.output_dim if self.task == "node" else 0
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.output_dim
+
+    @property
+    def revision(self) -> int:
+        return self.store.snapshot().revision
+
+    # -- model runs ------------------------------------------------------------------------------
+
+    def _probe_output_dim(self) -> int:
+        """Output width, from one warm-up run (it also allocates onnxruntime's buffers)."""
+        snapshot = self.store.snapshot()
+        if snapshot.num_nodes == 0:
+            raise BundleError("manifest.json", "the bundle's graph has no nodes")
+        return int(self._run(snapshot, np.zeros(1, np.int64)).shape[1])
+
+    def _run(self, snapshot: Snapshot, seeds: np.ndarray,
+             fanouts: Sequence[int] | None = None) -> np.ndarray:
+        """Model output (n, C) float32 for distinct ``seeds`` (one model call)."""
+        start = time.perf_counter()
+        sub = self.extractor.extract(snapshot, seeds, fanouts or self.fanouts)
+        features = np.asarray(snapshot.features(sub.node_ids))
+        degree = snapshot.in_degree(sub.node_ids) if self.signature.has_degree else None
+        feeds = self.signature.feeds(sub, features, degree)
+        mid = time.perf_counter()
+        out = self.executor.run(feeds, [self.signature.output])[self.signature.output]
+        end = time.perf_counter()
+        self.observer.subgraph(int(sub.node_ids.size), sub.num_edges)
+        self.observer.stage("subgraph", mid - start)
+        self.observer.stage("onnx", end - mid)
+        return out
+
+    def forward(self, snapshot: Snapshot, ids: np.ndarray,
+                fanouts: Sequence[int] | None = None) -> np.ndarray:
+        """Model output rows (n, C) float32 for ``ids`` (validated, repeats allowed), in chunks
+        of ``config.chunk_size`` distinct seeds."""
+        if ids.size == 0:
+            return np.zeros((0, self.output_dim), np.float32)
+        seeds, inverse = np.unique(ids, return_inverse=True)
+        step = self.config.chunk_size
+        if seeds.size <= step:
+            return self._run(snapshot, seeds, fanouts)[inverse]
+        parts = [self._run(snapshot, seeds[i:i + step], fanouts)
+                 for i in range(0, seeds.size, step)]
+        return np.concatenate(parts)[inverse]
+
+    def iter_outputs(self, chunk_size: int | None = None, fanouts: Sequence[int] | None = None
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Full-graph batch inference on the current snapshot: ``(ids, outputs)`` per chunk of
+        destination nodes, in id order. Memory is bounded by one chunk's subgraph."""
+        snapshot = self.store.snapshot()
+        step = chunk_size or self.config.chunk_size
+        for start in range(0, snapshot.num_nodes, step):
+            ids = np.arange(start, min(start + step, snapshot.num_nodes), dtype=np.int64)
+            yield ids, self._run(snapshot, ids, fanouts)
+
+    def infer_all(self, chunk_size: int | None = None,
+                  fanouts: Sequence[int] | None = None) -> np.ndarray:
+        """(N, C) float32 model outputs of every node (see :meth:`iter_outputs`)."""
+        parts = [out for _, out in self.iter_outputs(chunk_size, fanouts)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.output_dim), np.float32)
+
+    # -- inductive overlays ----------------------------------------------------------------------
+
+    def _overlay(self, snapshot: Snapshot, inductive: Any | None, *id_arrays: np.ndarray
+                 ) -> tuple[Snapshot, np.ndarray, list[np.ndarray]]:
+        """(overlay snapshot, the new nodes' ids in it, ``id_arrays`` remapped). Inductive ids
+        map to ``num_nodes + rank`` in ascending order, exactly the ids adding them with
+        :meth:`update_graph` in that order would give."""
+        n = snapshot.num_nodes
+        if inductive is None or len(inductive.ids) == 0:
+            return snapshot, np.zeros(0, np.int64), [check_ids(a, "node_ids", n)
+                                                     for a in id_arrays]
+        ids = np.asarray(inductive.ids, np.int64)
+        if ids.ndim != 1 or (ids < n).any():
+            bad = int(ids[ids < n][0]) if ids.ndim == 1 else ids.tolist()
+            raise InvalidRequestError("inductive_nodes.id", bad,
+                                      f"inductive ids must be >= num_nodes ({n})")
+        order = np.argsort(ids, kind="stable")
+        ranked = ids[order]
+        if (np.diff(ranked) == 0).any():
+            raise InvalidRequestError("inductive_nodes.id", int(ranked[np.diff(ranked) == 0][0]),
+                                      "inductive ids must be unique")
+
+        def remap(values: Any, field: str) -> np.ndarray:
+            """Ids of the graph or of this request, with inductive ids renumbered."""
+            arr = check_ids(values, field, np.iinfo(np.int64).max)
+            big = arr >= n
+            pos = np.minimum(np.searchsorted(ranked, arr[big]), ranked.size - 1)
+            unknown = ranked[pos] != arr[big]
+            if unknown.any():
+                i = int(np.flatnonzero(big)[np.argmax(unknown)])
+                raise InvalidRequestError(f"{field}[{i}]", int(arr[i]),
+                                          f"not a node of the graph (0..{n - 1}) nor an "
+                                          f"inductive node of this request")
+            out = arr.copy()
+            out[big] = n + pos
+            return out
+
+        raw_edges = np.asarray(inductive.edges)
+        if raw_edges.size == 0:
+            raw_edges = np.zeros((0, 2), np.int64)
+        if raw_edges.ndim != 2 or raw_edges.shape[1] != 2:
+            raise InvalidRequestError("inductive.edges", list(raw_edges.shape),
+                                      "edges must be (e, 2) rows of (src, dst)")
+        edges = remap(raw_edges.reshape(-1), "inductive.edges").reshape(-1, 2)
+        features = np.asarray(inductive.features)
+        if features.ndim != 2 or features.shape[0] != ids.size:
+            raise InvalidRequestError("inductive_nodes.features", list(features.shape),
+                                      f"expected ({ids.size}, {snapshot.num_features})")
+        overlay = self.store.overlay(snapshot, features[order], check_edges(
+            edges, n + ids.size, "inductive.edges"))
+        new_ids = np.arange(n, n + ids.size, dtype=np.int64)
+        return overlay, new_ids, [remap(a, "node_ids") for a in id_arrays]
+
+    # -- node task -------------------------------------------------------------------------------
+
+    def predict_nodes(self, ids: Any, inductive: Any | None = None) -> np.ndarray:
+        """Class probabilities float32 (n, C) in ``ids`` order (softmax of the logits)."""
+        self._require("node", "predict_nodes")
+        snapshot, _, (ids,) = self._overlay(self.store.snapshot(), inductive, ids)
+        return softmax(self.forward(snapshot, ids))
+
+    def _require(self, task: str, method: str) -> None:
+        if self.task != task:
+            raise FailedPreconditionError(f"{method} needs a {task} model; model {self.name} "
+                                          f"v{self.version} is a {self.task} model")
+
+    # -- link task -------------------------------------------------------------------------------
+
+    def _load_embeddings(self) -> EmbeddingIndex:
+        if EMBEDDINGS in self.bundle.files:
+            values = self.bundle.array(EMBEDDINGS)
+            scales = np.asarray(self.bundle.array(EMBEDDING_SCALES), np.float32)
+            if values.shape != (self.num_nodes, self.output_dim):
+                raise BundleError(EMBEDDINGS, f"must be ({self.num_nodes}, {self.output_dim}), "
+                                              f"got {values.shape}")
+            try:
+                return EmbeddingIndex(np.asarray(values), scales, threads=self.config.threads)
+            except ValueError as exc:
+                raise BundleError(EMBEDDINGS, str(exc)) from None
+        log.info("bundle %s has no %s: computing the embedding table at load", self.name,
+                 EMBEDDINGS)
+        values, scales = quantize_rows(self.infer_all())
+        return EmbeddingIndex(values, scales, threads=self.config.threads)
+
+    def _load_decoder(self, session: SessionConfig) -> ort.InferenceSession | None:
+        """The MLP decoder's session (``link.decoder == "mlp"``), None for the dot product."""
+        link = self.manifest.get("link", {})
+        kind = link.get("decoder", "dot")
+        if kind == "dot":
+            return None
+        if kind != "mlp" or "decoder_file" not in link:
+            raise BundleError("manifest.json", f"link.decoder {kind!r} needs a decoder_file; "
+                                               f"known decoders: 'dot', 'mlp'")
+        return make_session(self.bundle.model_path(link["decoder_file"]), session)
+
+    def _decode(self, h_src: np.ndarray, h_dst: np.ndarray) -> np.ndarray:
+        """Decoder logits (n,) float64 of aligned float32 embeddings (MLP decoder)."""
+        assert self.decoder is not None
+        out = self.decoder.run(None, {"h_src": np.ascontiguousarray(h_src, np.float32),
+                                      "h_dst": np.ascontiguousarray(h_dst, np.float32)})[0]
+        return out.astype(np.float64).reshape(-1)
+
+    def _rows(self, snapshot: Snapshot, ids: np.ndarray, local: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """INT8 rows of ``ids``: the table's, except ids in ``local`` (sorted), which are
+        computed on ``snapshot`` and quantised like the table."""
+        assert self.index is not None
+        values = np.zeros((ids.size, self.output_dim), np.int8)
+        scales = np.ones(ids.size, np.float32)
+        own = np.isin(ids, local)
+        if (~own).any():
+            values[~own], scales[~own] = self.index.rows(ids[~own])
+        if own.any():
+            values[own], scales[own] = quantize_rows(self.forward(snapshot, ids[own]))
+        return values, scales
+
+    def _local_view(self, inductive: Any | None, *id_arrays: np.ndarray
+                    ) -> tuple[Snapshot, np.ndarray, list[np.ndarray]]:
+        """(snapshot, ids to compute request-locally, remapped id arrays)."""
+        base = self.store.snapshot()
+        snapshot, new_ids, arrays = self._overlay(base, inductive, *id_arrays)
+        if snapshot is base:
+            return snapshot, np.zeros(0, np.int64), arrays
+        overlay_edges = snapshot.new_edges[base.new_edges.shape[0]:]
+        starts = np.union1d(overlay_edges[:, 1], new_ids)
+        return snapshot, self._downstream(snapshot, starts), arrays
+
+    def _downstream(self, snapshot: Snapshot, starts: np.ndarray) -> np.ndarray:
+        """Nodes whose model output can change when ``starts`` gain in-edges (or appear):
+        within L - 1 out-hops of them, or L when the model reads ``in_degree`` (a changed
+        degree reweights the node's out-edges already in the first layer)."""
+        hops = self.signature.num_layers - (0 if self.uses_degree else 1)
+        reached = frontier = np.unique(starts)
+        for _ in range(hops):
+            if not frontier.size:
+                break
+            _, dsts = snapshot.out_neighbours(frontier)
+            frontier = np.setdiff1d(dsts, reached)
+            reached = np.union1d(reached, frontier)
+        return reached
+
+    def embed(self, ids: Any, inductive: Any | None = None) -> np.ndarray:
+        """Final node representations float32 (n, D): the dequantised INT8 embeddings (link
+        models) or the logits (node models)."""
+        if self.task == "node":
+            snapshot, _, (ids,) = self._overlay(self.store.snapshot(), inductive, ids)
+            return self.forward(snapshot, ids)
+        snapshot, local, (ids,) = self._local_view(inductive, ids)
+        values, scales = self._rows(snapshot, ids, local)
+        return values.astype(np.float32) * scales[:, None]
+
+    def predict_links(self, pairs: Any, inductive: Any | None = None) -> np.ndarray:
+        """Edge probabilities float32 (n,): sigmoid of ``s_u s_v (q_u . q_v)``."""
+        self._require("link", "predict_links")
+        arr = np.asarray(pairs)
+        if arr.ndim != 2 or arr.shape[1] != 2:
+            raise InvalidRequestError("pairs", list(arr.shape), "pairs must be (n, 2)")
+        snapshot, local, (flat,) = self._local_view(inductive, arr.reshape(-1))
+        uniq, inverse = np.unique(flat, return_inverse=True)
+        values, scales = self._rows(snapshot, uniq, local)
+        if self.decoder is not None:
+            h = (values.astype(np.float32) * scales[:, None])[inverse].reshape(
+                -1, 2, self.output_dim)
+            return sigmoid(self._decode(h[:, 0], h[:, 1]))
+        q = values.astype(np.int32)[inverse].reshape(-1, 2, self.output_dim)
+        s = scales.astype(np.float64)[inverse].reshape(-1, 2)
+        logits = s[:, 0] * s[:, 1] * np.einsum("nd,nd->n", q[:, 0], q[:, 1])
+        return sigmoid(logits)
+
+    def items(self, snapshot: Snapshot) -> np.ndarray | None:
+        """Sorted candidate item ids (node type 1, plus nodes added at run time, whose type is
+        unknown), or None when the graph has no node types (every node is an item)."""
+        if self.node_type is None:
+            return None
+        return np.concatenate([np.flatnonzero(self.node_type == 1).astype(np.int64),
+                               np.arange(snapshot.num_base, snapshot.num_nodes,
+                                         dtype=np.int64)])
+
+    def recommend(self, user: int, k: int, exclude_seen: bool = False,
+                  candidates: Any | None = None, inductive: Any | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """The best ``k`` items for ``user``: (ids int64, probabilities float32), best first,
+        ties by ascending id; never the user itself, nor (``exclude_seen``) the destinations of
+        the user's edges."""
+        self._require("link", "recommend")
+        assert self.index is not None
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise InvalidRequestError("k", k, "must be an integer >= 1")
+        cand_in = None if candidates is None else np.asarray(candidates)
+        arrays = [np.asarray([user])] + ([] if cand_in is None else [cand_in])
+        snapshot, local, mapped = self._local_view(inductive, *arrays)
+        user_id = int(mapped[0][0])
+        cand = None if cand_in is None else np.unique(mapped[1])
+        allowed = self.items(snapshot) if cand is None else cand
+        exclude = np.asarray([user_id], np.int64)
+        if exclude_seen:
+            _, seen = snapshot.out_neighbours(exclude)
+            exclude = np.union1d(exclude, seen)
+        query_values, query_scales = self._rows(snapshot, np.asarray([user_id]), local)
+        start = time.perf_counter()
+        extra_ids = local if allowed is None else np.intersect1d(local, allowed)
+        extra_ids = np.setdiff1d(extra_ids, exclude)
+        extra = None
+        if extra_ids.size:
+            extra = (extra_ids, *self._rows(snapshot, extra_ids, local))
+        if self.decoder is not None:
+            ids, logits = self._decoder_topk(snapshot, query_values[0] * query_scales[0],
+                                             int(k), exclude, allowed, extra)
+        else:
+            ids, scaled = self.index.topk(query_values[0], int(k), exclude=exclude,
+                                          candidates=allowed, extra=extra)
+            logits = scaled * float(query_scales[0])
+        self.observer.stage("topk", time.perf_counter() - start)
+        return ids, sigmoid(logits)
+
+    def _decoder_topk(self, snapshot: Snapshot, h_user: np.ndarray, k: int,
+                      exclude: np.ndarray, allowed: np.ndarray | None,
+                      extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by the MLP decoder: every eligible item scored, in chunks."""
+        assert self.index is not None
+        items = (np.arange(snapshot.num_nodes, dtype=np.int64) if allowed is None
+                 else allowed)
+        items = np.setdiff1d(items, exclude)
+        best_ids, best_logits = np.zeros(0, np.int64), np.zeros(0)
+        step = 1 << 16
+        for start in range(0, items.size, step):
+            chunk = items[start:start + step]
+            h = self.index.dequantized(np.minimum(chunk, self.index.num_rows - 1))
+            if extra is not None:
+                at = np.searchsorted(extra[0], chunk)
+                hit = (at < extra[0].size) & (extra[0][np.minimum(at, extra[0].size - 1)]
+                                               == chunk)
+                h[hit] = extra[1][at[hit]].astype(np.float32) * extra[2][at[hit], None]
+            logits = self._decode(np.broadcast_to(h_user, h.shape), h)
+            ids = np.concatenate([best_ids, chunk])
+            logits = np.concatenate([best_logits, logits])
+            order = np.lexsort((ids, -logits))[:k]
+            best_ids, best_logits = ids[order], logits[order]
+        return best_ids, best_logits
+
+    # -- updates ---------------------------------------------------------------------------------
+
+    def update_graph(self, features: np.ndarray | None, edges: np.ndarray | None) -> np.ndarray:
+        """Adds nodes (float32 features (m, F)) and directed edges ((e, 2), may use the new ids);
+        returns the new ids. Link models recompute, before publishing, the embeddings of every
+        node the update can change (refresh policy, docs/engine.md). All or nothing."""
+        with self._update_lock:
+            old = self.store.snapshot()
+            new = self.store.overlay(old, features, edges)
+            new_ids = np.arange(old.num_nodes, new.num_nodes, dtype=np.int64)
+            refresh = None
+            if self.index is not None:
+                added = new.new_edges[old.new_edges.shape[0]:]
+                changed = self._downstream(new, np.union1d(added[:, 1], new_ids))
+                if changed.size:
+                    refresh = (changed, *quantize_rows(self.forward(new, changed)))
+            self.store.publish(new, old)
+            if refresh is not None:
+                assert self.index is not None
+                self.index.update(*refresh)
+            return new_ids
+
+    def close(self) -> None:
+        """Drops the sessions and the bundle's mapped arrays."""
+        self.executor = None  # type: ignore[assignment]
+        self.bundle.close()

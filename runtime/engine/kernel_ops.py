@@ -1,0 +1,186 @@
+"""Runs ``ai.qgnn`` nodes in qgnn's compiled kernels (qgnn.runtime.kernels).
+
+Each node is compiled once, at load, into a closure over the tensors dictionary of a run:
+constant scales and zero points are read from the model then, so the requantisation multiplier
+``M = float32(float32(s_x [* s_w]) / s_y)`` (the convention of docs/onnx-ops.md) is computed
+once per node, not per request. Scales that the graph computes at run time are read per run.
+
+The CSR ops call the extension module directly: its C layer checks every buffer (dtype, order,
+shapes, CSR structure, index ranges) and raises ValueError, and the tensors here are already
+what it takes (onnxruntime outputs, int64 structure), so the Python wrappers' conversions would
+only add ~30 us per node to a sub-millisecond request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from qgnn.runtime import kernels
+from qgnn.runtime.engine.partition import KernelNodeSpec, PartitionError
+from qgnn.runtime.kernels._checks import REDUCE_CODES
+from qgnn.runtime.kernels._ext import ext
+
+KernelFn = Callable[[Mapping[str, np.ndarray]], np.ndarray]
+
+# Formal inputs per op (docs/onnx-ops.md); a node lists them positionally, "" = absent.
+FORMAL: dict[str, tuple[str, ...]] = {
+    "QAggregate": ("x_q", "x_scale", "x_zero_point", "indptr", "src", "w_q", "w_scale",
+                   "w_zero_point", "y_scale", "y_zero_point"),
+    "QAggregatePadded": ("x_q", "x_scale", "x_zero_point", "nbr", "w_q", "w_scale",
+                         "w_zero_point", "y_scale", "y_zero_point"),
+    "Aggregate": ("x", "indptr", "src", "w"),
+    "AggregatePadded": ("x", "nbr", "w"),
+    "EdgeSoftmax": ("logits", "indptr"),
+    "EdgeDst": ("indptr",),
+    "QLinear": ("x_q",),  # engine-internal: the fused requantised linear layer (fusion.py)
+}
+
+
+def _scalar(value: np.ndarray, what: str, dtype: type) -> Any:
+    arr = np.asarray(value)
+    if arr.dtype != np.dtype(dtype) or arr.size != 1 or arr.ndim > 1:
+        raise ValueError(f"{what} must be a {np.dtype(dtype)} scalar, got {arr.dtype} "
+                         f"{arr.shape}")
+    return arr.reshape(())[()]
+
+
+class _Args:
+    """Resolves a node's named inputs: constants at compile time, the rest per run."""
+
+    def __init__(self, spec: KernelNodeSpec, constants: Mapping[str, np.ndarray]) -> None:
+        formal = FORMAL[spec.op_type]
+        if len(spec.inputs) > len(formal):
+            raise PartitionError(f"{spec.op_type} node {spec.name!r} has {len(spec.inputs)} "
+                                 f"inputs, at most {len(formal)} expected")
+        self.names = dict(zip(formal, spec.inputs, strict=False))
+        self.constants = constants
+        self.spec = spec
+
+    def present(self, formal: str) -> bool:
+        return bool(self.names.get(formal))
+
+    def name(self, formal: str) -> str:
+        return self.names[formal]
+
+    def is_constant(self, *formals: str) -> bool:
+        return all(self.names[f] in self.constants for f in formals if self.present(f))
+
+    def const(self, formal: str) -> np.ndarray:
+        return self.constants[self.names[formal]]
+
+
+def _multiplier(args: _Args, tensors: Mapping[str, np.ndarray] | None, weighted: bool
+                ) -> tuple[np.float32, int, int, int]:
+    """(M, zp_x, zp_y, zp_w) from constants (tensors None) or from a run's tensors."""
+    def get(formal: str) -> np.ndarray:
+        name = args.name(formal)
+        return args.constants[name] if name in args.constants else tensors[name]  # type: ignore
+
+    op = args.spec.op_type
+    s_x = _scalar(get("x_scale"), f"{op}.x_scale", np.float32)
+    s_y = _scalar(get("y_scale"), f"{op}.y_scale", np.float32)
+    s_w = _scalar(get("w_scale"), f"{op}.w_scale", np.float32) if weighted else None
+    zp_x = int(_scalar(get("x_zero_point"), f"{op}.x_zero_point", np.uint8))
+    zp_y = int(_scalar(get("y_zero_point"), f"{op}.y_zero_point", np.uint8))
+    zp_w = int(_scalar(get("w_zero_point"), f"{op}.w_zero_point", np.uint8)) if weighted else 0
+    return kernels.requant_multiplier(s_x, s_y, s_w), zp_x, zp_y, zp_w
+
+
+def _quantised(spec: KernelNodeSpec, args: _Args, threads: int) -> KernelFn:
+    weighted = args.present("w_q")
+    reduce, bits = str(spec.attributes.get("reduce", "sum")), int(spec.attributes.get("bits", 8))
+    padded = spec.op_type == "QAggregatePadded"
+    if reduce not in REDUCE_CODES:
+        raise PartitionError(f"{spec.op_type} node {spec.name!r}: reduce must be one of "
+                             f"{tuple(REDUCE_CODES)}, got {reduce!r}")
+    code = REDUCE_CODES[reduce]
+    scalar_inputs = ("x_scale", "x_zero_point", "y_scale", "y_zero_point",
+                     *(("w_scale", "w_zero_point") if weighted else ()))
+    fixed = _multiplier(args, None, weighted) if args.is_constant(*scalar_inputs) else None
+    x_name = args.name("x_q")
+    w_name = args.name("w_q") if weighted else None
+    structure = (args.name("nbr"),) if padded else (args.name("indptr"), args.name("src"))
+
+    def run(tensors: Mapping[str, np.ndarray]) -> np.ndarray:
+        mult, zp_x, zp_y, zp_w = fixed if fixed is not None else _multiplier(args, tensors,
+                                                                             weighted)
+        w_q = tensors[w_name] if w_name is not None else None
+        if padded:
+            return kernels.qaggregate_padded(tensors[x_name], zp_x, tensors[structure[0]], mult,
+                                             zp_y, reduce, w_q, zp_w, bits=bits,
+                                             num_threads=threads)
+        return ext().qaggregate(tensors[x_name], zp_x, tensors[structure[0]],
+                                tensors[structure[1]], float(mult), zp_y, code, w_q, zp_w, bits,
+                                threads)
+
+    return run
+
+
+def _tensor(args: _Args, tensors: Mapping[str, np.ndarray], formal: str) -> np.ndarray | None:
+    if not args.present(formal):
+        return None
+    name = args.name(formal)
+    return args.constants[name] if name in args.constants else tensors[name]
+
+
+def compile_kernel(spec: KernelNodeSpec, constants: Mapping[str, np.ndarray],
+                   threads: int) -> KernelFn:
+    """A callable computing ``spec``'s output from the run's tensors with the C kernels."""
+    if spec.op_type not in FORMAL:
+        raise PartitionError(f"no kernel for ai.qgnn op {spec.op_type!r}")
+    args = _Args(spec, constants)
+    if spec.op_type == "QLinear":
+        return _qlinear(spec, threads)
+    if spec.op_type in ("QAggregate", "QAggregatePadded"):
+        return _quantised(spec, args, threads)
+    reduce = str(spec.attributes.get("reduce", "sum"))
+    if spec.op_type == "Aggregate":
+        if reduce not in REDUCE_CODES:
+            raise PartitionError(f"Aggregate node {spec.name!r}: reduce must be one of "
+                                 f"{tuple(REDUCE_CODES)}, got {reduce!r}")
+        code = REDUCE_CODES[reduce]
+        return lambda t: ext().aggregate_f32(_tensor(args, t, "x"), _tensor(args, t, "indptr"),
+                                             _tensor(args, t, "src"), code,
+                                             _tensor(args, t, "w"), threads)
+    if spec.op_type == "AggregatePadded":
+        return lambda t: kernels.aggregate_padded_f32(_tensor(args, t, "x"),
+                                                      _tensor(args, t, "nbr"), reduce,
+                                                      _tensor(args, t, "w"), num_threads=threads)
+    if spec.op_type == "EdgeSoftmax":
+        return lambda t: ext().edge_softmax_f32(_tensor(args, t, "logits"),
+                                                _tensor(args, t, "indptr"), threads)
+    return lambda t: edge_dst(_tensor(args, t, "indptr"))
+
+
+def _qlinear(spec: KernelNodeSpec, threads: int) -> KernelFn:
+    """The fused ``MatMulInteger`` + requantisation chain: uint8 (..., K) -> uint8 (..., J)
+    (leading dimensions batch, as MatMulInteger's do)."""
+    p = spec.attributes
+    weight, bias = p["weight"], p["bias"]
+    mult = np.ascontiguousarray(p["multiplier"], np.float32)
+    x_zp, y_zp, bits = p["x_zero_point"], p["y_zero_point"], p["bits"]
+    name = spec.inputs[0]
+
+    def run(tensors: Mapping[str, np.ndarray]) -> np.ndarray:
+        x = tensors[name]
+        if x.ndim == 2:
+            return ext().qlinear(x, x_zp, weight, bias, mult, y_zp, bits, threads)
+        flat = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
+        out = ext().qlinear(flat, x_zp, weight, bias, mult, y_zp, bits, threads)
+        return out.reshape(*x.shape[:-1], weight.shape[1])
+
+    return run
+
+
+def edge_dst(indptr: np.ndarray) -> np.ndarray:
+    """EdgeDst: (E,) int64 destination of each edge of a CSR over destinations."""
+    ptr = np.asarray(indptr)
+    if ptr.dtype != np.int64 or ptr.ndim != 1 or ptr.size == 0:
+        raise ValueError(f"EdgeDst: indptr must be a non-empty 1-D int64 array, got {ptr.dtype} "
+                         f"{ptr.shape}")
+    counts = np.diff(ptr)
+    if ptr[0] != 0 or (counts < 0).any():
+        raise ValueError("EdgeDst: indptr must start at 0 and never decrease")
+    return np.repeat(np.arange(ptr.size - 1, dtype=np.int64), counts)

@@ -1,0 +1,41 @@
+"""qgnn's own compiled kernels for the ai.qgnn ops: INT8 in, int32 accumulation, fused requant.
+
+onnxruntime's Python wheels ship no C headers, so the ai.qgnn custom ops cannot be a plugin op
+library; the engine runs standard-op segments in onnxruntime and these kernels in between. The
+C extension is optional: ``available()`` says whether it was built; without it every function
+raises ``KernelsUnavailableError`` and the engine uses the portable ONNX function bodies.
+"""
+
+from qgnn.runtime.kernels._ext import KernelsUnavailableError, available, build_info
+from qgnn.runtime.kernels.dense import qlinear
+from qgnn.runtime.kernels.graph_ops import (
+    aggregate_f32,
+    aggregate_padded_f32,
+    edge_softmax_f32,
+    qaggregate,
+    qaggregate_padded,
+)
+from qgnn.runtime.kernels.quantize import (
+    dequantize_u8,
+    quantize_s8,
+    quantize_u8,
+    requant_multiplier,
+)
+from qgnn.runtime.kernels.retrieval import int8_topk
+
+__all__ = [
+    "KernelsUnavailableError",
+    "aggregate_f32",
+    "aggregate_padded_f32",
+    "available",
+    "build_info",
+    "dequantize_u8",
+    "edge_softmax_f32",
+    "int8_topk",
+    "qaggregate",
+    "qaggregate_padded",
+    "qlinear",
+    "quantize_s8",
+    "quantize_u8",
+    "requant_multiplier",
+]

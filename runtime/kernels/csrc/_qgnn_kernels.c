@@ -1,0 +1,537 @@
+/* CPython bindings of qgnn's compiled kernels (module qgnn.runtime.kernels._qgnn_kernels).
+ *
+ * This layer is the memory-safety boundary: whatever a caller passes, it either raises ValueError
+ * naming the kernel, the argument and the offending value, or hands the kernel buffers it can read
+ * and write in full (dtype, native byte order, alignment, C order, shapes, CSR structure, every
+ * index in range). Converting inputs (copies of non-contiguous arrays, ids to int64, scalars) is
+ * the job of the Python wrappers in qgnn.runtime.kernels. The GIL is released while kernels run.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <math.h>
+#include <numpy/arrayobject.h>
+
+#include "qgnn_kernels.h"
+
+/* ---- argument checks ------------------------------------------------------------------------ */
+
+static const char *type_name(int typenum) {
+    switch (typenum) {
+        case NPY_UINT8: return "uint8";
+        case NPY_INT8: return "int8";
+        case NPY_INT32: return "int32";
+        case NPY_INT64: return "int64";
+        case NPY_FLOAT32: return "float32";
+        default: return "?";
+    }
+}
+
+/* The array behind `obj` if it is a C-contiguous, aligned, native-order `typenum` array with `ndim`
+ * dimensions (ndim < 0: any); else NULL with ValueError set. Borrowed reference. */
+static PyArrayObject *want_array(PyObject *obj, const char *fn, const char *name, int typenum,
+                                 int ndim) {
+    if (!PyArray_Check(obj)) {
+        PyErr_Format(PyExc_ValueError, "%s: %s must be a numpy array, got %s", fn, name,
+                     Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    PyArrayObject *a = (PyArrayObject *)obj;
+    if (!PyArray_EquivTypenums(PyArray_TYPE(a), typenum) || !PyArray_ISNOTSWAPPED(a)) {
+        PyObject *dt = PyObject_Str((PyObject *)PyArray_DESCR(a));
+        PyErr_Format(PyExc_ValueError, "%s: %s must have dtype %s (native byte order), got %S", fn,
+                     name, type_name(typenum), dt ? dt : Py_None);
+        Py_XDECREF(dt);
+        return NULL;
+    }
+    if (ndim >= 0 && PyArray_NDIM(a) != ndim) {
+        PyErr_Format(PyExc_ValueError, "%s: %s must have %d dimension(s), got %d", fn, name, ndim,
+                     PyArray_NDIM(a));
+        return NULL;
+    }
+    if (!PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISALIGNED(a)) {
+        PyErr_Format(PyExc_ValueError, "%s: %s must be C-contiguous and aligned", fn, name);
+        return NULL;
+    }
+    return a;
+}
+
+/* Like want_array, but None gives NULL without an error (*ok stays 1). */
+static PyArrayObject *want_optional(PyObject *obj, const char *fn, const char *name, int typenum,
+                                    int ndim, int *ok) {
+    if (obj == Py_None) return NULL;
+    PyArrayObject *a = want_array(obj, fn, name, typenum, ndim);
+    if (a == NULL) *ok = 0;
+    return a;
+}
+
+static int want_len(PyArrayObject *a, npy_intp expected, const char *fn, const char *name,
+                    const char *what) {
+    if (PyArray_DIM(a, 0) == expected) return 1;
+    PyErr_Format(PyExc_ValueError, "%s: %s must have %zd rows (%s), got %zd", fn, name,
+                 (Py_ssize_t)expected, what, (Py_ssize_t)PyArray_DIM(a, 0));
+    return 0;
+}
+
+static int want_zero_point(long zp, const char *fn, const char *name) {
+    if (zp >= 0 && zp <= 255) return 1;
+    PyErr_Format(PyExc_ValueError, "%s: %s must be in [0, 255], got %ld", fn, name, zp);
+    return 0;
+}
+
+static int want_positive(float v, const char *fn, const char *name) {
+    if (isfinite(v) && v > 0.0f) return 1;
+    char text[32];
+    snprintf(text, sizeof text, "%.9g", (double)v);
+    PyErr_Format(PyExc_ValueError, "%s: %s must be a finite float32 > 0, got %s", fn, name, text);
+    return 0;
+}
+
+static int want_threads(int n, const char *fn) {
+    if (n >= 1 && n <= QGNN_MAX_PARTS) return 1;
+    PyErr_Format(PyExc_ValueError, "%s: num_threads must be in [1, %d], got %d", fn,
+                 QGNN_MAX_PARTS, n);
+    return 0;
+}
+
+static int want_reduce(int reduce, const char *fn) {
+    if (reduce >= QGNN_SUM && reduce <= QGNN_MAX) return 1;
+    PyErr_Format(PyExc_ValueError, "%s: reduce code must be 0 (sum), 1 (mean) or 2 (max), got %d",
+                 fn, reduce);
+    return 0;
+}
+
+/* indptr (D + 1,) starts at 0, never decreases and ends at the number of edges E. */
+static int want_indptr(PyArrayObject *indptr, npy_intp E, const char *fn, const char *edges) {
+    const int64_t *p = PyArray_DATA(indptr);
+    const npy_intp n = PyArray_DIM(indptr, 0);
+    if (n < 1) {
+        PyErr_Format(PyExc_ValueError, "%s: indptr must have num_dst + 1 >= 1 entries, got 0", fn);
+        return 0;
+    }
+    if (p[0] != 0) {
+        PyErr_Format(PyExc_ValueError, "%s: indptr[0] must be 0, got %lld", fn, (long long)p[0]);
+        return 0;
+    }
+    for (npy_intp i = 0; i + 1 < n; i++) {
+        if (p[i + 1] < p[i]) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s: indptr must be non-decreasing, got indptr[%zd] = %lld > "
+                         "indptr[%zd] = %lld", fn, (Py_ssize_t)i, (long long)p[i],
+                         (Py_ssize_t)(i + 1), (long long)p[i + 1]);
+            return 0;
+        }
+    }
+    if (p[n - 1] != (int64_t)E) {
+        PyErr_Format(PyExc_ValueError, "%s: indptr[-1] = %lld must equal the number of edges %s = %zd",
+                     fn, (long long)p[n - 1], edges, (Py_ssize_t)E);
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *bad_id(const char *fn, const char *name, const int64_t *ids, int64_t i,
+                        npy_intp n, const char *owner) {
+    return PyErr_Format(PyExc_ValueError, "%s: %s[%lld] = %lld is out of range [0, %zd) (%s)", fn,
+                        name, (long long)i, (long long)ids[i], (Py_ssize_t)n, owner);
+}
+
+/* ---- graph kernels -------------------------------------------------------------------------- */
+
+static int want_bits(int bits, const char *fn) {
+    if (bits >= 1 && bits <= 8) return 1;
+    PyErr_Format(PyExc_ValueError, "%s: bits must be in [1, 8], got %d", fn, bits);
+    return 0;
+}
+
+static PyObject *py_qaggregate(PyObject *self, PyObject *args) {
+    (void)self;
+    static const char *fn = "qaggregate";
+    PyObject *ox, *oindptr, *osrc, *ow;
+    int x_zp, y_zp, reduce, w_zp, bits, threads;
+    float mult;
+    if (!PyArg_ParseTuple(args, "OiOOfiiOiii", &ox, &x_zp, &oindptr, &osrc, &mult, &y_zp,
+                          &reduce, &ow, &w_zp, &bits, &threads))
+        return NULL;
+    int ok = 1;
+    PyArrayObject *x = want_array(ox, fn, "x_q", NPY_UINT8, 2);
+    PyArrayObject *indptr = x ? want_array(oindptr, fn, "indptr", NPY_INT64, 1) : NULL;
+    PyArrayObject *src = indptr ? want_array(osrc, fn, "src", NPY_INT64, 1) : NULL;
+    PyArrayObject *w = src ? want_optional(ow, fn, "w_q", NPY_UINT8, 1, &ok) : NULL;
+    if (!src || !ok) return NULL;
+    const npy_intp E = PyArray_DIM(src, 0);
+    if ((w && !want_len(w, E, fn, "w_q", "one weight per edge")) ||
+        !want_zero_point(x_zp, fn, "x_zp") || !want_zero_point(y_zp, fn, "y_zp") ||
+        !want_zero_point(w_zp, fn, "w_zp") || !want_positive(mult, fn, "multiplier") ||
+        !want_reduce(reduce, fn) || !want_bits(bits, fn) || !want_threads(threads, fn) ||
+        !want_indptr(indptr, E, fn, "len(src)"))
+        return NULL;
+    const npy_intp N = PyArray_DIM(x, 0), F = PyArray_DIM(x, 1), D = PyArray_DIM(indptr, 0) - 1;
+    npy_intp dims[2] = {D, F};
+    PyArrayObject *y = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_UINT8);
+    if (y == NULL) return NULL;
+    qgnn_qagg_status status;
+    Py_BEGIN_ALLOW_THREADS
+    qgnn_qaggregate(PyArray_DATA(x), N, F, x_zp, PyArray_DATA(indptr), D, PyArray_DATA(src),
+                    w ? PyArray_DATA(w) : NULL, w_zp, mult, y_zp, bits, (qgnn_reduce)reduce,
+                    PyArray_DATA(y), threads, &status);
+    Py_END_ALLOW_THREADS
+    if (status.bad_src >= 0) {
+        Py_DECREF(y);
+        return bad_id(fn, "src", PyArray_DATA(src), status.bad_src, N, "x_q rows");
+    }
+    if (status.overflow_dst >= 0) {
+        const int64_t *p = PyArray_DATA(indptr);
+        const int64_t v = status.overflow_dst;
+        Py_DECREF(y);
+        return PyErr_Format(PyExc_ValueError,
+                            "%s: the int32 accumulator of destination %lld, feature %lld "
+                            "overflows (exact sum %lld, |sum| > 2^31 - 1): in-degree %lld is too "
+                            "large for int32 accumulation (always valid up to %s)",
+                            fn, (long long)v, (long long)status.overflow_col,
+                            (long long)status.overflow_value, (long long)(p[v + 1] - p[v]),
+                            w ? "33,025 weighted edges" : "8,421,504 edges");
+    }
+    return (PyObject *)y;
+}
+
+static PyObject *py_aggregate_f32(PyObject *self, PyObject *args) {
+    (void)self;
+    static const char *fn = "aggregate_f32";
+    PyObject *ox, *oindptr, *osrc, *ow;
+    int reduce, threads;
+    if (!PyArg_ParseTuple(args, "OOOiOi", &ox, &oindptr, &osrc, &reduce, &ow, &threads))
+        return NULL;
+    int ok = 1;
+    PyArrayObject *x = want_array(ox, fn, "x", NPY_FLOAT32, 2);
+    PyArrayObject *indptr = x ? want_array(oindptr, fn, "indptr", NPY_INT64, 1) : NULL;
+    PyArrayObject *src = indptr ? want_array(osrc, fn, "src", NPY_INT64, 1) : NULL;
+    PyArrayObject *w = src ? want_optional(ow, fn, "w", NPY_FLOAT32, 1, &ok) : NULL;
+    if (!src || !ok) return NULL;
+    const npy_intp E = PyArray_DIM(src, 0);
+    if ((w && !want_len(w, E, fn, "w", "one weight per edge")) || !want_reduce(reduce, fn) ||
+        !want_threads(threads, fn) || !want_indptr(indptr, E, fn, "len(src)"))
+        return NULL;
+    const npy_intp N = PyArray_DIM(x, 0), F = PyArray_DIM(x, 1), D = PyArray_DIM(indptr, 0) - 1;
+    npy_intp dims[2] = {D, F};
+    PyArrayObject *y = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    if (y == NULL) return NULL;
+    int64_t bad;
+    Py_BEGIN_ALLOW_THREADS
+    bad = qgnn_aggregate_f32(PyArray_DATA(x), N, F, PyArray_DATA(indptr), D, PyArray_DATA(src),
+                             w ? PyArray_DATA(w) : NULL, (qgnn_reduce)reduce, PyArray_DATA(y),
+                             threads);
+    Py_END_ALLOW_THREADS
+    if (bad >= 0) {
+        Py_DECREF(y);
+        return bad_id(fn, "src", PyArray_DATA(src), bad, N, "x rows");
+    }
+    return (PyObject *)y;
+}
+
+static PyObject *py_edge_softmax_f32(PyObject *self, PyObject *args) {
+    (void)self;
+    static const char *fn = "edge_softmax_f32";
+    PyObject *ologits, *oindptr;
+    int threads;
+    if (!PyArg_ParseTuple(args, "OOi", &ologits, &oindptr, &threads)) return NULL;
+    PyArrayObject *logits = want_array(ologits, fn, "logits", NPY_FLOAT32, 2);
+    PyArrayObject *indptr = logits ? want_array(oindptr, fn, "indptr", NPY_INT64, 1) : NULL;
+    if (!indptr || !want_threads(threads, fn) ||
+        !want_indptr(indptr, PyArray_DIM(logits, 0), fn, "len(logits)"))
+        return NULL;
+    const npy_intp H = PyArray_DIM(logits, 1), D = PyArray_DIM(indptr, 0) - 1;
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, PyArray_DIMS(logits), NPY_FLOAT32);
+    if (out == NULL) return NULL;
+    int64_t bad;
+    Py_BEGIN_ALLOW_THREADS
+    bad = qgnn_edge_softmax_f32(PyArray_DATA(logits), H, PyArray_DATA(indptr), D,
+                                PyArray_DATA(out), threads);
+    Py_END_ALLOW_THREADS
+    if (bad >= 0) {
+        const double value = ((const float *)PyArray_DATA(logits))[bad];
+        char text[32];
+        snprintf(text, sizeof text, "%g", value);
+        Py_DECREF(out);
+        return PyErr_Format(PyExc_ValueError, "%s: logits must be finite, got %s at [%lld, %lld]",
+                            fn, text, (long long)(bad / H), (long long)(bad % H));
+    }
+    return (PyObject *)out;
+}
+
+/* ---- dense and retrieval kernels ------------------------------------------------------------ */
+
+static PyObject *py_qlinear(PyObject *self, PyObject *args) {
+    (void)self;
+    static const char *fn = "qlinear";
+    PyObject *ox, *ow, *obias, *omult;
+    int x_zp, y_zp, bits, threads;
+    if (!PyArg_ParseTuple(args, "OiOOOiii", &ox, &x_zp, &ow, &obias, &omult, &y_zp, &bits,
+                          &threads))
+        return NULL;
+    int ok = 1;
+    PyArrayObject *x = want_array(ox, fn, "x_q", NPY_UINT8, 2);
+    PyArrayObject *w = x ? want_array(ow, fn, "w_q", NPY_INT8, 2) : NULL;
+    PyArrayObject *mult = w ? want_array(omult, fn, "multiplier", NPY_FLOAT32, 1) : NULL;
+    PyArrayObject *bias = mult ? want_optional(obias, fn, "bias_int32", NPY_INT32, 1, &ok) : NULL;
+    if (!mult || !ok) return NULL;
+    const npy_intp N = PyArray_DIM(x, 0), K = PyArray_DIM(x, 1), M = PyArray_DIM(w, 1);
+    if (!want_len(w, K, fn, "w_q", "(K, M) with K = x_q.shape[1]") ||
+        !want_len(mult, M, fn, "multiplier", "one per output column M") ||
+        (bias && !want_len(bias, M, fn, "bias_int32", "one per output column M")) ||
+        !want_zero_point(x_zp, fn, "x_zp") || !want_zero_point(y_zp, fn, "y_zp") ||
+        !want_bits(bits, fn) || !want_threads(threads, fn))
+        return NULL;
+    const float *m = PyArray_DATA(mult);
+    for (npy_intp j = 0; j < M; j++) {
+        char name[48];
+        snprintf(name, sizeof name, "multiplier[%zd]", (Py_ssize_t)j);
+        if (!want_positive(m[j], fn, name)) return NULL;
+    }
+    npy_intp dims[2] = {N, M};
+    PyArrayObject *y = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_UINT8);
+    if (y == NULL) return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = qgnn_qlinear(PyArray_DATA(x), N, K, x_zp, PyArray_DATA(w), M,
+                      bias ? PyArray_DATA(bias) : NULL, m, y_zp, bits, PyArray_DATA(y), threads);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) {
+        Py_DECREF(y);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)y;
+}
+
+static PyObject *py_topk_s8(PyObject *self, PyObject *args) {
+    (void)self;
+    static const char *fn = "int8_topk";
+    PyObject *oq, *otable, *oexclude, *ocand;
+    long long k;
+    int threads;
+    if (!PyArg_ParseTuple(args, "OOLOOi", &oq, &otable, &k, &oexclude, &ocand, &threads))
+        return NULL;
+    int ok = 1;
+    PyArrayObject *table = want_array(otable, fn, "table", NPY_INT8, 2);
+    if (!table) return NULL;
+    PyArrayObject *q = NULL;
+    if (PyArray_Check(oq) && PyArray_EquivTypenums(PyArray_TYPE((PyArrayObject *)oq), NPY_INT32))
+        q = want_array(oq, fn, "query", NPY_INT32, 1);
+    else
+        q = want_array(oq, fn, "query", NPY_INT8, 1);
+    PyArrayObject *exclude = q ? want_optional(oexclude, fn, "exclude", NPY_INT64, 1, &ok) : NULL;
+    PyArrayObject *cand = ok && q ? want_optional(ocand, fn, "candidates", NPY_INT64, 1, &ok) : NULL;
+    if (!q || !ok || !want_threads(threads, fn)) return NULL;
+    const npy_intp N = PyArray_DIM(table, 0), D = PyArray_DIM(table, 1);
+    if (PyArray_DIM(q, 0) != D)
+        return PyErr_Format(PyExc_ValueError, "%s: query has %zd values but table rows have %zd",
+                            fn, (Py_ssize_t)PyArray_DIM(q, 0), (Py_ssize_t)D);
+    if (k < 1) return PyErr_Format(PyExc_ValueError, "%s: k must be >= 1, got %lld", fn, k);
+    const int is32 = PyArray_EquivTypenums(PyArray_TYPE(q), NPY_INT32);
+    /* Every partial sum must fit int32: sum_d |t_d| |q_d| <= 128 * D * max|q| (and the VNNI
+     * path's biased partial sums, (t + 128) q, obey the same bound). */
+    int64_t qmax = 0;
+    for (npy_intp d = 0; d < D; d++) {
+        const int64_t v = is32 ? ((int32_t *)PyArray_DATA(q))[d] : ((int8_t *)PyArray_DATA(q))[d];
+        qmax = v < 0 ? (-v > qmax ? -v : qmax) : (v > qmax ? v : qmax);
+    }
+    if (D > 0 && qmax > INT32_MAX / 256 / D)
+        return PyErr_Format(PyExc_ValueError,
+                            "%s: query values up to |%lld| over %zd dims could overflow int32 "
+                            "scores; scale the query down", fn, (long long)qmax, (Py_ssize_t)D);
+    const int64_t *ex = exclude ? PyArray_DATA(exclude) : NULL;
+    const npy_intp n_ex = exclude ? PyArray_DIM(exclude, 0) : 0;
+    for (npy_intp i = 0; i < n_ex; i++) {
+        if (i + 1 < n_ex && ex[i + 1] <= ex[i])
+            return PyErr_Format(PyExc_ValueError, "%s: exclude must be strictly increasing, got "
+                                "exclude[%zd] = %lld >= exclude[%zd] = %lld", fn, (Py_ssize_t)i,
+                                (long long)ex[i], (Py_ssize_t)(i + 1), (long long)ex[i + 1]);
+    }
+    const int64_t *rows = cand ? PyArray_DATA(cand) : NULL;
+    const npy_intp n_rows = cand ? PyArray_DIM(cand, 0) : N;
+    if (rows) {
+        const int64_t bad = qgnn_first_bad_id(rows, 0, n_rows, N);
+        if (bad >= 0) return bad_id(fn, "candidates", rows, bad, N, "table rows");
+    }
+    const npy_intp kk = (npy_intp)(k < n_rows ? k : n_rows);
+    PyArrayObject *ids = (PyArrayObject *)PyArray_SimpleNew(1, (npy_intp[]){kk}, NPY_INT64);
+    PyArrayObject *scores = (PyArrayObject *)PyArray_SimpleNew(1, (npy_intp[]){kk}, NPY_INT32);
+    if (!ids || !scores) {
+        Py_XDECREF(ids);
+        Py_XDECREF(scores);
+        return NULL;
+    }
+    int64_t got;
+    Py_BEGIN_ALLOW_THREADS
+    got = qgnn_topk_s8(PyArray_DATA(table), N, D, is32 ? NULL : PyArray_DATA(q),
+                       is32 ? PyArray_DATA(q) : NULL, rows, n_rows, ex, n_ex, k,
+                       PyArray_DATA(ids), PyArray_DATA(scores), threads);
+    Py_END_ALLOW_THREADS
+    if (got < 0) {
+        Py_DECREF(ids);
+        Py_DECREF(scores);
+        return PyErr_NoMemory();
+    }
+    PyObject *result = Py_BuildValue("(NN)", ids, scores);
+    if (result && got < kk) {
+        /* Exclusions left fewer than k eligible rows: return just the hits found. */
+        PyObject *stop = PyLong_FromLongLong(got);
+        PyObject *sl = stop ? PySlice_New(NULL, stop, NULL) : NULL;
+        Py_XDECREF(stop);
+        PyObject *short_ids = sl ? PyObject_GetItem((PyObject *)ids, sl) : NULL;
+        PyObject *short_scores = sl ? PyObject_GetItem((PyObject *)scores, sl) : NULL;
+        Py_XDECREF(sl);
+        Py_DECREF(result);
+        if (!short_ids || !short_scores) {
+            Py_XDECREF(short_ids);
+            Py_XDECREF(short_scores);
+            return NULL;
+        }
+        return Py_BuildValue("(NN)", short_ids, short_scores);
+    }
+    return result;
+}
+
+/* ---- quantisation --------------------------------------------------------------------------- */
+
+static PyObject *nan_error(const char *fn, int64_t i) {
+    return PyErr_Format(PyExc_ValueError, "%s: x has NaN at flat index %lld; NaN has no quantised "
+                        "value", fn, (long long)i);
+}
+
+static PyObject *py_quantize_u8(PyObject *self, PyObject *args) {
+    (void)self;
+    static const char *fn = "quantize_u8";
+    PyObject *ox;
+    float scale;
+    int zp, bits, threads;
+    if (!PyArg_ParseTuple(args, "Ofiii", &ox, &scale, &zp, &bits, &threads)) return NULL;
+    PyArrayObject *x = want_array(ox, fn, "x", NPY_FLOAT32, -1);
+    if (!x || !want_positive(scale, fn, "scale") || !want_zero_point(zp, fn, "zero_point") ||
+        !want_bits(bits, fn) || !want_threads(threads, fn))
+        return NULL;
+    PyArrayObject *q = (PyArrayObject *)PyArray_SimpleNew(PyArray_NDIM(x), PyArray_DIMS(x), NPY_UINT8);
+    if (q == NULL) return NULL;
+    int64_t bad;
+    Py_BEGIN_ALLOW_THREADS
+    bad = qgnn_quantize_u8(PyArray_DATA(x), PyArray_SIZE(x), scale, zp, bits, PyArray_DATA(q),
+                           threads);
+    Py_END_ALLOW_THREADS
+    if (bad >= 0) {
+        Py_DECREF(q);
+        return nan_error(fn, bad);
+    }
+    return (PyObject *)q;
+}
+
+static PyObject *py_quantize_s8(PyObject *self, PyObject *args) {
+    (void)self;
+    static const char *fn = "quantize_s8";
+    PyObject *ox;
+    float scale;
+    int threads;
+    if (!PyArg_ParseTuple(args, "Ofi", &ox, &scale, &threads)) return NULL;
+    PyArrayObject *x = want_array(ox, fn, "x", NPY_FLOAT32, -1);
+    if (!x || !want_positive(scale, fn, "scale") || !want_threads(threads, fn)) return NULL;
+    PyArrayObject *q = (PyArrayObject *)PyArray_SimpleNew(PyArray_NDIM(x), PyArray_DIMS(x), NPY_INT8);
+    if (q == NULL) return NULL;
+    int64_t bad;
+    Py_BEGIN_ALLOW_THREADS
+    bad = qgnn_quantize_s8(PyArray_DATA(x), PyArray_SIZE(x), scale, PyArray_DATA(q), threads);
+    Py_END_ALLOW_THREADS
+    if (bad >= 0) {
+        Py_DECREF(q);
+        return nan_error(fn, bad);
+    }
+    return (PyObject *)q;
+}
+
+static PyObject *py_dequantize_u8(PyObject *self, PyObject *args) {
+    (void)self;
+    static const char *fn = "dequantize_u8";
+    PyObject *oq;
+    float scale;
+    int zp, threads;
+    if (!PyArg_ParseTuple(args, "Ofii", &oq, &scale, &zp, &threads)) return NULL;
+    PyArrayObject *q = want_array(oq, fn, "q", NPY_UINT8, -1);
+    if (!q || !want_positive(scale, fn, "scale") || !want_zero_point(zp, fn, "zero_point") ||
+        !want_threads(threads, fn))
+        return NULL;
+    PyArrayObject *x = (PyArrayObject *)PyArray_SimpleNew(PyArray_NDIM(q), PyArray_DIMS(q), NPY_FLOAT32);
+    if (x == NULL) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    qgnn_dequantize_u8(PyArray_DATA(q), PyArray_SIZE(q), scale, zp, PyArray_DATA(x), threads);
+    Py_END_ALLOW_THREADS
+    return (PyObject *)x;
+}
+
+static PyObject *py_build_info(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+#if defined(__clang__)
+    const char *compiler = "clang " __clang_version__;
+#elif defined(__GNUC__)
+    const char *compiler = "gcc " __VERSION__;
+#else
+    const char *compiler = "unknown";
+#endif
+    return Py_BuildValue("{s:s,s:s,s:s,s:O,s:O,s:i}", "compiler", compiler, "dispatch",
+                         QGNN_DISPATCH, "threads", "pthreads (started per call)", "vnni_supported",
+                         qgnn_vnni_supported() ? Py_True : Py_False, "vnni_used",
+                         qgnn_have_vnni() ? Py_True : Py_False, "max_threads", QGNN_MAX_PARTS);
+}
+
+static PyObject *py_allow_vnni(PyObject *self, PyObject *arg) {
+    (void)self;
+    const int allow = PyObject_IsTrue(arg);
+    if (allow < 0) return NULL;
+    qgnn_allow_vnni(allow);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_last_parts(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    return PyLong_FromLong(qgnn_last_parts());
+}
+
+static PyMethodDef methods[] = {
+    {"qaggregate", py_qaggregate, METH_VARARGS,
+     "qaggregate(x_q, x_zp, indptr, src, multiplier, y_zp, reduce, w_q, w_zp, bits, num_threads)"
+     " -> uint8 (D, F); reduce 0 sum, 1 mean, 2 max; w_q None or uint8 (E,)"},
+    {"aggregate_f32", py_aggregate_f32, METH_VARARGS,
+     "aggregate_f32(x, indptr, src, reduce, w, num_threads) -> float32 (D, F)"},
+    {"edge_softmax_f32", py_edge_softmax_f32, METH_VARARGS,
+     "edge_softmax_f32(logits, indptr, num_threads) -> float32 (E, H)"},
+    {"qlinear", py_qlinear, METH_VARARGS,
+     "qlinear(x_q, x_zp, w_q (K, M), bias int32 (M,) or None, multiplier float32 (M,), y_zp, "
+     "bits, num_threads) -> uint8 (N, M)"},
+    {"topk_s8", py_topk_s8, METH_VARARGS,
+     "topk_s8(query int8|int32 (D,), table int8 (N, D), k, exclude (strictly increasing int64) "
+     "or None, candidates (int64, no duplicates) or None, num_threads) -> (ids, scores)"},
+    {"quantize_u8", py_quantize_u8, METH_VARARGS,
+     "quantize_u8(x float32, scale, zero_point, bits, num_threads) -> uint8"},
+    {"quantize_s8", py_quantize_s8, METH_VARARGS,
+     "quantize_s8(x float32, scale, num_threads) -> int8"},
+    {"dequantize_u8", py_dequantize_u8, METH_VARARGS,
+     "dequantize_u8(q uint8, scale, zero_point, num_threads) -> float32"},
+    {"build_info", py_build_info, METH_NOARGS, "How this module was compiled and dispatches."},
+    {"_last_parts", py_last_parts, METH_NOARGS,
+     "Test hook: how many threads the latest parallel kernel call used."},
+    {"_allow_vnni", py_allow_vnni, METH_O,
+     "Test hook: False forces the portable qlinear / top-k kernels on a VNNI CPU."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    .m_base = PyModuleDef_HEAD_INIT,
+    .m_name = "_qgnn_kernels",
+    .m_doc = "qgnn's compiled INT8/float32 kernels; call them through qgnn.runtime.kernels.",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__qgnn_kernels(void) {
+    import_array();
+    return PyModule_Create(&module);
+}

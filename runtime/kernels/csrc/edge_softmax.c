@@ -1,0 +1,88 @@
+/* EdgeSoftmax (float32): for each destination v and head h, over the edges e of v's segment,
+ * out[e, h] = exp(l[e, h] - max_e' l[e', h]) / sum_e' exp(l[e', h] - max_e' l[e', h]).
+ * Subtracting the segment maximum keeps exp() finite; the maximal edge contributes exp(0) = 1, so
+ * the denominator is >= 1. Logits must be finite (as the op spec says): a non-finite one is
+ * reported instead of turning its whole segment into NaN.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "qgnn_kernels.h"
+
+#define QGNN_CH 64
+
+QGNN_INLINE int non_finite(const float *x) {
+    uint32_t bits;
+    memcpy(&bits, x, sizeof bits);
+    return (bits & 0x7f800000u) == 0x7f800000u;
+}
+
+typedef struct {
+    const float *logits;
+    int64_t H;
+    const int64_t *indptr;
+    float *out;
+    int64_t first_bad[QGNN_MAX_PARTS]; /* flat index of the first non-finite logit, or -1 */
+} softmax_ctx;
+
+/* Heads [h0, h0 + w) of the segment [b, e), e > b. */
+QGNN_INLINE void softmax_chunk(const softmax_ctx *c, int64_t b, int64_t e, int64_t h0, int w) {
+    const int64_t H = c->H;
+    float mx[QGNN_CH], sum[QGNN_CH];
+    for (int h = 0; h < w; h++) {
+        mx[h] = c->logits[b * H + h0 + h];
+        sum[h] = 0.0f;
+    }
+    for (int64_t i = b + 1; i < e; i++) {
+        const float *l = c->logits + i * H + h0;
+        for (int h = 0; h < w; h++) mx[h] = l[h] > mx[h] ? l[h] : mx[h];
+    }
+    for (int64_t i = b; i < e; i++) {
+        const float *l = c->logits + i * H + h0;
+        float *o = c->out + i * H + h0;
+        for (int h = 0; h < w; h++) {
+            o[h] = expf(l[h] - mx[h]);
+            sum[h] += o[h];
+        }
+    }
+    for (int64_t i = b; i < e; i++) {
+        float *o = c->out + i * H + h0;
+        for (int h = 0; h < w; h++) o[h] = o[h] / sum[h];
+    }
+}
+
+static QGNN_CLONES void softmax_part(void *vctx, int64_t d0, int64_t d1, int part) {
+    softmax_ctx *c = vctx;
+    /* Non-finite floats have every exponent bit set: one branch-free pass over the bits. */
+    const int64_t b0 = c->indptr[d0] * c->H, b1 = c->indptr[d1] * c->H;
+    uint32_t any = 0;
+    for (int64_t i = b0; i < b1; i++) any |= (uint32_t)(non_finite(c->logits + i));
+    c->first_bad[part] = -1;
+    for (int64_t i = b0; any && i < b1; i++) {
+        if (non_finite(c->logits + i)) {
+            c->first_bad[part] = i;
+            return;
+        }
+    }
+    for (int64_t v = d0; v < d1; v++) {
+        const int64_t b = c->indptr[v], e = c->indptr[v + 1];
+        if (e == b) continue;
+        for (int64_t h0 = 0; h0 < c->H; h0 += QGNN_CH) {
+            const int w = c->H - h0 < QGNN_CH ? (int)(c->H - h0) : QGNN_CH;
+            if (w == 1) softmax_chunk(c, b, e, h0, 1);
+            else softmax_chunk(c, b, e, h0, w);
+        }
+    }
+}
+
+int64_t qgnn_edge_softmax_f32(const float *logits, int64_t H, const int64_t *indptr, int64_t D,
+                              float *out, int num_threads) {
+    softmax_ctx c = {.logits = logits, .H = H, .indptr = indptr, .out = out};
+    if (D == 0 || H == 0) return -1;
+    int64_t bounds[QGNN_MAX_PARTS + 1];
+    /* exp() costs about ten element-operations. */
+    const int nparts = qgnn_parts_for((indptr[D] + D) * H * 10, num_threads);
+    qgnn_split_csr(indptr, D, nparts, bounds);
+    qgnn_run_parts(softmax_part, &c, bounds, nparts);
+    return qgnn_first_error(c.first_bad, nparts);
+}

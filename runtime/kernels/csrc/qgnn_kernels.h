@@ -1,0 +1,145 @@
+/* Shared declarations of qgnn's compiled kernels.
+ *
+ * Every kernel takes already-checked, C-contiguous buffers (the CPython layer in _qgnn_kernels.c
+ * checks dtypes, shapes and CSR structure) and runs over a split of its rows on plain pthreads.
+ * Integer semantics follow the quantisation contract: int32 accumulation that wraps modulo 2^32
+ * exactly like ONNX int32 arithmetic, float32 requantisation in the contract's order,
+ * round-half-to-even (nearbyintf under the default rounding mode), saturation to the output range.
+ */
+#ifndef QGNN_KERNELS_H
+#define QGNN_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define QGNN_MAX_PARTS 256
+
+/* Hot loops are compiled once per ISA level and picked at load time (gcc ifunc on x86-64 Linux);
+ * elsewhere they are compiled for the baseline target only. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
+    defined(__linux__)
+#define QGNN_CLONES \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define QGNN_DISPATCH "target_clones(x86-64-v4, x86-64-v3, default)"
+#else
+#define QGNN_CLONES
+#define QGNN_DISPATCH "baseline only"
+#endif
+
+#if defined(__GNUC__)
+#define QGNN_INLINE static inline __attribute__((always_inline))
+#else
+#define QGNN_INLINE static inline
+#endif
+
+typedef enum { QGNN_SUM = 0, QGNN_MEAN = 1, QGNN_MAX = 2 } qgnn_reduce;
+
+/* ---- threading (parallel.c) ---------------------------------------------------------------- */
+
+/* Work on rows [begin, end); `part` indexes per-part scratch (0 <= part < nparts). */
+typedef void (*qgnn_part_fn)(void *ctx, int64_t begin, int64_t end, int part);
+
+/* Number of parts worth starting for `work` element-operations: below a few tens of microseconds
+ * of work a thread costs more than it saves. */
+int qgnn_parts_for(int64_t work, int num_threads);
+
+/* bounds[0..nparts]: `n` rows cut into `nparts` near-equal ranges. */
+void qgnn_split_even(int64_t n, int nparts, int64_t *bounds);
+
+/* bounds[0..nparts]: destinations cut so each part gets about the same edges + destinations. */
+void qgnn_split_csr(const int64_t *indptr, int64_t num_dst, int nparts, int64_t *bounds);
+
+/* Runs fn on every part, part 0 on the calling thread; returns once all parts are done. */
+void qgnn_run_parts(qgnn_part_fn fn, void *ctx, const int64_t *bounds, int nparts);
+
+/* How many parts the latest qgnn_run_parts used (a test hook: were threads really used?). */
+int qgnn_last_parts(void);
+
+/* ---- kernels --------------------------------------------------------------------------------- */
+
+/* First i in [begin, end) with ids[i] outside [0, n), or -1: one branch-free pass first, since
+ * the ids are almost always valid and the scan then vectorises. */
+QGNN_INLINE int64_t qgnn_first_bad_id(const int64_t *ids, int64_t begin, int64_t end, int64_t n) {
+    uint64_t bad = 0;
+    for (int64_t i = begin; i < end; i++) bad |= (uint64_t)((uint64_t)ids[i] >= (uint64_t)n);
+    if (!bad) return -1;
+    for (int64_t i = begin; i < end; i++)
+        if ((uint64_t)ids[i] >= (uint64_t)n) return i;
+    return -1;
+}
+
+/* Gathers of random source rows are bound by memory latency; asking for the row of the edge
+ * QGNN_PREFETCH places ahead keeps that many misses in flight. The id is clamped, not trusted:
+ * prefetching never faults, but the address computation should stay inside the array. */
+#define QGNN_PREFETCH 16
+QGNN_INLINE void qgnn_prefetch_row(const char *base, int64_t row_bytes, const int64_t *ids,
+                                   int64_t i, int64_t n_ids, int64_t n_rows, int64_t span) {
+    if (i + QGNN_PREFETCH >= n_ids) return;
+    int64_t id = ids[i + QGNN_PREFETCH];
+    id = (uint64_t)id < (uint64_t)n_rows ? id : 0;
+    const char *p = base + id * row_bytes;
+    for (int64_t off = 0; off < span; off += 64) __builtin_prefetch(p + off);
+    __builtin_prefetch(p + span - 1); /* rows need not start on a cache line */
+}
+
+/* Smallest per-part error index (each >= 0 or -1), or -1 when every part was clean. */
+QGNN_INLINE int64_t qgnn_first_error(const int64_t *per_part, int nparts) {
+    int64_t first = -1;
+    for (int t = 0; t < nparts; t++)
+        if (per_part[t] >= 0 && (first < 0 || per_part[t] < first)) first = per_part[t];
+    return first;
+}
+
+/* What qgnn_qaggregate found wrong; y is unspecified unless both are -1. */
+typedef struct {
+    int64_t bad_src;      /* first edge whose src is outside [0, n_src), or -1 */
+    int64_t overflow_dst; /* lowest destination whose exact sum overflows int32, or -1 */
+    int64_t overflow_col, overflow_value;
+} qgnn_qagg_status;
+
+/* y (D, F) uint8 with values in [0, 2^bits - 1]. */
+void qgnn_qaggregate(const uint8_t *x, int64_t n_src, int64_t F, int32_t x_zp,
+                     const int64_t *indptr, int64_t D, const int64_t *src, const uint8_t *w,
+                     int32_t w_zp, float mult, int32_t y_zp, int bits, qgnn_reduce reduce,
+                     uint8_t *y, int num_threads, qgnn_qagg_status *status);
+
+/* y (D, F) float32; same return convention. */
+int64_t qgnn_aggregate_f32(const float *x, int64_t n_src, int64_t F, const int64_t *indptr,
+                           int64_t D, const int64_t *src, const float *w, qgnn_reduce reduce,
+                           float *y, int num_threads);
+
+/* out (E, H): softmax of logits over each destination's edge segment, per head. Returns the
+ * flat index of the first non-finite logit (out then unspecified), or -1. */
+int64_t qgnn_edge_softmax_f32(const float *logits, int64_t H, const int64_t *indptr, int64_t D,
+                              float *out, int num_threads);
+
+/* y (N, M) uint8 = requant(sum_k (x[n,k] - x_zp) * w[k,m] + bias[m]) in [0, 2^bits - 1]; w is
+ * (K, M) int8. Returns 0, or -1 when scratch memory could not be allocated. */
+int qgnn_qlinear(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp, const int8_t *w,
+                 int64_t M, const int32_t *bias, const float *mult, int32_t y_zp, int bits,
+                 uint8_t *y, int num_threads);
+
+/* Top-k rows of table (N, D) int8 by integer dot product with the query (int8 or int32 values,
+ * exactly one of q8 / q32 non-NULL). rows: candidate row ids (sorted, unique) or NULL for all;
+ * exclude: sorted unique ids never returned, or NULL. Ties go to the smaller id.
+ * Returns the number of hits written (<= k), or -1 when memory could not be allocated. */
+int64_t qgnn_topk_s8(const int8_t *table, int64_t N, int64_t D, const int8_t *q8,
+                     const int32_t *q32, const int64_t *rows, int64_t n_rows,
+                     const int64_t *exclude, int64_t n_exclude, int64_t k, int64_t *out_ids,
+                     int32_t *out_scores, int num_threads);
+
+/* Affine quantisation of float32 to uint8 / symmetric int8 and back (flat arrays of n values).
+ * The quantisers return the index of the first NaN input (output then unspecified) or -1. */
+int64_t qgnn_quantize_u8(const float *x, int64_t n, float scale, int32_t zp, int bits,
+                         uint8_t *q, int num_threads);
+int64_t qgnn_quantize_s8(const float *x, int64_t n, float scale, int8_t *q, int num_threads);
+void qgnn_dequantize_u8(const uint8_t *q, int64_t n, float scale, int32_t zp, float *x,
+                        int num_threads);
+
+/* Whether the AVX-512 VNNI paths of qlinear / topk are used: the CPU has them and they are
+ * allowed. qgnn_allow_vnni(0) forces the portable paths (tests run both on a VNNI machine). */
+int qgnn_vnni_supported(void);
+int qgnn_have_vnni(void);
+void qgnn_allow_vnni(int allow);
+
+#endif

@@ -1,0 +1,299 @@
+/* QLinear: u8 x s8 -> int32 GEMM with fused requantisation.
+ *
+ * acc[n, m] = sum_k (x[n, k] - x_zp) * w[k, m] + bias[m]
+ *           = sum_k x[n, k] * w[k, m] - x_zp * colsum[m] + bias[m]   (mod 2^32, as int32 wraps)
+ * y[n, m]   = clamp(nearbyintf(float(acc) * mult[m]) + y_zp, 0, 2^bits - 1)
+ * w is (K, M), the layout of ONNX MatMulInteger's B, so an exported initializer is used as is.
+ *
+ * Two inner kernels over blocks of QL_RB rows x up to 64 columns, w repacked once per call with
+ * its width padded to Mp (a multiple of 16, zero columns):
+ *  - AVX-512 VNNI (picked at run time): w as [K/4][Mp][4] int8 so one vpdpbusd multiplies 4
+ *    consecutive k of a broadcast x quad with 16 columns (64 MACs / instruction);
+ *  - portable (vector extensions, compiled per ISA clone): w widened to [K][Mp] int32 and
+ *    multiplied with a broadcast x value, 16 columns per vector.
+ * Accumulators are named variables, not arrays: gcc otherwise mirrors them on the stack.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qgnn_kernels.h"
+#include "simd.h"
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define QGNN_HAVE_VNNI_PATH 1
+#include <immintrin.h>
+#endif
+
+#define QL_RB 4
+#define QL_CB 64
+
+typedef struct {
+    const uint8_t *x;
+    int64_t N, K, M;
+    const int8_t *quads; /* VNNI layout [Kq][Mp][4], or NULL */
+    const int32_t *wide; /* portable layout [K][Mp], or NULL */
+    int64_t Kq, Mp;
+    const int32_t *offset; /* bias[m] - x_zp * colsum[m], as uint32 bit patterns */
+    const float *mult;
+    int32_t y_zp, qmax;
+    uint8_t *y;
+} qlinear_ctx;
+
+QGNN_INLINE void qlinear_requant(const qlinear_ctx *c, const int32_t *acc, int64_t n, int64_t j0,
+                                 int cols) {
+    /* Locals, not c->...: stores through a uint8_t pointer may alias anything, which would make
+     * the compiler reload every field per column and give up vectorising. */
+    uint8_t *restrict out = c->y + n * c->M + j0;
+    const int32_t *restrict offset = c->offset + j0;
+    const float *restrict mult = c->mult + j0;
+    const float y_zp = (float)c->y_zp, qmax = (float)c->qmax;
+    for (int j = 0; j < cols; j++) {
+        const int32_t a = (int32_t)((uint32_t)acc[j] + (uint32_t)offset[j]);
+        float v = nearbyintf((float)a * mult[j]) + y_zp;
+        v = v < 0.0f ? 0.0f : v;
+        v = v > qmax ? qmax : v;
+        out[j] = (uint8_t)(int32_t)v;
+    }
+}
+
+/* acc_r_v += x[r][k] * w[k][16 v ..] for the nv column vectors of row r. */
+#define WIDE_ROW(r, xv)                                              \
+    do {                                                             \
+        const int32_t xb = (xv);                                     \
+        a##r##0 += xb * w0;                                          \
+        if (nv > 1) a##r##1 += xb * w1;                              \
+        if (nv > 2) a##r##2 += xb * w2;                              \
+        if (nv > 3) a##r##3 += xb * w3;                              \
+    } while (0)
+
+/* tmp is written in full (the vectors past nv as zeros) so reading `cols` of it is defined. */
+#define BLOCK_STORE(r, V0, V1, V2, V3, store)                        \
+    do {                                                             \
+        int32_t tmp[QL_CB];                                          \
+        if (nv < 4) memset(tmp + 16 * nv, 0, 64 * (size_t)(4 - nv)); \
+        store(tmp, V0);                                              \
+        if (nv > 1) store(tmp + 16, V1);                             \
+        if (nv > 2) store(tmp + 32, V2);                             \
+        if (nv > 3) store(tmp + 48, V3);                             \
+        qlinear_requant(c, tmp, n0 + r, j0, cols);                   \
+    } while (0)
+
+#define WIDE_STORE_ONE(p, v) memcpy((p), &(v), sizeof(qv_i32))
+
+/* Portable block: rows [n0, n0 + rb) (rb 1 or 4) x 16 * nv columns from j0, of which the first
+ * `cols` are real. Called with constant rb / nv. */
+QGNN_INLINE void wide_block(const qlinear_ctx *c, int64_t n0, int rb, int64_t j0, int nv,
+                            int cols) {
+    const qv_i32 z = {0};
+    qv_i32 a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
+    qv_i32 a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z;
+    /* Rows past the block alias row 0 (never used) so no pointer leaves the array. */
+    const uint8_t *x0 = c->x + n0 * c->K;
+    const uint8_t *x1 = rb > 1 ? x0 + c->K : x0;
+    const uint8_t *x2 = rb > 1 ? x1 + c->K : x0, *x3 = rb > 1 ? x2 + c->K : x0;
+    const int32_t *wk = c->wide + j0;
+    for (int64_t k = 0; k < c->K; k++, wk += c->Mp) {
+        qv_i32 w0, w1 = z, w2 = z, w3 = z;
+        memcpy(&w0, wk, sizeof w0);
+        if (nv > 1) memcpy(&w1, wk + 16, sizeof w1);
+        if (nv > 2) memcpy(&w2, wk + 32, sizeof w2);
+        if (nv > 3) memcpy(&w3, wk + 48, sizeof w3);
+        WIDE_ROW(0, x0[k]);
+        if (rb > 1) {
+            WIDE_ROW(1, x1[k]);
+            WIDE_ROW(2, x2[k]);
+            WIDE_ROW(3, x3[k]);
+        }
+    }
+    BLOCK_STORE(0, a00, a01, a02, a03, WIDE_STORE_ONE);
+    if (rb > 1) {
+        BLOCK_STORE(1, a10, a11, a12, a13, WIDE_STORE_ONE);
+        BLOCK_STORE(2, a20, a21, a22, a23, WIDE_STORE_ONE);
+        BLOCK_STORE(3, a30, a31, a32, a33, WIDE_STORE_ONE);
+    }
+}
+
+/* Rows [n, n + rb) over all column chunks, with constant block shapes for the block kernel. */
+#define FOR_BLOCKS(block, c, n, rb)                                               \
+    for (int64_t j0 = 0; j0 < (c)->M; j0 += QL_CB) {                              \
+        const int cols = (c)->M - j0 < QL_CB ? (int)((c)->M - j0) : QL_CB;        \
+        const int nv = (cols + 15) / 16;                                          \
+        if ((rb) == QL_RB) {                                                      \
+            if (nv == 4) block(c, n, QL_RB, j0, 4, cols);                         \
+            else if (nv == 3) block(c, n, QL_RB, j0, 3, cols);                    \
+            else if (nv == 2) block(c, n, QL_RB, j0, 2, cols);                    \
+            else block(c, n, QL_RB, j0, 1, cols);                                 \
+        } else {                                                                  \
+            for (int r = 0; r < (rb); r++) {                                      \
+                if (nv == 4) block(c, (n) + r, 1, j0, 4, cols);                   \
+                else if (nv == 3) block(c, (n) + r, 1, j0, 3, cols);              \
+                else if (nv == 2) block(c, (n) + r, 1, j0, 2, cols);              \
+                else block(c, (n) + r, 1, j0, 1, cols);                           \
+            }                                                                     \
+        }                                                                         \
+    }
+
+static QGNN_CLONES void qlinear_part_c(void *vctx, int64_t n0, int64_t n1, int part) {
+    (void)part;
+    const qlinear_ctx *c = vctx;
+    for (int64_t n = n0; n < n1; n += QL_RB) {
+        const int rb = n1 - n < QL_RB ? (int)(n1 - n) : QL_RB;
+        FOR_BLOCKS(wide_block, c, n, rb)
+    }
+}
+
+#ifdef QGNN_HAVE_VNNI_PATH
+#define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
+
+/* x[n, 4q .. 4q + 3] as one little-endian int32, zero-padded past K. */
+QGNN_INLINE int32_t x_quad(const uint8_t *row, int64_t K, int64_t q) {
+    /* A byte loop, not memcpy with a variable size: a library call inside the k loop would
+     * clobber every vector register and force the accumulators onto the stack. */
+    uint32_t v = 0;
+    for (int64_t i = 4 * q; i < K && i < 4 * q + 4; i++) v |= (uint32_t)row[i] << (8 * (i - 4 * q));
+    return (int32_t)v;
+}
+
+/* One k-quad step for row r: acc_r_v += x quad * w quad for the nv column vectors. Named
+ * accumulators (not an array) so gcc keeps all sixteen in registers instead of mirroring them on
+ * the stack. */
+#define VNNI_ROW(r, xq)                                                               \
+    do {                                                                              \
+        const __m512i xb = _mm512_set1_epi32(xq);                                     \
+        a##r##0 = _mm512_dpbusd_epi32(a##r##0, xb, w0);                               \
+        if (nv > 1) a##r##1 = _mm512_dpbusd_epi32(a##r##1, xb, w1);                   \
+        if (nv > 2) a##r##2 = _mm512_dpbusd_epi32(a##r##2, xb, w2);                   \
+        if (nv > 3) a##r##3 = _mm512_dpbusd_epi32(a##r##3, xb, w3);                   \
+    } while (0)
+
+#define VNNI_STORE_ONE(p, v) _mm512_storeu_si512((p), (v))
+
+static inline __attribute__((always_inline)) int32_t load_quad(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* VNNI block: rows [n0, n0 + rb) (rb 1 or 4) x 16 * nv columns from j0 (within the padded width
+ * Mp), of which the first `cols` are real. Called with constant rb / nv / careful.
+ * The last k quad reaches up to 3 bytes past K; w is zero there, so any x byte gives 0. Reading
+ * them is in bounds unless fewer than 3 bytes of x follow the block: `careful` blocks (the last
+ * ones, when K % 4 != 0) assemble that quad byte by byte. The branch is kept out of the common blocks:
+ * two paths through the k loop make gcc shuffle and spill the accumulators every iteration. */
+QGNN_INLINE VNNI_TARGET void vnni_block(const qlinear_ctx *c, int64_t n0, int rb, int64_t j0,
+                                        int nv, int cols, int careful) {
+    const __m512i z = _mm512_setzero_si512();
+    __m512i a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
+    __m512i a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z;
+    const uint8_t *x0 = c->x + n0 * c->K; /* rows 1..3 are x0 + r K, formed only if rb > 1 */
+    const int64_t K = c->K;
+    const int8_t *wq = c->quads + j0 * 4;
+    const int64_t wstep = c->Mp * 4, quads = careful ? K / 4 : c->Kq;
+    for (int64_t q = 0; q < quads; q++, wq += wstep) {
+        const __m512i w0 = _mm512_loadu_si512(wq);
+        const __m512i w1 = nv > 1 ? _mm512_loadu_si512(wq + 64) : z;
+        const __m512i w2 = nv > 2 ? _mm512_loadu_si512(wq + 128) : z;
+        const __m512i w3 = nv > 3 ? _mm512_loadu_si512(wq + 192) : z;
+        VNNI_ROW(0, load_quad(x0 + 4 * q));
+        if (rb > 1) {
+            VNNI_ROW(1, load_quad(x0 + K + 4 * q));
+            VNNI_ROW(2, load_quad(x0 + 2 * K + 4 * q));
+            VNNI_ROW(3, load_quad(x0 + 3 * K + 4 * q));
+        }
+    }
+    if (careful && quads < c->Kq) {
+        const int64_t q = quads;
+        const __m512i w0 = _mm512_loadu_si512(wq);
+        const __m512i w1 = nv > 1 ? _mm512_loadu_si512(wq + 64) : z;
+        const __m512i w2 = nv > 2 ? _mm512_loadu_si512(wq + 128) : z;
+        const __m512i w3 = nv > 3 ? _mm512_loadu_si512(wq + 192) : z;
+        VNNI_ROW(0, x_quad(x0, K, q));
+        if (rb > 1) {
+            VNNI_ROW(1, x_quad(x0 + K, K, q));
+            VNNI_ROW(2, x_quad(x0 + 2 * K, K, q));
+            VNNI_ROW(3, x_quad(x0 + 3 * K, K, q));
+        }
+    }
+    BLOCK_STORE(0, a00, a01, a02, a03, VNNI_STORE_ONE);
+    if (rb > 1) {
+        BLOCK_STORE(1, a10, a11, a12, a13, VNNI_STORE_ONE);
+        BLOCK_STORE(2, a20, a21, a22, a23, VNNI_STORE_ONE);
+        BLOCK_STORE(3, a30, a31, a32, a33, VNNI_STORE_ONE);
+    }
+}
+
+#define vnni_block_fast(c, n, rb, j0, nv, cols) vnni_block(c, n, rb, j0, nv, cols, 0)
+#define vnni_block_careful(c, n, rb, j0, nv, cols) vnni_block(c, n, rb, j0, nv, cols, 1)
+
+static VNNI_TARGET void vnni_rows(const qlinear_ctx *c, int64_t n, int rb) {
+    /* The block's last row over-reads up to 3 bytes; they must still lie inside x. */
+    if (c->K % 4 != 0 && (c->N - n - rb) * c->K < 3) {
+        FOR_BLOCKS(vnni_block_careful, c, n, rb)
+    } else {
+        FOR_BLOCKS(vnni_block_fast, c, n, rb)
+    }
+}
+
+static void qlinear_part_vnni(void *vctx, int64_t n0, int64_t n1, int part) {
+    (void)part;
+    const qlinear_ctx *c = vctx;
+    for (int64_t n = n0; n < n1; n += QL_RB) vnni_rows(c, n, n1 - n < QL_RB ? (int)(n1 - n) : QL_RB);
+}
+
+#endif
+
+/* Bias and zero-point correction per column: bias[m] - x_zp * sum_k w[k, m] (mod 2^32). */
+static void column_offsets(const int8_t *w, int64_t K, int64_t M, int32_t x_zp,
+                           const int32_t *bias, int32_t *offset) {
+    for (int64_t j = 0; j < M; j++) offset[j] = 0;
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t j = 0; j < M; j++) offset[j] += w[k * M + j];
+    for (int64_t j = 0; j < M; j++)
+        offset[j] = (int32_t)((bias ? (uint32_t)bias[j] : 0u) - (uint32_t)x_zp * (uint32_t)offset[j]);
+}
+
+int qgnn_qlinear(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp, const int8_t *w,
+                 int64_t M, const int32_t *bias, const float *mult, int32_t y_zp, int bits,
+                 uint8_t *y, int num_threads) {
+    if (N == 0 || M == 0) return 0;
+    const int64_t Mp = (M + 15) / 16 * 16, Kq = (K + 3) / 4;
+    const int vnni = qgnn_have_vnni();
+    int32_t *offset = malloc((size_t)M * sizeof(int32_t));
+    /* Either packing; calloc zero-fills the padding columns (and the last quad's padding). */
+    void *packed = vnni ? calloc((size_t)(Kq * Mp * 4) + 64, 1)
+                        : calloc((size_t)(K * Mp) + 1, sizeof(int32_t));
+    if (offset == NULL || packed == NULL) {
+        free(offset);
+        free(packed);
+        return -1;
+    }
+    column_offsets(w, K, M, x_zp, bias, offset);
+    qlinear_ctx c = {.x = x, .N = N, .K = K, .M = M, .Kq = Kq, .Mp = Mp, .offset = offset,
+                     .mult = mult, .y_zp = y_zp, .qmax = (1 << bits) - 1, .y = y};
+    qgnn_part_fn fn = qlinear_part_c;
+    if (vnni) {
+        int8_t *quads = packed;
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t j = 0; j < M; j++) quads[((k / 4) * Mp + j) * 4 + k % 4] = w[k * M + j];
+        c.quads = quads;
+#ifdef QGNN_HAVE_VNNI_PATH
+        fn = qlinear_part_vnni;
+#endif
+    } else {
+        int32_t *wide = packed;
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t j = 0; j < M; j++) wide[k * Mp + j] = w[k * M + j];
+        c.wide = wide;
+    }
+    /* Parts are whole multiples of QL_RB rows so blocks never straddle two threads. */
+    const int64_t blocks = (N + QL_RB - 1) / QL_RB;
+    const int nparts = qgnn_parts_for(N * K * M / 8, num_threads);
+    int64_t bounds[QGNN_MAX_PARTS + 1];
+    qgnn_split_even(blocks, nparts, bounds);
+    for (int t = 0; t <= nparts; t++) bounds[t] = bounds[t] * QL_RB < N ? bounds[t] * QL_RB : N;
+    qgnn_run_parts(fn, &c, bounds, nparts);
+    free(packed);
+    free(offset);
+    return 0;
+}

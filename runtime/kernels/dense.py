@@ -1,0 +1,35 @@
+"""QLinear: the u8 x s8 -> int32 matrix product with fused requantisation."""
+
+from __future__ import annotations
+
+import numpy as np
+from qgnn.runtime.kernels import _checks as ck
+from qgnn.runtime.kernels._ext import ext
+
+
+def qlinear(x_q: np.ndarray, x_zp: int, w_q: np.ndarray, bias_int32: np.ndarray | None,
+            multiplier: float | np.ndarray, y_zp: int, *, bits: int = 8,
+            num_threads: int = 2) -> np.ndarray:
+    """uint8 (N, K) x int8 (K, M) -> uint8 (N, M).
+
+    ``w_q`` is (K, M), the layout of ONNX MatMulInteger's B, so an exported initializer is passed
+    as is. ``acc = sum_k (x_q - x_zp) * w_q + bias_int32`` in int32 (wrapping modulo 2^32 like
+    MatMulInteger + Add; it cannot overflow without bias while K <= 65,793);
+    ``y = clamp(rint(float32(acc) * multiplier[m]) + y_zp, 0, 2^bits - 1)`` with ``multiplier``
+    a scalar (per-tensor weights) or (M,) (per-output-channel), rounded to float32.
+    """
+    fn = "qlinear"
+    w = ck.tensor(fn, "w_q", w_q, np.int8, 2)
+    mult = np.asarray(multiplier)
+    if mult.ndim == 0:
+        mult = np.full(w.shape[1], ck.positive_f32(fn, "multiplier", mult), dtype=np.float32)
+    elif mult.ndim != 1 or not np.issubdtype(mult.dtype, np.floating):
+        raise ValueError(f"{fn}: multiplier must be a float scalar or a 1-D float array, "
+                         f"got dtype {mult.dtype} shape {mult.shape}")
+    else:
+        with np.errstate(over="ignore"):
+            mult = np.ascontiguousarray(mult, dtype=np.float32)
+    return ext().qlinear(
+        ck.tensor(fn, "x_q", x_q, np.uint8, 2), ck.zero_point(fn, "x_zp", x_zp), w,
+        ck.optional_tensor(fn, "bias_int32", bias_int32, np.int32, 1), mult,
+        ck.zero_point(fn, "y_zp", y_zp), ck.bits(fn, bits), ck.threads(fn, num_threads))

@@ -1,0 +1,101 @@
+"""Message-passing kernels over destination-sorted edges (the ``ai.qgnn`` graph ops).
+
+Edges are given in CSR over destinations: the edges of destination ``v`` are
+``indptr[v]:indptr[v+1]`` with sources ``src[...]``; ``indptr`` is (D+1,) int64 from 0 to E and
+``src`` (E,) int64 in ``[0, N_src)``. Any integer id dtype is accepted and converted to int64.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from qgnn.runtime.kernels import _checks as ck
+from qgnn.runtime.kernels._ext import ext
+
+Reduce = Literal["sum", "mean", "max"]
+
+
+def qaggregate(x_q: np.ndarray, x_zp: int, indptr: np.ndarray, src: np.ndarray,
+               multiplier: float, y_zp: int, reduce: Reduce = "sum",
+               w_q: np.ndarray | None = None, w_zp: int = 0, *, bits: int = 8,
+               num_threads: int = 2) -> np.ndarray:
+    """QAggregate: uint8 (N_src, F) -> uint8 (D, F), exactly the quantisation contract.
+
+    ``acc = sum/max over edges of (x_q[src] - x_zp) [* (w_q - w_zp)]`` in int32;
+    ``y = clamp(rint(float32(acc) * m) + y_zp, 0, 2^bits - 1)`` with ``m = multiplier`` (sum,
+    max) or ``float32(multiplier / float32(in_degree))`` (mean); a destination without edges gets
+    ``y_zp``. ``multiplier`` is :func:`requant_multiplier` of the scales. A destination whose
+    exact sum does not fit int32 (possible only above 33,025 weighted / 8,421,504 unweighted
+    in-edges) is invalid input and raises ValueError, as the exporter's reference does.
+    """
+    fn = "qaggregate"
+    return ext().qaggregate(
+        ck.tensor(fn, "x_q", x_q, np.uint8, 2), ck.zero_point(fn, "x_zp", x_zp),
+        ck.ids(fn, "indptr", indptr), ck.ids(fn, "src", src),
+        ck.positive_f32(fn, "multiplier", multiplier), ck.zero_point(fn, "y_zp", y_zp),
+        ck.reduce_code(fn, reduce), ck.optional_tensor(fn, "w_q", w_q, np.uint8, 1),
+        ck.zero_point(fn, "w_zp", w_zp), ck.bits(fn, bits), ck.threads(fn, num_threads))
+
+
+def aggregate_f32(x: np.ndarray, indptr: np.ndarray, src: np.ndarray, reduce: Reduce = "sum",
+                  w: np.ndarray | None = None, *, num_threads: int = 2) -> np.ndarray:
+    """Aggregate: float32 (N_src, F) -> (D, F); ``reduce`` of ``x[src] [* w]`` per destination.
+
+    Mean divides by the in-degree; destinations without edges get 0.
+    """
+    fn = "aggregate_f32"
+    return ext().aggregate_f32(
+        ck.tensor(fn, "x", x, np.float32, 2), ck.ids(fn, "indptr", indptr),
+        ck.ids(fn, "src", src), ck.reduce_code(fn, reduce),
+        ck.optional_tensor(fn, "w", w, np.float32, 1), ck.threads(fn, num_threads))
+
+
+def padded_to_csr(fn: str, nbr: np.ndarray, w: np.ndarray | None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(indptr, src, w) of a padded fixed-fanout neighbour table ``nbr`` (D, K), -1 = unused.
+
+    Row order is kept, so edges come out sorted by destination; weights at padding are dropped.
+    """
+    arr = np.asarray(nbr)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer) or arr.ndim != 2:
+        raise ValueError(f"{fn}: nbr must be a 2-D integer array, got {arr.dtype} {arr.shape}")
+    if arr.size and int(arr.min()) < -1:
+        raise ValueError(f"{fn}: nbr holds {int(arr.min())}; only -1 marks an unused slot")
+    used = arr >= 0
+    indptr = np.zeros(arr.shape[0] + 1, np.int64)
+    np.cumsum(used.sum(axis=1), out=indptr[1:])
+    if w is not None:
+        w = np.asarray(w)
+        if w.shape != arr.shape:
+            raise ValueError(f"{fn}: edge weights must have nbr's shape {arr.shape}, got {w.shape}")
+        w = w[used]
+    return indptr, arr[used].astype(np.int64), w
+
+
+def qaggregate_padded(x_q: np.ndarray, x_zp: int, nbr: np.ndarray, multiplier: float,
+                      y_zp: int, reduce: Reduce = "sum", w_q: np.ndarray | None = None,
+                      w_zp: int = 0, *, bits: int = 8, num_threads: int = 2) -> np.ndarray:
+    """QAggregatePadded: :func:`qaggregate` over the used slots of ``nbr`` (D, K).
+
+    ``w_q`` (D, K) is aligned with ``nbr``; its values at padding are ignored.
+    """
+    indptr, src, w = padded_to_csr("qaggregate_padded", nbr, w_q)
+    return qaggregate(x_q, x_zp, indptr, src, multiplier, y_zp, reduce, w, w_zp, bits=bits,
+                      num_threads=num_threads)
+
+
+def aggregate_padded_f32(x: np.ndarray, nbr: np.ndarray, reduce: Reduce = "sum",
+                         w: np.ndarray | None = None, *, num_threads: int = 2) -> np.ndarray:
+    """AggregatePadded: :func:`aggregate_f32` over the used slots of ``nbr`` (D, K)."""
+    indptr, src, w_used = padded_to_csr("aggregate_padded_f32", nbr, w)
+    return aggregate_f32(x, indptr, src, reduce, w_used, num_threads=num_threads)
+
+
+def edge_softmax_f32(logits: np.ndarray, indptr: np.ndarray, *,
+                     num_threads: int = 2) -> np.ndarray:
+    """EdgeSoftmax: float32 (E, H) -> (E, H), softmax over each destination's edges per head."""
+    fn = "edge_softmax_f32"
+    return ext().edge_softmax_f32(
+        ck.tensor(fn, "logits", logits, np.float32, 2), ck.ids(fn, "indptr", indptr),
+        ck.threads(fn, num_threads))

@@ -1,0 +1,114 @@
+"""Bundles written by ``qgnn export`` (qgnn.exporter) served by the engine.
+
+Each model is a freshly initialised, Degree-Quant wrapped stack whose ranges were calibrated on
+a small synthetic graph (training would only change the weights), checkpointed and exported
+like any run. The engine must give the exporter's own onnxruntime full-graph answer bit for
+bit, partitioned and portable alike, and the link table must be what the engine recomputes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from qgnn.exporter.export import export_run  # noqa: E402
+from qgnn.graph.synth import powerlaw_communities  # noqa: E402
+from qgnn.runtime.bundle import load_bundle  # noqa: E402
+from qgnn.runtime.engine import Engine, EngineConfig, quantize_rows, softmax  # noqa: E402
+from qgnn.training.checkpoint import save_run  # noqa: E402
+from qgnn.training.nn.block import full_graph_block  # noqa: E402
+from qgnn.training.nn.models import ModelConfig, build_model  # noqa: E402
+from qgnn.training.presets import TrainConfig  # noqa: E402
+from qgnn.training.quant import QuantConfig, quant_state, quantize_model  # noqa: E402
+
+
+def _export(root: Path, kind: str, task: str = "node", **layer_kwargs) -> Path:
+    graph = powerlaw_communities(300, avg_degree=6, num_communities=4, num_features=16, seed=1)
+    out_dim = 4 if task == "node" else 6
+    cfg = ModelConfig(model=kind, in_dim=16, out_dim=out_dim, hidden=8, num_layers=2,
+                      layer_kwargs=layer_kwargs)
+    quant = QuantConfig(bits=8)
+    torch.manual_seed(0)
+    if task == "node":
+        model = build_model(cfg)
+    else:
+        from qgnn.training.tasks.link import build_link_model
+
+        model = build_link_model(cfg, "dot", None)
+    model = quantize_model(model, quant)
+    model.train()
+    with torch.no_grad():  # calibrate the quantisation ranges
+        for _ in range(3):
+            model(torch.from_numpy(graph.x), full_graph_block(graph))
+    model.eval()
+    run = root / f"run-{kind}-{task}"
+    save_run(run, model, task=task, dataset="synthetic:powerlaw_communities", model_config=cfg,
+             train_config=TrainConfig(), metrics={},
+             extra={"quant": {"config": quant.to_dict(), "state": quant_state(model)}})
+    return export_run(run, root / f"bundle-{kind}-{task}", graph=graph).bundle
+
+
+def _onnxruntime_full_graph(bundle_path: Path) -> np.ndarray:
+    """The exported model on the whole graph, straight through onnxruntime (default options)."""
+    bundle = load_bundle(bundle_path)
+    indptr, indices = np.asarray(bundle.array("graph/indptr")), np.asarray(
+        bundle.array("graph/indices"))
+    feeds = {"x": np.asarray(bundle.array("graph/features")),
+             "in_degree": np.diff(indptr).astype(np.int64)}
+    for i in range(bundle.manifest["model"]["num_layers"]):
+        feeds[f"indptr_{i}"], feeds[f"src_{i}"] = indptr, indices
+    session = ort.InferenceSession(str(bundle.model_path()), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)[0]
+
+
+@pytest.fixture(scope="module")
+def gcn_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export(tmp_path_factory.mktemp("exported"), "gcn")
+
+
+def _check_node_bundle(path: Path) -> None:
+    expected = _onnxruntime_full_graph(path)
+    bundle = load_bundle(path)
+    for portable in (False, True):
+        engine = Engine(bundle, EngineConfig(portable=portable))
+        assert engine.fanouts == (-1, -1)  # the exporter's serving default
+        np.testing.assert_array_equal(engine.infer_all(chunk_size=64), expected)
+        ids = np.array([5, 299, 0, 5])
+        np.testing.assert_array_equal(engine.predict_nodes(ids), softmax(expected[ids]))
+
+
+def test_exported_gcn_serves_the_exporters_answers(gcn_bundle: Path) -> None:
+    _check_node_bundle(gcn_bundle)
+
+
+def test_exported_gcn_capped_partitioned_equals_portable(gcn_bundle: Path) -> None:
+    bundle = load_bundle(gcn_bundle)
+    fast = Engine(bundle, EngineConfig(fanouts=(3, 2)))
+    stock = Engine(bundle, EngineConfig(fanouts=(3, 2), portable=True))
+    ids = np.arange(0, 300, 7)
+    np.testing.assert_array_equal(fast.predict_nodes(ids), stock.predict_nodes(ids))
+
+
+def test_exported_link_table_is_what_the_engine_recomputes(tmp_path: Path) -> None:
+    path = _export(tmp_path, "gcn", task="link")
+    bundle = load_bundle(path)
+    engine = Engine(bundle)
+    z = engine.forward(engine.store.snapshot(), np.arange(300))
+    values, scales = quantize_rows(z)
+    np.testing.assert_array_equal(values, np.asarray(bundle.array("embeddings/values")))
+    np.testing.assert_array_equal(scales, np.asarray(bundle.array("embeddings/scales")))
+    ids, probs = engine.recommend(3, 5, exclude_seen=True)
+    assert ids.size == 5 and np.all(np.diff(probs) <= 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "kwargs"), [("sage", {}), ("gin", {}),
+                                              ("gat", {"heads": 2}),
+                                              ("egc", {"heads": 2, "bases": 2})])
+def test_every_exported_layer_type(tmp_path: Path, kind: str, kwargs: dict) -> None:
+    _check_node_bundle(_export(tmp_path, kind, **kwargs))

@@ -1,0 +1,215 @@
+"""``qgnn train``: train one model on one dataset from its preset, save the run, report it.
+
+Registering the parser imports nothing heavy; torch and the training code load in the handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+MODELS = ("gcn", "sage", "gin", "gat", "egc")
+TASKS = ("node", "link")
+
+
+def _int_at_least(low: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0.0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0.0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def _dropout(text: str) -> float:
+    value = _non_negative_float(text)
+    if value >= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text}")
+    return value
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a GNN (node classification or link prediction) and save the run",
+        description="Train one model on one dataset. Hyper-parameters start from the preset for "
+                    "(model, dataset) (see docs/training.md); any flag given overrides it. The "
+                    "run is saved as model.safetensors + config.json in --out.")
+    p.add_argument("--dataset", default="cora",
+                   help="built-in name (cora, citeseer, tolokers), a dataset path, "
+                        "interactions:<file> or synthetic:<kind>?k=v (default: cora)")
+    p.add_argument("--model", choices=MODELS, default="gcn", help="layer type (default: gcn)")
+    p.add_argument("--task", choices=TASKS, default="node",
+                   help="node classification or link prediction (default: node)")
+    p.add_argument("--split", type=_non_negative_int,
+                   help="fixed split index (node task), or seed of the random edge split of a "
+                        "non-bipartite graph (link task); default 0")
+    p.add_argument("--epochs", type=_positive_int, help="maximum epochs")
+    p.add_argument("--lr", type=_positive_float, help="Adam learning rate")
+    p.add_argument("--weight-decay", type=_non_negative_float, help="Adam weight decay")
+    p.add_argument("--hidden", type=_positive_int, help="hidden width")
+    p.add_argument("--layers", type=_positive_int, help="number of message-passing layers")
+    p.add_argument("--dropout", type=_dropout, help="dropout probability")
+    p.add_argument("--patience", type=_non_negative_int,
+                   help="stop after this many epochs without a better validation metric "
+                        "(0: never)")
+    p.add_argument("--seed", type=_non_negative_int, help="random seed (default 0)")
+    p.add_argument("--out", type=Path,
+                   help="run directory (default: runs/<dataset>-<model>[-link])")
+    p.add_argument("--summary", type=Path,
+                   help="summary JSON path (default: <out>/summary.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--plot", action="store_true",
+                   help="also write <out>/curves.png (needs matplotlib)")
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
+    from qgnn.training.quant.cli_args import add_quant_arguments
+
+    add_quant_arguments(p)
+    p.set_defaults(func=run_train)
+
+
+def dataset_slug(spec: str) -> str:
+    """A file-name-safe short name for a dataset spec (built-in name, path stem, or kind)."""
+    body = spec.split(":", 1)[1] if ":" in spec and not Path(spec).exists() else spec
+    body = body.split("?", 1)[0]
+    name = Path(body.rstrip("/")).name
+    for suffix in (".gz", ".npz", ".csv", ".tsv", ".txt", ".data"):
+        name = name.removesuffix(suffix)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "dataset"
+
+
+def _configs(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    """Model fields and TrainConfig: the preset, then every flag the user gave."""
+    import dataclasses
+
+    from qgnn.training.presets import preset
+
+    chosen = preset(args.model, args.dataset)
+    model_fields = dict(chosen.model)
+    for flag, name in (("hidden", "hidden"), ("layers", "num_layers"), ("dropout", "dropout")):
+        if getattr(args, flag) is not None:
+            model_fields[name] = getattr(args, flag)
+    overrides = {name: getattr(args, name) for name in
+                 ("epochs", "lr", "weight_decay", "patience", "seed", "split")
+                 if getattr(args, name) is not None}
+    return model_fields, dataclasses.replace(chosen.train, **overrides)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+    from qgnn.graph.container import Graph
+    from qgnn.graph.datasets import load_dataset
+    from qgnn.graph.links import LinkData, split_edges
+    from qgnn.training.checkpoint import save_run
+    from qgnn.training.tasks.link import link_model_config, train_link
+    from qgnn.training.tasks.node import node_model_config, train_node
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    from qgnn.training.quant.cli_args import quant_config_from_args
+    from qgnn.training.quant.hooks import make_hooks
+    from qgnn.training.quant.state import quant_state
+
+    model_fields, train_cfg = _configs(args)
+    qcfg = quant_config_from_args(args)
+    data = load_dataset(args.dataset)
+    num_embeddings = None
+    hooks: dict[str, Any] = {}
+    if qcfg is not None:
+        graph = data if isinstance(data, Graph) else data.graph
+        prepare_model, blocks_for = make_hooks(qcfg, graph, num_layers=model_fields["num_layers"])
+        hooks = {"prepare_model": prepare_model, "blocks_for": blocks_for}
+    if args.task == "node":
+        if not isinstance(data, Graph):
+            raise ValueError(f"--dataset {args.dataset!r} holds link-prediction pairs "
+                             f"(user-item interactions); use --task link")
+        model_cfg = node_model_config(data, args.model, **model_fields)
+        result = train_node(data, model_cfg, train_cfg, progress=not args.no_progress,
+                            **hooks)
+    else:
+        if isinstance(data, Graph):
+            data = split_edges(data, seed=train_cfg.split)
+        assert isinstance(data, LinkData)
+        model_cfg = link_model_config(data, args.model, **model_fields)
+        num_embeddings = None if data.graph.x is not None else data.graph.num_nodes
+        result = train_link(data, model_cfg, train_cfg, progress=not args.no_progress,
+                            **hooks)
+    default_name = f"{dataset_slug(args.dataset)}-{args.model}" + (
+        "-link" if args.task == "link" else "")
+    out = args.out if args.out is not None else Path("runs") / default_name
+    summary = {"dataset": args.dataset, "model": args.model, "task": args.task,
+               **result.summary(), "checkpoint": str(out)}
+    save_run(out, result.model, task=args.task, dataset=args.dataset, model_config=model_cfg,
+             train_config=train_cfg, metrics=result.summary(), num_embeddings=num_embeddings,
+             extra=None if qcfg is None else {"quant": {
+                 "config": qcfg.to_dict(),
+                 "state": quant_state(result.model)}})
+    summary_path = args.summary if args.summary is not None else out / "summary.json"
+    summary_path.parent.mkdir(parents=True, exist_ok=True)
+    summary_path.write_text(json.dumps({**summary, "model_config": model_cfg.to_dict(),
+                                        "train_config": train_cfg.to_dict(),
+                                        "history": result.history}, indent=2) + "\n",
+                            encoding="utf-8")
+    if args.plot:
+        _plot(result.history, result.metric, out / "curves.png")
+    extra = "".join(f", {k} {v:.4f}" for k, v in result.extra_metrics.items()
+                    if k != f"test_{result.metric}")
+    print(f"{args.dataset} {args.model} {args.task}: test {result.metric} "
+          f"{result.test_metric:.4f} (val {result.val_metric:.4f}{extra}; best epoch "
+          f"{result.best_epoch} of {result.epochs_run}, {result.seconds:.1f}s) -> {out}")
+    return 0
+
+
+def _plot(history: list[dict[str, float]], metric: str, path: Path) -> None:
+    """Loss and metric curves per epoch; a clear note instead when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+    except ImportError:
+        print("qgnn train: --plot needs matplotlib (pip install 'qgnn[plot]'); no curves "
+              "written", file=sys.stderr)
+        return
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [row["loss"] for row in history], label="train loss")
+    ax_loss.plot(epochs, [row["val_loss"] for row in history], label="val loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.legend()
+    for key in ("train", "val"):
+        if key in history[0]:
+            ax_metric.plot(epochs, [row[key] for row in history], label=f"{key} {metric}")
+    ax_metric.set_xlabel("epoch")
+    ax_metric.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
