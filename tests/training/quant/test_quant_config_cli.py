@@ -1,0 +1,86 @@
+import argparse
+
+import numpy as np
+import pytest
+import torch
+from qgnn.graph.container import Graph
+from qgnn.training.nn.block import full_graph_block
+from qgnn.training.nn.models import ModelConfig, build_model
+from qgnn.training.quant.cli_args import add_quant_arguments, quant_config_from_args
+from qgnn.training.quant.config import QuantConfig, default_percentile
+from qgnn.training.quant.hooks import make_hooks
+from qgnn.training.quant.sites import QuantizedSites
+
+
+def parse(*argv):
+    return quant_config_from_args(add_quant_arguments(argparse.ArgumentParser()).parse_args(argv))
+
+
+def test_defaults_follow_the_paper_per_bit_width_and_method():
+    dq8, dq4, qat4 = QuantConfig(bits=8), QuantConfig(bits=4), QuantConfig(bits=4, method="qat")
+    assert (dq8.range, dq8.percentile, dq8.p_min, dq8.p_max, dq8.ste) == (
+        "percentile", 0.001, 0.0, 0.1, "clipped")
+    assert (dq4.percentile, dq4.p_min, dq4.p_max) == (0.01, 0.1, 0.2)
+    assert (qat4.range, qat4.percentile, qat4.p_min, qat4.p_max, qat4.ste) == (
+        "momentum", None, None, None, "plain")
+    assert default_percentile(2) == 0.01 and default_percentile(6) == pytest.approx(0.00316, 1e-2)
+
+
+def test_config_round_trips_through_a_dict():
+    cfg = QuantConfig(bits=5, p_max=0.3, per_channel=True, mask="shared")
+    assert QuantConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown fields"):
+        QuantConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"bits": 9}, "bits"), ({"method": "ptq"}, "method"), ({"range": "mse"}, "range"),
+    ({"percentile": 0.6}, "percentile"), ({"range": "minmax", "percentile": 0.01}, "percentile"),
+    ({"momentum": 0.0}, "momentum"), ({"p_min": 0.3, "p_max": 0.2}, "p_min"),
+    ({"p_max": 2.0}, "p_max"), ({"method": "qat", "p_max": 0.2}, "p_min/p_max"),
+    ({"ste": "soft"}, "ste"), ({"mask": "once"}, "mask"), ({"max_samples": 0}, "max_samples")])
+def test_bad_configs_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        QuantConfig(**kwargs)
+
+
+def test_cli_presets_and_options():
+    assert parse() is None
+    assert parse("--quant", "fp32") is None
+    assert parse("--quant", "int8") == QuantConfig(bits=8)
+    cfg = parse("--quant", "int4", "--method", "qat", "--range", "minmax", "--ste", "clipped",
+                "--per-channel")
+    assert cfg == QuantConfig(bits=4, method="qat", range="minmax", ste="clipped",
+                              per_channel=True)
+    cfg = parse("--bits", "3", "--p-min", "0.05", "--p-max", "0.25", "--percentile", "0.02",
+                "--mask", "shared", "--quant-momentum", "0.2")
+    assert (cfg.bits, cfg.p_min, cfg.p_max, cfg.percentile, cfg.mask, cfg.momentum) == (
+        3, 0.05, 0.25, 0.02, "shared", 0.2)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("--quant", "int8", "--bits", "4"), "contradicts"),
+    (("--method", "qat"), "need --quant"),
+    (("--per-channel",), "need --quant"),
+    (("--quant", "fp32", "--p-max", "0.2"), "need --quant"),
+    (("--bits", "12"), "bits")])
+def test_cli_contradictions_are_refused(argv, message):
+    with pytest.raises(ValueError, match=message):
+        parse(*argv)
+
+
+def test_hooks_prepare_the_model_and_protect_only_training_passes():
+    rng = np.random.default_rng(0)
+    graph = Graph.from_edges(rng.integers(0, 20, 60), rng.integers(0, 20, 60), 20)
+    block = full_graph_block(graph)
+    prepare_model, blocks_for = make_hooks(QuantConfig(bits=8, p_min=1.0, p_max=1.0), graph)
+    with pytest.raises(RuntimeError, match="prepare_model"):
+        blocks_for(block, True)
+    model = prepare_model(build_model(ModelConfig("gcn", 4, 2, num_layers=3)))
+    assert all(isinstance(layer.q, QuantizedSites) for layer in model.layers)
+    train_blocks = blocks_for(block, True)
+    assert len(train_blocks) == 3 and all(bool(b.protect.all()) for b in train_blocks)
+    assert all(b.protect is None for b in blocks_for(block, False))
+    _, qat_blocks_for = make_hooks(QuantConfig(bits=8, method="qat"), graph, num_layers=2)
+    protected = block.replace(protect=torch.ones(20, dtype=torch.bool))
+    assert all(b.protect is None for b in qat_blocks_for(protected, True))

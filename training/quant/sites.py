@@ -1,0 +1,135 @@
+"""The quantising seam: :class:`QuantizedSites` replaces a layer's full-precision ``QuantSites``.
+
+Each site gets a :class:`SiteQuantizer` (a range tracker plus the scale and zero point derived
+from it). Activation sites (roles src/dst/edge) are unsigned asymmetric; ``param`` sites
+(weights, attention vectors) signed symmetric, optionally per output channel (dim 0). During
+Degree-Quant training the rows of protected nodes pass through in full precision and are left
+out of the range statistics, as in the authors' code, where protected rows go to a separate
+full-precision path and only the unprotected rows reach the quantiser and its range observer.
+"""
+
+from __future__ import annotations
+
+import torch
+from qgnn.training.nn.block import Block
+from qgnn.training.nn.quant_sites import QuantSites, Role, protection_rows
+from qgnn.training.quant.config import QuantConfig
+from qgnn.training.quant.quantiser import fake_quantize, qrange, quant_params
+from qgnn.training.quant.ranges import (
+    CurrentRange,
+    LazyBuffers,
+    MinMaxRange,
+    MomentumRange,
+    PercentileRange,
+    RangeTracker,
+)
+from torch import nn
+
+
+def make_tracker(role: Role, cfg: QuantConfig) -> RangeTracker:
+    """Weights use their exact current range; activations the configured tracker."""
+    if role == "param":
+        return CurrentRange(per_channel=cfg.per_channel)
+    if cfg.range == "percentile":
+        assert cfg.percentile is not None
+        return PercentileRange(cfg.percentile, 1.0 - cfg.percentile, cfg.momentum,
+                               cfg.max_samples)
+    if cfg.range == "momentum":
+        return MomentumRange(cfg.momentum)
+    return MinMaxRange()
+
+
+class SiteQuantizer(LazyBuffers):
+    """Fake quantisation of one site; ``scale``/``zero_point`` are frozen in eval mode.
+
+    ``scale`` is float32 and ``zero_point`` int64, shaped ``()`` per tensor or ``(C,)`` per
+    output channel; both are empty until the first training step observed a range.
+    """
+
+    def __init__(self, role: Role, cfg: QuantConfig) -> None:
+        super().__init__()
+        self.role = role
+        self.signed = role == "param"
+        self.bits = cfg.bits
+        self.ste = cfg.ste
+        self.qmin, self.qmax = qrange(cfg.bits, self.signed)
+        self.tracker = make_tracker(role, cfg)
+        self.register_buffer("scale", torch.empty(0))
+        self.register_buffer("zero_point", torch.empty(0, dtype=torch.int64))
+
+    @property
+    def calibrated(self) -> bool:
+        return self.scale.numel() > 0
+
+    @property
+    def per_channel(self) -> bool:
+        return self.scale.dim() == 1 and self.calibrated
+
+    def forward(self, x: torch.Tensor, stats_rows: torch.Tensor | None = None) -> torch.Tensor:
+        if self.training:
+            observed = self.tracker(x, stats_rows)
+            if observed is not None:
+                self.scale, self.zero_point = quant_params(*observed, self.bits, self.signed)
+        if not self.calibrated:
+            if self.training:  # nothing observed yet: every row is protected this step
+                return x
+            raise RuntimeError("SiteQuantizer: no range observed yet; run at least one "
+                               "training step before evaluating a quantised model")
+        scale, zero_point = self.scale, self.zero_point
+        if scale.dim() == 1:
+            if x.dim() == 0 or x.shape[0] != scale.numel():
+                raise ValueError(f"SiteQuantizer: {scale.numel()} channel scales do not match "
+                                 f"a tensor of shape {tuple(x.shape)}")
+            view = (-1, *([1] * (x.dim() - 1)))
+            scale, zero_point = scale.view(view), zero_point.view(view)
+        return fake_quantize(x, scale, zero_point, self.qmin, self.qmax, self.ste)
+
+    def extra_repr(self) -> str:
+        return f"role={self.role}, bits={self.bits}, signed={self.signed}, ste={self.ste}"
+
+
+class QuantizedSites(QuantSites):
+    """Fake-quantises every declared site; protected rows bypass it during DQ training."""
+
+    def __init__(self, sites: dict[str, Role], cfg: QuantConfig) -> None:
+        super().__init__(sites)
+        self.cfg = cfg
+        self.quantizers = nn.ModuleDict({name: SiteQuantizer(role, cfg)
+                                         for name, role in self.sites.items()})
+
+    def forward(self, name: str, tensor: torch.Tensor, block: Block | None = None) -> torch.Tensor:
+        super().forward(name, tensor, block)  # validates the name
+        protect = None
+        if self.training and self.cfg.method == "dq":
+            protect = protection_rows(self.sites[name], block)
+        if protect is not None and (tensor.dim() == 0 or protect.shape[0] != tensor.shape[0]):
+            raise ValueError(f"QuantizedSites: site {name!r} (role {self.sites[name]!r}) got a "
+                             f"tensor of shape {tuple(tensor.shape)} but the block protects "
+                             f"{protect.shape[0]} rows")
+        quantizer = self.quantizers[name]
+        if protect is None:
+            return quantizer(tensor)
+        out = quantizer(tensor, ~protect)
+        return torch.where(protect.view(-1, *([1] * (tensor.dim() - 1))), tensor, out)
+
+
+def quantize_model(model: nn.Module, cfg: QuantConfig) -> nn.Module:
+    """Swap every full-precision ``QuantSites`` of ``model`` for a quantising one, in place."""
+    swapped = 0
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, QuantizedSites):
+                raise ValueError("quantize_model: the model is already quantised")
+            if type(child) is QuantSites:
+                new = QuantizedSites(child.sites, cfg)
+                new.train(child.training)
+                setattr(module, child_name, new)
+                swapped += 1
+    if swapped == 0:
+        raise ValueError(f"quantize_model: {type(model).__name__} declares no QuantSites")
+    return model
+
+
+def quantized_sites(model: nn.Module) -> dict[str, QuantizedSites]:
+    """Every quantising seam of ``model`` by its dotted module path (e.g. ``layers.0.q``)."""
+    return {path: m for path, m in model.named_modules() if isinstance(m, QuantizedSites)}

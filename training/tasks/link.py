@@ -1,0 +1,304 @@
+"""Link prediction: a GNN encoder embeds nodes, a decoder scores pairs.
+
+Training pairs are the positives; each epoch draws one negative per positive by corrupting the
+destination (uniformly over all nodes, or over the item side of a bipartite graph). Validation
+and test negatives are drawn once per run, never from known positives. Bipartite data is also
+scored as top-k recommendation: every user's items are ranked with the training interactions
+(and, for test, validation ones) left out, as in LightGCN's protocol (He et al., SIGIR 2020).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from qgnn.graph.links import LinkData
+from qgnn.training.data import as_tensor
+from qgnn.training.metrics import ndcg_at_k, recall_at_k, roc_auc
+from qgnn.training.nn.block import Block, full_graph_block
+from qgnn.training.nn.models import ModelConfig, build_model
+from qgnn.training.presets import TrainConfig
+from qgnn.training.progress import BestTracker, RunResult, count_parameters, epoch_bar, seeded
+from qgnn.training.tasks.node import BlocksFor, PrepareModel, prepare_features, same_block
+from torch import nn
+from torch.nn import functional as F
+
+# Scores of at most this many (user, item, dim) products are held at once when ranking.
+RANKING_CHUNK = 1 << 22
+
+
+class DotDecoder(nn.Module):
+    """``score(u, v) = h_u · h_v``."""
+
+    def forward(self, h_src: torch.Tensor, h_dst: torch.Tensor) -> torch.Tensor:
+        """Aligned pairs: ``(M, D), (M, D) -> (M,)``."""
+        return (h_src * h_dst).sum(-1)
+
+    def all_pairs(self, h_src: torch.Tensor, h_dst: torch.Tensor) -> torch.Tensor:
+        """Every combination: ``(U, D), (I, D) -> (U, I)``."""
+        return h_src @ h_dst.t()
+
+
+class MLPDecoder(nn.Module):
+    """``score(u, v) = MLP(h_u ⊙ h_v)``: symmetric in u and v, one hidden layer."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, h_src: torch.Tensor, h_dst: torch.Tensor) -> torch.Tensor:
+        """Aligned pairs: ``(M, D), (M, D) -> (M,)``."""
+        return self.mlp(h_src * h_dst).squeeze(-1)
+
+    def all_pairs(self, h_src: torch.Tensor, h_dst: torch.Tensor) -> torch.Tensor:
+        """Every combination: ``(U, D), (I, D) -> (U, I)``."""
+        return self(h_src[:, None, :], h_dst[None, :, :])
+
+
+class LinkModel(nn.Module):
+    """Encoder GNN + pair decoder; a learnable embedding table stands in for missing features."""
+
+    def __init__(self, model_cfg: ModelConfig, decoder: str, num_embeddings: int | None) -> None:
+        super().__init__()
+        self.embedding = (None if num_embeddings is None
+                          else nn.Embedding(num_embeddings, model_cfg.in_dim))
+        if self.embedding is not None:
+            nn.init.normal_(self.embedding.weight, std=0.1)
+        self.encoder = build_model(model_cfg)
+        if decoder == "dot":
+            self.decoder: nn.Module = DotDecoder()
+        elif decoder == "mlp":
+            self.decoder = MLPDecoder(model_cfg.out_dim, model_cfg.hidden)
+        else:
+            raise ValueError(f"TrainConfig.decoder: expected 'dot' or 'mlp', got {decoder!r}")
+
+    def forward(self, x: torch.Tensor | None, blocks: Block | Sequence[Block]) -> torch.Tensor:
+        """Node embeddings ``(N, out_dim)``."""
+        if self.embedding is not None:
+            x = self.embedding.weight
+        return self.encoder(x, blocks)
+
+    def score(self, h: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """Logits ``(M,)`` of ``pairs`` ``(M, 2)`` from embeddings ``h``."""
+        return self.decoder(h[pairs[:, 0]], h[pairs[:, 1]])
+
+
+def sample_negatives(pairs: np.ndarray, rng: np.random.Generator, num_nodes: int,
+                     item_range: tuple[int, int] | None = None) -> np.ndarray:
+    """One negative per positive ``(M, 2)``: keep the source, draw the destination uniformly.
+
+    ``item_range = (first, end)`` draws destinations from the item side of a bipartite graph.
+    Training negatives are not checked against positives (a collision is rare and only adds
+    label noise), which keeps this O(M).
+    """
+    low, high = item_range if item_range is not None else (0, num_nodes)
+    return np.stack([pairs[:, 0], rng.integers(low, high, size=len(pairs))], axis=1)
+
+
+def sample_non_edges(pairs: np.ndarray, rng: np.random.Generator, num_nodes: int,
+                     known: np.ndarray, item_range: tuple[int, int] | None = None) -> np.ndarray:
+    """Negatives for evaluation: like :func:`sample_negatives`, but never a known positive pair
+    (``known``: sorted int64 keys ``src * num_nodes + dst`` of every positive, both directions)
+    nor a self-loop. Redraws only the offending rows."""
+    neg = sample_negatives(pairs, rng, num_nodes, item_range)
+    low, high = item_range if item_range is not None else (0, num_nodes)
+    for _ in range(100):
+        bad = (neg[:, 0] == neg[:, 1]) | np.isin(neg[:, 0] * num_nodes + neg[:, 1], known)
+        if not bad.any():
+            return neg
+        neg[bad, 1] = rng.integers(low, high, size=int(bad.sum()))
+    raise ValueError("sample_non_edges: could not find negatives that are not edges; the graph "
+                     "is too dense for negative sampling")
+
+
+def pair_keys(num_nodes: int, *pair_sets: np.ndarray) -> np.ndarray:
+    """Sorted unique keys of every pair in both directions."""
+    both = np.concatenate([np.concatenate([p, p[:, ::-1]]) for p in pair_sets])
+    return np.unique(both[:, 0] * num_nodes + both[:, 1])
+
+
+@dataclass(frozen=True, eq=False)
+class _EvalPairs:
+    """A fixed evaluation set: positives then as many negatives, with 1/0 labels."""
+
+    pairs: torch.Tensor  # (2M, 2)
+    labels: torch.Tensor  # (2M,) float
+
+    @classmethod
+    def build(cls, pos: np.ndarray, neg: np.ndarray) -> _EvalPairs:
+        labels = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))]).astype(np.float32)
+        return cls(torch.from_numpy(np.concatenate([pos, neg])), torch.from_numpy(labels))
+
+
+def link_metric(data: LinkData, name: str) -> str:
+    """``"auto"``: Recall@k for bipartite data, ROC-AUC otherwise."""
+    if name == "auto":
+        return "recall" if data.bipartite else "roc_auc"
+    if name not in ("roc_auc", "recall", "ndcg"):
+        raise ValueError(f"TrainConfig.metric: link prediction takes auto, roc_auc, recall or "
+                         f"ndcg, got {name!r}")
+    if name in ("recall", "ndcg") and not data.bipartite:
+        raise ValueError(f"TrainConfig.metric: {name} ranks items and needs bipartite data")
+    return name
+
+
+def link_model_config(data: LinkData, model: str, *, hidden: int = 64, embedding_dim: int = 64,
+                      **fields: Any) -> ModelConfig:
+    """A :class:`ModelConfig` for ``data``: features in, ``hidden``-wide embeddings out.
+
+    Graphs without features get a learnable ``embedding_dim``-wide embedding per node.
+    """
+    graph = data.graph
+    in_dim = graph.num_features if graph.x is not None else embedding_dim
+    return ModelConfig(model=model, in_dim=in_dim, out_dim=hidden, hidden=hidden, **fields)
+
+
+def build_link_model(model_cfg: ModelConfig, decoder: str,
+                     num_embeddings: int | None) -> LinkModel:
+    return LinkModel(model_cfg, decoder, num_embeddings)
+
+
+def train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig, *,
+               prepare_model: PrepareModel | None = None, blocks_for: BlocksFor | None = None,
+               progress: bool = True) -> RunResult:
+    """Train an encoder/decoder on ``data.train`` pairs, select by validation, score test.
+
+    ``RunResult.extra_metrics`` also holds the test ROC-AUC and, for bipartite data, the test
+    Recall@k and NDCG@k. The model is a :class:`LinkModel`; graphs without features train an
+    embedding table (``num_embeddings`` = number of nodes).
+    """
+    blocks_for = blocks_for or same_block
+    started = time.perf_counter()
+    graph = data.graph if data.graph.x is None else prepare_features(data.graph, train_cfg)
+    n = graph.num_nodes
+    if graph.x is not None and model_cfg.in_dim != graph.num_features:
+        raise ValueError(f"ModelConfig.in_dim: the graph has {graph.num_features} features, got "
+                         f"{model_cfg.in_dim}")
+    if len(data.train) == 0 or len(data.val) == 0 or len(data.test) == 0:
+        raise ValueError(f"LinkData: needs train, val and test pairs, got {len(data.train)}, "
+                         f"{len(data.val)}, {len(data.test)}")
+    metric = link_metric(data, train_cfg.metric)
+    items = (data.num_users, n) if data.bipartite else None
+    k = train_cfg.k
+    if items is not None and k > items[1] - items[0]:
+        raise ValueError(f"TrainConfig.k: {k} exceeds the {items[1] - items[0]} items")
+    x = None if graph.x is None else as_tensor(graph.x, np.float32)
+    block = full_graph_block(graph)
+    train_pairs = data.train
+    with seeded(train_cfg.seed) as rng:
+        known = pair_keys(n, data.train, data.val, data.test)
+        val_set = _EvalPairs.build(data.val, sample_non_edges(data.val, rng, n, known, items))
+        test_set = _EvalPairs.build(data.test, sample_non_edges(data.test, rng, n, known, items))
+        model: nn.Module = build_link_model(model_cfg, train_cfg.decoder,
+                                            None if graph.x is not None else n)
+        if prepare_model is not None:
+            model = prepare_model(model)
+        optimiser = torch.optim.Adam(model.parameters(), lr=train_cfg.lr,
+                                     weight_decay=train_cfg.weight_decay)
+        tracker = BestTracker(train_cfg.patience)
+        history: list[dict[str, float]] = []
+        bar = epoch_bar(train_cfg.epochs, progress, f"{model_cfg.model} {graph.name} link")
+        for epoch in bar:
+            neg = torch.from_numpy(sample_negatives(train_pairs, rng, n, items))
+            loss = _train_step(model, optimiser, x, block, torch.from_numpy(train_pairs), neg,
+                               train_cfg.loss, blocks_for)
+            h = _embed(model, x, block, blocks_for)
+            with torch.no_grad():
+                val_logits = model.score(h, val_set.pairs)
+            val_loss = F.binary_cross_entropy_with_logits(val_logits, val_set.labels).item()
+            val = _selection_score(metric, model, h, val_logits, val_set, data, k, test=False)
+            history.append({"epoch": epoch, "loss": loss, "val_loss": val_loss, "val": val})
+            tracker.update(epoch, val, val_loss, model)
+            if progress:
+                bar.set_postfix(loss=f"{loss:.4f}", val=f"{val:.4f}",
+                                best=f"{tracker.best_metric:.4f}")
+            if tracker.should_stop:
+                break
+        if progress:
+            bar.close()
+        tracker.restore(model)
+        h = _embed(model, x, block, blocks_for)
+    with torch.no_grad():
+        val_logits, test_logits = model.score(h, val_set.pairs), model.score(h, test_set.pairs)
+    val = _selection_score(metric, model, h, val_logits, val_set, data, k, test=False)
+    extra = {"test_roc_auc": roc_auc(test_logits, test_set.labels)}
+    if data.bipartite:
+        ranked, truth = rank_items(model, h, data, k, test=True)
+        extra[f"test_recall@{k}"] = recall_at_k(ranked, truth, k)
+        extra[f"test_ndcg@{k}"] = ndcg_at_k(ranked, truth, k)
+    name = metric if metric == "roc_auc" else f"{metric}@{k}"
+    return RunResult(
+        metric=name, best_epoch=tracker.best_epoch, train_metric=None, val_metric=val,
+        test_metric=extra[f"test_{name}"], epochs_run=len(history),
+        seconds=time.perf_counter() - started, num_params=count_parameters(model),
+        history=history, extra_metrics=extra, model=model)
+
+
+def _train_step(model: nn.Module, optimiser: torch.optim.Optimizer, x: torch.Tensor | None,
+                block: Block, pos: torch.Tensor, neg: torch.Tensor, loss_name: str,
+                blocks_for: BlocksFor) -> float:
+    model.train()
+    optimiser.zero_grad(set_to_none=True)
+    h = model(x, blocks_for(block, True))
+    pos_logits, neg_logits = model.score(h, pos), model.score(h, neg)
+    if loss_name == "bpr":
+        loss = -F.logsigmoid(pos_logits - neg_logits).mean()
+    else:
+        logits = torch.cat([pos_logits, neg_logits])
+        labels = torch.cat([torch.ones_like(pos_logits), torch.zeros_like(neg_logits)])
+        loss = F.binary_cross_entropy_with_logits(logits, labels)
+    if not torch.isfinite(loss):
+        raise ValueError(f"training loss became {loss.item()}; lower TrainConfig.lr (--lr)")
+    loss.backward()
+    optimiser.step()
+    return float(loss.item())
+
+
+@torch.no_grad()
+def _embed(model: nn.Module, x: torch.Tensor | None, block: Block,
+           blocks_for: BlocksFor) -> torch.Tensor:
+    model.eval()
+    return model(x, blocks_for(block, False))
+
+
+@torch.no_grad()
+def _selection_score(metric: str, model: nn.Module, h: torch.Tensor, logits: torch.Tensor,
+                     pairs: _EvalPairs, data: LinkData, k: int, *, test: bool) -> float:
+    if metric == "roc_auc":
+        return roc_auc(logits, pairs.labels)
+    ranked, truth = rank_items(model, h, data, k, test=test)
+    return (recall_at_k if metric == "recall" else ndcg_at_k)(ranked, truth, k)
+
+
+@torch.no_grad()
+def rank_items(model: nn.Module, h: torch.Tensor, data: LinkData, k: int, *,
+          test: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` items ``(U', k)`` for each user with held-out pairs, and those pairs as
+    ``(row, item)``; seen interactions (train, plus val when ranking for test) are excluded."""
+    held = data.test if test else data.val
+    seen = np.concatenate([data.train, data.val]) if test else data.train
+    users, rows = np.unique(held[:, 0], return_inverse=True)
+    first_item = data.num_users
+    h_items = h[first_item:]
+    # seen pairs of the ranked users, as (row, item column), sorted by row
+    row_of = np.full(data.num_users, -1, np.int64)
+    row_of[users] = np.arange(len(users))
+    seen_rows = row_of[seen[:, 0]]
+    keep = seen_rows >= 0
+    order = np.argsort(seen_rows[keep], kind="stable")
+    seen_rows, seen_cols = seen_rows[keep][order], seen[keep, 1][order] - first_item
+    chunk = max(1, RANKING_CHUNK // max(1, h_items.shape[0] * h.shape[1]))
+    ranked = np.empty((len(users), k), np.int64)
+    for start in range(0, len(users), chunk):
+        stop = min(start + chunk, len(users))
+        h_users = h[torch.from_numpy(users[start:stop])]
+        scores = model.decoder.all_pairs(h_users, h_items)
+        lo, hi = np.searchsorted(seen_rows, [start, stop])
+        scores[torch.from_numpy(seen_rows[lo:hi] - start),
+               torch.from_numpy(seen_cols[lo:hi])] = -float("inf")
+        ranked[start:stop] = scores.topk(k, dim=1).indices.numpy() + first_item
+    return ranked, np.stack([rows.reshape(-1), held[:, 1]], axis=1)
