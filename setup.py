@@ -61,4 +61,5 @@ kernels = Extension(
 packages, package_dir = _packages()
 setup(packages=packages, package_dir=package_dir,
       package_data={"qgnn.runtime": ["proto_gen/**/*.py", "proto_gen/**/*.pyi"]},
+      exclude_package_data={"qgnn.runtime.kernels": ["csrc/*"]},
       ext_modules=[kernels], cmdclass={"build_ext": _BuildKernels})
