@@ -20,6 +20,8 @@ from typing import Any
 
 from qgnn.bench.harness import markdown_table, write_result
 
+from qgnn.argtypes import csv_list, positive_int
+
 log = logging.getLogger(__name__)
 
 # (model, dataset) -> (metric, target in percent)
@@ -32,6 +34,7 @@ TARGETS: dict[tuple[str, str], tuple[str, float]] = {
     ("egc", "cora"): ("accuracy", 81.0),
     ("gcn", "tolokers"): ("roc_auc", 82.0),
 }
+
 
 
 @dataclass
@@ -122,21 +125,6 @@ def accuracy_table(rows: Sequence[AccuracyRow]) -> str:
                           align=["l", "l", "l", "r", "r", "r", "l", "r"])
 
 
-def _csv(text: str) -> list[str]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list")
-    return items
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -145,15 +133,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Train every (model, dataset) preset over seeds 0..N-1 and print a markdown "
                     "table (mean ± std, target, pass/fail); the full default table takes about "
                     "an hour on 2 CPU cores.")
-    p.add_argument("--models", type=_csv, help="comma-separated models (default: every target)")
-    p.add_argument("--datasets", type=_csv,
+    p.add_argument("--models", type=csv_list, help="comma-separated models (default: every target)")
+    p.add_argument("--datasets", type=csv_list,
                    help="comma-separated dataset specs (default: every target)")
-    p.add_argument("--seeds", type=_count, default=10, help="number of seeds (default 10)")
-    p.add_argument("--epochs", type=_count, help="cap on epochs (smoke runs)")
+    p.add_argument("--seeds", type=positive_int, default=10, help="number of seeds (default 10)")
+    p.add_argument("--epochs", type=positive_int, help="cap on epochs (smoke runs)")
     p.add_argument("--name", default="accuracy",
                    help="result name: bench/results/<name>.json (default: accuracy)")
     p.add_argument("--results-dir", help="folder for the JSON result (default: bench/results)")
-    p.add_argument("--threads", type=_count, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads")
     p.add_argument("--progress", action="store_true", help="show a progress bar per run")
     p.set_defaults(func=run_cli)
 

@@ -11,15 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+from qgnn.argtypes import positive_int
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -39,11 +31,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "(quantised runs; an FP32 run's model.onnx is FP32 already)")
     p.add_argument("--name", help="model name in the bundle (default: the run directory's "
                                   "name)")
-    p.add_argument("--version", type=_positive_int, default=1, help="model version (default 1)")
+    p.add_argument("--version", type=positive_int, default=1, help="model version (default 1)")
     p.add_argument("--no-parity", action="store_true",
                    help="skip the comparison with the PyTorch model")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
-    p.add_argument("--threads", type=_positive_int, default=1,
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="onnxruntime intra-op threads for the full-graph run (default 1)")
     p.set_defaults(func=run_export)
 

@@ -12,49 +12,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from qgnn.argtypes import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+)
+
 MODELS = ("gcn", "sage", "gin", "gat", "egc")
 TASKS = ("node", "link")
 
-
-def _int_at_least(low: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0.0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _non_negative_float(text)
-    if value == 0.0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
-    return value
-
-
-def _dropout(text: str) -> float:
-    value = _non_negative_float(text)
-    if value >= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text}")
-    return value
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -69,19 +37,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", choices=MODELS, default="gcn", help="layer type (default: gcn)")
     p.add_argument("--task", choices=TASKS, default="node",
                    help="node classification or link prediction (default: node)")
-    p.add_argument("--split", type=_non_negative_int,
+    p.add_argument("--split", type=non_negative_int,
                    help="fixed split index (node task), or seed of the random edge split of a "
                         "non-bipartite graph (link task); default 0")
-    p.add_argument("--epochs", type=_positive_int, help="maximum epochs")
-    p.add_argument("--lr", type=_positive_float, help="Adam learning rate")
-    p.add_argument("--weight-decay", type=_non_negative_float, help="Adam weight decay")
-    p.add_argument("--hidden", type=_positive_int, help="hidden width")
-    p.add_argument("--layers", type=_positive_int, help="number of message-passing layers")
-    p.add_argument("--dropout", type=_dropout, help="dropout probability")
-    p.add_argument("--patience", type=_non_negative_int,
+    p.add_argument("--epochs", type=positive_int, help="maximum epochs")
+    p.add_argument("--lr", type=positive_float, help="Adam learning rate")
+    p.add_argument("--weight-decay", type=non_negative_float, help="Adam weight decay")
+    p.add_argument("--hidden", type=positive_int, help="hidden width")
+    p.add_argument("--layers", type=positive_int, help="number of message-passing layers")
+    p.add_argument("--dropout", type=probability, help="dropout probability")
+    p.add_argument("--patience", type=non_negative_int,
                    help="stop after this many epochs without a better validation metric "
                         "(0: never)")
-    p.add_argument("--seed", type=_non_negative_int, help="random seed (default 0)")
+    p.add_argument("--seed", type=non_negative_int, help="random seed (default 0)")
     p.add_argument("--out", type=Path,
                    help="run directory (default: runs/<dataset>-<model>[-link])")
     p.add_argument("--summary", type=Path,
@@ -89,7 +57,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--plot", action="store_true",
                    help="also write <out>/curves.png (needs matplotlib)")
-    p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads")
     from qgnn.training.quant.cli_args import add_quant_arguments
 
     add_quant_arguments(p)
