@@ -1,43 +1,43 @@
 """Cost of Degree-Quant over plain QAT: seconds per full-graph training epoch on Cora.
 
 One epoch is what ``qgnn.training.tasks.node`` does per epoch: a training step (forward,
-backward, Adam) and an evaluation forward pass. The three variants (FP32, QAT, DQ) start from the
-same weights and run interleaved, repeat after repeat in rotating order, so machine load drifts
-hit them alike; the figure is the ratio of medians. The reference implementation of Degree-Quant
-is about 5.7x slower than its QAT baseline; the target here is at most 2x.
+backward, Adam) and an evaluation forward pass. The three variants (FP32, QAT, DQ, each with its
+default ``QuantConfig``) start from the same weights and are timed round-robin
+(``harness.interleave``), so machine load drifts hit them alike; the figure is the ratio of
+medians. The reference implementation of Degree-Quant is about 5.7x slower than its QAT
+baseline; the target here is at most 2x.
 
-``python -m qgnn.bench.bench_dq_cost [--bits 8] [--repeats 30] [--threads 1]`` writes
-``bench/results/dq_cost.json``.
+``python -m qgnn.bench.bench_dq_cost [--bits 8] [--repeat 40] [--threads 1]`` prints a table and
+writes ``bench/results/dq_cost.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
-import platform
-import statistics
-import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
+from qgnn.bench.harness import interleave, markdown_table, write_result
+from qgnn.graph.container import Graph
 from qgnn.graph.datasets import load_dataset
 from qgnn.graph.transforms import row_normalize
 from qgnn.training.data import NodeData, node_data
+from qgnn.training.nn.block import Block
 from qgnn.training.nn.models import ModelConfig, build_model
 from qgnn.training.quant.config import QuantConfig
 from qgnn.training.quant.hooks import make_hooks
 from torch import nn
 from torch.nn import functional as F
 
-RESULTS = Path(__file__).resolve().parent / "results" / "dq_cost.json"
 Epoch = Callable[[], None]
+BlocksFor = Callable[[Block, bool], Block | Sequence[Block]]
+TARGET, REFERENCE = 2.0, 5.7
 
 
-def make_epoch(model: nn.Module, data: NodeData,
-               blocks_for: Callable[[object, bool], object]) -> Epoch:
+def make_epoch(model: nn.Module, data: NodeData, blocks_for: BlocksFor) -> Epoch:
     optimiser = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=5e-4)
 
     def epoch() -> None:
@@ -53,71 +53,70 @@ def make_epoch(model: nn.Module, data: NodeData,
     return epoch
 
 
-def variants(data: NodeData, graph_in_degree: object, bits: int,
-             hidden: int) -> dict[str, Epoch]:
+def variants(data: NodeData, graph: Graph, bits: int, hidden: int) -> dict[str, Epoch]:
+    """FP32, QAT and DQ epochs of one GCN, all from the same initial weights."""
     torch.manual_seed(0)
     base = build_model(ModelConfig("gcn", data.num_features, data.num_classes, hidden=hidden))
-    out = {"fp32": make_epoch(copy.deepcopy(base), data, lambda b, training: b)}
+    out = {"fp32": make_epoch(copy.deepcopy(base), data, lambda block, training: block)}
     for method in ("qat", "dq"):
-        prepare_model, blocks_for = make_hooks(QuantConfig(bits=bits, method=method),
-                                               graph_in_degree)  # type: ignore[arg-type]
+        prepare_model, blocks_for = make_hooks(QuantConfig(bits=bits, method=method), graph)
         out[method] = make_epoch(prepare_model(copy.deepcopy(base)), data, blocks_for)
     return out
 
 
-def run(bits: int, repeats: int, warmup: int, hidden: int, dataset: str) -> dict[str, object]:
-    graph = row_normalize(load_dataset(dataset))  # type: ignore[arg-type]
+def measure(bits: int, repeat: int, warmup: int, hidden: int, dataset: str) -> dict[str, Any]:
+    loaded = load_dataset(dataset)
+    if not isinstance(loaded, Graph):
+        raise ValueError(f"--dataset: expected a node-classification graph, got {dataset!r}")
+    graph = row_normalize(loaded)
     data = node_data(graph)
-    epochs = variants(data, graph, bits, hidden)
-    names = list(epochs)
-    for _ in range(warmup):
-        for name in names:
-            epochs[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            start = time.perf_counter()
-            epochs[name]()
-            times[name].append(time.perf_counter() - start)
-    med = {name: statistics.median(t) for name, t in times.items()}
+    timings = interleave(variants(data, graph, bits, hidden), repeat=repeat, warmup=warmup)
+    med = {name: t.median for name, t in timings.items()}
     return {
-        "benchmark": "dq_cost", "dataset": dataset, "model": "gcn", "hidden": hidden,
-        "bits": bits, "repeats": repeats, "warmup": warmup,
-        "epoch_median_ms": {k: round(v * 1e3, 3) for k, v in med.items()},
-        "epoch_p10_p90_ms": {k: [round(statistics.quantiles(t, n=10)[0] * 1e3, 3),
-                                 round(statistics.quantiles(t, n=10)[-1] * 1e3, 3)]
-                             for k, t in times.items()},
-        "dq_over_qat": round(med["dq"] / med["qat"], 3),
-        "qat_over_fp32": round(med["qat"] / med["fp32"], 3),
-        "target_dq_over_qat": 2.0,
-        "reference_dq_over_qat": 5.7,
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "cpus": os.cpu_count(), "machine": platform.machine(),
-        "load_average": list(os.getloadavg()),
+        "dataset": dataset, "model": "gcn", "hidden": hidden, "bits": bits,
+        "threads": torch.get_num_threads(), "load_average": list(os.getloadavg()),
+        "epoch": {name: t.to_dict() for name, t in timings.items()},
+        "dq_over_qat": med["dq"] / med["qat"], "qat_over_fp32": med["qat"] / med["fp32"],
+        "target_dq_over_qat": TARGET, "reference_dq_over_qat": REFERENCE,
     }
 
 
-def main(argv: list[str] | None = None) -> dict[str, object]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bits", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    parser.add_argument("--dataset", default="cora")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    if args.repeats < 3:
-        parser.error(f"--repeats: need at least 3 for a median and deciles, got {args.repeats}")
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bits", type=int, default=8, help="quantisation width (default 8)")
+    p.add_argument("--repeat", type=int, default=40, help="timed epochs per variant")
+    p.add_argument("--warmup", type=int, default=3, help="untimed epochs per variant first")
+    p.add_argument("--hidden", type=int, default=64, help="GCN hidden width")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--dataset", default="cora", help="a node-classification dataset spec")
+
+
+def run_cli(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    result = run(args.bits, args.repeats, args.warmup, args.hidden, args.dataset)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(args.out)
-    print(json.dumps(result, indent=2))
-    return result
+    res = measure(args.bits, args.repeat, args.warmup, args.hidden, args.dataset)
+    rows = [(name, f"{e['median_s'] * 1e3:.1f}", f"{e['p10_s'] * 1e3:.1f}",
+             f"{e['p90_s'] * 1e3:.1f}") for name, e in res["epoch"].items()]
+    print(markdown_table(["variant", "median ms", "p10 ms", "p90 ms"], rows,
+                         ["l", "r", "r", "r"]))
+    print(f"DQ / QAT = {res['dq_over_qat']:.2f} (target <= {TARGET}, reference ~{REFERENCE}); "
+          f"QAT / FP32 = {res['qat_over_fp32']:.2f}")
+    print(f"wrote {write_result('dq_cost', res)}")
+    return res
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """``qgnn bench dq-cost`` (registered by listing this module in qgnn.bench.cli)."""
+    p = sub.add_parser("dq-cost", help="Degree-Quant epoch cost against plain QAT (Cora GCN)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arguments(p)
+    p.set_defaults(func=run_cli)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arguments(parser)
+    return run_cli(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

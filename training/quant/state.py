@@ -93,23 +93,27 @@ def load_quant_state(model: nn.Module, state: dict[str, SiteState]) -> nn.Module
 
 
 def quant_extra(model: nn.Module) -> dict[str, Any]:
-    """What a checkpoint's ``extra`` needs to rebuild the quantised model: ``{"quant_config":
-    QuantConfig.to_dict(), "quant_state": quant_state(model)}``; ``{}`` for a float model."""
+    """The checkpoint ``extra`` that rebuilds the quantised model: ``{"quant": {"config":
+    QuantConfig.to_dict(), "state": quant_state(model)}}`` (what ``qgnn train`` stores and the
+    exporter reads); ``{}`` for a float model."""
     seams = quantized_sites(model)
     if not seams:
         return {}
     configs = {json.dumps(s.cfg.to_dict(), sort_keys=True) for s in seams.values()}
     if len(configs) != 1:
         raise ValueError(f"quant_extra: the model's sites use {len(configs)} different configs")
-    return {"quant_config": next(iter(seams.values())).cfg.to_dict(),
-            "quant_state": quant_state(model)}
+    return {"quant": {"config": next(iter(seams.values())).cfg.to_dict(),
+                      "state": quant_state(model)}}
 
 
 def restore_quantized(model: nn.Module, extra: dict[str, Any]) -> nn.Module:
-    """Quantise a freshly built float model as ``extra`` (from :func:`quant_extra`) describes and
-    set its scales and zero points; a model whose ``extra`` has no ``quant_config`` is returned
-    as is."""
-    if "quant_config" not in extra:
+    """Quantise a freshly built float model as a checkpoint's ``extra`` describes (see
+    :func:`quant_extra`) and set its scales and zero points; without ``extra["quant"]`` the
+    model is returned as is."""
+    record = extra.get("quant")
+    if record is None:
         return model
-    model = quantize_model(model, QuantConfig.from_dict(extra["quant_config"]))
-    return load_quant_state(model, extra.get("quant_state", {}))
+    if not isinstance(record, dict) or "config" not in record:
+        raise ValueError("restore_quantized: extra['quant'] needs a 'config' (and a 'state')")
+    model = quantize_model(model, QuantConfig.from_dict(record["config"]))
+    return load_quant_state(model, record.get("state", {}))

@@ -100,7 +100,8 @@ def test_bad_quant_state_is_refused(mutate, message):
 def test_checkpoint_extra_rebuilds_the_quantised_model():
     model, cfg, x, block = setup(per_channel=True, bits=4)
     extra = json.loads(json.dumps(quant_extra(model)))
-    assert QuantConfig.from_dict(extra["quant_config"]) == cfg
+    assert QuantConfig.from_dict(extra["quant"]["config"]) == cfg
+    assert extra["quant"]["state"] == json.loads(json.dumps(quant_state(model)))
     fresh = build_model(ModelConfig("gcn", 6, 3, hidden=8))
     fresh.load_state_dict({k: v for k, v in model.state_dict().items()
                            if k.split(".")[-1] in ("weight", "bias")}, strict=False)
@@ -109,3 +110,5 @@ def test_checkpoint_extra_rebuilds_the_quantised_model():
     plain = build_model(ModelConfig("gcn", 6, 3, hidden=8))
     assert quant_extra(plain) == {}
     assert restore_quantized(plain, {}) is plain
+    with pytest.raises(ValueError, match="needs a 'config'"):
+        restore_quantized(plain, {"quant": {"state": {}}})
