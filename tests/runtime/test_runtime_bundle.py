@@ -370,7 +370,7 @@ def test_write_refuses_existing_target_unless_overwrite(bundle_dir: Path, tmp_pa
 
 
 class Boom(RuntimeError):
-    pass
+    """The injected failure, distinct from anything the bundle writer raises itself."""
 
 
 def fail_on_call(monkeypatch, n: int) -> None:
