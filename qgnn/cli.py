@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -63,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"qgnn {args.command}: error: {exc.name} is not installed; this command needs the "
               f"training extra (pip install 'qgnn[train]')", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `qgnn inspect B | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"qgnn {args.command}: interrupted", file=sys.stderr)
         return 130
