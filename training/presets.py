@@ -107,8 +107,8 @@ PRESETS: dict[tuple[str, str], Preset] = {
     ("gat", "cora"): Preset({"hidden": 64, "num_layers": 2, "dropout": 0.6,
                              "layer_kwargs": {"heads": 8}},
                             TrainConfig(lr=0.005, weight_decay=5e-4, **_PLANETOID)),
-    # dropout 0.5 reached 80.1; EGC's per-node basis mixing needs more regularisation on Cora
-    ("egc", "cora"): Preset({"hidden": 64, "num_layers": 2, "dropout": 0.7,
+    # 10 seeds: dropout 0.5 -> 80.1 (3 seeds), 0.7 -> 80.8, 0.8 -> 81.25; basis mixing overfits
+    ("egc", "cora"): Preset({"hidden": 64, "num_layers": 2, "dropout": 0.8,
                              "layer_kwargs": {"heads": 8, "bases": 4}},
                             TrainConfig(lr=0.01, weight_decay=5e-4, **_PLANETOID)),
     # Platonov et al. (ICLR 2023) reach 83.64 with residual connections, layer norm and a linear
