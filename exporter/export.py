@@ -27,13 +27,12 @@ from qgnn.exporter.parity import ParityReport, compare_outputs, ort_session, run
 from qgnn.exporter.quant_params import LayerSites, read_sites
 from qgnn.exporter.store import GraphStore, build_store, embedding_arrays
 from qgnn.graph.container import Graph
-from qgnn.runtime.bundle import MODEL_FILE, load_bundle, write_bundle
+from qgnn.runtime.bundle import MODEL_FILE, MODEL_FORMAT, load_bundle, write_bundle
 from qgnn.training.checkpoint import Checkpoint, load_run
 from qgnn.training.nn.block import full_graph_block
 from qgnn.training.nn.models import GNN
 from torch import nn
 
-MODEL_FORMAT = "qgnn-onnx"  # manifest model.format of bundles this exporter writes
 FP32_FILE = "model_fp32.onnx"
 DECODER_FILE = "decoder.onnx"
 METHOD_NAMES = {"dq": "degree-quant", "qat": "qat"}

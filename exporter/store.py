@@ -23,13 +23,13 @@ from qgnn.runtime.bundle import (
     GRAPH_FEATURE_SCALE,
     GRAPH_FEATURE_ZERO_POINT,
     GRAPH_FEATURES,
+    GRAPH_IN_DEGREE,
     GRAPH_INDICES,
     GRAPH_INDPTR,
+    GRAPH_LABELS,
+    GRAPH_MASK,
 )
 
-GRAPH_IN_DEGREE = "graph/in_degree.npy"  # int64 (N,), full-graph in-degree
-GRAPH_LABELS = "graph/labels.npy"  # int64 (N,), -1 = unlabelled (node task)
-GRAPH_MASK = "graph/{split}_mask.npy"  # bool (N,), the checkpoint's split (node task)
 SPLITS = ("train", "val", "test")
 
 

@@ -35,8 +35,12 @@ ARCHIVE_SUFFIX = ".qgnn"
 
 # Conventional names inside a bundle, shared by the exporter (writer) and the server (reader).
 MODEL_FILE = "model.onnx"
-GRAPH_INDPTR = "graph/indptr.npy"  # int64 (N + 1,), CSR row pointers by source node
-GRAPH_INDICES = "graph/indices.npy"  # int64 or int32 (E,), destination of each edge
+MODEL_FORMAT = "qgnn-onnx"  # manifest model.format of bundles `qgnn export` writes
+GRAPH_INDPTR = "graph/indptr.npy"  # int64 (N + 1,), CSR row pointers (manifest graph.adjacency)
+GRAPH_INDICES = "graph/indices.npy"  # int64 or int32 (E,), the other endpoint of each edge
+GRAPH_IN_DEGREE = "graph/in_degree.npy"  # int64 (N,), full-graph in-degree
+GRAPH_LABELS = "graph/labels.npy"  # int64 (N,), -1 = unlabelled (node task)
+GRAPH_MASK = "graph/{split}_mask.npy"  # bool (N,), the training run's split (node task)
 GRAPH_FEATURES = "graph/features.npy"  # float32 (N, F), or uint8 (N, F) for INT8 models
 GRAPH_FEATURE_SCALE = "graph/feature_scale.npy"  # float32 () or (F,), uint8 features only
 GRAPH_FEATURE_ZERO_POINT = "graph/feature_zero_point.npy"  # uint8 () or (F,), likewise

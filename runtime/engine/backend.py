@@ -11,7 +11,7 @@ first model load. It is not a catch-all: a bundle of another format still finds 
 
 from __future__ import annotations
 
-from qgnn.runtime.bundle import Bundle
+from qgnn.runtime.bundle import MODEL_FORMAT, Bundle
 from qgnn.runtime.dataplane import BackendOptions, ModelBackend, register_backend_loader
 from qgnn.runtime.engine.engine import Engine, EngineConfig
 
@@ -23,7 +23,6 @@ def load_backend(bundle: Bundle, options: BackendOptions) -> ModelBackend:
     return Engine(bundle, config, observer=options.observer)
 
 
-MODEL_FORMAT = "qgnn-onnx"  # model.format of bundles ``qgnn export`` writes
 
 
 def register() -> None:

@@ -12,7 +12,7 @@ import torch
 from export_testkit import SYNTHETIC, one_torch_thread, relative_error, save_trained_run
 from qgnn.exporter.export import export_run, load_run_model, serving_data, torch_output
 from qgnn.exporter.parity import ort_session, run_onnx
-from qgnn.exporter.store import GRAPH_IN_DEGREE, GRAPH_LABELS, embeddings_int8
+from qgnn.exporter.store import embeddings_int8
 from qgnn.graph.container import Graph
 from qgnn.graph.datasets import load_dataset
 from qgnn.graph.links import split_edges
@@ -22,8 +22,10 @@ from qgnn.runtime.bundle import (
     GRAPH_FEATURE_SCALE,
     GRAPH_FEATURE_ZERO_POINT,
     GRAPH_FEATURES,
+    GRAPH_IN_DEGREE,
     GRAPH_INDICES,
     GRAPH_INDPTR,
+    GRAPH_LABELS,
     load_bundle,
 )
 from qgnn.runtime.errors import BundleError
