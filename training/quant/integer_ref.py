@@ -2,14 +2,15 @@
 
 The oracle for the exporter: it reads only the model's float parameters and ``quant_state``
 (scales and zero points) and follows docs/integer-formulation.md step by step, with integer
-tensors (uint8/int8 values held in int32) and the contract's float32 requantisation. Covers GCN
-and GraphSAGE (mean) stacks on the full graph (no input projection, residuals or normalisation
-layers).
+tensors (uint8/int8 values held in int32) and the contract's float32 requantisation. Covers GCN,
+GraphSAGE (mean), GIN (with or without its MLP's BatchNorm), GAT and EGC (every aggregator) stacks
+on the full graph (no input projection, output head, residuals or normalisation between layers).
+Float islands (GAT's attention softmax, EGC's var/std) are float32 numpy steps between sites.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +48,9 @@ def quantize(x: np.ndarray, p: SiteParams) -> np.ndarray:
 
 
 def dequantize(q: np.ndarray, p: SiteParams) -> np.ndarray:
-    return ((q - p.zero_point).astype(np.float32) * p.scale).astype(np.float32)
+    """``float32(q - zp) * scale``; per-channel scales apply along dim 0."""
+    scale, zp = _along_rows(p.scale, q.ndim), _along_rows(p.zero_point, q.ndim)
+    return ((q - zp).astype(np.float32) * scale).astype(np.float32)
 
 
 def multiplier(*ratio: float | np.ndarray) -> np.ndarray:
@@ -91,19 +94,37 @@ def int_linear(x_q: np.ndarray, x: SiteParams, w_q: np.ndarray, w: SiteParams,
 
 def int_edge_scale(h_q: np.ndarray, h: SiteParams, src: np.ndarray, w_q: np.ndarray,
                    w: SiteParams, out: SiteParams) -> np.ndarray:
-    """Messages ``(E, F)``: ``(h_q[src] - zp_h) * (w_q - zp_w)`` per edge, requantised."""
-    scaled = (w_q.astype(np.int64) - w.zero_point)[:, None]
-    acc = (h_q[src].astype(np.int64) - h.zero_point) * scaled
+    """Messages ``(E, F)``: ``(h_q[src] - zp_h) * (w_q - zp_w)`` per edge, requantised.
+
+    ``w_q`` is ``(E,)``, or ``(E, H)`` with one weight per head when ``F = H * C`` holds ``H``
+    heads of ``C`` features each (GAT's attention).
+    """
+    rows = h_q[src].astype(np.int64) - h.zero_point
+    scaled = w_q.astype(np.int64) - w.zero_point
+    if scaled.ndim == 1:
+        acc = rows * scaled[:, None]
+    else:
+        acc = (rows.reshape(rows.shape[0], scaled.shape[1], -1) * scaled[:, :, None]).reshape(
+            rows.shape)
     return requantize(acc, multiplier(h.scale, w.scale, out.scale), out)
 
 
 def int_aggregate_sum(msg_q: np.ndarray, msg: SiteParams, dst: np.ndarray, num_dst: int,
-                      out: SiteParams) -> np.ndarray:
+                      out: SiteParams,
+                      weight: tuple[np.ndarray, SiteParams] | None = None) -> np.ndarray:
     """``acc[v] = sum_{e -> v} (msg_q[e] - zp)`` in int32, requantised with ``s_msg / s_y``;
-    a destination without edges gets ``zp_y``."""
+    a destination without edges gets ``zp_y``. ``weight = (w_q (E,), site)`` accumulates
+    ``(msg_q[e] - zp) (w_q[e] - zp_w)`` instead, with ``M = s_msg s_w / s_y`` (the weighted form,
+    for an edge weight applied inside the aggregation: EGC's ``symnorm``)."""
+    terms = msg_q.astype(np.int64) - msg.zero_point
+    ratio: tuple[np.ndarray, ...] = (msg.scale, out.scale)
+    if weight is not None:
+        w_q, w = weight
+        terms = terms * (w_q.astype(np.int64) - w.zero_point).reshape(-1, *[1] * (terms.ndim - 1))
+        ratio = (msg.scale, w.scale, out.scale)
     acc = np.zeros((num_dst, *msg_q.shape[1:]), dtype=np.int64)
-    np.add.at(acc, dst, msg_q.astype(np.int64) - msg.zero_point)
-    return requantize(acc, multiplier(msg.scale, out.scale), out)
+    np.add.at(acc, dst, terms)
+    return requantize(acc, multiplier(*ratio), out)
 
 
 def int_aggregate_mean(msg_q: np.ndarray, msg: SiteParams, dst: np.ndarray, num_dst: int,
@@ -114,6 +135,20 @@ def int_aggregate_mean(msg_q: np.ndarray, msg: SiteParams, dst: np.ndarray, num_
     deg = np.maximum(np.bincount(dst, minlength=num_dst), 1).astype(np.float32)
     m_v = np.divide(multiplier(msg.scale, out.scale), deg, dtype=np.float32)
     return requantize(acc, m_v.reshape(-1, *([1] * (acc.ndim - 1))), out)
+
+
+def int_aggregate_max(msg_q: np.ndarray, msg: SiteParams, dst: np.ndarray, num_dst: int,
+                      out: SiteParams, reduce: str = "max") -> np.ndarray:
+    """``acc[v] = max_{e -> v} (msg_q[e] - zp)`` (``reduce="min"``: the min, EGC's ``min``
+    aggregator as the max of negated values negated back), requantised with ``s_msg / s_y``; a
+    destination without edges gets ``zp_y``."""
+    if reduce not in ("max", "min"):
+        raise ValueError(f"int_aggregate_max: reduce must be 'max' or 'min', got {reduce!r}")
+    sign = 1 if reduce == "max" else -1
+    acc = np.full((num_dst, *msg_q.shape[1:]), np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(acc, dst, sign * (msg_q.astype(np.int64) - msg.zero_point))
+    acc = sign * np.where(acc == np.iinfo(np.int64).min, 0, acc)
+    return requantize(acc, multiplier(msg.scale, out.scale), out)
 
 
 def float_step(a_q: np.ndarray, a: SiteParams, fn: Callable[[np.ndarray], np.ndarray],
@@ -129,6 +164,66 @@ def float_step(a_q: np.ndarray, a: SiteParams, fn: Callable[[np.ndarray], np.nda
 
 def relu(v: np.ndarray) -> np.ndarray:
     return np.maximum(v, np.float32(0.0))
+
+
+def identity(v: np.ndarray) -> np.ndarray:
+    return v
+
+
+def segment_sum_f32(values: np.ndarray, dst: np.ndarray, num_dst: int) -> np.ndarray:
+    """Float32 sum of rows into destinations, one edge after another in edge order from 0 (the
+    training layers' ``index_add_``); a destination without edges gets 0."""
+    total = np.zeros((num_dst, *values.shape[1:]), dtype=np.float32)
+    np.add.at(total, dst, values.astype(np.float32))
+    return total
+
+
+def segment_mean_f32(values: np.ndarray, dst: np.ndarray, num_dst: int) -> np.ndarray:
+    """The float32 sum divided by ``float32(max(deg, 1))``, as training's mean aggregation."""
+    count = np.maximum(np.bincount(dst, minlength=num_dst), 1).astype(np.float32)
+    return np.divide(segment_sum_f32(values, dst, num_dst),
+                     count.reshape(-1, *[1] * (values.ndim - 1)), dtype=np.float32)
+
+
+def edge_softmax_np(logits: np.ndarray, dst: np.ndarray, num_dst: int) -> np.ndarray:
+    """Float32 softmax of ``(E, H)`` logits over each destination's in-edges: the destination's
+    largest logit subtracted, ``exp``, divided by the destination's sum (as training's
+    ``edge_softmax``). ``exp`` is numpy's float32 one, so a weight may differ from another
+    implementation's in the last bit."""
+    info = np.finfo(np.float32)
+    peak = np.full((num_dst, *logits.shape[1:]), -np.inf, dtype=np.float32)
+    np.maximum.at(peak, dst, logits)
+    peak = np.maximum(np.where(np.isneginf(peak), np.float32(0.0), peak), info.min)
+    weight = np.exp(logits - peak[dst]).astype(np.float32)
+    total = np.maximum(segment_sum_f32(weight, dst, num_dst), info.tiny)
+    return np.divide(weight, total[dst], dtype=np.float32)
+
+
+BATCH_NORM_EPS = 1e-5  # nn.BatchNorm1d's default, which GINConv's MLP norm uses (not in state_dict)
+
+
+def batch_norm_eval(v: np.ndarray, params: Mapping[str, np.ndarray], prefix: str,
+                    eps: float = BATCH_NORM_EPS) -> np.ndarray:
+    """``(R, C)`` float32 BatchNorm in eval, as PyTorch's CPU kernel computes it: per channel
+    ``alpha = float32(1 / sqrt(var + eps)) * weight`` and ``beta = bias - mean * alpha``, then
+    ``v * alpha + beta`` with one rounding (a fused multiply-add: the product is exact in float64,
+    the sum is rounded there and then to float32)."""
+    mean, var = params.get(f"{prefix}running_mean"), params.get(f"{prefix}running_var")
+    if mean is None or var is None:
+        raise ValueError(f"integer_ref: BatchNorm {prefix!r} has no running statistics "
+                         f"(track_running_stats=False), so its eval output depends on the batch")
+    channels = mean.shape[0]
+    weight = params.get(f"{prefix}weight", np.ones(channels, np.float32)).astype(np.float32)
+    bias = params.get(f"{prefix}bias", np.zeros(channels, np.float32)).astype(np.float32)
+    inv_std = np.float32(1.0) / np.sqrt(var.astype(np.float32) + np.float32(eps))
+    alpha = (inv_std * weight).astype(np.float32)
+    beta = (bias.astype(np.float64) - mean.astype(np.float32).astype(np.float64) * alpha
+            ).astype(np.float32)
+    return (v.astype(np.float64) * alpha + beta.astype(np.float64)).astype(np.float32)
+
+
+def leaky_relu(v: np.ndarray, negative_slope: float) -> np.ndarray:
+    return np.where(v > 0, v, v * np.float32(negative_slope)).astype(np.float32)
 
 
 def gcn_norm_np(src: np.ndarray, dst: np.ndarray, in_degree: np.ndarray) -> np.ndarray:
@@ -173,23 +268,179 @@ def sage_layer(x_q: np.ndarray, params: Mapping[str, np.ndarray], sites: Mapping
     return quantize(dequantize(l_q, s["lin_l"]) + dequantize(r_q, s["lin_r"]), s["out"])
 
 
-LayerFn = Callable[[np.ndarray, Mapping[str, np.ndarray], Mapping[str, SiteParams], np.ndarray,
-                    np.ndarray, int, Trace], np.ndarray]
-LAYER_FNS: dict[str, LayerFn] = {"gcn": gcn_layer, "sage": sage_layer}
+def gin_layer(x_q: np.ndarray, params: Mapping[str, np.ndarray], sites: Mapping[str, SiteParams],
+              src: np.ndarray, dst: np.ndarray, num_nodes: int, trace: Trace) -> np.ndarray:
+    """GIN: ``x`` -> ``msg`` (re-quantised copy per edge) -> summed ``agg``;
+    ``agg + (1 + eps) x`` -> ``combined`` -> ``lin1`` (with bias) -> BatchNorm (when the MLP has
+    one) and ReLU -> ``hidden`` -> ``lin2`` (with bias) -> ``out``. ``params``: ``eps``,
+    ``lin1.*``, ``lin2.*``, optionally ``norm.*``."""
+    s = sites
+    trace["msg"] = msg_q = float_step(x_q[src], s["x"], identity, s["msg"])
+    trace["agg"] = agg_q = int_aggregate_sum(msg_q, s["msg"], dst, num_nodes, s["agg"])
+    # (1 + eps) in float32 times the node's features, added to the aggregate (the layer's order)
+    self_weight = np.float32(1.0) + np.asarray(params["eps"], np.float32).reshape(())
+    combined = dequantize(agg_q, s["agg"]) + self_weight * dequantize(x_q, s["x"])
+    trace["combined"] = c_q = quantize(combined, s["combined"])
+    trace["weight1"] = w1_q = quantize(params["lin1.weight"], s["weight1"])
+    trace["lin1"] = l1_q = int_linear(c_q, s["combined"], w1_q, s["weight1"], s["lin1"],
+                                      params.get("lin1.bias"))
+    has_norm = any(k.startswith("norm.") for k in params)
+    trace["hidden"] = h_q = float_step(
+        l1_q, s["lin1"],
+        (lambda v: relu(batch_norm_eval(v, params, "norm."))) if has_norm else relu, s["hidden"])
+    trace["weight2"] = w2_q = quantize(params["lin2.weight"], s["weight2"])
+    return int_linear(h_q, s["hidden"], w2_q, s["weight2"], s["out"], params.get("lin2.bias"))
+
+
+def gat_layer(x_q: np.ndarray, params: Mapping[str, np.ndarray], sites: Mapping[str, SiteParams],
+              src: np.ndarray, dst: np.ndarray, num_nodes: int, trace: Trace, *,
+              concat: bool = True, negative_slope: float = 0.2) -> np.ndarray:
+    """GAT: ``x`` -> ``lin`` ``(N, H*C)``; float island: per-head scores ``sum_c h * att`` on
+    dequantised ``lin`` and the quantised ``att_src``/``att_dst``, LeakyReLU of source plus
+    destination score per edge -> ``logits``; edge softmax of the dequantised logits ->
+    ``edge_weight`` ``(E', H)``; ``lin[src] * alpha`` per head -> ``msg`` -> summed ``agg``;
+    heads concatenated (``concat``) or averaged, ``+ bias`` -> ``out``. Edges: self-loops dropped,
+    then one per node appended after all edges (``with_fresh_self_loops``)."""
+    s = sites
+    att_src, att_dst = params["att_src"], params["att_dst"]
+    heads, dim = att_src.shape
+    bias = params.get("bias")
+    width = heads * dim if concat else dim
+    if bias is not None and bias.shape != (width,):
+        raise ValueError(f"gat_layer: bias of shape {bias.shape} does not fit concat={concat} "
+                         f"with {heads} heads of {dim}")
+    trace["weight"] = w_q = quantize(params["lin.weight"], s["weight"])
+    trace["lin"] = lin_q = int_linear(x_q, s["x"], w_q, s["weight"], s["lin"])
+    h = dequantize(lin_q, s["lin"]).reshape(num_nodes, heads, dim)
+    trace["att_src"] = a_src_q = quantize(att_src, s["att_src"])
+    trace["att_dst"] = a_dst_q = quantize(att_dst, s["att_dst"])
+    score_src = (h * dequantize(a_src_q, s["att_src"])).sum(-1, dtype=np.float32)  # (N, H)
+    score_dst = (h * dequantize(a_dst_q, s["att_dst"])).sum(-1, dtype=np.float32)
+    keep = src != dst
+    loops = np.arange(num_nodes, dtype=np.int64)
+    src_l, dst_l = np.concatenate([src[keep], loops]), np.concatenate([dst[keep], loops])
+    logits = leaky_relu(score_src[src_l] + score_dst[dst_l], negative_slope)  # (E', H)
+    trace["logits"] = logits_q = quantize(logits, s["logits"])
+    alpha = edge_softmax_np(dequantize(logits_q, s["logits"]), dst_l, num_nodes)
+    trace["edge_weight"] = alpha_q = quantize(alpha, s["edge_weight"])
+    trace["msg"] = msg_q = int_edge_scale(lin_q, s["lin"], src_l, alpha_q, s["edge_weight"],
+                                          s["msg"])
+    trace["agg"] = agg_q = int_aggregate_sum(msg_q, s["msg"], dst_l, num_nodes, s["agg"])
+    agg = dequantize(agg_q, s["agg"])
+    if not concat:  # the mean over heads: their float32 sum divided by H
+        agg = np.divide(agg.reshape(num_nodes, heads, dim).sum(1, dtype=np.float32),
+                        np.float32(heads), dtype=np.float32)
+    return quantize(agg if bias is None else agg + bias.astype(np.float32), s["out"])
+
+
+EGC_AGGREGATORS = ("symnorm", "sum", "mean", "max", "min", "var", "std")
+
+
+def egc_layer(x_q: np.ndarray, params: Mapping[str, np.ndarray], sites: Mapping[str, SiteParams],
+              src: np.ndarray, dst: np.ndarray, num_nodes: int, trace: Trace, *,
+              aggregators: Sequence[str] = ("symnorm",), heads: int = 8) -> np.ndarray:
+    """EGC: ``x`` -> ``bases``; ``x`` -> ``comb`` (with bias); ``bases`` gathered along
+    self-looped edges (loops after all edges) -> ``msg``; each aggregator into ``agg`` (``symnorm``
+    weighted by ``edge_weight``, the quantised GCN coefficients; ``var``/``std`` a float island);
+    per node and head ``comb (H x k) @ agg (k x F/H)`` over two activation sites, + bias folded
+    at ``s_comb s_agg`` -> ``out``. The number of bases follows from the weights' shapes."""
+    s = sites
+    bad = [a for a in aggregators if a not in EGC_AGGREGATORS]
+    if not aggregators or bad or len(set(aggregators)) != len(aggregators):
+        raise ValueError(f"egc_layer: aggregators must be distinct names from {EGC_AGGREGATORS}, "
+                         f"got {list(aggregators)!r}")
+    w_b, w_c = params["bases_lin.weight"], params["comb_lin.weight"]
+    slots = heads * len(aggregators)
+    bases = w_c.shape[0] // slots
+    bias = params.get("bias")
+    if (bases == 0 or w_c.shape[0] != slots * bases or w_b.shape[0] % bases
+            or (bias is not None and bias.shape != (heads * w_b.shape[0] // bases,))):
+        raise ValueError(f"egc_layer: comb_lin.weight {w_c.shape}, bases_lin.weight {w_b.shape}"
+                         f" and bias {None if bias is None else bias.shape} do not fit "
+                         f"heads={heads} and {len(aggregators)} aggregators")
+    k, width = len(aggregators) * bases, w_b.shape[0] // bases  # width = F / H
+    trace["bases_weight"] = wb_q = quantize(w_b, s["bases_weight"])
+    trace["bases"] = b_q = int_linear(x_q, s["x"], wb_q, s["bases_weight"], s["bases"])
+    trace["comb_weight"] = wc_q = quantize(w_c, s["comb_weight"])
+    trace["comb"] = c_q = int_linear(x_q, s["x"], wc_q, s["comb_weight"], s["comb"],
+                                     params.get("comb_lin.bias"))
+    loops = np.arange(num_nodes, dtype=np.int64)
+    src_l, dst_l = np.concatenate([src, loops]), np.concatenate([dst, loops])
+    trace["msg"] = msg_q = float_step(b_q[src_l], s["bases"], identity, s["msg"])
+    weight = None
+    if "symnorm" in aggregators:
+        coef = gcn_norm_np(src_l, dst_l, np.bincount(dst, minlength=num_nodes))
+        trace["edge_weight"] = ew_q = quantize(coef, s["edge_weight"])
+        weight = (ew_q, s["edge_weight"])
+    m, a = s["msg"], s["agg"]
+    parts = []
+    for name in aggregators:
+        if name == "symnorm":
+            parts.append(int_aggregate_sum(msg_q, m, dst_l, num_nodes, a, weight))
+        elif name == "sum":
+            parts.append(int_aggregate_sum(msg_q, m, dst_l, num_nodes, a))
+        elif name == "mean":
+            parts.append(int_aggregate_mean(msg_q, m, dst_l, num_nodes, a))
+        elif name in ("max", "min"):
+            parts.append(int_aggregate_max(msg_q, m, dst_l, num_nodes, a, name))
+        else:  # var / std: float island on the dequantised messages, as training computes it
+            v = dequantize(msg_q, m)
+            mean = segment_mean_f32(v, dst_l, num_nodes)
+            var = segment_mean_f32(v * v, dst_l, num_nodes) - mean * mean
+            parts.append(quantize(var if name == "var" else
+                                  np.sqrt(np.maximum(var, np.float32(1e-5))), a))
+    trace["agg"] = agg_q = np.stack(parts, 1)  # (N, |A|, bases * F/H)
+    comb_c = (c_q.astype(np.int64) - s["comb"].zero_point).reshape(num_nodes, heads, k)
+    agg_c = (agg_q.astype(np.int64) - a.zero_point).reshape(num_nodes, k, width)
+    acc = np.einsum("nhk,nkf->nhf", comb_c, agg_c).reshape(num_nodes, heads * width)
+    if bias is not None:
+        step = np.multiply(s["comb"].scale, a.scale, dtype=np.float32)
+        acc = acc + np.rint(np.divide(bias.astype(np.float32), step,
+                                      dtype=np.float32)).astype(np.int64)
+    return requantize(acc, multiplier(s["comb"].scale, a.scale, s["out"].scale), s["out"])
+
+
+# (x_q, params, sites, src, dst, num_nodes, trace, **options) -> out_q
+LayerFn = Callable[..., np.ndarray]
+LAYER_FNS: dict[str, LayerFn] = {"gcn": gcn_layer, "sage": sage_layer, "gin": gin_layer,
+                                 "gat": gat_layer, "egc": egc_layer}
+
+
+def layer_options(model: str, layer_kwargs: Mapping[str, Any], last: bool) -> dict[str, Any]:
+    """The options of one layer that its parameters do not record, from ``ModelConfig``'s
+    ``layer_kwargs`` with the model stack's defaults (``training/nn/models.py``): GAT hidden
+    layers concatenate their heads, the output layer averages them; EGC uses ``heads`` heads in
+    hidden layers and ``out_heads`` in the output layer."""
+    if model == "gat":
+        return {"concat": bool(layer_kwargs.get("concat", True)) and not last,
+                "negative_slope": float(layer_kwargs.get("negative_slope", 0.2))}
+    if model == "egc":
+        return {"aggregators": list(layer_kwargs.get("aggregators", ["symnorm"])),
+                "heads": int(layer_kwargs.get("out_heads", 1) if last else
+                             layer_kwargs.get("heads", 8))}
+    return {}
 
 
 def integer_forward(model: str, x: np.ndarray, params: Mapping[str, np.ndarray],
                     qstate: Mapping[str, Any], src: np.ndarray, dst: np.ndarray, num_layers: int,
-                    trace: Trace | None = None) -> np.ndarray:
+                    trace: Trace | None = None,
+                    layer_kwargs: Mapping[str, Any] | None = None) -> np.ndarray:
     """A stack of ``model`` layers (ReLU between them) on the full graph, in integers.
 
     ``params`` are the model's float parameters by ``state_dict`` name, ``qstate`` is
-    ``quant_state(model)``, ``src``/``dst`` the graph's edges (no self-loops). Returns the
-    dequantised ``(N, C)`` logits; ``trace`` (optional) receives every site's integers by path.
+    ``quant_state(model)``, ``src``/``dst`` the graph's edges (no self-loops). ``layer_kwargs``
+    are ``ModelConfig.layer_kwargs`` (GAT's ``concat``/``negative_slope``, EGC's ``heads``/
+    ``out_heads``/``aggregators``; see :func:`layer_options`). Returns the dequantised ``(N, C)``
+    logits; ``trace`` (optional) receives every site's integers by path.
     """
     if model not in LAYER_FNS:
         raise ValueError(f"integer_forward: model must be one of {sorted(LAYER_FNS)}, got "
                          f"{model!r}")
+    extra = sorted({k.split(".", 1)[0] for k in (*params, *qstate)
+                    if k.split(".", 1)[0] in ("input_proj", "head", "norms")})
+    if extra:
+        raise ValueError(f"integer_forward covers plain stacks of layers; this model has "
+                         f"{extra} (input projection, output head or normalisation layers)")
     n = x.shape[0]
     sites_of = [{key.rsplit(".", 1)[1]: SiteParams.from_state(v) for key, v in qstate.items()
                  if key.startswith(f"layers.{i}.q.")} for i in range(num_layers)]
@@ -199,7 +450,8 @@ def integer_forward(model: str, x: np.ndarray, params: Mapping[str, np.ndarray],
         prefix = f"layers.{i}."
         layer_params = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
         layer_trace: Trace = {"x": x_q}
-        out_q = LAYER_FNS[model](x_q, layer_params, sites, src, dst, n, layer_trace)
+        options = layer_options(model, layer_kwargs or {}, i + 1 == num_layers)
+        out_q = LAYER_FNS[model](x_q, layer_params, sites, src, dst, n, layer_trace, **options)
         layer_trace["out"] = out_q
         if trace is not None:
             trace.update({f"{prefix}q.{k}": v for k, v in layer_trace.items()})
