@@ -166,9 +166,8 @@ def compare_integers(debug: Sequence[DebugTensor], onnx_outputs: Mapping[str, np
     for tensor in debug:
         ours = np.asarray(onnx_outputs[tensor.output], np.int64)
         theirs = np.asarray(torch_ints[tensor.key], np.int64)
-        layer = int(tensor.key.split(".")[1])
-        if tensor.layout != "node":
-            indptr, src = structures[layer]
+        if tensor.layout != "node":  # edge tensors exist only inside layers.<i>
+            indptr, src = structures[int(tensor.key.split(".")[1])]
             ours = ours[torch_edge_order(tensor.layout, indptr, src)]
         ours, theirs = ours.reshape(ours.shape[0], -1), theirs.reshape(theirs.shape[0], -1)
         if ours.shape[1] != theirs.shape[1] or ours.shape[0] > theirs.shape[0]:

@@ -9,7 +9,7 @@ float32 requantisation multipliers ``M = float32(float32(s_x * s_w) / s_y)``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,22 +137,56 @@ class LayerSites:
         return name in self.sites
 
 
-def read_sites(state: Mapping[str, Any], prefix: str, num_layers: int) -> list[LayerSites]:
+# Modules of the stack outside ``layers`` that carry sites (training/nn/linear.py QLinear).
+STACK_MODULES = ("input_proj", "head")
+
+
+class StackSites(Sequence[LayerSites]):
+    """The sites of a whole stack: one :class:`LayerSites` per layer (indexing and ``len`` go
+    to the layers) plus those of the input projection and output head, where they were
+    quantised (``modules``, keyed by module name)."""
+
+    def __init__(self, layers: list[LayerSites], modules: dict[str, LayerSites]) -> None:
+        self.layers = layers
+        self.modules = modules
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, index: int) -> LayerSites:  # type: ignore[override]
+        return self.layers[index]
+
+    def module(self, name: str) -> LayerSites | None:
+        return self.modules.get(name)
+
+
+def read_sites(state: Mapping[str, Any], prefix: str, num_layers: int) -> StackSites:
     """Validated sites of layers ``0 .. num_layers - 1`` under ``prefix`` (``""`` for a node
-    model, ``"encoder."`` for a link model). Entries of other modules are refused: the exporter
-    must not silently drop a quantised tensor it does not know how to emit."""
+    model, ``"encoder."`` for a link model), and of the modules in :data:`STACK_MODULES`.
+    Entries of other modules are refused: the exporter must not silently drop a quantised
+    tensor it does not know how to emit."""
     if not isinstance(state, Mapping) or not state:
         raise ValueError("quant_state: expected a non-empty object of sites")
     layers: list[dict[str, Site]] = [{} for _ in range(num_layers)]
+    modules: dict[str, dict[str, Site]] = {}
     for key, entry in state.items():
+        module = next((m for m in STACK_MODULES if key.startswith(f"{prefix}{m}.q.")), None)
+        if module is not None:
+            site_name = key[len(f"{prefix}{module}.q."):]
+            if site_name:
+                modules.setdefault(module, {})[site_name] = _site(key, entry)
+                continue
         head = f"{prefix}layers."
         rest = key[len(head):] if key.startswith(head) else ""
         index, _, site_name = rest.partition(".q.")
         if not index.isdigit() or int(index) >= num_layers or not site_name:
             raise ValueError(f"quant_state: site {key!r} is not a site of "
-                             f"{prefix}layers.0 .. {num_layers - 1}")
+                             f"{prefix}layers.0 .. {num_layers - 1} or of "
+                             f"{', '.join(prefix + m for m in STACK_MODULES)}")
         layers[int(index)][site_name] = _site(key, entry)
-    return [LayerSites(f"{prefix}layers.{i}.q.", sites) for i, sites in enumerate(layers)]
+    return StackSites([LayerSites(f"{prefix}layers.{i}.q.", sites)
+                       for i, sites in enumerate(layers)],
+                      {m: LayerSites(f"{prefix}{m}.q.", sites) for m, sites in modules.items()})
 
 
 def multiplier(*ratio: np.ndarray | np.float32) -> np.ndarray:

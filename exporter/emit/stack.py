@@ -21,7 +21,7 @@ layer's ``x`` site (rule 5); the last layer's ``out`` integers are dequantised.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from onnx import ModelProto, TensorProto, helper
@@ -29,7 +29,7 @@ from qgnn.exporter.emit import egc, gat, gcn, gin, sage
 from qgnn.exporter.emit.common import Csr, DebugTensor, Emitter, LayerInput, to_numpy
 from qgnn.exporter.emit.norms import norm
 from qgnn.exporter.onnx_builder import GraphBuilder
-from qgnn.exporter.quant_params import LayerSites, Site
+from qgnn.exporter.quant_params import LayerSites, Site, StackSites
 from qgnn.training.nn.models import GNN
 from torch import nn
 
@@ -47,7 +47,7 @@ class EmittedModel:
     task: str
     num_layers: int
     input_dtype: str  # "uint8" or "float32"
-    input_site: Site | None  # the uint8 input's quantisation (layers.0.q.x), else None
+    input_site: Site | None  # the uint8 input's site (input_proj.q.x or layers.0.q.x), else None
     output: str
     debug_tensors: list[DebugTensor]
 
@@ -56,19 +56,42 @@ class EmittedModel:
         return [i.name for i in self.model.graph.input]
 
 
-def reads_float_features(gnn: GNN) -> bool:
-    """Whether the stack uses the raw features other than through layer 0's ``x`` site."""
+def _module_sites(sites: Sequence[LayerSites] | None, name: str) -> LayerSites | None:
+    return sites.module(name) if isinstance(sites, StackSites) else None
+
+
+def reads_float_features(gnn: GNN, sites: Sequence[LayerSites] | None = None) -> bool:
+    """Whether the stack uses the raw features in float: through a float input projection or a
+    residual connection around the first layer (else only through one uint8 input site)."""
     cfg = gnn.cfg
-    first_in = cfg.hidden if cfg.input_proj else cfg.in_dim
-    first_out = cfg.out_dim if cfg.num_layers == 1 else cfg.hidden
-    return cfg.input_proj or (cfg.residual and first_in == first_out)
+    if cfg.input_proj:
+        return _module_sites(sites, "input_proj") is None
+    first_out = cfg.out_dim if cfg.num_layers == 1 and not cfg.head else cfg.hidden
+    return cfg.residual and cfg.in_dim == first_out
+
+
+def _linear(em: Emitter, module: nn.Linear, x: str, sites: LayerSites | None, hint: str, *,
+            x_quantized: bool = False) -> str:
+    """A QLinear (training/nn/linear.py), float32 out: an integer matmul from uint8 at its
+    ``x`` site (``x`` is float unless ``x_quantized``), requantised at ``out``, when it was
+    quantised; else a float Gemm."""
+    weight, bias = to_numpy(module.weight), to_numpy(module.bias)
+    if sites is None:
+        return em.float_linear(x, weight, bias, hint)
+    with em.g.scope(hint):
+        x_q = x if x_quantized else em.quantize(x, sites["x"], "x")
+        out = em.int_linear(x_q, sites["x"], weight, sites["weight"], bias, sites["out"],
+                            "linear")
+        em.record(f"{hint}.q.x", x_q, "node")
+        em.record(f"{hint}.q.out", out, "node")
+        return em.dequantize(out, sites["out"], "out_f32")
 
 
 def _layer_dims(gnn: GNN) -> list[tuple[int, int]]:
     cfg = gnn.cfg
     dims, dim = [], cfg.hidden if cfg.input_proj else cfg.in_dim
     for i in range(cfg.num_layers):
-        out = cfg.out_dim if i == cfg.num_layers - 1 else cfg.hidden
+        out = cfg.out_dim if i == cfg.num_layers - 1 and not cfg.head else cfg.hidden
         dims.append((dim, out))
         dim = out
     return dims
@@ -80,10 +103,11 @@ def _needs_degree(gnn: GNN) -> bool:
         "aggregators", ["symnorm"]))
 
 
-def emit_stack(gnn: GNN, sites: list[LayerSites] | None, *, task: str, debug: bool = False,
+def emit_stack(gnn: GNN, sites: Sequence[LayerSites] | None, *, task: str, debug: bool = False,
                name: str = "qgnn") -> EmittedModel:
-    """The ONNX model of ``gnn`` in eval mode: INT8 when ``sites`` (one per layer) are given,
-    else FP32. ``debug`` adds every quantisation site's integers as extra outputs."""
+    """The ONNX model of ``gnn`` in eval mode: INT8 when ``sites`` (one per layer; a
+    :class:`StackSites` also brings the input projection's and head's) are given, else FP32.
+    ``debug`` adds every quantisation site's integers as extra outputs."""
     cfg = gnn.cfg
     if cfg.model not in LAYER_EMITTERS:
         raise ValueError(f"ModelConfig.model: cannot export {cfg.model!r}; supported: "
@@ -94,7 +118,9 @@ def emit_stack(gnn: GNN, sites: list[LayerSites] | None, *, task: str, debug: bo
         raise ValueError(f"{len(gnn.layers)} layers need as many site groups, got {len(sites)}")
     g = GraphBuilder()
     em = Emitter(g, debug)
-    float_input = sites is None or reads_float_features(gnn)
+    proj_sites = _module_sites(sites, "input_proj")
+    head_sites = _module_sites(sites, "head")
+    float_input = sites is None or reads_float_features(gnn, sites)
     x = g.input("x", TensorProto.FLOAT if float_input else TensorProto.UINT8,
                 ["num_nodes", cfg.in_dim])
     in_degree = g.input("in_degree", TensorProto.INT64, ["num_nodes"])
@@ -112,10 +138,8 @@ def emit_stack(gnn: GNN, sites: list[LayerSites] | None, *, task: str, debug: bo
 
     h_float = x if float_input else None  # the float value of the current layer's input
     if gnn.input_proj is not None:
-        with g.scope("input_proj"):
-            h_float = g.op("Relu", [em.float_linear(x, to_numpy(gnn.input_proj.weight),
-                                                    to_numpy(gnn.input_proj.bias), "linear")],
-                           "relu")
+        h_float = g.op("Relu", [_linear(em, gnn.input_proj, x, proj_sites, "input_proj",
+                                        x_quantized=not float_input)], "input_proj_relu")
     # what the first layer reads: uint8 at its x site (quantised here from float input), or float
     current = x
     if h_float is not None:
@@ -136,19 +160,25 @@ def emit_stack(gnn: GNN, sites: list[LayerSites] | None, *, task: str, debug: bo
                 assert h_float is not None
                 value = g.op("Add", [value, em.rows(h_float, csr.num_dst, "residual_src")],
                              "residual")
-            if i == last:
+            if i == last and gnn.head is None:
                 final = value
                 break
             value = g.op("Relu", [norm(em, value, norm_module, "norm")], "relu")
             h_float = value
-            current = value if sites is None else em.quantize(value, sites[i + 1]["x"],
-                                                              "next_x")
+            if i < last:
+                current = value if sites is None else em.quantize(value, sites[i + 1]["x"],
+                                                                  "next_x")
+    if gnn.head is not None:
+        assert h_float is not None
+        final = _linear(em, gnn.head, h_float, head_sites, "head")
     output = OUTPUT_NAMES[task]
     g.output(final, output, TensorProto.FLOAT, [f"num_dst_{last}", cfg.out_dim])
     precision = "fp32" if sites is None else "int8"
     model = g.model(name, doc=f"qgnn {cfg.model} {task} model, {precision} "
                               f"({len(gnn.layers)} layers); inputs: docs/export.md")
-    input_site = None if float_input or sites is None else sites[0]["x"]
+    input_site = None
+    if not float_input and sites is not None:
+        input_site = proj_sites["x"] if proj_sites is not None else sites[0]["x"]
     metadata = {"qgnn.task": task, "qgnn.model": cfg.model, "qgnn.precision": precision,
                 "qgnn.num_layers": str(len(gnn.layers))}
     if input_site is not None:

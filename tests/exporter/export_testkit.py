@@ -162,9 +162,11 @@ def make_arithmetic_exact(model: nn.Module, prefix: str = "") -> None:
             _snap(layer.comb_lin.bias, grid("x", "comb_weight"))
             if layer.bias is not None:
                 _snap(layer.bias, grid("comb", "agg"))
-    if gnn.input_proj is not None:
-        _snap(gnn.input_proj.weight, torch.tensor(2.0 ** -6))
-        _snap(gnn.input_proj.bias, torch.tensor(2.0 ** -6))
+    for name in ("input_proj", "head"):
+        module = getattr(gnn, name)
+        if module is not None:
+            q = seams[f"{prefix}{name}.q"].quantizers
+            _snap(module.bias, q["x"].scale * q["weight"].scale)
 
 
 def dyadic(x: np.ndarray, bits: int = 3) -> np.ndarray:

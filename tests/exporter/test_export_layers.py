@@ -92,7 +92,7 @@ def test_int8_outputs_track_the_fake_quantised_model(name):
 
 
 @pytest.mark.parametrize(("name", "bits", "per_channel"), [
-    ("gcn", 8, False), ("sage", 4, True),
+    ("gcn", 8, False), ("sage", 4, True), ("gin", 8, False), ("gat", 4, True),
     pytest.param("gcn", 8, True, marks=pytest.mark.slow),
     pytest.param("gcn", 4, False, marks=pytest.mark.slow),
     pytest.param("sage", 8, False, marks=pytest.mark.slow)])
@@ -121,6 +121,9 @@ CASES = [pytest.param(name, {}, id=name) for name in MODELS] + [
     pytest.param("gcn", {"residual": True, "norm": "batch", "hidden": 5}, id="gcn-residual-bn"),
     pytest.param("gin", {"input_proj": True, "residual": True, "norm": "batch", "num_layers": 3},
                  id="gin-proj-residual-bn-3layers"),
+    pytest.param("gcn", {"input_proj": True, "residual": True, "norm": "batch", "head": True},
+                 id="gcn-proj-residual-bn-head"),
+    pytest.param("sage", {"head": True, "residual": True}, id="sage-head-residual"),
     pytest.param("sage", {"bits": 4}, id="sage-int4", marks=pytest.mark.slow),
     pytest.param("gat", {"per_channel": True}, id="gat-per-channel", marks=pytest.mark.slow),
     pytest.param("egc", {"bits": 4}, id="egc-int4", marks=pytest.mark.slow),
@@ -138,10 +141,11 @@ def test_integers_are_exact_when_float32_arithmetic_is(name, options):
     graph, model = trained(name, quant, degree=3 if name in ("egc", "gat", "gcn") else 4,
                            **options)
     make_arithmetic_exact(model)
-    features = dyadic(graph.x) if options.get("input_proj") else graph.x
     em = export(model, debug=True)
-    assert em.input_dtype == ("float32" if options.get("input_proj") or (
-        options.get("residual") and options.get("hidden") == graph.num_features) else "uint8")
+    float_input = not options.get("input_proj") and options.get("residual") and options.get(
+        "hidden") == graph.num_features
+    assert em.input_dtype == ("float32" if float_input else "uint8")
+    features = dyadic(graph.x) if float_input else graph.x
     outs = run(em, graph, features)
     logits, ints = fake_quant_integers(model, torch.from_numpy(features),
                                        full_graph_block(graph))

@@ -77,7 +77,8 @@ def test_activation_sites_quantise_like_the_contract():
      "per-tensor but 2 scales"),
     ("layers.0.q.x", {"scale": [0.5]}, "missing fields"),
     ("layers.3.q.x", entry(0.5, 3), r"is not a site of layers\.0 \.\. 0"),
-    ("input_proj.q.x", entry(0.5, 3), "is not a site of"),
+    ("encoder_proj.q.x", entry(0.5, 3), "is not a site of"),
+    ("head.q.", entry(0.5, 3), "is not a site of"),
 ])
 def test_bad_quant_state_entries_are_refused_naming_the_site(key, value, message):
     with pytest.raises(ValueError, match=message):
@@ -96,3 +97,13 @@ def test_link_model_sites_live_under_the_encoder():
     assert "out" in layers[1] and layers[0].sites == {}
     with pytest.raises(ValueError, match="not a site"):
         read_sites({"layers.1.q.out": entry(0.25, 0)}, "encoder.", 2)
+
+
+def test_input_projection_and_head_sites_are_read_beside_the_layers():
+    stack = read_sites({"encoder.layers.0.q.out": entry(0.25, 0),
+                        "encoder.input_proj.q.x": entry(0.5, 3),
+                        "encoder.head.q.out": entry(0.125, 1)}, "encoder.", 1)
+    assert len(stack) == 1 and "out" in stack[0]
+    assert stack.module("input_proj")["x"].key == "encoder.input_proj.q.x"
+    assert "out" in stack.module("head") and stack.module("missing") is None
+    assert read_sites({"layers.0.q.out": entry(0.25, 0)}, "", 1).module("head") is None

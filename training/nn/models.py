@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from qgnn.training.nn.block import Block
+from qgnn.training.nn.linear import QLinear
 from torch import nn
 
 # (in_dim, out_dim, config, is_last) -> layer with forward(x_src, block) -> (num_dst, out_dim)
@@ -41,6 +42,9 @@ class ModelConfig:
     residual: bool = False  # h <- h + layer(h) where shapes allow (after an input projection)
     norm: str | None = None  # None | "layer" | "batch"
     input_proj: bool = False  # a Linear before the first layer (useful with residual)
+    # a Linear after the last convolution, which then stays ``hidden`` wide and gets the norm,
+    # ReLU and residual of the others (the residual-network recipe of Platonov et al. 2023)
+    head: bool = False
     layer_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. heads for GAT/EGC
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,47 +82,62 @@ class GNN(nn.Module):
         self.cfg = cfg
         factory = LAYERS[cfg.model]
         dim = cfg.in_dim
-        self.input_proj = None
+        self.input_proj: QLinear | None = None
         if cfg.input_proj:
-            self.input_proj = nn.Linear(cfg.in_dim, cfg.hidden)
+            self.input_proj = QLinear(cfg.in_dim, cfg.hidden, "src")
             dim = cfg.hidden
         self.layers = nn.ModuleList()
         self.norms = nn.ModuleList()
         for i in range(cfg.num_layers):
-            last = i == cfg.num_layers - 1
+            last = i == cfg.num_layers - 1 and not cfg.head  # the convolution that emits out_dim
             out = cfg.out_dim if last else cfg.hidden
             layer = factory(dim, out, cfg, last)
             self.layers.append(layer)
             self.norms.append(nn.Identity() if last else _norm(cfg.norm, out))
             dim = out
+        self.head = QLinear(cfg.hidden, cfg.out_dim, "dst") if cfg.head else None
 
     @property
     def out_dim(self) -> int:
         return self.cfg.out_dim
 
-    def forward(self, x: torch.Tensor, blocks: Block | Sequence[Block],
-                return_hidden: bool = False) -> torch.Tensor:
-        cfg = self.cfg
+    def forward(self, x: torch.Tensor, blocks: Block | Sequence[Block]) -> torch.Tensor:
         blocks = [blocks] * len(self.layers) if isinstance(blocks, Block) else list(blocks)
         if len(blocks) != len(self.layers):
             raise ValueError(f"GNN: {len(self.layers)} layers need as many blocks, got "
                              f"{len(blocks)}")
+        x = self.begin(x, blocks[0])
+        for i, block in enumerate(blocks):
+            x = self.step(i, x, block)
+        return self.finish(x, blocks[-1])
+
+    # The three stages of ``forward``, public so layer-wise inference (one layer over the whole
+    # graph at a time) runs exactly the same arithmetic.
+
+    def begin(self, x: torch.Tensor, block: Block | None = None) -> torch.Tensor:
+        """Input dropout and the input projection: the features layer 0 reads."""
+        cfg = self.cfg
         in_drop = cfg.dropout if cfg.input_dropout is None else cfg.input_dropout
         x = nn.functional.dropout(x, in_drop, self.training)
         if self.input_proj is not None:
-            x = torch.relu(self.input_proj(x))
-            x = nn.functional.dropout(x, cfg.dropout, self.training)
-        for i, (layer, norm, block) in enumerate(zip(self.layers, self.norms, blocks,
-                                                     strict=True)):
-            last = i == len(self.layers) - 1
-            h = layer(x, block)
-            if cfg.residual and h.shape[-1] == x.shape[-1]:
-                h = h + x[: block.num_dst]
-            if not last:
-                h = torch.relu(norm(h))
-                h = nn.functional.dropout(h, cfg.dropout, self.training)
-            x = h
+            x = torch.relu(self.input_proj(x, block))
+            x = nn.functional.dropout(x, self.cfg.dropout, self.training)
         return x
+
+    def step(self, i: int, x: torch.Tensor, block: Block) -> torch.Tensor:
+        """Layer ``i`` over ``block``: convolution, residual, then norm, ReLU and dropout unless
+        it is the convolution that emits the output."""
+        h = self.layers[i](x, block)
+        if self.cfg.residual and h.shape[-1] == x.shape[-1]:
+            h = h + x[: block.num_dst]
+        if i == len(self.layers) - 1 and self.head is None:
+            return h
+        h = torch.relu(self.norms[i](h))
+        return nn.functional.dropout(h, self.cfg.dropout, self.training)
+
+    def finish(self, x: torch.Tensor, block: Block | None = None) -> torch.Tensor:
+        """The output head, if any."""
+        return x if self.head is None else self.head(x, block)
 
 
 def layer_options(cfg: ModelConfig, defaults: dict[str, Any]) -> dict[str, Any]:

@@ -59,18 +59,12 @@ def layerwise_inference(gnn: GNN, x: torch.Tensor, csc: Adjacency, in_degree: np
     if x.device.type != "cpu":
         raise ValueError(f"layerwise_inference: x must be a host tensor, got {x.device}")
     gnn.eval()
-    cfg = gnn.cfg
     n = int(csc.indptr.size - 1)
     scratch = np.empty(n, np.int64)
     ranges = [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
-    h_all = x
-    if gnn.input_proj is not None:
-        proj = gnn.input_proj
-        h_all = torch.cat([torch.relu(proj(to_device(x[a:b], device, counter, "eval"))).cpu()
-                           for a, b in ranges])
-    num_layers = len(gnn.layers)
-    for i, (layer, norm) in enumerate(zip(gnn.layers, gnn.norms, strict=True)):
-        last = i == num_layers - 1
+    h_all = torch.cat([gnn.begin(to_device(x[a:b], device, counter, "eval")).cpu()
+                       for a, b in ranges])
+    for i in range(len(gnn.layers)):
         outs = []
         for a, b in ranges:
             sampled = full_khop(csc, np.arange(a, b, dtype=np.int64), 1, scratch=scratch)[0]
@@ -79,13 +73,11 @@ def layerwise_inference(gnn: GNN, x: torch.Tensor, csc: Adjacency, in_degree: np
             block = layer_block(blocks_for, block, i, False)
             index = torch.from_numpy(sampled.node_ids)
             xs = to_device(h_all.index_select(0, index), device, counter, "eval")
-            h = layer(xs, block)
-            if cfg.residual and h.shape[-1] == xs.shape[-1]:
-                h = h + xs[: block.num_dst]
-            if not last:
-                h = torch.relu(norm(h))
-            outs.append(h.cpu())
+            outs.append(gnn.step(i, xs, block).cpu())
         h_all = torch.cat(outs)
+    if gnn.head is not None:
+        h_all = torch.cat([gnn.finish(to_device(h_all[a:b], device, counter, "eval")).cpu()
+                           for a, b in ranges])
     return h_all
 
 

@@ -40,7 +40,8 @@ def config(model: str, **changes) -> ModelConfig:
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
-@pytest.mark.parametrize("stack", [{}, {"norm": "batch", "residual": True, "input_proj": True}])
+@pytest.mark.parametrize("stack", [{}, {"norm": "batch", "residual": True, "input_proj": True},
+                                   {"norm": "layer", "residual": True, "head": True}])
 def test_minibatch_blocks_train_and_match_full_graph_in_eval(small, layer_blocks, model, stack):
     graph, x = small
     torch.manual_seed(0)
@@ -61,6 +62,25 @@ def test_minibatch_blocks_train_and_match_full_graph_in_eval(small, layer_blocks
         full = net(x, full_graph_block(graph))
         mini = net(x[blocks[0].src_ids], blocks)
     torch.testing.assert_close(mini, full[seeds], atol=1e-5, rtol=0)
+
+
+def test_output_head_keeps_every_convolution_hidden_and_scores_with_a_linear(small):
+    graph, x = small
+    cfg = config("gcn", head=True, norm="layer", residual=True)
+    cfg.num_layers = 3
+    net = build_model(cfg)
+    assert [layer.lin.out_features for layer in net.layers] == [16, 16, 16]
+    assert all(isinstance(n, torch.nn.LayerNorm) for n in net.norms)
+    assert (net.head.in_features, net.head.out_features) == (16, 3)
+    net.eval()
+    with torch.no_grad():
+        block = full_graph_block(graph)
+        hidden = net.begin(x, block)
+        for i in range(3):
+            hidden = net.step(i, hidden, block)
+        out = net(x, block)
+    torch.testing.assert_close(out, hidden @ net.head.weight.t() + net.head.bias)
+    assert net.head.q.sites == {"x": "dst", "weight": "param", "out": "dst"}
 
 
 def test_gat_factory_concatenates_hidden_heads_and_averages_output_heads():

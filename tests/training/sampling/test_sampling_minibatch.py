@@ -66,7 +66,9 @@ def test_runs_are_reproducible_whatever_the_thread_count(graph):
 
 
 @pytest.mark.parametrize("model", sorted(LAYERS))
-@pytest.mark.parametrize("stack", [{}, {"input_proj": True, "residual": True, "norm": "layer"}])
+@pytest.mark.parametrize("stack", [{}, {"input_proj": True, "residual": True, "norm": "layer"},
+                                   {"input_proj": True, "residual": True, "norm": "layer",
+                                    "head": True}])
 def test_layerwise_inference_equals_the_full_graph_forward(graph, model, stack):
     cfg = ModelConfig(model=model, in_dim=8, out_dim=4, hidden=8, num_layers=3, **stack,
                       **_kw(model))
