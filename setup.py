@@ -59,7 +59,12 @@ kernels = Extension(
 )
 
 packages, package_dir = _packages()
+# The bundled datasets travel with the package, so `qgnn train --dataset cora` works from a wheel
+# (graph/datasets.py looks for them beside the qgnn.graph package, at qgnn/data).
+packages.append("qgnn.data")
+package_dir["qgnn.data"] = "data"
 setup(packages=packages, package_dir=package_dir,
-      package_data={"qgnn.runtime": ["proto_gen/**/*.py", "proto_gen/**/*.pyi"]},
+      package_data={"qgnn.runtime": ["proto_gen/**/*.py", "proto_gen/**/*.pyi"],
+                    "qgnn.data": ["*.md", "*/*"]},
       exclude_package_data={"qgnn.runtime.kernels": ["csrc/*"]},
       ext_modules=[kernels], cmdclass={"build_ext": _BuildKernels})
