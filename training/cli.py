@@ -46,6 +46,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hidden", type=positive_int, help="hidden width")
     p.add_argument("--layers", type=positive_int, help="number of message-passing layers")
     p.add_argument("--dropout", type=probability, help="dropout probability")
+    p.add_argument("--residual", action=argparse.BooleanOptionalAction,
+                   help="add each layer's input to its output where widths match")
+    p.add_argument("--norm", choices=("none", "layer", "batch"),
+                   help="normalisation after each hidden layer")
+    p.add_argument("--input-proj", action=argparse.BooleanOptionalAction,
+                   help="a Linear (+ReLU) from the features to the hidden width first")
+    p.add_argument("--head", action=argparse.BooleanOptionalAction,
+                   help="a Linear output head after the last (then hidden-wide) layer")
     p.add_argument("--patience", type=non_negative_int,
                    help="stop after this many epochs without a better validation metric "
                         "(0: never)")
@@ -85,9 +93,12 @@ def _configs(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
 
     chosen = preset(args.model, args.dataset)
     model_fields = dict(chosen.model)
-    for flag, name in (("hidden", "hidden"), ("layers", "num_layers"), ("dropout", "dropout")):
+    for flag, name in (("hidden", "hidden"), ("layers", "num_layers"), ("dropout", "dropout"),
+                       ("residual", "residual"), ("input_proj", "input_proj"), ("head", "head")):
         if getattr(args, flag) is not None:
             model_fields[name] = getattr(args, flag)
+    if args.norm is not None:
+        model_fields["norm"] = None if args.norm == "none" else args.norm
     overrides = {name: getattr(args, name) for name in
                  ("epochs", "lr", "weight_decay", "patience", "seed", "split")
                  if getattr(args, name) is not None}
