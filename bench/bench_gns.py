@@ -96,12 +96,14 @@ def transfer_section(graphs: dict[str, Graph], args: argparse.Namespace) -> dict
     out = {}
     for name, graph in graphs.items():
         per: dict[str, Any] = {}
-        runs = [("uniform", "uniform", args.cache_fraction)]
-        runs += [(f"gns@{f:g}", "gns", f) for f in args.transfer_cache_fractions]
-        for key, sampler, fraction in runs:
+        runs = [("uniform", "uniform", args.cache_fraction, "input")]
+        runs += [(f"gns@{f:g}", "gns", f, "input") for f in args.transfer_cache_fractions]
+        runs += [(f"gns-all-layers@{f:g}", "gns", f, "all")
+                 for f in args.transfer_cache_fractions]
+        for key, sampler, fraction, layers in runs:
             sampling = SamplingConfig(sampler=sampler, fanouts=args.fanouts,
                                       batch_size=args.batch_size, cache_fraction=fraction,
-                                      device="cpu", workers=args.workers,
+                                      gns_layers=layers, device="cpu", workers=args.workers,
                                       prefetch=args.prefetch)
             rows = epoch_traffic(graph, sampling, epochs=args.epochs_transfer, seed=args.seed)
             per[key] = {k: statistics.median(r[k] for r in rows) for k in rows[0]}

@@ -12,6 +12,7 @@ import argparse
 from qgnn.training.sampling.config import (
     ESTIMATORS,
     EVAL_MODES,
+    GNS_LAYERS,
     SAMPLERS,
     SamplingConfig,
     parse_fanouts,
@@ -40,6 +41,10 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                        help="gns: unbiased (Horvitz-Thompson over the cache draw) or normalized "
                             "(weights rescaled per node: biased, lower variance) "
                             "(default: %(default)s)")
+    group.add_argument("--gns-layers", choices=GNS_LAYERS, default=defaults.gns_layers,
+                       help="gns: input (only the input layer draws from the cache, as the "
+                            "paper) or all (every hop: fewer bytes, more variance) "
+                            "(default: %(default)s)")
     group.add_argument("--workers", type=int, default=defaults.workers,
                        help="sampling threads (default: %(default)s)")
     group.add_argument("--prefetch", type=int, default=defaults.prefetch,
@@ -56,5 +61,6 @@ def sampling_config_from_args(args: argparse.Namespace) -> SamplingConfig:
     return SamplingConfig(sampler=args.sampler, fanouts=parse_fanouts(args.fanouts),
                           batch_size=args.batch_size, cache_fraction=args.cache_fraction,
                           cache_refresh_period=args.cache_refresh_period,
-                          gns_estimator=args.gns_estimator, workers=args.workers,
+                          gns_estimator=args.gns_estimator, gns_layers=args.gns_layers,
+                          workers=args.workers,
                           prefetch=args.prefetch, device=args.device, eval=args.eval_mode)

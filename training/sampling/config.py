@@ -19,6 +19,8 @@ Sampler = Literal["full", "uniform", "gns"]
 SAMPLERS: tuple[Sampler, ...] = ("full", "uniform", "gns")
 Estimator = Literal["unbiased", "normalized"]
 ESTIMATORS: tuple[Estimator, ...] = ("unbiased", "normalized")
+GnsLayers = Literal["input", "all"]
+GNS_LAYERS: tuple[GnsLayers, ...] = ("input", "all")
 EvalMode = Literal["full", "sampled"]
 EVAL_MODES: tuple[EvalMode, ...] = ("full", "sampled")
 
@@ -79,6 +81,7 @@ class SamplingConfig:
     cache_fraction: float = 0.01  # GNS: expected cache size as a fraction of |V|
     cache_refresh_period: int = 1  # GNS: redraw the cache every this many epochs
     gns_estimator: Estimator = "unbiased"  # GNS input-layer weights (docs/gns.md)
+    gns_layers: GnsLayers = "input"  # GNS: which hops draw from the cache (docs/gns.md)
     workers: int = 1  # sampling threads
     prefetch: int = 2  # batches prepared ahead of the trainer (bounded queue depth)
     device: str = "auto"
@@ -100,6 +103,9 @@ class SamplingConfig:
         if self.gns_estimator not in ESTIMATORS:
             raise ValueError(f"SamplingConfig.gns_estimator: expected one of {ESTIMATORS}, got "
                              f"{self.gns_estimator!r}")
+        if self.gns_layers not in GNS_LAYERS:
+            raise ValueError(f"SamplingConfig.gns_layers: expected one of {GNS_LAYERS}, got "
+                             f"{self.gns_layers!r}")
         if not isinstance(self.device, str):
             raise ValueError(f"SamplingConfig.device: expected a string, got {self.device!r}")
         if self.device not in ("auto", "cpu"):  # the defaults need no torch to check

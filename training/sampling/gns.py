@@ -32,7 +32,13 @@ from qgnn.training.sampling.cache import (
     inclusion_probabilities,
     miss_probability,
 )
-from qgnn.training.sampling.config import ESTIMATORS, Estimator, check_fanouts
+from qgnn.training.sampling.config import (
+    ESTIMATORS,
+    GNS_LAYERS,
+    Estimator,
+    GnsLayers,
+    check_fanouts,
+)
 
 
 def relabel(dst_nodes: np.ndarray, nbr: np.ndarray,
@@ -110,7 +116,10 @@ def sample_input_layer(csc: Adjacency, cache: NodeCache, inclusion: np.ndarray,
 
 
 class GNSSampler:
-    """Uniform sampling above the input layer, cache-restricted sampling in it.
+    """Uniform sampling above the input layer, cache-restricted sampling in it; with
+    ``layers="all"`` every hop draws from the cache the same way, so the upper layers' nodes,
+    which are also input-layer sources, are mostly cached too (fewer feature bytes, more
+    variance: docs/gns.md).
 
     ``refresh(rng)`` draws a new cache (call it before an epoch); ``sample`` needs one.
     Inclusion probabilities and miss probabilities depend only on the graph and the cache
@@ -118,13 +127,17 @@ class GNSSampler:
     """
 
     def __init__(self, csc: Adjacency, fanouts: Sequence[int], cache_fraction: float,
-                 out_degree: np.ndarray, estimator: Estimator = "unbiased") -> None:
+                 out_degree: np.ndarray, estimator: Estimator = "unbiased",
+                 layers: GnsLayers = "input") -> None:
         self.csc = csc
         self.fanouts = check_fanouts(tuple(fanouts))
         if estimator not in ESTIMATORS:
             raise ValueError(f"GNSSampler.estimator: expected one of {ESTIMATORS}, got "
                              f"{estimator!r}")
         self.estimator = estimator
+        if layers not in GNS_LAYERS:
+            raise ValueError(f"GNSSampler.layers: expected one of {GNS_LAYERS}, got {layers!r}")
+        self.layers = layers
         if not 0.0 < cache_fraction <= 1.0:
             raise ValueError(f"GNSSampler.cache_fraction: expected a fraction in (0, 1], got "
                              f"{cache_fraction!r}")
@@ -150,10 +163,19 @@ class GNSSampler:
         """L blocks for distinct ``seeds``, input layer first."""
         if self.cache is None:
             raise RuntimeError("GNSSampler.sample: no cache yet; call refresh(rng) first")
-        outer: list[SampledBlock] = []
         dst_nodes = np.asarray(seeds, dtype=np.int64)
-        if len(self.fanouts) == 1 and np.unique(dst_nodes).size != dst_nodes.size:
+        if (len(self.fanouts) == 1 or self.layers == "all") and \
+                np.unique(dst_nodes).size != dst_nodes.size:
             raise ValueError("GNSSampler.sample.seeds: seeds must be distinct")
+        if self.layers == "all":
+            blocks = []
+            for fanout in self.fanouts:
+                block = sample_input_layer(self.csc, self.cache, self.inclusion, self.miss,
+                                           dst_nodes, fanout, rng, scratch, self.estimator)
+                blocks.append(block)
+                dst_nodes = block.node_ids
+            return blocks[::-1]
+        outer: list[SampledBlock] = []
         if len(self.fanouts) > 1:
             outer = khop_blocks(self.csc, dst_nodes, self.fanouts[:-1], seed=rng,
                                 scratch=scratch)

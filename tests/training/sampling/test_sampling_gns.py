@@ -154,6 +154,50 @@ def test_input_layer_structure(small):
         ~from_cache[first.dst]], rtol=1e-6)
 
 
+def test_all_layers_mode_draws_every_hop_from_the_cache(small):
+    g, _, _, _ = small
+    csc = g.csc
+    sampler = GNSSampler(csc, [4, 3], 0.1, g.out_degree(), layers="all")
+    cache = sampler.refresh(np.random.default_rng(5))
+    seeds = np.array([7, 3, 50, 11])
+    first, last = sampler.sample(seeds, np.random.default_rng(6), np.empty(g.num_nodes, np.int64))
+    np.testing.assert_array_equal(last.node_ids[:last.num_dst], seeds)
+    np.testing.assert_array_equal(first.node_ids[:first.num_dst], last.node_ids)
+    src_of_edge = np.repeat(np.arange(g.num_nodes), np.diff(g.indptr))
+    for block, fanout in ((last, 4), (first, 3)):
+        dst_glob, src_glob = block.node_ids[block.dst], block.node_ids[block.src]
+        np.testing.assert_array_equal(g.indices[block.edge_ids], dst_glob)
+        np.testing.assert_array_equal(src_of_edge[block.edge_ids], src_glob)
+        dst_nodes = block.node_ids[:block.num_dst]
+        cached_deg = np.diff(cache.adjacency.indptr)[dst_nodes]
+        from_cache = cached_deg > 0
+        assert (cache.slot[src_glob[from_cache[block.dst]]] >= 0).all()
+        drawn = np.bincount(block.dst, minlength=block.num_dst)
+        np.testing.assert_array_equal(drawn[from_cache],
+                                      np.minimum(cached_deg, fanout)[from_cache])
+    with pytest.raises(ValueError, match="layers"):
+        GNSSampler(csc, [3], 0.1, g.out_degree(), layers="some")
+
+
+def test_all_layers_mode_is_unbiased_at_the_upper_hop_too(small):
+    """A one-layer sampler in ``all`` mode is the input-layer sampler; at two hops the upper
+    block's weighted sum over exact inputs is unbiased in the same way."""
+    g, x, exact_sum, _ = small
+    sampler = GNSSampler(g.csc, [3, 3], 0.2, g.out_degree(), layers="all")
+    nodes = np.arange(g.num_nodes)
+    rng = np.random.default_rng(8)
+    scratch = np.empty(g.num_nodes, np.int64)
+    sums = []
+    for _ in range(DRAWS):
+        sampler.refresh(rng)
+        upper = sampler.sample(nodes, rng, scratch)[1]
+        est = np.zeros_like(x)
+        np.add.at(est, upper.dst, x[upper.node_ids[upper.src]] * upper.edge_weight[:, None])
+        sums.append(est)
+    z = _z_scores(np.stack(sums), exact_sum)
+    assert np.abs(z).max() < Z
+
+
 def test_sample_needs_a_cache_and_distinct_seeds(small):
     g = small[0]
     sampler = GNSSampler(g.csc, [3], 0.1, g.out_degree())
