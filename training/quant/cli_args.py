@@ -1,7 +1,9 @@
 """Command-line options for quantisation-aware training (wired into ``qgnn train``).
 
 ``--quant int8|int4|fp32`` picks the usual widths; ``--bits N`` any width in 2..8. Everything
-else is optional and defaults per :class:`QuantConfig`. Destinations are prefixed ``quant_``
+else is optional and defaults per :class:`QuantConfig`, except where the model has a preset at
+that width (:data:`~qgnn.training.quant.options.MODEL_QUANT_PRESETS`, read from ``args.model``);
+a flag given explicitly always wins. Destinations are prefixed ``quant_``
 (or ``p_min``/``p_max``) so they cannot collide with the training command's own options.
 """
 
@@ -10,7 +12,13 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from qgnn.training.quant.options import MASK_MODES, METHODS, RANGE_KINDS, STES
+from qgnn.training.quant.options import (
+    MASK_MODES,
+    METHODS,
+    RANGE_KINDS,
+    STES,
+    model_quant_preset,
+)
 
 if TYPE_CHECKING:
     from qgnn.training.quant.config import QuantConfig
@@ -38,7 +46,7 @@ def add_quant_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                    help="tail fraction clipped on each side (default 0.001 at INT8, 0.01 at "
                         "INT4)")
     g.add_argument("--quant-momentum", dest="quant_momentum", type=float, default=None,
-                   help="EMA weight of each step's range (default 0.1)")
+                   help="EMA weight of each step's range (default 0.1; 0.5 for EGC at 4 bits)")
     g.add_argument("--per-channel", dest="quant_per_channel", action="store_true",
                    help="one weight scale per output channel")
     g.add_argument("--ste", dest="quant_ste", choices=STES, default=None,
@@ -49,7 +57,11 @@ def add_quant_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def quant_config_from_args(args: argparse.Namespace) -> QuantConfig | None:
-    """The config the options describe, or ``None`` for full precision."""
+    """The config the options describe, or ``None`` for full precision.
+
+    ``args.model`` (when present, as in ``qgnn train``) picks the model's quantisation preset
+    at the chosen width; options given explicitly override it.
+    """
     from qgnn.training.quant.config import QuantConfig
 
     preset = getattr(args, "quant", None)
@@ -73,4 +85,5 @@ def quant_config_from_args(args: argparse.Namespace) -> QuantConfig | None:
             named = sorted(given) + (["per_channel"] if per_channel else [])
             raise ValueError(f"quantisation options {named} need --quant int8|int4 or --bits")
         return None
-    return QuantConfig(bits=bits, per_channel=per_channel, **given)
+    model_defaults = model_quant_preset(getattr(args, "model", None), bits)
+    return QuantConfig(bits=bits, per_channel=per_channel, **{**model_defaults, **given})

@@ -84,3 +84,46 @@ def test_hooks_prepare_the_model_and_protect_only_training_passes():
     _, qat_blocks_for = make_hooks(QuantConfig(bits=8, method="qat"), graph, num_layers=2)
     protected = block.replace(protect=torch.ones(20, dtype=torch.bool))
     assert all(b.protect is None for b in qat_blocks_for(protected, True))
+
+
+def parse_for(model, *argv):
+    """As ``qgnn train`` parses: the quantisation options beside ``--model``."""
+    parser = add_quant_arguments(argparse.ArgumentParser())
+    parser.add_argument("--model")
+    return quant_config_from_args(parser.parse_args(["--model", model, *argv]))
+
+
+def test_model_preset_sets_egc_int4_momentum_unless_a_flag_overrides_it():
+    assert parse_for("egc", "--quant", "int4").momentum == 0.5
+    assert parse_for("egc", "--bits", "4", "--method", "qat").momentum == 0.5
+    assert parse_for("egc", "--quant", "int4", "--quant-momentum", "0.1").momentum == 0.1
+    assert parse_for("egc", "--quant", "int4", "--quant-momentum", "0.3").momentum == 0.3
+    # other widths, other models and Python-built configs keep the default
+    assert parse_for("egc", "--quant", "int8").momentum == 0.1
+    assert parse_for("gcn", "--quant", "int4").momentum == 0.1
+    assert parse("--quant", "int4").momentum == 0.1 and QuantConfig(bits=4).momentum == 0.1
+    assert parse_for("egc") is None
+
+
+def test_model_presets_name_real_options():
+    from qgnn.training.cli import MODELS
+    from qgnn.training.quant.options import MODEL_QUANT_PRESETS
+
+    for (model, bits), options in MODEL_QUANT_PRESETS.items():
+        assert model in MODELS
+        for method in ("dq", "qat"):
+            QuantConfig(bits=bits, method=method, **options)  # raises on a bad name or value
+
+
+def test_train_command_records_the_egc_int4_preset(tmp_path):
+    from qgnn.training.checkpoint import load_run
+
+    from qgnn.cli import main
+
+    graph = "synthetic:powerlaw?nodes=120&features=8&communities=3"
+    common = ["train", "--model", "egc", "--dataset", graph, "--quant", "int4", "--epochs", "1",
+              "--hidden", "8", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "preset")]) == 0
+    assert load_run(tmp_path / "preset").extra["quant"]["config"]["momentum"] == 0.5
+    assert main([*common, "--quant-momentum", "0.2", "--out", str(tmp_path / "flag")]) == 0
+    assert load_run(tmp_path / "flag").extra["quant"]["config"]["momentum"] == 0.2
