@@ -99,7 +99,8 @@ def test_model_preset_sets_egc_int4_momentum_unless_a_flag_overrides_it():
     assert parse_for("egc", "--quant", "int4", "--quant-momentum", "0.1").momentum == 0.1
     assert parse_for("egc", "--quant", "int4", "--quant-momentum", "0.3").momentum == 0.3
     # other widths, other models and Python-built configs keep the default
-    assert parse_for("egc", "--quant", "int8").momentum == 0.1
+    assert parse_for("egc", "--quant", "int8").momentum == 0.5
+    assert parse_for("gcn", "--quant", "int8").momentum == 0.1
     assert parse_for("gcn", "--quant", "int4").momentum == 0.1
     assert parse("--quant", "int4").momentum == 0.1 and QuantConfig(bits=4).momentum == 0.1
     assert parse_for("egc") is None
