@@ -51,6 +51,10 @@ WARMUP_S = 1.0
 def build_cora_bundle(out: Path, seed: int = 0) -> tuple[Path, Path]:
     """A mean-mlp bundle on Cora (random weights: latency does not depend on them) and an .npz
     with the same graph and weights for the baseline."""
+    if not (KIT / "serving_testkit.py").is_file():
+        raise SystemExit(f"bench serving: the default model needs the repository's test kit "
+                         f"({KIT}/serving_testkit.py); from an installed package pass "
+                         f"--bundle BUNDLE (e.g. the bundle `./run demo` exports)")
     sys.path.insert(0, str(KIT))
     import serving_testkit as tk
     from qgnn.graph.datasets import load_dataset
