@@ -48,34 +48,39 @@ WARMUP_S = 1.0
 # The model: a Cora bundle for the test backend, and the same weights for the torch baseline
 
 
-def build_cora_bundle(out: Path, seed: int = 0) -> tuple[Path, Path]:
-    """A mean-mlp bundle on Cora (random weights: latency does not depend on them) and an .npz
-    with the same graph and weights for the baseline."""
+def baseline_weights(out: Path, seed: int = 0) -> Path:
+    """An .npz with Cora and a random mean-MLP's weights (latency does not depend on them): the
+    PyTorch baseline's model, and the test backend's when no bundle is given."""
+    from qgnn.graph.datasets import load_dataset
+
+    g = load_dataset("cora")
+    n, f = g.x.shape
+    rng = np.random.default_rng(seed)
+    c = int(g.y.max()) + 1
+    weights = out / "baseline.npz"
+    np.savez(weights, x=np.asarray(g.x, np.float32),
+             src=np.repeat(np.arange(n), np.diff(g.indptr)).astype(np.int64),
+             dst=np.asarray(g.indices, np.int64),
+             w1=(rng.normal(size=(2 * f, HIDDEN)) / np.sqrt(f)).astype(np.float32),
+             b1=np.zeros(HIDDEN, np.float32),
+             w2=(rng.normal(size=(HIDDEN, c)) / np.sqrt(HIDDEN)).astype(np.float32),
+             b2=np.zeros(c, np.float32))
+    return weights
+
+
+def build_test_bundle(out: Path, weights: Path) -> Path:
+    """A mean-mlp bundle of the same weights for the numpy test backend (repository only)."""
     if not (KIT / "serving_testkit.py").is_file():
         raise SystemExit(f"bench serving: the default model needs the repository's test kit "
                          f"({KIT}/serving_testkit.py); from an installed package pass "
                          f"--bundle BUNDLE (e.g. the bundle `./run demo` exports)")
     sys.path.insert(0, str(KIT))
     import serving_testkit as tk
-    from qgnn.graph.datasets import load_dataset
 
-    g = load_dataset("cora")
-    n, f = g.x.shape
-    rng = np.random.default_rng(seed)
-    src = np.repeat(np.arange(n), np.diff(g.indptr)).astype(np.int64)
-    dst = np.asarray(g.indices, np.int64)
-    c = int(g.y.max()) + 1
-    params = tk.ModelParams(
-        x=np.asarray(g.x, np.float32), src=src, dst=dst,
-        w1=(rng.normal(size=(2 * f, HIDDEN)) / np.sqrt(f)).astype(np.float32),
-        b1=np.zeros(HIDDEN, np.float32),
-        w2=(rng.normal(size=(HIDDEN, c)) / np.sqrt(HIDDEN)).astype(np.float32),
-        b2=np.zeros(c, np.float32), node_type=np.ones(n, np.int8))
-    bundle = tk.write_test_bundle(out / "cora-mean-mlp", params, name="cora")
-    weights = out / "baseline.npz"
-    np.savez(weights, x=params.x, src=src, dst=dst, w1=params.w1, b1=params.b1, w2=params.w2,
-             b2=params.b2)
-    return bundle, weights
+    w = np.load(weights, allow_pickle=False)
+    params = tk.ModelParams(x=w["x"], src=w["src"], dst=w["dst"], w1=w["w1"], b1=w["b1"],
+                            w2=w["w2"], b2=w["b2"], node_type=np.ones(w["x"].shape[0], np.int8))
+    return tk.write_test_bundle(out / "cora-mean-mlp", params, name="cora")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,8 +304,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="qgnn-bench-serving-") as tmp:
         tmp_path = Path(tmp)
-        bundle, weights = build_cora_bundle(tmp_path)
-        served = Path(args.bundle) if args.bundle else bundle
+        weights = baseline_weights(tmp_path)
+        served = Path(args.bundle) if args.bundle else build_test_bundle(tmp_path, weights)
         manifest = json.loads((served / "manifest.json").read_text())
         name, num_nodes = manifest["model"]["name"], manifest["graph"]["num_nodes"]
         test_backend = manifest["model"].get("format") == "qgnn-test-numpy"
