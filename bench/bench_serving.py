@@ -196,6 +196,37 @@ def noop_server(port: int, num_classes: int) -> None:
     _serve_until_sigterm(Servicer(), port)
 
 
+def noop_aio_server(port: int, num_classes: int) -> None:
+    """The same constant answer from a ``grpc.aio`` server (handlers on one event loop, no
+    thread pool): the other way to build a Python gRPC server, measured so the ceiling does not
+    depend on picking the slower of the two."""
+    import asyncio
+
+    import grpc
+    from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2 as pb
+    from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2_grpc as pb_grpc
+
+    class Servicer(pb_grpc.GraphInferenceServicer):
+        async def PredictNodes(self, request, context):
+            n = len(request.node_ids)
+            return pb.PredictNodesResponse(
+                model=pb.ModelRef(name=request.model.name, version=1), num_classes=num_classes,
+                probabilities=[1.0 / num_classes] * (n * num_classes), predicted_class=[0] * n)
+
+    async def serve() -> None:
+        server = grpc.aio.server()
+        pb_grpc.add_GraphInferenceServicer_to_server(Servicer(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        print("ready", flush=True)
+        await stop.wait()
+        await server.stop(1)
+
+    asyncio.run(serve())
+
+
 def _serve_until_sigterm(servicer: Any, port: int) -> None:
     import grpc
     from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2_grpc as pb_grpc
@@ -340,6 +371,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["servers"]["grpcio-noop (ceiling)"] = [
                 _run_load(target, name, k, args, num_nodes) for k in (1, args.ids)]
 
+        port = _free_port()
+        target = f"127.0.0.1:{port}"
+        noop_args = [sys.executable, "-m", "qgnn.bench.bench_serving", "--role",
+                     "noop-aio-server", "--port", str(port), "--num-classes",
+                     str(max(num_classes, 1))]
+        with _process(noop_args, env, lambda: _answers(target, name, [0]) is not None):
+            results["servers"]["grpcio-aio-noop (ceiling)"] = [
+                _run_load(target, name, k, args, num_nodes) for k in (1, args.ids)]
+
         if not args.no_torch and importlib.util.find_spec("torch") is not None:
             port = _free_port()
             target = f"127.0.0.1:{port}"
@@ -370,8 +410,9 @@ def markdown(results: dict[str, Any], host: dict[str, Any]) -> str:
              f"{host['load_average_1m']} at the start), Python {host['python']}; servers use "
              f"{results['threads']} intra-op threads; {results['duration_s']:g} s per scenario "
              f"after {results['warmup_s']:g} s warm-up; load generator (asyncio, one channel per "
-             f"client) in its own process on loopback. grpcio-noop answers a constant at once: "
-             f"the ceiling the gRPC stack and the generator leave on this machine."]
+             f"client) in its own process on loopback. grpcio-noop (thread-pool server) and "
+             f"grpcio-aio-noop (asyncio server) answer a constant at once: the ceiling the gRPC "
+             f"stack and the generator leave on this machine."]
     if "max_abs_diff_vs_baseline" in results:
         notes.append(f"Answers of the two servers agree to "
                      f"{results['max_abs_diff_vs_baseline']:.1e} (max abs difference of "
@@ -417,7 +458,8 @@ def bench_main(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_arguments(parser)
-    parser.add_argument("--role", choices=("run", "load", "torch-server", "noop-server"),
+    parser.add_argument("--role", choices=("run", "load", "torch-server", "noop-server",
+                                           "noop-aio-server"),
                         default="run",
                         help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
@@ -433,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.role == "noop-server":
         noop_server(args.port, args.num_classes)
+        return 0
+    if args.role == "noop-aio-server":
+        noop_aio_server(args.port, args.num_classes)
         return 0
     if args.role == "torch-server":
         torch_server(args.port, args.weights, args.threads)

@@ -7,14 +7,16 @@ import os
 import sys
 
 import numpy as np
+import pytest
 from qgnn.bench import bench_serving as bs
 
 
-def test_load_generator_drives_the_noop_server_and_counts_every_answer(monkeypatch):
+@pytest.mark.parametrize("role", ["noop-server", "noop-aio-server"])
+def test_load_generator_drives_the_noop_server_and_counts_every_answer(monkeypatch, role):
     monkeypatch.setattr(bs, "WARMUP_S", 0.1)
     port = bs._free_port()
     target = f"127.0.0.1:{port}"
-    args = [sys.executable, "-m", "qgnn.bench.bench_serving", "--role", "noop-server",
+    args = [sys.executable, "-m", "qgnn.bench.bench_serving", "--role", role,
             "--port", str(port), "--num-classes", "3"]
     with bs._process(args, dict(os.environ), lambda: bs._answers(target, "m", [0]) is not None):
         answer = bs._answers(target, "m", [4, 5])
