@@ -16,14 +16,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from qgnn.graph.container import Graph
 from qgnn.graph.links import LinkData
 from qgnn.training.data import as_tensor
 from qgnn.training.metrics import ndcg_at_k, recall_at_k, roc_auc
 from qgnn.training.nn.block import Block, full_graph_block
 from qgnn.training.nn.models import ModelConfig, build_model
 from qgnn.training.presets import TrainConfig
-from qgnn.training.progress import BestTracker, RunResult, count_parameters, epoch_bar, seeded
-from qgnn.training.tasks.node import BlocksFor, PrepareModel, prepare_features, same_block
+from qgnn.training.progress import RunResult, count_parameters, epoch_bar, seeded
+from qgnn.training.tasks.node import (
+    BlocksFor,
+    PrepareModel,
+    optimiser_and_tracker,
+    prepare_features,
+    same_block,
+)
 from torch import nn
 from torch.nn import functional as F
 
@@ -157,6 +164,24 @@ def link_model_config(data: LinkData, model: str, *, hidden: int = 64, embedding
     return ModelConfig(model=model, in_dim=in_dim, out_dim=hidden, hidden=hidden, **fields)
 
 
+def check_link_task(data: LinkData, graph: Graph, model_cfg: ModelConfig,
+                    train_cfg: TrainConfig) -> tuple[str, tuple[int, int] | None]:
+    """Refuses a link task that cannot train (feature width, empty pair sets, k beyond the
+    items); returns its metric and, for bipartite data, the item id range."""
+    if graph.x is not None and model_cfg.in_dim != graph.num_features:
+        raise ValueError(f"ModelConfig.in_dim: the graph has {graph.num_features} features, got "
+                         f"{model_cfg.in_dim}")
+    if len(data.train) == 0 or len(data.val) == 0 or len(data.test) == 0:
+        raise ValueError(f"LinkData: needs train, val and test pairs, got {len(data.train)}, "
+                         f"{len(data.val)}, {len(data.test)}")
+    metric = link_metric(data, train_cfg.metric)
+    items = (data.num_users, graph.num_nodes) if data.bipartite else None
+    if items is not None and train_cfg.k > items[1] - items[0]:
+        raise ValueError(f"TrainConfig.k: {train_cfg.k} exceeds the {items[1] - items[0]} "
+                         f"items")
+    return metric, items
+
+
 def build_link_model(model_cfg: ModelConfig, decoder: str,
                      num_embeddings: int | None) -> LinkModel:
     return LinkModel(model_cfg, decoder, num_embeddings)
@@ -175,17 +200,8 @@ def train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig, *
     started = time.perf_counter()
     graph = data.graph if data.graph.x is None else prepare_features(data.graph, train_cfg)
     n = graph.num_nodes
-    if graph.x is not None and model_cfg.in_dim != graph.num_features:
-        raise ValueError(f"ModelConfig.in_dim: the graph has {graph.num_features} features, got "
-                         f"{model_cfg.in_dim}")
-    if len(data.train) == 0 or len(data.val) == 0 or len(data.test) == 0:
-        raise ValueError(f"LinkData: needs train, val and test pairs, got {len(data.train)}, "
-                         f"{len(data.val)}, {len(data.test)}")
-    metric = link_metric(data, train_cfg.metric)
-    items = (data.num_users, n) if data.bipartite else None
+    metric, items = check_link_task(data, graph, model_cfg, train_cfg)
     k = train_cfg.k
-    if items is not None and k > items[1] - items[0]:
-        raise ValueError(f"TrainConfig.k: {k} exceeds the {items[1] - items[0]} items")
     x = None if graph.x is None else as_tensor(graph.x, np.float32)
     block = full_graph_block(graph)
     train_pairs = data.train
@@ -197,10 +213,7 @@ def train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig, *
                                             None if graph.x is not None else n)
         if prepare_model is not None:
             model = prepare_model(model)
-        optimiser = torch.optim.Adam(model.parameters(), lr=train_cfg.lr,
-                                     weight_decay=train_cfg.weight_decay)
-        tracker = BestTracker(train_cfg.patience)
-        history: list[dict[str, float]] = []
+        optimiser, tracker, history = optimiser_and_tracker(model, train_cfg)
         bar = epoch_bar(train_cfg.epochs, progress, f"{model_cfg.model} {graph.name} link")
         for epoch in bar:
             neg = torch.from_numpy(sample_negatives(train_pairs, rng, n, items))

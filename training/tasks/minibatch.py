@@ -27,7 +27,7 @@ from qgnn.graph.links import LinkData
 from qgnn.training.metrics import ndcg_at_k, recall_at_k, roc_auc
 from qgnn.training.nn.models import GNN, ModelConfig, build_model
 from qgnn.training.presets import TrainConfig
-from qgnn.training.progress import BestTracker, RunResult, count_parameters, seeded
+from qgnn.training.progress import RunResult, count_parameters, seeded
 from qgnn.training.sampling.batch import (
     BatchBuilder,
     DeviceBatch,
@@ -50,7 +50,7 @@ from qgnn.training.sampling.uniform import UniformSampler
 from qgnn.training.tasks.link import (
     LinkModel,
     build_link_model,
-    link_metric,
+    check_link_task,
     pair_keys,
     rank_items,
     sample_negatives,
@@ -61,6 +61,7 @@ from qgnn.training.tasks.node import (
     PrepareModel,
     check_model_config,
     node_metric,
+    optimiser_and_tracker,
     prepare_features,
     score,
 )
@@ -309,10 +310,7 @@ def _train_node(graph: Graph, model_cfg: ModelConfig, train_cfg: TrainConfig,
             net = prepare_model(net)
         net = module_to_device(net, pipe.device, pipe.counter)
         model = wrap_model(net, distributed)
-        optimiser = torch.optim.Adam(model.parameters(), lr=train_cfg.lr,
-                                     weight_decay=train_cfg.weight_decay)
-        tracker = BestTracker(train_cfg.patience)
-        history: list[dict[str, float]] = []
+        optimiser, tracker, history = optimiser_and_tracker(model, train_cfg)
         epochs: list[EpochStats] = []
         per_epoch = math.ceil(_epoch_order(train_ids, 0, 0, distributed).size / cfg.batch_size)
         bar = _progress_bar(train_cfg.epochs * per_epoch, progress,
@@ -425,17 +423,8 @@ def _train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig,
     started = time.perf_counter()
     graph = data.graph
     n = graph.num_nodes
-    if graph.x is not None and model_cfg.in_dim != graph.num_features:
-        raise ValueError(f"ModelConfig.in_dim: the graph has {graph.num_features} features, got "
-                         f"{model_cfg.in_dim}")
-    if len(data.train) == 0 or len(data.val) == 0 or len(data.test) == 0:
-        raise ValueError(f"LinkData: needs train, val and test pairs, got {len(data.train)}, "
-                         f"{len(data.val)}, {len(data.test)}")
-    metric = link_metric(data, train_cfg.metric)
-    items = (data.num_users, n) if data.bipartite else None
+    metric, items = check_link_task(data, graph, model_cfg, train_cfg)
     k = train_cfg.k
-    if items is not None and k > items[1] - items[0]:
-        raise ValueError(f"TrainConfig.k: {k} exceeds the {items[1] - items[0]} items")
     pipe = Pipeline(graph, model_cfg, cfg)
     rank = _rank(distributed)
     pair_ids = np.arange(len(data.train), dtype=np.int64)
@@ -453,10 +442,7 @@ def _train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig,
                              f"{type(net).__name__}")
         net = module_to_device(net, pipe.device, pipe.counter)
         model = wrap_model(_LinkStep(net), distributed)
-        optimiser = torch.optim.Adam(model.parameters(), lr=train_cfg.lr,
-                                     weight_decay=train_cfg.weight_decay)
-        tracker = BestTracker(train_cfg.patience)
-        history: list[dict[str, float]] = []
+        optimiser, tracker, history = optimiser_and_tracker(model, train_cfg)
         epochs: list[EpochStats] = []
         per_epoch = math.ceil(_epoch_order(pair_ids, 0, 0, distributed).size / cfg.batch_size)
         bar = _progress_bar(train_cfg.epochs * per_epoch, progress,

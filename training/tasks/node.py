@@ -66,6 +66,15 @@ def prepare_features(graph: Graph, train_cfg: TrainConfig) -> Graph:
     return row_normalize(graph)
 
 
+def optimiser_and_tracker(model: nn.Module, train_cfg: TrainConfig
+                          ) -> tuple[torch.optim.Optimizer, BestTracker, list[dict[str, float]]]:
+    """What every training loop starts with: Adam over ``model``, the early-stopping tracker and
+    an empty per-epoch history (one place, so the tasks cannot drift apart)."""
+    optimiser = torch.optim.Adam(model.parameters(), lr=train_cfg.lr,
+                                 weight_decay=train_cfg.weight_decay)
+    return optimiser, BestTracker(train_cfg.patience), []
+
+
 def train_node(graph: Graph, model_cfg: ModelConfig, train_cfg: TrainConfig, *,
                prepare_model: PrepareModel | None = None, blocks_for: BlocksFor | None = None,
                progress: bool = True) -> RunResult:
@@ -83,10 +92,7 @@ def train_node(graph: Graph, model_cfg: ModelConfig, train_cfg: TrainConfig, *,
         model = build_model(model_cfg)
         if prepare_model is not None:
             model = prepare_model(model)
-        optimiser = torch.optim.Adam(model.parameters(), lr=train_cfg.lr,
-                                     weight_decay=train_cfg.weight_decay)
-        tracker = BestTracker(train_cfg.patience)
-        history: list[dict[str, float]] = []
+        optimiser, tracker, history = optimiser_and_tracker(model, train_cfg)
         bar = epoch_bar(train_cfg.epochs, progress, f"{model_cfg.model} {graph.name}")
         for epoch in bar:
             loss = _train_step(model, optimiser, data, blocks_for)
