@@ -93,25 +93,33 @@ def epoch_traffic(graph: Graph, sampling: SamplingConfig, *, epochs: int,
 
 
 def transfer_section(graphs: dict[str, Graph], args: argparse.Namespace) -> dict[str, Any]:
+    """Per graph and batch size (``--transfer-batch-sizes``): uniform, GNS on the input layer
+    and GNS on every layer, at each cache fraction. The batch size matters on small graphs:
+    a batch's seeds always travel, and uniform sampling's volume per seed shrinks as batches
+    overlap more (a batch of 1024 reaches ~40% of Tolokers within two hops)."""
     out = {}
     for name, graph in graphs.items():
-        per: dict[str, Any] = {}
-        runs = [("uniform", "uniform", args.cache_fraction, "input")]
-        runs += [(f"gns@{f:g}", "gns", f, "input") for f in args.transfer_cache_fractions]
-        runs += [(f"gns-all-layers@{f:g}", "gns", f, "all")
-                 for f in args.transfer_cache_fractions]
-        for key, sampler, fraction, layers in runs:
-            sampling = SamplingConfig(sampler=sampler, fanouts=args.fanouts,
-                                      batch_size=args.batch_size, cache_fraction=fraction,
-                                      gns_layers=layers, device="cpu", workers=args.workers,
-                                      prefetch=args.prefetch)
-            rows = epoch_traffic(graph, sampling, epochs=args.epochs_transfer, seed=args.seed)
-            per[key] = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-            per[key]["over_uniform_feature_bytes"] = (per[key]["feature_bytes"]
-                                                      / per["uniform"]["feature_bytes"])
-            print(f"transfer {name} {key}: {per[key]}", file=sys.stderr)
-        out[name] = {"graph": {"nodes": graph.num_nodes, "edges": graph.num_edges,
-                               "features": graph.num_features}, "runs": per}
+        for batch_size in args.transfer_batch_sizes:
+            per: dict[str, Any] = {}
+            runs = [("uniform", "uniform", args.cache_fraction, "input")]
+            runs += [(f"gns@{f:g}", "gns", f, "input") for f in args.transfer_cache_fractions]
+            runs += [(f"gns-all-layers@{f:g}", "gns", f, "all")
+                     for f in args.transfer_cache_fractions]
+            for key, sampler, fraction, layers in runs:
+                sampling = SamplingConfig(sampler=sampler, fanouts=args.fanouts,
+                                          batch_size=batch_size, cache_fraction=fraction,
+                                          gns_layers=layers, device="cpu", workers=args.workers,
+                                          prefetch=args.prefetch)
+                rows = epoch_traffic(graph, sampling, epochs=args.epochs_transfer,
+                                     seed=args.seed)
+                per[key] = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+                per[key]["over_uniform_feature_bytes"] = (per[key]["feature_bytes"]
+                                                          / per["uniform"]["feature_bytes"])
+                print(f"transfer {name} batch {batch_size} {key}: {per[key]}", file=sys.stderr)
+            out[f"{name} (batch {batch_size})"] = {
+                "graph": {"nodes": graph.num_nodes, "edges": graph.num_edges,
+                          "features": graph.num_features},
+                "batch_size": batch_size, "runs": per}
     return out
 
 
@@ -231,11 +239,16 @@ def variance_section(args: argparse.Namespace) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ accuracy
 
 
-def accuracy_runs(fractions: list[float]) -> list[tuple[str, str, str, float]]:
-    """(row key, sampler, GNS estimator, cache fraction) for every training compared."""
-    runs = [("full", "full", "unbiased", 0.01), ("uniform", "uniform", "unbiased", 0.01)]
-    runs += [(f"gns-{est}@{f:g}", "gns", est, f) for f in fractions
-             for est in ("unbiased", "normalized")]
+def accuracy_runs(fractions: list[float], layers: list[str] | None = None
+                  ) -> list[tuple[str, str, str, float, str]]:
+    """(row key, sampler, GNS estimator, cache fraction, GNS layers) for every training
+    compared; ``layers`` picks GNS on the input layer only and/or on every layer."""
+    runs = [("full", "full", "unbiased", 0.01, "input"),
+            ("uniform", "uniform", "unbiased", 0.01, "input")]
+    for where in layers or ["input"]:
+        tag = "gns" if where == "input" else "gns-all-layers"
+        runs += [(f"{tag}-{est}@{f:g}", "gns", est, f, where) for f in fractions
+                 for est in ("unbiased", "normalized")]
     return runs
 
 
@@ -261,7 +274,8 @@ def accuracy_section(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, (graph, train_cfg) in accuracy_datasets(args).items():
         rows: dict[str, Any] = {}
-        for key, sampler, estimator, fraction in accuracy_runs(args.accuracy_cache_fractions):
+        for key, sampler, estimator, fraction, layers in accuracy_runs(
+                args.accuracy_cache_fractions, args.accuracy_gns_layers):
             scores, metric = [], ""
             for s in range(args.accuracy_seeds):
                 model_cfg = node_model_config(graph, args.model, hidden=64, dropout=0.5,
@@ -270,7 +284,8 @@ def accuracy_section(args: argparse.Namespace) -> dict[str, Any]:
                 sampling = SamplingConfig(sampler=sampler, fanouts=args.fanouts,
                                           batch_size=args.batch_size,
                                           cache_fraction=fraction,
-                                          gns_estimator=estimator, device="cpu",
+                                          gns_estimator=estimator, gns_layers=layers,
+                                          device="cpu",
                                           workers=args.workers, prefetch=args.prefetch)
                 started = time.perf_counter()
                 result = train_minibatch(graph, model_cfg, cfg, sampling, progress=False)
@@ -404,6 +419,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="intra-op threads (1: the sampling threads need the other cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs-transfer", type=int, default=2)
+    p.add_argument("--transfer-batch-sizes", default=[256, 1024],
+                   type=lambda s: [int(x) for x in s.split(",")])
     p.add_argument("--transfer-cache-fractions", default=[0.01, 0.02, 0.05],
                    type=lambda s: [float(x) for x in s.split(",")])
     p.add_argument("--throughput-batches", type=int, default=20)
@@ -414,6 +431,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--accuracy-seeds", type=int, default=3)
     p.add_argument("--accuracy-cache-fractions", default=[0.01, 0.1],
                    type=lambda s: [float(x) for x in s.split(",")])
+    p.add_argument("--accuracy-gns-layers", default=["input", "all"],
+                   type=lambda s: [x.strip() for x in s.split(",")])
     p.add_argument("--epochs-cora", type=int, default=100)
     p.add_argument("--epochs-tolokers", type=int, default=30)
     p.add_argument("--epochs-synthetic", type=int, default=10)
