@@ -85,5 +85,7 @@ def quant_config_from_args(args: argparse.Namespace) -> QuantConfig | None:
             named = sorted(given) + (["per_channel"] if per_channel else [])
             raise ValueError(f"quantisation options {named} need --quant int8|int4 or --bits")
         return None
+    if per_channel:
+        given["per_channel"] = True
     model_defaults = model_quant_preset(getattr(args, "model", None), bits)
-    return QuantConfig(bits=bits, per_channel=per_channel, **{**model_defaults, **given})
+    return QuantConfig(bits=bits, **{**model_defaults, **given})

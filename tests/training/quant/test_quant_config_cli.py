@@ -106,6 +106,15 @@ def test_model_preset_sets_egc_int4_momentum_unless_a_flag_overrides_it():
     assert parse_for("egc") is None
 
 
+def test_a_preset_may_set_per_channel_and_the_flag_agrees_with_it(monkeypatch):
+    from qgnn.training.quant import options
+
+    monkeypatch.setitem(options.MODEL_QUANT_PRESETS, ("gcn", 8), {"per_channel": True})
+    assert parse_for("gcn", "--quant", "int8").per_channel is True
+    assert parse_for("gcn", "--quant", "int8", "--per-channel").per_channel is True
+    assert parse_for("gcn", "--quant", "int4").per_channel is False
+
+
 def test_model_presets_name_real_options():
     from qgnn.training.cli import MODELS
     from qgnn.training.quant.options import MODEL_QUANT_PRESETS
