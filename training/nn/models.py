@@ -139,6 +139,17 @@ class GNN(nn.Module):
         """The output head, if any."""
         return x if self.head is None else self.head(x, block)
 
+    def input_dropouts(self) -> list[tuple[nn.Module, float]]:
+        """Each module whose input ``x`` comes straight out of a dropout, with its probability
+        (in forward order). Quantisation-aware training needs it: inverted dropout scales the
+        training input by ``1 / (1 - p)``, which an input range must not learn (at evaluation,
+        what the exported model runs, there is no dropout)."""
+        cfg = self.cfg
+        in_drop = cfg.dropout if cfg.input_dropout is None else cfg.input_dropout
+        modules: list[nn.Module] = [m for m in (self.input_proj, *self.layers, self.head)
+                                    if m is not None]
+        return [(m, in_drop if i == 0 else cfg.dropout) for i, m in enumerate(modules)]
+
 
 def layer_options(cfg: ModelConfig, defaults: dict[str, Any]) -> dict[str, Any]:
     """``cfg.layer_kwargs`` over a layer's defaults; a key the layer does not know is an error."""

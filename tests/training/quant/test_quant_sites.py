@@ -154,3 +154,41 @@ def test_quantised_model_stays_close_to_full_precision():
     after = model(x, block)
     assert not torch.equal(before, after)  # quantised now ...
     assert (before - after).abs().max().item() < 0.1 * before.abs().max().item()  # ... but close
+
+
+
+@pytest.mark.parametrize("input_proj", [False, True])
+def test_sites_after_a_dropout_learn_their_range_in_evaluation_units(input_proj):
+    """Inverted dropout doubles (p = 0.5) the training inputs of every layer's ``x`` site;
+    the learned range must fit the evaluation inputs (no dropout), which are what the exported
+    model quantises, and training must see "quantise, then drop out" exactly."""
+    graph = small_graph(60)
+    x, block = torch.from_numpy(graph.x), full_graph_block(graph)
+    cfg = ModelConfig("gcn", 5, 3, hidden=8, num_layers=2, dropout=0.5, input_dropout=0.2,
+                      input_proj=input_proj, head=input_proj)
+    torch.manual_seed(0)
+    model = quantize_model(build_model(cfg), QuantConfig(bits=8, method="qat", range="minmax"))
+    first = model.input_proj if input_proj else model.layers[0]
+    gains = {path: m.dropout_gain for path, m in model.named_modules() if hasattr(m, "tracker")
+             and path.endswith(".x")}
+    expected = {f"{'input_proj' if input_proj else 'layers.0'}.q.quantizers.x": 1 / 0.8}
+    rest = ([("layers.0", 2.0)] if input_proj else []) + [("layers.1", 2.0)]
+    rest += [("head", 2.0)] if input_proj else []
+    expected.update({f"{name}.q.quantizers.x": g for name, g in rest})
+    assert gains == pytest.approx(expected)
+    model.train()
+    seen = []
+    first.q.register_forward_hook(lambda mod, args, out: seen.append((args, out))
+                                  if args[0] == "x" else None)
+    model(x, block)
+    (_, dropped, *_), out = seen[0]
+    site = first.q.quantizers["x"]
+    hi = float((site.qmax - site.zero_point) * site.scale)
+    lo = float((site.qmin - site.zero_point) * site.scale)
+    kept = dropped != 0
+    raw = dropped[kept] * 0.8  # the kept inputs in evaluation units
+    step = float(site.scale)  # the grid moves the ends by less than a step to hold zero
+    assert abs(hi - float(raw.max())) <= step and abs(lo - float(raw.min())) <= step
+    eval_grid = torch.clamp(torch.round(dropped[kept] * 0.8 / site.scale) + site.zero_point,
+                            site.qmin, site.qmax)
+    torch.testing.assert_close(out[kept], (eval_grid - site.zero_point) * site.scale / 0.8)
