@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shlex
 import statistics
 import sys
 import time
@@ -172,17 +173,23 @@ def precision_row(model: str, dataset: str, runs: dict[str, AccuracyRow],
     return PrecisionRow(model, dataset, resolved, targets, dict(quant or {}))
 
 
-def quant_config(model: str, precision: str) -> QuantConfig | None:
-    """The ``QuantConfig`` that ``qgnn train --model M --quant Q --method X`` builds for
-    ``precision`` (parsed by the same options, so model presets apply); ``None`` for fp32."""
+def quant_config(model: str, precision: str, flags: Sequence[str] = ()) -> QuantConfig | None:
+    """The ``QuantConfig`` that ``qgnn train --model M --quant Q --method X [flags]`` builds
+    for ``precision`` (parsed by the same options, so model presets apply and ``flags`` such as
+    ``--ste clipped`` override them); ``None`` for fp32."""
     spec = PRECISIONS[precision]
     if spec is None:
         return None
     from qgnn.training.quant.cli_args import add_quant_arguments, quant_config_from_args
 
     quant, method = spec
-    args = add_quant_arguments(argparse.ArgumentParser()).parse_args(
-        ["--quant", quant, "--method", method])
+    parser = add_quant_arguments(argparse.ArgumentParser(prog="--quant-flags", add_help=False,
+                                                         exit_on_error=False))
+    try:
+        args = parser.parse_args(["--quant", quant, "--method", method, *flags])
+    except (argparse.ArgumentError, SystemExit) as exc:
+        raise ValueError(f"--quant-flags: {' '.join(flags)!r} are not qgnn train "
+                         f"quantisation options ({exc})") from None
     args.model = model
     return quant_config_from_args(args)
 
@@ -190,8 +197,8 @@ def quant_config(model: str, precision: str) -> QuantConfig | None:
 def run_precisions(pairs: Sequence[tuple[str, str]], seeds: Sequence[int],
                    precisions: Sequence[str] = ("fp32",), *, epochs: int | None = None,
                    progress: bool = False,
-                   on_run: Callable[[str, AccuracyRow], None] | None = None
-                   ) -> list[PrecisionRow]:
+                   on_run: Callable[[str, AccuracyRow], None] | None = None,
+                   quant_flags: Sequence[str] = ()) -> list[PrecisionRow]:
     """Train each (model, dataset) preset once per seed at each precision.
 
     ``epochs`` caps training (smoke runs). Quantised runs build their hooks with
@@ -200,6 +207,7 @@ def run_precisions(pairs: Sequence[tuple[str, str]], seeds: Sequence[int],
     once each. Node classification only (the task of every target). ``on_run(precision, row)``
     sees each finished (model, dataset, precision); a relative target is resolved there when
     FP32 ran first (``precisions`` in :data:`PRECISIONS` order), and always in the result.
+    ``quant_flags``: extra ``qgnn train`` quantisation flags for every quantised run (ablations).
     """
     from qgnn.graph.container import Graph
     from qgnn.graph.datasets import load_dataset
@@ -229,7 +237,7 @@ def run_precisions(pairs: Sequence[tuple[str, str]], seeds: Sequence[int],
         runs: dict[str, AccuracyRow] = {}
         quant: dict[str, dict[str, Any]] = {}
         for precision in precisions:
-            qcfg = quant_config(model, precision)
+            qcfg = quant_config(model, precision, quant_flags)
             scores, seconds, metric, sites = [], [], "", []
             for seed in seeds:
                 changes: dict[str, Any] = {"seed": seed}
@@ -340,6 +348,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results-dir", help="folder for the JSON result (default: bench/results)")
     p.add_argument("--threads", type=positive_int, help="torch CPU threads")
     p.add_argument("--progress", action="store_true", help="show a progress bar per run")
+    p.add_argument("--quant-flags", type=shlex.split, default=[],
+                   help="extra qgnn train quantisation flags for every quantised run, e.g. "
+                        "\"--ste clipped --p-max 0\" (ablations; they override model presets)")
     p.set_defaults(func=run_cli)
 
 
@@ -376,9 +387,13 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"{row.model} {row.dataset}{label}: {row.mean:.2f} ± {row.std:.2f} over "
               f"{len(row.scores)} seed(s)", file=sys.stderr, flush=True)
 
+    flags = list(getattr(args, "quant_flags", []))
+    for precision in precisions:  # a bad flag fails now, not after the FP32 runs
+        quant_config(pairs[0][0], precision, flags)
     rows = run_precisions(pairs, seeds, precisions, epochs=args.epochs, progress=args.progress,
-                          on_run=report)
-    result: dict[str, Any] = {"seeds": args.seeds, "epochs_cap": args.epochs}
+                          on_run=report, quant_flags=flags)
+    result: dict[str, Any] = {"seeds": args.seeds, "epochs_cap": args.epochs,
+                              "quant_flags": flags}
     if precisions == ("fp32",):  # the FP32 table and its JSON, as before --precisions existed
         print(accuracy_table([r.runs["fp32"] for r in rows]))
         result["rows"] = [r.runs["fp32"].to_dict() for r in rows]

@@ -118,6 +118,40 @@ def test_quantised_runs_use_the_train_command_config_with_model_presets():
     assert quant_config("egc", "qat4").momentum == 0.5
     assert quant_config("egc", "dq8").momentum == 0.5
     assert quant_config("gcn", "dq8").momentum == 0.1
+    # EGC DQ INT8 uses the plain STE; Degree-Quant's clipped one stays everywhere else
+    assert quant_config("egc", "dq8").ste == "plain" and quant_config("egc", "dq4").ste == "clipped"
+    assert quant_config("gcn", "dq8").ste == "clipped"
+
+
+def test_quant_flags_override_presets_as_on_the_train_command():
+    egc = quant_config("egc", "dq8", ["--ste", "clipped", "--p-max", "0"])
+    assert (egc.ste, egc.p_max, egc.momentum) == ("clipped", 0.0, 0.5)
+    assert quant_config("gcn", "fp32", ["--ste", "plain"]) is None
+    with pytest.raises(ValueError, match="--quant-flags"):
+        quant_config("gcn", "dq8", ["--no-such-flag"])
+    with pytest.raises(ValueError, match="--quant-flags"):
+        quant_config("gcn", "dq8", ["--ste", "sideways"])
+
+
+def test_cli_records_quant_flags_and_rejects_bad_ones_before_training(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake(pairs, seeds, precisions, **kwargs):
+        seen.update(kwargs)
+        return [precision_row(m, d, {p: run(m, d, [80.0] * len(seeds)) for p in precisions},
+                              {p: {"sites": 1} for p in precisions if p != "fp32"})
+                for m, d in pairs]
+
+    monkeypatch.setattr(accuracy, "run_precisions", fake)
+    args = ["bench", "accuracy", "--precisions", "dq8", "--models", "egc", "--datasets",
+            "cora", "--seeds", "1", "--results-dir", str(tmp_path), "--name", "abl"]
+    assert main([*args, "--quant-flags", "--ste clipped"]) == 0
+    assert seen["quant_flags"] == ["--ste", "clipped"]
+    assert json.loads((tmp_path / "abl.json").read_text())["results"]["quant_flags"] == [
+        "--ste", "clipped"]
+    seen.clear()
+    assert main([*args, "--quant-flags", "--bogus 1"]) == 2  # a usage error, nothing trained
+    assert not seen
 
 
 def test_smoke_one_seed_few_epochs():
