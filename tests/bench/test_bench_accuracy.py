@@ -113,9 +113,9 @@ def test_quantised_runs_use_the_train_command_config_with_model_presets():
     dq4 = quant_config("gcn", "dq4")
     assert (dq4.bits, dq4.method, dq4.momentum, dq4.p_min, dq4.p_max) == (4, "dq", 0.1, 0.1, 0.2)
     assert quant_config("gcn", "qat8").method == "qat" and quant_config("gcn", "fp32") is None
-    # EGC tracks ranges with momentum 0.5 at both widths and both methods; GCN keeps 0.1
-    assert quant_config("egc", "dq4").momentum == 0.5
-    assert quant_config("egc", "qat4").momentum == 0.5
+    # EGC tracks ranges faster (0.25 at INT4, 0.5 at INT8) with both methods; GCN keeps 0.1
+    assert quant_config("egc", "dq4").momentum == 0.25
+    assert quant_config("egc", "qat4").momentum == 0.25
     assert quant_config("egc", "dq8").momentum == 0.5
     assert quant_config("gcn", "dq8").momentum == 0.1
     # EGC DQ INT8 uses the plain STE; Degree-Quant's clipped one stays everywhere else

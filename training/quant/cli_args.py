@@ -46,7 +46,8 @@ def add_quant_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                    help="tail fraction clipped on each side (default 0.001 at INT8, 0.01 at "
                         "INT4)")
     g.add_argument("--quant-momentum", dest="quant_momentum", type=float, default=None,
-                   help="EMA weight of each step's range (default 0.1; 0.5 for EGC at 4 bits)")
+                   help="EMA weight of each step's range (default 0.1; EGC: 0.25 at 4 bits, "
+                        "0.5 at 8)")
     g.add_argument("--per-channel", dest="quant_per_channel", action="store_true",
                    help="one weight scale per output channel")
     g.add_argument("--ste", dest="quant_ste", choices=STES, default=None,

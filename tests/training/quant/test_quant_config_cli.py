@@ -94,8 +94,8 @@ def parse_for(model, *argv):
 
 
 def test_model_preset_sets_egc_int4_momentum_unless_a_flag_overrides_it():
-    assert parse_for("egc", "--quant", "int4").momentum == 0.5
-    assert parse_for("egc", "--bits", "4", "--method", "qat").momentum == 0.5
+    assert parse_for("egc", "--quant", "int4").momentum == 0.25
+    assert parse_for("egc", "--bits", "4", "--method", "qat").momentum == 0.25
     assert parse_for("egc", "--quant", "int4", "--quant-momentum", "0.1").momentum == 0.1
     assert parse_for("egc", "--quant", "int4", "--quant-momentum", "0.3").momentum == 0.3
     # other widths, other models and Python-built configs keep the default
@@ -134,6 +134,6 @@ def test_train_command_records_the_egc_int4_preset(tmp_path):
     common = ["train", "--model", "egc", "--dataset", graph, "--quant", "int4", "--epochs", "1",
               "--hidden", "8", "--no-progress"]
     assert main([*common, "--out", str(tmp_path / "preset")]) == 0
-    assert load_run(tmp_path / "preset").extra["quant"]["config"]["momentum"] == 0.5
+    assert load_run(tmp_path / "preset").extra["quant"]["config"]["momentum"] == 0.25
     assert main([*common, "--quant-momentum", "0.2", "--out", str(tmp_path / "flag")]) == 0
     assert load_run(tmp_path / "flag").extra["quant"]["config"]["momentum"] == 0.2
