@@ -185,11 +185,13 @@ def quant_config(model: str, precision: str, flags: Sequence[str] = ()) -> Quant
     quant, method = spec
     parser = add_quant_arguments(argparse.ArgumentParser(prog="--quant-flags", add_help=False,
                                                          exit_on_error=False))
-    try:
-        args = parser.parse_args(["--quant", quant, "--method", method, *flags])
+    bad = f"--quant-flags: {' '.join(flags)!r} are not qgnn train quantisation options"
+    try:  # parse_known_args: unknown flags come back here instead of argparse printing them
+        args, unknown = parser.parse_known_args(["--quant", quant, "--method", method, *flags])
     except (argparse.ArgumentError, SystemExit) as exc:
-        raise ValueError(f"--quant-flags: {' '.join(flags)!r} are not qgnn train "
-                         f"quantisation options ({exc})") from None
+        raise ValueError(f"{bad} ({exc})") from None
+    if unknown:
+        raise ValueError(f"{bad} (unrecognized: {' '.join(unknown)})")
     args.model = model
     return quant_config_from_args(args)
 
