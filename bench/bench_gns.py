@@ -93,23 +93,34 @@ def epoch_traffic(graph: Graph, sampling: SamplingConfig, *, epochs: int,
 
 
 def transfer_section(graphs: dict[str, Graph], args: argparse.Namespace) -> dict[str, Any]:
-    """Per graph and batch size (``--transfer-batch-sizes``): uniform, GNS on the input layer
-    and GNS on every layer, at each cache fraction. The batch size matters on small graphs:
-    a batch's seeds always travel, and uniform sampling's volume per seed shrinks as batches
-    overlap more (a batch of 1024 reaches ~40% of Tolokers within two hops)."""
+    """Per graph and batch size (``--transfer-batch-sizes``): uniform, uniform at the smaller
+    ``--budget-fanouts`` (what the same byte budget buys without a cache), GNS on the input
+    layer and GNS on every layer at each cache fraction, and the stratified estimator (its
+    non-cached draws cost bytes) at ``--cache-fraction``. The batch size matters on small
+    graphs: a batch's seeds always travel, and uniform sampling's volume per seed shrinks as
+    batches overlap more (a batch of 1024 reaches ~40% of Tolokers within two hops)."""
     out = {}
     for name, graph in graphs.items():
         for batch_size in args.transfer_batch_sizes:
             per: dict[str, Any] = {}
-            runs = [("uniform", "uniform", args.cache_fraction, "input")]
-            runs += [(f"gns@{f:g}", "gns", f, "input") for f in args.transfer_cache_fractions]
-            runs += [(f"gns-all-layers@{f:g}", "gns", f, "all")
-                     for f in args.transfer_cache_fractions]
-            for key, sampler, fraction, layers in runs:
-                sampling = SamplingConfig(sampler=sampler, fanouts=args.fanouts,
-                                          batch_size=batch_size, cache_fraction=fraction,
-                                          gns_layers=layers, device="cpu", workers=args.workers,
-                                          prefetch=args.prefetch)
+            runs = [("uniform", dict(sampler="uniform")),
+                    (budget_key(args.budget_fanouts),
+                     dict(sampler="uniform", fanouts=args.budget_fanouts))]
+            for layers in ("input", "all"):
+                tag = "gns" if layers == "input" else "gns-all-layers"
+                runs += [(f"{tag}@{f:g}", dict(sampler="gns", cache_fraction=f,
+                                               gns_layers=layers))
+                         for f in args.transfer_cache_fractions]
+                runs += [(f"{tag}-stratified-u{k}@{args.cache_fraction:g}",
+                          dict(sampler="gns", cache_fraction=args.cache_fraction,
+                               gns_layers=layers, gns_estimator="stratified",
+                               gns_uncached_fanout=k))
+                         for k in args.uncached_fanouts]
+            for key, options in runs:
+                sampling = SamplingConfig(**{"fanouts": args.fanouts, "batch_size": batch_size,
+                                             "cache_fraction": args.cache_fraction,
+                                             "device": "cpu", "workers": args.workers,
+                                             "prefetch": args.prefetch} | options)
                 rows = epoch_traffic(graph, sampling, epochs=args.epochs_transfer,
                                      seed=args.seed)
                 per[key] = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
@@ -121,6 +132,10 @@ def transfer_section(graphs: dict[str, Graph], args: argparse.Namespace) -> dict
                           "features": graph.num_features},
                 "batch_size": batch_size, "runs": per}
     return out
+
+
+def budget_key(fanouts: tuple[int, ...]) -> str:
+    return "uniform-fanouts-" + "-".join(map(str, fanouts))
 
 
 # ------------------------------------------------------------------------------ throughput
@@ -219,6 +234,10 @@ def variance_section(args: argparse.Namespace) -> dict[str, Any]:
     for est in ("unbiased", "normalized"):
         samplers[f"gns-{est}@{args.cache_fraction:g}"] = GNSSampler(
             csc, [k], args.cache_fraction, graph.out_degree(), est)
+    for ku in args.uncached_fanouts:
+        samplers[f"gns-stratified-u{ku}@{args.cache_fraction:g}"] = GNSSampler(
+            csc, [k], args.cache_fraction, graph.out_degree(), "stratified",
+            uncached_fanout=ku)
     out: dict[str, Any] = {"nodes": n, "destinations": int(seeds.size), "fanout": k,
                            "draws": args.variance_draws}
     xt = torch.from_numpy(x)
@@ -239,16 +258,25 @@ def variance_section(args: argparse.Namespace) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ accuracy
 
 
-def accuracy_runs(fractions: list[float], layers: list[str] | None = None
-                  ) -> list[tuple[str, str, str, float, str]]:
-    """(row key, sampler, GNS estimator, cache fraction, GNS layers) for every training
-    compared; ``layers`` picks GNS on the input layer only and/or on every layer."""
-    runs = [("full", "full", "unbiased", 0.01, "input"),
-            ("uniform", "uniform", "unbiased", 0.01, "input")]
-    for where in layers or ["input"]:
+def accuracy_runs(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """(row key, SamplingConfig options) for every training compared: full-graph, uniform,
+    uniform at ``--budget-fanouts``, and GNS per layer mode (``--accuracy-gns-layers``), cache
+    fraction and estimator (``--accuracy-estimators``; stratified once per
+    ``--uncached-fanouts``)."""
+    runs: list[tuple[str, dict[str, Any]]] = [
+        ("full", dict(sampler="full")), ("uniform", dict(sampler="uniform")),
+        (budget_key(args.budget_fanouts), dict(sampler="uniform", fanouts=args.budget_fanouts))]
+    for where in args.accuracy_gns_layers:
         tag = "gns" if where == "input" else "gns-all-layers"
-        runs += [(f"{tag}-{est}@{f:g}", "gns", est, f, where) for f in fractions
-                 for est in ("unbiased", "normalized")]
+        for f in args.accuracy_cache_fractions:
+            for est in args.accuracy_estimators:
+                base = dict(sampler="gns", cache_fraction=f, gns_estimator=est,
+                            gns_layers=where)
+                if est != "stratified":
+                    runs.append((f"{tag}-{est}@{f:g}", base))
+                    continue
+                runs += [(f"{tag}-stratified-u{k}@{f:g}", base | {"gns_uncached_fanout": k})
+                         for k in args.uncached_fanouts]
     return runs
 
 
@@ -274,19 +302,16 @@ def accuracy_section(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, (graph, train_cfg) in accuracy_datasets(args).items():
         rows: dict[str, Any] = {}
-        for key, sampler, estimator, fraction, layers in accuracy_runs(
-                args.accuracy_cache_fractions, args.accuracy_gns_layers):
+        for key, options in accuracy_runs(args):
             scores, metric = [], ""
             for s in range(args.accuracy_seeds):
                 model_cfg = node_model_config(graph, args.model, hidden=64, dropout=0.5,
                                               num_layers=len(args.fanouts))
                 cfg = TrainConfig.from_dict(train_cfg.to_dict() | {"seed": args.seed + s})
-                sampling = SamplingConfig(sampler=sampler, fanouts=args.fanouts,
-                                          batch_size=args.batch_size,
-                                          cache_fraction=fraction,
-                                          gns_estimator=estimator, gns_layers=layers,
-                                          device="cpu",
-                                          workers=args.workers, prefetch=args.prefetch)
+                sampling = SamplingConfig(**{"fanouts": args.fanouts,
+                                             "batch_size": args.batch_size, "device": "cpu",
+                                             "workers": args.workers,
+                                             "prefetch": args.prefetch} | options)
                 started = time.perf_counter()
                 result = train_minibatch(graph, model_cfg, cfg, sampling, progress=False)
                 scores.append(result.test_metric)
@@ -429,8 +454,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variance-draws", type=int, default=5)
     p.add_argument("--model", default="sage")
     p.add_argument("--accuracy-seeds", type=int, default=3)
-    p.add_argument("--accuracy-cache-fractions", default=[0.01, 0.1],
+    p.add_argument("--accuracy-cache-fractions", default=[0.01],
                    type=lambda s: [float(x) for x in s.split(",")])
+    p.add_argument("--accuracy-estimators", default=["unbiased", "normalized", "stratified"],
+                   type=lambda s: [x.strip() for x in s.split(",")])
+    p.add_argument("--uncached-fanouts", default=[1, 2],
+                   type=lambda s: [int(x) for x in s.split(",")],
+                   help="stratified GNS rows: non-cached draws per destination")
+    p.add_argument("--budget-fanouts", default=(3, 3),
+                   type=lambda s: tuple(int(x) for x in s.split(",")),
+                   help="a second uniform row with fanouts reading about GNS's bytes")
     p.add_argument("--accuracy-gns-layers", default=["input", "all"],
                    type=lambda s: [x.strip() for x in s.split(",")])
     p.add_argument("--epochs-cora", type=int, default=100)

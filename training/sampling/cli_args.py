@@ -38,9 +38,13 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                        default=defaults.cache_refresh_period,
                        help="gns: redraw the cache every this many epochs (default: %(default)s)")
     group.add_argument("--gns-estimator", choices=ESTIMATORS, default=defaults.gns_estimator,
-                       help="gns: unbiased (Horvitz-Thompson over the cache draw) or normalized "
-                            "(weights rescaled per node: biased, lower variance) "
-                            "(default: %(default)s)")
+                       help="gns: unbiased (Horvitz-Thompson over the cache draw), normalized "
+                            "(weights rescaled per node: biased, lower variance) or stratified "
+                            "(plus a few non-cached draws: unbiased given the cache, lowest "
+                            "variance, more bytes) (default: %(default)s)")
+    group.add_argument("--gns-uncached-fanout", type=int, default=defaults.gns_uncached_fanout,
+                       help="gns stratified: non-cached in-neighbours drawn per destination "
+                            "that has cached ones (default: %(default)s)")
     group.add_argument("--gns-layers", choices=GNS_LAYERS, default=defaults.gns_layers,
                        help="gns: input (only the input layer draws from the cache, as the "
                             "paper) or all (every hop: fewer bytes, more variance) "
@@ -62,5 +66,6 @@ def sampling_config_from_args(args: argparse.Namespace) -> SamplingConfig:
                           batch_size=args.batch_size, cache_fraction=args.cache_fraction,
                           cache_refresh_period=args.cache_refresh_period,
                           gns_estimator=args.gns_estimator, gns_layers=args.gns_layers,
+                          gns_uncached_fanout=args.gns_uncached_fanout,
                           workers=args.workers,
                           prefetch=args.prefetch, device=args.device, eval=args.eval_mode)

@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 
 Sampler = Literal["full", "uniform", "gns"]
 SAMPLERS: tuple[Sampler, ...] = ("full", "uniform", "gns")
-Estimator = Literal["unbiased", "normalized"]
-ESTIMATORS: tuple[Estimator, ...] = ("unbiased", "normalized")
+Estimator = Literal["unbiased", "normalized", "stratified"]
+ESTIMATORS: tuple[Estimator, ...] = ("unbiased", "normalized", "stratified")
+DEFAULT_UNCACHED_FANOUT = 2  # GNS stratified: non-cached draws per cache-drawn destination
 GnsLayers = Literal["input", "all"]
 GNS_LAYERS: tuple[GnsLayers, ...] = ("input", "all")
 EvalMode = Literal["full", "sampled"]
@@ -82,6 +83,7 @@ class SamplingConfig:
     cache_refresh_period: int = 1  # GNS: redraw the cache every this many epochs
     gns_estimator: Estimator = "unbiased"  # GNS input-layer weights (docs/gns.md)
     gns_layers: GnsLayers = "input"  # GNS: which hops draw from the cache (docs/gns.md)
+    gns_uncached_fanout: int = DEFAULT_UNCACHED_FANOUT  # GNS stratified: non-cached draws
     workers: int = 1  # sampling threads
     prefetch: int = 2  # batches prepared ahead of the trainer (bounded queue depth)
     device: str = "auto"
@@ -96,6 +98,7 @@ class SamplingConfig:
         for name in ("batch_size", "cache_refresh_period", "workers", "prefetch",
                      "eval_batch_size"):
             _check_int(name, getattr(self, name), 1)
+        _check_int("gns_uncached_fanout", self.gns_uncached_fanout, 1)
         f = self.cache_fraction
         if isinstance(f, bool) or not isinstance(f, int | float) or not 0.0 < f <= 1.0:
             raise ValueError(f"SamplingConfig.cache_fraction: expected a fraction in (0, 1], "

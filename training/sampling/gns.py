@@ -33,6 +33,7 @@ from qgnn.training.sampling.cache import (
     miss_probability,
 )
 from qgnn.training.sampling.config import (
+    DEFAULT_UNCACHED_FANOUT,
     ESTIMATORS,
     GNS_LAYERS,
     Estimator,
@@ -60,24 +61,40 @@ def relabel(dst_nodes: np.ndarray, nbr: np.ndarray,
     return np.concatenate([dst_nodes, new]), scratch.take(nbr)
 
 
-def _within_group(group: np.ndarray, num_groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """For items grouped by non-decreasing ``group``: (count per group, offset within group)."""
-    counts = np.bincount(group, minlength=num_groups)
-    starts = np.cumsum(counts) - counts
-    return counts, np.arange(group.size, dtype=np.int64) - starts[group]
+def _merge_by_destination(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenate ``(dst, nbr, edge_id, weight)`` parts, each grouped by non-decreasing local
+    ``dst``, into one list grouped by ``dst``; within a destination, earlier parts come first
+    (a stable merge of sorted runs)."""
+    dst, nbr, eids, weight = (np.concatenate([p[i] for p in parts]) for i in range(4))
+    order = np.argsort(dst, kind="stable")
+    return dst[order], nbr[order], eids[order], weight[order]
 
 
 def sample_input_layer(csc: Adjacency, cache: NodeCache, inclusion: np.ndarray,
                        miss: np.ndarray, dst_nodes: np.ndarray, fanout: int,
                        rng: np.random.Generator, scratch: np.ndarray,
-                       estimator: Estimator = "unbiased") -> SampledBlock:
+                       estimator: Estimator = "unbiased",
+                       uncached_fanout: int = DEFAULT_UNCACHED_FANOUT) -> SampledBlock:
     """The input block of GNS for ``dst_nodes`` (distinct global ids), sum-form weights.
 
-    ``estimator="normalized"`` rescales each cache-drawn destination's weights to sum to its
-    in-degree (the ratio, or Hajek, estimator: biased, bounded, lower variance; docs/gns.md).
-    Edges come out grouped by destination in ``dst_nodes`` order, ascending by CSC slot within a
-    destination, like :func:`khop_blocks`.
+    Destinations with no cached in-neighbour fall back to uniform sampling of ``fanout`` from
+    the full neighbourhood. The others draw up to ``fanout`` of their cached in-neighbours and,
+    by ``estimator`` (docs/gns.md):
+
+    - ``"unbiased"``: nothing else; Horvitz-Thompson weights over the cache draw.
+    - ``"normalized"``: the same draw, weights rescaled per destination to sum to its in-degree
+      (the ratio, or Hajek, estimator: biased, bounded, lower variance).
+    - ``"stratified"``: also ``uncached_fanout`` uniform draws from the full neighbourhood, of
+      which the non-cached ones are kept: the cached and the non-cached part of the
+      neighbourhood are each estimated by their own uniform sample, which is unbiased given
+      the cache (no ``1 / pi`` weights) at the price of a few non-cached rows.
+
+    Edges come out grouped by destination in ``dst_nodes`` order (cache draws before the
+    non-cached ones), like :func:`khop_blocks`.
     """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"GNS estimator: expected one of {ESTIMATORS}, got {estimator!r}")
     num_dst = dst_nodes.size
     cached_deg = cache.adjacency.indptr[dst_nodes + 1] - cache.adjacency.indptr[dst_nodes]
     full_deg = csc.indptr[dst_nodes + 1] - csc.indptr[dst_nodes]
@@ -85,31 +102,26 @@ def sample_input_layer(csc: Adjacency, cache: NodeCache, inclusion: np.ndarray,
     rows_c, rows_f = np.flatnonzero(from_cache), np.flatnonzero(~from_cache)
     nbr_c, pos_c, eid_c = sample_neighbors(cache.adjacency, dst_nodes[rows_c], fanout, rng)
     nbr_f, pos_f, eid_f = sample_neighbors(csc, dst_nodes[rows_f], fanout, rng)
-    count_c, within_c = _within_group(pos_c, rows_c.size)
-    count_f, within_f = _within_group(pos_f, rows_f.size)
-    drawn = np.zeros(num_dst, np.int64)
-    drawn[rows_c], drawn[rows_f] = count_c, count_f
-    start = np.cumsum(drawn) - drawn
     dst_c, dst_f = rows_c[pos_c], rows_f[pos_f]
-    total = int(drawn.sum())
-    nbr = np.empty(total, np.int64)
-    dst = np.empty(total, np.int64)
-    eids = np.empty(total, np.int64)
-    weight = np.empty(total, np.float64)
-    for local, nb, eid, within in ((dst_c, nbr_c, eid_c, within_c),
-                                   (dst_f, nbr_f, eid_f, within_f)):
-        place = start[local] + within
-        nbr[place], dst[place], eids[place] = nb, local, eid
-    n_c = drawn[dst_c]
-    glob_c = dst_nodes[dst_c]
-    weight[start[dst_c] + within_c] = ((1.0 - miss[glob_c]) * cached_deg[dst_c] / n_c
-                                       / inclusion[nbr_c])
-    weight[start[dst_f] + within_f] = full_deg[dst_f] / drawn[dst_f]
+    drawn = np.bincount(dst_c, minlength=num_dst) + np.bincount(dst_f, minlength=num_dst)
+    if estimator == "stratified":
+        w_c = (cached_deg / np.maximum(drawn, 1))[dst_c]
+    else:
+        w_c = ((1.0 - miss[dst_nodes[dst_c]]) * cached_deg[dst_c] / drawn[dst_c]
+               / inclusion[nbr_c])
+    parts = [(dst_c, nbr_c, eid_c, w_c),
+             (dst_f, nbr_f, eid_f, full_deg[dst_f] / drawn[dst_f])]
+    if estimator == "stratified" and rows_c.size:
+        nbr_u, pos_u, eid_u = sample_neighbors(csc, dst_nodes[rows_c], uncached_fanout, rng)
+        dst_u = rows_c[pos_u]
+        drawn_u = np.bincount(dst_u, minlength=num_dst)
+        keep = cache.slot[nbr_u] < 0
+        dst_u = dst_u[keep]
+        parts.append((dst_u, nbr_u[keep], eid_u[keep], full_deg[dst_u] / drawn_u[dst_u]))
+    dst, nbr, eids, weight = _merge_by_destination(parts)
     if estimator == "normalized":
         total = np.bincount(dst, weights=weight, minlength=num_dst)
         weight *= (full_deg / np.where(total > 0, total, 1.0))[dst]
-    elif estimator != "unbiased":
-        raise ValueError(f"GNS estimator: expected one of {ESTIMATORS}, got {estimator!r}")
     node_ids, src = relabel(dst_nodes, nbr, scratch)
     return SampledBlock(node_ids=node_ids, src=src, dst=dst, num_dst=num_dst, edge_ids=eids,
                         edge_weight=weight.astype(np.float32))
@@ -128,7 +140,8 @@ class GNSSampler:
 
     def __init__(self, csc: Adjacency, fanouts: Sequence[int], cache_fraction: float,
                  out_degree: np.ndarray, estimator: Estimator = "unbiased",
-                 layers: GnsLayers = "input") -> None:
+                 layers: GnsLayers = "input",
+                 uncached_fanout: int = DEFAULT_UNCACHED_FANOUT) -> None:
         self.csc = csc
         self.fanouts = check_fanouts(tuple(fanouts))
         if estimator not in ESTIMATORS:
@@ -138,6 +151,11 @@ class GNSSampler:
         if layers not in GNS_LAYERS:
             raise ValueError(f"GNSSampler.layers: expected one of {GNS_LAYERS}, got {layers!r}")
         self.layers = layers
+        if isinstance(uncached_fanout, bool) or not isinstance(uncached_fanout, int) \
+                or uncached_fanout < 1:
+            raise ValueError(f"GNSSampler.uncached_fanout: expected an int >= 1, got "
+                             f"{uncached_fanout!r}")
+        self.uncached_fanout = uncached_fanout
         if not 0.0 < cache_fraction <= 1.0:
             raise ValueError(f"GNSSampler.cache_fraction: expected a fraction in (0, 1], got "
                              f"{cache_fraction!r}")
@@ -171,7 +189,8 @@ class GNSSampler:
             blocks = []
             for fanout in self.fanouts:
                 block = sample_input_layer(self.csc, self.cache, self.inclusion, self.miss,
-                                           dst_nodes, fanout, rng, scratch, self.estimator)
+                                           dst_nodes, fanout, rng, scratch, self.estimator,
+                                           self.uncached_fanout)
                 blocks.append(block)
                 dst_nodes = block.node_ids
             return blocks[::-1]
@@ -181,5 +200,6 @@ class GNSSampler:
                                 scratch=scratch)
             dst_nodes = outer[0].node_ids
         first = sample_input_layer(self.csc, self.cache, self.inclusion, self.miss, dst_nodes,
-                                   self.fanouts[-1], rng, scratch, self.estimator)
+                                   self.fanouts[-1], rng, scratch, self.estimator,
+                                   self.uncached_fanout)
         return [first, *outer]

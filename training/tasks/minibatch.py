@@ -108,7 +108,7 @@ def make_sampler(graph: Graph, cfg: SamplingConfig) -> UniformSampler | GNSSampl
         return UniformSampler(graph.csc, cfg.fanouts)
     if cfg.sampler == "gns":
         return GNSSampler(graph.csc, cfg.fanouts, cfg.cache_fraction, graph.out_degree(),
-                          cfg.gns_estimator, cfg.gns_layers)
+                          cfg.gns_estimator, cfg.gns_layers, cfg.gns_uncached_fanout)
     raise ValueError(f"SamplingConfig.sampler: {cfg.sampler!r} has no minibatch sampler")
 
 

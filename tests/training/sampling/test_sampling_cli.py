@@ -24,11 +24,13 @@ def test_every_flag_reaches_the_config():
     cfg = _parse("--sampler", "gns", "--fanouts", "15, 10,-1", "--batch-size", "512",
                  "--cache-fraction", "0.05", "--cache-refresh-period", "3", "--workers", "2",
                  "--prefetch", "4", "--device", "cpu", "--eval-mode", "sampled",
-                 "--gns-estimator", "normalized")
+                 "--gns-estimator", "stratified", "--gns-uncached-fanout", "3",
+                 "--gns-layers", "all")
     assert cfg == SamplingConfig(sampler="gns", fanouts=(15, 10, -1), batch_size=512,
                                  cache_fraction=0.05, cache_refresh_period=3, workers=2,
                                  prefetch=4, device="cpu", eval="sampled",
-                                 gns_estimator="normalized")
+                                 gns_estimator="stratified", gns_uncached_fanout=3,
+                                 gns_layers="all")
 
 
 @pytest.mark.parametrize(("argv", "field"), [
@@ -41,6 +43,7 @@ def test_every_flag_reaches_the_config():
     (("--workers", "0"), "workers"),
     (("--prefetch", "-1"), "prefetch"),
     (("--device", "tpu"), "device"),
+    (("--gns-uncached-fanout", "0"), "gns_uncached_fanout"),
 ])
 def test_bad_values_name_the_field(argv, field):
     with pytest.raises(ValueError, match=field):

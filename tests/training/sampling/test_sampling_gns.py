@@ -44,9 +44,9 @@ def multigraph():
     return _with_features(Graph.from_edges(src, dst, 50))
 
 
-def _estimates(g, x, sampler, draws, seed):
-    """Per draw: a fresh cache, then the input layer for every node; returns the sum-form and
-    mean-form aggregations, each (draws, N, F)."""
+def _estimates(g, x, sampler, draws, seed, *, fixed_cache=False):
+    """Per draw: a fresh cache (or the one drawn first, ``fixed_cache``), then the input layer
+    for every node; returns the sum-form and mean-form aggregations, each (draws, N, F)."""
     n = g.num_nodes
     rng = np.random.default_rng(seed)
     scratch = np.empty(n, np.int64)
@@ -54,8 +54,9 @@ def _estimates(g, x, sampler, draws, seed):
     seeds = np.arange(n)
     sums, means = [], []
     xt = torch.from_numpy(x)
-    for _ in range(draws):
-        sampler.refresh(rng)
+    for draw in range(draws):
+        if draw == 0 or not fixed_cache:
+            sampler.refresh(rng)
         sb = sampler.sample(seeds, rng, scratch)[0]
         msg = x[sb.node_ids[sb.src]] * sb.edge_weight[:, None]
         est = np.zeros_like(x)
@@ -121,6 +122,57 @@ def test_normalized_estimator_rescales_cache_draws_to_the_full_degree(small):
     assert (est[has] >= lo[has] - 1e-9).all() and (est[has] <= hi[has] + 1e-9).all()
     with pytest.raises(ValueError, match="estimator"):
         GNSSampler(g.csc, [3], 0.2, g.out_degree(), estimator="ratio")
+
+
+@pytest.mark.parametrize("which", ["small", "multigraph"])
+def test_stratified_estimator_is_unbiased_given_any_one_cache(which, request):
+    """Stratified: cached and non-cached in-edges are each estimated from their own uniform
+    draw, so the estimate is unbiased conditional on the cache, with no 1/pi weights; the
+    Horvitz-Thompson estimator is only unbiased on average over caches (negative control)."""
+    g, x, exact_sum, exact_mean = request.getfixturevalue(which)
+    sampler = GNSSampler(g.csc, [3], 0.2, g.out_degree(), estimator="stratified",
+                         uncached_fanout=2)
+    sums, means = _estimates(g, x, sampler, DRAWS, seed=12, fixed_cache=True)
+    for samples, exact in ((sums, exact_sum), (means, exact_mean)):
+        z = _z_scores(samples, exact)
+        assert np.abs(z).max() < Z
+        assert 0.7 < np.mean(z**2) < 1.4
+    horvitz = GNSSampler(g.csc, [3], 0.2, g.out_degree())
+    sums, _ = _estimates(g, x, horvitz, 400, seed=12, fixed_cache=True)
+    se = sums.std(0, ddof=1) / np.sqrt(sums.shape[0])
+    assert (np.abs(sums.mean(0) - exact_sum) > 2 * Z * se + 1e-9).any()
+
+
+def test_stratified_draws_cached_then_a_few_non_cached_in_edges(small):
+    g, _, _, _ = small
+    csc = g.csc
+    sampler = GNSSampler(csc, [3], 0.2, g.out_degree(), estimator="stratified",
+                         uncached_fanout=2)
+    cache = sampler.refresh(np.random.default_rng(5))
+    seeds = np.arange(g.num_nodes)
+    sb = sampler.sample(seeds, np.random.default_rng(6), np.empty(g.num_nodes, np.int64))[0]
+    assert (np.diff(sb.dst) >= 0).all()
+    src_glob = sb.node_ids[sb.src]
+    cached_src = cache.slot[src_glob] >= 0
+    cached_deg = np.diff(cache.adjacency.indptr)
+    full_deg = np.diff(csc.indptr)
+    from_cache = cached_deg > 0
+    n_cached = np.bincount(sb.dst[cached_src], minlength=sb.num_dst)
+    n_other = np.bincount(sb.dst[~cached_src], minlength=sb.num_dst)
+    np.testing.assert_array_equal(n_cached[from_cache], np.minimum(cached_deg, 3)[from_cache])
+    assert (n_other[from_cache] <= 2).all() and n_other[from_cache].sum() > 0
+    np.testing.assert_array_equal(n_other[~from_cache], np.minimum(full_deg, 3)[~from_cache])
+    on_cache_row = from_cache[sb.dst]
+    np.testing.assert_allclose(sb.edge_weight[cached_src & on_cache_row],
+                               (cached_deg / np.maximum(n_cached, 1))[sb.dst][
+                                   cached_src & on_cache_row], rtol=1e-6)
+    other = ~cached_src & on_cache_row  # non-cached draws: d_v / (draws made, kept or not)
+    np.testing.assert_allclose(sb.edge_weight[other],
+                               (full_deg / np.minimum(full_deg, 2))[sb.dst][other], rtol=1e-6)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="uncached_fanout"):
+            GNSSampler(csc, [3], 0.2, g.out_degree(), estimator="stratified",
+                       uncached_fanout=bad)
 
 
 def test_input_layer_structure(small):
