@@ -42,6 +42,10 @@ def add_quant_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         "(default 0.1 at INT8, 0.2 below)")
     g.add_argument("--range", dest="quant_range", choices=RANGE_KINDS, default=None,
                    help="activation range tracker (default percentile for dq, momentum for qat)")
+    g.add_argument("--input-range", dest="quant_input_range", choices=RANGE_KINDS, default=None,
+                   help="range tracker of the model's input features only (default: as "
+                        "--range; minmax keeps a sparse bag-of-words row's few large values "
+                        "unclipped)")
     g.add_argument("--percentile", dest="quant_percentile", type=float, default=None,
                    help="tail fraction clipped on each side (default 0.001 at INT8, 0.01 at "
                         "INT4)")
@@ -78,7 +82,8 @@ def quant_config_from_args(args: argparse.Namespace) -> QuantConfig | None:
                "range": getattr(args, "quant_range", None),
                "percentile": getattr(args, "quant_percentile", None),
                "momentum": getattr(args, "quant_momentum", None),
-               "ste": getattr(args, "quant_ste", None), "mask": getattr(args, "quant_mask", None)}
+               "ste": getattr(args, "quant_ste", None), "mask": getattr(args, "quant_mask", None),
+               "input_range": getattr(args, "quant_input_range", None)}
     given = {k: v for k, v in options.items() if v is not None}
     per_channel = bool(getattr(args, "quant_per_channel", False))
     if bits is None:

@@ -44,6 +44,7 @@ class QuantConfig:
     ste: Ste | None = None  # clipped (dq) | plain (qat)
     mask: MaskMode = "per-layer"  # dq: a fresh mask per layer, or one shared by all layers
     max_samples: int = 2**16  # values sampled per step for percentiles
+    input_range: RangeKind | None = None  # the model's input features: None = as `range`
 
     def __post_init__(self) -> None:
         check_bits(self.bits, "QuantConfig.bits")
@@ -82,6 +83,9 @@ class QuantConfig:
         if self.mask not in MASK_MODES:
             raise ValueError(f"QuantConfig.mask: expected one of {MASK_MODES}, got "
                              f"{self.mask!r}")
+        if self.input_range is not None and self.input_range not in RANGE_KINDS:
+            raise ValueError(f"QuantConfig.input_range: expected one of {RANGE_KINDS} or None, "
+                             f"got {self.input_range!r}")
         if isinstance(self.max_samples, bool) or not isinstance(self.max_samples, int) \
                 or self.max_samples < 1:
             raise ValueError(f"QuantConfig.max_samples: expected an int >= 1, got "

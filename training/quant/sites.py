@@ -10,6 +10,8 @@ full-precision path and only the unprotected rows reach the quantiser and its ra
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from qgnn.training.nn.block import Block
 from qgnn.training.nn.quant_sites import QuantSites, Role, protection_rows
@@ -136,10 +138,17 @@ def quantize_model(model: nn.Module, cfg: QuantConfig) -> nn.Module:
     if swapped == 0:
         raise ValueError(f"quantize_model: {type(model).__name__} declares no QuantSites")
     encoder = getattr(model, "encoder", model)
-    for module, p in getattr(encoder, "input_dropouts", list)():
+    for i, (module, p) in enumerate(getattr(encoder, "input_dropouts", list)()):
         seam = getattr(module, "q", None)
-        if isinstance(seam, QuantizedSites) and "x" in seam.quantizers and p > 0:
-            seam.quantizers["x"].dropout_gain = 1.0 / (1.0 - p)
+        if not (isinstance(seam, QuantizedSites) and "x" in seam.quantizers):
+            continue
+        site = seam.quantizers["x"]
+        if p > 0:
+            site.dropout_gain = 1.0 / (1.0 - p)
+        if i == 0 and cfg.input_range is not None and cfg.input_range != cfg.range:
+            site.tracker = make_tracker(site.role, replace(
+                cfg, range=cfg.input_range,
+                percentile=cfg.percentile if cfg.input_range == "percentile" else None))
     return model
 
 

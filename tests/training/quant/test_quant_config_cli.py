@@ -53,9 +53,9 @@ def test_cli_presets_and_options():
     assert cfg == QuantConfig(bits=4, method="qat", range="minmax", ste="clipped",
                               per_channel=True)
     cfg = parse("--bits", "3", "--p-min", "0.05", "--p-max", "0.25", "--percentile", "0.02",
-                "--mask", "shared", "--quant-momentum", "0.2")
-    assert (cfg.bits, cfg.p_min, cfg.p_max, cfg.percentile, cfg.mask, cfg.momentum) == (
-        3, 0.05, 0.25, 0.02, "shared", 0.2)
+                "--mask", "shared", "--quant-momentum", "0.2", "--input-range", "minmax")
+    assert (cfg.bits, cfg.p_min, cfg.p_max, cfg.percentile, cfg.mask, cfg.momentum,
+            cfg.input_range) == (3, 0.05, 0.25, 0.02, "shared", 0.2, "minmax")
 
 
 @pytest.mark.parametrize(("argv", "message"), [

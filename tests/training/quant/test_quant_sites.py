@@ -192,3 +192,31 @@ def test_sites_after_a_dropout_learn_their_range_in_evaluation_units(input_proj)
     eval_grid = torch.clamp(torch.round(dropped[kept] * 0.8 / site.scale) + site.zero_point,
                             site.qmin, site.qmax)
     torch.testing.assert_close(out[kept], (eval_grid - site.zero_point) * site.scale / 0.8)
+
+
+@pytest.mark.parametrize("input_proj", [False, True])
+def test_input_range_sets_only_the_model_inputs_tracker(input_proj):
+    """``input_range="minmax"`` keeps the input features' largest values (a sparse
+    bag-of-words row with few words) inside the range, where a 99.9% percentile clips them;
+    every other site keeps the configured percentile tracker."""
+    from qgnn.training.quant.ranges import MinMaxRange, PercentileRange
+
+    graph = small_graph(60)
+    x = torch.zeros(60, 5)
+    x[0, 0] = 1.0  # one row with a single large value, the rest small
+    x[1:, 1:] = torch.rand(59, 4) * 0.1
+    cfg = ModelConfig("gcn", 5, 3, hidden=8, num_layers=2, dropout=0.0,
+                      input_proj=input_proj, head=input_proj)
+    model = quantize_model(build_model(cfg), QuantConfig(bits=8, input_range="minmax"))
+    first = model.input_proj if input_proj else model.layers[0]
+    trackers = {path: type(m.tracker) for path, m in model.named_modules()
+                if hasattr(m, "tracker") and m.role != "param"}
+    first_path = f"{'input_proj' if input_proj else 'layers.0'}.q.quantizers.x"
+    assert trackers.pop(first_path) is MinMaxRange
+    assert set(trackers.values()) == {PercentileRange}
+    model.train()
+    model(x, full_graph_block(graph))
+    site = first.q.quantizers["x"]
+    assert float((site.qmax - site.zero_point) * site.scale) == pytest.approx(1.0, abs=1e-2)
+    with pytest.raises(ValueError, match="input_range"):
+        QuantConfig(bits=8, input_range="median")
