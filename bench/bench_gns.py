@@ -2,6 +2,9 @@
 
 Sections (``--sections``, default ``transfer,throughput,variance,accuracy``):
 
+- ``coverage``: what a degree-proportional cache of each fraction holds, per graph: the
+  expected share of edge endpoints (in-edges whose source is cached) and of nodes with at least
+  one cached in-neighbour. It bounds what GNS can read from the cache.
 - ``transfer``: host-to-device feature bytes per training epoch (GNS counts the cache load too),
   cache hit rate and input nodes, on the power-law generator (``--nodes``, default 1M) and on
   Tolokers. Only the sampling + staging + copy pipeline runs (the model step is a no-op): bytes
@@ -49,7 +52,7 @@ from qgnn.training.sampling.gns import GNSSampler
 from qgnn.training.tasks.minibatch import STREAM_BATCH, Pipeline, run_epoch, train_minibatch
 from qgnn.training.tasks.node import node_model_config
 
-SECTIONS = ("transfer", "throughput", "variance", "accuracy", "scale")
+SECTIONS = ("coverage", "transfer", "throughput", "variance", "accuracy", "scale")
 
 
 def peak_rss_gib() -> float:
@@ -136,6 +139,31 @@ def transfer_section(graphs: dict[str, Graph], args: argparse.Namespace) -> dict
 
 def budget_key(fanouts: tuple[int, ...]) -> str:
     return "uniform-fanouts-" + "-".join(map(str, fanouts))
+
+
+# ------------------------------------------------------------------------------ coverage
+
+
+def coverage_section(graphs: dict[str, Graph], fractions: list[float]) -> dict[str, Any]:
+    """Per graph and cache fraction, exact expectations over the cache draw: the share of
+    in-edges whose source is cached (``sum pi_u out_deg_u / E``) and the share of nodes with an
+    in-edge that have at least one cached in-neighbour (``1 - q_v``)."""
+    from qgnn.training.sampling.cache import inclusion_probabilities, miss_probability
+
+    out: dict[str, Any] = {}
+    for name, graph in graphs.items():
+        deg = graph.out_degree().astype(np.float64)
+        has_in = graph.csc.degree() > 0
+        rows = {}
+        for f in fractions:
+            pi = inclusion_probabilities(deg, max(1, round(f * graph.num_nodes)))
+            q = miss_probability(graph.csc, pi)
+            rows[f"{f:g}"] = {"edge_share": float((pi * deg).sum() / deg.sum()),
+                              "nodes_with_cached_neighbour": float(1.0 - q[has_in].mean()),
+                              "always_cached": int((pi >= 1.0).sum())}
+            print(f"coverage {name} {f:g}: {rows[f'{f:g}']}", file=sys.stderr)
+        out[name] = {"nodes": graph.num_nodes, "edges": graph.num_edges, "fractions": rows}
+    return out
 
 
 # ------------------------------------------------------------------------------ throughput
@@ -388,6 +416,14 @@ def markdown(results: dict[str, Any]) -> str:
     """Tables for docs; each section names the command that measured it."""
     commands = {k: v.get("command", "") for k, v in results.get("settings", {}).items()}
     parts = ["# GNS vs uniform sampling (bench/bench_gns.py)"]
+    if "coverage" in results:
+        rows = [[name, f, r["edge_share"], r["nodes_with_cached_neighbour"], r["always_cached"]]
+                for name, g in results["coverage"].items() for f, r in g["fractions"].items()]
+        parts.append(f"## What the cache holds (expected over the draw)\n\n"
+                     f"`{commands.get('coverage', '')}`\n\n" + markdown_table(
+            ["graph", "cache fraction", "in-edges from cached sources",
+             "nodes with a cached in-neighbour", "nodes always cached"], rows,
+            ["l", "r", "r", "r", "r"]))
     if "transfer" in results:
         rows = []
         for name, r in results["transfer"].items():
@@ -514,6 +550,19 @@ def main(argv: list[str] | None = None) -> None:
         if "throughput" in sections:
             results["throughput"] = throughput_section(synth, args)
             results["settings"]["throughput"] = settings
+    if "coverage" in sections:
+        from qgnn.graph.datasets import load_dataset
+
+        graphs = {f"powerlaw-{args.nodes}": powerlaw_communities(
+            args.nodes, avg_degree=10, num_features=1, seed=args.seed),
+            f"synthetic-{args.synthetic_nodes}": powerlaw_communities(
+                args.synthetic_nodes, avg_degree=10, num_features=1, seed=args.seed)}
+        for name in ("cora", "tolokers"):
+            g = load_dataset(name)
+            assert isinstance(g, Graph)
+            graphs[name] = g
+        results["coverage"] = coverage_section(graphs, args.transfer_cache_fractions)
+        results["settings"]["coverage"] = settings
     if "variance" in sections:
         results["variance"] = variance_section(args)
         results["settings"]["variance"] = settings
