@@ -118,9 +118,10 @@ def test_quantised_runs_use_the_train_command_config_with_model_presets():
     assert quant_config("egc", "qat4").momentum == 0.25
     assert quant_config("egc", "dq8").momentum == 0.5
     assert quant_config("gcn", "dq8").momentum == 0.1
-    # EGC DQ INT8 uses the plain STE; Degree-Quant's clipped one stays everywhere else
+    # EGC and GCN DQ INT8 use the plain STE; Degree-Quant's clipped one stays everywhere else
     assert quant_config("egc", "dq8").ste == "plain" and quant_config("egc", "dq4").ste == "clipped"
-    assert quant_config("gcn", "dq8").ste == "clipped"
+    assert quant_config("gcn", "dq8").ste == "plain" and quant_config("gcn", "dq4").ste == "clipped"
+    assert quant_config("gat", "dq8").ste == "clipped"
 
 
 def test_quant_flags_override_presets_as_on_the_train_command():

@@ -106,6 +106,14 @@ def test_model_preset_sets_egc_int4_momentum_unless_a_flag_overrides_it():
     assert parse_for("egc") is None
 
 
+def test_gcn_int8_preset_takes_the_plain_ste_for_dq_only_where_no_flag_says_otherwise():
+    assert parse_for("gcn", "--quant", "int8").ste == "plain"
+    assert parse_for("gcn", "--quant", "int8", "--ste", "clipped").ste == "clipped"
+    assert parse_for("gcn", "--quant", "int4").ste == "clipped"
+    assert parse_for("gat", "--quant", "int8").ste == "clipped"
+    assert parse("--quant", "int8").ste == "clipped"
+
+
 def test_a_preset_may_set_per_channel_and_the_flag_agrees_with_it(monkeypatch):
     from qgnn.training.quant import options
 
