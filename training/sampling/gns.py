@@ -13,8 +13,10 @@ sources are the only nodes whose *features* are read, takes its neighbours from 
 ``pi_u`` is ``u``'s cache inclusion probability, ``q_v = prod_{u in N(v)} (1 - pi_u)`` the
 chance the cache holds none of ``v``'s in-neighbours and ``n_v`` the number drawn. Over the joint
 randomness of the cache draw and the neighbour draw, ``sum_{u in S(v)} w_uv x_u`` is an unbiased
-estimate of ``sum_{u in N(v)} x_u`` (derivation in docs/gns.md; tested statistically). The
-cached lists come from a per-refresh CSR of in-neighbours restricted to the cache
+estimate of ``sum_{u in N(v)} x_u`` (derivation in docs/gns.md; tested statistically). Two other
+estimators trade differently: ``normalized`` rescales those weights per destination (biased,
+far less variance) and ``stratified`` adds a few non-cached draws, unbiased for every cache.
+The cached lists come from a per-refresh CSR of in-neighbours restricted to the cache
 (:func:`qgnn.training.sampling.cache.restrict_to_cache`); nothing loops over nodes in Python.
 """
 
