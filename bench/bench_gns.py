@@ -308,22 +308,43 @@ def accuracy_runs(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     return runs
 
 
+ACCURACY_DATASETS = ("cora", "tolokers", "synthetic")
+
+
 def accuracy_datasets(args: argparse.Namespace) -> dict[str, tuple[Graph, TrainConfig]]:
+    """The graphs named by ``--accuracy-datasets``, each with the training settings it is
+    compared under (built lazily: the synthetic graph alone is a quick sensitivity run)."""
     from qgnn.graph.datasets import load_dataset
 
-    cora = load_dataset("cora")
-    tolokers = load_dataset("tolokers")
-    synth = powerlaw_communities(args.synthetic_nodes, avg_degree=10, num_features=32,
-                                 feature_noise=args.synthetic_noise, seed=args.seed)
-    assert isinstance(cora, Graph) and isinstance(tolokers, Graph)
-    return {
-        "cora": (cora, TrainConfig(epochs=args.epochs_cora, lr=0.01, weight_decay=5e-4,
-                                   row_normalize=True, patience=None)),
-        "tolokers": (tolokers, TrainConfig(epochs=args.epochs_tolokers, lr=0.01,
-                                           weight_decay=0.0, patience=None)),
-        "synthetic": (synth, TrainConfig(epochs=args.epochs_synthetic, lr=0.01,
-                                         weight_decay=0.0, patience=None)),
-    }
+    out: dict[str, tuple[Graph, TrainConfig]] = {}
+    for name in args.accuracy_datasets:
+        if name == "synthetic":
+            graph = powerlaw_communities(args.synthetic_nodes, avg_degree=10, num_features=32,
+                                         feature_noise=args.synthetic_noise,
+                                         power=args.synthetic_power, seed=args.seed)
+            cfg = TrainConfig(epochs=args.epochs_synthetic, lr=0.01, weight_decay=0.0,
+                              patience=None)
+        else:
+            loaded = load_dataset(name)
+            assert isinstance(loaded, Graph)
+            graph = loaded
+            cfg = (TrainConfig(epochs=args.epochs_cora, lr=0.01, weight_decay=5e-4,
+                               row_normalize=True, patience=None) if name == "cora" else
+                   TrainConfig(epochs=args.epochs_tolokers, lr=0.01, weight_decay=0.0,
+                               patience=None))
+        out[name] = (graph, cfg)
+    return out
+
+
+def neighbour_weight_ratios(model: torch.nn.Module) -> list[float]:
+    """``||W_neigh|| / ||W_self||`` per GraphSAGE layer (empty for other models): how much the
+    trained model leans on the neighbour mean. Training on noisier estimates of that mean
+    shrinks it (errors-in-variables attenuation), which the accuracy section records beside
+    the test metric."""
+    from qgnn.training.nn.layers.sage import SAGEConv
+
+    return [float(m.lin_l.weight.detach().norm() / m.lin_r.weight.detach().norm())
+            for m in model.modules() if isinstance(m, SAGEConv)]
 
 
 def accuracy_section(args: argparse.Namespace) -> dict[str, Any]:
@@ -331,7 +352,7 @@ def accuracy_section(args: argparse.Namespace) -> dict[str, Any]:
     for name, (graph, train_cfg) in accuracy_datasets(args).items():
         rows: dict[str, Any] = {}
         for key, options in accuracy_runs(args):
-            scores, metric = [], ""
+            scores, metric, best, ratios = [], "", [], []
             for s in range(args.accuracy_seeds):
                 model_cfg = node_model_config(graph, args.model, hidden=64, dropout=0.5,
                                               num_layers=len(args.fanouts))
@@ -344,10 +365,15 @@ def accuracy_section(args: argparse.Namespace) -> dict[str, Any]:
                 result = train_minibatch(graph, model_cfg, cfg, sampling, progress=False)
                 scores.append(result.test_metric)
                 metric = result.metric
+                best.append(result.best_epoch)
+                if result.model is not None:
+                    ratios.append(neighbour_weight_ratios(result.model))
                 print(f"accuracy {name} {key} seed {cfg.seed}: {result.test_metric:.4f} "
                       f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
             rows[key] = {"metric": metric, "test": scores, "mean": float(np.mean(scores)),
-                         "std": float(np.std(scores))}
+                         "std": float(np.std(scores)), "best_epoch": best,
+                         "neighbour_weight_ratio": (np.mean(ratios, axis=0).tolist()
+                                                    if ratios and ratios[0] else [])}
         out[name] = {"epochs": train_cfg.epochs, "runs": rows}
     return out
 
@@ -455,12 +481,19 @@ def markdown(results: dict[str, Any]) -> str:
         rows = []
         for name, r in results["accuracy"].items():
             for key, run in r["runs"].items():
+                ratio = run.get("neighbour_weight_ratio") or []
+                best = run.get("best_epoch") or []
                 rows.append([name, key, run["metric"], run["mean"], run["std"],
-                             len(run["test"]), r["epochs"]])
+                             len(run["test"]), r["epochs"],
+                             f"{statistics.median(best):g}" if best else "",
+                             " / ".join(f"{x:.2f}" for x in ratio)])
         parts.append(f"## Test metric at equal epochs (mean over seeds)\n\n"
-                     f"`{commands.get('accuracy', '')}`\n\n" + markdown_table(
-            ["dataset", "training", "metric", "mean", "std", "seeds", "epochs"], rows,
-            ["l", "l", "l", "r", "r", "r", "r"]))
+                     f"`{commands.get('accuracy', '')}`\n\n"
+                     "best epoch: median over seeds of the epoch whose validation metric was "
+                     "kept (0-based); W ratio: ||W_neigh|| / ||W_self|| per GraphSAGE layer, "
+                     "mean over seeds\n\n" + markdown_table(
+            ["dataset", "training", "metric", "mean", "std", "seeds", "epochs", "best epoch",
+             "W ratio"], rows, ["l", "l", "l", "r", "r", "r", "r", "r", "r"]))
     return "\n\n".join(parts) + "\n"
 
 
@@ -502,11 +535,21 @@ def main(argv: list[str] | None = None) -> None:
                    help="a second uniform row with fanouts reading about GNS's bytes")
     p.add_argument("--accuracy-gns-layers", default=["input", "all"],
                    type=lambda s: [x.strip() for x in s.split(",")])
+    p.add_argument("--coverage-powers", default=[2.1, 3.0],
+                   type=lambda s: [float(x) for x in s.split(",") if x.strip()],
+                   help="coverage: also the --nodes graph with these degree-tail exponents "
+                        "(the default graph has 2.5)")
     p.add_argument("--epochs-cora", type=int, default=100)
     p.add_argument("--epochs-tolokers", type=int, default=30)
     p.add_argument("--epochs-synthetic", type=int, default=10)
     p.add_argument("--synthetic-nodes", type=int, default=50_000)
     p.add_argument("--synthetic-noise", type=float, default=1.0)
+    p.add_argument("--synthetic-power", type=float, default=2.5,
+                   help="degree-tail exponent of the accuracy section's synthetic graph")
+    p.add_argument("--power", type=float, default=2.5,
+                   help="degree-tail exponent of the --nodes graph (transfer, throughput)")
+    p.add_argument("--accuracy-datasets", default=list(ACCURACY_DATASETS),
+                   type=lambda s: [x.strip() for x in s.split(",") if x.strip()])
     p.add_argument("--scale-nodes", type=int, default=10_000_000)
     p.add_argument("--scale-avg-degree", type=float, default=10.0)
     p.add_argument("--scale-batches", type=int, default=0, help="0: the whole epoch")
@@ -516,6 +559,10 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         p.error(f"--sections: unknown {sorted(unknown)}; choose from {SECTIONS}")
+    unknown = set(args.accuracy_datasets) - set(ACCURACY_DATASETS)
+    if unknown:
+        p.error(f"--accuracy-datasets: unknown {sorted(unknown)}; "
+                f"choose from {list(ACCURACY_DATASETS)}")
     if "scale" in sections and len(sections) > 1:
         p.error("--sections: run scale alone (peak RSS is per process)")
     torch.set_num_threads(args.torch_threads)
@@ -538,7 +585,7 @@ def main(argv: list[str] | None = None) -> None:
     results.setdefault("settings", {})
     if "transfer" in sections or "throughput" in sections:
         synth = powerlaw_communities(args.nodes, avg_degree=10, num_features=args.features,
-                                     seed=args.seed)
+                                     power=args.power, seed=args.seed)
         if "transfer" in sections:
             from qgnn.graph.datasets import load_dataset
 
@@ -557,6 +604,9 @@ def main(argv: list[str] | None = None) -> None:
             args.nodes, avg_degree=10, num_features=1, seed=args.seed),
             f"synthetic-{args.synthetic_nodes}": powerlaw_communities(
                 args.synthetic_nodes, avg_degree=10, num_features=1, seed=args.seed)}
+        for power in args.coverage_powers:
+            graphs[f"powerlaw-{args.nodes}-power{power:g}"] = powerlaw_communities(
+                args.nodes, avg_degree=10, num_features=1, power=power, seed=args.seed)
         for name in ("cora", "tolokers"):
             g = load_dataset(name)
             assert isinstance(g, Graph)
