@@ -99,10 +99,15 @@ def transfer_section(graphs: dict[str, Graph], args: argparse.Namespace) -> dict
     """Per graph and batch size (``--transfer-batch-sizes``): uniform, uniform at the smaller
     ``--budget-fanouts`` (what the same byte budget buys without a cache), GNS on the input
     layer and GNS on every layer at each cache fraction, and the stratified estimator (its
-    non-cached draws cost bytes) at ``--cache-fraction``. The batch size matters on small
-    graphs: a batch's seeds always travel, and uniform sampling's volume per seed shrinks as
-    batches overlap more (a batch of 1024 reaches ~40% of Tolokers within two hops)."""
+    non-cached draws cost bytes) at ``--cache-fraction``; uniform and the GNS rows at
+    ``--cache-fraction`` again with uint8 feature staging (``+uint8``). The batch size matters
+    on small graphs: a batch's seeds always travel, and uniform sampling's volume per seed
+    shrinks as batches overlap more (a batch of 1024 reaches ~40% of Tolokers within two
+    hops)."""
     out = {}
+    f = f"{args.cache_fraction:g}"
+    uint8_keys = {"uniform", f"gns@{f}", f"gns-all-layers@{f}"}
+    uint8_keys |= {f"gns-stratified-u{k}@{f}" for k in args.uncached_fanouts}
     for name, graph in graphs.items():
         for batch_size in args.transfer_batch_sizes:
             per: dict[str, Any] = {}
@@ -119,6 +124,8 @@ def transfer_section(graphs: dict[str, Graph], args: argparse.Namespace) -> dict
                                gns_layers=layers, gns_estimator="stratified",
                                gns_uncached_fanout=k))
                          for k in args.uncached_fanouts]
+            runs += [(f"{key}+uint8", options | {"feature_dtype": "uint8"})
+                     for key, options in list(runs) if key in uint8_keys]
             for key, options in runs:
                 sampling = SamplingConfig(**{"fanouts": args.fanouts, "batch_size": batch_size,
                                              "cache_fraction": args.cache_fraction,
@@ -359,6 +366,7 @@ def accuracy_section(args: argparse.Namespace) -> dict[str, Any]:
                 cfg = TrainConfig.from_dict(train_cfg.to_dict() | {"seed": args.seed + s})
                 sampling = SamplingConfig(**{"fanouts": args.fanouts,
                                              "batch_size": args.batch_size, "device": "cpu",
+                                             "feature_dtype": args.accuracy_feature_dtype,
                                              "workers": args.workers,
                                              "prefetch": args.prefetch} | options)
                 started = time.perf_counter()
@@ -548,6 +556,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="degree-tail exponent of the accuracy section's synthetic graph")
     p.add_argument("--power", type=float, default=2.5,
                    help="degree-tail exponent of the --nodes graph (transfer, throughput)")
+    p.add_argument("--accuracy-feature-dtype", choices=("float32", "uint8"), default="float32",
+                   help="accuracy: input features staged as float32 or uint8 codes")
     p.add_argument("--accuracy-datasets", default=list(ACCURACY_DATASETS),
                    type=lambda s: [x.strip() for x in s.split(",") if x.strip()])
     p.add_argument("--scale-nodes", type=int, default=10_000_000)

@@ -19,38 +19,79 @@ from qgnn.training.data import as_tensor
 from qgnn.training.nn.block import Block
 from qgnn.training.sampling.blocks import Convention, to_blocks
 from qgnn.training.sampling.cache import NodeCache
+from qgnn.training.sampling.config import FEATURE_DTYPES, FeatureDtype
+from qgnn.training.sampling.feature_codec import ColumnCode, encode_columns, fit_column_code
 from qgnn.training.sampling.transfer import TransferCounter, pin_if_cuda, to_device
 
 
 class FeatureStore:
-    """The full feature matrix in host memory (page-locked when the device is a GPU)."""
+    """The full feature matrix in host memory, as float32 (``x``, what evaluation reads) and,
+    with ``dtype="uint8"``, as per-column uint8 codes that training batches gather and send
+    (page-locked when the device is a GPU; see :mod:`~qgnn.training.sampling.feature_codec`)."""
 
-    def __init__(self, x: np.ndarray | None, device: torch.device) -> None:
+    def __init__(self, x: np.ndarray | None, device: torch.device,
+                 dtype: FeatureDtype = "float32") -> None:
+        if dtype not in FEATURE_DTYPES:
+            raise ValueError(f"FeatureStore.dtype: expected one of {FEATURE_DTYPES}, got "
+                             f"{dtype!r}")
         self.device = device
-        self.x = None if x is None else pin_if_cuda(as_tensor(x, np.float32), device)
+        self.dtype = dtype
+        self.code: ColumnCode | None = None
+        self.device_code: ColumnCode | None = None
+        self.codes: torch.Tensor | None = None
+        if x is None:
+            self.x = None
+        elif dtype == "uint8":
+            host = as_tensor(x, np.float32)
+            self.x = host
+            self.code = fit_column_code(host.numpy())
+            self.codes = pin_if_cuda(torch.from_numpy(encode_columns(host.numpy(), self.code)),
+                                     device)
+        else:
+            self.x = pin_if_cuda(as_tensor(x, np.float32), device)
 
     @property
     def num_features(self) -> int:
         return 0 if self.x is None else int(self.x.shape[1])
 
+    def attach(self, counter: TransferCounter) -> None:
+        """Send the column code to the device once (counted as ``features``)."""
+        if self.code is not None and self.device_code is None:
+            self.device_code = ColumnCode(
+                to_device(self.code.low, self.device, counter, "features"),
+                to_device(self.code.step, self.device, counter, "features"))
+
+    def decode(self, rows: torch.Tensor) -> torch.Tensor:
+        """Rows as :meth:`gather` staged them, once on the device -> float32."""
+        if self.code is None:
+            return rows
+        if self.device_code is None:
+            raise RuntimeError("FeatureStore.decode: attach() the column code to the device "
+                               "first")
+        return self.device_code.decode(rows)
+
     def gather(self, ids: np.ndarray) -> torch.Tensor:
-        """Rows ``ids`` as a new host tensor ``(len(ids), F)``, pinned when the device is CUDA
-        so the copy to it can be asynchronous."""
-        if self.x is None:
+        """Rows ``ids`` as a new host tensor ``(len(ids), F)`` in the staging dtype (uint8
+        codes or float32), pinned when the device is CUDA so the copy to it can be
+        asynchronous."""
+        source = self.codes if self.codes is not None else self.x
+        if source is None:
             raise ValueError("FeatureStore.gather: the graph has no features")
         index = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))
         if self.device.type != "cuda":
-            return self.x.index_select(0, index)
-        out = torch.empty((index.numel(), self.x.shape[1]), dtype=self.x.dtype, pin_memory=True)
-        return torch.index_select(self.x, 0, index, out=out)
+            return source.index_select(0, index)
+        out = torch.empty((index.numel(), source.shape[1]), dtype=source.dtype, pin_memory=True)
+        return torch.index_select(source, 0, index, out=out)
 
 
 def attach_cache_features(cache: NodeCache, store: FeatureStore, device: torch.device,
                           counter: TransferCounter) -> NodeCache:
-    """The cache with its nodes' features copied to the device (counted as ``cache``)."""
+    """The cache with its nodes' features copied to the device (counted as ``cache``) and
+    decoded there to float32."""
     if store.x is None:
         return cache
-    features = to_device(store.gather(cache.node_ids), device, counter, "cache")
+    store.attach(counter)
+    features = store.decode(to_device(store.gather(cache.node_ids), device, counter, "cache"))
     return NodeCache(node_ids=cache.node_ids, slot=cache.slot, adjacency=cache.adjacency,
                      features=features)
 
@@ -66,6 +107,7 @@ class HostBatch:
     miss_mask: torch.Tensor | None  # (S,) bool: row comes from the host; None = every row
     hit_slots: torch.Tensor | None  # (H,) cache slots of the other rows, in row order
     miss_x: torch.Tensor | None  # (M, F) host rows; None when the graph has no features
+    store: FeatureStore | None = None  # decodes miss_x on the device (uint8 staging)
     payload: dict[str, torch.Tensor] = field(default_factory=dict)  # task tensors, host
 
     @property
@@ -118,7 +160,7 @@ class BatchBuilder:
         miss_x = None if self.store.x is None else self.store.gather(miss_ids)
         return HostBatch(seeds=np.asarray(seeds), blocks=blocks, input_ids=input_ids, cache=cache,
                          miss_mask=miss_mask, hit_slots=hit_slots, miss_x=miss_x,
-                         payload=payload or {})
+                         store=self.store, payload=payload or {})
 
 
 @dataclass(eq=False)
@@ -150,6 +192,9 @@ def to_device_batch(batch: HostBatch, device: torch.device, counter: TransferCou
     x = None
     if batch.miss_x is not None:
         rows = to_device(batch.miss_x, device, counter, features)
+        if batch.store is not None:
+            batch.store.attach(counter)
+            rows = batch.store.decode(rows)
         if batch.miss_mask is None:
             x = rows
         else:

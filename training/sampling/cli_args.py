@@ -12,6 +12,7 @@ import argparse
 from qgnn.training.sampling.config import (
     ESTIMATORS,
     EVAL_MODES,
+    FEATURE_DTYPES,
     GNS_LAYERS,
     SAMPLERS,
     SamplingConfig,
@@ -49,6 +50,10 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                        help="gns: input (only the input layer draws from the cache, as the "
                             "paper) or all (every hop: fewer bytes, more variance) "
                             "(default: %(default)s)")
+    group.add_argument("--feature-dtype", choices=FEATURE_DTYPES, default=defaults.feature_dtype,
+                       help="input features as held in host memory and sent to the device: "
+                            "float32, or uint8 (per-column affine code decoded on the device: "
+                            "a quarter of the bytes) (default: %(default)s)")
     group.add_argument("--workers", type=int, default=defaults.workers,
                        help="sampling threads (default: %(default)s)")
     group.add_argument("--prefetch", type=int, default=defaults.prefetch,
@@ -67,5 +72,5 @@ def sampling_config_from_args(args: argparse.Namespace) -> SamplingConfig:
                           cache_refresh_period=args.cache_refresh_period,
                           gns_estimator=args.gns_estimator, gns_layers=args.gns_layers,
                           gns_uncached_fanout=args.gns_uncached_fanout,
-                          workers=args.workers,
+                          feature_dtype=args.feature_dtype, workers=args.workers,
                           prefetch=args.prefetch, device=args.device, eval=args.eval_mode)

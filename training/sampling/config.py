@@ -24,6 +24,8 @@ ESTIMATORS: tuple[Estimator, ...] = ("unbiased", "normalized", "stratified")
 DEFAULT_UNCACHED_FANOUT = 4
 GnsLayers = Literal["input", "all"]
 GNS_LAYERS: tuple[GnsLayers, ...] = ("input", "all")
+FeatureDtype = Literal["float32", "uint8"]
+FEATURE_DTYPES: tuple[FeatureDtype, ...] = ("float32", "uint8")
 EvalMode = Literal["full", "sampled"]
 EVAL_MODES: tuple[EvalMode, ...] = ("full", "sampled")
 
@@ -86,6 +88,7 @@ class SamplingConfig:
     gns_estimator: Estimator = "unbiased"  # GNS input-layer weights (docs/gns.md)
     gns_layers: GnsLayers = "input"  # GNS: which hops draw from the cache (docs/gns.md)
     gns_uncached_fanout: int = DEFAULT_UNCACHED_FANOUT  # GNS stratified: non-cached draws
+    feature_dtype: FeatureDtype = "float32"  # host copy / transfer of input rows (uint8: coded)
     workers: int = 1  # sampling threads
     prefetch: int = 2  # batches prepared ahead of the trainer (bounded queue depth)
     device: str = "auto"
@@ -111,6 +114,9 @@ class SamplingConfig:
         if self.gns_layers not in GNS_LAYERS:
             raise ValueError(f"SamplingConfig.gns_layers: expected one of {GNS_LAYERS}, got "
                              f"{self.gns_layers!r}")
+        if self.feature_dtype not in FEATURE_DTYPES:
+            raise ValueError(f"SamplingConfig.feature_dtype: expected one of {FEATURE_DTYPES}, "
+                             f"got {self.feature_dtype!r}")
         if not isinstance(self.device, str):
             raise ValueError(f"SamplingConfig.device: expected a string, got {self.device!r}")
         if self.device not in ("auto", "cpu"):  # the defaults need no torch to check

@@ -55,6 +55,20 @@ def test_gns_learns_the_planted_communities(graph):
     assert result.test_metric > 0.8
 
 
+def test_uint8_feature_staging_learns_as_well_as_float32(graph):
+    """The coded rows are what training sees: accuracy must not move beyond run-to-run noise,
+    while the feature bytes per epoch fall to a quarter."""
+    cfg = node_model_config(graph, "sage", hidden=16, dropout=0.0)
+    runs = {dtype: train_minibatch(graph, cfg, TrainConfig(epochs=15, patience=None),
+                                   _sampling("gns", feature_dtype=dtype), progress=False)
+            for dtype in ("float32", "uint8")}
+    assert runs["uint8"].test_metric > 0.8
+    assert abs(runs["uint8"].test_metric - runs["float32"].test_metric) <= 0.03
+    ratio = (runs["uint8"].extra_metrics["h2d_feature_bytes_per_epoch"]
+             / runs["float32"].extra_metrics["h2d_feature_bytes_per_epoch"])
+    assert 0.2 < ratio < 0.3
+
+
 def test_runs_are_reproducible_whatever_the_thread_count(graph):
     cfg = node_model_config(graph, "gcn", hidden=8, dropout=0.3)
     runs = [train_minibatch(graph, cfg, TrainConfig(epochs=2, patience=None),
