@@ -161,12 +161,14 @@ def test_data_of_the_wrong_type_is_refused():
                         progress=False)
 
 
-@pytest.mark.parametrize("sampler", ["uniform", "gns"])
-def test_link_prediction_learns(graph, sampler):
+@pytest.mark.parametrize(("sampler", "dtype"),
+                         [("uniform", "float32"), ("gns", "float32"), ("gns", "uint8")])
+def test_link_prediction_learns(graph, sampler, dtype):
     data = split_edges(graph, val_fraction=0.1, test_fraction=0.1, seed=0)
     cfg = link_model_config(data, "sage", hidden=16, dropout=0.0)
     result = train_minibatch(data, cfg, TrainConfig(epochs=6, patience=None, lr=0.01),
-                             _sampling(sampler, batch_size=256), progress=False)
+                             _sampling(sampler, batch_size=256, feature_dtype=dtype),
+                             progress=False)
     assert result.metric == "roc_auc" and result.test_metric > 0.7
     assert result.extra_metrics["h2d_bytes_per_epoch"] > 0
 
