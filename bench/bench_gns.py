@@ -4,17 +4,20 @@ Sections (``--sections``, default ``transfer,throughput,variance,accuracy``):
 
 - ``coverage``: what a degree-proportional cache of each fraction holds, per graph: the
   expected share of edge endpoints (in-edges whose source is cached) and of nodes with at least
-  one cached in-neighbour. It bounds what GNS can read from the cache.
+  one cached in-neighbour. It bounds what GNS can read from the cache. ``--coverage-powers``
+  adds the ``--nodes`` graph at other degree-tail exponents.
 - ``transfer``: host-to-device feature bytes per training epoch (GNS counts the cache load too),
   cache hit rate and input nodes, on the power-law generator (``--nodes``, default 1M) and on
   Tolokers. Only the sampling + staging + copy pipeline runs (the model step is a no-op): bytes
-  do not depend on the model.
+  do not depend on the model. ``+uint8`` rows stage the input rows as uint8 codes.
 - ``throughput``: sampled edges/s of our uniform sampler, the GNS sampler and a plain vectorised
   PyTorch uniform sampler written here for reference, on the same batches (interleaved, median).
 - ``variance``: mean squared error of the input layer's mean aggregation against the exact
   mean (random features), uniform vs GNS (both estimators).
-- ``accuracy``: test metric of GNS (unbiased and normalized estimators), uniform and full-graph
-  training at equal epochs on Cora, Tolokers and a synthetic planted-community graph.
+- ``accuracy``: test metric of GNS (each estimator and layer mode), uniform and full-graph
+  training at equal epochs on Cora, Tolokers and a synthetic planted-community graph
+  (``--accuracy-datasets``), with the best epoch and GraphSAGE's neighbour/self weight ratio;
+  ``--accuracy-feature-dtype uint8`` trains on uint8-staged rows.
 - ``scale`` (alone, one process: peak RSS is per process): one GNS training epoch on a
   10M-node / 100M-edge / 128-feature synthetic graph, peak RSS and throughput.
 
