@@ -193,7 +193,6 @@ def to_device_batch(batch: HostBatch, device: torch.device, counter: TransferCou
     if batch.miss_x is not None:
         rows = to_device(batch.miss_x, device, counter, features)
         if batch.store is not None:
-            batch.store.attach(counter)
             rows = batch.store.decode(rows)
         if batch.miss_mask is None:
             x = rows

@@ -125,6 +125,7 @@ class Pipeline:
         self.in_degree = graph.csc.degree()
         self.convention = weight_convention(model_cfg)
         self.store = FeatureStore(graph.x, self.device, cfg.feature_dtype)
+        self.store.attach(self.counter)
         self.sampler = make_sampler(graph, cfg)
         self.builder = BatchBuilder(self.sampler, self.in_degree, self.convention, self.store,
                                     graph.edge_weight)

@@ -75,15 +75,15 @@ def test_uint8_batches_move_a_quarter_of_the_feature_bytes(graph, sampler):
     moved, xs = {}, {}
     for dtype in ("float32", "uint8"):
         pipe = _pipeline(graph, sampler=sampler, feature_dtype=dtype)
+        code_bytes = 2 * 8 * 4 if dtype == "uint8" else 0  # low and step, sent once
+        assert pipe.counter.bytes("features") == code_bytes
         host = pipe.builder.build(seeds, np.random.default_rng(1))
         before = pipe.counter.snapshot()
         batch = to_device_batch(host, pipe.device, pipe.counter)
         moved[dtype] = TransferCounter.delta(pipe.counter.snapshot(), before)["features"]
         xs[dtype] = (host.input_ids, batch.x)
         if dtype == "uint8":
-            code_bytes = 2 * 8 * 4  # low and step, sent once (by the cache load, for GNS)
-            first = 0 if sampler == "gns" else code_bytes
-            assert moved[dtype] == (moved["float32"] // 4) + first
+            assert moved[dtype] * 4 == moved["float32"]
             assert batch.x.dtype == torch.float32
             step = pipe.store.code.step
     ids, x32 = xs["float32"]
