@@ -35,7 +35,6 @@ class FeatureStore:
             raise ValueError(f"FeatureStore.dtype: expected one of {FEATURE_DTYPES}, got "
                              f"{dtype!r}")
         self.device = device
-        self.dtype = dtype
         self.code: ColumnCode | None = None
         self.device_code: ColumnCode | None = None
         self.codes: torch.Tensor | None = None
