@@ -405,11 +405,15 @@ def scale_section(args: argparse.Namespace) -> dict[str, Any]:
                                   num_layers=len(args.fanouts))
     sampling = SamplingConfig(sampler="gns", fanouts=args.fanouts, batch_size=args.batch_size,
                               cache_fraction=args.cache_fraction, device="cpu",
+                              gns_estimator=args.scale_estimator,
+                              feature_dtype=args.scale_feature_dtype,
                               workers=args.workers, prefetch=args.prefetch)
     from qgnn.training.nn.models import build_model
     from qgnn.training.sampling.transfer import module_to_device
 
+    t0 = time.perf_counter()
     pipe = Pipeline(graph, model_cfg, sampling)
+    pipeline_s = time.perf_counter() - t0
     y = torch.from_numpy(graph.y)
     net = module_to_device(build_model(model_cfg), pipe.device, pipe.counter)
     opt = torch.optim.Adam(net.parameters(), lr=0.01)
@@ -437,7 +441,9 @@ def scale_section(args: argparse.Namespace) -> dict[str, Any]:
 
     stats = run_epoch(pipe, batches, stage, step)
     return {"graph": {"nodes": graph.num_nodes, "edges": graph.num_edges, "features": 128},
-            "generate_s": gen_s, "csc_s": csc_s, "cache_refresh_s": refresh_s,
+            "generate_s": gen_s, "csc_s": csc_s, "pipeline_s": pipeline_s,
+            "cache_refresh_s": refresh_s, "estimator": args.scale_estimator,
+            "feature_dtype": args.scale_feature_dtype,
             "epoch_s": stats.seconds, "batches": stats.steps, "seeds": stats.seeds,
             "seeds_per_s": stats.seeds / stats.seconds,
             "sampled_edges_per_s": stats.sampled_edges / stats.seconds,
@@ -566,6 +572,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale-nodes", type=int, default=10_000_000)
     p.add_argument("--scale-avg-degree", type=float, default=10.0)
     p.add_argument("--scale-batches", type=int, default=0, help="0: the whole epoch")
+    p.add_argument("--scale-estimator", choices=("unbiased", "normalized", "stratified"),
+                   default="unbiased")
+    p.add_argument("--scale-feature-dtype", choices=("float32", "uint8"), default="float32")
     p.add_argument("--results-dir", default=str(RESULTS_DIR))
     args = p.parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
