@@ -50,7 +50,7 @@ from qgnn.graph.neighbourhood import khop_blocks
 from qgnn.graph.synth import powerlaw_communities
 from qgnn.training.nn.models import ModelConfig
 from qgnn.training.presets import TrainConfig
-from qgnn.training.sampling.config import SamplingConfig
+from qgnn.training.sampling.config import ESTIMATORS, FEATURE_DTYPES, SamplingConfig
 from qgnn.training.sampling.gns import GNSSampler
 from qgnn.training.tasks.minibatch import STREAM_BATCH, Pipeline, run_epoch, train_minibatch
 from qgnn.training.tasks.node import node_model_config
@@ -326,23 +326,21 @@ def accuracy_datasets(args: argparse.Namespace) -> dict[str, tuple[Graph, TrainC
     compared under (built lazily: the synthetic graph alone is a quick sensitivity run)."""
     from qgnn.graph.datasets import load_dataset
 
+    configs = {
+        "cora": TrainConfig(epochs=args.epochs_cora, lr=0.01, weight_decay=5e-4,
+                            row_normalize=True, patience=None),
+        "tolokers": TrainConfig(epochs=args.epochs_tolokers, lr=0.01, weight_decay=0.0,
+                                patience=None),
+        "synthetic": TrainConfig(epochs=args.epochs_synthetic, lr=0.01, weight_decay=0.0,
+                                 patience=None)}
     out: dict[str, tuple[Graph, TrainConfig]] = {}
     for name in args.accuracy_datasets:
-        if name == "synthetic":
-            graph = powerlaw_communities(args.synthetic_nodes, avg_degree=10, num_features=32,
-                                         feature_noise=args.synthetic_noise,
-                                         power=args.synthetic_power, seed=args.seed)
-            cfg = TrainConfig(epochs=args.epochs_synthetic, lr=0.01, weight_decay=0.0,
-                              patience=None)
-        else:
-            loaded = load_dataset(name)
-            assert isinstance(loaded, Graph)
-            graph = loaded
-            cfg = (TrainConfig(epochs=args.epochs_cora, lr=0.01, weight_decay=5e-4,
-                               row_normalize=True, patience=None) if name == "cora" else
-                   TrainConfig(epochs=args.epochs_tolokers, lr=0.01, weight_decay=0.0,
-                               patience=None))
-        out[name] = (graph, cfg)
+        graph = (powerlaw_communities(args.synthetic_nodes, avg_degree=10, num_features=32,
+                                      feature_noise=args.synthetic_noise,
+                                      power=args.synthetic_power, seed=args.seed)
+                 if name == "synthetic" else load_dataset(name))
+        assert isinstance(graph, Graph)
+        out[name] = (graph, configs[name])
     return out
 
 
@@ -565,16 +563,15 @@ def main(argv: list[str] | None = None) -> None:
                    help="degree-tail exponent of the accuracy section's synthetic graph")
     p.add_argument("--power", type=float, default=2.5,
                    help="degree-tail exponent of the --nodes graph (transfer, throughput)")
-    p.add_argument("--accuracy-feature-dtype", choices=("float32", "uint8"), default="float32",
+    p.add_argument("--accuracy-feature-dtype", choices=FEATURE_DTYPES, default="float32",
                    help="accuracy: input features staged as float32 or uint8 codes")
     p.add_argument("--accuracy-datasets", default=list(ACCURACY_DATASETS),
                    type=lambda s: [x.strip() for x in s.split(",") if x.strip()])
     p.add_argument("--scale-nodes", type=int, default=10_000_000)
     p.add_argument("--scale-avg-degree", type=float, default=10.0)
     p.add_argument("--scale-batches", type=int, default=0, help="0: the whole epoch")
-    p.add_argument("--scale-estimator", choices=("unbiased", "normalized", "stratified"),
-                   default="unbiased")
-    p.add_argument("--scale-feature-dtype", choices=("float32", "uint8"), default="float32")
+    p.add_argument("--scale-estimator", choices=ESTIMATORS, default="unbiased")
+    p.add_argument("--scale-feature-dtype", choices=FEATURE_DTYPES, default="float32")
     p.add_argument("--results-dir", default=str(RESULTS_DIR))
     args = p.parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]

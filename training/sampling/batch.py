@@ -41,11 +41,10 @@ class FeatureStore:
         if x is None:
             self.x = None
         elif dtype == "uint8":
-            host = as_tensor(x, np.float32)
-            self.x = host
-            self.code = fit_column_code(host.numpy())
-            self.codes = pin_if_cuda(torch.from_numpy(encode_columns(host.numpy(), self.code)),
-                                     device)
+            self.x = as_tensor(x, np.float32)
+            values = self.x.numpy()
+            self.code = fit_column_code(values)
+            self.codes = pin_if_cuda(torch.from_numpy(encode_columns(values, self.code)), device)
         else:
             self.x = pin_if_cuda(as_tensor(x, np.float32), device)
 

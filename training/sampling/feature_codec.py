@@ -33,13 +33,6 @@ class ColumnCode:
                              f"{codes.dtype} {tuple(codes.shape)}")
         return torch.addcmul(self.low, codes.to(self.low.dtype), self.step)
 
-    def to(self, device: torch.device) -> ColumnCode:
-        return ColumnCode(self.low.to(device), self.step.to(device))
-
-    @property
-    def nbytes(self) -> int:
-        return 2 * self.low.numel() * self.low.element_size()
-
 
 def fit_column_code(x: np.ndarray, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ColumnCode:
     """Per-column min/max of a float matrix, in row chunks; non-finite values are refused
