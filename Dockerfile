@@ -23,6 +23,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml setup.py ./
 COPY qgnn/ qgnn/
+COPY contract/ contract/
 COPY graph/ graph/
 COPY training/ training/
 COPY exporter/ exporter/

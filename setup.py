@@ -11,8 +11,9 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).parent
-FOLDERS = {"qgnn": "qgnn", "qgnn.graph": "graph", "qgnn.training": "training",
-           "qgnn.exporter": "exporter", "qgnn.runtime": "runtime", "qgnn.bench": "bench"}
+FOLDERS = {"qgnn": "qgnn", "qgnn.contract": "contract", "qgnn.graph": "graph",
+           "qgnn.training": "training", "qgnn.exporter": "exporter", "qgnn.runtime": "runtime",
+           "qgnn.bench": "bench"}
 
 
 def _packages() -> tuple[list[str], dict[str, str]]:

@@ -3,7 +3,9 @@ nodes, and the per-layer neighbour structure (CSR over destinations, self-loops,
 
 Rules (numbers as in docs/integer-formulation.md):
 1. quantise: ``QuantizeLinear`` (+ ``Clip`` below 8 bits);
-2. matrix product: ``MatMulInteger`` (uint8 x int8 -> int32), int32 bias, requantisation;
+2. matrix product: ``MatMulInteger`` (uint8 x uint8 weights stored as ``w + 128`` with zero point
+   128, qgnn.contract.weights: exact on every onnxruntime CPU kernel), int32 bias,
+   requantisation;
 3. edge scaling: int32 product of centred integers, requantisation;
 4. aggregation: ``ai.qgnn::QAggregate``;
 5. elementwise float step: ``DequantizeLinear``, float32 op(s), ``QuantizeLinear``.
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from onnx import TensorProto
 from onnx.numpy_helper import from_array
+from qgnn.contract import WEIGHT_STORAGE_OFFSET, weight_storage
 from qgnn.exporter.onnx_builder import GraphBuilder
 from qgnn.exporter.quant_params import Site, bias_int32, multiplier, quantize_weight
 
@@ -119,8 +122,9 @@ class Emitter:
         uint8 at ``out``; the bias, if any, joins the int32 accumulator."""
         g = self.g
         with g.scope(hint):
-            w_q = g.const(quantize_weight(weight, w).T, "weight_q")  # (K, J) int8
-            acc = g.op("MatMulInteger", [x_q, w_q, self.zero_point(x)], "acc")
+            w_q = g.const(weight_storage(quantize_weight(weight, w).T), "weight_q")  # (K, J)
+            w_zp = g.shared(WEIGHT_STORAGE_OFFSET, np.uint8)
+            acc = g.op("MatMulInteger", [x_q, w_q, self.zero_point(x), w_zp], "acc")
             if bias is not None:
                 acc = g.op("Add", [acc, g.const(bias_int32(bias, x, w), "bias_q")], "acc_bias")
         return self.requantize(acc, multiplier(x.scale, w.scale, out.scale), out, hint)

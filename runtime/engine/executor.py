@@ -5,8 +5,9 @@ The partitioned executor walks the plan of :mod:`qgnn.runtime.engine.partition`:
 kernel phase 1, segment 1, and so on, passing named numpy arrays (onnxruntime reads contiguous
 numpy inputs in place; the kernels release the GIL). Sessions and kernel closures are built
 once, at load. The portable executor hands the whole file to onnxruntime, which inlines the
-ops' function bodies: slower, but needs nothing compiled. Both take and return the model's
-graph inputs/outputs by name.
+ops' function bodies: slower, but needs nothing compiled. Both first store int8 weights as
+uint8 (weight_storage.py), so older bundles give exact integers on every CPU too. Both take
+and return the model's graph inputs/outputs by name.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from qgnn.runtime.engine import onnx_proto as op
 from qgnn.runtime.engine.kernel_ops import KernelFn, compile_kernel
 from qgnn.runtime.engine.partition import KERNEL_OUTPUTS, KernelNodeSpec, partition
 from qgnn.runtime.engine.session import SessionConfig, make_session
+from qgnn.runtime.engine.weight_storage import store_weights_as_uint8
 
 log = logging.getLogger("qgnn.runtime.engine")
 
@@ -46,7 +48,7 @@ class PortableExecutor:
     mode = "portable"
 
     def __init__(self, model: bytes, config: SessionConfig) -> None:
-        self.session = make_session(model, config)
+        self.session = make_session(store_weights_as_uint8(model), config)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_dtypes = {i.name: op.DTYPES[op.elem_type_of(i.type)]
@@ -84,7 +86,7 @@ class PartitionedExecutor:
     mode = "partitioned"
 
     def __init__(self, model: bytes, config: SessionConfig) -> None:
-        plan = partition(model)
+        plan = partition(store_weights_as_uint8(model))
         self.plan = plan
         self.constants = plan.constants
         self.input_names = plan.graph_inputs

@@ -3,11 +3,13 @@
 Exported INT8 models write every ``nn.Linear`` as the contract's chain (docs/integer-formulation.md
 rule 2, qgnn.exporter.emit.common ``requantize``):
 
-    acc = MatMulInteger(x_q, W_q, zp_x)            uint8 x int8 -> int32, W_q a constant (K, J)
+    acc = MatMulInteger(x_q, W, zp_x, 128)         W a constant (K, J) uint8, ``w + 128``
+                                                   (qgnn.contract.weights; or int8, zp 0)
     acc = Add(acc, bias_q)                         optional int32 constant (J,)
-    y   = Cast(Clip(Add(Round(Mul(Cast(acc, FLOAT), M)), zp_y), 0, 2^bits - 1), UINT8)
+    y   = QuantizeLinear(Mul(Cast(acc, FLOAT), M), 1.0, zp_y)    [-> Clip(0, 2^bits - 1)]
 
-onnxruntime runs that as seven passes over the (N, J) tensor; ``qgnn.runtime.kernels.qlinear``
+or with the tail ``Cast(Clip(Add(Round(...), zp_y), 0, 2^bits - 1), UINT8)``. onnxruntime runs
+that as four to seven passes over the (N, J) tensor; ``qgnn.runtime.kernels.qlinear``
 computes the same integers in one (float32 ``acc * M``, round half to even, zero point, clamp),
 so the partitioner replaces the chain by one engine-internal ``QLinear`` kernel node when every
 link is exactly that: constants where the chain has constants, each intermediate read by the
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from qgnn.contract import weight_values
 
 FLOAT, UINT8 = 1, 2
 
@@ -97,44 +100,46 @@ def _per_column(value: np.ndarray | None, dtype: type, columns: int) -> np.ndarr
     return None
 
 
-def match(start: Any, graph: _Graph) -> tuple[FusedLinear, list[Any]] | None:
-    """The fused node and the nodes it replaces, if ``start`` (a MatMulInteger) begins the
-    chain of the module docstring."""
-    inputs = list(start.input) + [""] * (4 - len(start.input))
-    x_name, w_name, x_zp_name, w_zp_name = inputs[:4]
+def _weight(graph: _Graph, w_name: str, w_zp_name: str) -> np.ndarray | None:
+    """The (K, J) int8 values of a constant weight: uint8 ``w + 128`` storage with zero point
+    128, or int8 with zero point 0 (absent or all zeros); None for anything else."""
     w = graph.const(w_name)
-    if w is None or w.dtype != np.int8 or w.ndim != 2:
+    if w is None or w.ndim != 2:
         return None
-    x_zp = 0 if not x_zp_name else _scalar(graph.const(x_zp_name), np.uint8)
-    if x_zp is None:
+    zp = graph.const(w_zp_name) if w_zp_name else np.zeros((), w.dtype)
+    if zp is None or zp.size not in (1, w.shape[1]):
         return None
-    if w_zp_name:
-        w_zp = graph.const(w_zp_name)
-        if w_zp is None or w_zp.dtype != np.int8 or np.any(w_zp != 0):
-            return None
-    columns = int(w.shape[1])
-    chain = [start]
-    tensor = start.output[0]
-    bias = None
-    node = graph.only_reader(tensor, "Add")
+    if w.dtype == np.uint8:
+        return weight_values(w, zp)
+    if w.dtype == np.int8 and zp.dtype == np.int8 and not np.any(zp):
+        return w
+    return None
+
+
+def _requant_tail(graph: _Graph, tensor: str) -> tuple[list[Any], int, int] | None:
+    """The nodes after ``Mul(M)`` that round, add the zero point and saturate, with
+    (zp_y, bits): ``QuantizeLinear(scale 1.0, uint8 zp) [-> Clip(uint8 0, uint8 2^bits - 1)]``
+    or ``Round -> Add(float zp) -> Clip(0, 2^bits - 1) -> Cast(uint8)``."""
+    node = graph.only_reader(tensor, "QuantizeLinear")
     if node is not None:
-        bias = _per_column(graph.other(node, tensor), np.int32, columns)
-        if bias is None:
+        if len(node.input) != 3 or node.input[0] != tensor or _attr_int(node, "axis") not in (
+                None, 1) or any(a.name not in ("axis", "saturate") for a in node.attribute):
             return None
-        chain.append(node)
-        tensor = node.output[0]
-    node = graph.only_reader(tensor, "Cast")
-    if node is None or _attr_int(node, "to") != FLOAT:
-        return None
-    chain.append(node)
-    tensor = node.output[0]
-    node = graph.only_reader(tensor, "Mul")
-    multiplier = None if node is None else _per_column(graph.other(node, tensor), np.float32,
-                                                       columns)
-    if multiplier is None or not (np.isfinite(multiplier).all() and (multiplier > 0).all()):
-        return None
-    chain.append(node)
-    tensor = node.output[0]
+        one = _scalar(graph.const(node.input[1]), np.float32)
+        y_zp = _scalar(graph.const(node.input[2]), np.uint8)
+        if one != 1.0 or y_zp is None:
+            return None
+        chain, bits = [node], 8
+        clip = graph.only_reader(node.output[0], "Clip")
+        if clip is not None and len(clip.input) == 3 and clip.input[0] == node.output[0]:
+            low = _scalar(graph.const(clip.input[1]), np.uint8)
+            high = _scalar(graph.const(clip.input[2]), np.uint8)
+            found = next((b for b in range(1, 8) if high == 2**b - 1), None)
+            if low == 0 and found is not None and y_zp <= high:
+                chain.append(clip)
+                bits = found
+        return chain, int(y_zp), bits
+    chain = []
     node = graph.only_reader(tensor, "Round")
     if node is None:
         return None
@@ -160,7 +165,48 @@ def match(start: Any, graph: _Graph) -> tuple[FusedLinear, list[Any]] | None:
     if node is None or _attr_int(node, "to") != UINT8:
         return None
     chain.append(node)
-    fused = FusedLinear(start.name or start.output[0], [x_name], [node.output[0]],
+    return chain, int(y_zp), bits
+
+
+def match(start: Any, graph: _Graph) -> tuple[FusedLinear, list[Any]] | None:
+    """The fused node and the nodes it replaces, if ``start`` (a MatMulInteger) begins the
+    chain of the module docstring."""
+    inputs = list(start.input) + [""] * (4 - len(start.input))
+    x_name, w_name, x_zp_name, w_zp_name = inputs[:4]
+    w = _weight(graph, w_name, w_zp_name)
+    if w is None:
+        return None
+    x_zp = 0 if not x_zp_name else _scalar(graph.const(x_zp_name), np.uint8)
+    if x_zp is None:
+        return None
+    columns = int(w.shape[1])
+    chain = [start]
+    tensor = start.output[0]
+    bias = None
+    node = graph.only_reader(tensor, "Add")
+    if node is not None:
+        bias = _per_column(graph.other(node, tensor), np.int32, columns)
+        if bias is None:
+            return None
+        chain.append(node)
+        tensor = node.output[0]
+    node = graph.only_reader(tensor, "Cast")
+    if node is None or _attr_int(node, "to") != FLOAT:
+        return None
+    chain.append(node)
+    tensor = node.output[0]
+    node = graph.only_reader(tensor, "Mul")
+    multiplier = None if node is None else _per_column(graph.other(node, tensor), np.float32,
+                                                       columns)
+    if multiplier is None or not (np.isfinite(multiplier).all() and (multiplier > 0).all()):
+        return None
+    chain.append(node)
+    tail = _requant_tail(graph, node.output[0])
+    if tail is None:
+        return None
+    links, y_zp, bits = tail
+    chain += links
+    fused = FusedLinear(start.name or start.output[0], [x_name], [chain[-1].output[0]],
                         {"weight": np.ascontiguousarray(w), "x_zero_point": int(x_zp),
                          "bias": bias, "multiplier": multiplier, "y_zero_point": int(y_zp),
                          "bits": bits})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE_FOLDERS = ("qgnn", "graph", "training", "exporter", "runtime", "bench")
+PACKAGE_FOLDERS = ("qgnn", "contract", "graph", "training", "exporter", "runtime", "bench")
 
 
 @pytest.fixture

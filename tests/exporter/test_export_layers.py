@@ -3,6 +3,7 @@ formulation of the Degree-Quant model, and whose FP32 outputs match PyTorch."""
 
 from __future__ import annotations
 
+import mlas_emulation
 import numpy as np
 import onnx
 import pytest
@@ -16,8 +17,10 @@ from export_testkit import (
     relative_error,
     trained,
 )
+from qgnn.contract import WEIGHT_STORAGE_OFFSET
 from qgnn.exporter.emit.stack import emit_stack
 from qgnn.exporter.export import check_model
+from qgnn.exporter.ops import reference_ops
 from qgnn.exporter.parity import (
     compare_integers,
     fake_quant_integers,
@@ -67,7 +70,11 @@ def test_int8_export_is_a_checked_integer_graph(name):
     assert {"MatMulInteger", "QuantizeLinear", "DequantizeLinear", "QAggregate"} <= ops
     assert "MatMul" not in ops and "Gemm" not in ops  # no float matrix product left
     weights = [i for i in em.model.graph.initializer if i.name.endswith("weight_q")]
-    assert weights and all(w.data_type == onnx.TensorProto.INT8 for w in weights)
+    assert weights and all(w.data_type == onnx.TensorProto.UINT8 for w in weights)
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in em.model.graph.initializer}
+    for node in (n for n in em.model.graph.node if n.op_type == "MatMulInteger"):
+        zp = inits[node.input[3]] if node.input[1].endswith("weight_q") else None
+        assert zp is None or (zp.dtype == np.uint8 and zp == WEIGHT_STORAGE_OFFSET)
     assert {f.name for f in em.model.functions} >= {"QAggregate"}
     assert em.input_dtype == "uint8" and em.model.graph.input[0].type.tensor_type.elem_type \
         == onnx.TensorProto.UINT8
@@ -115,6 +122,20 @@ def test_equals_the_numpy_integer_reference_exactly(name, bits, per_channel):
         np.testing.assert_array_equal(ours, trace[tensor.key], err_msg=tensor.key)
     np.testing.assert_array_equal(outs["logits"], ref)
     assert max(int(outs[t.output].max()) for t in em.debug_tensors) <= 2**bits - 1
+
+
+@pytest.mark.parametrize(("name", "options"), [
+    *[pytest.param(name, {}, id=name) for name in MODELS],
+    pytest.param("gcn", {"input_proj": True, "head": True}, id="gcn-proj-head")])
+def test_int8_export_is_exact_on_a_saturating_avx2_matmul(name, options):
+    """Evaluated with onnxruntime's AVX2 uint8 x int8 arithmetic (saturating 16-bit pair sums,
+    mlas_emulation), the export gives the exact logits: its weights are stored as uint8."""
+    graph, model = trained(name, DQ8, **options)
+    em = export(model)
+    feeds = full_feeds(graph, em)
+    exact = run(em, graph)["logits"]
+    avx2 = mlas_emulation.avx2_evaluator(em.model, reference_ops())
+    np.testing.assert_array_equal(avx2.run(["logits"], feeds)[0], exact)
 
 
 CASES = [pytest.param(name, {}, id=name) for name in MODELS] + [

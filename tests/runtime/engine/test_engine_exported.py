@@ -112,3 +112,23 @@ def test_exported_link_table_is_what_the_engine_recomputes(tmp_path: Path) -> No
                                               ("egc", {"heads": 2, "bases": 2})])
 def test_every_exported_layer_type(tmp_path: Path, kind: str, kwargs: dict) -> None:
     _check_node_bundle(_export(tmp_path, kind, **kwargs))
+
+
+@pytest.mark.parametrize(("kind", "kwargs"), [("gcn", {}), ("sage", {}), ("gin", {}),
+                                              ("gat", {"heads": 2}),
+                                              ("egc", {"heads": 2, "bases": 2})])
+def test_every_exported_weight_matrix_runs_in_the_qlinear_kernel(tmp_path: Path, kind: str,
+                                                                 kwargs: dict) -> None:
+    """The exporter's requantised linear layers are what fusion.py recognises: no
+    MatMulInteger with a constant weight is left to onnxruntime (EGC's product of two
+    activations has no constant weight and stays there)."""
+    from qgnn.runtime.engine.executor import PartitionedExecutor
+    from qgnn.runtime.engine.session import SessionConfig
+
+    bundle = load_bundle(_export(tmp_path, kind, **kwargs))
+    executor = PartitionedExecutor(bundle.model_path().read_bytes(), SessionConfig())
+    plan = executor.plan
+    fused = [k for phase in plan.kernels for k in phase if k.op_type == "QLinear"]
+    left = [n for s in plan.segments for n in s.nodes if n.op_type == "MatMulInteger"
+            and n.input[1] in plan.initializers]
+    assert fused and not left

@@ -220,12 +220,21 @@ def test_missing_compiled_kernels_fall_back_to_portable(int8_case, monkeypatch, 
 
 
 def _linear_model(*, bias: bool, per_channel: bool, bits: int, expose: str | None = None,
-                  rank: int = 2) -> onnx.ModelProto:
-    """The exporter's requantised linear layer: MatMulInteger [+ int32 bias] -> Cast -> Mul ->
-    Round -> Add(zp) -> Clip(0, 2^bits - 1) -> Cast(uint8), then a float output."""
+                  rank: int = 2, exported: bool = False) -> onnx.ModelProto:
+    """A requantised linear layer: MatMulInteger [+ int32 bias] -> Cast -> Mul -> Round ->
+    Add(zp) -> Clip(0, 2^bits - 1) -> Cast(uint8), then a float output; ``exported``: as the
+    exporter writes it, weights stored as uint8 ``w + 128`` (zero point 128) and the tail
+    QuantizeLinear(1, zp) [-> Clip(0, 2^bits - 1)]."""
     rng = np.random.default_rng(bits)
     k, j = 9, 5
-    inits = [numpy_helper.from_array(rng.integers(-127, 128, (k, j)).astype(np.int8), "w"),
+    w = rng.integers(-127, 128, (k, j)).astype(np.int8)
+    if exported:
+        w = (w.view(np.uint8) ^ 0x80).astype(np.uint8)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.uint8(128), "zp_w"),
+             numpy_helper.from_array(np.float32(1), "one"),
+             numpy_helper.from_array(np.uint8(3), "zp_y_u8"),
+             numpy_helper.from_array(np.uint8(0), "lo_u8"),
+             numpy_helper.from_array(np.uint8(2**bits - 1), "hi_u8"),
              numpy_helper.from_array(np.array(7, np.uint8), "zp_x"),
              numpy_helper.from_array(rng.uniform(0.01, 0.04, j).astype(np.float32)
                                      if per_channel else np.float32(0.02), "m"),
@@ -234,17 +243,24 @@ def _linear_model(*, bias: bool, per_channel: bool, bits: int, expose: str | Non
              numpy_helper.from_array(np.float32(2**bits - 1), "hi"),
              numpy_helper.from_array(rng.integers(-3000, 3000, j).astype(np.int32), "bias")]
     acc = "acc"
-    nodes = [helper.make_node("MatMulInteger", ["x", "w", "zp_x"], ["acc"])]
+    nodes = [helper.make_node("MatMulInteger", ["x", "w", "zp_x"] + (["zp_w"] if exported
+                                                                     else []), ["acc"])]
     if bias:
         nodes.append(helper.make_node("Add", ["bias", "acc"], ["acc_b"]))
         acc = "acc_b"
     nodes += [helper.make_node("Cast", [acc], ["acc_f"], to=TensorProto.FLOAT),
-              helper.make_node("Mul", ["acc_f", "m"], ["scaled"]),
-              helper.make_node("Round", ["scaled"], ["rounded"]),
-              helper.make_node("Add", ["rounded", "zp_y"], ["shifted"]),
-              helper.make_node("Clip", ["shifted", "lo", "hi"], ["clipped"]),
-              helper.make_node("Cast", ["clipped"], ["y_q"], to=TensorProto.UINT8),
-              helper.make_node("Cast", ["y_q"], ["y"], to=TensorProto.FLOAT)]
+              helper.make_node("Mul", ["acc_f", "m"], ["scaled"])]
+    if exported:
+        nodes.append(helper.make_node("QuantizeLinear", ["scaled", "one", "zp_y_u8"],
+                                      ["y_q" if bits == 8 else "y_q8"]))
+        if bits < 8:
+            nodes.append(helper.make_node("Clip", ["y_q8", "lo_u8", "hi_u8"], ["y_q"]))
+    else:
+        nodes += [helper.make_node("Round", ["scaled"], ["rounded"]),
+                  helper.make_node("Add", ["rounded", "zp_y"], ["shifted"]),
+                  helper.make_node("Clip", ["shifted", "lo", "hi"], ["clipped"]),
+                  helper.make_node("Cast", ["clipped"], ["y_q"], to=TensorProto.UINT8)]
+    nodes.append(helper.make_node("Cast", ["y_q"], ["y"], to=TensorProto.FLOAT))
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
     if expose:
         outputs.append(helper.make_tensor_value_info(expose, TensorProto.FLOAT, None))
@@ -254,11 +270,13 @@ def _linear_model(*, bias: bool, per_channel: bool, bits: int, expose: str | Non
 
 
 @needs_kernels
+@pytest.mark.parametrize("exported", [False, True])
 @pytest.mark.parametrize(("bias", "per_channel", "bits", "rank"),
                          [(False, False, 8, 2), (True, True, 8, 2), (True, False, 4, 2),
                           (False, True, 8, 3)])
-def test_requantised_linear_is_fused_and_exact(bias, per_channel, bits, rank) -> None:
-    model = _linear_model(bias=bias, per_channel=per_channel, bits=bits, rank=rank)
+def test_requantised_linear_is_fused_and_exact(bias, per_channel, bits, rank, exported) -> None:
+    model = _linear_model(bias=bias, per_channel=per_channel, bits=bits, rank=rank,
+                          exported=exported)
     data = model.SerializeToString()
     plan = partition(data)
     assert [k.op_type for k in plan.kernels[0]] == ["QLinear"]

@@ -1,0 +1,26 @@
+"""The quantisation contract: the one definition of the integer arithmetic that training,
+the exporter, the engine and the benchmarks share (docs/integer-formulation.md).
+
+numpy only and dependent on nothing else in qgnn, so every stage imports it: the serving host
+(no torch, no onnx) as much as training.
+"""
+
+from qgnn.contract.arithmetic import (
+    mean_multiplier,
+    multiplier,
+    requantise,
+)
+from qgnn.contract.weights import (
+    WEIGHT_STORAGE_OFFSET,
+    weight_storage,
+    weight_values,
+)
+
+__all__ = [
+    "WEIGHT_STORAGE_OFFSET",
+    "mean_multiplier",
+    "multiplier",
+    "requantise",
+    "weight_storage",
+    "weight_values",
+]
