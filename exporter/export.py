@@ -23,11 +23,13 @@ from onnx import ModelProto, TensorProto
 from qgnn.exporter.emit.stack import EmittedModel, emit_stack
 from qgnn.exporter.onnx_builder import GraphBuilder
 from qgnn.exporter.ops import IR_VERSION, ONNX_OPSET_VERSION, QGNN_OPSET_VERSION
-from qgnn.exporter.parity import ParityReport, compare_outputs, ort_session, run_onnx
+from qgnn.exporter.parity import ParityReport, compare_outputs
 from qgnn.exporter.quant_params import LayerSites, read_sites
 from qgnn.exporter.store import GraphStore, build_store, embedding_arrays
 from qgnn.graph.container import Graph
 from qgnn.runtime.bundle import MODEL_FILE, MODEL_FORMAT, load_bundle, write_bundle
+from qgnn.runtime.engine.executor import make_executor
+from qgnn.runtime.engine.session import SessionConfig
 from qgnn.training.checkpoint import Checkpoint, load_run
 from qgnn.training.nn.block import full_graph_block
 from qgnn.training.nn.models import GNN
@@ -350,8 +352,10 @@ def export_run(checkpoint: str | Path, out: str | Path, *, name: str | None = No
                         masks=data.masks)
     say(f"running the exported model on the full graph ({store.num_nodes} nodes, "
         f"{store.num_edges} edges)")
-    session = ort_session(main.model, threads)
-    onnx_out = run_onnx(session, store.full_graph_feeds(main.num_layers))[main.output]
+    # the serving engine's executor: the path `qgnn serve` runs, and the compiled kernels make
+    # a large graph's export take seconds (stock onnxruntime when they are not built)
+    executor = make_executor(main.model.SerializeToString(), SessionConfig(threads=threads))
+    onnx_out = executor.run(store.full_graph_feeds(main.num_layers), [main.output])[main.output]
     report = None
     if parity:
         say("comparing with PyTorch")
