@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from onnx import ModelProto, TensorProto, helper
-from qgnn.exporter.emit import egc, gat, gcn, gin, sage
+from qgnn.contract.layers import LAYERS
 from qgnn.exporter.emit.common import Csr, DebugTensor, Emitter, LayerInput, to_numpy
 from qgnn.exporter.emit.norms import norm
 from qgnn.exporter.onnx_builder import GraphBuilder
@@ -33,9 +33,8 @@ from qgnn.exporter.quant_params import LayerSites, Site, StackSites
 from qgnn.training.nn.models import GNN
 from torch import nn
 
+# the ``emitter`` of each layer spec (qgnn.contract.layers): exporter/emit/<layer>.py ``emit``
 LayerEmitter = Callable[[Emitter, nn.Module, str, LayerInput, LayerSites | None], str]
-LAYER_EMITTERS: dict[str, LayerEmitter] = {
-    "gcn": gcn.emit, "sage": sage.emit, "gin": gin.emit, "gat": gat.emit, "egc": egc.emit}
 OUTPUT_NAMES = {"node": "logits", "link": "embeddings"}
 
 
@@ -98,9 +97,7 @@ def _layer_dims(gnn: GNN) -> list[tuple[int, int]]:
 
 
 def _needs_degree(gnn: GNN) -> bool:
-    cfg = gnn.cfg
-    return cfg.model == "gcn" or (cfg.model == "egc" and "symnorm" in cfg.layer_kwargs.get(
-        "aggregators", ["symnorm"]))
+    return LAYERS[gnn.cfg.model].needs_degree(gnn.cfg.layer_kwargs)
 
 
 def emit_stack(gnn: GNN, sites: Sequence[LayerSites] | None, *, task: str, debug: bool = False,
@@ -109,9 +106,10 @@ def emit_stack(gnn: GNN, sites: Sequence[LayerSites] | None, *, task: str, debug
     :class:`StackSites` also brings the input projection's and head's) are given, else FP32.
     ``debug`` adds every quantisation site's integers as extra outputs."""
     cfg = gnn.cfg
-    if cfg.model not in LAYER_EMITTERS:
+    if cfg.model not in LAYERS:
         raise ValueError(f"ModelConfig.model: cannot export {cfg.model!r}; supported: "
-                         f"{sorted(LAYER_EMITTERS)}")
+                         f"{sorted(LAYERS)}")
+    emit_layer: LayerEmitter = LAYERS[cfg.model].load("emitter")
     if task not in OUTPUT_NAMES:
         raise ValueError(f"task: expected one of {sorted(OUTPUT_NAMES)}, got {task!r}")
     if sites is not None and len(sites) != len(gnn.layers):
@@ -151,7 +149,7 @@ def emit_stack(gnn: GNN, sites: Sequence[LayerSites] | None, *, task: str, debug
                                                       strict=True)):
         layer_sites = None if sites is None else sites[i]
         with g.scope(f"layers.{i}"):
-            out = LAYER_EMITTERS[cfg.model](em, layer, current,
+            out = emit_layer(em, layer, current,
                                            LayerInput(csr, inv_sqrt, i, f"layers.{i}.q."),
                                            layer_sites)
             value = out if layer_sites is None else em.dequantize(

@@ -1,8 +1,10 @@
 """Model zoo: a stack of message-passing layers with the usual trimmings, built from a config.
 
 The stack is the same for every layer type; only the layer constructor differs, looked up by name
-in :data:`LAYERS`. ``forward`` takes one block (full-graph training: reused by every layer) or one
-block per layer (sampled minibatches: each layer's output feeds the next block's sources).
+in the contract's layer table (qgnn.contract.layers: the ``factory`` of each spec is one of the
+``*_layer`` functions here). ``forward`` takes one block (full-graph training: reused by every
+layer) or one block per layer (sampled minibatches: each layer's output feeds the next block's
+sources).
 """
 
 from __future__ import annotations
@@ -12,20 +14,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from qgnn.contract.layers import LAYERS as CONTRACT_LAYERS
+from qgnn.contract.layers import layer_spec
 from qgnn.training.nn.block import Block
 from qgnn.training.nn.linear import QLinear
 from torch import nn
 
 # (in_dim, out_dim, config, is_last) -> layer with forward(x_src, block) -> (num_dst, out_dim)
 LayerFactory = Callable[[int, int, "ModelConfig", bool], nn.Module]
-LAYERS: dict[str, LayerFactory] = {}
-
-
-def register_layer(name: str) -> Callable[[LayerFactory], LayerFactory]:
-    def deco(factory: LayerFactory) -> LayerFactory:
-        LAYERS[name] = factory
-        return factory
-    return deco
+LAYERS = tuple(CONTRACT_LAYERS)  # the layer types, by name
 
 
 @dataclass
@@ -74,13 +71,13 @@ class GNN(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        if cfg.model not in LAYERS:
+        if cfg.model not in CONTRACT_LAYERS:
             raise ValueError(f"ModelConfig.model: unknown model {cfg.model!r}; choose from "
-                             f"{sorted(LAYERS)}")
+                             f"{sorted(CONTRACT_LAYERS)}")
         if cfg.num_layers < 1:
             raise ValueError(f"ModelConfig.num_layers: need >= 1, got {cfg.num_layers}")
         self.cfg = cfg
-        factory = LAYERS[cfg.model]
+        factory: LayerFactory = layer_spec(cfg.model).load("factory")
         dim = cfg.in_dim
         self.input_proj: QLinear | None = None
         if cfg.input_proj:
@@ -160,24 +157,21 @@ def layer_options(cfg: ModelConfig, defaults: dict[str, Any]) -> dict[str, Any]:
     return {**defaults, **cfg.layer_kwargs}
 
 
-@register_layer("gcn")
-def _gcn(in_dim: int, out_dim: int, cfg: ModelConfig, last: bool) -> nn.Module:
+def gcn_layer(in_dim: int, out_dim: int, cfg: ModelConfig, last: bool) -> nn.Module:
     from qgnn.training.nn.layers.gcn import GCNConv
 
     layer_options(cfg, {})
     return GCNConv(in_dim, out_dim)
 
 
-@register_layer("sage")
-def _sage(in_dim: int, out_dim: int, cfg: ModelConfig, last: bool) -> nn.Module:
+def sage_layer(in_dim: int, out_dim: int, cfg: ModelConfig, last: bool) -> nn.Module:
     from qgnn.training.nn.layers.sage import SAGEConv
 
     layer_options(cfg, {})
     return SAGEConv(in_dim, out_dim)
 
 
-@register_layer("gin")
-def _gin(in_dim: int, out_dim: int, cfg: ModelConfig, last: bool) -> nn.Module:
+def gin_layer(in_dim: int, out_dim: int, cfg: ModelConfig, last: bool) -> nn.Module:
     """The MLP's hidden width is ``cfg.hidden`` (also in the output layer)."""
     from qgnn.training.nn.layers.gin import GINConv
 
@@ -185,8 +179,7 @@ def _gin(in_dim: int, out_dim: int, cfg: ModelConfig, last: bool) -> nn.Module:
     return GINConv(in_dim, out_dim, hidden_dim=cfg.hidden, **opts)
 
 
-@register_layer("gat")
-def _gat(in_dim: int, out_dim: int, cfg: ModelConfig, last: bool) -> nn.Module:
+def gat_layer(in_dim: int, out_dim: int, cfg: ModelConfig, last: bool) -> nn.Module:
     """Hidden layers: ``heads`` heads, concatenated (each ``out_dim / heads`` wide) or averaged.
     Output layer: ``out_heads`` heads, averaged. Attention dropout defaults to ``cfg.dropout``."""
     from qgnn.training.nn.layers.gat import GATConv
@@ -202,8 +195,7 @@ def _gat(in_dim: int, out_dim: int, cfg: ModelConfig, last: bool) -> nn.Module:
                    negative_slope=opts["negative_slope"], attn_dropout=opts["attn_dropout"])
 
 
-@register_layer("egc")
-def _egc(in_dim: int, out_dim: int, cfg: ModelConfig, last: bool) -> nn.Module:
+def egc_layer(in_dim: int, out_dim: int, cfg: ModelConfig, last: bool) -> nn.Module:
     """Hidden layers use ``heads`` heads, the output layer ``out_heads`` (it must divide the
     number of classes)."""
     from qgnn.training.nn.layers.egc import EGConv

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from qgnn.contract.layers import LAYERS
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
@@ -400,10 +401,9 @@ def egc_layer(x_q: np.ndarray, params: Mapping[str, np.ndarray], sites: Mapping[
     return requantize(acc, multiplier(s["comb"].scale, a.scale, s["out"].scale), s["out"])
 
 
-# (x_q, params, sites, src, dst, num_nodes, trace, **options) -> out_q
+# (x_q, params, sites, src, dst, num_nodes, trace, **options) -> out_q: the ``oracle`` of
+# each layer spec (qgnn.contract.layers) is one of the ``*_layer`` functions above
 LayerFn = Callable[..., np.ndarray]
-LAYER_FNS: dict[str, LayerFn] = {"gcn": gcn_layer, "sage": sage_layer, "gin": gin_layer,
-                                 "gat": gat_layer, "egc": egc_layer}
 
 
 def layer_options(model: str, layer_kwargs: Mapping[str, Any], last: bool) -> dict[str, Any]:
@@ -433,9 +433,10 @@ def integer_forward(model: str, x: np.ndarray, params: Mapping[str, np.ndarray],
     ``out_heads``/``aggregators``; see :func:`layer_options`). Returns the dequantised ``(N, C)``
     logits; ``trace`` (optional) receives every site's integers by path.
     """
-    if model not in LAYER_FNS:
-        raise ValueError(f"integer_forward: model must be one of {sorted(LAYER_FNS)}, got "
+    if model not in LAYERS:
+        raise ValueError(f"integer_forward: model must be one of {sorted(LAYERS)}, got "
                          f"{model!r}")
+    layer_fn: LayerFn = LAYERS[model].load("oracle")
     extra = sorted({k.split(".", 1)[0] for k in (*params, *qstate)
                     if k.split(".", 1)[0] in ("input_proj", "head", "norms")})
     if extra:
@@ -451,7 +452,7 @@ def integer_forward(model: str, x: np.ndarray, params: Mapping[str, np.ndarray],
         layer_params = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
         layer_trace: Trace = {"x": x_q}
         options = layer_options(model, layer_kwargs or {}, i + 1 == num_layers)
-        out_q = LAYER_FNS[model](x_q, layer_params, sites, src, dst, n, layer_trace, **options)
+        out_q = layer_fn(x_q, layer_params, sites, src, dst, n, layer_trace, **options)
         layer_trace["out"] = out_q
         if trace is not None:
             trace.update({f"{prefix}q.{k}": v for k, v in layer_trace.items()})
