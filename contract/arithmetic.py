@@ -11,12 +11,17 @@ from __future__ import annotations
 import numpy as np
 
 
-def multiplier(x_scale: np.float32, y_scale: np.float32,
-               w_scale: np.float32 | None = None) -> np.float32:
-    """M = float32(s_x [* s_w] / s_y), each step a float32 operation, left to right."""
-    x_scale = np.float32(x_scale)
-    numerator = x_scale if w_scale is None else np.float32(x_scale * np.float32(w_scale))
-    return np.float32(numerator / np.float32(y_scale))
+def multiplier(x_scale: np.float32 | np.ndarray, y_scale: np.float32 | np.ndarray,
+               w_scale: np.float32 | np.ndarray | None = None) -> np.float32 | np.ndarray:
+    """M = float32(float32(s_x [* s_w]) / s_y), each step a float32 operation, left to right;
+    elementwise over per-channel scales (a float32 scalar when every scale is one)."""
+    with np.errstate(over="ignore", under="ignore"):
+        numerator = np.asarray(x_scale, np.float32)
+        if w_scale is not None:
+            numerator = np.multiply(numerator, np.asarray(w_scale, np.float32),
+                                    dtype=np.float32)
+        out = np.divide(numerator, np.asarray(y_scale, np.float32), dtype=np.float32)
+    return np.float32(out) if out.ndim == 0 else out
 
 
 def mean_multiplier(mult: np.float32, deg: np.ndarray) -> np.ndarray:

@@ -102,26 +102,3 @@ def check_accumulator(op: str, acc: np.ndarray) -> None:
     if worst > INT32_MAX:
         raise ValueError(f"{op}: an int32 accumulator overflows (|acc| = {worst} > {INT32_MAX}); "
                          f"the destination's in-degree is too large for int32 accumulation")
-
-
-def multiplier(x_scale: np.float32, y_scale: np.float32, w_scale: np.float32 | None) -> np.float32:
-    """M = float32(s_x [* s_w] / s_y), each step a float32 operation, left to right."""
-    numerator = x_scale if w_scale is None else np.float32(x_scale * w_scale)
-    return np.float32(numerator / y_scale)
-
-
-def requantise(acc: np.ndarray, mult: np.float32 | np.ndarray, zero_point: int,
-               bits: int) -> np.ndarray:
-    """uint8 saturate(round_half_even(float32(acc) * mult) + zp) into [0, 2^bits - 1].
-
-    ``mult`` is a float32 scalar or a float32 (D, 1) column. The zero point is added in integer
-    arithmetic (the bound keeps the int64 conversion exact).
-    """
-    scaled = acc.astype(np.float32) * np.asarray(mult, dtype=np.float32)
-    rounded = np.clip(np.rint(scaled), -(2.0 ** 40), 2.0 ** 40).astype(np.int64)
-    return np.clip(rounded + zero_point, 0, (1 << bits) - 1).astype(np.uint8)
-
-
-def mean_multiplier(mult: np.float32, deg: np.ndarray) -> np.ndarray:
-    """(D, 1) float32 M / float32(max(deg, 1))."""
-    return (mult / np.maximum(deg, 1).astype(np.float32))[:, None]

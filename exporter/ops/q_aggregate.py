@@ -31,6 +31,8 @@ from __future__ import annotations
 import numpy as np
 from onnx import AttributeProto, FunctionProto, TensorProto
 from onnx.reference.op_run import OpRun
+from qgnn.contract import mean_multiplier, multiplier
+from qgnn.contract import requantise as requantise_np
 from qgnn.exporter.ops.body import (
     Body,
     Csr,
@@ -52,10 +54,7 @@ from qgnn.exporter.ops.numeric import (
     check_scale,
     check_zero_point,
     edge_dst,
-    mean_multiplier,
-    multiplier,
 )
-from qgnn.exporter.ops.numeric import requantise as requantise_np
 
 NAME = "QAggregate"
 INPUTS = ("x_q", "x_scale", "x_zero_point", "indptr", "src", "w_q", "w_scale", "w_zero_point",

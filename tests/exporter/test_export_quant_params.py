@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from qgnn.exporter.ops.numeric import multiplier as op_multiplier
+from qgnn.contract import multiplier as op_multiplier
 from qgnn.exporter.quant_params import bias_int32, multiplier, quantize_weight, read_sites
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from qgnn.contract import mean_multiplier, multiplier
 from qgnn.contract.layers import LAYERS
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -54,16 +55,6 @@ def dequantize(q: np.ndarray, p: SiteParams) -> np.ndarray:
     return ((q - zp).astype(np.float32) * scale).astype(np.float32)
 
 
-def multiplier(*ratio: float | np.ndarray) -> np.ndarray:
-    """``M = float32(float32(a * b) / c)`` (or ``float32(a / c)``): float32 operations, left to
-    right, as the ``ai.qgnn`` operators compute it (docs/onnx-ops.md)."""
-    *num, den = (np.asarray(r, dtype=np.float32) for r in ratio)
-    value = num[0]
-    for factor in num[1:]:
-        value = np.multiply(value, factor, dtype=np.float32)
-    return np.divide(value, den, dtype=np.float32)
-
-
 def requantize(acc: np.ndarray, m: np.ndarray, out: SiteParams) -> np.ndarray:
     """``saturate(rint(float32(acc) * M) + zp_y)``: an int32 accumulator to the output site."""
     _check_int32(acc)
@@ -90,7 +81,7 @@ def int_linear(x_q: np.ndarray, x: SiteParams, w_q: np.ndarray, w: SiteParams,
         acc_scale = np.multiply(x.scale, w.scale, dtype=np.float32)
         acc = acc + np.rint(np.divide(bias.astype(np.float32), acc_scale,
                                       dtype=np.float32)).astype(np.int64)
-    return requantize(acc, multiplier(x.scale, w.scale, out.scale), out)
+    return requantize(acc, multiplier(x.scale, out.scale, w.scale), out)
 
 
 def int_edge_scale(h_q: np.ndarray, h: SiteParams, src: np.ndarray, w_q: np.ndarray,
@@ -107,7 +98,7 @@ def int_edge_scale(h_q: np.ndarray, h: SiteParams, src: np.ndarray, w_q: np.ndar
     else:
         acc = (rows.reshape(rows.shape[0], scaled.shape[1], -1) * scaled[:, :, None]).reshape(
             rows.shape)
-    return requantize(acc, multiplier(h.scale, w.scale, out.scale), out)
+    return requantize(acc, multiplier(h.scale, out.scale, w.scale), out)
 
 
 def int_aggregate_sum(msg_q: np.ndarray, msg: SiteParams, dst: np.ndarray, num_dst: int,
@@ -118,14 +109,14 @@ def int_aggregate_sum(msg_q: np.ndarray, msg: SiteParams, dst: np.ndarray, num_d
     ``(msg_q[e] - zp) (w_q[e] - zp_w)`` instead, with ``M = s_msg s_w / s_y`` (the weighted form,
     for an edge weight applied inside the aggregation: EGC's ``symnorm``)."""
     terms = msg_q.astype(np.int64) - msg.zero_point
-    ratio: tuple[np.ndarray, ...] = (msg.scale, out.scale)
+    w_scale = None
     if weight is not None:
         w_q, w = weight
         terms = terms * (w_q.astype(np.int64) - w.zero_point).reshape(-1, *[1] * (terms.ndim - 1))
-        ratio = (msg.scale, w.scale, out.scale)
+        w_scale = w.scale
     acc = np.zeros((num_dst, *msg_q.shape[1:]), dtype=np.int64)
     np.add.at(acc, dst, terms)
-    return requantize(acc, multiplier(*ratio), out)
+    return requantize(acc, multiplier(msg.scale, out.scale, w_scale), out)
 
 
 def int_aggregate_mean(msg_q: np.ndarray, msg: SiteParams, dst: np.ndarray, num_dst: int,
@@ -133,8 +124,7 @@ def int_aggregate_mean(msg_q: np.ndarray, msg: SiteParams, dst: np.ndarray, num_
     """The sum's accumulator requantised with ``M_v = float32(M / float32(max(deg_v, 1)))``."""
     acc = np.zeros((num_dst, *msg_q.shape[1:]), dtype=np.int64)
     np.add.at(acc, dst, msg_q.astype(np.int64) - msg.zero_point)
-    deg = np.maximum(np.bincount(dst, minlength=num_dst), 1).astype(np.float32)
-    m_v = np.divide(multiplier(msg.scale, out.scale), deg, dtype=np.float32)
+    m_v = mean_multiplier(multiplier(msg.scale, out.scale), np.bincount(dst, minlength=num_dst))
     return requantize(acc, m_v.reshape(-1, *([1] * (acc.ndim - 1))), out)
 
 
@@ -398,7 +388,7 @@ def egc_layer(x_q: np.ndarray, params: Mapping[str, np.ndarray], sites: Mapping[
         step = np.multiply(s["comb"].scale, a.scale, dtype=np.float32)
         acc = acc + np.rint(np.divide(bias.astype(np.float32), step,
                                       dtype=np.float32)).astype(np.int64)
-    return requantize(acc, multiplier(s["comb"].scale, a.scale, s["out"].scale), s["out"])
+    return requantize(acc, multiplier(s["comb"].scale, s["out"].scale, a.scale), s["out"])
 
 
 # (x_q, params, sites, src, dst, num_nodes, trace, **options) -> out_q: the ``oracle`` of
