@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from qgnn.contract.signature import FEATURES, IN_DEGREE, indptr_name, src_name
 from qgnn.exporter.quant_params import Site
 from qgnn.graph.container import Graph
 from qgnn.graph.neighbourhood import SampledBlock
@@ -54,16 +55,16 @@ class GraphStore:
 
     def full_graph_feeds(self, num_layers: int) -> dict[str, np.ndarray]:
         """Inputs running the model on the whole graph: the same CSR for every layer."""
-        feeds = {"x": self.features, "in_degree": self.in_degree}
+        feeds = {FEATURES: self.features, IN_DEGREE: self.in_degree}
         for i in range(num_layers):
-            feeds[f"indptr_{i}"], feeds[f"src_{i}"] = self.indptr, self.indices
+            feeds[indptr_name(i)], feeds[src_name(i)] = self.indptr, self.indices
         return feeds
 
     def block_feeds(self, blocks: Sequence[SampledBlock]) -> dict[str, np.ndarray]:
         """Inputs for sampled blocks (input layer first, as ``khop_blocks`` returns them);
         the output rows are ``blocks[-1].node_ids[:blocks[-1].num_dst]``."""
         ids = blocks[0].node_ids
-        feeds = {"x": self.features[ids], "in_degree": self.in_degree[ids]}
+        feeds = {FEATURES: self.features[ids], IN_DEGREE: self.in_degree[ids]}
         for i, block in enumerate(blocks):
             feeds.update(csr_feeds(i, block.src, block.dst, block.num_dst))
         return feeds
@@ -91,7 +92,7 @@ def csr_feeds(layer: int, src: np.ndarray, dst: np.ndarray, num_dst: int) -> dic
         raise ValueError(f"layer {layer}: destination ids must lie in [0, {num_dst})")
     counts = np.bincount(dst, minlength=num_dst)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return {f"indptr_{layer}": indptr, f"src_{layer}": np.ascontiguousarray(src, np.int64)}
+    return {indptr_name(layer): indptr, src_name(layer): np.ascontiguousarray(src, np.int64)}
 
 
 def build_store(graph: Graph, features: np.ndarray, input_site: Site | None, *,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from onnx import ModelProto, TensorProto, helper
 from qgnn.contract.layers import LAYERS
+from qgnn.contract.signature import IN_DEGREE, OUTPUTS, indptr_name, src_name
 from qgnn.exporter.emit.common import Csr, DebugTensor, Emitter, LayerInput, to_numpy
 from qgnn.exporter.emit.norms import norm
 from qgnn.exporter.onnx_builder import GraphBuilder
@@ -35,7 +36,7 @@ from torch import nn
 
 # the ``emitter`` of each layer spec (qgnn.contract.layers): exporter/emit/<layer>.py ``emit``
 LayerEmitter = Callable[[Emitter, nn.Module, str, LayerInput, LayerSites | None], str]
-OUTPUT_NAMES = {"node": "logits", "link": "embeddings"}
+OUTPUT_NAMES = OUTPUTS
 
 
 @dataclass
@@ -121,11 +122,11 @@ def emit_stack(gnn: GNN, sites: Sequence[LayerSites] | None, *, task: str, debug
     float_input = sites is None or reads_float_features(gnn, sites)
     x = g.input("x", TensorProto.FLOAT if float_input else TensorProto.UINT8,
                 ["num_nodes", cfg.in_dim])
-    in_degree = g.input("in_degree", TensorProto.INT64, ["num_nodes"])
+    in_degree = g.input(IN_DEGREE, TensorProto.INT64, ["num_nodes"])
     csrs = []
     for i in range(len(gnn.layers)):
-        indptr = g.input(f"indptr_{i}", TensorProto.INT64, [f"num_dst_{i}_plus_1"])
-        src = g.input(f"src_{i}", TensorProto.INT64, [f"num_edges_{i}"])
+        indptr = g.input(indptr_name(i), TensorProto.INT64, [f"num_dst_{i}_plus_1"])
+        src = g.input(src_name(i), TensorProto.INT64, [f"num_edges_{i}"])
         csrs.append(Csr(em, indptr, src, f"graph_{i}"))
     inv_sqrt = ""
     if _needs_degree(gnn):

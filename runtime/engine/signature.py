@@ -14,11 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from qgnn.contract.signature import FEATURES, IN_DEGREE, OUTPUTS, indptr_name, src_name
 from qgnn.runtime.engine.subgraph import Subgraph
 
-FEATURES = "x"
-IN_DEGREE = "in_degree"
-OUTPUTS = {"node": "logits", "link": "embeddings"}
 _LAYER = re.compile(r"(indptr|src)_(\d+)")
 
 
@@ -40,7 +38,7 @@ class ModelSignature:
         if not layers or layers != list(range(len(layers))):
             raise ValueError(f"model inputs {sorted(names)}: expected per-layer indptr_0, src_0, "
                              f"... (docs/export.md)")
-        expected = {FEATURES, *(f"{k}_{i}" for i in layers for k in ("indptr", "src"))}
+        expected = {FEATURES, *(f(i) for i in layers for f in (indptr_name, src_name))}
         missing = expected - names
         unknown = names - expected - {IN_DEGREE}
         if missing or unknown:
@@ -70,6 +68,6 @@ class ModelSignature:
         if self.has_degree:
             feeds[IN_DEGREE] = np.ascontiguousarray(in_degree, np.int64)
         for i, layer in enumerate(sub.layers):
-            feeds[f"indptr_{i}"] = layer.indptr
-            feeds[f"src_{i}"] = layer.src
+            feeds[indptr_name(i)] = layer.indptr
+            feeds[src_name(i)] = layer.src
         return feeds
