@@ -20,7 +20,7 @@
 #include "qgnn_kernels.h"
 #include "simd.h"
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #define QGNN_HAVE_VNNI_PATH 1
 #include <immintrin.h>
 #endif
@@ -134,7 +134,7 @@ QGNN_INLINE void wide_block(const qlinear_ctx *c, int64_t n0, int rb, int64_t j0
         }                                                                         \
     }
 
-static QGNN_CLONES void qlinear_part_c(void *vctx, int64_t n0, int64_t n1, int part) {
+static void qlinear_part_c(void *vctx, int64_t n0, int64_t n1, int part) {
     (void)part;
     const qlinear_ctx *c = vctx;
     for (int64_t n = n0; n < n1; n += QL_RB) {
@@ -144,7 +144,7 @@ static QGNN_CLONES void qlinear_part_c(void *vctx, int64_t n0, int64_t n1, int p
 }
 
 #ifdef QGNN_HAVE_VNNI_PATH
-#define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
+#define VNNI_TARGET
 
 /* x[n, 4q .. 4q + 3] as one little-endian int32, zero-padded past K. */
 QGNN_INLINE int32_t x_quad(const uint8_t *row, int64_t K, int64_t q) {
@@ -258,7 +258,11 @@ int qgnn_qlinear(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp, const int
                  uint8_t *y, int num_threads) {
     if (N == 0 || M == 0) return 0;
     const int64_t Mp = (M + 15) / 16 * 16, Kq = (K + 3) / 4;
-    const int vnni = qgnn_have_vnni();
+#ifdef QGNN_HAVE_VNNI_PATH
+    const int vnni = 1;
+#else
+    const int vnni = 0;
+#endif
     int32_t *offset = malloc((size_t)M * sizeof(int32_t));
     /* Either packing; calloc zero-fills the padding columns (and the last quad's padding). */
     void *packed = vnni ? calloc((size_t)(Kq * Mp * 4) + 64, 1)
