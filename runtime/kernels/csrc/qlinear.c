@@ -84,7 +84,10 @@ QGNN_INLINE void qlinear_requant(const qlinear_ctx *c, const int32_t *acc, int64
         if (nv > 1) store(tmp + 16, V1);                             \
         if (nv > 2) store(tmp + 32, V2);                             \
         if (nv > 3) store(tmp + 48, V3);                             \
-        qlinear_requant(c, tmp, n0 + r, j0, cols);                   \
+        if (cols == QL_CB)                                           \
+            qlinear_requant(c, tmp, n0 + r, j0, QL_CB);              \
+        else                                                         \
+            qlinear_requant(c, tmp, n0 + r, j0, cols);               \
     } while (0)
 
 /* Rows [n, n + rb) over all column chunks, with constant block shapes for the block kernel. */
@@ -321,7 +324,10 @@ static inline __attribute__((always_inline)) int32_t load_pair(const int16_t *p)
             qlv_store(tmp + QLV_LANES, a##r##1);                                  \
             if (QLV_TILE_VECS > 2) qlv_store(tmp + 2 * QLV_LANES, a##r##2);       \
             if (QLV_TILE_VECS > 2) qlv_store(tmp + 3 * QLV_LANES, a##r##3);       \
-            qlinear_requant(c, tmp, n0 + (r), j0, cols);                          \
+            if (cols == QL_TILE) /* a constant trip count: no vector epilogue */  \
+                qlinear_requant(c, tmp, n0 + (r), j0, QL_TILE);                   \
+            else                                                                  \
+                qlinear_requant(c, tmp, n0 + (r), j0, cols);                      \
         }                                                                         \
     } while (0)
 
