@@ -77,6 +77,18 @@ def test_a_level_the_cpu_lacks_is_refused_naming_what_it_has(monkeypatch):
         kernels.quantize_u8(np.zeros(3, np.float32), 1.0, 0)
 
 
+def test_a_level_that_was_not_built_is_reported_missing(monkeypatch):
+    """One level failing to compile leaves the others usable; asking for it says what exists."""
+    higher = [lvl for lvl in kernels.levels_supported() if lvl != "baseline"]
+    if not higher:
+        pytest.skip("this CPU supports only the baseline level")
+    monkeypatch.setattr(_ext, "levels_built", lambda: ("baseline",))
+    with pytest.raises(kernels.KernelsUnavailableError,
+                       match=rf"ISA level '{higher[-1]}' was not built \(built: baseline\)"):
+        kernels.resolve_level(higher[-1])
+    assert kernels.default_level() == "baseline"
+
+
 def test_a_level_the_cpu_lacks_really_fails_in_a_child():
     lacking = [lvl for lvl in _ext.LEVELS if lvl not in kernels.levels_supported()]
     if not lacking:
