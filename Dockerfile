@@ -33,7 +33,8 @@ COPY deploy/constraints-serve.txt /tmp/constraints-serve.txt
 RUN pip wheel . --no-deps --wheel-dir /wheels \
  && python -m venv /opt/qgnn \
  && /opt/qgnn/bin/pip install --constraint /tmp/constraints-serve.txt /wheels/qgnn-*.whl \
- && /opt/qgnn/bin/python -c "import qgnn.runtime.kernels._qgnn_kernels"
+ && /opt/qgnn/bin/python -c "from qgnn.runtime.kernels import _ext; \
+assert _ext.levels_built() == _ext.LEVELS, _ext.levels_built()"
 
 # ---------------------------------------------------------------------------------------------
 # serve: the production server. Mount a bundle or a model repository at /models.

@@ -5,6 +5,8 @@ installed distribution exposes them as ``qgnn.graph``, ``qgnn.training`` and so 
 top-level modules in site-packages.
 """
 
+import platform
+import runpy
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -27,10 +29,13 @@ def _packages() -> tuple[list[str], dict[str, str]]:
 
 
 class _BuildKernels(build_ext):
-    """Compiles qgnn's C kernels against the numpy headers of the build environment.
+    """Compiles qgnn's C kernels once per ISA level, against the numpy headers of the build
+    environment.
 
-    The extension is optional: if numpy's headers or a C compiler are missing, or compilation
-    fails, the install still succeeds and the runtime uses the portable ONNX path.
+    Every level module is optional: if numpy's headers or a C compiler are missing, or one level
+    fails to compile (an old compiler without -march=x86-64-v4, say), the install still succeeds;
+    the loader reports which levels are missing and the runtime uses the levels that were built,
+    or the portable ONNX path when none was.
     """
 
     def build_extensions(self) -> None:
@@ -40,24 +45,41 @@ class _BuildKernels(build_ext):
             print("qgnn: numpy not importable at build time; skipping the compiled kernels")
             return
         gcc_like = self.compiler.compiler_type == "unix"
+        if not gcc_like:  # the -march flags are GCC/Clang's; elsewhere build the baseline only
+            self.extensions = [e for e in self.extensions if e.name.endswith("_baseline")]
         for ext in self.extensions:
             ext.include_dirs.append(numpy.get_include())
             if gcc_like:
                 ext.extra_compile_args += ["-O3", "-pthread", "-ffp-contract=off",
-                                           "-fvisibility=hidden"]
+                                           "-fvisibility=hidden", *LEVEL_FLAGS[ext.name]]
                 ext.extra_link_args += ["-pthread"]
         super().build_extensions()
 
+    def build_extension(self, ext: Extension) -> None:
+        """Each level gets its own object folder: the levels share source files, and objects of
+        one level must never be linked into another."""
+        base = self.build_temp
+        self.build_temp = str(Path(base) / ext.name.rsplit(".", 1)[-1])
+        try:
+            super().build_extension(ext)
+        finally:
+            self.build_temp = base
+
 
 KERNEL_DIR = "runtime/kernels/csrc"
-kernels = Extension(
-    "qgnn.runtime.kernels._qgnn_kernels",
-    sources=[f"{KERNEL_DIR}/{name}.c" for name in (
-        "_qgnn_kernels", "parallel", "aggregate_q8", "aggregate_f32", "edge_softmax", "qlinear",
-        "topk", "quantize", "cpu")],
-    depends=[f"{KERNEL_DIR}/qgnn_kernels.h", f"{KERNEL_DIR}/simd.h"],
-    optional=True,
-)
+# Every level compiles every file here: a new kernel is one more name in this list.
+KERNEL_SOURCES = ("_qgnn_kernels", "parallel", "aggregate_q8", "aggregate_f32", "edge_softmax",
+                  "qlinear", "topk", "quantize", "cpu")
+_levels = runpy.run_path(str(ROOT / "runtime/kernels/_levels.py"))
+LEVEL_FLAGS: dict[str, tuple[str, ...]] = {}
+kernels: list[Extension] = []
+for level, flags in _levels["levels_for"](platform.machine()).items():
+    name = f"qgnn.runtime.kernels.{_levels['MODULE_PREFIX']}{level}"
+    LEVEL_FLAGS[name] = flags
+    kernels.append(Extension(
+        name, sources=[f"{KERNEL_DIR}/{source}.c" for source in KERNEL_SOURCES],
+        depends=[f"{KERNEL_DIR}/qgnn_kernels.h", f"{KERNEL_DIR}/simd.h"],
+        define_macros=[("QGNN_LEVEL", level)], optional=True))
 
 packages, package_dir = _packages()
 # The bundled datasets travel with the package, so `qgnn train --dataset cora` works from a wheel
@@ -68,4 +90,4 @@ setup(packages=packages, package_dir=package_dir,
       package_data={"qgnn.runtime": ["proto_gen/**/*.py", "proto_gen/**/*.pyi"],
                     "qgnn.data": ["*.md", "*/*"]},
       exclude_package_data={"qgnn.runtime.kernels": ["csrc/*"]},
-      ext_modules=[kernels], cmdclass={"build_ext": _BuildKernels})
+      ext_modules=kernels, cmdclass={"build_ext": _BuildKernels})

@@ -7,11 +7,13 @@
   sparse matmul), torch being a benchmark-only dependency;
 - ``int8_topk`` k=20 over 1M x 64 against float32 numpy (``table @ q`` + ``argpartition``), and
   the recall@20 of INT8 retrieval against exact float32 retrieval;
-- ``qlinear`` against onnxruntime's MatMulInteger (alone, and with the requantisation ops that
-  make it the same computation).
+- ``qlinear`` at each ISA level asked for (``--isa``) against onnxruntime's MatMulInteger
+  (alone, and with the requantisation ops that make it the same computation), with the GB/s of
+  the bytes each one reads and writes.
 
-Run ``python -m qgnn.bench.bench_kernels`` (``--quick`` for a smoke run); prints a markdown table
-and writes ``bench/results/kernels.json``. Times are medians of repeated runs; the load average
+Run ``python -m qgnn.bench.bench_kernels`` (``--quick`` for a smoke run, ``--only qlinear`` for
+one figure, ``--isa all`` for every level this host has); prints a markdown table and writes
+``bench/results/kernels.json``. Times are medians of repeated runs; the load average
 before and after is recorded, since other processes on a 2-core host move every figure.
 """
 
@@ -226,8 +228,14 @@ def _ort_qlinear_sessions(w: np.ndarray, bias: np.ndarray, mult: float, threads:
     return sessions
 
 
+def _qlinear_bytes(n: int, k: int, m: int, out_itemsize: int) -> int:
+    """Bytes a (n, k) x (k, m) product reads (uint8 x, int8 w) and writes (n, m) outputs."""
+    return n * k + k * m + n * m * out_itemsize
+
+
 def bench_qlinear(rng: np.random.Generator, shapes: list[tuple[int, int, int]], threads: int,
-                  repeat: int) -> list[dict[str, Any]]:
+                  repeat: int, levels: list[str]) -> list[dict[str, Any]]:
+    """qlinear at each of ``levels`` and onnxruntime on the same inputs, one row per shape."""
     rows = []
     mult = 2e-4
     for n, k, m in shapes:
@@ -235,54 +243,72 @@ def bench_qlinear(rng: np.random.Generator, shapes: list[tuple[int, int, int]], 
         w = rng.integers(-127, 128, (k, m), dtype=np.int8)
         bias = rng.integers(-1000, 1000, m).astype(np.int32)
         runs: dict[str, Callable[[], object]] = {
-            "qgnn qlinear": lambda x=x, w=w, bias=bias: kernels.qlinear(
-                x, 3, w, bias, mult, 128, num_threads=threads)}
+            f"qgnn qlinear [{lvl}]": lambda x=x, w=w, bias=bias, lvl=lvl: kernels.qlinear(
+                x, 3, w, bias, mult, 128, num_threads=threads, isa=lvl) for lvl in levels}
+        moved = {name: _qlinear_bytes(n, k, m, 1) for name in runs}
+        outputs = {lvl: kernels.qlinear(x, 3, w, bias, mult, 128, num_threads=threads, isa=lvl)
+                   for lvl in levels}
+        same_levels = all(np.array_equal(o, outputs[levels[0]]) for o in outputs.values())
         sessions = _ort_qlinear_sessions(w, bias, mult, threads)
         same = None
         if sessions is not None:
             runs["ort MatMulInteger (int32 out)"] = (
                 lambda x=x, s=sessions["matmul"]: s.run(None, {"x": x}))
+            moved["ort MatMulInteger (int32 out)"] = _qlinear_bytes(n, k, m, 4)
             runs["ort MatMulInteger + requant ops"] = (
                 lambda x=x, s=sessions["full"]: s.run(None, {"x": x}))
-            ours = kernels.qlinear(x, 3, w, bias, mult, 128, num_threads=threads)
-            same = bool(np.array_equal(ours, sessions["full"].run(None, {"x": x})[0]))
+            moved["ort MatMulInteger + requant ops"] = _qlinear_bytes(n, k, m, 1)
+            same = bool(np.array_equal(outputs[levels[0]],
+                                       sessions["full"].run(None, {"x": x})[0]))
         timings = time_apart(runs, repeat)
-        rows.append({"n": n, "k": k, "m": m, "threads": threads, "vnni":
-                     kernels.build_info()["vnni_used"], "bit_identical_to_ort": same,
+        rows.append({"n": n, "k": k, "m": m, "threads": threads, "levels": levels,
+                     "bit_identical_to_ort": same, "bit_identical_across_levels": same_levels,
                      "median_s": {name: t.median for name, t in timings.items()},
-                     "gmacs_qgnn": n * k * m / timings["qgnn qlinear"].median / 1e9,
+                     "gbps": {name: _gbps(moved[name], t.median) for name, t in timings.items()},
+                     "gmacs": {name: n * k * m / t.median / 1e9 for name, t in timings.items()},
                      "timings": {name: t.to_dict() for name, t in timings.items()}})
     return rows
 
 
 def summary(res: dict[str, Any]) -> str:
-    bw, qa, fa, tk = res["bandwidth"], res["qaggregate"], res["aggregate_f32"], res["topk"]
     ms = 1e3
-    rows = [
-        ["memory bandwidth (numpy copy, r+w)", f"{bw['copy_gbps']:.1f} GB/s", ""],
-        [f"qaggregate sum {qa['edges']:,} x {qa['features']} ({qa['threads']} thr)",
-         f"{qa['median_s'] * ms:.2f} ms = {qa['effective_gbps']:.1f} GB/s",
-         f"{qa['x_bandwidth_bound']:.2f}x bandwidth bound (target <= 2x); min "
-         f"{qa['min_s'] * ms:.2f} ms"],
-        ["qaggregate, CPU time of a 1-thread call", f"{qa['cpu_s_1thread'] * ms:.2f} ms", ""],
-    ]
-    for name, t in fa["median_s"].items():
-        rows.append([f"{name} sum f32 ({fa['threads']} thr)", f"{t * ms:.2f} ms", ""])
-    rows += [
-        [f"int8_topk k={tk['k']} over {tk['items']:,} x {tk['dim']} ({tk['threads']} thr)",
-         f"p50 {tk['int8_p50_s'] * ms:.2f} ms, p90 {tk['int8_p90_s'] * ms:.2f} ms",
-         f"target p50 <= 8 ms; min {tk['int8_min_s'] * ms:.2f} ms, 1-thread CPU "
-         f"{tk['int8_cpu_s_1thread'] * ms:.2f} ms"],
-        ["numpy float32 top-k, same table", f"p50 {tk['numpy_f32_p50_s'] * ms:.2f} ms",
-         f"int8 is {tk['speedup_vs_numpy']:.1f}x faster (target >= 2.5x)"],
-    ]
-    for name, r in tk["recall_at_k"].items():
-        rows.append([f"recall@{tk['k']} vs float32, {name}", f"{r:.4f}", "target >= 0.99"])
-    for q in res["qlinear"]:
+    rows = []
+    if "bandwidth" in res:
+        bw = res["bandwidth"]
+        rows.append(["memory bandwidth (numpy copy, r+w)", f"{bw['copy_gbps']:.1f} GB/s", ""])
+    if "qaggregate" in res:
+        qa = res["qaggregate"]
+        rows += [
+            [f"qaggregate sum {qa['edges']:,} x {qa['features']} ({qa['threads']} thr)",
+             f"{qa['median_s'] * ms:.2f} ms = {qa['effective_gbps']:.1f} GB/s",
+             f"{qa['x_bandwidth_bound']:.2f}x bandwidth bound (target <= 2x); min "
+             f"{qa['min_s'] * ms:.2f} ms"],
+            ["qaggregate, CPU time of a 1-thread call", f"{qa['cpu_s_1thread'] * ms:.2f} ms", ""],
+        ]
+    if "aggregate_f32" in res:
+        fa = res["aggregate_f32"]
+        for name, t in fa["median_s"].items():
+            rows.append([f"{name} sum f32 ({fa['threads']} thr)", f"{t * ms:.2f} ms", ""])
+    if "topk" in res:
+        tk = res["topk"]
+        rows += [
+            [f"int8_topk k={tk['k']} over {tk['items']:,} x {tk['dim']} ({tk['threads']} thr)",
+             f"p50 {tk['int8_p50_s'] * ms:.2f} ms, p90 {tk['int8_p90_s'] * ms:.2f} ms",
+             f"target p50 <= 8 ms; min {tk['int8_min_s'] * ms:.2f} ms, 1-thread CPU "
+             f"{tk['int8_cpu_s_1thread'] * ms:.2f} ms"],
+            ["numpy float32 top-k, same table", f"p50 {tk['numpy_f32_p50_s'] * ms:.2f} ms",
+             f"int8 is {tk['speedup_vs_numpy']:.1f}x faster (target >= 2.5x)"],
+        ]
+        for name, r in tk["recall_at_k"].items():
+            rows.append([f"recall@{tk['k']} vs float32, {name}", f"{r:.4f}", "target >= 0.99"])
+    for q in res.get("qlinear", []):
         for name, t in q["median_s"].items():
             rows.append([f"{name} {q['n']}x{q['k']}x{q['m']} ({q['threads']} thr)",
-                         f"{t * ms:.2f} ms", ""])
+                         f"{t * ms:.2f} ms", f"{q['gbps'][name]:.2f} GB/s moved"])
     return markdown_table(["figure", "value", "note"], rows, ["l", "r", "l"])
+
+
+FIGURES = ("bandwidth", "qaggregate", "aggregate_f32", "topk", "qlinear")
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -291,6 +317,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="sizes / 10, written as kernels-quick.json (a smoke run)")
     parser.add_argument("--results-dir", help="folder for the JSON (default bench/results)")
+    parser.add_argument("--isa", nargs="+", default=None, metavar="LEVEL",
+                        help="ISA levels to run qlinear at ('all': every level this host "
+                             "supports and built; default: the default level)")
+    parser.add_argument("--only", nargs="+", choices=FIGURES, default=None,
+                        help="run only these figures (the aggregations bring bandwidth along)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -301,30 +332,50 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_cli)
 
 
+def _levels(asked: list[str] | None) -> list[str]:
+    if not asked:
+        return [kernels.default_level()]
+    if asked == ["all"]:
+        return [lvl for lvl in kernels.levels_supported() if lvl in kernels.levels_built()]
+    return [kernels.resolve_level(lvl, "--isa") for lvl in asked]
+
+
 def run_cli(args: argparse.Namespace) -> None:
     kernels.build_info()  # fails early, with the reason, if the extension is missing
+    levels = _levels(args.isa)
+    only = set(args.only or FIGURES)
+    if only & {"qaggregate", "aggregate_f32"}:  # their figures are against the bandwidth
+        only.add("bandwidth")
     rng = np.random.default_rng(0)
     scale = 10 if args.quick else 1
     nodes, edges = 100_000 // scale, 1_000_000 // scale
-    bandwidth = bench_bandwidth(args.repeat, 512 // scale)
-    res: dict[str, Any] = {
-        "build": kernels.build_info(), "load_average_before": list(os.getloadavg()),
-        "bandwidth": bandwidth,
-        "qaggregate": bench_qaggregate(rng, nodes, edges, 64, args.threads, args.repeat,
-                                       bandwidth["copy_gbps"]),
-        "aggregate_f32": bench_aggregate_f32(rng, nodes, edges, 64, args.threads, args.repeat,
-                                             bandwidth["copy_gbps"]),
-        "topk": bench_topk(rng, 1_000_000 // scale, 64, 20, args.threads, 3 * args.repeat,
-                           100 // scale),
-        "qlinear": bench_qlinear(rng, [(nodes, 64, 64), (nodes, 256, 256), (1_000, 128, 128)],
-                                 args.threads, args.repeat),
-        "load_average_after": list(os.getloadavg()),
-    }
+    res: dict[str, Any] = {"build": kernels.build_info(levels[-1]),
+                           "load_average_before": list(os.getloadavg())}
+    if "bandwidth" in only:
+        res["bandwidth"] = bench_bandwidth(args.repeat, 512 // scale)
+    if "qaggregate" in only:
+        res["qaggregate"] = bench_qaggregate(rng, nodes, edges, 64, args.threads, args.repeat,
+                                             res["bandwidth"]["copy_gbps"])
+    if "aggregate_f32" in only:
+        res["aggregate_f32"] = bench_aggregate_f32(rng, nodes, edges, 64, args.threads,
+                                                   args.repeat, res["bandwidth"]["copy_gbps"])
+    if "topk" in only:
+        res["topk"] = bench_topk(rng, 1_000_000 // scale, 64, 20, args.threads, 3 * args.repeat,
+                                 100 // scale)
+    if "qlinear" in only:
+        res["qlinear"] = bench_qlinear(
+            rng, [(nodes, 64, 64), (nodes, 128, 128), (nodes, 256, 256), (1_000, 128, 128)],
+            args.threads, args.repeat, levels)
+    res["load_average_after"] = list(os.getloadavg())
     print(summary(res))
     command = (f"python -m qgnn.bench.bench_kernels --threads {args.threads} "
-               f"--repeat {args.repeat}" + (" --quick" if args.quick else ""))
-    path = write_result("kernels-quick" if args.quick else "kernels", res,
-                        results_dir=args.results_dir, command=command)
+               f"--repeat {args.repeat}" + (" --quick" if args.quick else "")
+               + (f" --isa {' '.join(args.isa)}" if args.isa else "")
+               + (f" --only {' '.join(args.only)}" if args.only else ""))
+    name = "kernels-quick" if args.quick else "kernels"
+    if args.only:
+        name += "-" + "-".join(sorted(set(args.only)))
+    path = write_result(name, res, results_dir=args.results_dir, command=command)
     print(f"\nwritten {path}")
 
 

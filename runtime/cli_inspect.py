@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from qgnn.runtime import kernels
 from qgnn.runtime.bundle import Bundle, load_bundle
 
 
@@ -55,6 +56,19 @@ def _pairs(mapping: dict) -> str:
     return "  ".join(sorted(shown)) or "-"
 
 
+def kernels_line() -> str:
+    """The ISA level ``qgnn serve`` would run this host's compiled kernels at, and what the CPU
+    and the install offer: the bundle is the same everywhere, the kernels are not."""
+    if not kernels.available():
+        return "not built on this host (serving runs the portable onnxruntime path)"
+    try:
+        level = kernels.default_level()
+    except (ValueError, kernels.KernelsUnavailableError) as exc:
+        level = f"none ({exc})"
+    return (f"isa={level}  supported={','.join(kernels.levels_supported())}  "
+            f"built={','.join(kernels.levels_built())}")
+
+
 def format_bundle(bundle: Bundle, *, verified: bool) -> str:
     """The manifest as aligned ``label  value`` lines, one tensor or file per line."""
     m = bundle.manifest
@@ -76,6 +90,7 @@ def format_bundle(bundle: Bundle, *, verified: bool) -> str:
     rows.append(("graph", _pairs(m["graph"])))
     rows.append(("metrics", _pairs(m["metrics"])))
     rows.append(("versions", _pairs(m["versions"])))
+    rows.append(("kernels", kernels_line()))
     for i, (rel, entry) in enumerate(sorted(bundle.files.items())):
         rows.append(("files" if i == 0 else "",
                      f"{rel}  {entry['kind']}  {_size(entry['bytes'])}  "

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from qgnn.runtime.kernels._ext import LEVELS
+
 ENV_PREFIX = "QGNN_"
 _SIZE_RE = re.compile(r"\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6,
@@ -51,6 +53,7 @@ class ServeConfig:
     auth_token_file: Path | None = None
     allow_insecure_token: bool = False
     portable: bool = False
+    isa: str | None = None
 
     def __post_init__(self) -> None:
         check_config(self)
@@ -108,6 +111,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("allow_insecure_token", bool, "allow --auth-token-file without TLS (the token then "
                                          "crosses the network in clear text)"),
     Option("portable", bool, "stock onnxruntime function bodies, no compiled kernels"),
+    Option("isa", str, "ISA level of the compiled kernels, e.g. baseline, avx2, avx512, "
+                       "avx512_vnni (default: the best this CPU has; docs/kernels.md)"),
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
 
@@ -120,6 +125,8 @@ def check_config(cfg: ServeConfig) -> None:
             raise ValueError(f"{option.flag} must be >= {option.minimum:g}, got {value!r}")
         if option.maximum is not None and value > option.maximum:
             raise ValueError(f"{option.flag} must be <= {option.maximum:g}, got {value!r}")
+    if cfg.isa and cfg.isa not in LEVELS:
+        raise ValueError(f"--isa: unknown ISA level {cfg.isa!r}; valid here: {', '.join(LEVELS)}")
     if (cfg.tls_cert is None) != (cfg.tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together (got only "
                          f"{'--tls-cert' if cfg.tls_key is None else '--tls-key'})")

@@ -78,12 +78,14 @@ class InductiveSpec:
 @dataclass(frozen=True)
 class BackendOptions:
     """What the server tells a backend loader: intra-op ``threads``, ``portable`` (stock
-    onnxruntime function bodies instead of compiled kernels) and an ``observer`` to report
-    subgraph sizes and stage timings to the metrics."""
+    onnxruntime function bodies instead of compiled kernels), the kernels' ``isa`` level (None:
+    the host's default) and an ``observer`` to report subgraph sizes and stage timings to the
+    metrics."""
 
     threads: int = 2
     portable: bool = False
     observer: MetricsObserver = field(default_factory=lambda: MetricsObserver(None, ""))
+    isa: str | None = None
 
 
 @runtime_checkable

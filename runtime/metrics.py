@@ -93,8 +93,9 @@ class ServingMetrics:
                 "Bundle loads or reloads that failed (the previous version keeps serving).",
                 ("model",), registry=r),
             model_info=Gauge(
-                "qgnn_model_info", "1 for each loaded model version.",
-                ("model", "version", "task", "quant"), registry=r),
+                "qgnn_model_info", "1 for each loaded model version; isa is the compiled "
+                "kernels' ISA level it runs at ('portable': stock onnxruntime).",
+                ("model", "version", "task", "quant", "isa"), registry=r),
             model_ready=Gauge(
                 "qgnn_model_ready", "1 while a model version serves, 0 while it loads, unloads "
                 "or failed.", ("model", "version"), registry=r),

@@ -72,6 +72,7 @@ class RepositoryOptions:
     threads: int = 2
     portable: bool = False
     drain_timeout_s: float = 20.0  # how long UnloadModel waits for in-flight calls
+    isa: str | None = None  # the kernels' ISA level (None: the host's default)
 
 
 @dataclass(eq=False)
@@ -333,7 +334,7 @@ class ModelRepository:
             loader = resolve_loader(bundle.manifest)
             backend = loader(bundle, BackendOptions(
                 self.options.threads, self.options.portable,
-                MetricsObserver(self.metrics, bundle.name)))
+                MetricsObserver(self.metrics, bundle.name), self.options.isa))
             if (backend.name, backend.version, backend.task) != (bundle.name, bundle.version,
                                                                  bundle.task):
                 raise RuntimeError(f"backend reports {backend.name} v{backend.version} "
@@ -659,9 +660,11 @@ class ModelRepository:
                     if e.state is ModelState.READY and e.manifest is not None:
                         bits = e.manifest["quantisation"]["bits"]
                         quant = "fp32" if bits >= 32 else f"int{bits}"
-                        info.add((e.name, str(e.version), e.manifest["model"]["task"], quant))
+                        isa = str(getattr(e.backend, "isa", "") or "")
+                        info.add((e.name, str(e.version), e.manifest["model"]["task"], quant,
+                                  isa))
             for labels in self._metric_labels - set(ready) - info:
-                gauge = self.metrics.model_info if len(labels) == 4 else self.metrics.model_ready
+                gauge = self.metrics.model_info if len(labels) == 5 else self.metrics.model_ready
                 with contextlib.suppress(KeyError):
                     gauge.remove(*labels)
             for labels, value in ready.items():

@@ -26,6 +26,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import CollectorRegistry
+from qgnn.runtime import kernels
 from qgnn.runtime.config import ServeConfig
 from qgnn.runtime.dataplane import DataPlane, Limits, import_backends
 from qgnn.runtime.interceptors import ServingInterceptor, read_token
@@ -85,18 +86,30 @@ def server_credentials(cfg: ServeConfig) -> grpc.ServerCredentials | None:
                                        require_client_auth=client_ca is not None)
 
 
+def serving_isa(config: ServeConfig) -> str:
+    """The ISA level the compiled kernels will run at ('portable': stock onnxruntime). An --isa
+    or $QGNN_ISA this host cannot run fails here, at start-up, not on each model load."""
+    if config.portable:
+        return "portable"
+    if config.isa:
+        return kernels.resolve_level(config.isa, "--isa")
+    return kernels.default_level() if kernels.available() else "portable"
+
+
 class QgnnServer:
     """The whole server for one config; :meth:`start` and :meth:`stop` (or a ``with`` block)."""
 
     def __init__(self, config: ServeConfig, *, registry: CollectorRegistry | None = None) -> None:
         self.config = config
+        self.isa = serving_isa(config)
         import_backends()
         self.metrics = ServingMetrics.create(registry)
         self.repository = ModelRepository(config.path, metrics=self.metrics, options=(
             RepositoryOptions(max_batch_size=config.max_batch_size,
                               max_queue_delay_s=config.max_queue_delay_ms / 1e3,
                               max_queue_size=config.max_queue_size, threads=config.threads,
-                              portable=config.portable, drain_timeout_s=config.grace_period_s)))
+                              portable=config.portable, drain_timeout_s=config.grace_period_s,
+                              isa=config.isa or None)))
         self.plane = DataPlane(self.repository, Limits(config.max_ids_per_request))
         self.health = HealthState(self.repository)
         token = read_token(config.auth_token_file) if config.auth_token_file else None
@@ -206,7 +219,8 @@ def serve_main(config: ServeConfig) -> int:
         models = ", ".join(f"{e.name} v{e.version} ({e.state.value.lower()})"
                            for e in server.repository.entries()) or "none"
         print(f"qgnn serve: serving grpc={config.host}:{server.grpc_port} "
-              f"metrics=http://{config.host}:{server.metrics_port}/metrics models={models}",
+              f"metrics=http://{config.host}:{server.metrics_port}/metrics isa={server.isa} "
+              f"models={models}",
               flush=True)
         while not stop.wait(1.0):
             pass

@@ -13,7 +13,7 @@ HEALTH_COMMAND = ("qgnn", "health", "--port", str(GRPC_PORT))
 SERVE_FLAGS = ("host", "grpc-port", "metrics-port", "max-batch-size", "max-queue-delay-ms",
                "max-queue-size", "max-ids-per-request", "max-message-bytes", "grace-period-s",
                "poll-interval-s", "threads", "tls-cert", "tls-key", "tls-client-ca",
-               "auth-token-file", "allow-insecure-token", "portable")
+               "auth-token-file", "allow-insecure-token", "portable", "isa")
 
 # Each flag's QGNN_* variable, plus the serve PATH argument and the --config file.
 SERVE_ENV = frozenset({"QGNN_PATH", "QGNN_CONFIG"} | {
@@ -34,7 +34,7 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
         ("qgnn_model_load_duration_seconds", "histogram", ("model",)),
         # Beyond the contract's list, declared by the server: a failed (re)load.
         ("qgnn_model_load_failures_total", "counter", ("model",)),
-        ("qgnn_model_info", "gauge", ("model", "version", "task", "quant")),
+        ("qgnn_model_info", "gauge", ("model", "version", "task", "quant", "isa")),
         ("qgnn_model_ready", "gauge", ("model", "version")),
         ("qgnn_queue_depth", "gauge", ("model",)),
         ("qgnn_shed_requests_total", "counter", ("model",)),

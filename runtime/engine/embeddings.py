@@ -94,7 +94,10 @@ class _State:
 class EmbeddingIndex:
     """The served INT8 embedding table: row lookup, pair logits, exact top-k (module doc)."""
 
-    def __init__(self, values: np.ndarray, scales: np.ndarray, *, threads: int = 2) -> None:
+    def __init__(self, values: np.ndarray, scales: np.ndarray, *, threads: int = 2,
+                 isa: str | None = None) -> None:
+        """``isa``: the kernels' ISA level for top-k; None takes the default level, or numpy on
+        a host without the compiled kernels."""
         if values.ndim != 2 or values.dtype != np.int8:
             raise ValueError(f"EmbeddingIndex: values must be int8 (N, D), got {values.dtype} "
                              f"{values.shape}")
@@ -104,6 +107,9 @@ class EmbeddingIndex:
         if scales.size and not (np.isfinite(scales).all() and (scales > 0).all()):
             raise ValueError("EmbeddingIndex: scales must be finite and > 0")
         self.threads = threads
+        if isa is None and kernels.available():
+            isa = kernels.default_level()
+        self.isa = isa
         self.dim = int(values.shape[1])
         self._lock = threading.Lock()
         self._state = _State(_Base.build(values, scales), int(values.shape[0]),
@@ -195,7 +201,8 @@ class EmbeddingIndex:
         depth = FIRST_SHORTLIST * k
         while True:
             if hi > lo and (cand is None or cand.size):
-                listed, dots = _kernel_topk(q, table, depth, hidden, cand, self.threads)
+                listed, dots = _kernel_topk(q, table, depth, hidden, cand, self.threads,
+                                             self.isa)
             else:
                 listed, dots = np.zeros(0, np.int64), np.zeros(0, np.int32)
             listed = listed + lo
@@ -229,9 +236,10 @@ def _row_window(candidates: np.ndarray | None, n_base: int
 
 
 def _kernel_topk(query: np.ndarray, table: np.ndarray, k: int, exclude: np.ndarray,
-                 candidates: np.ndarray | None, threads: int) -> tuple[np.ndarray, np.ndarray]:
-    if kernels.available():
-        return ext().topk_s8(query, table, k, exclude, candidates, threads)
+                 candidates: np.ndarray | None, threads: int, isa: str | None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    if isa is not None:
+        return ext(isa).topk_s8(query, table, k, exclude, candidates, threads)
     return _numpy_topk(query, table, k, exclude, candidates)
 
 

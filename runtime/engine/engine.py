@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
+from qgnn.runtime import kernels
 from qgnn.runtime.bundle import EMBEDDING_SCALES, EMBEDDINGS, Bundle
 from qgnn.runtime.engine import onnx_proto
 from qgnn.runtime.engine.embeddings import EmbeddingIndex, quantize_rows, sigmoid
@@ -56,7 +57,8 @@ class _NoObserver:
 class EngineConfig:
     """``fanouts``: per-hop caps, hop 1 (the seeds' own neighbours) first, -1 = none; None
     takes the manifest's ``serving.fanouts`` or ``DEFAULT_FANOUT`` per hop. ``seed`` fixes the
-    capped samples. ``chunk_size`` bounds the seeds of one model call."""
+    capped samples. ``chunk_size`` bounds the seeds of one model call. ``isa`` picks the compiled
+    kernels' ISA level (docs/kernels.md); None takes ``$QGNN_ISA`` or the best this host has."""
 
     threads: int = 2
     portable: bool = False
@@ -64,6 +66,7 @@ class EngineConfig:
     seed: int = 0
     optimization: str = "basic"
     chunk_size: int = DEFAULT_CHUNK
+    isa: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) \
@@ -83,6 +86,14 @@ class Inductive:
     ids: np.ndarray
     features: np.ndarray
     edges: np.ndarray
+
+
+def _kernel_level(config: EngineConfig) -> str | None:
+    """The ISA level this engine's kernels run at, None on a host without them. A level asked
+    for explicitly must be usable: an engine never silently runs another one."""
+    if config.isa is not None:
+        return kernels.resolve_level(config.isa, "EngineConfig.isa")
+    return kernels.default_level() if kernels.available() else None
 
 
 def _fanouts(config: EngineConfig, manifest: dict, num_layers: int) -> tuple[int, ...]:
@@ -142,8 +153,10 @@ class Engine:
         model_bytes = bundle.model_path().read_bytes()
         session = SessionConfig(threads=self.config.threads,
                                 optimization=self.config.optimization)
+        self.kernel_isa = _kernel_level(self.config)
         self.executor: Executor = make_executor(model_bytes, session,
-                                                portable=self.config.portable)
+                                                portable=self.config.portable,
+                                                isa=self.kernel_isa)
         try:
             self.signature = ModelSignature.of(self.executor.input_dtypes,
                                                self.executor.output_names, self.task)
@@ -187,6 +200,11 @@ class Engine:
     def mode(self) -> str:
         """'partitioned' (compiled kernels) or 'portable' (stock onnxruntime)."""
         return self.executor.mode
+
+    @property
+    def isa(self) -> str:
+        """The ISA level the model's kernels run at, or 'portable' (stock onnxruntime)."""
+        return self.kernel_isa if self.mode == "partitioned" and self.kernel_isa else "portable"
 
     @property
     def num_nodes(self) -> int:
@@ -343,13 +361,14 @@ class Engine:
                 raise BundleError(EMBEDDINGS, f"must be ({self.num_nodes}, {self.output_dim}), "
                                               f"got {values.shape}")
             try:
-                return EmbeddingIndex(np.asarray(values), scales, threads=self.config.threads)
+                return EmbeddingIndex(np.asarray(values), scales, threads=self.config.threads,
+                                      isa=self.kernel_isa)
             except ValueError as exc:
                 raise BundleError(EMBEDDINGS, str(exc)) from None
         log.info("bundle %s has no %s: computing the embedding table at load", self.name,
                  EMBEDDINGS)
         values, scales = quantize_rows(self.infer_all())
-        return EmbeddingIndex(values, scales, threads=self.config.threads)
+        return EmbeddingIndex(values, scales, threads=self.config.threads, isa=self.kernel_isa)
 
     def _load_decoder(self, session: SessionConfig) -> ort.InferenceSession | None:
         """The MLP decoder's session (``link.decoder == "mlp"``), None for the dot product."""

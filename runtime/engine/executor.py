@@ -85,8 +85,11 @@ class PartitionedExecutor:
 
     mode = "partitioned"
 
-    def __init__(self, model: bytes, config: SessionConfig) -> None:
+    def __init__(self, model: bytes, config: SessionConfig, isa: str | None = None) -> None:
+        """``isa``: the kernels' ISA level (None: :func:`qgnn.runtime.kernels.default_level`)."""
+        isa = kernels.default_level() if isa is None else isa
         plan = partition(store_weights_as_uint8(model))
+        self.isa = isa
         self.plan = plan
         self.constants = plan.constants
         self.input_names = plan.graph_inputs
@@ -100,7 +103,8 @@ class PartitionedExecutor:
             for spec in phase_kernels:
                 types[spec.output] = KERNEL_OUTPUTS[spec.op_type]
                 label = f"{spec.op_type}:{spec.name or spec.output}"
-                self.steps.append(_Kernel(compile_kernel(spec, plan.constants, config.threads),
+                self.steps.append(_Kernel(compile_kernel(spec, plan.constants, config.threads,
+                                                         isa),
                                           spec.output, label, spec))
             if segment.nodes and segment.outputs:
                 session = make_session(plan.segment_model(segment, types), config)
@@ -133,9 +137,11 @@ class PartitionedExecutor:
         return {name: tensors[name] for name in (outputs or self.output_names)}
 
 
-def make_executor(model: bytes, config: SessionConfig, *, portable: bool = False) -> Executor:
-    """The fast partitioned executor, or the portable one when asked or when the compiled
-    kernels are missing (logged as a warning: the model still serves, more slowly)."""
+def make_executor(model: bytes, config: SessionConfig, *, portable: bool = False,
+                  isa: str | None = None) -> Executor:
+    """The fast partitioned executor with the kernels of ISA level ``isa`` (None: the default
+    level), or the portable one when asked or when the compiled kernels are missing (logged as a
+    warning: the model still serves, more slowly)."""
     if portable:
         return PortableExecutor(model, config)
     if not kernels.available():
@@ -143,4 +149,4 @@ def make_executor(model: bytes, config: SessionConfig, *, portable: bool = False
                     "portable onnxruntime path (stock function bodies, slower). Reinstall qgnn "
                     "with a C compiler to enable them.")
         return PortableExecutor(model, config)
-    return PartitionedExecutor(model, config)
+    return PartitionedExecutor(model, config, isa)

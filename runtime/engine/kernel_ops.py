@@ -8,12 +8,14 @@ once per node, not per request. Scales that the graph computes at run time are r
 The CSR ops call the extension module directly: its C layer checks every buffer (dtype, order,
 shapes, CSR structure, index ranges) and raises ValueError, and the tensors here are already
 what it takes (onnxruntime outputs, int64 structure), so the Python wrappers' conversions would
-only add ~30 us per node to a sub-millisecond request.
+only add ~30 us per node to a sub-millisecond request. Each node is bound at compile time to the
+extension module of the engine's ISA level, so engines at different levels coexist in a process.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -88,7 +90,7 @@ def _multiplier(args: _Args, tensors: Mapping[str, np.ndarray] | None, weighted:
     return kernels.requant_multiplier(s_x, s_y, s_w), zp_x, zp_y, zp_w
 
 
-def _quantised(spec: KernelNodeSpec, args: _Args, threads: int) -> KernelFn:
+def _quantised(spec: KernelNodeSpec, args: _Args, threads: int, isa: str) -> KernelFn:
     weighted = args.present("w_q")
     reduce, bits = str(spec.attributes.get("reduce", "sum")), int(spec.attributes.get("bits", 8))
     padded = spec.op_type == "QAggregatePadded"
@@ -102,6 +104,7 @@ def _quantised(spec: KernelNodeSpec, args: _Args, threads: int) -> KernelFn:
     x_name = args.name("x_q")
     w_name = args.name("w_q") if weighted else None
     structure = (args.name("nbr"),) if padded else (args.name("indptr"), args.name("src"))
+    mod = ext(isa)
 
     def run(tensors: Mapping[str, np.ndarray]) -> np.ndarray:
         mult, zp_x, zp_y, zp_w = fixed if fixed is not None else _multiplier(args, tensors,
@@ -110,8 +113,8 @@ def _quantised(spec: KernelNodeSpec, args: _Args, threads: int) -> KernelFn:
         if padded:
             return kernels.qaggregate_padded(tensors[x_name], zp_x, tensors[structure[0]], mult,
                                              zp_y, reduce, w_q, zp_w, bits=bits,
-                                             num_threads=threads)
-        return ext().qaggregate(tensors[x_name], zp_x, tensors[structure[0]],
+                                             num_threads=threads, isa=isa)
+        return mod.qaggregate(tensors[x_name], zp_x, tensors[structure[0]],
                                 tensors[structure[1]], float(mult), zp_y, code, w_q, zp_w, bits,
                                 threads)
 
@@ -126,35 +129,38 @@ def _tensor(args: _Args, tensors: Mapping[str, np.ndarray], formal: str) -> np.n
 
 
 def compile_kernel(spec: KernelNodeSpec, constants: Mapping[str, np.ndarray],
-                   threads: int) -> KernelFn:
-    """A callable computing ``spec``'s output from the run's tensors with the C kernels."""
+                   threads: int, isa: str) -> KernelFn:
+    """A callable computing ``spec``'s output from the run's tensors with the C kernels of ISA
+    level ``isa`` (a name that :func:`qgnn.runtime.kernels.resolve_level` accepted)."""
     if spec.op_type not in FORMAL:
         raise PartitionError(f"no kernel for ai.qgnn op {spec.op_type!r}")
     args = _Args(spec, constants)
+    mod = ext(isa)
     if spec.op_type == "QLinear":
-        return _qlinear(spec, threads)
+        return _qlinear(spec, threads, mod)
     if spec.op_type in ("QAggregate", "QAggregatePadded"):
-        return _quantised(spec, args, threads)
+        return _quantised(spec, args, threads, isa)
     reduce = str(spec.attributes.get("reduce", "sum"))
     if spec.op_type == "Aggregate":
         if reduce not in REDUCE_CODES:
             raise PartitionError(f"Aggregate node {spec.name!r}: reduce must be one of "
                                  f"{tuple(REDUCE_CODES)}, got {reduce!r}")
         code = REDUCE_CODES[reduce]
-        return lambda t: ext().aggregate_f32(_tensor(args, t, "x"), _tensor(args, t, "indptr"),
+        return lambda t: mod.aggregate_f32(_tensor(args, t, "x"), _tensor(args, t, "indptr"),
                                              _tensor(args, t, "src"), code,
                                              _tensor(args, t, "w"), threads)
     if spec.op_type == "AggregatePadded":
         return lambda t: kernels.aggregate_padded_f32(_tensor(args, t, "x"),
                                                       _tensor(args, t, "nbr"), reduce,
-                                                      _tensor(args, t, "w"), num_threads=threads)
+                                                      _tensor(args, t, "w"), num_threads=threads,
+                                                      isa=isa)
     if spec.op_type == "EdgeSoftmax":
-        return lambda t: ext().edge_softmax_f32(_tensor(args, t, "logits"),
+        return lambda t: mod.edge_softmax_f32(_tensor(args, t, "logits"),
                                                 _tensor(args, t, "indptr"), threads)
     return lambda t: edge_dst(_tensor(args, t, "indptr"))
 
 
-def _qlinear(spec: KernelNodeSpec, threads: int) -> KernelFn:
+def _qlinear(spec: KernelNodeSpec, threads: int, mod: ModuleType) -> KernelFn:
     """The fused ``MatMulInteger`` + requantisation chain: uint8 (..., K) -> uint8 (..., J)
     (leading dimensions batch, as MatMulInteger's do)."""
     p = spec.attributes
@@ -166,9 +172,9 @@ def _qlinear(spec: KernelNodeSpec, threads: int) -> KernelFn:
     def run(tensors: Mapping[str, np.ndarray]) -> np.ndarray:
         x = tensors[name]
         if x.ndim == 2:
-            return ext().qlinear(x, x_zp, weight, bias, mult, y_zp, bits, threads)
+            return mod.qlinear(x, x_zp, weight, bias, mult, y_zp, bits, threads)
         flat = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
-        out = ext().qlinear(flat, x_zp, weight, bias, mult, y_zp, bits, threads)
+        out = mod.qlinear(flat, x_zp, weight, bias, mult, y_zp, bits, threads)
         return out.reshape(*x.shape[:-1], weight.shape[1])
 
     return run

@@ -2,11 +2,21 @@
 
 onnxruntime's Python wheels ship no C headers, so the ai.qgnn custom ops cannot be a plugin op
 library; the engine runs standard-op segments in onnxruntime and these kernels in between. The
-C extension is optional: ``available()`` says whether it was built; without it every function
-raises ``KernelsUnavailableError`` and the engine uses the portable ONNX function bodies.
+C extension is built once per ISA level (docs/kernels.md); every function takes ``isa=`` to pick
+one, else :func:`default_level` (``$QGNN_ISA`` or the best this host has). The extension is
+optional: ``available()`` says whether it was built; without it every function raises
+``KernelsUnavailableError`` and the engine uses the portable ONNX function bodies.
 """
 
-from qgnn.runtime.kernels._ext import KernelsUnavailableError, available, build_info
+from qgnn.runtime.kernels._ext import (
+    KernelsUnavailableError,
+    available,
+    build_info,
+    default_level,
+    levels_built,
+    levels_supported,
+    resolve_level,
+)
 from qgnn.runtime.kernels.dense import qlinear
 from qgnn.runtime.kernels.graph_ops import (
     aggregate_f32,
@@ -29,13 +39,17 @@ __all__ = [
     "aggregate_padded_f32",
     "available",
     "build_info",
+    "default_level",
     "dequantize_u8",
     "edge_softmax_f32",
     "int8_topk",
+    "levels_built",
+    "levels_supported",
     "qaggregate",
     "qaggregate_padded",
     "qlinear",
     "quantize_s8",
     "quantize_u8",
     "requant_multiplier",
+    "resolve_level",
 ]

@@ -9,7 +9,7 @@ from qgnn.runtime.kernels._ext import ext
 
 def qlinear(x_q: np.ndarray, x_zp: int, w_q: np.ndarray, bias_int32: np.ndarray | None,
             multiplier: float | np.ndarray, y_zp: int, *, bits: int = 8,
-            num_threads: int = 2) -> np.ndarray:
+            num_threads: int = 2, isa: str | None = None) -> np.ndarray:
     """uint8 (N, K) x int8 (K, M) -> uint8 (N, M).
 
     ``w_q`` is (K, M), the layout of ONNX MatMulInteger's B, so an exported initializer is passed
@@ -29,7 +29,7 @@ def qlinear(x_q: np.ndarray, x_zp: int, w_q: np.ndarray, bias_int32: np.ndarray 
     else:
         with np.errstate(over="ignore"):
             mult = np.ascontiguousarray(mult, dtype=np.float32)
-    return ext().qlinear(
+    return ext(isa).qlinear(
         ck.tensor(fn, "x_q", x_q, np.uint8, 2), ck.zero_point(fn, "x_zp", x_zp), w,
         ck.optional_tensor(fn, "bias_int32", bias_int32, np.int32, 1), mult,
         ck.zero_point(fn, "y_zp", y_zp), ck.bits(fn, bits), ck.threads(fn, num_threads))

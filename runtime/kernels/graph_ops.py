@@ -19,7 +19,7 @@ Reduce = Literal["sum", "mean", "max"]
 def qaggregate(x_q: np.ndarray, x_zp: int, indptr: np.ndarray, src: np.ndarray,
                multiplier: float, y_zp: int, reduce: Reduce = "sum",
                w_q: np.ndarray | None = None, w_zp: int = 0, *, bits: int = 8,
-               num_threads: int = 2) -> np.ndarray:
+               num_threads: int = 2, isa: str | None = None) -> np.ndarray:
     """QAggregate: uint8 (N_src, F) -> uint8 (D, F), exactly the quantisation contract.
 
     ``acc = sum/max over edges of (x_q[src] - x_zp) [* (w_q - w_zp)]`` in int32;
@@ -30,7 +30,7 @@ def qaggregate(x_q: np.ndarray, x_zp: int, indptr: np.ndarray, src: np.ndarray,
     in-edges) is invalid input and raises ValueError, as the exporter's reference does.
     """
     fn = "qaggregate"
-    return ext().qaggregate(
+    return ext(isa).qaggregate(
         ck.tensor(fn, "x_q", x_q, np.uint8, 2), ck.zero_point(fn, "x_zp", x_zp),
         ck.ids(fn, "indptr", indptr), ck.ids(fn, "src", src),
         ck.positive_f32(fn, "multiplier", multiplier), ck.zero_point(fn, "y_zp", y_zp),
@@ -39,13 +39,14 @@ def qaggregate(x_q: np.ndarray, x_zp: int, indptr: np.ndarray, src: np.ndarray,
 
 
 def aggregate_f32(x: np.ndarray, indptr: np.ndarray, src: np.ndarray, reduce: Reduce = "sum",
-                  w: np.ndarray | None = None, *, num_threads: int = 2) -> np.ndarray:
+                  w: np.ndarray | None = None, *, num_threads: int = 2,
+                  isa: str | None = None) -> np.ndarray:
     """Aggregate: float32 (N_src, F) -> (D, F); ``reduce`` of ``x[src] [* w]`` per destination.
 
     Mean divides by the in-degree; destinations without edges get 0.
     """
     fn = "aggregate_f32"
-    return ext().aggregate_f32(
+    return ext(isa).aggregate_f32(
         ck.tensor(fn, "x", x, np.float32, 2), ck.ids(fn, "indptr", indptr),
         ck.ids(fn, "src", src), ck.reduce_code(fn, reduce),
         ck.optional_tensor(fn, "w", w, np.float32, 1), ck.threads(fn, num_threads))
@@ -75,27 +76,29 @@ def padded_to_csr(fn: str, nbr: np.ndarray, w: np.ndarray | None
 
 def qaggregate_padded(x_q: np.ndarray, x_zp: int, nbr: np.ndarray, multiplier: float,
                       y_zp: int, reduce: Reduce = "sum", w_q: np.ndarray | None = None,
-                      w_zp: int = 0, *, bits: int = 8, num_threads: int = 2) -> np.ndarray:
+                      w_zp: int = 0, *, bits: int = 8, num_threads: int = 2,
+                      isa: str | None = None) -> np.ndarray:
     """QAggregatePadded: :func:`qaggregate` over the used slots of ``nbr`` (D, K).
 
     ``w_q`` (D, K) is aligned with ``nbr``; its values at padding are ignored.
     """
     indptr, src, w = padded_to_csr("qaggregate_padded", nbr, w_q)
     return qaggregate(x_q, x_zp, indptr, src, multiplier, y_zp, reduce, w, w_zp, bits=bits,
-                      num_threads=num_threads)
+                      num_threads=num_threads, isa=isa)
 
 
 def aggregate_padded_f32(x: np.ndarray, nbr: np.ndarray, reduce: Reduce = "sum",
-                         w: np.ndarray | None = None, *, num_threads: int = 2) -> np.ndarray:
+                         w: np.ndarray | None = None, *, num_threads: int = 2,
+                         isa: str | None = None) -> np.ndarray:
     """AggregatePadded: :func:`aggregate_f32` over the used slots of ``nbr`` (D, K)."""
     indptr, src, w_used = padded_to_csr("aggregate_padded_f32", nbr, w)
-    return aggregate_f32(x, indptr, src, reduce, w_used, num_threads=num_threads)
+    return aggregate_f32(x, indptr, src, reduce, w_used, num_threads=num_threads, isa=isa)
 
 
 def edge_softmax_f32(logits: np.ndarray, indptr: np.ndarray, *,
-                     num_threads: int = 2) -> np.ndarray:
+                     num_threads: int = 2, isa: str | None = None) -> np.ndarray:
     """EdgeSoftmax: float32 (E, H) -> (E, H), softmax over each destination's edges per head."""
     fn = "edge_softmax_f32"
-    return ext().edge_softmax_f32(
+    return ext(isa).edge_softmax_f32(
         ck.tensor(fn, "logits", logits, np.float32, 2), ck.ids(fn, "indptr", indptr),
         ck.threads(fn, num_threads))

@@ -32,27 +32,28 @@ def requant_multiplier(x_scale: float, y_scale: float,
 
 
 def quantize_u8(x: np.ndarray, scale: float, zero_point: int, *, bits: int = 8,
-                num_threads: int = 2) -> np.ndarray:
+                num_threads: int = 2, isa: str | None = None) -> np.ndarray:
     """float32 (any shape) -> uint8 in [0, 2^bits - 1], same shape."""
     fn = "quantize_u8"
-    return ext().quantize_u8(
+    return ext(isa).quantize_u8(
         ck.tensor(fn, "x", x, np.float32, None), ck.positive_f32(fn, "scale", scale),
         ck.zero_point(fn, "zero_point", zero_point), ck.bits(fn, bits),
         ck.threads(fn, num_threads))
 
 
-def quantize_s8(x: np.ndarray, scale: float, *, num_threads: int = 2) -> np.ndarray:
+def quantize_s8(x: np.ndarray, scale: float, *, num_threads: int = 2,
+                isa: str | None = None) -> np.ndarray:
     """float32 (any shape) -> int8 in [-127, 127], same shape."""
     fn = "quantize_s8"
-    return ext().quantize_s8(
+    return ext(isa).quantize_s8(
         ck.tensor(fn, "x", x, np.float32, None), ck.positive_f32(fn, "scale", scale),
         ck.threads(fn, num_threads))
 
 
 def dequantize_u8(q: np.ndarray, scale: float, zero_point: int, *,
-                  num_threads: int = 2) -> np.ndarray:
+                  num_threads: int = 2, isa: str | None = None) -> np.ndarray:
     """uint8 (any shape) -> float32, same shape."""
     fn = "dequantize_u8"
-    return ext().dequantize_u8(
+    return ext(isa).dequantize_u8(
         ck.tensor(fn, "q", q, np.uint8, None), ck.positive_f32(fn, "scale", scale),
         ck.zero_point(fn, "zero_point", zero_point), ck.threads(fn, num_threads))

@@ -20,7 +20,7 @@ def _id_set(fn: str, name: str, value: np.ndarray | None, n: int) -> np.ndarray 
 
 def int8_topk(query: np.ndarray, table: np.ndarray, k: int, exclude: np.ndarray | None = None,
               candidates: np.ndarray | None = None, *,
-              num_threads: int = 2) -> tuple[np.ndarray, np.ndarray]:
+              num_threads: int = 2, isa: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` rows of ``table`` (N, D) int8 by exact integer dot product with ``query``.
 
     ``query`` is (D,) int8 or int32 (int32 must be small enough that no score can overflow
@@ -35,7 +35,7 @@ def int8_topk(query: np.ndarray, table: np.ndarray, k: int, exclude: np.ndarray 
         raise ValueError(f"{fn}: query must have dtype int8 or int32, got {q.dtype}")
     q = ck.tensor(fn, "query", q, q.dtype.type, 1)
     n = tab.shape[0]
-    return ext().topk_s8(
+    return ext(isa).topk_s8(
         q, tab, ck.integer(fn, "k", k, 1, np.iinfo(np.int64).max),
         _id_set(fn, "exclude", exclude, n), _id_set(fn, "candidates", candidates, n),
         ck.threads(fn, num_threads))

@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from qgnn.runtime.kernels._ext import LEVELS
 
 PACKAGE_FOLDERS = ("qgnn", "contract", "graph", "training", "exporter", "runtime", "bench")
 
@@ -89,7 +90,7 @@ def test_the_serving_constraints_pin_every_base_dependency_compatibly(root):
     (".venv/bin/python", True),
     ("graph/__pycache__/container.cpython-311.pyc", True),
     ("__pycache__/x.pyc", True),
-    ("runtime/kernels/_qgnn_kernels.cpython-311-x86_64-linux-gnu.so", True),
+    ("runtime/kernels/_qgnn_kernels_avx2.cpython-311-x86_64-linux-gnu.so", True),
     ("runtime/kernels/csrc/qlinear.c", False),
     ("deploy/compose.yaml", True),
     ("deploy/constraints-serve.txt", False),
@@ -186,8 +187,9 @@ def test_the_builder_stage_builds_a_wheel_with_the_compiled_kernels(validate, ro
                    cwd=context, check=True, timeout=600)
     (wheel,) = (tmp_path / "wheels").glob("qgnn-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert any(n.startswith("qgnn/runtime/kernels/_qgnn_kernels") and n.endswith(".so")
-               for n in names)
+    for level in LEVELS:  # every ISA level of this machine, so the image runs on any CPU of it
+        assert any(n.startswith(f"qgnn/runtime/kernels/_qgnn_kernels_{level}.")
+                   and n.endswith(".so") for n in names), level
     assert "qgnn/cli.py" in names
     assert "qgnn/runtime/proto_gen/qgnn/v1/qgnn_pb2.py" in names
     assert not any(Path(n).parts[0] in ("tests", "deploy", "docs") for n in names)

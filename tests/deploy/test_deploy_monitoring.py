@@ -19,7 +19,7 @@ CONTRACT_METRICS = {
     "qgnn_subgraph_nodes": {"model"},
     "qgnn_subgraph_edges": {"model"},
     "qgnn_model_load_duration_seconds": {"model"},
-    "qgnn_model_info": {"model", "version", "task", "quant"},
+    "qgnn_model_info": {"model", "version", "task", "quant", "isa"},
     "qgnn_model_ready": {"model", "version"},
     "qgnn_queue_depth": {"model"},
     "qgnn_shed_requests_total": {"model"},

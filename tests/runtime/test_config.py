@@ -109,6 +109,14 @@ def test_boolean_env_values_and_sizes():
     assert parse_size("1000", "x") == 1000
 
 
+def test_isa_flag_and_environment():
+    assert resolve_config(_flags(), env={}).isa is None
+    assert resolve_config(_flags(), env={"QGNN_ISA": "baseline"}).isa == "baseline"
+    assert resolve_config(_flags("--isa", "baseline"), env={"QGNN_ISA": "x"}).isa == "baseline"
+    with pytest.raises(ValueError, match=r"--isa: unknown ISA level 'avx3'; valid here: baseline"):
+        resolve_config(_flags(), env={"QGNN_ISA": "avx3"})
+
+
 def test_describe_is_plain_json():
     cfg = ServeConfig(path=Path("/m"), tls_cert=Path("/c"), tls_key=Path("/k"),
                       auth_token_file=Path("/run/secrets/token"))

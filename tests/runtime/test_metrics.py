@@ -25,7 +25,7 @@ CONTRACT = {
     "qgnn_subgraph_nodes": ("histogram", {"model"}),
     "qgnn_subgraph_edges": ("histogram", {"model"}),
     "qgnn_model_load_duration_seconds": ("histogram", {"model"}),
-    "qgnn_model_info": ("gauge", {"model", "version", "task", "quant"}),
+    "qgnn_model_info": ("gauge", {"model", "version", "task", "quant", "isa"}),
     "qgnn_model_ready": ("gauge", {"model", "version"}),
     "qgnn_queue_depth": ("gauge", {"model"}),
     "qgnn_shed_requests": ("counter", {"model"}),
@@ -75,7 +75,7 @@ def test_request_counts_latency_and_errors_after_real_traffic(served):
     assert _v(server, "qgnn_subgraph_edges_sum", model="toy") > 0
     assert _v(server, "qgnn_model_ready", model="toy", version="1") == 1
     assert _v(server, "qgnn_model_info", model="links", version="1", task="link",
-              quant="fp32") == 1
+              quant="fp32", isa="") == 1
     assert _v(server, "qgnn_model_load_duration_seconds_count", model="toy") == 1
     with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
                                 timeout=5) as page:

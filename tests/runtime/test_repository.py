@@ -83,7 +83,7 @@ def test_newest_ready_version_answers_unless_a_version_is_named(tmp_path: Path):
             repo.resolve(ModelSelector(""))
         assert _value(repo, "qgnn_model_ready", {"model": "a", "version": "2"}) == 1
         assert _value(repo, "qgnn_model_info", {"model": "a", "version": "1", "task": "node",
-                                                "quant": "fp32"}) == 1
+                                                "quant": "fp32", "isa": ""}) == 1
         assert _value(repo, "qgnn_model_load_duration_seconds_count", {"model": "a"}) == 2
     finally:
         repo.close()

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from qgnn.runtime import bundle as bundle_mod
+from qgnn.runtime import kernels
 from qgnn.runtime.bundle import (
     GRAPH_FEATURES,
     GRAPH_INDICES,
@@ -541,6 +542,8 @@ def test_inspect_prints_manifest_and_json(bundle_dir: Path, capsys) -> None:
     assert "8-bit degree-quant, 6 sites" in text
     assert "test_accuracy=0.8125" in text
     assert "graph/indptr.npy  array  168 B" in text
+    if kernels.available():
+        assert f"kernels   isa={kernels.default_level()}  supported=baseline" in text
     _inspect([str(bundle_dir), "--json"])
     assert json.loads(capsys.readouterr().out) == json.loads((bundle_dir / MANIFEST).read_text())
 

@@ -1,4 +1,5 @@
-/* CPython bindings of qgnn's compiled kernels (module qgnn.runtime.kernels._qgnn_kernels).
+/* CPython bindings of qgnn's compiled kernels (module qgnn.runtime.kernels._qgnn_kernels_<level>,
+ * one per ISA level: the level comes from -DQGNN_LEVEL, see qgnn_kernels.h).
  *
  * This layer is the memory-safety boundary: whatever a caller passes, it either raises ValueError
  * naming the kernel, the argument and the offending value, or hands the kernel buffers it can read
@@ -475,18 +476,15 @@ static PyObject *py_build_info(PyObject *self, PyObject *args) {
 #else
     const char *compiler = "unknown";
 #endif
-    return Py_BuildValue("{s:s,s:s,s:s,s:O,s:O,s:i}", "compiler", compiler, "dispatch",
-                         QGNN_DISPATCH, "threads", "pthreads (started per call)", "vnni_supported",
-                         qgnn_vnni_supported() ? Py_True : Py_False, "vnni_used",
-                         qgnn_have_vnni() ? Py_True : Py_False, "max_threads", QGNN_MAX_PARTS);
+    return Py_BuildValue("{s:s,s:s,s:s,s:i}", "compiler", compiler, "isa", QGNN_LEVEL_NAME,
+                         "threads", "pthreads (started per call)", "max_threads", QGNN_MAX_PARTS);
 }
 
-static PyObject *py_allow_vnni(PyObject *self, PyObject *arg) {
+static PyObject *py_cpu_supports(PyObject *self, PyObject *args) {
     (void)self;
-    const int allow = PyObject_IsTrue(arg);
-    if (allow < 0) return NULL;
-    qgnn_allow_vnni(allow);
-    Py_RETURN_NONE;
+    const char *level;
+    if (!PyArg_ParseTuple(args, "s", &level)) return NULL;
+    return PyBool_FromLong(qgnn_cpu_supports(level));
 }
 
 static PyObject *py_last_parts(PyObject *self, PyObject *args) {
@@ -515,23 +513,23 @@ static PyMethodDef methods[] = {
      "quantize_s8(x float32, scale, num_threads) -> int8"},
     {"dequantize_u8", py_dequantize_u8, METH_VARARGS,
      "dequantize_u8(q uint8, scale, zero_point, num_threads) -> float32"},
-    {"build_info", py_build_info, METH_NOARGS, "How this module was compiled and dispatches."},
+    {"build_info", py_build_info, METH_NOARGS, "How this module was compiled: compiler, ISA level."},
+    {"cpu_supports", py_cpu_supports, METH_VARARGS,
+     "cpu_supports(level) -> bool: whether this CPU can run the kernels of that ISA level."},
     {"_last_parts", py_last_parts, METH_NOARGS,
      "Test hook: how many threads the latest parallel kernel call used."},
-    {"_allow_vnni", py_allow_vnni, METH_O,
-     "Test hook: False forces the portable qlinear / top-k kernels on a VNNI CPU."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     .m_base = PyModuleDef_HEAD_INIT,
-    .m_name = "_qgnn_kernels",
+    .m_name = "qgnn.runtime.kernels._qgnn_kernels_" QGNN_LEVEL_NAME,
     .m_doc = "qgnn's compiled INT8/float32 kernels; call them through qgnn.runtime.kernels.",
     .m_size = -1,
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__qgnn_kernels(void) {
+PyMODINIT_FUNC QGNN_CAT(PyInit__qgnn_kernels_, QGNN_LEVEL)(void) {
     import_array();
     return PyModule_Create(&module);
 }

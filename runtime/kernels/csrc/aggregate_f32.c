@@ -94,7 +94,7 @@ static void fagg_tail(const fagg_ctx *c, int64_t b, int64_t e, int64_t f0, int w
     }
 }
 
-static QGNN_CLONES void fagg_part(void *vctx, int64_t d0, int64_t d1, int part) {
+static void fagg_part(void *vctx, int64_t d0, int64_t d1, int part) {
     fagg_ctx *c = vctx;
     c->first_bad[part] = qgnn_first_bad_id(c->src, c->indptr[d0], c->indptr[d1], c->n_src);
     if (c->first_bad[part] >= 0) return;

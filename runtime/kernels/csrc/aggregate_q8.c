@@ -215,7 +215,7 @@ QGNN_INLINE void qagg_cols(const qagg_ctx *c, int64_t b, int64_t e, int64_t f0, 
 /* Sum for a destination above the safe in-degree: exact int64 total of safe-sized blocks (each
  * exact in int32), refused when it does not fit int32. Returns the first overflowing column or
  * -1. Rare (hubs), so one out-of-line copy per ISA clone serves every width. */
-static QGNN_CLONES int qagg_sum_checked(const qagg_ctx *c, int64_t b, int64_t e, int64_t f0,
+static int qagg_sum_checked(const qagg_ctx *c, int64_t b, int64_t e, int64_t f0,
                                         int w, int32_t *acc, int64_t *value) {
     const int64_t safe = c->w ? SAFE_DEG_WEIGHTED : SAFE_DEG;
     int64_t total[QGNN_CH] = {0};
@@ -244,7 +244,7 @@ QGNN_INLINE void requant_u8(const int32_t *restrict acc, int w, float m, float y
     }
 }
 
-static QGNN_CLONES void qagg_part(void *vctx, int64_t d0, int64_t d1, int part) {
+static void qagg_part(void *vctx, int64_t d0, int64_t d1, int part) {
     qagg_ctx *c = vctx;
     c->bad_src[part] = qgnn_first_bad_id(c->src, c->indptr[d0], c->indptr[d1], c->n_src);
     c->overflow_dst[part] = -1;

@@ -51,7 +51,7 @@ QGNN_INLINE void softmax_chunk(const softmax_ctx *c, int64_t b, int64_t e, int64
     }
 }
 
-static QGNN_CLONES void softmax_part(void *vctx, int64_t d0, int64_t d1, int part) {
+static void softmax_part(void *vctx, int64_t d0, int64_t d1, int part) {
     softmax_ctx *c = vctx;
     /* Non-finite floats have every exponent bit set: one branch-free pass over the bits. */
     const int64_t b0 = c->indptr[d0] * c->H, b1 = c->indptr[d1] * c->H;

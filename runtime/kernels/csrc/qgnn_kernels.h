@@ -14,17 +14,23 @@
 
 #define QGNN_MAX_PARTS 256
 
-/* Hot loops are compiled once per ISA level and picked at load time (gcc ifunc on x86-64 Linux);
- * elsewhere they are compiled for the baseline target only. */
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
-    defined(__linux__)
-#define QGNN_CLONES \
-    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#define QGNN_DISPATCH "target_clones(x86-64-v4, x86-64-v3, default)"
-#else
-#define QGNN_CLONES
-#define QGNN_DISPATCH "baseline only"
+/* The whole kernel set is compiled once per ISA level, each level its own extension module
+ * (_qgnn_kernels_<QGNN_LEVEL>, built with that level's -march; see runtime/kernels/_levels.py).
+ * Code paths that need more than the level's baseline test the compiler's feature macros
+ * (__AVX2__, __AVX512BW__, __AVX512VNNI__, __ARM_FEATURE_DOTPROD), never the running CPU: the
+ * Python loader picks a module the CPU can run. */
+#ifndef QGNN_LEVEL
+#define QGNN_LEVEL baseline
 #endif
+#define QGNN_STR_(x) #x
+#define QGNN_STR(x) QGNN_STR_(x)
+#define QGNN_CAT_(a, b) a##b
+#define QGNN_CAT(a, b) QGNN_CAT_(a, b)
+#define QGNN_LEVEL_NAME QGNN_STR(QGNN_LEVEL)
+
+/* Kernels once marked hot loops for per-function ISA clones with QGNN_CLONES; a level is now a
+ * whole module, so the mark expands to nothing and such sources compile unchanged. */
+#define QGNN_CLONES
 
 #if defined(__GNUC__)
 #define QGNN_INLINE static inline __attribute__((always_inline))
@@ -136,10 +142,9 @@ int64_t qgnn_quantize_s8(const float *x, int64_t n, float scale, int8_t *q, int 
 void qgnn_dequantize_u8(const uint8_t *q, int64_t n, float scale, int32_t zp, float *x,
                         int num_threads);
 
-/* Whether the AVX-512 VNNI paths of qlinear / topk are used: the CPU has them and they are
- * allowed. qgnn_allow_vnni(0) forces the portable paths (tests run both on a VNNI machine). */
-int qgnn_vnni_supported(void);
-int qgnn_have_vnni(void);
-void qgnn_allow_vnni(int allow);
+/* Whether this CPU (and OS) can run the kernels of ISA level `level` (a name of
+ * runtime/kernels/_levels.py): 1 yes, 0 no or unknown name. Answered by the baseline module,
+ * which every CPU of the architecture can load. */
+int qgnn_cpu_supports(const char *level);
 
 #endif

@@ -5,12 +5,16 @@
  * y[n, m]   = clamp(nearbyintf(float(acc) * mult[m]) + y_zp, 0, 2^bits - 1)
  * w is (K, M), the layout of ONNX MatMulInteger's B, so an exported initializer is used as is.
  *
- * Two inner kernels over blocks of QL_RB rows x up to 64 columns, w repacked once per call with
- * its width padded to Mp (a multiple of 16, zero columns):
- *  - AVX-512 VNNI (picked at run time): w as [K/4][Mp][4] int8 so one vpdpbusd multiplies 4
- *    consecutive k of a broadcast x quad with 16 columns (64 MACs / instruction);
- *  - portable (vector extensions, compiled per ISA clone): w widened to [K][Mp] int32 and
- *    multiplied with a broadcast x value, 16 columns per vector.
+ * One inner kernel per ISA level, chosen at compile time, w repacked once per call:
+ *  - avx512_vnni: w as [K/4][Mp][4] int8 so one vpdpbusd multiplies 4 consecutive k of a
+ *    broadcast x quad with 16 columns (64 MACs / instruction), 4 rows x 64 columns a block;
+ *  - other x86 levels (SSE2, AVX2, AVX-512BW): pmaddwd on int16 pairs. A block's 4 rows of x
+ *    are widened to int16 once; w is packed as int16 pairs [tile][K/2][tile columns][2]. One
+ *    pmaddwd multiplies a broadcast (x[k], x[k+1]) with the pairs of LANES columns and adds
+ *    each pair in int32: 255 * 127 * 2 fits easily, so unlike pmaddubsw nothing saturates.
+ *    The tile (4 rows x 2 vectors at SSE2 / AVX2, 4 x 4 zmm at AVX-512) keeps accumulators,
+ *    w vectors and the broadcast inside the register file: no spills;
+ *  - elsewhere (vector extensions): w widened to [K][Mp] int32 times a broadcast x value.
  * Accumulators are named variables, not arrays: gcc otherwise mirrors them on the stack.
  */
 #include <math.h>
@@ -20,8 +24,11 @@
 #include "qgnn_kernels.h"
 #include "simd.h"
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #define QGNN_HAVE_VNNI_PATH 1
+#include <immintrin.h>
+#elif defined(__SSE2__)
+#define QGNN_HAVE_MADD_PATH 1
 #include <immintrin.h>
 #endif
 
@@ -33,12 +40,22 @@ typedef struct {
     int64_t N, K, M;
     const int8_t *quads; /* VNNI layout [Kq][Mp][4], or NULL */
     const int32_t *wide; /* portable layout [K][Mp], or NULL */
-    int64_t Kq, Mp;
+    const int16_t *pairs; /* pmaddwd layout [tile][Kh][QL_TILE][2], or NULL */
+    int16_t *scratch;     /* pmaddwd: per part, QL_RB rows of x as int16, `stride` apart */
+    int64_t Kq, Mp, Kh, stride;
     const int32_t *offset; /* bias[m] - x_zp * colsum[m], as uint32 bit patterns */
     const float *mult;
     int32_t y_zp, qmax;
     uint8_t *y;
 } qlinear_ctx;
+
+/* (t + 1.5 * 2^23) - 1.5 * 2^23 is nearbyintf(t) under round-to-nearest-even for |t| <= 2^22:
+ * after the add no fraction bits are left, so the add itself rounds, ties to even (the constant
+ * is even), and the subtraction is exact. Any t whose output is not saturated has |t| < 512;
+ * beyond 2^22 rounding is monotone, so the result stays beyond +-2^22 - 1 (infinities stay
+ * infinite) and saturates the same way. Unlike a libm call it vectorises at every level, with
+ * the same result; -ffp-contract=off keeps the multiply and the add apart. */
+#define QL_ROUNDER 12582912.0f
 
 QGNN_INLINE void qlinear_requant(const qlinear_ctx *c, const int32_t *acc, int64_t n, int64_t j0,
                                  int cols) {
@@ -50,22 +67,13 @@ QGNN_INLINE void qlinear_requant(const qlinear_ctx *c, const int32_t *acc, int64
     const float y_zp = (float)c->y_zp, qmax = (float)c->qmax;
     for (int j = 0; j < cols; j++) {
         const int32_t a = (int32_t)((uint32_t)acc[j] + (uint32_t)offset[j]);
-        float v = nearbyintf((float)a * mult[j]) + y_zp;
+        const float t = (float)a * mult[j];
+        float v = ((t + QL_ROUNDER) - QL_ROUNDER) + y_zp;
         v = v < 0.0f ? 0.0f : v;
         v = v > qmax ? qmax : v;
         out[j] = (uint8_t)(int32_t)v;
     }
 }
-
-/* acc_r_v += x[r][k] * w[k][16 v ..] for the nv column vectors of row r. */
-#define WIDE_ROW(r, xv)                                              \
-    do {                                                             \
-        const int32_t xb = (xv);                                     \
-        a##r##0 += xb * w0;                                          \
-        if (nv > 1) a##r##1 += xb * w1;                              \
-        if (nv > 2) a##r##2 += xb * w2;                              \
-        if (nv > 3) a##r##3 += xb * w3;                              \
-    } while (0)
 
 /* tmp is written in full (the vectors past nv as zeros) so reading `cols` of it is defined. */
 #define BLOCK_STORE(r, V0, V1, V2, V3, store)                        \
@@ -76,43 +84,11 @@ QGNN_INLINE void qlinear_requant(const qlinear_ctx *c, const int32_t *acc, int64
         if (nv > 1) store(tmp + 16, V1);                             \
         if (nv > 2) store(tmp + 32, V2);                             \
         if (nv > 3) store(tmp + 48, V3);                             \
-        qlinear_requant(c, tmp, n0 + r, j0, cols);                   \
+        if (cols == QL_CB)                                           \
+            qlinear_requant(c, tmp, n0 + r, j0, QL_CB);              \
+        else                                                         \
+            qlinear_requant(c, tmp, n0 + r, j0, cols);               \
     } while (0)
-
-#define WIDE_STORE_ONE(p, v) memcpy((p), &(v), sizeof(qv_i32))
-
-/* Portable block: rows [n0, n0 + rb) (rb 1 or 4) x 16 * nv columns from j0, of which the first
- * `cols` are real. Called with constant rb / nv. */
-QGNN_INLINE void wide_block(const qlinear_ctx *c, int64_t n0, int rb, int64_t j0, int nv,
-                            int cols) {
-    const qv_i32 z = {0};
-    qv_i32 a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
-    qv_i32 a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z;
-    /* Rows past the block alias row 0 (never used) so no pointer leaves the array. */
-    const uint8_t *x0 = c->x + n0 * c->K;
-    const uint8_t *x1 = rb > 1 ? x0 + c->K : x0;
-    const uint8_t *x2 = rb > 1 ? x1 + c->K : x0, *x3 = rb > 1 ? x2 + c->K : x0;
-    const int32_t *wk = c->wide + j0;
-    for (int64_t k = 0; k < c->K; k++, wk += c->Mp) {
-        qv_i32 w0, w1 = z, w2 = z, w3 = z;
-        memcpy(&w0, wk, sizeof w0);
-        if (nv > 1) memcpy(&w1, wk + 16, sizeof w1);
-        if (nv > 2) memcpy(&w2, wk + 32, sizeof w2);
-        if (nv > 3) memcpy(&w3, wk + 48, sizeof w3);
-        WIDE_ROW(0, x0[k]);
-        if (rb > 1) {
-            WIDE_ROW(1, x1[k]);
-            WIDE_ROW(2, x2[k]);
-            WIDE_ROW(3, x3[k]);
-        }
-    }
-    BLOCK_STORE(0, a00, a01, a02, a03, WIDE_STORE_ONE);
-    if (rb > 1) {
-        BLOCK_STORE(1, a10, a11, a12, a13, WIDE_STORE_ONE);
-        BLOCK_STORE(2, a20, a21, a22, a23, WIDE_STORE_ONE);
-        BLOCK_STORE(3, a30, a31, a32, a33, WIDE_STORE_ONE);
-    }
-}
 
 /* Rows [n, n + rb) over all column chunks, with constant block shapes for the block kernel. */
 #define FOR_BLOCKS(block, c, n, rb)                                               \
@@ -134,17 +110,7 @@ QGNN_INLINE void wide_block(const qlinear_ctx *c, int64_t n0, int rb, int64_t j0
         }                                                                         \
     }
 
-static QGNN_CLONES void qlinear_part_c(void *vctx, int64_t n0, int64_t n1, int part) {
-    (void)part;
-    const qlinear_ctx *c = vctx;
-    for (int64_t n = n0; n < n1; n += QL_RB) {
-        const int rb = n1 - n < QL_RB ? (int)(n1 - n) : QL_RB;
-        FOR_BLOCKS(wide_block, c, n, rb)
-    }
-}
-
 #ifdef QGNN_HAVE_VNNI_PATH
-#define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
 
 /* x[n, 4q .. 4q + 3] as one little-endian int32, zero-padded past K. */
 QGNN_INLINE int32_t x_quad(const uint8_t *row, int64_t K, int64_t q) {
@@ -181,7 +147,7 @@ static inline __attribute__((always_inline)) int32_t load_quad(const uint8_t *p)
  * them is in bounds unless fewer than 3 bytes of x follow the block: `careful` blocks (the last
  * ones, when K % 4 != 0) assemble that quad byte by byte. The branch is kept out of the common blocks:
  * two paths through the k loop make gcc shuffle and spill the accumulators every iteration. */
-QGNN_INLINE VNNI_TARGET void vnni_block(const qlinear_ctx *c, int64_t n0, int rb, int64_t j0,
+QGNN_INLINE void vnni_block(const qlinear_ctx *c, int64_t n0, int rb, int64_t j0,
                                         int nv, int cols, int careful) {
     const __m512i z = _mm512_setzero_si512();
     __m512i a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
@@ -226,7 +192,7 @@ QGNN_INLINE VNNI_TARGET void vnni_block(const qlinear_ctx *c, int64_t n0, int rb
 #define vnni_block_fast(c, n, rb, j0, nv, cols) vnni_block(c, n, rb, j0, nv, cols, 0)
 #define vnni_block_careful(c, n, rb, j0, nv, cols) vnni_block(c, n, rb, j0, nv, cols, 1)
 
-static VNNI_TARGET void vnni_rows(const qlinear_ctx *c, int64_t n, int rb) {
+static void vnni_rows(const qlinear_ctx *c, int64_t n, int rb) {
     /* The block's last row over-reads up to 3 bytes; they must still lie inside x. */
     if (c->K % 4 != 0 && (c->N - n - rb) * c->K < 3) {
         FOR_BLOCKS(vnni_block_careful, c, n, rb)
@@ -243,6 +209,175 @@ static void qlinear_part_vnni(void *vctx, int64_t n0, int64_t n1, int part) {
 
 #endif
 
+#if !defined(QGNN_HAVE_VNNI_PATH) && !defined(QGNN_HAVE_MADD_PATH)
+/* acc_r_v += x[r][k] * w[k][16 v ..] for the nv column vectors of row r. */
+#define WIDE_ROW(r, xv)                                              \
+    do {                                                             \
+        const int32_t xb = (xv);                                     \
+        a##r##0 += xb * w0;                                          \
+        if (nv > 1) a##r##1 += xb * w1;                              \
+        if (nv > 2) a##r##2 += xb * w2;                              \
+        if (nv > 3) a##r##3 += xb * w3;                              \
+    } while (0)
+
+#define WIDE_STORE_ONE(p, v) memcpy((p), &(v), sizeof(qv_i32))
+
+/* Portable block: rows [n0, n0 + rb) (rb 1 or 4) x 16 * nv columns from j0, of which the first
+ * `cols` are real. Called with constant rb / nv. */
+QGNN_INLINE void wide_block(const qlinear_ctx *c, int64_t n0, int rb, int64_t j0, int nv,
+                            int cols) {
+    const qv_i32 z = {0};
+    qv_i32 a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
+    qv_i32 a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z;
+    /* Rows past the block alias row 0 (never used) so no pointer leaves the array. */
+    const uint8_t *x0 = c->x + n0 * c->K;
+    const uint8_t *x1 = rb > 1 ? x0 + c->K : x0;
+    const uint8_t *x2 = rb > 1 ? x1 + c->K : x0, *x3 = rb > 1 ? x2 + c->K : x0;
+    const int32_t *wk = c->wide + j0;
+    for (int64_t k = 0; k < c->K; k++, wk += c->Mp) {
+        qv_i32 w0, w1 = z, w2 = z, w3 = z;
+        memcpy(&w0, wk, sizeof w0);
+        if (nv > 1) memcpy(&w1, wk + 16, sizeof w1);
+        if (nv > 2) memcpy(&w2, wk + 32, sizeof w2);
+        if (nv > 3) memcpy(&w3, wk + 48, sizeof w3);
+        WIDE_ROW(0, x0[k]);
+        if (rb > 1) {
+            WIDE_ROW(1, x1[k]);
+            WIDE_ROW(2, x2[k]);
+            WIDE_ROW(3, x3[k]);
+        }
+    }
+    BLOCK_STORE(0, a00, a01, a02, a03, WIDE_STORE_ONE);
+    if (rb > 1) {
+        BLOCK_STORE(1, a10, a11, a12, a13, WIDE_STORE_ONE);
+        BLOCK_STORE(2, a20, a21, a22, a23, WIDE_STORE_ONE);
+        BLOCK_STORE(3, a30, a31, a32, a33, WIDE_STORE_ONE);
+    }
+}
+
+static void qlinear_part_c(void *vctx, int64_t n0, int64_t n1, int part) {
+    (void)part;
+    const qlinear_ctx *c = vctx;
+    for (int64_t n = n0; n < n1; n += QL_RB) {
+        const int rb = n1 - n < QL_RB ? (int)(n1 - n) : QL_RB;
+        FOR_BLOCKS(wide_block, c, n, rb)
+    }
+}
+#endif
+
+#ifdef QGNN_HAVE_MADD_PATH
+#if defined(__AVX512BW__)
+typedef __m512i ql_vec;
+#define QLV_LANES 16
+#define QLV_TILE_VECS 4
+#define qlv_zero() _mm512_setzero_si512()
+#define qlv_load(p) _mm512_loadu_si512((const void *)(p))
+#define qlv_store(p, v) _mm512_storeu_si512((void *)(p), (v))
+#define qlv_set1(v) _mm512_set1_epi32(v)
+#define qlv_madd(a, b) _mm512_madd_epi16((a), (b))
+#define qlv_add(a, b) _mm512_add_epi32((a), (b))
+#elif defined(__AVX2__)
+typedef __m256i ql_vec;
+#define QLV_LANES 8
+#define QLV_TILE_VECS 2
+#define qlv_zero() _mm256_setzero_si256()
+#define qlv_load(p) _mm256_loadu_si256((const __m256i *)(p))
+#define qlv_store(p, v) _mm256_storeu_si256((__m256i *)(p), (v))
+#define qlv_set1(v) _mm256_set1_epi32(v)
+#define qlv_madd(a, b) _mm256_madd_epi16((a), (b))
+#define qlv_add(a, b) _mm256_add_epi32((a), (b))
+#else
+typedef __m128i ql_vec;
+#define QLV_LANES 4
+#define QLV_TILE_VECS 2
+#define qlv_zero() _mm_setzero_si128()
+#define qlv_load(p) _mm_loadu_si128((const __m128i *)(p))
+#define qlv_store(p, v) _mm_storeu_si128((__m128i *)(p), (v))
+#define qlv_set1(v) _mm_set1_epi32(v)
+#define qlv_madd(a, b) _mm_madd_epi16((a), (b))
+#define qlv_add(a, b) _mm_add_epi32((a), (b))
+#endif
+#define QL_TILE (QLV_LANES * QLV_TILE_VECS) /* columns of one block */
+
+/* (x[k], x[k + 1]) as the int32 that pmaddwd pairs with a column's (w[k], w[k + 1]). */
+static inline __attribute__((always_inline)) int32_t load_pair(const int16_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* acc_r_v += pmaddwd(broadcast x pair of row r, w pairs of column vector v). */
+#define MADD_ROW(r, xrow)                                                         \
+    do {                                                                          \
+        const ql_vec xb = qlv_set1(load_pair((xrow) + 2 * p));                    \
+        a##r##0 = qlv_add(a##r##0, qlv_madd(xb, w0));                             \
+        a##r##1 = qlv_add(a##r##1, qlv_madd(xb, w1));                             \
+        if (QLV_TILE_VECS > 2) a##r##2 = qlv_add(a##r##2, qlv_madd(xb, w2));      \
+        if (QLV_TILE_VECS > 2) a##r##3 = qlv_add(a##r##3, qlv_madd(xb, w3));      \
+    } while (0)
+
+#define MADD_STORE(r)                                                             \
+    do {                                                                          \
+        if ((r) < rb) {                                                           \
+            int32_t tmp[QL_TILE];                                                 \
+            qlv_store(tmp, a##r##0);                                              \
+            qlv_store(tmp + QLV_LANES, a##r##1);                                  \
+            if (QLV_TILE_VECS > 2) qlv_store(tmp + 2 * QLV_LANES, a##r##2);       \
+            if (QLV_TILE_VECS > 2) qlv_store(tmp + 3 * QLV_LANES, a##r##3);       \
+            if (cols == QL_TILE) /* a constant trip count: no vector epilogue */  \
+                qlinear_requant(c, tmp, n0 + (r), j0, QL_TILE);                   \
+            else                                                                  \
+                qlinear_requant(c, tmp, n0 + (r), j0, cols);                      \
+        }                                                                         \
+    } while (0)
+
+/* Rows [n0, n0 + rb) (rb <= QL_RB; xw holds QL_RB widened rows, those past rb zero) x the
+ * QL_TILE columns of tile `t`. */
+static void madd_block(const qlinear_ctx *c, const int16_t *xw, int64_t n0, int rb, int64_t t) {
+    const ql_vec z = qlv_zero();
+    ql_vec a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
+    ql_vec a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z;
+    const int16_t *x0 = xw, *x1 = xw + c->stride, *x2 = xw + 2 * c->stride;
+    const int16_t *x3 = xw + 3 * c->stride;
+    const int64_t Kh = c->Kh;
+    const int16_t *wp = c->pairs + t * Kh * (2 * QL_TILE);
+    for (int64_t p = 0; p < Kh; p++, wp += 2 * QL_TILE) {
+        const ql_vec w0 = qlv_load(wp), w1 = qlv_load(wp + 2 * QLV_LANES);
+        const ql_vec w2 = QLV_TILE_VECS > 2 ? qlv_load(wp + 4 * QLV_LANES) : z;
+        const ql_vec w3 = QLV_TILE_VECS > 2 ? qlv_load(wp + 6 * QLV_LANES) : z;
+        MADD_ROW(0, x0);
+        MADD_ROW(1, x1);
+        MADD_ROW(2, x2);
+        MADD_ROW(3, x3);
+    }
+    (void)a02, (void)a03, (void)a12, (void)a13, (void)a22, (void)a23, (void)a32, (void)a33;
+    const int64_t j0 = t * QL_TILE;
+    const int cols = c->M - j0 < QL_TILE ? (int)(c->M - j0) : QL_TILE;
+    MADD_STORE(0);
+    MADD_STORE(1);
+    MADD_STORE(2);
+    MADD_STORE(3);
+}
+
+static void qlinear_part_madd(void *vctx, int64_t n0, int64_t n1, int part) {
+    const qlinear_ctx *c = vctx;
+    int16_t *xw = c->scratch + (int64_t)part * QL_RB * c->stride;
+    const int64_t K = c->K, tiles = (c->M + QL_TILE - 1) / QL_TILE;
+    for (int64_t n = n0; n < n1; n += QL_RB) {
+        const int rb = n1 - n < QL_RB ? (int)(n1 - n) : QL_RB;
+        for (int r = 0; r < QL_RB; r++) {
+            int16_t *restrict dst = xw + r * c->stride;
+            const uint8_t *restrict src = c->x + (n + r) * K;
+            if (r < rb)
+                for (int64_t k = 0; k < K; k++) dst[k] = src[k];
+            else
+                for (int64_t k = 0; k < K; k++) dst[k] = 0;
+        }
+        for (int64_t t = 0; t < tiles; t++) madd_block(c, xw, n, rb, t);
+    }
+}
+#endif
+
 /* Bias and zero-point correction per column: bias[m] - x_zp * sum_k w[k, m] (mod 2^32). */
 static void column_offsets(const int8_t *w, int64_t K, int64_t M, int32_t x_zp,
                            const int32_t *bias, int32_t *offset) {
@@ -257,42 +392,62 @@ int qgnn_qlinear(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp, const int
                  int64_t M, const int32_t *bias, const float *mult, int32_t y_zp, int bits,
                  uint8_t *y, int num_threads) {
     if (N == 0 || M == 0) return 0;
-    const int64_t Mp = (M + 15) / 16 * 16, Kq = (K + 3) / 4;
-    const int vnni = qgnn_have_vnni();
-    int32_t *offset = malloc((size_t)M * sizeof(int32_t));
-    /* Either packing; calloc zero-fills the padding columns (and the last quad's padding). */
-    void *packed = vnni ? calloc((size_t)(Kq * Mp * 4) + 64, 1)
-                        : calloc((size_t)(K * Mp) + 1, sizeof(int32_t));
-    if (offset == NULL || packed == NULL) {
-        free(offset);
-        free(packed);
-        return -1;
-    }
-    column_offsets(w, K, M, x_zp, bias, offset);
-    qlinear_ctx c = {.x = x, .N = N, .K = K, .M = M, .Kq = Kq, .Mp = Mp, .offset = offset,
-                     .mult = mult, .y_zp = y_zp, .qmax = (1 << bits) - 1, .y = y};
-    qgnn_part_fn fn = qlinear_part_c;
-    if (vnni) {
-        int8_t *quads = packed;
-        for (int64_t k = 0; k < K; k++)
-            for (int64_t j = 0; j < M; j++) quads[((k / 4) * Mp + j) * 4 + k % 4] = w[k * M + j];
-        c.quads = quads;
-#ifdef QGNN_HAVE_VNNI_PATH
-        fn = qlinear_part_vnni;
-#endif
-    } else {
-        int32_t *wide = packed;
-        for (int64_t k = 0; k < K; k++)
-            for (int64_t j = 0; j < M; j++) wide[k * Mp + j] = w[k * M + j];
-        c.wide = wide;
-    }
     /* Parts are whole multiples of QL_RB rows so blocks never straddle two threads. */
     const int64_t blocks = (N + QL_RB - 1) / QL_RB;
     const int nparts = qgnn_parts_for(N * K * M / 8, num_threads);
+    const int64_t Mp = (M + 15) / 16 * 16, Kq = (K + 3) / 4;
+    qlinear_ctx c = {.x = x, .N = N, .K = K, .M = M, .Kq = Kq, .Mp = Mp, .mult = mult,
+                     .y_zp = y_zp, .qmax = (1 << bits) - 1, .y = y};
+    int32_t *offset = malloc((size_t)M * sizeof(int32_t));
+    void *packed = NULL, *scratch = NULL;
+    int scratch_missing = 0;
+    qgnn_part_fn fn;
+#if defined(QGNN_HAVE_VNNI_PATH)
+    /* calloc zero-fills the padding columns and the last quad's padding. */
+    int8_t *quads = packed = calloc((size_t)(Kq * Mp * 4) + 64, 1);
+    if (quads != NULL)
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t j = 0; j < M; j++) quads[((k / 4) * Mp + j) * 4 + k % 4] = w[k * M + j];
+    c.quads = quads;
+    fn = qlinear_part_vnni;
+#elif defined(QGNN_HAVE_MADD_PATH)
+    /* K rounded up to pairs, each part's x rows padded to whole 64-byte lines (no false
+     * sharing); the zero pad pairs x's odd last k with a zero w. */
+    const int64_t Kh = (K + 1) / 2, tiles = (M + QL_TILE - 1) / QL_TILE;
+    c.Kh = Kh;
+    c.stride = (2 * Kh + 31) / 32 * 32;
+    int16_t *pairs = packed = calloc((size_t)(tiles * Kh * 2 * QL_TILE), sizeof(int16_t));
+    int16_t *xw = scratch = calloc((size_t)(nparts * QL_RB * c.stride), sizeof(int16_t));
+    if (pairs != NULL)
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t j = 0; j < M; j++)
+                pairs[(((j / QL_TILE) * Kh + k / 2) * QL_TILE + j % QL_TILE) * 2 + k % 2] =
+                    w[k * M + j];
+    c.pairs = pairs;
+    c.scratch = xw;
+    scratch_missing = xw == NULL;
+    fn = qlinear_part_madd;
+#else
+    int32_t *wide = packed = calloc((size_t)(K * Mp) + 1, sizeof(int32_t));
+    if (wide != NULL)
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t j = 0; j < M; j++) wide[k * Mp + j] = w[k * M + j];
+    c.wide = wide;
+    fn = qlinear_part_c;
+#endif
+    if (offset == NULL || packed == NULL || scratch_missing) {
+        free(offset);
+        free(packed);
+        free(scratch);
+        return -1;
+    }
+    column_offsets(w, K, M, x_zp, bias, offset);
+    c.offset = offset;
     int64_t bounds[QGNN_MAX_PARTS + 1];
     qgnn_split_even(blocks, nparts, bounds);
     for (int t = 0; t <= nparts; t++) bounds[t] = bounds[t] * QL_RB < N ? bounds[t] * QL_RB : N;
     qgnn_run_parts(fn, &c, bounds, nparts);
+    free(scratch);
     free(packed);
     free(offset);
     return 0;

@@ -26,7 +26,7 @@ QGNN_INLINE int64_t first_nan(const float *x, int64_t b, int64_t e) {
     return -1;
 }
 
-static QGNN_CLONES void quant_u8_part(void *vctx, int64_t b, int64_t e, int part) {
+static void quant_u8_part(void *vctx, int64_t b, int64_t e, int part) {
     quant_ctx *c = vctx;
     const float zp = (float)c->zp, qmax = (float)c->qmax;
     int any_nan = 0;
@@ -41,7 +41,7 @@ static QGNN_CLONES void quant_u8_part(void *vctx, int64_t b, int64_t e, int part
     c->first_nan[part] = any_nan ? first_nan(c->x, b, e) : -1;
 }
 
-static QGNN_CLONES void quant_s8_part(void *vctx, int64_t b, int64_t e, int part) {
+static void quant_s8_part(void *vctx, int64_t b, int64_t e, int part) {
     quant_ctx *c = vctx;
     int any_nan = 0;
     for (int64_t i = b; i < e; i++) {
@@ -55,7 +55,7 @@ static QGNN_CLONES void quant_s8_part(void *vctx, int64_t b, int64_t e, int part
     c->first_nan[part] = any_nan ? first_nan(c->x, b, e) : -1;
 }
 
-static QGNN_CLONES void dequant_u8_part(void *vctx, int64_t b, int64_t e, int part) {
+static void dequant_u8_part(void *vctx, int64_t b, int64_t e, int part) {
     (void)part;
     quant_ctx *c = vctx;
     for (int64_t i = b; i < e; i++) c->xout[i] = (float)((int32_t)c->qin[i] - c->zp) * c->scale;

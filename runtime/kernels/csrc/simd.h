@@ -2,8 +2,8 @@
  *
  * The gather-accumulate loops of the graph kernels defeat the auto-vectoriser (it versions them
  * for aliasing and then prefers scalar code), so they are written with explicit vectors. The
- * compiler lowers each type to whatever the enclosing ISA clone has: one zmm (AVX-512), two ymm
- * (AVX2) or four xmm (baseline SSE2); the arithmetic is identical in every clone.
+ * compiler lowers each type to whatever the ISA level being compiled has: one zmm (AVX-512), two ymm
+ * (AVX2) or four xmm (baseline SSE2); the arithmetic is identical at every level.
  *
  * Widening uint8 lanes with __builtin_convertvector compiles to slow unpack sequences, so the
  * 64-column paths widen by viewing 64 loaded bytes as 16 uint32 (or 32 uint16) lanes and pulling

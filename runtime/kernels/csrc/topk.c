@@ -4,8 +4,8 @@
  * Each part scores its rows block by block into a small buffer (a tight, vectorisable loop), then
  * offers the block to its own size-k min-heap: almost every score loses to the heap's worst kept
  * hit at one compare, so selection costs next to nothing beside the dot products. The per-part
- * heaps are merged and sorted at the end. With AVX-512 VNNI (picked at run time) an int8 query is
- * scored with vpdpbusd: the table byte t is fed as the unsigned t ^ 0x80 = t + 128 and the
+ * heaps are merged and sorted at the end. At the avx512_vnni level an int8 query is scored with
+ * vpdpbusd: the table byte t is fed as the unsigned t ^ 0x80 = t + 128 and the
  * constant 128 * sum(q) is subtracted afterwards.
  */
 #include <stdlib.h>
@@ -13,10 +13,9 @@
 
 #include "qgnn_kernels.h"
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #define QGNN_HAVE_VNNI_PATH 1
 #include <immintrin.h>
-#define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
 #endif
 
 #define TOPK_BLOCK 256
@@ -100,7 +99,7 @@ QGNN_INLINE void score_block_c(const topk_ctx *c, int64_t p0, int n, int64_t D, 
     }
 }
 
-static QGNN_CLONES void score_c(const topk_ctx *c, int64_t p0, int n, int32_t *out) {
+static void score_c(const topk_ctx *c, int64_t p0, int n, int32_t *out) {
     switch (c->D) {
         case 32: score_block_c(c, p0, n, 32, out); break;
         case 64: score_block_c(c, p0, n, 64, out); break;
@@ -111,7 +110,7 @@ static QGNN_CLONES void score_c(const topk_ctx *c, int64_t p0, int n, int32_t *o
 
 #ifdef QGNN_HAVE_VNNI_PATH
 /* VNNI scoring for an int8 query: 64 table bytes per vpdpbusd, a masked load for the tail. */
-static VNNI_TARGET void score_vnni(const topk_ctx *c, int64_t p0, int n, int32_t *out) {
+static void score_vnni(const topk_ctx *c, int64_t p0, int n, int32_t *out) {
     const int64_t D = c->D, full = D / 64;
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     const __mmask64 tail = D % 64 ? (__mmask64)(~0ULL >> (64 - D % 64)) : 0;
@@ -206,7 +205,7 @@ int64_t qgnn_topk_s8(const int8_t *table, int64_t N, int64_t D, const int8_t *q8
     topk_ctx c = {.table = table, .D = D, .q8 = q8, .q32 = q32, .rows = rows,
                   .exclude = exclude, .n_exclude = n_exclude, .k = k, .heaps = heaps};
 #ifdef QGNN_HAVE_VNNI_PATH
-    c.use_vnni = q8 != NULL && D > 0 && qgnn_have_vnni();
+    c.use_vnni = q8 != NULL && D > 0;
 #endif
     if (q8)
         for (int64_t d = 0; d < D; d++) c.q8_sum += q8[d];

@@ -9,6 +9,7 @@ from pathlib import Path
 import engine_testkit as tk
 import numpy as np
 import pytest
+from qgnn.runtime import kernels
 from qgnn.runtime.bundle import load_bundle
 from qgnn.runtime.dataplane import BackendOptions, ModelBackend, resolve_loader
 from qgnn.runtime.engine import Engine, load_backend, softmax
@@ -66,3 +67,23 @@ def test_served_over_grpc(start_server, client_for, repo: Path, int8_case, link_
     top = client.recommend("link", 5, 4, exclude_seen=True)
     assert len(top.item_ids) == 4 and 5 not in top.item_ids.tolist()
     assert np.all(np.diff(top.scores) <= 0)
+
+
+def test_server_reports_the_isa_level_in_model_info(start_server, repo: Path) -> None:
+    if not kernels.available():
+        pytest.skip("compiled kernels not built")
+    server = start_server(repo, isa="baseline")
+    assert server.isa == "baseline"
+    sample = server.metrics.registry.get_sample_value
+    assert sample("qgnn_model_info", {"model": "int8", "version": "1", "task": "node",
+                                      "quant": "int8", "isa": "baseline"}) == 1
+    portable = start_server(repo, portable=True)
+    assert portable.isa == "portable"
+    assert portable.metrics.registry.get_sample_value(
+        "qgnn_model_info", {"model": "int8", "version": "1", "task": "node", "quant": "int8",
+                            "isa": "portable"}) == 1
+
+
+def test_server_refuses_an_unknown_isa_at_start(start_server, repo: Path) -> None:
+    with pytest.raises(ValueError, match=r"--isa: unknown ISA level 'avx3'"):
+        start_server(repo, isa="avx3")

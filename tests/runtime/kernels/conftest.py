@@ -1,5 +1,6 @@
-"""Shared fixtures for the compiled-kernel tests: random destination-sorted graphs and the ISA
-switch that runs the VNNI-capable kernels through both their VNNI and portable paths."""
+"""Shared fixtures for the compiled-kernel tests: random destination-sorted graphs, and the ISA
+level every test here runs at: each one runs once per level this machine supports and the
+install built (baseline always), through ``$QGNN_ISA``, so calls without ``isa=`` use it."""
 
 from __future__ import annotations
 
@@ -34,23 +35,24 @@ def make_csr() -> Callable[..., Csr]:
         rng, num_dst, num_edges, num_src, empty_frac)
 
 
-@pytest.fixture(params=["vnni", "portable"])
-def isa(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Runs a test once with the AVX-512 VNNI kernels (when the CPU has them) and once without."""
-    ext = kernels._ext.ext()
-    if request.param == "vnni" and not kernels.build_info()["vnni_supported"]:
-        pytest.skip("this CPU has no AVX-512 VNNI")
-    ext._allow_vnni(request.param == "vnni")
-    try:
-        yield request.param
-    finally:
-        ext._allow_vnni(True)
+def usable_levels() -> list[str]:
+    """Levels this CPU supports and the install built, lowest first."""
+    if not kernels.available():
+        return ["baseline"]
+    return [lvl for lvl in kernels.levels_supported() if lvl in kernels.levels_built()]
+
+
+@pytest.fixture(autouse=True, params=usable_levels())
+def isa(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The ISA level of this run of the test, made the default through ``$QGNN_ISA``."""
+    monkeypatch.setenv("QGNN_ISA", request.param)
+    return request.param
 
 
 @pytest.fixture
-def parts_used() -> Callable[[], int]:
+def parts_used(isa: str) -> Callable[[], int]:
     """Threads the latest kernel call ran on: thread-count tests assert they really split."""
-    return kernels._ext.ext()._last_parts
+    return kernels._ext.ext(isa)._last_parts
 
 
 @pytest.fixture

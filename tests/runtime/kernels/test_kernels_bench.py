@@ -40,3 +40,4 @@ def test_quick_run_writes_the_json(tmp_path):
     assert res["qaggregate"]["edges"] == 100_000
     assert set(res["topk"]["recall_at_k"]) >= {"int8 query", "int32 query"}
     assert all(q["bit_identical_to_ort"] in (True, None) for q in res["qlinear"])
+    assert all(q["bit_identical_across_levels"] for q in res["qlinear"])

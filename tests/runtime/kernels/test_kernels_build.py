@@ -1,4 +1,5 @@
-"""The extension is built, reports how, is optional at import, and survives fork()."""
+"""The extension is built at every level this host has, reports how, is optional at import, and
+survives fork()."""
 
 from __future__ import annotations
 
@@ -10,17 +11,18 @@ from qgnn.runtime import kernels
 from qgnn.runtime.kernels import _ext
 
 
-def test_extension_is_built_and_describes_itself():
+def test_extension_is_built_and_describes_itself(isa):
     assert kernels.available(), "the C extension did not build; see docs/kernels.md"
     info = kernels.build_info()
+    assert info["isa"] == isa
     assert info["threads"].startswith("pthreads")
     assert info["max_threads"] == 256
-    assert isinstance(info["vnni_supported"], bool)
+    assert info["isa_supported"][0] == "baseline" and info["isa_built"][0] == "baseline"
+    assert isa in info["isa_supported"] and isa in info["isa_built"]
 
 
 def test_missing_extension_raises_a_clear_error(monkeypatch):
-    monkeypatch.setattr(_ext, "_module", None)
-    monkeypatch.setattr(_ext, "_reason", "ImportError: no module")
+    monkeypatch.setattr(_ext, "_load", lambda level: "ImportError: no module")
     assert not kernels.available()
     with pytest.raises(kernels.KernelsUnavailableError, match="--portable"):
         kernels.qaggregate(np.zeros((1, 1), np.uint8), 0, [0, 0], [], 1.0, 0)
