@@ -159,8 +159,11 @@ class Engine:
         model_bytes = bundle.model_path().read_bytes()
         session = SessionConfig(threads=self.config.threads,
                                 optimization=self.config.optimization)
-        self.executor: Executor = make_executor(model_bytes, session,
-                                                portable=self.config.portable)
+
+        def build(model: bytes) -> Executor:  # the whole model's and each layer's executor
+            return make_executor(model, session, portable=self.config.portable)
+
+        self.executor: Executor = build(model_bytes)
         try:
             self.signature = ModelSignature.of(self.executor.input_dtypes,
                                                self.executor.output_names, self.task)
@@ -172,8 +175,7 @@ class Engine:
         self.layerwise: LayerwiseRunner | None = None
         self.not_layerwise = ""  # why full-graph inference cannot go layer by layer
         try:
-            self.layerwise = LayerwiseRunner(cut(proto, self.signature.num_layers), lambda b: (
-                make_executor(b, session, portable=self.config.portable)))
+            self.layerwise = LayerwiseRunner(cut(proto, self.signature.num_layers), build)
         except NotLayerwise as exc:
             self.not_layerwise = str(exc)
         self.uses_degree = self.signature.has_degree and any(
