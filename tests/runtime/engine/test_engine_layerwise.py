@@ -55,8 +55,8 @@ def _export(root: Path, kind: str, task: str = "node", *, layer_kwargs: dict | N
     """A calibrated, untrained INT8 stack exported as a bundle (test_engine_exported's)."""
     graph = _graph()
     out_dim = 4 if task == "node" else 6
-    cfg = ModelConfig(model=kind, in_dim=16, out_dim=out_dim, hidden=8, num_layers=2,
-                      layer_kwargs=layer_kwargs or {}, **stack)
+    cfg = ModelConfig(model=kind, in_dim=16, out_dim=out_dim, hidden=8,
+                      layer_kwargs=layer_kwargs or {}, **{"num_layers": 2, **stack})
     quant = QuantConfig(bits=8)
     torch.manual_seed(0)
     if task == "node":
@@ -100,6 +100,9 @@ CASES = {
     "gcn_proj_head": ("gcn", {}, {"input_proj": True, "head": True}),
     "sage_residual": ("sage", {}, {"input_proj": True, "residual": True, "norm": "layer"}),
     "gcn_residual_batch": ("gcn", {}, {"residual": True, "norm": "batch", "head": True}),
+    "gin_one_layer": ("gin", {}, {"num_layers": 1}),
+    "sage_three_residual": ("sage", {}, {"num_layers": 3, "input_proj": True, "residual": True,
+                                         "head": True}),
 }
 
 
@@ -115,7 +118,8 @@ def test_layerwise_equals_khop_and_onnxruntime(bundles: dict[str, Path], case: s
     path = bundles[case]
     expected = _onnxruntime_full_graph(path)
     engine = Engine(load_bundle(path))
-    assert engine.layerwise is not None and engine.fanouts == (-1, -1)
+    assert engine.layerwise is not None
+    assert engine.fanouts == (-1,) * engine.signature.num_layers
     n = engine.num_nodes
     khop = engine.infer_all(chunk_size=7, method="khop")
     np.testing.assert_array_equal(khop, expected)
@@ -160,6 +164,23 @@ def test_cut_gives_each_layer_only_its_own_structure(bundles: dict[str, Path]) -
                                  .read_bytes()), 2)
     assert [d.name for d in residual[0].dtypes] == ["uint8", "float32"]
     assert len(residual[1].carried) == 2
+
+
+def test_exporter_records_each_layers_boundary_and_inputs(bundles: dict[str, Path]) -> None:
+    for case, degree in (("gcn", ["in_degree"]), ("sage_three_residual", [])):
+        model = op.load_model(load_bundle(bundles[case]).model_path().read_bytes())
+        meta = op.metadata(model)
+        entries = json.loads(meta[LAYER_OUTPUTS])
+        assert meta["qgnn.layerwise"] == "1"
+        assert [e["inputs"] for e in entries] == [
+            (["x"] if i == 0 else []) + degree + [f"indptr_{i}", f"src_{i}"]
+            for i in range(len(entries))]
+        assert entries[-1]["outputs"] == ["logits"] and entries[-1]["dtypes"] == ["float32"]
+        for entry in entries[:-1]:
+            assert entry["dtypes"][0] == "uint8" and set(entry["dtypes"][1:]) <= {"float32"}
+    residual = json.loads(op.metadata(op.load_model(load_bundle(
+        bundles["sage_three_residual"]).model_path().read_bytes()))[LAYER_OUTPUTS])
+    assert [len(e["outputs"]) for e in residual] == [2, 2, 1]
 
 
 def test_cut_refuses_a_boundary_that_skips_a_layer(bundles: dict[str, Path]) -> None:
