@@ -17,10 +17,19 @@ subgraph in the training Block convention):
 Output ``logits`` (node task) or ``embeddings`` (link task): float32 ``(num_dst_last, C)``.
 Between layers: ``DequantizeLinear``, residual add, norm, ReLU, ``QuantizeLinear`` into the next
 layer's ``x`` site (rule 5); the last layer's ``out`` integers are dequantised.
+
+Layer boundaries (metadata ``qgnn.layer_outputs``, for the engine's layer-wise full-graph
+inference, docs/engine.md): per layer, the tensors the next layer reads from it (rows = the
+layer's destinations) with their dtypes, and the graph inputs the layer reads. A residual
+connection makes the next layer read two tensors of this layer (its quantised input and the
+float value it adds back), so both are listed: every crossing tensor is in the boundary, and
+every stack the exporter writes can be cut into per-layer models (``qgnn.layerwise: "1"``).
+The input projection belongs to layer 0, the head to the last layer.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -101,6 +110,30 @@ def _needs_degree(gnn: GNN) -> bool:
     return LAYERS[gnn.cfg.model].needs_degree(gnn.cfg.layer_kwargs)
 
 
+def _crossing(current: str, h_float: str, quantized: bool, residual: bool
+              ) -> list[tuple[str, str]]:
+    """What the next layer reads of this one: its input (uint8 when quantised) and, when it has
+    a residual connection, the float value it adds back (the same tensor in FP32 models)."""
+    tensors = [(current, "uint8" if quantized else "float32")]
+    if residual and h_float != current:
+        tensors.append((h_float, "float32"))
+    return tensors
+
+
+def _layer_outputs(crossing: list[list[tuple[str, str]]], output: str, num_layers: int,
+                   degree: bool) -> list[dict[str, list[str]]]:
+    """The ``qgnn.layer_outputs`` entries (module docstring): per layer its boundary tensors,
+    their dtypes and the graph inputs it reads."""
+    entries = []
+    for i in range(num_layers):
+        tensors = crossing[i] if i < num_layers - 1 else [(output, "float32")]
+        inputs = (["x"] if i == 0 else []) + (["in_degree"] if degree else []) + [
+            f"indptr_{i}", f"src_{i}"]
+        entries.append({"outputs": [name for name, _ in tensors],
+                        "dtypes": [dtype for _, dtype in tensors], "inputs": inputs})
+    return entries
+
+
 def emit_stack(gnn: GNN, sites: Sequence[LayerSites] | None, *, task: str, debug: bool = False,
                name: str = "qgnn") -> EmittedModel:
     """The ONNX model of ``gnn`` in eval mode: INT8 when ``sites`` (one per layer; a
@@ -146,6 +179,7 @@ def emit_stack(gnn: GNN, sites: Sequence[LayerSites] | None, *, task: str, debug
     dims = _layer_dims(gnn)
     last = len(gnn.layers) - 1
     final = ""
+    crossing: list[list[tuple[str, str]]] = []  # per layer < last: (tensor, dtype) read next
     for i, (layer, norm_module, csr) in enumerate(zip(gnn.layers, gnn.norms, csrs,
                                                       strict=True)):
         layer_sites = None if sites is None else sites[i]
@@ -167,6 +201,8 @@ def emit_stack(gnn: GNN, sites: Sequence[LayerSites] | None, *, task: str, debug
             if i < last:
                 current = value if sites is None else em.quantize(value, sites[i + 1]["x"],
                                                                   "next_x")
+                crossing.append(_crossing(current, h_float, sites is not None,
+                                          cfg.residual and dims[i + 1][0] == dims[i + 1][1]))
     if gnn.head is not None:
         assert h_float is not None
         final = _linear(em, gnn.head, h_float, head_sites, "head")
@@ -179,7 +215,10 @@ def emit_stack(gnn: GNN, sites: Sequence[LayerSites] | None, *, task: str, debug
     if not float_input and sites is not None:
         input_site = proj_sites["x"] if proj_sites is not None else sites[0]["x"]
     metadata = {"qgnn.task": task, "qgnn.model": cfg.model, "qgnn.precision": precision,
-                "qgnn.num_layers": str(len(gnn.layers))}
+                "qgnn.num_layers": str(len(gnn.layers)),
+                "qgnn.layerwise": "1",
+                "qgnn.layer_outputs": json.dumps(_layer_outputs(
+                    crossing, output, len(gnn.layers), _needs_degree(gnn)))}
     if input_site is not None:
         scale, zero_point = input_site.activation_params()
         metadata.update({"qgnn.input_scale": repr(float(scale)),

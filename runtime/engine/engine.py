@@ -11,9 +11,10 @@ embeddings they affect (link models), then publish both. See docs/engine.md.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,6 +26,7 @@ from qgnn.runtime.engine import onnx_proto
 from qgnn.runtime.engine.embeddings import EmbeddingIndex, quantize_rows, sigmoid
 from qgnn.runtime.engine.executor import Executor, make_executor
 from qgnn.runtime.engine.graph_data import load_graph
+from qgnn.runtime.engine.layerwise import LayerwiseRunner, NotLayerwise, cut
 from qgnn.runtime.engine.partition import node_reads
 from qgnn.runtime.engine.session import SessionConfig, make_session
 from qgnn.runtime.engine.signature import IN_DEGREE, ModelSignature
@@ -36,6 +38,7 @@ log = logging.getLogger("qgnn.runtime.engine")
 
 DEFAULT_FANOUT = 64
 DEFAULT_CHUNK = 2048  # seeds per model call when a request or a refresh is larger
+METHODS = ("auto", "layerwise", "khop")  # full-graph inference (iter_outputs)
 
 
 class Observer(Protocol):
@@ -110,6 +113,20 @@ def _fanouts(config: EngineConfig, manifest: dict, num_layers: int) -> tuple[int
     return tuple(int(c) for c in caps)
 
 
+def _progress_log(every: float = 10.0) -> Callable[[int, int, int], None]:
+    """Layer-wise progress as a log line at most every ``every`` seconds, at INFO on a terminal
+    and DEBUG otherwise (quiet in services and tests)."""
+    level = logging.INFO if sys.stderr.isatty() else logging.DEBUG
+    last = [time.perf_counter()]
+
+    def report(layer: int, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= every or done == total:
+            last[0] = now
+            log.log(level, "layer-wise inference: layer %d, %d of %d nodes", layer, done, total)
+    return report
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float64, returned as float32 (rows sum to 1 within 1e-6)."""
     z = logits.astype(np.float64)
@@ -154,9 +171,12 @@ class Engine:
         session = SessionConfig(threads=self.config.threads,
                                 optimization=self.config.optimization)
         self.kernel_isa = _kernel_level(self.config)
-        self.executor: Executor = make_executor(model_bytes, session,
-                                                portable=self.config.portable,
-                                                isa=self.kernel_isa)
+
+        def build(model: bytes) -> Executor:  # the whole model's and each layer's executor
+            return make_executor(model, session, portable=self.config.portable,
+                                 isa=self.kernel_isa)
+
+        self.executor: Executor = build(model_bytes)
         try:
             self.signature = ModelSignature.of(self.executor.input_dtypes,
                                                self.executor.output_names, self.task)
@@ -165,6 +185,12 @@ class Engine:
         self.fanouts = _fanouts(self.config, self.manifest, self.signature.num_layers)
         proto = onnx_proto.load_model(model_bytes)
         meta = onnx_proto.metadata(proto)
+        self.layerwise: LayerwiseRunner | None = None
+        self.not_layerwise = ""  # why full-graph inference cannot go layer by layer
+        try:
+            self.layerwise = LayerwiseRunner(cut(proto, self.signature.num_layers), build)
+        except NotLayerwise as exc:
+            self.not_layerwise = str(exc)
         self.uses_degree = self.signature.has_degree and any(
             IN_DEGREE in node_reads(node) for node in proto.graph.node)
         declared = self.manifest["model"].get("input", {})
@@ -269,20 +295,51 @@ class Engine:
                  for i in range(0, seeds.size, step)]
         return np.concatenate(parts)[inverse]
 
-    def iter_outputs(self, chunk_size: int | None = None, fanouts: Sequence[int] | None = None
-                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_outputs(self, chunk_size: int | None = None, fanouts: Sequence[int] | None = None,
+                     method: str = "auto") -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Full-graph batch inference on the current snapshot: ``(ids, outputs)`` per chunk of
-        destination nodes, in id order. Memory is bounded by one chunk's subgraph."""
+        destination nodes, in id order. ``method``: "khop" runs the whole model on each
+        chunk's L-hop neighbourhood (memory bounded by one chunk's subgraph); "layerwise" runs
+        each layer once over all nodes (layerwise.py; memory O(N F) plus one block; the same
+        numbers, as full neighbourhoods are the same computation); "auto" is layer-wise when
+        the model allows it and ``fanouts`` (default: the engine's) are all -1."""
         snapshot = self.store.snapshot()
         step = chunk_size or self.config.chunk_size
+        if self._layerwise(method, fanouts):
+            assert self.layerwise is not None
+            return self.layerwise.iter_outputs(snapshot, self.extractor, step, _progress_log())
+        return self._khop_outputs(snapshot, step, fanouts)
+
+    def _layerwise(self, method: str, fanouts: Sequence[int] | None) -> bool:
+        """Whether full-graph inference goes layer by layer (see :meth:`iter_outputs`)."""
+        if method not in METHODS:
+            raise ValueError(f"method: expected one of {list(METHODS)}, got {method!r}")
+        if method == "khop":
+            return False
+        caps = tuple(fanouts or self.fanouts)
+        if any(c != -1 for c in caps):
+            if method == "layerwise":
+                raise ValueError(f"method='layerwise' needs full neighbourhoods (fanouts all "
+                                 f"-1), got {list(caps)}: sampled layers are another "
+                                 f"computation; use 'khop'")
+            return False
+        if self.layerwise is None:
+            log.log(logging.WARNING if method == "layerwise" else logging.INFO,
+                    "full-graph inference of %s v%d in k-hop chunks, not layer by layer: %s",
+                    self.name, self.version, self.not_layerwise)
+            return False
+        return True
+
+    def _khop_outputs(self, snapshot: Snapshot, step: int, fanouts: Sequence[int] | None
+                      ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for start in range(0, snapshot.num_nodes, step):
             ids = np.arange(start, min(start + step, snapshot.num_nodes), dtype=np.int64)
             yield ids, self._run(snapshot, ids, fanouts)
 
-    def infer_all(self, chunk_size: int | None = None,
-                  fanouts: Sequence[int] | None = None) -> np.ndarray:
+    def infer_all(self, chunk_size: int | None = None, fanouts: Sequence[int] | None = None,
+                  method: str = "auto") -> np.ndarray:
         """(N, C) float32 model outputs of every node (see :meth:`iter_outputs`)."""
-        parts = [out for _, out in self.iter_outputs(chunk_size, fanouts)]
+        parts = [out for _, out in self.iter_outputs(chunk_size, fanouts, method)]
         return np.concatenate(parts) if parts else np.zeros((0, self.output_dim), np.float32)
 
     # -- inductive overlays ----------------------------------------------------------------------
