@@ -52,8 +52,8 @@ KERNEL_DIR = "runtime/kernels/csrc"
 kernels = Extension(
     "qgnn.runtime.kernels._qgnn_kernels",
     sources=[f"{KERNEL_DIR}/{name}.c" for name in (
-        "_qgnn_kernels", "parallel", "aggregate_q8", "aggregate_f32", "edge_softmax", "qlinear",
-        "topk", "quantize", "cpu")],
+        "_qgnn_kernels", "parallel", "aggregate_q8", "message_aggregate_q8", "aggregate_f32",
+        "edge_softmax", "qlinear", "topk", "quantize", "cpu")],
     depends=[f"{KERNEL_DIR}/qgnn_kernels.h", f"{KERNEL_DIR}/simd.h"],
     optional=True,
 )

@@ -12,6 +12,7 @@ from qgnn.runtime.kernels.graph_ops import (
     aggregate_f32,
     aggregate_padded_f32,
     edge_softmax_f32,
+    message_aggregate,
     qaggregate,
     qaggregate_padded,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "dequantize_u8",
     "edge_softmax_f32",
     "int8_topk",
+    "message_aggregate",
     "qaggregate",
     "qaggregate_padded",
     "qlinear",
