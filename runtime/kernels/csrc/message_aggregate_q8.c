@@ -72,18 +72,24 @@ static inline int32_t qma_round_clamp1(float v, float lo, float hi) {
     return bits - QMA_MAGIC_BITS;
 }
 
-/* Centred messages c of 16 lanes: centred source values times centred weights. */
-QGNN_INLINE qv_i32 qma_message(const qma_ctx *c, qv_i32 centred_x, qv_i32 centred_w) {
-    const qv_f32 scaled = __builtin_convertvector(centred_x * centred_w, qv_f32) * c->msg_mult;
-    return qma_round_clamp(scaled, c->c_lo, c->c_hi);
+/* Centred messages c of 16 lanes: centred source values times centred weights. The product
+ * is formed in float32, where it is exact (|p| <= 65025 < 2^24), so it equals float(p). */
+QGNN_INLINE qv_i32 qma_message(const qma_ctx *c, qv_i32 centred_x, qv_f32 centred_w) {
+    const qv_f32 p = __builtin_convertvector(centred_x, qv_f32) * centred_w;
+    return qma_round_clamp(p * c->msg_mult, c->c_lo, c->c_hi);
 }
 
-/* Centred weights of 16 lanes of edge i whose columns have heads hidx[0..16). */
-QGNN_INLINE qv_i32 qma_head_weights(const qma_ctx *c, int64_t i, const int32_t *hidx) {
+/* Centred weights of 16 lanes of edge i whose columns have heads hidx[0..16), as float32. */
+QGNN_INLINE qv_f32 qma_head_weights(const qma_ctx *c, int64_t i, const int32_t *hidx) {
     const uint8_t *row = c->w + i * c->H;
     qv_i32 out;
     for (int k = 0; k < QV_LANES; k++) out[k] = (int32_t)row[hidx[k]] - c->w_zp;
-    return out;
+    return __builtin_convertvector(out, qv_f32);
+}
+
+/* The centred weight of edge i broadcast to 16 lanes, as float32. */
+QGNN_INLINE qv_f32 qma_edge_weight(const qma_ctx *c, int64_t i) {
+    return (qv_f32){0} + (float)((int32_t)c->w[i] - c->w_zp);
 }
 
 QGNN_INLINE qv_i32 qma_combine(qv_i32 acc, qv_i32 msg, int is_max) {
@@ -106,10 +112,10 @@ QGNN_INLINE void qma_vec64(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, i
     for (int64_t i = b; i < e; i++) {
         const qv_u32 v = qv_load_64(x + src[i] * F);
         qgnn_prefetch_row((const char *)x, F, src, i, c->n_edges, c->n_src, QMA_CH);
-        const int32_t wv = heads ? 0 : (int32_t)c->w[i] - c->w_zp;
+        const qv_f32 edge_w = heads ? (qv_f32){0} : qma_edge_weight(c, i);
         for (int j = 0; j < 4; j++) {
             const qv_i32 xc = (qv_i32)((v >> (8 * j)) & 0xFFu) - c->x_zp;
-            const qv_i32 wc = heads ? qma_head_weights(c, i, hidx[j]) : (qv_i32){0} + wv;
+            const qv_f32 wc = heads ? qma_head_weights(c, i, hidx[j]) : edge_w;
             a[j] = qma_combine(a[j], qma_message(c, xc, wc), is_max);
         }
     }
@@ -127,8 +133,7 @@ QGNN_INLINE void qma_vec16(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, i
     for (int64_t i = b; i < e; i++) {
         const qv_i32 xc = __builtin_convertvector(qv_load_u8(x + src[i] * F), qv_i32) - c->x_zp;
         qgnn_prefetch_row((const char *)x, F, src, i, c->n_edges, c->n_src, QV_LANES);
-        const qv_i32 wc = heads ? qma_head_weights(c, i, hidx)
-                                : (qv_i32){0} + ((int32_t)c->w[i] - c->w_zp);
+        const qv_f32 wc = heads ? qma_head_weights(c, i, hidx) : qma_edge_weight(c, i);
         a = qma_combine(a, qma_message(c, xc, wc), is_max);
     }
     memcpy(acc, &a, sizeof a);
@@ -144,7 +149,8 @@ static void qma_tail(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, int w, 
         for (int64_t i = b; i < e; i++) {
             const int32_t xc = (int32_t)c->x[c->src[i] * F + col] - c->x_zp;
             const int32_t wc = (int32_t)c->w[i * c->H + head] - c->w_zp;
-            const int32_t m = qma_round_clamp1((float)(xc * wc) * c->msg_mult, c->c_lo, c->c_hi);
+            const int32_t m = qma_round_clamp1((float)xc * (float)wc * c->msg_mult, c->c_lo,
+                                               c->c_hi);
             a = c->reduce == QGNN_MAX ? (m > a ? m : a) : a + m;
         }
         acc[f] = a;
