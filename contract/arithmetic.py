@@ -36,6 +36,7 @@ def requantise(acc: np.ndarray, mult: np.float32 | np.ndarray, zero_point: int,
     ``mult`` is a float32 scalar, a (D, 1) column or a (J,) row. The zero point is added in
     integer arithmetic (the clip to +-2^40 keeps the int64 conversion exact).
     """
-    scaled = acc.astype(np.float32) * np.asarray(mult, dtype=np.float32)
+    with np.errstate(over="ignore"):  # +-inf clips like any value beyond the range
+        scaled = acc.astype(np.float32) * np.asarray(mult, dtype=np.float32)
     rounded = np.clip(np.rint(scaled), -(2.0 ** 40), 2.0 ** 40).astype(np.int64)
     return np.clip(rounded + zero_point, 0, (1 << bits) - 1).astype(np.uint8)

@@ -61,10 +61,10 @@ def _spec(name: str, ops: set[str], **kwargs: Any) -> LayerSpec:
 
 
 LAYERS: dict[str, LayerSpec] = {spec.name: spec for spec in (
-    _spec("gcn", {"QAggregate", "EdgeDst"}, degree="always"),
+    _spec("gcn", {"QMessageAggregate", "EdgeDst"}, degree="always"),
     _spec("sage", {"QAggregate"}),
     _spec("gin", {"QAggregate"}),
-    _spec("gat", {"QAggregate", "EdgeDst", "EdgeSoftmax"}),
+    _spec("gat", {"QMessageAggregate", "EdgeDst", "EdgeSoftmax"}),
     _spec("egc", {"QAggregate", "EdgeDst"}, degree="symnorm",
           default_aggregators=("symnorm",)),
 )}

@@ -7,7 +7,8 @@ Rules (numbers as in docs/integer-formulation.md):
    128, qgnn.contract.weights: exact on every onnxruntime CPU kernel), int32 bias,
    requantisation;
 3. edge scaling: int32 product of centred integers, requantisation;
-4. aggregation: ``ai.qgnn::QAggregate``;
+4. aggregation: ``ai.qgnn::QAggregate``; rules 3 and 4 back to back are one
+   ``ai.qgnn::QMessageAggregate`` (no E x F tensor in the runtime's kernels);
 5. elementwise float step: ``DequantizeLinear``, float32 op(s), ``QuantizeLinear``.
 Requantisation is ``Cast(float32) -> Mul(M) -> QuantizeLinear(scale 1, zp)``: the contract's
 float32 product, then round half to even, zero point and saturation, so the integers equal a
@@ -163,6 +164,17 @@ class Emitter:
         return self.g.qgnn("QAggregate", [x_q, self.scale(x), self.zero_point(x), csr.indptr,
                                           src, *w_inputs, self.scale(out), self.zero_point(out)],
                            hint, reduce=reduce, bits=out.bits)
+
+    def q_message_aggregate(self, h_q: str, h: Site, csr: Csr, w_q: str, w: Site, msg: Site,
+                            out: Site, reduce: str, hint: str) -> str:
+        """Rules 3 then 4 fused: ``ai.qgnn::QMessageAggregate`` of ``(h_q[src] - zp_h) * (w_q -
+        zp_w)`` requantised to ``msg`` and aggregated into ``out``, never an (E, F) tensor in a
+        kernel. ``w_q`` is (E,) uint8, or (E, H) with one weight per head of ``h_q``'s columns.
+        Equals :meth:`edge_scale` followed by :meth:`q_aggregate` over ``csr.edge_ids``."""
+        return self.g.qgnn("QMessageAggregate", [
+            h_q, self.scale(h), self.zero_point(h), csr.indptr, csr.src, w_q, self.scale(w),
+            self.zero_point(w), self.scale(msg), self.zero_point(msg), self.scale(out),
+            self.zero_point(out)], hint, reduce=reduce, bits=out.bits, msg_bits=msg.bits)
 
     def requantize_float_step(self, q: str, a: Site, out: Site, hint: str) -> str:
         """Rule 5 with the identity: re-quantise ``q`` from site ``a`` to site ``out``."""

@@ -4,8 +4,10 @@ INT8: ``x`` -> rule 2 -> ``lin`` (N, H*C). Float island (rule 6): scores ``sum_c
 dequantised ``lin`` and the int8 attention vectors ``att_src``/``att_dst``, LeakyReLU of the
 source plus destination score per edge -> rule 1 -> ``logits``; ``ai.qgnn::EdgeSoftmax`` of the
 dequantised logits -> rule 1 -> ``edge_weight`` (attention); rule 3 per head -> ``msg``; rule 4
-(sum) -> ``agg``; heads concatenated (hidden layers) or averaged (output layer), + bias, rule 5
--> ``out``. Edges: existing self-loops dropped, one fresh loop per destination (as training).
+(sum) -> ``agg`` (rules 3 and 4 as one ``QMessageAggregate`` with per-head weights, so no E x F
+tensor outside a debug export); heads concatenated (hidden layers) or averaged (output layer),
++ bias, rule 5 -> ``out``. Edges: existing self-loops dropped, one fresh loop per destination
+(as training).
 """
 
 from __future__ import annotations
@@ -60,10 +62,9 @@ def emit(em: Emitter, layer: GATConv, x: str, inp: LayerInput, sites: LayerSites
         logits_q = em.quantize(logits, s["logits"], "logits")
         alpha = g.qgnn("EdgeSoftmax", [em.dequantize(logits_q, s["logits"], "logits_dq"),
                                        looped.indptr], "alpha")
-        alpha_q = em.quantize(alpha, s["edge_weight"], "edge_weight")
-        msg = em.edge_scale(lin, s["lin"], looped.src, alpha_q, s["edge_weight"], s["msg"],
-                            "msg", heads=(heads, dim))
-        agg_q = em.q_aggregate(msg, s["msg"], looped, looped.edge_ids, s["agg"], "sum", "agg")
+        alpha_q = em.quantize(alpha, s["edge_weight"], "edge_weight")  # (E, H)
+        agg_q = em.q_message_aggregate(lin, s["lin"], looped, alpha_q, s["edge_weight"],
+                                       s["msg"], s["agg"], "sum", "agg")
         agg = em.dequantize(agg_q, s["agg"], "agg_f32")
     if not layer.concat:
         per_head = g.op("Reshape", [agg, em.i64([0, heads, dim])], "agg_heads")
@@ -74,10 +75,13 @@ def emit(em: Emitter, layer: GATConv, x: str, inp: LayerInput, sites: LayerSites
     if s is None:
         return agg
     out = em.quantize(agg, s["out"], "out")
-    for key, tensor, layout in (("x", x, "node"), ("lin", lin, "node"),
-                                ("logits", logits_q, "fresh_looped_edge"),
-                                ("edge_weight", alpha_q, "fresh_looped_edge"),
-                                ("msg", msg, "fresh_looped_edge"), ("agg", agg_q, "node"),
-                                ("out", out, "node")):
-        em.record(inp.prefix + key, tensor, layout)
+    if em.debug:  # the fused op keeps the (E, F) messages internal; expose them separately
+        msg = em.edge_scale(lin, s["lin"], looped.src, alpha_q, s["edge_weight"], s["msg"],
+                            "msg", heads=(heads, dim))
+        for key, tensor, layout in (("x", x, "node"), ("lin", lin, "node"),
+                                    ("logits", logits_q, "fresh_looped_edge"),
+                                    ("edge_weight", alpha_q, "fresh_looped_edge"),
+                                    ("msg", msg, "fresh_looped_edge"), ("agg", agg_q, "node"),
+                                    ("out", out, "node")):
+            em.record(inp.prefix + key, tensor, layout)
     return out

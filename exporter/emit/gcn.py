@@ -2,7 +2,8 @@
 self-looped edges, sum, add the bias.
 
 INT8: ``x`` -> rule 2 -> ``lin``; coefficients (float32) -> rule 1 -> ``edge_weight``;
-rule 3 -> ``msg``; rule 4 (sum) -> ``agg``; rule 5 (+ bias) -> ``out``.
+rule 3 -> ``msg``; rule 4 (sum) -> ``agg`` (rules 3 and 4 as one ``QMessageAggregate``, so no
+E x F tensor outside a debug export); rule 5 (+ bias) -> ``out``.
 """
 
 from __future__ import annotations
@@ -26,14 +27,17 @@ def emit(em: Emitter, layer: GCNConv, x: str, inp: LayerInput, sites: LayerSites
     s = sites
     lin = em.int_linear(x, s["x"], weight, s["weight"], None, s["lin"], "lin")
     ew = em.quantize(coef, s["edge_weight"], "edge_weight")
-    msg = em.edge_scale(lin, s["lin"], looped.src, ew, s["edge_weight"], s["msg"], "msg")
-    agg = em.q_aggregate(msg, s["msg"], looped, looped.edge_ids, s["agg"], "sum", "agg")
+    agg = em.q_message_aggregate(lin, s["lin"], looped, ew, s["edge_weight"], s["msg"], s["agg"],
+                                 "sum", "agg")
     value = em.dequantize(agg, s["agg"], "agg_f32")
     if bias is not None:
         value = g.op("Add", [value, g.const(bias, "bias")], "agg_bias")
     out = em.quantize(value, s["out"], "out")
-    for key, tensor, layout in (("x", x, "node"), ("lin", lin, "node"),
-                                ("edge_weight", ew, "looped_edge"), ("msg", msg, "looped_edge"),
-                                ("agg", agg, "node"), ("out", out, "node")):
-        em.record(inp.prefix + key, tensor, layout)
+    if em.debug:  # the fused op keeps the (E, F) messages internal; expose them separately
+        msg = em.edge_scale(lin, s["lin"], looped.src, ew, s["edge_weight"], s["msg"], "msg")
+        for key, tensor, layout in (("x", x, "node"), ("lin", lin, "node"),
+                                    ("edge_weight", ew, "looped_edge"),
+                                    ("msg", msg, "looped_edge"), ("agg", agg, "node"),
+                                    ("out", out, "node")):
+            em.record(inp.prefix + key, tensor, layout)
     return out

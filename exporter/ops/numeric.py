@@ -19,9 +19,9 @@ def check_reduce(op: str, reduce: str) -> str:
     return reduce
 
 
-def check_bits(op: str, bits: int) -> int:
+def check_bits(op: str, bits: int, field: str = "bits") -> int:
     if not 1 <= int(bits) <= 8:
-        raise ValueError(f"{op}: attribute bits must be in [1, 8], got {bits!r}")
+        raise ValueError(f"{op}: attribute {field} must be in [1, 8], got {bits!r}")
     return int(bits)
 
 

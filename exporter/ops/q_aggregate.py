@@ -128,33 +128,42 @@ def build_function(variant: Variant) -> FunctionProto:
         w_column = b.op("Unsqueeze", w_centred, b.const([1], np.int64))  # (E + 1, 1)
     else:
         scale = b.op("Div", "x_scale", "y_scale")
-    if variant.reduce == "max":
-        acc = _max(b, csr, gathered, zp_x, w_column)
+    if w_column is None:
+        acc = centred_segments(b, csr, gathered, zp_x, variant.reduce)
+    elif variant.reduce == "max":
+        acc = _weighted_max(b, csr, gathered, zp_x, w_column)
     else:
-        raw = b.op("Cast", gathered, to=TensorProto.INT64)
-        if w_column is not None:
-            raw = b.op("Mul", raw, w_column)
-            correction = b.op("Mul", segment_sum(b, w_column, csr), zp_x)  # (D, 1)
-        else:
-            correction = b.op("Mul", b.op("Unsqueeze", csr.deg, b.const([1], np.int64)), zp_x)
+        raw = b.op("Mul", b.op("Cast", gathered, to=TensorProto.INT64), w_column)
+        correction = b.op("Mul", segment_sum(b, w_column, csr), zp_x)  # (D, 1)
         acc = b.op("Sub", segment_sum(b, raw, csr), correction)
-        if variant.reduce == "mean":
-            scale = b.op("Div", scale, csr.deg_column(TensorProto.FLOAT))
+    if variant.reduce == "mean":
+        scale = b.op("Div", scale, csr.deg_column(TensorProto.FLOAT))
     bits = b.attribute("bits", AttributeProto.INT)
     b.rename_output(requantise(b, acc, scale, "y_zero_point", bits), "y_q")
     return make_function(NAME, variant, INPUTS, ("y_q",), b, ATTRIBUTES)
 
 
-def _max(b: Body, csr: Csr, gathered: str, zp_x: str, w_column: str | None) -> str:
-    """(D, F) int32 max of the centred messages, 0 where a destination has no edge."""
-    zp32 = b.op("Cast", zp_x, to=TensorProto.INT32)
-    if w_column is None:
-        top = b.op("Cast", segment_max(b, gathered, csr, TensorProto.UINT8), to=TensorProto.INT32)
-        top = b.op("Sub", top, zp32)
-    else:
-        centred = b.op("Sub", b.op("Cast", gathered, to=TensorProto.INT32), zp32)
-        msg = b.op("Mul", centred, b.op("Cast", w_column, to=TensorProto.INT32))
-        top = segment_max(b, msg, csr, TensorProto.INT32)
+def centred_segments(b: Body, csr: Csr, padded: str, zp: str, reduce: str) -> str:
+    """(D, F) sum (sum, mean: int64) or max (max: int32, 0 without edges) of ``padded - zp``
+    per destination, ``padded`` being (E + 1, F) uint8 rows behind a dummy row and ``zp`` an
+    int64 scalar. sum(q - zp) = sum(q) - deg * zp, so the E x F pass casts the raw bytes once;
+    max of the raw bytes commutes with subtracting zp, so the max scans uint8.
+    """
+    if reduce == "max":
+        top = b.op("Cast", segment_max(b, padded, csr, TensorProto.UINT8), to=TensorProto.INT32)
+        top = b.op("Sub", top, b.op("Cast", zp, to=TensorProto.INT32))
+        return b.op("Where", csr.has_edges(), top, b.const(0, np.int32))
+    raw = b.op("Cast", padded, to=TensorProto.INT64)
+    correction = b.op("Mul", b.op("Unsqueeze", csr.deg, b.const([1], np.int64)), zp)
+    return b.op("Sub", segment_sum(b, raw, csr), correction)
+
+
+def _weighted_max(b: Body, csr: Csr, gathered: str, zp_x: str, w_column: str) -> str:
+    """(D, F) int32 max of the weighted centred messages, 0 where a destination has no edge."""
+    centred = b.op("Sub", b.op("Cast", gathered, to=TensorProto.INT32),
+                   b.op("Cast", zp_x, to=TensorProto.INT32))
+    msg = b.op("Mul", centred, b.op("Cast", w_column, to=TensorProto.INT32))
+    top = segment_max(b, msg, csr, TensorProto.INT32)
     return b.op("Where", csr.has_edges(), top, b.const(0, np.int32))
 
 

@@ -15,12 +15,14 @@ from qgnn.exporter.ops import (
     edge_softmax,
     q_aggregate,
     q_aggregate_padded,
+    q_message_aggregate,
 )
 from qgnn.exporter.ops.body import Variant
 from qgnn.exporter.ops.numeric import REDUCES
 
 # Allowed values of every attribute an ai.qgnn op may carry.
-ATTRIBUTE_CHOICES: dict[str, tuple[object, ...]] = {"reduce": REDUCES, "bits": tuple(range(1, 9))}
+ATTRIBUTE_CHOICES: dict[str, tuple[object, ...]] = {"reduce": REDUCES, "bits": tuple(range(1, 9)),
+                                                    "msg_bits": tuple(range(1, 9))}
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     _spec(q_aggregate, TensorProto.UINT8, 2),
     _spec(aggregate_padded, TensorProto.FLOAT, 2),
     _spec(q_aggregate_padded, TensorProto.UINT8, 2),
+    _spec(q_message_aggregate, TensorProto.UINT8, 2),
     _spec(edge_softmax, TensorProto.FLOAT, 2),
     _spec(edge_dst, TensorProto.INT64, 1),
 )}

@@ -41,6 +41,7 @@ def random_inputs(edges: int, nodes: int, features: int, seed: int = 0) -> dict[
         "w_q_grid": rng.integers(0, 256, nbr.shape).astype(np.uint8),
         "x_scale": np.array(0.05, np.float32), "x_zero_point": np.array(120, np.uint8),
         "w_scale": np.array(0.01, np.float32), "w_zero_point": np.array(7, np.uint8),
+        "m_scale": np.array(0.1, np.float32), "m_zero_point": np.array(128, np.uint8),
         "y_scale": np.array(3.0, np.float32), "y_zero_point": np.array(100, np.uint8),
     }
 

@@ -32,6 +32,8 @@ FORMAL: dict[str, tuple[str, ...]] = {
                    "w_zero_point", "y_scale", "y_zero_point"),
     "QAggregatePadded": ("x_q", "x_scale", "x_zero_point", "nbr", "w_q", "w_scale",
                          "w_zero_point", "y_scale", "y_zero_point"),
+    "QMessageAggregate": ("x_q", "x_scale", "x_zero_point", "indptr", "src", "w_q", "w_scale",
+                          "w_zero_point", "m_scale", "m_zero_point", "y_scale", "y_zero_point"),
     "Aggregate": ("x", "indptr", "src", "w"),
     "AggregatePadded": ("x", "nbr", "w"),
     "EdgeSoftmax": ("logits", "indptr"),
@@ -121,11 +123,52 @@ def _quantised(spec: KernelNodeSpec, args: _Args, threads: int, isa: str) -> Ker
     return run
 
 
-def _tensor(args: _Args, tensors: Mapping[str, np.ndarray], formal: str) -> np.ndarray | None:
+def _message_params(args: _Args, tensors: Mapping[str, np.ndarray] | None
+                    ) -> tuple[float, float, int, int, int, int]:
+    """QMessageAggregate's (M_m, M_y, zp_x, zp_w, zp_m, zp_y): M_m = float32(float32(s_x * s_w)
+    / s_m) requantises messages, M_y = float32(s_m / s_y) the aggregate. From constants
+    (tensors None) or from a run's tensors."""
+    op = args.spec.op_type
+    scale, zero = {}, {}
+    for site in ("x", "w", "m", "y"):
+        scale[site] = _scalar(_tensor(args, tensors, f"{site}_scale"), f"{op}.{site}_scale",
+                              np.float32)
+        zero[site] = int(_scalar(_tensor(args, tensors, f"{site}_zero_point"),
+                                 f"{op}.{site}_zero_point", np.uint8))
+    msg_mult = kernels.requant_multiplier(scale["x"], scale["m"], scale["w"])
+    mult = kernels.requant_multiplier(scale["m"], scale["y"])
+    return float(msg_mult), float(mult), zero["x"], zero["w"], zero["m"], zero["y"]
+
+
+def _message_aggregate(spec: KernelNodeSpec, args: _Args, threads: int,
+                       mod: ModuleType) -> KernelFn:
+    """The fused edge scaling + aggregation; constant scales are folded here, at load."""
+    reduce = str(spec.attributes.get("reduce", "sum"))
+    bits, msg_bits = int(spec.attributes.get("bits", 8)), int(spec.attributes.get("msg_bits", 8))
+    if reduce not in REDUCE_CODES:
+        raise PartitionError(f"{spec.op_type} node {spec.name!r}: reduce must be one of "
+                             f"{tuple(REDUCE_CODES)}, got {reduce!r}")
+    code = REDUCE_CODES[reduce]
+    scalar_inputs = tuple(f"{site}_{what}" for site in ("x", "w", "m", "y")
+                          for what in ("scale", "zero_point"))
+    fixed = _message_params(args, None) if args.is_constant(*scalar_inputs) else None
+
+    def run(tensors: Mapping[str, np.ndarray]) -> np.ndarray:
+        msg_mult, mult, zp_x, zp_w, zp_m, zp_y = fixed or _message_params(args, tensors)
+        return mod.message_aggregate(
+            _tensor(args, tensors, "x_q"), zp_x, _tensor(args, tensors, "indptr"),
+            _tensor(args, tensors, "src"), _tensor(args, tensors, "w_q"), zp_w, msg_mult, zp_m,
+            msg_bits, mult, zp_y, bits, code, threads)
+
+    return run
+
+
+def _tensor(args: _Args, tensors: Mapping[str, np.ndarray] | None,
+            formal: str) -> np.ndarray | None:
     if not args.present(formal):
         return None
     name = args.name(formal)
-    return args.constants[name] if name in args.constants else tensors[name]
+    return args.constants[name] if name in args.constants else tensors[name]  # type: ignore
 
 
 def compile_kernel(spec: KernelNodeSpec, constants: Mapping[str, np.ndarray],
@@ -140,6 +183,8 @@ def compile_kernel(spec: KernelNodeSpec, constants: Mapping[str, np.ndarray],
         return _qlinear(spec, threads, mod)
     if spec.op_type in ("QAggregate", "QAggregatePadded"):
         return _quantised(spec, args, threads, isa)
+    if spec.op_type == "QMessageAggregate":
+        return _message_aggregate(spec, args, threads, mod)
     reduce = str(spec.attributes.get("reduce", "sum"))
     if spec.op_type == "Aggregate":
         if reduce not in REDUCE_CODES:

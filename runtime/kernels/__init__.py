@@ -22,6 +22,7 @@ from qgnn.runtime.kernels.graph_ops import (
     aggregate_f32,
     aggregate_padded_f32,
     edge_softmax_f32,
+    message_aggregate,
     qaggregate,
     qaggregate_padded,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "int8_topk",
     "levels_built",
     "levels_supported",
+    "message_aggregate",
     "qaggregate",
     "qaggregate_padded",
     "qlinear",

@@ -38,6 +38,32 @@ def qaggregate(x_q: np.ndarray, x_zp: int, indptr: np.ndarray, src: np.ndarray,
         ck.zero_point(fn, "w_zp", w_zp), ck.bits(fn, bits), ck.threads(fn, num_threads))
 
 
+def message_aggregate(x_q: np.ndarray, x_zp: int, indptr: np.ndarray, src: np.ndarray,
+                      w_q: np.ndarray, w_zp: int, msg_multiplier: float, msg_zp: int,
+                      multiplier: float, y_zp: int, reduce: Reduce = "sum", *, bits: int = 8,
+                      msg_bits: int = 8, num_threads: int = 2,
+                      isa: str | None = None) -> np.ndarray:
+    """QMessageAggregate: edge scaling into a message site, then :func:`qaggregate` of the
+    messages, without materialising the (E, F) messages.
+
+    ``w_q`` is uint8 (E,), or (E, H) with H dividing F (column f uses head f // (F / H)).
+    Per edge ``c = clamp(rint(float32((x_q[src] - x_zp) * (w_q - w_zp)) * msg_multiplier) +
+    msg_zp, 0, 2^msg_bits - 1) - msg_zp``; then ``y = clamp(rint(float32(acc) * m) + y_zp, 0,
+    2^bits - 1)`` with ``acc`` the int32 sum or max of ``c`` and ``m = multiplier`` (sum, max) or
+    ``float32(multiplier / float32(in_degree))`` (mean); a destination without edges gets
+    ``y_zp``. The multipliers are :func:`requant_multiplier` of (s_x, s_m, s_w) and (s_m, s_y).
+    """
+    fn = "message_aggregate"
+    w = ck.tensor(fn, "w_q", w_q, np.uint8, None)
+    return ext(isa).message_aggregate(
+        ck.tensor(fn, "x_q", x_q, np.uint8, 2), ck.zero_point(fn, "x_zp", x_zp),
+        ck.ids(fn, "indptr", indptr), ck.ids(fn, "src", src), w, ck.zero_point(fn, "w_zp", w_zp),
+        ck.positive_f32(fn, "msg_multiplier", msg_multiplier), ck.zero_point(fn, "msg_zp", msg_zp),
+        ck.integer(fn, "msg_bits", msg_bits, 1, 8), ck.positive_f32(fn, "multiplier", multiplier),
+        ck.zero_point(fn, "y_zp", y_zp), ck.bits(fn, bits), ck.reduce_code(fn, reduce),
+        ck.threads(fn, num_threads))
+
+
 def aggregate_f32(x: np.ndarray, indptr: np.ndarray, src: np.ndarray, reduce: Reduce = "sum",
                   w: np.ndarray | None = None, *, num_threads: int = 2,
                   isa: str | None = None) -> np.ndarray:

@@ -67,7 +67,8 @@ def test_int8_export_is_a_checked_integer_graph(name):
     em = export(model)
     check_model(em.model)
     ops = {n.op_type for n in em.model.graph.node}
-    assert {"MatMulInteger", "QuantizeLinear", "DequantizeLinear", "QAggregate"} <= ops
+    aggregation = "QMessageAggregate" if name in ("gcn", "gat") else "QAggregate"
+    assert {"MatMulInteger", "QuantizeLinear", "DequantizeLinear", aggregation} <= ops
     assert "MatMul" not in ops and "Gemm" not in ops  # no float matrix product left
     weights = [i for i in em.model.graph.initializer if i.name.endswith("weight_q")]
     assert weights and all(w.data_type == onnx.TensorProto.UINT8 for w in weights)
@@ -75,7 +76,7 @@ def test_int8_export_is_a_checked_integer_graph(name):
     for node in (n for n in em.model.graph.node if n.op_type == "MatMulInteger"):
         zp = inits[node.input[3]] if node.input[1].endswith("weight_q") else None
         assert zp is None or (zp.dtype == np.uint8 and zp == WEIGHT_STORAGE_OFFSET)
-    assert {f.name for f in em.model.functions} >= {"QAggregate"}
+    assert {f.name for f in em.model.functions} >= {aggregation}
     assert em.input_dtype == "uint8" and em.model.graph.input[0].type.tensor_type.elem_type \
         == onnx.TensorProto.UINT8
 
@@ -186,3 +187,37 @@ def test_debug_outputs_only_in_debug_mode():
     assert names[-1] == "logits" or "logits" in names
     assert {t.output for t in debug.debug_tensors} == set(names) - {"logits"}
     assert all(n.startswith("debug/layers.") for n in set(names) - {"logits"})
+
+
+def intermediate_shapes(model: onnx.ModelProto, feeds: dict[str, np.ndarray]
+                        ) -> dict[str, tuple[int, ...]]:
+    """Shape of every tensor the main graph computes, from one onnxruntime run."""
+    typed = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in typed.graph.value_info}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    for name in (o for n in model.graph.node for o in n.output if o and o not in known):
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, types[name], None))
+    session = ort_session(probe, 1)
+    values = session.run(None, feeds)
+    return {o.name: v.shape for o, v in zip(session.get_outputs(), values, strict=True)}
+
+
+@pytest.mark.parametrize("name", ["gcn", "gat"])
+def test_int8_gcn_and_gat_never_build_edge_by_feature_tensors(name):
+    """Edge scaling and aggregation are one QMessageAggregate: no tensor in the exported graph
+    has a row per edge and a column per feature (GAT's per-edge, per-head attention, E x H,
+    is all that scales with E beyond 1-D tensors). A debug export adds the ``msg`` site."""
+    graph, model = trained(name, DQ8)
+    heads = getattr(model.layers[0], "heads", 1)
+    for debug in (False, True):
+        em = export(model, debug=debug)
+        feeds = full_feeds(graph, em)
+        edges = min(len(v) for k, v in feeds.items() if k.startswith("src_"))
+        wide = {k: shape for k, shape in intermediate_shapes(em.model, feeds).items()
+                if len(shape) >= 2 and shape[0] >= edges and np.prod(shape[1:]) > heads}
+        if debug:
+            assert any("/msg" in k for k in wide), wide
+        else:
+            assert wide == {}, wide

@@ -145,6 +145,19 @@ static int want_bits(int bits, const char *fn) {
     return 0;
 }
 
+/* The ValueError for a destination whose exact sum left int32 (status from a q8 kernel). */
+static PyObject *overflow_error(const char *fn, PyArrayObject *indptr,
+                                const qgnn_qagg_status *status, const char *limit) {
+    const int64_t *p = PyArray_DATA(indptr);
+    const int64_t v = status->overflow_dst;
+    return PyErr_Format(PyExc_ValueError,
+                        "%s: the int32 accumulator of destination %lld, feature %lld overflows "
+                        "(exact sum %lld, |sum| > 2^31 - 1): in-degree %lld is too large for "
+                        "int32 accumulation (always valid up to %s)",
+                        fn, (long long)v, (long long)status->overflow_col,
+                        (long long)status->overflow_value, (long long)(p[v + 1] - p[v]), limit);
+}
+
 static PyObject *py_qaggregate(PyObject *self, PyObject *args) {
     (void)self;
     static const char *fn = "qaggregate";
@@ -182,16 +195,65 @@ static PyObject *py_qaggregate(PyObject *self, PyObject *args) {
         return bad_id(fn, "src", PyArray_DATA(src), status.bad_src, N, "x_q rows");
     }
     if (status.overflow_dst >= 0) {
-        const int64_t *p = PyArray_DATA(indptr);
-        const int64_t v = status.overflow_dst;
         Py_DECREF(y);
-        return PyErr_Format(PyExc_ValueError,
-                            "%s: the int32 accumulator of destination %lld, feature %lld "
-                            "overflows (exact sum %lld, |sum| > 2^31 - 1): in-degree %lld is too "
-                            "large for int32 accumulation (always valid up to %s)",
-                            fn, (long long)v, (long long)status.overflow_col,
-                            (long long)status.overflow_value, (long long)(p[v + 1] - p[v]),
-                            w ? "33,025 weighted edges" : "8,421,504 edges");
+        return overflow_error(fn, indptr, &status, w ? "33,025 weighted edges" : "8,421,504 edges");
+    }
+    return (PyObject *)y;
+}
+
+static PyObject *py_message_aggregate(PyObject *self, PyObject *args) {
+    (void)self;
+    static const char *fn = "message_aggregate";
+    PyObject *ox, *oindptr, *osrc, *ow;
+    int x_zp, w_zp, msg_zp, msg_bits, y_zp, bits, reduce, threads;
+    float msg_mult, mult;
+    if (!PyArg_ParseTuple(args, "OiOOOifiifiiii", &ox, &x_zp, &oindptr, &osrc, &ow, &w_zp,
+                          &msg_mult, &msg_zp, &msg_bits, &mult, &y_zp, &bits, &reduce, &threads))
+        return NULL;
+    PyArrayObject *x = want_array(ox, fn, "x_q", NPY_UINT8, 2);
+    PyArrayObject *indptr = x ? want_array(oindptr, fn, "indptr", NPY_INT64, 1) : NULL;
+    PyArrayObject *src = indptr ? want_array(osrc, fn, "src", NPY_INT64, 1) : NULL;
+    PyArrayObject *w = src ? want_array(ow, fn, "w_q", NPY_UINT8, -1) : NULL;
+    if (!w) return NULL;
+    const npy_intp E = PyArray_DIM(src, 0), F = PyArray_DIM(x, 1);
+    if (PyArray_NDIM(w) != 1 && PyArray_NDIM(w) != 2)
+        return PyErr_Format(PyExc_ValueError, "%s: w_q must have 1 or 2 dimensions (E,) or "
+                            "(E, H), got %d", fn, PyArray_NDIM(w));
+    const npy_intp H = PyArray_NDIM(w) == 2 ? PyArray_DIM(w, 1) : 1;
+    if (!want_len(w, E, fn, "w_q", "one weight (row) per edge")) return NULL;
+    if (H < 1 || F % H != 0)
+        return PyErr_Format(PyExc_ValueError, "%s: w_q has %zd heads, which must divide the %zd "
+                            "columns of x_q (F %% H == 0, H >= 1)", fn, (Py_ssize_t)H,
+                            (Py_ssize_t)F);
+    if (!want_zero_point(x_zp, fn, "x_zp") || !want_zero_point(w_zp, fn, "w_zp") ||
+        !want_zero_point(msg_zp, fn, "msg_zp") || !want_zero_point(y_zp, fn, "y_zp") ||
+        !want_positive(msg_mult, fn, "msg_multiplier") || !want_positive(mult, fn, "multiplier") ||
+        !want_bits(msg_bits, fn) || !want_bits(bits, fn) || !want_reduce(reduce, fn) ||
+        !want_threads(threads, fn) || !want_indptr(indptr, E, fn, "len(src)"))
+        return NULL;
+    const npy_intp N = PyArray_DIM(x, 0), D = PyArray_DIM(indptr, 0) - 1;
+    npy_intp dims[2] = {D, F};
+    PyArrayObject *y = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_UINT8);
+    if (y == NULL) return NULL;
+    qgnn_qagg_status status;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = qgnn_message_aggregate_q8(PyArray_DATA(x), N, F, x_zp, PyArray_DATA(indptr), D,
+                                   PyArray_DATA(src), PyArray_DATA(w), H, w_zp, msg_mult, msg_zp,
+                                   msg_bits, mult, y_zp, bits, (qgnn_reduce)reduce,
+                                   PyArray_DATA(y), threads, &status);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) {
+        Py_DECREF(y);
+        return PyErr_NoMemory();
+    }
+    if (status.bad_src >= 0) {
+        Py_DECREF(y);
+        return bad_id(fn, "src", PyArray_DATA(src), status.bad_src, N, "x_q rows");
+    }
+    if (status.overflow_dst >= 0) {
+        Py_DECREF(y);
+        return overflow_error(fn, indptr, &status, "8,421,504 edges");
     }
     return (PyObject *)y;
 }
@@ -497,6 +559,9 @@ static PyMethodDef methods[] = {
     {"qaggregate", py_qaggregate, METH_VARARGS,
      "qaggregate(x_q, x_zp, indptr, src, multiplier, y_zp, reduce, w_q, w_zp, bits, num_threads)"
      " -> uint8 (D, F); reduce 0 sum, 1 mean, 2 max; w_q None or uint8 (E,)"},
+    {"message_aggregate", py_message_aggregate, METH_VARARGS,
+     "message_aggregate(x_q, x_zp, indptr, src, w_q (E,) or (E, H), w_zp, msg_multiplier, "
+     "msg_zp, msg_bits, multiplier, y_zp, bits, reduce, num_threads) -> uint8 (D, F)"},
     {"aggregate_f32", py_aggregate_f32, METH_VARARGS,
      "aggregate_f32(x, indptr, src, reduce, w, num_threads) -> float32 (D, F)"},
     {"edge_softmax_f32", py_edge_softmax_f32, METH_VARARGS,

@@ -114,6 +114,18 @@ int64_t qgnn_aggregate_f32(const float *x, int64_t n_src, int64_t F, const int64
                            int64_t D, const int64_t *src, const float *w, qgnn_reduce reduce,
                            float *y, int num_threads);
 
+/* QMessageAggregate: y (D, F) uint8 in [0, 2^bits - 1] from x (n_src, F) and edge weights w
+ * (E, H) (H = 1: one per edge; F % H == 0, column f uses head f / (F / H)): each edge's message
+ * (x[src] - x_zp) * (w - w_zp) requantised by msg_mult into [0, 2^msg_bits - 1] around msg_zp,
+ * then QAggregate of the centred messages with multiplier mult (status as qgnn_qaggregate; y is
+ * unspecified unless both fields are -1). Returns 0, or -1 when scratch memory ran out. */
+int qgnn_message_aggregate_q8(const uint8_t *x, int64_t n_src, int64_t F, int32_t x_zp,
+                              const int64_t *indptr, int64_t D, const int64_t *src,
+                              const uint8_t *w, int64_t H, int32_t w_zp, float msg_mult,
+                              int32_t msg_zp, int msg_bits, float mult, int32_t y_zp, int bits,
+                              qgnn_reduce reduce, uint8_t *y, int num_threads,
+                              qgnn_qagg_status *status);
+
 /* out (E, H): softmax of logits over each destination's edge segment, per head. Returns the
  * flat index of the first non-finite logit (out then unspecified), or -1. */
 int64_t qgnn_edge_softmax_f32(const float *logits, int64_t H, const int64_t *indptr, int64_t D,

@@ -86,6 +86,20 @@ def test_exported_gcn_serves_the_exporters_answers(gcn_bundle: Path) -> None:
     _check_node_bundle(gcn_bundle)
 
 
+def _kernel_ops(engine: Engine) -> set[str]:
+    return {k.op_type for phase in engine.executor.plan.kernels for k in phase}
+
+
+def test_exported_gcn_scales_edges_in_the_fused_kernel(gcn_bundle: Path) -> None:
+    assert "QMessageAggregate" in _kernel_ops(Engine(load_bundle(gcn_bundle)))
+
+
+def test_exported_gat_runs_per_head_weights_in_the_fused_kernel(tmp_path: Path) -> None:
+    path = _export(tmp_path, "gat", heads=2)
+    assert "QMessageAggregate" in _kernel_ops(Engine(load_bundle(path)))
+    _check_node_bundle(path)
+
+
 def test_exported_gcn_capped_partitioned_equals_portable(gcn_bundle: Path) -> None:
     bundle = load_bundle(gcn_bundle)
     fast = Engine(bundle, EngineConfig(fanouts=(3, 2)))

@@ -1,0 +1,295 @@
+/* QMessageAggregate: edge scaling into a message site and aggregation, fused, per destination.
+ *
+ * For destination v, column f (head h = f / (F / H)) and each in-edge e:
+ *   p = (x[src[e], f] - x_zp) * (w[e, h] - w_zp)                                   exact int32
+ *   c = clamp(rint(float(p) * msg_mult) + msg_zp, 0, 2^msg_bits - 1) - msg_zp      in [-255, 255]
+ * acc[v, f] = sum (sum, mean) or max (max) of c over v's edges, in int32;
+ * y[v, f]   = clamp(rint(float(acc) * m) + y_zp, 0, 2^bits - 1), m = mult (sum, max) or
+ * mult / float(deg) (mean); a destination without edges gets y_zp (clamped likewise).
+ * This is the QAggregate of the messages c, without ever storing the (E, F) messages: each
+ * source row is read, scaled, requantised and accumulated in registers.
+ *
+ * Rounding: clamp(rint(v) + zp, 0, qmax) == rint(clamp(v, -zp, qmax - zp)) + zp for integral
+ * bounds, and a value within [-2^22, 2^22] rounds half to even as (v + 1.5 * 2^23) under the
+ * default rounding mode, whose float bits are 0x4B400000 + rint(v). So both requantisations are
+ * a multiply, a clamp, an add and an integer subtract, in plain vector code that each ISA level
+ * compiles alike (float32 IEEE arithmetic, no contraction: built with -ffp-contract=off).
+ *
+ * Columns go in chunks of 64 (a 64-byte load seen as 16 uint32 lanes, stride-4 order), then 16
+ * (widened bytes), then one at a time. |c| <= 255, so sums are exact in int32 up to in-degree
+ * 8,421,504; larger hubs are summed in blocks into int64 and refused when they do not fit.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "qgnn_kernels.h"
+#include "simd.h"
+
+#define QMA_CH 64
+#define QMA_SAFE_DEG 8421504 /* 255 * 8421504 <= 2^31 - 1 */
+#define QMA_MAGIC 12582912.0f /* 1.5 * 2^23 */
+#define QMA_MAGIC_BITS 0x4B400000
+
+typedef struct {
+    const uint8_t *x;
+    int64_t n_src, F;
+    int32_t x_zp;
+    const int64_t *indptr, *src;
+    const uint8_t *w;
+    int64_t H;              /* weights per edge (heads) */
+    const int32_t *head_of; /* head of each column, NULL when H == 1 */
+    int32_t w_zp;
+    float msg_mult, c_lo, c_hi; /* messages: -msg_zp, qmax_m - msg_zp */
+    float mult, y_lo, y_hi;     /* outputs: -y_zp, qmax - y_zp */
+    int32_t y_zp, qmax;
+    qgnn_reduce reduce;
+    uint8_t *y;
+    int64_t n_edges;
+    int64_t bad_src[QGNN_MAX_PARTS];
+    int64_t overflow_dst[QGNN_MAX_PARTS], overflow_col[QGNN_MAX_PARTS];
+    int64_t overflow_value[QGNN_MAX_PARTS];
+} qma_ctx;
+
+/* a if a < b else b, lane-wise (the twin of simd.h's qv_max_f32). */
+QGNN_INLINE qv_f32 qma_min_f32(qv_f32 a, qv_f32 b) {
+    const qv_i32 a_lt = a < b;
+    return (qv_f32)(((qv_i32)a & a_lt) | ((qv_i32)b & ~a_lt));
+}
+
+/* rint(clamp(v, lo, hi)) as int32, lane-wise; |lo|, |hi| <= 255. */
+QGNN_INLINE qv_i32 qma_round_clamp(qv_f32 v, float lo, float hi) {
+    v = qma_min_f32(qv_max_f32(v, (qv_f32){0} + lo), (qv_f32){0} + hi);
+    return (qv_i32)(v + QMA_MAGIC) - QMA_MAGIC_BITS;
+}
+
+/* The scalar twin of qma_round_clamp (the same float32 operations). */
+static inline int32_t qma_round_clamp1(float v, float lo, float hi) {
+    v = v < lo ? lo : v;
+    v = v > hi ? hi : v;
+    const float t = v + QMA_MAGIC;
+    int32_t bits;
+    memcpy(&bits, &t, sizeof bits);
+    return bits - QMA_MAGIC_BITS;
+}
+
+/* Centred messages c of 16 lanes: centred source values times centred weights. The product
+ * is formed in float32, where it is exact (|p| <= 65025 < 2^24), so it equals float(p). */
+QGNN_INLINE qv_i32 qma_message(const qma_ctx *c, qv_i32 centred_x, qv_f32 centred_w) {
+    const qv_f32 p = __builtin_convertvector(centred_x, qv_f32) * centred_w;
+    return qma_round_clamp(p * c->msg_mult, c->c_lo, c->c_hi);
+}
+
+/* Centred weights of 16 lanes of edge i whose columns have heads hidx[0..16), as float32. */
+QGNN_INLINE qv_f32 qma_head_weights(const qma_ctx *c, int64_t i, const int32_t *hidx) {
+    const uint8_t *row = c->w + i * c->H;
+    qv_i32 out;
+    for (int k = 0; k < QV_LANES; k++) out[k] = (int32_t)row[hidx[k]] - c->w_zp;
+    return __builtin_convertvector(out, qv_f32);
+}
+
+/* The centred weight of edge i broadcast to 16 lanes, as float32. */
+QGNN_INLINE qv_f32 qma_edge_weight(const qma_ctx *c, int64_t i) {
+    return (qv_f32){0} + (float)((int32_t)c->w[i] - c->w_zp);
+}
+
+QGNN_INLINE qv_i32 qma_combine(qv_i32 acc, qv_i32 msg, int is_max) {
+    return is_max ? qv_max_i32(msg, acc) : acc + msg;
+}
+
+/* acc[0 .. 64) for columns [f0, f0 + 64) of the destination whose edges are [b, e), e > b.
+ * is_max and heads are constants at every call, so each combination compiles separately. */
+QGNN_INLINE void qma_vec64(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, int is_max,
+                           int heads, int32_t *acc) {
+    const int64_t F = c->F;
+    const uint8_t *x = c->x + f0;
+    const int64_t *src = c->src;
+    int32_t hidx[4][QV_LANES];
+    if (heads)
+        for (int j = 0; j < 4; j++)
+            for (int k = 0; k < QV_LANES; k++) hidx[j][k] = c->head_of[f0 + 4 * k + j];
+    const qv_i32 start = (qv_i32){0} + (is_max ? INT32_MIN : 0);
+    qv_i32 a[4] = {start, start, start, start};
+    for (int64_t i = b; i < e; i++) {
+        const qv_u32 v = qv_load_64(x + src[i] * F);
+        qgnn_prefetch_row((const char *)x, F, src, i, c->n_edges, c->n_src, QMA_CH);
+        const qv_f32 edge_w = heads ? (qv_f32){0} : qma_edge_weight(c, i);
+        for (int j = 0; j < 4; j++) {
+            const qv_i32 xc = (qv_i32)((v >> (8 * j)) & 0xFFu) - c->x_zp;
+            const qv_f32 wc = heads ? qma_head_weights(c, i, hidx[j]) : edge_w;
+            a[j] = qma_combine(a[j], qma_message(c, xc, wc), is_max);
+        }
+    }
+    qv_store_stride4(a, acc);
+}
+
+/* acc[0 .. 16) for columns [f0, f0 + 16). */
+QGNN_INLINE void qma_vec16(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, int is_max,
+                           int heads, int32_t *acc) {
+    const int64_t F = c->F;
+    const uint8_t *x = c->x + f0;
+    const int64_t *src = c->src;
+    const int32_t *hidx = heads ? c->head_of + f0 : NULL;
+    qv_i32 a = (qv_i32){0} + (is_max ? INT32_MIN : 0);
+    for (int64_t i = b; i < e; i++) {
+        const qv_i32 xc = __builtin_convertvector(qv_load_u8(x + src[i] * F), qv_i32) - c->x_zp;
+        qgnn_prefetch_row((const char *)x, F, src, i, c->n_edges, c->n_src, QV_LANES);
+        const qv_f32 wc = heads ? qma_head_weights(c, i, hidx) : qma_edge_weight(c, i);
+        a = qma_combine(a, qma_message(c, xc, wc), is_max);
+    }
+    memcpy(acc, &a, sizeof a);
+}
+
+/* The last w < 16 columns, one at a time. */
+static void qma_tail(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, int w, int32_t *acc) {
+    const int64_t F = c->F;
+    for (int f = 0; f < w; f++) {
+        const int64_t col = f0 + f;
+        const int64_t head = c->head_of ? c->head_of[col] : 0;
+        int32_t a = c->reduce == QGNN_MAX ? INT32_MIN : 0;
+        for (int64_t i = b; i < e; i++) {
+            const int32_t xc = (int32_t)c->x[c->src[i] * F + col] - c->x_zp;
+            const int32_t wc = (int32_t)c->w[i * c->H + head] - c->w_zp;
+            const int32_t m = qma_round_clamp1((float)xc * (float)wc * c->msg_mult, c->c_lo,
+                                               c->c_hi);
+            a = c->reduce == QGNN_MAX ? (m > a ? m : a) : a + m;
+        }
+        acc[f] = a;
+    }
+}
+
+/* Columns [f0, f0 + w), w being 64, 16 or below 16. */
+QGNN_INLINE void qma_cols(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, int w,
+                          int32_t *acc) {
+    const int is_max = c->reduce == QGNN_MAX, heads = c->head_of != NULL;
+    if (w == QMA_CH) {
+        if (is_max && heads) qma_vec64(c, b, e, f0, 1, 1, acc);
+        else if (is_max) qma_vec64(c, b, e, f0, 1, 0, acc);
+        else if (heads) qma_vec64(c, b, e, f0, 0, 1, acc);
+        else qma_vec64(c, b, e, f0, 0, 0, acc);
+    } else if (w == QV_LANES) {
+        if (is_max && heads) qma_vec16(c, b, e, f0, 1, 1, acc);
+        else if (is_max) qma_vec16(c, b, e, f0, 1, 0, acc);
+        else if (heads) qma_vec16(c, b, e, f0, 0, 1, acc);
+        else qma_vec16(c, b, e, f0, 0, 0, acc);
+    } else {
+        qma_tail(c, b, e, f0, w, acc);
+    }
+}
+
+/* Width of the column chunk starting at f0. */
+static inline int qma_width(int64_t F, int64_t f0) {
+    const int64_t left = F - f0;
+    return left >= QMA_CH ? QMA_CH : left >= QV_LANES ? QV_LANES : (int)left;
+}
+
+/* Sum for a destination above the safe in-degree: int64 total of safe-sized blocks (each exact
+ * in int32), refused when it does not fit int32. Returns the first overflowing column or -1. */
+static QGNN_CLONES int qma_sum_checked(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, int w,
+                                       int32_t *acc, int64_t *value) {
+    int64_t total[QMA_CH] = {0};
+    for (int64_t i = b; i < e; i += QMA_SAFE_DEG) {
+        qma_cols(c, i, e - i > QMA_SAFE_DEG ? i + QMA_SAFE_DEG : e, f0, w, acc);
+        for (int f = 0; f < w; f++) total[f] += acc[f];
+    }
+    for (int f = 0; f < w; f++) {
+        if (total[f] > INT32_MAX || total[f] < -INT32_MAX) {
+            *value = total[f];
+            return f;
+        }
+        acc[f] = (int32_t)total[f];
+    }
+    return -1;
+}
+
+/* Output requantisation of w accumulators into [0, qmax]. */
+QGNN_INLINE void qma_requant(const qma_ctx *c, const int32_t *acc, int w, float m, uint8_t *out) {
+    int f = 0;
+    for (; f + QV_LANES <= w; f += QV_LANES) {
+        qv_i32 a;
+        memcpy(&a, acc + f, sizeof a);
+        const qv_i32 q = qma_round_clamp(__builtin_convertvector(a, qv_f32) * m, c->y_lo,
+                                         c->y_hi) + c->y_zp;
+        const qv_u8 bytes = __builtin_convertvector(q, qv_u8);
+        memcpy(out + f, &bytes, sizeof bytes);
+    }
+    for (; f < w; f++)
+        out[f] = (uint8_t)(qma_round_clamp1((float)acc[f] * m, c->y_lo, c->y_hi) + c->y_zp);
+}
+
+static QGNN_CLONES void qma_part(void *vctx, int64_t d0, int64_t d1, int part) {
+    qma_ctx *c = vctx;
+    c->bad_src[part] = qgnn_first_bad_id(c->src, c->indptr[d0], c->indptr[d1], c->n_src);
+    c->overflow_dst[part] = -1;
+    if (c->bad_src[part] >= 0) return;
+    const int64_t F = c->F;
+    const uint8_t empty = (uint8_t)(c->y_zp < c->qmax ? c->y_zp : c->qmax);
+    int32_t acc[QMA_CH];
+    for (int64_t v = d0; v < d1; v++) {
+        const int64_t b = c->indptr[v], e = c->indptr[v + 1];
+        uint8_t *out = c->y + v * F;
+        if (e == b) {
+            memset(out, empty, (size_t)F);
+            continue;
+        }
+        const float m = c->reduce == QGNN_MEAN ? c->mult / (float)(e - b) : c->mult;
+        const int hub = c->reduce != QGNN_MAX && e - b > QMA_SAFE_DEG;
+        for (int64_t f0 = 0; f0 < F;) {
+            const int w = qma_width(F, f0);
+            if (hub) {
+                const int col = qma_sum_checked(c, b, e, f0, w, acc, &c->overflow_value[part]);
+                if (col >= 0) {
+                    c->overflow_dst[part] = v;
+                    c->overflow_col[part] = f0 + col;
+                    return;
+                }
+            } else {
+                qma_cols(c, b, e, f0, w, acc);
+            }
+            qma_requant(c, acc, w, m, out + f0);
+            f0 += w;
+        }
+    }
+}
+
+int qgnn_message_aggregate_q8(const uint8_t *x, int64_t n_src, int64_t F, int32_t x_zp,
+                              const int64_t *indptr, int64_t D, const int64_t *src,
+                              const uint8_t *w, int64_t H, int32_t w_zp, float msg_mult,
+                              int32_t msg_zp, int msg_bits, float mult, int32_t y_zp, int bits,
+                              qgnn_reduce reduce, uint8_t *y, int num_threads,
+                              qgnn_qagg_status *status) {
+    const int32_t qmax = (1 << bits) - 1, msg_qmax = (1 << msg_bits) - 1;
+    qma_ctx c = {.x = x, .n_src = n_src, .F = F, .x_zp = x_zp, .indptr = indptr, .src = src,
+                 .w = w, .H = H, .head_of = NULL, .w_zp = w_zp, .msg_mult = msg_mult,
+                 .c_lo = (float)-msg_zp, .c_hi = (float)(msg_qmax - msg_zp), .mult = mult,
+                 .y_lo = (float)-y_zp, .y_hi = (float)(qmax - y_zp), .y_zp = y_zp,
+                 .qmax = qmax, .reduce = reduce, .y = y, .n_edges = indptr[D]};
+    status->bad_src = -1;
+    status->overflow_dst = -1;
+    if (D == 0 || F == 0) {
+        status->bad_src = qgnn_first_bad_id(src, 0, indptr[D], n_src);
+        return 0;
+    }
+    int32_t *head_of = NULL;
+    if (H > 1) {
+        head_of = malloc((size_t)F * sizeof *head_of);
+        if (head_of == NULL) return -1;
+        const int64_t per_head = F / H;
+        for (int64_t f = 0; f < F; f++) head_of[f] = (int32_t)(f / per_head);
+        c.head_of = head_of;
+    }
+    int64_t bounds[QGNN_MAX_PARTS + 1];
+    const int nparts = qgnn_parts_for((indptr[D] + D) * F, num_threads);
+    qgnn_split_csr(indptr, D, nparts, bounds);
+    qgnn_run_parts(qma_part, &c, bounds, nparts);
+    free(head_of);
+    status->bad_src = qgnn_first_error(c.bad_src, nparts);
+    for (int t = 0; t < nparts && status->bad_src < 0; t++) {
+        if (c.overflow_dst[t] >= 0) { /* parts are in destination order: the first is lowest */
+            status->overflow_dst = c.overflow_dst[t];
+            status->overflow_col = c.overflow_col[t];
+            status->overflow_value = c.overflow_value[t];
+            break;
+        }
+    }
+    return 0;
+}
