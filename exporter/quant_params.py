@@ -4,7 +4,7 @@
 ``{scale, zero_point, bits, signed, per_channel, role}``; :func:`read_sites` validates it into
 :class:`Site` records grouped by layer. The helpers here compute what the exported graph stores
 as constants, exactly as docs/integer-formulation.md prescribes: int8 weights, int32 biases and
-float32 requantisation multipliers ``M = float32(float32(s_x * s_w) / s_y)``.
+float32 requantisation multipliers (qgnn.contract.multiplier).
 """
 
 from __future__ import annotations
@@ -187,16 +187,6 @@ def read_sites(state: Mapping[str, Any], prefix: str, num_layers: int) -> StackS
     return StackSites([LayerSites(f"{prefix}layers.{i}.q.", sites)
                        for i, sites in enumerate(layers)],
                       {m: LayerSites(f"{prefix}{m}.q.", sites) for m, sites in modules.items()})
-
-
-def multiplier(*ratio: np.ndarray | np.float32) -> np.ndarray:
-    """``M = float32(float32(a * b) / c)`` (or ``float32(a / c)``), float32 steps left to right,
-    broadcast elementwise (per-channel scales give one multiplier per channel)."""
-    *num, den = (np.asarray(r, dtype=np.float32) for r in ratio)
-    value = num[0]
-    for factor in num[1:]:
-        value = np.multiply(value, factor, dtype=np.float32)
-    return np.divide(value, den, dtype=np.float32)
 
 
 def quantize_weight(weight: np.ndarray, site: Site) -> np.ndarray:

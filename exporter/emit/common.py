@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from onnx import TensorProto
 from onnx.numpy_helper import from_array
-from qgnn.contract import WEIGHT_STORAGE_OFFSET, weight_storage
+from qgnn.contract import WEIGHT_STORAGE_OFFSET, multiplier, weight_storage
 from qgnn.exporter.onnx_builder import GraphBuilder
-from qgnn.exporter.quant_params import Site, bias_int32, multiplier, quantize_weight
+from qgnn.exporter.quant_params import Site, bias_int32, quantize_weight
 
 INT64_MAX = np.iinfo(np.int64).max
 DEBUG_PREFIX = "debug/"
@@ -128,7 +128,7 @@ class Emitter:
             acc = g.op("MatMulInteger", [x_q, w_q, self.zero_point(x), w_zp], "acc")
             if bias is not None:
                 acc = g.op("Add", [acc, g.const(bias_int32(bias, x, w), "bias_q")], "acc_bias")
-        return self.requantize(acc, multiplier(x.scale, w.scale, out.scale), out, hint)
+        return self.requantize(acc, multiplier(x.scale, out.scale, w.scale), out, hint)
 
     def centred(self, q: str, site: Site, hint: str) -> str:
         """int32 ``q - zp``."""
@@ -154,7 +154,7 @@ class Emitter:
                 acc = g.op("Mul", [cube, g.op("Unsqueeze", [weight, self.i64([2])], "w_col")],
                            "acc")
                 acc = g.op("Reshape", [acc, self.i64([0, heads[0] * heads[1]])], "acc_flat")
-        return self.requantize(acc, multiplier(h.scale, w.scale, out.scale), out, hint)
+        return self.requantize(acc, multiplier(h.scale, out.scale, w.scale), out, hint)
 
     def q_aggregate(self, x_q: str, x: Site, csr: Csr, src: str, out: Site, reduce: str,
                     hint: str, weight: tuple[str, Site] | None = None) -> str:

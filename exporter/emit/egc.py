@@ -12,8 +12,9 @@ activation sites (``MatMulInteger`` uint8 x uint8) + bias -> ``out``.
 from __future__ import annotations
 
 import numpy as np
+from qgnn.contract import multiplier
 from qgnn.exporter.emit.common import Csr, Emitter, LayerInput, gcn_coefficients, to_numpy
-from qgnn.exporter.quant_params import LayerSites, bias_int32, multiplier
+from qgnn.exporter.quant_params import LayerSites, bias_int32
 from qgnn.training.nn.layers.egc import EGConv
 
 
@@ -76,7 +77,7 @@ def emit(em: Emitter, layer: EGConv, x: str, inp: LayerInput, sites: LayerSites 
     if bias is not None:
         acc = g.op("Add", [acc, g.const(bias_int32(bias, s["comb"], s["agg"]), "bias_q")],
                    "mix_acc_bias")
-    out = em.requantize(acc, multiplier(s["comb"].scale, s["agg"].scale, s["out"].scale),
+    out = em.requantize(acc, multiplier(s["comb"].scale, s["out"].scale, s["agg"].scale),
                         s["out"], "out")
     if em.debug:
         records = [("x", x, "node"), ("bases", bases, "node"), ("comb", comb, "node"),

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import numpy as np
+from qgnn.contract import multiplier
 from qgnn.runtime.kernels import _checks as ck
 from qgnn.runtime.kernels._ext import ext
 
@@ -23,10 +24,8 @@ def requant_multiplier(x_scale: float, y_scale: float,
     fn = "requant_multiplier"
     s_x = np.float32(ck.positive_f32(fn, "x_scale", x_scale))
     s_y = np.float32(ck.positive_f32(fn, "y_scale", y_scale))
-    with np.errstate(over="ignore", under="ignore"):
-        num = s_x if w_scale is None else np.float32(
-            s_x * np.float32(ck.positive_f32(fn, "w_scale", w_scale)))
-        mult = np.float32(num / s_y)
+    s_w = None if w_scale is None else np.float32(ck.positive_f32(fn, "w_scale", w_scale))
+    mult = multiplier(s_x, s_y, s_w)
     ck.positive_f32(fn, "multiplier", mult)
     return mult
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from qgnn.contract import multiplier as op_multiplier
-from qgnn.exporter.quant_params import bias_int32, multiplier, quantize_weight, read_sites
+from qgnn.exporter.quant_params import bias_int32, quantize_weight, read_sites
 
 
 def entry(scale, zero_point, bits=8, signed=False, role="src"):
@@ -18,18 +17,6 @@ def entry(scale, zero_point, bits=8, signed=False, role="src"):
 
 def sites(**named):
     return read_sites({f"layers.0.q.{k}": v for k, v in named.items()}, "", 1)[0]
-
-
-def test_multiplier_is_float32_left_to_right_and_matches_the_ops():
-    assert multiplier(np.float32(0.5), np.float32(0.25), np.float32(0.125)) == 1.0
-    rng = np.random.default_rng(0)
-    for _ in range(200):
-        a, b, c = rng.uniform(1e-4, 1, 3).astype(np.float32)
-        assert multiplier(a, b, c) == op_multiplier(a, c, b)  # QAggregate's own M
-        assert multiplier(a, c) == op_multiplier(a, c, None)
-    per_channel = multiplier(np.float32(0.5), np.array([0.25, 0.5], np.float32),
-                             np.float32(0.125))
-    np.testing.assert_array_equal(per_channel, [1.0, 2.0])
 
 
 def test_quantize_weight_per_channel_rounds_half_to_even_and_saturates():
