@@ -8,6 +8,7 @@ numpy only and dependent on nothing else in qgnn, so every stage imports it: the
 from qgnn.contract.arithmetic import (
     mean_multiplier,
     multiplier,
+    quantize_bias,
     requantise,
 )
 from qgnn.contract.weights import (
@@ -20,6 +21,7 @@ __all__ = [
     "WEIGHT_STORAGE_OFFSET",
     "mean_multiplier",
     "multiplier",
+    "quantize_bias",
     "requantise",
     "weight_storage",
     "weight_values",

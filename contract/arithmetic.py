@@ -40,3 +40,13 @@ def requantise(acc: np.ndarray, mult: np.float32 | np.ndarray, zero_point: int,
         scaled = acc.astype(np.float32) * np.asarray(mult, dtype=np.float32)
     rounded = np.clip(np.rint(scaled), -(2.0 ** 40), 2.0 ** 40).astype(np.int64)
     return np.clip(rounded + zero_point, 0, (1 << bits) - 1).astype(np.uint8)
+
+
+def quantize_bias(bias: np.ndarray, x_scale: np.float32 | np.ndarray,
+                  w_scale: np.float32 | np.ndarray) -> np.ndarray:
+    """``rint(bias / float32(s_x * s_w))`` (float32 steps; integral float32 values, which the
+    caller checks against int32 before casting): a bias joining a matrix product's int32
+    accumulator, one per output channel (docs/integer-formulation.md rule 2)."""
+    step = np.multiply(np.asarray(x_scale, np.float32), np.asarray(w_scale, np.float32),
+                       dtype=np.float32)
+    return np.rint(np.divide(np.asarray(bias, np.float32), step, dtype=np.float32))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from qgnn.contract import quantize_bias
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 ROLES = ("src", "dst", "edge", "param")
@@ -201,9 +202,9 @@ def quantize_weight(weight: np.ndarray, site: Site) -> np.ndarray:
 
 def bias_int32(bias: np.ndarray, x: Site, w: Site) -> np.ndarray:
     """``rint(bias / float32(s_x * s_w))`` as int32 (one per output channel)."""
-    step = np.multiply(x.scale, w.scale, dtype=np.float32)
-    q = np.rint(np.divide(np.asarray(bias, np.float32), step, dtype=np.float32))
+    q = quantize_bias(bias, x.scale, w.scale)
     if q.size and (q.min() < INT32_MIN or q.max() > INT32_MAX):
         raise ValueError(f"{w.key}: the bias does not fit int32 at the accumulator scale "
-                         f"{float(np.min(step))!r} (|bias / step| up to {float(np.abs(q).max())})")
+                         f"{float(np.min(np.multiply(x.scale, w.scale, dtype=np.float32)))!r} "
+                         f"(|bias / step| up to {float(np.abs(q).max())})")
     return q.astype(np.int32)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from qgnn.contract import mean_multiplier, multiplier, requantise
+from qgnn.contract import mean_multiplier, multiplier, quantize_bias, requantise
 
 
 def test_multiplier_is_float32_left_to_right() -> None:
@@ -39,3 +39,12 @@ def test_mean_multiplier_divides_by_the_degree_floor_one() -> None:
     got = mean_multiplier(np.float32(1.0), np.array([0, 1, 4]))
     assert got.shape == (3, 1) and got.dtype == np.float32
     np.testing.assert_array_equal(got[:, 0], [1.0, 1.0, 0.25])
+
+
+def test_bias_rounds_half_to_even_on_the_accumulator_grid() -> None:
+    got = quantize_bias(np.array([0.25, 0.75, -0.25, 1.0], np.float32), np.float32(0.5),
+                        np.float32(1.0))  # / 0.5 = 0.5, 1.5, -0.5, 2
+    np.testing.assert_array_equal(got, [0, 2, -0, 2])
+    per_channel = quantize_bias(np.array([1.0, 1.0], np.float32), np.float32(0.5),
+                                np.array([0.25, 1.0], np.float32))
+    np.testing.assert_array_equal(per_channel, [8, 2])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from qgnn.contract import mean_multiplier, multiplier
+from qgnn.contract import mean_multiplier, multiplier, quantize_bias
 from qgnn.contract.layers import LAYERS
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -78,9 +78,7 @@ def int_linear(x_q: np.ndarray, x: SiteParams, w_q: np.ndarray, w: SiteParams,
     (one ``M`` per column for per-channel weights)."""
     acc = (x_q.astype(np.int64) - x.zero_point) @ w_q.astype(np.int64).T
     if bias is not None:
-        acc_scale = np.multiply(x.scale, w.scale, dtype=np.float32)
-        acc = acc + np.rint(np.divide(bias.astype(np.float32), acc_scale,
-                                      dtype=np.float32)).astype(np.int64)
+        acc = acc + quantize_bias(bias, x.scale, w.scale).astype(np.int64)
     return requantize(acc, multiplier(x.scale, out.scale, w.scale), out)
 
 
@@ -385,9 +383,7 @@ def egc_layer(x_q: np.ndarray, params: Mapping[str, np.ndarray], sites: Mapping[
     agg_c = (agg_q.astype(np.int64) - a.zero_point).reshape(num_nodes, k, width)
     acc = np.einsum("nhk,nkf->nhf", comb_c, agg_c).reshape(num_nodes, heads * width)
     if bias is not None:
-        step = np.multiply(s["comb"].scale, a.scale, dtype=np.float32)
-        acc = acc + np.rint(np.divide(bias.astype(np.float32), step,
-                                      dtype=np.float32)).astype(np.int64)
+        acc = acc + quantize_bias(bias, s["comb"].scale, a.scale).astype(np.int64)
     return requantize(acc, multiplier(s["comb"].scale, s["out"].scale, a.scale), s["out"])
 
 
