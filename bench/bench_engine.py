@@ -29,6 +29,7 @@ benchmark-only dependencies here.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import tempfile
 import time
@@ -75,9 +76,9 @@ LATENCY_MODELS = ("gcn", "sage", "gat")
 CANDIDATES = {
     "int8_engine": "INT8 engine: Engine.infer_all(chunk_size=N) on the bundle",
     "int8_executor": "INT8 partitioned executor (kernels + onnxruntime), full-graph feeds",
-    "int8_stock": "INT8 stock onnxruntime: Engine(portable=True).infer_all",
+    "int8_stock": "INT8 stock onnxruntime: Engine(portable=True).infer_all (timed apart)",
     "fp32_executor": "FP32 export (model_fp32.onnx), partitioned executor (float kernels)",
-    "fp32_stock": "FP32 export (model_fp32.onnx), stock onnxruntime",
+    "fp32_stock": "FP32 export (model_fp32.onnx), stock onnxruntime (timed apart)",
     "torch_sparse": "FP32 PyTorch torch.sparse.mm over a cached CSR",
     "pyg": "FP32 torch_geometric conv layers on edge_index",
 }
@@ -367,9 +368,12 @@ def pytorch_reference(model: Any, graph: Graph, g: FullGraph) -> np.ndarray:
 
 @dataclass
 class WholeRun:
-    """The candidates of one (model, graph) and what the step breakdown needs."""
+    """The candidates of one (model, graph) and what the step breakdown needs. ``stock``
+    builds the stock onnxruntime routes one at a time: each session's arena keeps its peak
+    (several GB at 1M edges), so they cannot all stay alive beside the others."""
 
     candidates: dict[str, Callable[[], np.ndarray]]
+    stock: dict[str, Callable[[], Callable[[], np.ndarray]]]
     executor: PartitionedExecutor
     int8_feeds: dict[str, np.ndarray]
     pyg_layer: str
@@ -377,32 +381,50 @@ class WholeRun:
 
 def whole_candidates(exp: Exported, g: FullGraph, threads: int) -> WholeRun:
     """Every route to the full (N, C) output, each built once, as its user would hold it."""
-    config = EngineConfig(threads=threads)
-    engine = Engine(load_bundle(exp.bundle), config)
-    stock = Engine(load_bundle(exp.bundle), EngineConfig(threads=threads, portable=True))
+    engine = Engine(load_bundle(exp.bundle), EngineConfig(threads=threads))
     if not isinstance(engine.executor, PartitionedExecutor):
         raise RuntimeError("the compiled kernels are not built: the engine runs stock "
                            "onnxruntime, so there is nothing to compare")
     with load_bundle(exp.bundle) as bundle:
         fp32_model = bundle.model_path("model_fp32.onnx").read_bytes()
     session = SessionConfig(threads=threads)
-    fp32_fast, fp32_stock = PartitionedExecutor(fp32_model, session), PortableExecutor(
-        fp32_model, session)
+    fp32_fast = PartitionedExecutor(fp32_model, session)
     n, out = g.num_nodes, engine.executor.output_names[0]
     int8_feeds, fp32_feeds = g.feeds(g.x_int8), g.feeds(g.x_float)
     candidates: dict[str, Callable[[], np.ndarray]] = {
         "int8_engine": lambda: engine.infer_all(chunk_size=n),
         "int8_executor": lambda: engine.executor.run(int8_feeds, [out])[out],
-        "int8_stock": lambda: stock.infer_all(chunk_size=n),
         "fp32_executor": lambda: fp32_fast.run(fp32_feeds, [out])[out],
-        "fp32_stock": lambda: fp32_stock.run(fp32_feeds, [out])[out],
     }
     sparse = torch_sparse_route(exp.model, g)
     if sparse is not None:
         candidates["torch_sparse"] = sparse
     candidates["pyg"] = pyg_route(exp.model, g)
-    return WholeRun(candidates, engine.executor, int8_feeds,
+
+    def int8_stock() -> Callable[[], np.ndarray]:
+        stock = Engine(load_bundle(exp.bundle), EngineConfig(threads=threads, portable=True))
+        return lambda: stock.infer_all(chunk_size=n)
+
+    def fp32_stock() -> Callable[[], np.ndarray]:
+        portable = PortableExecutor(fp32_model, session)
+        return lambda: portable.run(fp32_feeds, [out])[out]
+
+    return WholeRun(candidates, {"int8_stock": int8_stock, "fp32_stock": fp32_stock},
+                    engine.executor, int8_feeds,
                     type(pyg_conv(exp.kind, exp.model.layers[0])).__name__)
+
+
+def time_stock(builders: dict[str, Callable[[], Callable[[], np.ndarray]]], repeat: int
+               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Each stock onnxruntime route built, checked (first call), timed and freed in turn."""
+    outputs, timings = {}, {}
+    for name, build in builders.items():
+        fn = build()
+        outputs[name] = np.asarray(fn())
+        timings[name] = time_repeated(fn, repeat=repeat, warmup=0)
+        del fn
+        gc.collect()
+    return outputs, timings
 
 
 def check_answers(outputs: dict[str, np.ndarray], reference: np.ndarray) -> dict[str, Any]:
@@ -439,10 +461,12 @@ def bench_whole(exp: Exported, graph: Graph, g: FullGraph, threads: int, repeat:
     round-robin and break the INT8 run down step by step."""
     run = whole_candidates(exp, g, threads)
     outputs = {name: np.asarray(fn()) for name, fn in run.candidates.items()}
-    checks = check_answers(outputs, pytorch_reference(exp.model, graph, g))
+    stock_outputs, stock_timings = time_stock(run.stock, repeat)
+    checks = check_answers({**outputs, **stock_outputs},
+                           pytorch_reference(exp.model, graph, g))
     classes = int(outputs["int8_engine"].shape[1])
-    del outputs
-    timings = interleave(run.candidates, repeat=repeat, warmup=0)
+    del outputs, stock_outputs
+    timings = {**interleave(run.candidates, repeat=repeat, warmup=0), **stock_timings}
     medians = {k: t.median for k, t in timings.items()}
     best = min((k for k in FP32_ROUTES if k in medians), key=medians.__getitem__)
     int8 = medians["int8_engine"]
@@ -457,6 +481,7 @@ def bench_whole(exp: Exported, graph: Graph, g: FullGraph, threads: int, repeat:
         "threads": threads, "bundle": exp.bundle.name, "export_s": exp.export_s,
         "pyg_layer": run.pyg_layer,
         "timings": {k: t.to_dict() for k, t in timings.items()},
+        "timed_apart": sorted(stock_timings),
         "median_s": medians, "best_fp32": best,
         "speedup_vs_best_fp32": vs_fp32, "speedup_vs_pyg": vs_pyg,
         "executor_speedup_vs_best_fp32": medians[best] / medians["int8_executor"],
@@ -672,6 +697,8 @@ def _render_whole(results: dict[str, Any]) -> list[str]:
                      round(c["int8_vs_fp32_argmax_agreement"], 3),
                      "pass" if c["passed"] else "FAIL", round(r["export_s"], 1)])
     lines = ["### Whole-graph forward (ms, medians of interleaved rounds; 2 threads)", "",
+             "Stock onnxruntime routes are timed apart (each session built, timed and freed in "
+             "turn: their arenas keep several GB); the others round-robin.", "",
              markdown_table(["model", "graph", *names, "best FP32", "x best FP32", "x PyG",
                              "targets (x FP32 / x PyG)", "argmax = FP32", "checks",
                              "export s"], rows,
@@ -751,6 +778,8 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--models", default=",".join(MODELS),
                         help=f"whole section: comma-separated subset of {','.join(MODELS)}")
+    parser.add_argument("--graphs", default=",".join(label for label, _, _ in GRAPHS),
+                        help="whole section: comma-separated subset of the graph labels")
     parser.add_argument("--accuracy-run", action="append", default=[], metavar="NAME=RUN_DIR",
                         help="a trained node-task run to export and serve (repeatable)")
     parser.add_argument("--name", default="engine")
@@ -800,6 +829,9 @@ def main(argv: list[str] | None = None) -> int:
     sections = set(_choices(parser, "--sections", args.sections, SECTIONS))
     models = _choices(parser, "--models", args.models, MODELS)
     quick = args.quick
+    pool = QUICK_GRAPHS if quick else GRAPHS
+    labels = _choices(parser, "--graphs", args.graphs, tuple(label for label, _, _ in GRAPHS))
+    graphs = tuple(spec for spec, full in zip(pool, GRAPHS, strict=True) if full[0] in labels)
     repeat = 3 if quick else args.repeat
     settle = 0.0 if quick else 0.5
     torch.set_num_threads(args.threads)
@@ -814,8 +846,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="qgnn-bench-engine-") as tmp:
         root = Path(tmp)
         if "whole" in sections:
-            results["whole"] = whole_section(QUICK_GRAPHS if quick else GRAPHS, models, root,
-                                             args.threads, repeat, settle)
+            results["whole"] = whole_section(graphs, models, root, args.threads, repeat,
+                                             settle)
         if "latency" in sections:
             results["latency"] = latency_section(_latency_graphs(quick), root, args.threads,
                                                  50 if quick else 2000, settle)
