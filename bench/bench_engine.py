@@ -1,70 +1,104 @@
-"""Figures for the inference engine (qgnn.runtime.engine), each against what it answers to.
+"""Figures for the inference engine (qgnn.runtime.engine), each from a bundle ``qgnn export`` wrote.
 
-1. Machine: CPU, cores, load average, and memory bandwidth measured in the same run.
-2. Whole-model forward of a 2-layer GCN (128 -> 128 -> 64) on a power-law graph (default 100k
-   nodes, 1M edges, ``qgnn.graph.synth.powerlaw_communities``): INT8 partitioned (onnxruntime
-   segments + compiled kernels) against the same INT8 file on stock onnxruntime (function
-   bodies), the FP32 file both ways, torch.sparse.mm over a cached CSR (FP32), and
-   torch_geometric ``GCNConv`` with ``edge_index`` as users run it (normalisation every call).
-   The GCN files are built here (:class:`BenchGcn`: random weights, ranges calibrated on the
-   FP32 activations): per layer ``MatMulInteger`` + requantisation (run by the fused qlinear
-   kernel), the normalisation coefficient of every edge of ``A + I`` quantised to uint8, one
-   weighted ``QAggregate`` (the contract's weighted sum), bias and ReLU in float
-   (docs/engine.md says why this is not the exporter's per-edge-message formulation).
-3. Each step of the INT8 run (kernel phases, onnxruntime segments) with the bytes it must move.
-4. Single-node prediction (2 layers, fanout 10/10) and a batch of 256 nodes, in-process, on
-   Cora and on the power-law graph, with INT8 GCN bundles written by ``qgnn export`` (an
-   untrained Degree-Quant model with calibrated ranges: latency does not depend on training).
-5. Top-k (k=20) over 1M items x 64-d INT8 embeddings with per-row scales (the bundle format)
-   against float32 numpy, and recall@20 against exact float32 retrieval.
-6. (``--accuracy-run NAME=RUN_DIR``) served accuracy on the test split against the exported
-   model's, for trained runs.
+Every engine figure comes from an exported bundle loaded the way ``qgnn serve`` loads it
+(``Engine(load_bundle(path), EngineConfig(threads=2))``), compared in the same run against what
+users would pick instead. The bundles hold untrained Degree-Quant INT8 models whose ranges are
+calibrated by three training-mode forward passes (speed does not depend on training), written by
+:func:`qgnn.exporter.export.export_run` with the FP32 model of the same weights
+(``model_fp32.onnx``).
 
-Run ``python -m qgnn.bench.bench_engine`` (``--quick`` for a smoke run); prints markdown tables,
-writes ``bench/results/engine.json`` and ``bench/results/engine.md``. Times are medians of
-repeated runs at 2 intra-op threads. torch is a benchmark-only dependency here.
+Sections (``--sections``):
+
+- ``whole``: the whole-graph forward of 2-layer GCN, SAGE, GIN, GAT and EGC (128 -> 128 -> C) on
+  power-law graphs (``qgnn.graph.synth.powerlaw_communities``; 100k nodes / 1M edges and 300k
+  nodes / 4.8M edges). Candidates, timed round-robin in one process at 2 intra-op threads: the
+  INT8 engine (``Engine.infer_all``), its partitioned executor on full-graph feeds, the INT8
+  file on stock onnxruntime, the FP32 export on qgnn's float kernels and on stock onnxruntime,
+  torch.sparse.mm over a cached CSR (GCN, SAGE, GIN) and torch_geometric with ``edge_index``.
+  Answers are checked before timing; the INT8 run is broken down step by step.
+- ``latency``: single-node p50/p99 and batches of 256 through exported GCN, SAGE and GAT bundles,
+  on Cora and the 1M-edge graph, with the bundle's fanouts and with 10/10.
+- ``topk``: top-20 over INT8 embeddings against float32 numpy.
+- ``accuracy`` (``--accuracy-run NAME=RUN_DIR``): served accuracy of trained runs.
+
+Run ``python -m qgnn.bench.bench_engine`` (``--quick`` for a smoke run on tiny graphs); prints
+markdown, writes ``bench/results/engine.json`` and ``engine.md``. torch and torch_geometric are
+benchmark-only dependencies here.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import gc
 import os
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
-from qgnn.bench.harness import RESULTS_DIR, Timing, markdown_table, time_repeated, write_result
-from qgnn.exporter.ops import IR_VERSION, function_protos, make_op_node, opset_imports
+from qgnn.bench.harness import (
+    RESULTS_DIR,
+    interleave,
+    markdown_table,
+    time_repeated,
+    write_result,
+)
 from qgnn.graph.container import Graph
 from qgnn.graph.synth import powerlaw_communities
-from qgnn.runtime.bundle import load_bundle
+from qgnn.runtime import kernels
+from qgnn.runtime.bundle import (
+    GRAPH_FEATURES,
+    GRAPH_IN_DEGREE,
+    GRAPH_INDICES,
+    GRAPH_INDPTR,
+    Bundle,
+    load_bundle,
+)
 from qgnn.runtime.engine import EmbeddingIndex, Engine, EngineConfig, quantize_rows
 from qgnn.runtime.engine.executor import PartitionedExecutor, PortableExecutor
 from qgnn.runtime.engine.kernel_ops import FORMAL
 from qgnn.runtime.engine.session import SessionConfig
 
 MiB = 2**20
+MODELS = ("gcn", "sage", "gin", "gat", "egc")
+TARGETED = ("gcn", "sage", "gat")  # GIN and EGC are reported only
+TARGET_VS_FP32, TARGET_VS_PYG = 2.0, 4.7
+HIDDEN = 128
+LAYER_KWARGS: dict[str, dict[str, Any]] = {"gat": {"heads": 4}}  # 4 heads x 32, concatenated
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni")
+# (label, nodes, average degree): 100k / 1M edges and 300k / 4.8M edges
+GRAPHS = (("100k-1M", 100_000, 10.0), ("300k-4.8M", 300_000, 16.0))
+QUICK_GRAPHS = (("tiny-1k", 1_000, 10.0), ("tiny-1.5k", 1_500, 16.0))
+LATENCY_MODELS = ("gcn", "sage", "gat")
+CANDIDATES = {
+    "int8_engine": "INT8 engine: Engine.infer_all(chunk_size=N) on the bundle",
+    "int8_executor": "INT8 partitioned executor (kernels + onnxruntime), full-graph feeds",
+    "int8_stock": "INT8 stock onnxruntime: Engine(portable=True).infer_all (timed apart)",
+    "fp32_executor": "FP32 export (model_fp32.onnx), partitioned executor (float kernels)",
+    "fp32_stock": "FP32 export (model_fp32.onnx), stock onnxruntime (timed apart)",
+    "torch_sparse": "FP32 PyTorch torch.sparse.mm over a cached CSR",
+    "pyg": "FP32 torch_geometric conv layers on edge_index",
+}
+FP32_ROUTES = ("fp32_executor", "fp32_stock", "torch_sparse", "pyg")
+FP32_RTOL = 1e-4
 
 
 def _gbps(num_bytes: float, seconds: float) -> float:
     return num_bytes / seconds / 1e9
 
 
-def time_apart(candidates: dict[str, Callable[[], object]], repeat: int,
-               warmup: int = 2) -> dict[str, Timing]:
-    """Each candidate in its own block after a pause: spinning thread pools (torch's OpenMP,
-    OpenBLAS) left by one candidate must not steal the cores of the next on a small host."""
-    out = {}
-    for name, fn in candidates.items():
-        time.sleep(0.5)
-        out[name] = time_repeated(fn, repeat=repeat, warmup=warmup)
-    return out
+def cpu_flags() -> dict[str, bool]:
+    """The instruction-set extensions the INT8 kernels dispatch on, from /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    have = set(line.partition(":")[2].split())
+    return {flag: flag in have for flag in CPU_FLAGS}
 
 
 def bench_bandwidth(repeat: int, size_mib: int = 256) -> dict[str, Any]:
@@ -78,254 +112,394 @@ def bench_bandwidth(repeat: int, size_mib: int = 256) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The benchmark GCN
+# Bundles: what `qgnn export` writes, from untrained calibrated Degree-Quant models
 
 
-def _uint8_site(values: np.ndarray) -> tuple[np.float32, int]:
-    """Asymmetric uint8 (scale, zero point) covering [min(values, 0), max(values, 0)]."""
-    lo, hi = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
-    scale = np.float32(max(hi - lo, 1e-8) / 255)
-    return scale, int(np.clip(np.rint(-lo / scale), 0, 255))
+@dataclass
+class Exported:
+    """A bundle written by ``export_run`` and the float model with the same weights."""
+
+    kind: str
+    bundle: Path
+    export_s: float  # seconds in export_run (parity off: the benchmark checks answers itself)
+    model: Any  # qgnn.training.nn.models.GNN in eval mode, unquantised float weights
 
 
-def _looped_norm(graph: Graph) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The GCN operator's structure: in-CSR of ``A + I`` (each node's self-loop last among its
-    in-edges), the in-degree without loops, and ``(d_u + 1)^-1/2 (d_v + 1)^-1/2`` per edge."""
-    n = graph.num_nodes
-    csc = graph.csc
-    degree = np.diff(csc.indptr).astype(np.int64)
-    indptr = csc.indptr.astype(np.int64) + np.arange(n + 1, dtype=np.int64)
+def model_config(kind: str, in_dim: int, classes: int, hidden: int = HIDDEN) -> Any:
+    """2 layers, ``in_dim -> hidden -> classes``; GAT's heads keep the hidden layer ``hidden``
+    wide, EGC takes its defaults."""
+    from qgnn.training.nn.models import ModelConfig
+
+    return ModelConfig(model=kind, in_dim=in_dim, out_dim=classes, hidden=hidden, num_layers=2,
+                       layer_kwargs=dict(LAYER_KWARGS.get(kind, {})))
+
+
+def _calibrated(cfg: Any, graph: Graph, features: np.ndarray, quant: Any) -> Any:
+    """A Degree-Quant model with random weights whose ranges saw three training-mode passes."""
+    import torch
+    from qgnn.training.nn.block import full_graph_block
+    from qgnn.training.nn.models import build_model
+    from qgnn.training.quant import quantize_model
+
+    torch.manual_seed(0)
+    model = quantize_model(build_model(cfg), quant)
+    model.train()
+    block = full_graph_block(graph)
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.from_numpy(features), block)
+    return model.eval()
+
+
+def float_twin(cfg: Any, quantised: Any) -> Any:
+    """The unquantised model holding the quantised model's float weights (quantiser buffers
+    dropped), in eval mode: what the FP32 export and the PyTorch routes compute."""
+    from qgnn.training.nn.models import build_model
+
+    model = build_model(cfg)
+    state = {k: v for k, v in quantised.state_dict().items() if ".q.quantizers." not in k}
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def export_untrained(kind: str, graph: Graph, out: Path, hidden: int = HIDDEN) -> Exported:
+    """An INT8 bundle of ``kind`` via ``export_run`` (``include_fp32=True``), from a calibrated
+    untrained model: serving speed does not depend on training."""
+    from qgnn.exporter.export import export_run
+    from qgnn.training.checkpoint import save_run
+    from qgnn.training.presets import TrainConfig
+    from qgnn.training.quant import QuantConfig, quant_state
+
+    classes = int(graph.y.max()) + 1 if graph.y is not None else 8
+    cfg = model_config(kind, graph.num_features, classes, hidden)
+    quant, train = QuantConfig(bits=8), TrainConfig()
+    features = _served_features(graph, train)
+    model = _calibrated(cfg, graph, features, quant)
+    run = out.parent / f"{out.name}-run"
+    save_run(run, model, task="node", dataset=graph.name, model_config=cfg,
+             train_config=train, metrics={},
+             extra={"quant": {"config": quant.to_dict(), "state": quant_state(model)}})
+    start = time.perf_counter()
+    export_run(run, out, graph=graph, parity=False, overwrite=True, include_fp32=True)
+    return Exported(kind, out, time.perf_counter() - start, float_twin(cfg, model))
+
+
+def _served_features(graph: Graph, train: Any) -> np.ndarray:
+    """The float32 features the exported model reads (the training transforms applied)."""
+    from qgnn.training.tasks.node import prepare_features
+
+    return np.ascontiguousarray(prepare_features(graph, train).x, np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Section "whole": whole-graph forward, every route a user could pick
+
+
+@dataclass
+class FullGraph:
+    """The exported graph as the candidates hold it (in-neighbour CSR by destination)."""
+
+    indptr: np.ndarray  # (N + 1,) int64
+    indices: np.ndarray  # (E,) int64, the source of each in-edge
+    in_degree: np.ndarray  # (N,) int64
+    x_int8: np.ndarray  # (N, F) uint8, the bundle's quantised features
+    x_float: np.ndarray  # (N, F) float32, what the FP32 export and PyTorch read
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.in_degree.size)
+
+    def feeds(self, x: np.ndarray, num_layers: int = 2) -> dict[str, np.ndarray]:
+        """Full-graph model inputs, as ``GraphStore.full_graph_feeds`` builds them."""
+        feeds = {"x": x, "in_degree": self.in_degree}
+        for i in range(num_layers):
+            feeds[f"indptr_{i}"], feeds[f"src_{i}"] = self.indptr, self.indices
+        return feeds
+
+
+def full_graph(bundle: Bundle, x_float: np.ndarray) -> FullGraph:
+    """The bundle's graph arrays, read into memory."""
+    def read(name: str, dtype: Any = None) -> np.ndarray:
+        return np.array(bundle.array(name), dtype, copy=True, order="C")  # not the mmap
+
+    return FullGraph(read(GRAPH_INDPTR, np.int64), read(GRAPH_INDICES, np.int64),
+                     read(GRAPH_IN_DEGREE, np.int64), read(GRAPH_FEATURES), x_float)
+
+
+def _csr(g: FullGraph, indptr: np.ndarray, indices: np.ndarray, values: np.ndarray) -> Any:
+    import torch
+
+    n = g.num_nodes
+    return torch.sparse_csr_tensor(torch.from_numpy(indptr), torch.from_numpy(indices),
+                                   torch.from_numpy(values.astype(np.float32)), size=(n, n))
+
+
+def gcn_operator(g: FullGraph) -> Any:
+    """``Â = D^-1/2 (A + I) D^-1/2`` as a torch CSR (rows are destinations; ``D`` counts
+    in-edges plus the loop), built once: what a user caching the operator holds."""
+    n = g.num_nodes
+    indptr = g.indptr + np.arange(n + 1, dtype=np.int64)
     src = np.empty(indptr[-1], np.int64)
     loop_at = indptr[1:] - 1
     keep = np.ones(src.size, bool)
     keep[loop_at] = False
-    src[keep] = csc.indices
+    src[keep] = g.indices
     src[loop_at] = np.arange(n)
-    inv = (np.float32(1) / np.sqrt(degree.astype(np.float32) + np.float32(1))).astype(
-        np.float32)
+    inv = 1.0 / np.sqrt(g.in_degree.astype(np.float64) + 1.0)
     dst = np.repeat(np.arange(n), np.diff(indptr))
-    return indptr, src, degree, (inv[src] * inv[dst]).astype(np.float32)
+    return _csr(g, indptr, src, inv[src] * inv[dst])
 
 
-class BenchGcn:
-    """Weights, FP32 reference activations and the site ranges of a 2-layer GCN
-    ``H' = Â H W + b`` with ``Â = D^-1/2 (A + I) D^-1/2`` (Kipf & Welling 2017); its structure
-    inputs carry the self-loops, as the cached ``Â`` of the torch.sparse path does."""
-
-    def __init__(self, graph: Graph, dims: tuple[int, int, int], seed: int = 0) -> None:
-        import torch
-
-        rng = np.random.default_rng(seed)
-        self.dims = dims
-        self.weights = [(rng.standard_normal((a, b)) * np.sqrt(2.0 / (a + b))).astype(
-            np.float32) for a, b in itertools.pairwise(dims)]
-        self.biases = [(0.1 * rng.standard_normal(b)).astype(np.float32) for b in dims[1:]]
-        self.indptr, self.src, self.degree, self.coef = _looped_norm(graph)
-        n = graph.num_nodes
-        self.x = np.ascontiguousarray(graph.x, np.float32)
-        self.adjacency = torch.sparse_csr_tensor(
-            torch.from_numpy(self.indptr), torch.from_numpy(self.src),
-            torch.from_numpy(self.coef), size=(n, n))
-        h = torch.from_numpy(self.x)
-        self.sites: list[dict[str, tuple[np.float32, int]]] = []
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            lin = h @ torch.from_numpy(w)
-            agg = torch.sparse.mm(self.adjacency, lin)
-            self.sites.append({"x": _uint8_site(h.numpy()), "lin": _uint8_site(lin.numpy()),
-                               "agg": _uint8_site(agg.numpy())})
-            h = agg + torch.from_numpy(b)
-            h = torch.relu(h) if i == 0 else h
-        self.reference = h.numpy()
-
-    def feeds(self, int8: bool) -> dict[str, np.ndarray]:
-        x = self.x
-        if int8:
-            s, zp = self.sites[0]["x"]
-            x = np.clip(np.rint(x / s) + np.float32(zp), 0, 255).astype(np.uint8)
-        feeds = {"x": x, "in_degree": self.degree}
-        for i in range(2):
-            feeds[f"indptr_{i}"], feeds[f"src_{i}"] = self.indptr, self.src
-        return feeds
-
-    def model(self, int8: bool) -> onnx.ModelProto:
-        """The GCN with the exporter's input names (``x``, ``in_degree``, ``indptr_l``/``src_l``
-        -> ``logits``), INT8 or FP32; here the structure must include the self-loops."""
-        nodes: list = []
-        inits: list = []
-
-        def const(value: Any, name: str) -> str:
-            inits.append(numpy_helper.from_array(np.asarray(value), name))
-            return name
-
-        def op(kind: str, inputs: list[str], out: str, **attrs: Any) -> str:
-            nodes.append(helper.make_node(kind, inputs, [out], name=out, **attrs))
-            return out
-
-        deg = op("Cast", ["in_degree"], "deg_f", to=TensorProto.FLOAT)
-        inv = op("Reciprocal", [op("Sqrt", [op("Add", [deg, const(np.float32(1), "one")],
-                                                 "deg1")], "sqrt")], "inv_sqrt")
-        h = "x"
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            p = f"l{i}_"
-            indptr, src = f"indptr_{i}", f"src_{i}"
-            nodes.append(make_op_node("EdgeDst", [indptr], [p + "dst"], name=p + "dst"))
-            coef = op("Mul", [op("Gather", [inv, src], p + "inv_src", axis=0),
-                              op("Gather", [inv, p + "dst"], p + "inv_dst", axis=0)], p + "coef")
-            if int8:
-                site = self.sites[i]
-                s_x, zp_x = site["x"]
-                s_lin, zp_lin = site["lin"]
-                s_agg, zp_agg = site["agg"]
-                s_w = np.float32(np.abs(w).max() / 127)
-                w_q = np.clip(np.rint(w / s_w), -127, 127).astype(np.int8)
-                acc = op("MatMulInteger", [h, const(w_q, p + "w_q"),
-                                           const(np.uint8(zp_x), p + "zp_x")], p + "acc")
-                mult = np.float32(np.float32(s_x * s_w) / s_lin)
-                scaled = op("Mul", [op("Cast", [acc], p + "acc_f", to=TensorProto.FLOAT),
-                                    const(mult, p + "m")], p + "scaled")
-                shifted = op("Add", [op("Round", [scaled], p + "rounded"),
-                                     const(np.float32(zp_lin), p + "zp_lin_f")], p + "shifted")
-                lin = op("Cast", [op("Clip", [shifted, const(np.float32(0), p + "lo"),
-                                               const(np.float32(255), p + "hi")], p + "clip")],
-                         p + "lin_q", to=TensorProto.UINT8)
-                s_c, zp_c = const(np.float32(1 / 255), p + "s_c"), const(np.uint8(0), p + "zp_c")
-                coef_q = op("QuantizeLinear", [coef, s_c, zp_c], p + "coef_q")
-                s_agg_n, zp_agg_n = const(s_agg, p + "s_agg"), const(np.uint8(zp_agg),
-                                                                       p + "zp_agg")
-                nodes.append(make_op_node(
-                    "QAggregate", [lin, const(s_lin, p + "s_lin"), const(np.uint8(zp_lin),
-                                                                         p + "zp_lin"),
-                                   indptr, src, coef_q, s_c, zp_c, s_agg_n, zp_agg_n],
-                    [p + "agg_q"], name=p + "agg_q", reduce="sum"))
-                agg = op("DequantizeLinear", [p + "agg_q", s_agg_n, zp_agg_n], p + "agg")
-            else:
-                lin = op("MatMul", [h, const(w, p + "w")], p + "lin")
-                nodes.append(make_op_node("Aggregate", [lin, indptr, src, coef], [p + "agg"],
-                                          name=p + "agg", reduce="sum"))
-                agg = p + "agg"
-            out = op("Add", [agg, const(b, p + "b")], p + "out")
-            if i == 0:
-                relu = op("Relu", [out], p + "relu")
-                if int8:
-                    s_next, zp_next = self.sites[1]["x"]
-                    h = op("QuantizeLinear", [relu, const(s_next, p + "s_next"),
-                                              const(np.uint8(zp_next), p + "zp_next")],
-                           p + "next")
-                else:
-                    h = relu
-            else:
-                h = out
-        nodes.append(helper.make_node("Identity", [h], ["logits"], name="logits"))
-        inputs = [helper.make_tensor_value_info(
-            "x", TensorProto.UINT8 if int8 else TensorProto.FLOAT, ["num_nodes", self.dims[0]]),
-            helper.make_tensor_value_info("in_degree", TensorProto.INT64, ["num_nodes"])]
-        for i in range(2):
-            inputs += [helper.make_tensor_value_info(f"indptr_{i}", TensorProto.INT64, [None]),
-                       helper.make_tensor_value_info(f"src_{i}", TensorProto.INT64, [None])]
-        graph = helper.make_graph(nodes, "bench_gcn", inputs, [helper.make_tensor_value_info(
-            "logits", TensorProto.FLOAT, [None, self.dims[-1]])], inits)
-        model = helper.make_model(graph, opset_imports=opset_imports(), ir_version=IR_VERSION,
-                                  functions=function_protos(graph.node))
-        onnx.checker.check_model(model)
-        return model
-
-
-# ---------------------------------------------------------------------------------------------
-# 2 + 3: whole model, and the INT8 run step by step
-
-
-def bench_whole_model(graph: Graph, threads: int, repeat: int) -> dict[str, Any]:
+def torch_sparse_route(model: Any, g: FullGraph) -> Callable[[], np.ndarray] | None:
+    """The model as torch.sparse.mm over a cached CSR (GCN: Â; SAGE: row-normalised A plus
+    the root weight; GIN: A with sum, then the MLP), or None where no such formulation is
+    standard (GAT, EGC)."""
     import torch
-    from torch_geometric.nn import GCNConv
+    from torch.nn import functional as F
 
-    torch.set_num_threads(threads)
-    gcn = BenchGcn(graph, (graph.num_features, 128, 64))
-    config = SessionConfig(threads=threads)
-    int8_model, fp32_model = gcn.model(True).SerializeToString(), gcn.model(
-        False).SerializeToString()
-    int8_feeds, fp32_feeds = gcn.feeds(True), gcn.feeds(False)
-    fast_int8 = PartitionedExecutor(int8_model, config)
-    stock_int8 = PortableExecutor(int8_model, config)
-    fast_fp32 = PartitionedExecutor(fp32_model, config)
-    stock_fp32 = PortableExecutor(fp32_model, config)
+    kind = model.cfg.model
+    ones = np.ones(g.indices.size)
+    if kind == "gcn":
+        adj = gcn_operator(g)
 
-    n = graph.num_nodes
-    adj = gcn.adjacency
-    x = torch.from_numpy(gcn.x)
-    ws = [torch.from_numpy(w) for w in gcn.weights]
-    bs = [torch.from_numpy(b) for b in gcn.biases]
+        def step(layer: Any, h: torch.Tensor) -> torch.Tensor:
+            return torch.sparse.mm(adj, h @ layer.lin.weight.t()) + layer.bias
+    elif kind == "sage":
+        adj = _csr(g, g.indptr, g.indices, ones / np.repeat(np.maximum(g.in_degree, 1),
+                                                             g.in_degree))
 
-    def torch_sparse() -> torch.Tensor:
+        def step(layer: Any, h: torch.Tensor) -> torch.Tensor:
+            neigh = torch.sparse.mm(adj, h)
+            return (F.linear(neigh, layer.lin_l.weight, layer.lin_l.bias)
+                    + F.linear(h, layer.lin_r.weight))
+    elif kind == "gin":
+        adj = _csr(g, g.indptr, g.indices, ones)
+
+        def step(layer: Any, h: torch.Tensor) -> torch.Tensor:
+            combined = torch.sparse.mm(adj, h) + (1 + layer.eps) * h
+            return layer.lin2(torch.relu(layer.norm(layer.lin1(combined))))
+    else:
+        return None
+    return _stacked(model, lambda layer, h, _i: step(layer, h), g)
+
+
+def _stacked(model: Any, step: Callable[[Any, Any, int], Any], g: FullGraph
+             ) -> Callable[[], np.ndarray]:
+    """Two layers with ReLU between them, as ``GNN.step`` does in eval mode."""
+    import torch
+
+    x = torch.from_numpy(g.x_float)
+    layers = list(model.layers)
+
+    def run() -> np.ndarray:
         with torch.no_grad():
             h = x
-            for i in range(2):
-                h = torch.sparse.mm(adj, h @ ws[i]) + bs[i]
-                h = torch.relu(h) if i == 0 else h
-            return h
+            for i, layer in enumerate(layers):
+                h = step(layer, h, i)
+                h = torch.relu(h) if i < len(layers) - 1 else h
+            return h.numpy()
+    return run
 
-    convs = [GCNConv(a, b) for a, b in ((graph.num_features, 128), (128, 64))]
-    for conv, w, b in zip(convs, ws, bs, strict=True):
-        conv.lin.weight.data = w.t().contiguous()
-        conv.bias.data = b.clone()
-    csc = graph.csc  # the graph as users hold it: edge_index without self-loops
-    edge_index = torch.from_numpy(np.stack([csc.indices.astype(np.int64), np.repeat(
-        np.arange(n), gcn.degree)]))
 
-    def pyg() -> torch.Tensor:
-        with torch.no_grad():
-            return convs[1](torch.relu(convs[0](x, edge_index)), edge_index)
+def pyg_conv(kind: str, layer: Any) -> Any:
+    """torch_geometric's layer holding ``layer``'s weights (the layouts copy 1:1)."""
+    import torch
+    from torch import nn
+    from torch_geometric import nn as pyg
 
-    runs = {
-        "INT8 partitioned (kernels + onnxruntime)": lambda: fast_int8.run(int8_feeds),
-        "INT8 stock onnxruntime (function bodies)": lambda: stock_int8.run(int8_feeds),
-        "FP32 partitioned (float kernels + onnxruntime)": lambda: fast_fp32.run(fp32_feeds),
-        "FP32 stock onnxruntime (function bodies)": lambda: stock_fp32.run(fp32_feeds),
-        "FP32 torch.sparse.mm (cached CSR)": torch_sparse,
-        "FP32 torch_geometric GCNConv (edge_index)": pyg,
+    with torch.no_grad():
+        if kind == "gcn":
+            conv = pyg.GCNConv(layer.lin.in_features, layer.lin.out_features)
+            conv.lin.weight.copy_(layer.lin.weight)
+            conv.bias.copy_(layer.bias)
+        elif kind == "sage":
+            conv = pyg.SAGEConv(layer.lin_l.in_features, layer.lin_l.out_features, aggr="mean")
+            conv.load_state_dict({"lin_l.weight": layer.lin_l.weight,
+                                  "lin_l.bias": layer.lin_l.bias,
+                                  "lin_r.weight": layer.lin_r.weight})
+        elif kind == "gin":
+            mlp = nn.Sequential(nn.Linear(layer.lin1.in_features, layer.lin1.out_features),
+                                nn.BatchNorm1d(layer.lin1.out_features), nn.ReLU(),
+                                nn.Linear(layer.lin2.in_features, layer.lin2.out_features))
+            conv = pyg.GINConv(mlp, eps=float(layer.eps), train_eps=False)  # resets mlp
+            for target, source in ((mlp[0], layer.lin1), (mlp[1], layer.norm),
+                                   (mlp[3], layer.lin2)):
+                target.load_state_dict(source.state_dict())
+        elif kind == "gat":
+            heads, dim = layer.heads, layer.head_dim
+            conv = pyg.GATConv(layer.lin.in_features, dim, heads=heads, concat=layer.concat,
+                               negative_slope=layer.negative_slope, add_self_loops=True)
+            conv.lin.weight.copy_(layer.lin.weight)
+            conv.att_src.copy_(layer.att_src.view(1, heads, dim))
+            conv.att_dst.copy_(layer.att_dst.view(1, heads, dim))
+            conv.bias.copy_(layer.bias)
+        elif kind == "egc":
+            conv = pyg.EGConv(layer.bases_lin.in_features, layer.out_dim, list(layer.aggregators),
+                              num_heads=layer.heads, num_bases=layer.bases, add_self_loops=True)
+            conv.bases_lin.weight.copy_(layer.bases_lin.weight)
+            conv.comb_lin.weight.copy_(layer.comb_lin.weight)
+            conv.comb_lin.bias.copy_(layer.comb_lin.bias)
+            conv.bias.copy_(layer.bias)
+        else:
+            raise ValueError(f"no torch_geometric layer for {kind!r}")
+    return conv.eval()
+
+
+def pyg_route(model: Any, g: FullGraph) -> Callable[[], np.ndarray]:
+    """torch_geometric on ``edge_index`` as users hold it (no self-loops; each layer adds
+    them and normalises every call)."""
+    import torch
+
+    kind = model.cfg.model
+    convs = [pyg_conv(kind, layer) for layer in model.layers]
+    edge_index = torch.from_numpy(np.stack([g.indices, np.repeat(
+        np.arange(g.num_nodes, dtype=np.int64), g.in_degree)]))
+    return _stacked(model, lambda _layer, h, i: convs[i](h, edge_index), g)
+
+
+def pytorch_reference(model: Any, graph: Graph, g: FullGraph) -> np.ndarray:
+    """The float qgnn model itself, full graph, eval mode: the answer FP32 routes must give."""
+    import torch
+    from qgnn.training.nn.block import full_graph_block
+
+    with torch.no_grad():
+        return model(torch.from_numpy(g.x_float), full_graph_block(graph)).numpy()
+
+
+@dataclass
+class WholeRun:
+    """The candidates of one (model, graph) and what the step breakdown needs. ``stock``
+    builds the stock onnxruntime routes one at a time: each session's arena keeps its peak
+    (several GB at 1M edges), so they cannot all stay alive beside the others."""
+
+    candidates: dict[str, Callable[[], np.ndarray]]
+    stock: dict[str, Callable[[], Callable[[], np.ndarray]]]
+    executor: PartitionedExecutor
+    int8_feeds: dict[str, np.ndarray]
+    pyg_layer: str
+
+
+def whole_candidates(exp: Exported, g: FullGraph, threads: int) -> WholeRun:
+    """Every route to the full (N, C) output, each built once, as its user would hold it."""
+    engine = Engine(load_bundle(exp.bundle), EngineConfig(threads=threads))
+    if not isinstance(engine.executor, PartitionedExecutor):
+        raise RuntimeError("the compiled kernels are not built: the engine runs stock "
+                           "onnxruntime, so there is nothing to compare")
+    with load_bundle(exp.bundle) as bundle:
+        fp32_model = bundle.model_path("model_fp32.onnx").read_bytes()
+    session = SessionConfig(threads=threads)
+    fp32_fast = PartitionedExecutor(fp32_model, session)
+    n, out = g.num_nodes, engine.executor.output_names[0]
+    int8_feeds, fp32_feeds = g.feeds(g.x_int8), g.feeds(g.x_float)
+    candidates: dict[str, Callable[[], np.ndarray]] = {
+        "int8_engine": lambda: engine.infer_all(chunk_size=n),
+        "int8_executor": lambda: engine.executor.run(int8_feeds, [out])[out],
+        "fp32_executor": lambda: fp32_fast.run(fp32_feeds, [out])[out],
     }
-    timings = time_apart(runs, repeat)
-    outputs = {"int8": fast_int8.run(int8_feeds)["logits"],
-               "int8_stock": stock_int8.run(int8_feeds)["logits"],
-               "fp32_onnx": fast_fp32.run(fp32_feeds)["logits"],
-               "torch": torch_sparse().numpy(), "pyg": pyg().numpy()}
-    ref = gcn.reference
-    scale = float(np.abs(ref).max())
-    fp32 = [k for k in runs if k.startswith("FP32")]
-    best_fp32 = min(fp32, key=lambda k: timings[k].median)
-    int8 = timings["INT8 partitioned (kernels + onnxruntime)"].median
+    sparse = torch_sparse_route(exp.model, g)
+    if sparse is not None:
+        candidates["torch_sparse"] = sparse
+    candidates["pyg"] = pyg_route(exp.model, g)
+
+    def int8_stock() -> Callable[[], np.ndarray]:
+        stock = Engine(load_bundle(exp.bundle), EngineConfig(threads=threads, portable=True))
+        return lambda: stock.infer_all(chunk_size=n)
+
+    def fp32_stock() -> Callable[[], np.ndarray]:
+        portable = PortableExecutor(fp32_model, session)
+        return lambda: portable.run(fp32_feeds, [out])[out]
+
+    return WholeRun(candidates, {"int8_stock": int8_stock, "fp32_stock": fp32_stock},
+                    engine.executor, int8_feeds,
+                    type(pyg_conv(exp.kind, exp.model.layers[0])).__name__)
+
+
+def time_stock(builders: dict[str, Callable[[], Callable[[], np.ndarray]]], repeat: int
+               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Each stock onnxruntime route built, checked (first call), timed and freed in turn."""
+    outputs, timings = {}, {}
+    for name, build in builders.items():
+        fn = build()
+        outputs[name] = np.asarray(fn())
+        timings[name] = time_repeated(fn, repeat=repeat, warmup=0)
+        del fn
+        gc.collect()
+    return outputs, timings
+
+
+def check_answers(outputs: dict[str, np.ndarray], reference: np.ndarray) -> dict[str, Any]:
+    """INT8 routes bit for bit equal; FP32 routes within ``FP32_RTOL`` of PyTorch (max abs
+    error over max abs output); how often INT8 picks FP32's class."""
+    scale = max(float(np.abs(reference).max()), 1e-30)
+    rel = {k: float(np.abs(outputs[k] - reference).max() / scale) for k in FP32_ROUTES
+           if k in outputs}
+    int8 = outputs["int8_engine"]
+    checks = {
+        "int8_engine_equals_stock": bool(np.array_equal(int8, outputs["int8_stock"])),
+        "int8_engine_equals_executor": bool(np.array_equal(int8, outputs["int8_executor"])),
+        "fp32_max_rel_vs_pytorch": rel,
+        "fp32_within_tolerance": all(v <= FP32_RTOL for v in rel.values()),
+        "int8_vs_fp32_argmax_agreement": float(np.mean(int8.argmax(1) == reference.argmax(1))),
+        "int8_vs_fp32_mean_rel": float(np.abs(int8 - reference).mean() / scale),
+    }
+    checks["passed"] = bool(checks["int8_engine_equals_stock"]
+                            and checks["int8_engine_equals_executor"]
+                            and checks["fp32_within_tolerance"])
+    return checks
+
+
+def _targets(kind: str, vs_fp32: float, vs_pyg: float) -> dict[str, Any] | None:
+    if kind not in TARGETED:
+        return None
+    return {"vs_best_fp32": {"target": TARGET_VS_FP32, "met": vs_fp32 >= TARGET_VS_FP32},
+            "vs_pyg": {"target": TARGET_VS_PYG, "met": vs_pyg >= TARGET_VS_PYG}}
+
+
+def bench_whole(exp: Exported, graph: Graph, g: FullGraph, threads: int, repeat: int
+                ) -> dict[str, Any]:
+    """Check every candidate's answer (its first call, also the warm-up), then time them
+    round-robin and break the INT8 run down step by step."""
+    run = whole_candidates(exp, g, threads)
+    outputs = {name: np.asarray(fn()) for name, fn in run.candidates.items()}
+    stock_outputs, stock_timings = time_stock(run.stock, repeat)
+    checks = check_answers({**outputs, **stock_outputs},
+                           pytorch_reference(exp.model, graph, g))
+    classes = int(outputs["int8_engine"].shape[1])
+    del outputs, stock_outputs
+    timings = {**interleave(run.candidates, repeat=repeat, warmup=0), **stock_timings}
+    medians = {k: t.median for k, t in timings.items()}
+    best = min((k for k in FP32_ROUTES if k in medians), key=medians.__getitem__)
+    int8 = medians["int8_engine"]
     steps: dict[str, float] = {}
     for _ in range(repeat):
-        fast_int8.run(int8_feeds, timings=steps)
+        run.executor.run(run.int8_feeds, timings=steps)
+    step_rows = _step_traffic(run.executor, run.int8_feeds, steps, repeat)
+    vs_fp32, vs_pyg = medians[best] / int8, medians["pyg"] / int8
     return {
-        "nodes": n, "edges": graph.num_edges, "features": graph.num_features,
-        "dims": list(gcn.dims), "threads": threads,
+        "model": exp.kind, "nodes": g.num_nodes, "edges": int(g.indices.size),
+        "features": int(g.x_float.shape[1]), "hidden": HIDDEN, "classes": classes,
+        "threads": threads, "bundle": exp.bundle.name, "export_s": exp.export_s,
+        "pyg_layer": run.pyg_layer,
         "timings": {k: t.to_dict() for k, t in timings.items()},
-        "best_fp32": best_fp32,
-        "speedup_vs_best_fp32": timings[best_fp32].median / int8,
-        "speedup_vs_pyg": timings["FP32 torch_geometric GCNConv (edge_index)"].median / int8,
-        "speedup_vs_stock_int8": timings["INT8 stock onnxruntime (function bodies)"].median
-        / int8,
-        "checks": {
-            "int8_partitioned_equals_stock": bool(np.array_equal(outputs["int8"],
-                                                                 outputs["int8_stock"])),
-            "fp32_onnx_vs_torch_max_rel": float(np.abs(outputs["fp32_onnx"] - ref).max()
-                                                / scale),
-            "pyg_vs_torch_max_rel": float(np.abs(outputs["pyg"] - outputs["torch"]).max()
-                                          / scale),
-            "int8_vs_fp32_mean_rel": float(np.abs(outputs["int8"] - ref).mean() / scale),
-            "int8_vs_fp32_argmax_agreement": float(np.mean(
-                outputs["int8"].argmax(1) == ref.argmax(1)))},
-        "int8_steps": _step_traffic(fast_int8, int8_feeds, steps, repeat),
+        "timed_apart": sorted(stock_timings),
+        "median_s": medians, "best_fp32": best,
+        "speedup_vs_best_fp32": vs_fp32, "speedup_vs_pyg": vs_pyg,
+        "executor_speedup_vs_best_fp32": medians[best] / medians["int8_executor"],
+        "speedup_vs_int8_stock": medians["int8_stock"] / int8,
+        "targets": _targets(exp.kind, vs_fp32, vs_pyg), "checks": checks,
+        "int8_steps": step_rows,
+        "slowest_int8_step": max(step_rows, key=lambda r: r["seconds"])["step"],
     }
 
 
 def _step_traffic(executor: PartitionedExecutor, feeds: dict[str, np.ndarray],
                   totals: dict[str, float], repeat: int) -> list[dict[str, Any]]:
-    """Per step of the INT8 run: mean time, and the bytes its inputs and outputs occupy (the
-    least it must move; a gather re-reads rows, so aggregation kernels count E rows)."""
+    """Per step of the INT8 run: mean time, its share, and the bytes its inputs and outputs
+    occupy (the least it must move; a gather re-reads rows, so aggregations count E rows)."""
     tensors = dict(executor.constants)
     tensors.update(feeds)
     rows = []
+    whole = sum(totals.values())
     for step in executor.steps:
         if hasattr(step, "session"):
             values = step.session.run(step.outputs, {k: tensors[k] for k in step.inputs})
@@ -337,7 +511,8 @@ def _step_traffic(executor: PartitionedExecutor, feeds: dict[str, np.ndarray],
         tensors.update(produced)
         written = sum(v.nbytes for v in produced.values())
         seconds = totals[step.label] / repeat
-        rows.append({"step": step.label, "seconds": seconds, "bytes": read + written,
+        rows.append({"step": step.label, "seconds": seconds,
+                     "share": totals[step.label] / whole, "bytes": read + written,
                      "gbps": _gbps(read + written, seconds)})
     return rows
 
@@ -346,53 +521,27 @@ def _kernel_read_bytes(step: Any, tensors: dict[str, np.ndarray]) -> int:
     """Bytes a kernel step reads: its inputs in full, except that an aggregation gathers one
     row of ``x`` per edge (E x F) instead of reading ``x`` once; QLinear also reads W."""
     spec = step.spec
-    named = dict(zip(FORMAL[spec.op_type], spec.inputs, strict=False))
+    named = dict(zip(FORMAL.get(spec.op_type, ()), spec.inputs, strict=False))
     if spec.op_type == "QLinear":
         return tensors[named["x_q"]].nbytes + spec.attributes["weight"].nbytes
-    if spec.op_type == "EdgeDst":
-        return tensors[named["indptr"]].nbytes
+    if "src" not in named:
+        return sum(tensors[k].nbytes for k in spec.inputs if k in tensors)
     src = tensors[named["src"]]
     x = tensors[named["x_q" if "x_q" in named else "x"]]
     weight = named.get("w_q") or named.get("w")
-    total = tensors[named["indptr"]].nbytes + src.nbytes + src.size * x.shape[1] * x.itemsize
+    row = int(np.prod(x.shape[1:])) * x.itemsize
+    total = tensors[named["indptr"]].nbytes + src.nbytes + src.size * row
     return total + (tensors[weight].nbytes if weight else 0)
 
 
 # ---------------------------------------------------------------------------------------------
-# 4: single-node and batch latency through exported bundles
+# Section "latency": single-node and batch prediction through exported bundles
 
 
-def export_untrained_gcn(graph: Graph, hidden: int, out: Path) -> Path:
-    """An INT8 Degree-Quant GCN bundle via ``qgnn export``: random weights, ranges calibrated
-    by three forward passes (serving latency does not depend on training)."""
-    import torch
-    from qgnn.exporter.export import export_run
-    from qgnn.training.checkpoint import save_run
-    from qgnn.training.nn.block import full_graph_block
-    from qgnn.training.nn.models import ModelConfig, build_model
-    from qgnn.training.presets import TrainConfig
-    from qgnn.training.quant import QuantConfig, quant_state, quantize_model
-
-    classes = int(graph.y.max()) + 1 if graph.y is not None else 8
-    cfg = ModelConfig(model="gcn", in_dim=graph.num_features, out_dim=classes, hidden=hidden,
-                      num_layers=2)
-    quant = QuantConfig(bits=8)
-    torch.manual_seed(0)
-    model = quantize_model(build_model(cfg), quant)
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.from_numpy(graph.x.astype(np.float32)), full_graph_block(graph))
-    model.eval()
-    run = out.parent / f"{out.name}-run"
-    save_run(run, model, task="node", dataset=graph.name, model_config=cfg,
-             train_config=TrainConfig(), metrics={},
-             extra={"quant": {"config": quant.to_dict(), "state": quant_state(model)}})
-    return export_run(run, out, graph=graph, parity=False, overwrite=True).bundle
-
-
-def bench_latency(bundle: Path, threads: int, fanouts: tuple[int, int], requests: int,
+def bench_latency(bundle: Path, threads: int, fanouts: tuple[int, ...] | None, requests: int,
                   batch: int, seed: int = 0) -> dict[str, Any]:
+    """p50/p99 of one-node requests and the median of 256-node batches, in-process;
+    ``fanouts`` None keeps the bundle's (what ``qgnn serve`` uses)."""
     engine = Engine(load_bundle(bundle), EngineConfig(threads=threads, fanouts=fanouts))
     rng = np.random.default_rng(seed)
     n = engine.num_nodes
@@ -403,14 +552,15 @@ def bench_latency(bundle: Path, threads: int, fanouts: tuple[int, int], requests
         start = time.perf_counter()
         engine.predict_nodes(np.array([node]))
         singles.append(time.perf_counter() - start)
+    batch = min(batch, n)
     batches = [rng.choice(n, batch, replace=False) for _ in range(max(10, requests // 100))]
     it = iter(batches * 3)
     timing = time_repeated(lambda: engine.predict_nodes(next(it)), repeat=len(batches),
                            warmup=2)
-    sizes = [engine.extractor.extract(engine.store.snapshot(), np.array([v]), fanouts)
+    sizes = [engine.extractor.extract(engine.store.snapshot(), np.array([v]), engine.fanouts)
              for v in rng.integers(0, n, 200)]
     return {"nodes": n, "edges": engine.num_edges, "mode": engine.mode,
-            "fanouts": list(fanouts), "single_p50_s": float(np.percentile(singles, 50)),
+            "fanouts": list(engine.fanouts), "single_p50_s": float(np.percentile(singles, 50)),
             "single_p90_s": float(np.percentile(singles, 90)),
             "single_p99_s": float(np.percentile(singles, 99)),
             "single_requests": requests, "batch": batch, "batch_median_s": timing.median,
@@ -419,8 +569,25 @@ def bench_latency(bundle: Path, threads: int, fanouts: tuple[int, int], requests
             "mean_subgraph_edges": float(np.mean([s.num_edges for s in sizes]))}
 
 
+def latency_section(graphs: dict[str, tuple[Graph, int]], root: Path, threads: int,
+                    requests: int, settle: float) -> dict[str, Any]:
+    """GCN, SAGE and GAT bundles per graph, with the bundle's fanouts and with 10/10;
+    ``settle`` seconds of pause let torch's OpenMP workers go idle before each timing."""
+    rows = {}
+    for name, (graph, hidden) in graphs.items():
+        for kind in LATENCY_MODELS:
+            exp = export_untrained(kind, graph, root / f"latency-{name}-{kind}", hidden)
+            for label, fanouts in (("bundle", None), ("10/10", (10, 10))):
+                time.sleep(settle)
+                rows[f"{name}/{kind}/{label}"] = {
+                    "graph": name, "model": kind, "hidden": hidden, "export_s": exp.export_s,
+                    **bench_latency(exp.bundle, threads, fanouts, requests, 256)}
+            print(f"latency {name} {kind} done", flush=True)
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------
-# 5: top-k
+# Section "topk"
 
 
 def bench_topk(items: int, dim: int, k: int, threads: int, repeat: int,
@@ -447,10 +614,10 @@ def bench_topk(items: int, dim: int, k: int, threads: int, repeat: int,
         top = np.argpartition(scores, -k)[-k:]
         return top[np.argsort(-scores[top], kind="stable")]
 
-    timings = time_apart({"engine INT8 (EmbeddingIndex.topk)":
+    timings = interleave({"engine INT8 (EmbeddingIndex.topk)":
                           lambda: index.topk(user_q[next_user()], k),
                           "numpy float32 (table @ q + argpartition + sort)": numpy_f32},
-                         repeat)
+                         repeat=repeat)
     recall = []
     for i in range(recall_queries):
         exact = np.argpartition(table @ users[i], -k)[-k:]
@@ -467,7 +634,7 @@ def bench_topk(items: int, dim: int, k: int, threads: int, repeat: int,
 
 
 # ---------------------------------------------------------------------------------------------
-# 6: accuracy of trained runs
+# Section "accuracy": trained runs
 
 
 def bench_accuracy(runs: dict[str, Path], out_dir: Path, threads: int) -> list[dict[str, Any]]:
@@ -502,36 +669,59 @@ def bench_accuracy(runs: dict[str, Path], out_dir: Path, threads: int) -> list[d
 
 
 # ---------------------------------------------------------------------------------------------
+# Rendering and the command line
 
 
 def _ms(seconds: float) -> float:
-    return round(seconds * 1e3, 3)
+    return round(seconds * 1e3, 2)
+
+
+def _verdict(run: dict[str, Any]) -> str:
+    targets = run["targets"]
+    if targets is None:
+        return "reported only"
+    return " / ".join(f"{'met' if t['met'] else 'MISSED'} (>= {t['target']}x)"
+                      for t in targets.values())
 
 
 def _render_whole(results: dict[str, Any]) -> list[str]:
-    whole = results["whole_model"]
-    int8 = whole["timings"]["INT8 partitioned (kernels + onnxruntime)"]["median_s"]
-    return [f"### Whole-model forward: 2-layer GCN {whole['dims']} on {whole['nodes']:,} "
-            f"nodes / {whole['edges']:,} edges, {whole['threads']} threads", "",
-            markdown_table(["path", "median ms", "p90 ms", "x INT8 partitioned"], [
-                [name, _ms(t["median_s"]), _ms(t["p90_s"]), round(t["median_s"] / int8, 2)]
-                for name, t in whole["timings"].items()], ["l", "r", "r", "r"]), "",
-            f"INT8 vs best FP32 ({whole['best_fp32']}): {whole['speedup_vs_best_fp32']:.2f}x; "
-            f"vs torch_geometric: {whole['speedup_vs_pyg']:.2f}x; checks: {whole['checks']}",
-            "", "### INT8 run, step by step", "",
-            markdown_table(["step", "ms", "MB moved (min)", "GB/s"], [
-                [s["step"], _ms(s["seconds"]), round(s["bytes"] / 1e6, 1), round(s["gbps"], 2)]
-                for s in whole["int8_steps"]], ["l", "r", "r", "r"]), ""]
+    runs = results["whole"]["runs"]
+    names = list(CANDIDATES)
+    rows = []
+    for r in runs:
+        med = r["median_s"]
+        c = r["checks"]
+        rows.append([r["model"], r["graph"], *[_ms(med[k]) if k in med else "-" for k in names],
+                     r["best_fp32"], round(r["speedup_vs_best_fp32"], 2),
+                     round(r["speedup_vs_pyg"], 2), _verdict(r),
+                     round(c["int8_vs_fp32_argmax_agreement"], 3),
+                     "pass" if c["passed"] else "FAIL", round(r["export_s"], 1)])
+    lines = ["### Whole-graph forward (ms, medians of interleaved rounds; 2 threads)", "",
+             "Stock onnxruntime routes are timed apart (each session built, timed and freed in "
+             "turn: their arenas keep several GB); the others round-robin.", "",
+             markdown_table(["model", "graph", *names, "best FP32", "x best FP32", "x PyG",
+                             "targets (x FP32 / x PyG)", "argmax = FP32", "checks",
+                             "export s"], rows,
+                            ["l", "l", *["r"] * len(names), "l", "r", "r", "l", "r", "l", "r"]),
+             "", *[f"- `{k}`: {v}" for k, v in CANDIDATES.items()], ""]
+    for r in runs:
+        lines += [f"#### INT8 steps: {r['model']} on {r['graph']} (slowest: "
+                  f"`{r['slowest_int8_step']}`)", "",
+                  markdown_table(["step", "ms", "share", "MB moved (min)", "GB/s"], [
+                      [s["step"], _ms(s["seconds"]), f"{100 * s['share']:.0f}%",
+                       round(s["bytes"] / 1e6, 1), round(s["gbps"], 2)]
+                      for s in r["int8_steps"]], ["l", "r", "r", "r", "r"]), ""]
+    return lines
 
 
 def _render_latency(results: dict[str, Any]) -> list[str]:
-    return ["### Node prediction latency (in-process)", "",
-            markdown_table(["graph", "nodes", "edges", "fanouts", "subgraph nodes",
-                            "p50 ms", "p99 ms", "batch", "batch median ms"], [
-                [name, r["nodes"], r["edges"], r["fanouts"], round(r["mean_subgraph_nodes"], 1),
+    return ["### Node prediction latency (in-process, exported bundles)", "",
+            markdown_table(["graph", "model", "fanouts", "subgraph nodes", "p50 ms", "p99 ms",
+                            "batch", "batch median ms"], [
+                [r["graph"], r["model"], r["fanouts"], round(r["mean_subgraph_nodes"], 1),
                  _ms(r["single_p50_s"]), _ms(r["single_p99_s"]), r["batch"],
-                 _ms(r["batch_median_s"])] for name, r in results["latency"].items()],
-                ["l", "r", "r", "l", "r", "r", "r", "r", "r"]), ""]
+                 _ms(r["batch_median_s"])] for r in results["latency"].values()],
+                ["l", "l", "l", "r", "r", "r", "r", "r"]), ""]
 
 
 def _render_topk(results: dict[str, Any]) -> list[str]:
@@ -553,12 +743,21 @@ def _render_accuracy(results: dict[str, Any]) -> list[str]:
          for r in results["accuracy"]]), ""]
 
 
+def _render_machine(results: dict[str, Any]) -> list[str]:
+    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in results["cpu_flags"].items())
+    build = results["kernels"]
+    isa = f"isa {build['isa']}, " if "isa" in build else ""
+    return [f"Machine: {results['machine_cpu']}; {flags}. Kernels: {isa}"
+            f"{build.get('dispatch', '')}, VNNI used {build.get('vnni_used')}, "
+            f"{build.get('compiler', '')}. Load average before/after "
+            f"{results['load_average_before'][0]:.2f}/{results['load_average_after'][0]:.2f}; "
+            f"memory bandwidth (1 thread): copy {results['bandwidth']['copy_gbps']:.2f} GB/s, "
+            f"read {results['bandwidth']['read_gbps']:.2f} GB/s.", ""]
+
+
 def render(results: dict[str, Any]) -> str:
-    lines = [f"Machine: {results['machine_cpu']}, load average before/after "
-             f"{results['load_average_before'][0]:.1f}/{results['load_average_after'][0]:.1f}; "
-             f"memory bandwidth (1 thread): copy {results['bandwidth']['copy_gbps']:.2f} GB/s, "
-             f"read {results['bandwidth']['read_gbps']:.2f} GB/s.", ""]
-    for key, part in (("whole_model", _render_whole), ("latency", _render_latency),
+    lines = _render_machine(results)
+    for key, part in (("whole", _render_whole), ("latency", _render_latency),
                       ("topk", _render_topk), ("accuracy", _render_accuracy)):
         if results.get(key):
             lines += part(results)
@@ -568,54 +767,93 @@ def render(results: dict[str, Any]) -> str:
 SECTIONS = ("whole", "latency", "topk", "accuracy")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m qgnn.bench.bench_engine",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="tiny graphs (a smoke run)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="interleaved rounds of the whole-graph candidates")
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help=f"whole section: comma-separated subset of {','.join(MODELS)}")
+    parser.add_argument("--graphs", default=",".join(label for label, _, _ in GRAPHS),
+                        help="whole section: comma-separated subset of the graph labels")
     parser.add_argument("--accuracy-run", action="append", default=[], metavar="NAME=RUN_DIR",
                         help="a trained node-task run to export and serve (repeatable)")
     parser.add_argument("--name", default="engine")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    return parser
+
+
+def _choices(parser: argparse.ArgumentParser, flag: str, given: str,
+             allowed: tuple[str, ...]) -> list[str]:
+    chosen = [s for s in given.split(",") if s]
+    unknown = sorted(set(chosen) - set(allowed))
+    if unknown or not chosen:
+        parser.error(f"{flag}: expected a subset of {','.join(allowed)}, got {given!r}")
+    return chosen
+
+
+def whole_section(graphs: tuple[tuple[str, int, float], ...], models: list[str], root: Path,
+                  threads: int, repeat: int, settle: float) -> dict[str, Any]:
+    """Every model on every graph; one graph in memory at a time; ``settle`` seconds of
+    pause after each export let torch's OpenMP workers go idle before timing."""
+    from qgnn.training.presets import TrainConfig
+
+    runs = []
+    for label, nodes, degree in graphs:
+        graph = powerlaw_communities(nodes, avg_degree=degree, num_features=128, seed=0)
+        print(f"graph {label}: {graph.num_nodes} nodes, {graph.num_edges} edges", flush=True)
+        x_float = _served_features(graph, TrainConfig())
+        for kind in models:
+            exp = export_untrained(kind, graph, root / f"whole-{label}-{kind}")
+            with load_bundle(exp.bundle) as bundle:
+                g = full_graph(bundle, x_float)
+            time.sleep(settle)
+            runs.append({"graph": label, **bench_whole(exp, graph, g, threads, repeat)})
+            print(f"whole {label} {kind}: INT8 {runs[-1]['speedup_vs_best_fp32']:.2f}x best "
+                  f"FP32, {runs[-1]['speedup_vs_pyg']:.2f}x PyG", flush=True)
+    return {"graphs": [{"label": label, "nodes": n, "avg_degree": d} for label, n, d in graphs],
+            "targets": {"models": list(TARGETED), "vs_best_fp32": TARGET_VS_FP32,
+                        "vs_pyg": TARGET_VS_PYG},
+            "candidates": CANDIDATES, "runs": runs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    parser = _parser()
     args = parser.parse_args(argv)
-    sections = set(args.sections.split(","))
-    if sections - set(SECTIONS):
-        parser.error(f"--sections: unknown {sorted(sections - set(SECTIONS))}")
+    sections = set(_choices(parser, "--sections", args.sections, SECTIONS))
+    models = _choices(parser, "--models", args.models, MODELS)
     quick = args.quick
-    nodes, topk_items = (10_000, 100_000) if quick else (100_000, 1_000_000)
+    pool = QUICK_GRAPHS if quick else GRAPHS
+    labels = _choices(parser, "--graphs", args.graphs, tuple(label for label, _, _ in GRAPHS))
+    graphs = tuple(spec for spec, full in zip(pool, GRAPHS, strict=True) if full[0] in labels)
     repeat = 3 if quick else args.repeat
+    settle = 0.0 if quick else 0.5
+    torch.set_num_threads(args.threads)
     from qgnn.bench.harness import machine_info
 
     machine = machine_info()
-    results: dict[str, Any] = {"load_average_before": list(os.getloadavg()),
-                               "machine_cpu": f"{machine['cpu']}, {machine['usable_cores']} "
-                                              f"usable cores", "sections": sorted(sections)}
-    results["bandwidth"] = bench_bandwidth(repeat)
-    graph = None
-    if sections & {"whole", "latency"}:
-        graph = powerlaw_communities(nodes, avg_degree=10.0, num_features=128, seed=0)
-        print(f"graph: {graph.num_nodes} nodes, {graph.num_edges} edges", flush=True)
-    if "whole" in sections:
-        results["whole_model"] = bench_whole_model(graph, args.threads, repeat)
-        print("whole model done", flush=True)
+    results: dict[str, Any] = {
+        "load_average_before": list(os.getloadavg()),
+        "machine_cpu": f"{machine['cpu']}, {machine['usable_cores']} usable cores",
+        "cpu_flags": cpu_flags(), "kernels": kernels.build_info(), "sections": sorted(sections),
+        "quick": quick, "bandwidth": bench_bandwidth(repeat)}
     with tempfile.TemporaryDirectory(prefix="qgnn-bench-engine-") as tmp:
         root = Path(tmp)
+        if "whole" in sections:
+            results["whole"] = whole_section(graphs, models, root, args.threads, repeat,
+                                             settle)
         if "latency" in sections:
-            from qgnn.graph.datasets import load_dataset
-
-            latency = {}
-            for name, g, hidden in (("cora", load_dataset("cora"), 64),
-                                    ("powerlaw", graph, 128)):
-                bundle = export_untrained_gcn(g, hidden, root / name)
-                time.sleep(1.0)  # let torch's OpenMP workers stop spinning before timing
-                latency[name] = bench_latency(bundle, args.threads, (10, 10),
-                                              200 if quick else 2000, 256)
-                print(f"latency {name} done", flush=True)
-            results["latency"] = latency
+            results["latency"] = latency_section(_latency_graphs(quick), root, args.threads,
+                                                 50 if quick else 2000, settle)
         if "topk" in sections:
-            results["topk"] = bench_topk(topk_items, 64, 20, args.threads, max(repeat, 20), 50)
+            results["topk"] = bench_topk(20_000 if quick else 1_000_000, 64, 20, args.threads,
+                                         max(repeat, 20), 50)
             print("top-k done", flush=True)
         runs = dict(item.split("=", 1) for item in args.accuracy_run)
         if "accuracy" in sections and runs:
@@ -624,10 +862,23 @@ def main(argv: list[str] | None = None) -> int:
     results["load_average_after"] = list(os.getloadavg())
     text = render(results)
     print(text)
-    path = write_result(args.name, results, machine=machine)
-    (RESULTS_DIR / f"{args.name}.md").write_text(text + "\n", encoding="utf-8")
+    path = write_result(args.name, results, results_dir=args.results_dir, machine=machine)
+    (args.results_dir / f"{args.name}.md").write_text(text + "\n", encoding="utf-8")
     print(f"wrote {path}")
     return 0
+
+
+def _latency_graphs(quick: bool) -> dict[str, tuple[Graph, int]]:
+    """Cora (hidden 64) and the 1M-edge power-law graph (hidden 128); a tiny one if quick."""
+    label, nodes, degree = (QUICK_GRAPHS if quick else GRAPHS)[0]
+    graphs: dict[str, tuple[Graph, int]] = {}
+    if not quick:
+        from qgnn.graph.datasets import load_dataset
+
+        graphs["cora"] = (load_dataset("cora"), 64)
+    graphs[f"powerlaw-{label}"] = (powerlaw_communities(nodes, avg_degree=degree,
+                                                        num_features=128, seed=0), HIDDEN)
+    return graphs
 
 
 if __name__ == "__main__":
