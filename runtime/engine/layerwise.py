@@ -233,6 +233,8 @@ class LayerwiseRunner:
     def _feeds(layer: LayerModel, snapshot: Snapshot, extractor: Extractor, ids: np.ndarray,
                carried: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The one-hop block of ``ids`` (all in-neighbours) and its sources' rows."""
+        if ids.size == snapshot.num_nodes == snapshot.num_base and not snapshot.dirty_ids.size:
+            return LayerwiseRunner._whole_graph_feeds(layer, snapshot, carried)
         block = extractor.extract(snapshot, ids, (-1,))
         hop, sources = block.layers[0], block.node_ids
         feeds = {f"indptr_{layer.index}": hop.indptr, f"src_{layer.index}": hop.src}
@@ -242,4 +244,19 @@ class LayerwiseRunner:
             feeds["in_degree"] = np.ascontiguousarray(snapshot.in_degree(sources), np.int64)
         for name in layer.carried:
             feeds[name] = carried[name].take(sources, axis=0)
+        return feeds
+
+    @staticmethod
+    def _whole_graph_feeds(layer: LayerModel, snapshot: Snapshot,
+                           carried: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One chunk of every node of a graph without a delta: the block is the stored in-CSR
+        itself and its sources are the node ids in order, so nothing is extracted or copied."""
+        feeds = {f"indptr_{layer.index}": np.asarray(snapshot.base_indptr, np.int64),
+                 f"src_{layer.index}": np.asarray(snapshot.base_indices, np.int64)}
+        if FEATURES in layer.graph_inputs:
+            feeds[FEATURES] = np.ascontiguousarray(snapshot.base_features)
+        if "in_degree" in layer.graph_inputs:
+            feeds["in_degree"] = np.asarray(snapshot.base_degree, np.int64)
+        for name in layer.carried:
+            feeds[name] = carried[name]
         return feeds

@@ -268,3 +268,17 @@ def test_link_embeddings_layer_wise_are_the_exporters_table(tmp_path: Path) -> N
     table, scales = quantize_rows(engine.infer_all(chunk_size=13, method="layerwise"))
     np.testing.assert_array_equal(table, values)
     np.testing.assert_array_equal(scales, np.asarray(bundle.array("embeddings/scales")))
+
+
+def test_whole_graph_chunk_after_an_update_extracts_and_agrees(bundles: dict[str, Path]) -> None:
+    """One chunk of every node reads the stored CSR directly, except on a graph with added
+    nodes or edges: there the block is extracted, and both methods still agree."""
+    engine = Engine(load_bundle(bundles["gcn"]))
+    n = engine.num_nodes
+    before = engine.infer_all(chunk_size=n, method="layerwise")
+    np.testing.assert_array_equal(before, engine.infer_all(chunk_size=n, method="khop"))
+    features = np.random.default_rng(3).standard_normal((2, 16)).astype(np.float32)
+    engine.update_graph(features, np.array([[0, n], [n, n + 1], [n + 1, 5]], np.int64))
+    after = engine.infer_all(chunk_size=n + 2, method="layerwise")
+    np.testing.assert_array_equal(after, engine.infer_all(chunk_size=n + 2, method="khop"))
+    assert after.shape[0] == n + 2
