@@ -87,6 +87,21 @@ QGNN_INLINE qv_f32 qma_head_weights(const qma_ctx *c, int64_t i, const int32_t *
     return __builtin_convertvector(out, qv_f32);
 }
 
+/* Lane k of each of a row's 16-lane weight vectors takes head mask[k]: the row's H <= 16
+ * centred weights are converted once per edge and permuted per vector (GCC's variable
+ * shuffle; vpermps on AVX2 and AVX-512), where the generic path loads 16 bytes one by one. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define QMA_HEAD_SHUFFLE 1
+QGNN_INLINE qv_f32 qma_edge_heads(const qma_ctx *c, int64_t i) {
+    const uint8_t *row = c->w + i * c->H;
+    qv_f32 out = {0};
+    for (int64_t h = 0; h < c->H; h++) out[h] = (float)((int32_t)row[h] - c->w_zp);
+    return out;
+}
+#else
+#define QMA_HEAD_SHUFFLE 0
+#endif
+
 /* The centred weight of edge i broadcast to 16 lanes, as float32. */
 QGNN_INLINE qv_f32 qma_edge_weight(const qma_ctx *c, int64_t i) {
     return (qv_f32){0} + (float)((int32_t)c->w[i] - c->w_zp);
@@ -109,10 +124,29 @@ QGNN_INLINE void qma_vec64(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, i
             for (int k = 0; k < QV_LANES; k++) hidx[j][k] = c->head_of[f0 + 4 * k + j];
     const qv_i32 start = (qv_i32){0} + (is_max ? INT32_MIN : 0);
     qv_i32 a[4] = {start, start, start, start};
+#if QMA_HEAD_SHUFFLE
+    qv_i32 mask[4];
+    if (heads) memcpy(mask, hidx, sizeof mask);
+    const int shuffle = heads && c->H <= QV_LANES;
+    const int same_heads = (c->F / c->H) % 4 == 0;
+#endif
     for (int64_t i = b; i < e; i++) {
         const qv_u32 v = qv_load_64(x + src[i] * F);
         qgnn_prefetch_row((const char *)x, F, src, i, c->n_edges, c->n_src, QMA_CH);
         const qv_f32 edge_w = heads ? (qv_f32){0} : qma_edge_weight(c, i);
+#if QMA_HEAD_SHUFFLE
+        if (shuffle) {
+            const qv_f32 row = qma_edge_heads(c, i);
+            /* with F / H a multiple of 4, lane k of all four vectors has one head */
+            const qv_f32 same = same_heads ? __builtin_shuffle(row, mask[0]) : (qv_f32){0};
+            for (int j = 0; j < 4; j++) {
+                const qv_i32 xc = (qv_i32)((v >> (8 * j)) & 0xFFu) - c->x_zp;
+                const qv_f32 wc = same_heads ? same : __builtin_shuffle(row, mask[j]);
+                a[j] = qma_combine(a[j], qma_message(c, xc, wc), is_max);
+            }
+            continue;
+        }
+#endif
         for (int j = 0; j < 4; j++) {
             const qv_i32 xc = (qv_i32)((v >> (8 * j)) & 0xFFu) - c->x_zp;
             const qv_f32 wc = heads ? qma_head_weights(c, i, hidx[j]) : edge_w;
@@ -130,10 +164,20 @@ QGNN_INLINE void qma_vec16(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, i
     const int64_t *src = c->src;
     const int32_t *hidx = heads ? c->head_of + f0 : NULL;
     qv_i32 a = (qv_i32){0} + (is_max ? INT32_MIN : 0);
+#if QMA_HEAD_SHUFFLE
+    qv_i32 mask = {0};
+    if (heads) memcpy(&mask, hidx, sizeof mask);
+    const int shuffle = heads && c->H <= QV_LANES;
+#endif
     for (int64_t i = b; i < e; i++) {
         const qv_i32 xc = __builtin_convertvector(qv_load_u8(x + src[i] * F), qv_i32) - c->x_zp;
         qgnn_prefetch_row((const char *)x, F, src, i, c->n_edges, c->n_src, QV_LANES);
+#if QMA_HEAD_SHUFFLE
+        const qv_f32 wc = shuffle ? __builtin_shuffle(qma_edge_heads(c, i), mask)
+                          : heads ? qma_head_weights(c, i, hidx) : qma_edge_weight(c, i);
+#else
         const qv_f32 wc = heads ? qma_head_weights(c, i, hidx) : qma_edge_weight(c, i);
+#endif
         a = qma_combine(a, qma_message(c, xc, wc), is_max);
     }
     memcpy(acc, &a, sizeof a);

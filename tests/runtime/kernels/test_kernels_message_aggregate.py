@@ -274,3 +274,14 @@ def test_reads_only_its_inputs(guarded, feats, reduce):
         np.testing.assert_array_equal(
             message_aggregate(guarded(x), 3, guarded(indptr), guarded(src), guarded(w), *args),
             message_aggregate(x, 3, indptr, src, w, *args))
+
+
+@pytest.mark.parametrize(("feats", "heads"), [(128, 4), (128, 16), (96, 24), (64, 32), (40, 20)])
+def test_many_heads_and_head_widths(make_csr, feats, heads):
+    """Up to 16 heads the kernel permutes one converted weight row per edge (once per vector
+    when a head spans a multiple of 4 columns); more heads take the lane-by-lane path."""
+    rng = np.random.default_rng(feats + heads)
+    csr = make_csr(40, 500, 60, empty_frac=0.1)
+    feeds = make_feeds(rng, csr, 60, feats, heads)
+    for reduce in REDUCES:
+        np.testing.assert_array_equal(kernel(feeds, reduce), reference(feeds, reduce=reduce))
