@@ -306,3 +306,43 @@ def mlp_decoder(dim: int, hidden: int, seed: int = 0) -> tuple[onnx.ModelProto, 
 def mlp_scores(w: dict, h_src: np.ndarray, h_dst: np.ndarray) -> np.ndarray:
     hidden = np.maximum((h_src * h_dst) @ w["w1"].T + w["b1"], 0)
     return (hidden @ w["w2"].T + w["b2"])[:, 0]
+
+
+def export_calibrated(root: Path, graph: object, kind: str, task: str = "node", *,
+                      layer_kwargs: dict | None = None, parity: bool = True,
+                      **stack: object) -> Path:
+    """A freshly initialised Degree-Quant INT8 stack (hidden 8, 2 layers unless ``stack``
+    says otherwise) whose ranges were calibrated by three forward passes on ``graph``,
+    checkpointed and exported by ``qgnn export`` like any run; training would only change the
+    weights. Needs torch (the training extra)."""
+    import torch
+    from qgnn.exporter.export import export_run
+    from qgnn.training.checkpoint import save_run
+    from qgnn.training.nn.block import full_graph_block
+    from qgnn.training.nn.models import ModelConfig, build_model
+    from qgnn.training.presets import TrainConfig
+    from qgnn.training.quant import QuantConfig, quant_state, quantize_model
+
+    cfg = ModelConfig(model=kind, in_dim=int(graph.num_features),  # type: ignore[attr-defined]
+                      out_dim=4 if task == "node" else 6, hidden=8,
+                      layer_kwargs=layer_kwargs or {}, **{"num_layers": 2, **stack})
+    quant = QuantConfig(bits=8)
+    torch.manual_seed(0)
+    if task == "node":
+        model = build_model(cfg)
+    else:
+        from qgnn.training.tasks.link import build_link_model
+
+        model = build_link_model(cfg, "dot", None)
+    model = quantize_model(model, quant)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.from_numpy(graph.x), full_graph_block(graph))  # type: ignore[attr-defined]
+    model.eval()
+    run = root / f"run-{kind}-{task}"
+    save_run(run, model, task=task, dataset="synthetic:powerlaw_communities", model_config=cfg,
+             train_config=TrainConfig(), metrics={},
+             extra={"quant": {"config": quant.to_dict(), "state": quant_state(model)}})
+    return export_run(run, root / f"bundle-{kind}-{task}", graph=graph,  # type: ignore[arg-type]
+                      parity=parity).bundle

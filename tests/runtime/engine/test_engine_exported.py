@@ -16,41 +16,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from qgnn.exporter.export import export_run  # noqa: E402
+import engine_testkit as tk  # noqa: E402
 from qgnn.graph.synth import powerlaw_communities  # noqa: E402
 from qgnn.runtime.bundle import load_bundle  # noqa: E402
 from qgnn.runtime.engine import Engine, EngineConfig, quantize_rows, softmax  # noqa: E402
-from qgnn.training.checkpoint import save_run  # noqa: E402
-from qgnn.training.nn.block import full_graph_block  # noqa: E402
-from qgnn.training.nn.models import ModelConfig, build_model  # noqa: E402
-from qgnn.training.presets import TrainConfig  # noqa: E402
-from qgnn.training.quant import QuantConfig, quant_state, quantize_model  # noqa: E402
 
 
 def _export(root: Path, kind: str, task: str = "node", **layer_kwargs) -> Path:
     graph = powerlaw_communities(300, avg_degree=6, num_communities=4, num_features=16, seed=1)
-    out_dim = 4 if task == "node" else 6
-    cfg = ModelConfig(model=kind, in_dim=16, out_dim=out_dim, hidden=8, num_layers=2,
-                      layer_kwargs=layer_kwargs)
-    quant = QuantConfig(bits=8)
-    torch.manual_seed(0)
-    if task == "node":
-        model = build_model(cfg)
-    else:
-        from qgnn.training.tasks.link import build_link_model
-
-        model = build_link_model(cfg, "dot", None)
-    model = quantize_model(model, quant)
-    model.train()
-    with torch.no_grad():  # calibrate the quantisation ranges
-        for _ in range(3):
-            model(torch.from_numpy(graph.x), full_graph_block(graph))
-    model.eval()
-    run = root / f"run-{kind}-{task}"
-    save_run(run, model, task=task, dataset="synthetic:powerlaw_communities", model_config=cfg,
-             train_config=TrainConfig(), metrics={},
-             extra={"quant": {"config": quant.to_dict(), "state": quant_state(model)}})
-    return export_run(run, root / f"bundle-{kind}-{task}", graph=graph).bundle
+    return tk.export_calibrated(root, graph, kind, task, layer_kwargs=layer_kwargs)
 
 
 def _onnxruntime_full_graph(bundle_path: Path) -> np.ndarray:

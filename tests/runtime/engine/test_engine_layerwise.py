@@ -21,18 +21,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from qgnn.exporter.export import export_run  # noqa: E402
+import engine_testkit as tk  # noqa: E402
 from qgnn.graph.container import Graph  # noqa: E402
 from qgnn.graph.synth import powerlaw_communities  # noqa: E402
 from qgnn.runtime.bundle import load_bundle  # noqa: E402
 from qgnn.runtime.engine import Engine, EngineConfig  # noqa: E402
 from qgnn.runtime.engine import onnx_proto as op  # noqa: E402
 from qgnn.runtime.engine.layerwise import LAYER_OUTPUTS, NotLayerwise, cut  # noqa: E402
-from qgnn.training.checkpoint import save_run  # noqa: E402
-from qgnn.training.nn.block import full_graph_block  # noqa: E402
-from qgnn.training.nn.models import ModelConfig, build_model  # noqa: E402
-from qgnn.training.presets import TrainConfig  # noqa: E402
-from qgnn.training.quant import QuantConfig, quant_state, quantize_model  # noqa: E402
 
 NUM_ISOLATED = 3
 
@@ -52,30 +47,8 @@ def _graph() -> Graph:
 
 def _export(root: Path, kind: str, task: str = "node", *, layer_kwargs: dict | None = None,
             **stack: object) -> Path:
-    """A calibrated, untrained INT8 stack exported as a bundle (test_engine_exported's)."""
-    graph = _graph()
-    out_dim = 4 if task == "node" else 6
-    cfg = ModelConfig(model=kind, in_dim=16, out_dim=out_dim, hidden=8,
-                      layer_kwargs=layer_kwargs or {}, **{"num_layers": 2, **stack})
-    quant = QuantConfig(bits=8)
-    torch.manual_seed(0)
-    if task == "node":
-        model = build_model(cfg)
-    else:
-        from qgnn.training.tasks.link import build_link_model
-
-        model = build_link_model(cfg, "dot", None)
-    model = quantize_model(model, quant)
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.from_numpy(graph.x), full_graph_block(graph))
-    model.eval()
-    run = root / f"run-{kind}-{task}"
-    save_run(run, model, task=task, dataset="synthetic:powerlaw_communities", model_config=cfg,
-             train_config=TrainConfig(), metrics={},
-             extra={"quant": {"config": quant.to_dict(), "state": quant_state(model)}})
-    return export_run(run, root / f"bundle-{kind}-{task}", graph=graph, parity=False).bundle
+    return tk.export_calibrated(root, _graph(), kind, task, layer_kwargs=layer_kwargs,
+                                parity=False, **stack)
 
 
 def _onnxruntime_full_graph(bundle_path: Path) -> np.ndarray:
