@@ -307,6 +307,10 @@ static PyObject *py_gcn_aggregate(PyObject *self, PyObject *args) {
                                     has_msg, msg_mult, msg_zp, msg_bits, mult, y_zp, bits,
                                     PyArray_DATA(y), threads, &status);
     Py_END_ALLOW_THREADS
+    if (bad_inv == -2) {
+        Py_DECREF(y);
+        return PyErr_NoMemory();
+    }
     if (bad_inv >= 0) {
         Py_DECREF(y);
         char text[32];

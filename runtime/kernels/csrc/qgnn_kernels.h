@@ -131,8 +131,8 @@ int qgnn_message_aggregate_q8(const uint8_t *x, int64_t n_src, int64_t F, int32_
  * wc = clamp(rint((inv[u] * inv[v]) / w_scale), -w_zp, 2^w_bits - 1 - w_zp) (float32 steps):
  * with has_msg, QMessageAggregate's message of (x[u] - x_zp) * wc (msg_mult, msg_zp, msg_bits);
  * without, that product itself; then requantised by mult around y_zp. inv holds n_src floats.
- * Returns the first i with inv[i] not finite (y then unspecified), or -1; status as
- * qgnn_qaggregate. */
+ * Returns the first i with inv[i] not finite (y then unspecified), -1 when it ran (status as
+ * qgnn_qaggregate), or -2 when scratch memory ran out. */
 int64_t qgnn_gcn_aggregate_q8(const uint8_t *x, int64_t n_src, int64_t F, int32_t x_zp,
                               const int64_t *indptr, int64_t D, const int64_t *src,
                               const float *inv, float w_scale, int32_t w_zp, int w_bits,
