@@ -61,11 +61,11 @@ def _spec(name: str, ops: set[str], **kwargs: Any) -> LayerSpec:
 
 
 LAYERS: dict[str, LayerSpec] = {spec.name: spec for spec in (
-    _spec("gcn", {"QMessageAggregate", "EdgeDst"}, degree="always"),
+    _spec("gcn", {"QGCNAggregate", "EdgeDst"}, degree="always"),
     _spec("sage", {"QAggregate"}),
     _spec("gin", {"QAggregate"}),
     _spec("gat", {"QMessageAggregate", "EdgeDst", "EdgeSoftmax"}),
-    _spec("egc", {"QAggregate", "EdgeDst"}, degree="symnorm",
+    _spec("egc", {"QGCNAggregate", "QAggregate", "EdgeDst"}, degree="symnorm",
           default_aggregators=("symnorm",)),
 )}
 

@@ -8,7 +8,9 @@ Rules (numbers as in docs/integer-formulation.md):
    requantisation;
 3. edge scaling: int32 product of centred integers, requantisation;
 4. aggregation: ``ai.qgnn::QAggregate``; rules 3 and 4 back to back are one
-   ``ai.qgnn::QMessageAggregate`` (no E x F tensor in the runtime's kernels);
+   ``ai.qgnn::QMessageAggregate`` (no E x F tensor in the runtime's kernels); GCN's
+   normalised sum over A + I, its coefficients quantised by rule 1 included, is one
+   ``ai.qgnn::QGCNAggregate`` (no per-looped-edge tensor either);
 5. elementwise float step: ``DequantizeLinear``, float32 op(s), ``QuantizeLinear``.
 Requantisation is ``Cast(float32) -> Mul(M) -> QuantizeLinear(scale 1, zp)``: the contract's
 float32 product, then round half to even, zero point and saturation, so the integers equal a
@@ -175,6 +177,21 @@ class Emitter:
             h_q, self.scale(h), self.zero_point(h), csr.indptr, csr.src, w_q, self.scale(w),
             self.zero_point(w), self.scale(msg), self.zero_point(msg), self.scale(out),
             self.zero_point(out)], hint, reduce=reduce, bits=out.bits, msg_bits=msg.bits)
+
+    def q_gcn_aggregate(self, x_q: str, x: Site, csr: Csr, inv_sqrt_degree: str, w: Site,
+                        msg: Site | None, out: Site, hint: str) -> str:
+        """``ai.qgnn::QGCNAggregate``: the sum over ``csr``'s edges plus one self-loop per
+        destination, each weighted by the GCN coefficient quantised to ``w`` inside the op.
+        With ``msg``, equals ``with_self_loops`` + :func:`gcn_coefficients` + :meth:`quantize`
+        + :meth:`q_message_aggregate` (sum); without, the weighted :meth:`q_aggregate` (sum)
+        of those weights, bit for bit, with no per-looped-edge tensor in the graph."""
+        message = ([self.scale(msg), self.zero_point(msg)] if msg is not None else ["", ""])
+        bits = {"bits": out.bits, "w_bits": w.bits,
+                **({"msg_bits": msg.bits} if msg is not None else {})}
+        return self.g.qgnn("QGCNAggregate", [
+            x_q, self.scale(x), self.zero_point(x), csr.indptr, csr.src, inv_sqrt_degree,
+            self.scale(w), self.zero_point(w), *message, self.scale(out), self.zero_point(out)],
+            hint, **bits)
 
     def requantize_float_step(self, q: str, a: Site, out: Site, hint: str) -> str:
         """Rule 5 with the identity: re-quantise ``q`` from site ``a`` to site ``out``."""

@@ -3,8 +3,9 @@ mixed per node and head by node-specific weights.
 
 INT8: ``x`` -> rule 2 -> ``bases``; ``x[:D]`` -> rule 2 (+ bias) -> ``comb``; ``bases`` -> rule 5
 (per node: every edge copies its source row) -> ``msg``; per aggregator into ``agg``: ``symnorm``
-= rule 4 weighted by ``edge_weight`` (rule 1 on the GCN coefficients), ``sum``/``mean``/``max``
-= rule 4, ``min`` = rule 4 max on reflected integers (``qmax - q``), ``var``/``std`` = float
+= rule 4 weighted by ``edge_weight`` (rule 1 on the GCN coefficients; one ``QGCNAggregate``
+without a message site, which builds the self-loops and coefficients inside), ``sum``/``mean``/
+``max`` = rule 4, ``min`` = rule 4 max on reflected integers (``qmax - q``), ``var``/``std`` = float
 island (rule 6) -> rule 1; stacked; ``comb (H x k) @ agg (k x F/H)`` per node = rule 2 on two
 activation sites (``MatMulInteger`` uint8 x uint8) + bias -> ``out``.
 """
@@ -47,12 +48,12 @@ def emit(em: Emitter, layer: EGConv, x: str, inp: LayerInput, sites: LayerSites 
     w_b, w_c = to_numpy(layer.bases_lin.weight), to_numpy(layer.comb_lin.weight)
     b_c = None if layer.comb_lin.bias is None else to_numpy(layer.comb_lin.bias)
     bias = None if layer.bias is None else to_numpy(layer.bias)
-    looped = csr.with_self_loops(drop_existing=False)
-    coef = (gcn_coefficients(em, looped, inp.inv_sqrt_degree, "gcn_norm")
-            if "symnorm" in aggregators else None)
     x_dst = em.rows(x, csr.num_dst, "x_dst")
     s = sites
     if s is None:
+        looped = csr.with_self_loops(drop_existing=False)
+        coef = (gcn_coefficients(em, looped, inp.inv_sqrt_degree, "gcn_norm")
+                if "symnorm" in aggregators else None)
         bases = em.float_linear(x, w_b, None, "bases")
         comb = em.float_linear(x_dst, w_c, b_c, "comb")
         parts = [_float_aggregator(em, bases, looped, a, coef) for a in aggregators]
@@ -60,8 +61,7 @@ def emit(em: Emitter, layer: EGConv, x: str, inp: LayerInput, sites: LayerSites 
         bases = em.int_linear(x, s["x"], w_b, s["bases_weight"], None, s["bases"], "bases")
         comb = em.int_linear(x_dst, s["x"], w_c, s["comb_weight"], b_c, s["comb"], "comb")
         msg = em.requantize_float_step(bases, s["bases"], s["msg"], "msg")
-        ew = None if coef is None else em.quantize(coef, s["edge_weight"], "edge_weight")
-        parts = [_int_aggregator(em, msg, s, looped, a, ew) for a in aggregators]
+        parts = [_int_aggregator(em, msg, s, inp, a) for a in aggregators]
     agg = parts[0] if len(parts) == 1 else g.op(
         "Concat", [g.op("Unsqueeze", [p, em.i64([1])], f"{a}_slot")
                    for p, a in zip(parts, aggregators, strict=True)], "agg_stacked", axis=1)
@@ -80,23 +80,27 @@ def emit(em: Emitter, layer: EGConv, x: str, inp: LayerInput, sites: LayerSites 
     out = em.requantize(acc, multiplier(s["comb"].scale, s["out"].scale, s["agg"].scale),
                         s["out"], "out")
     if em.debug:
+        looped = csr.with_self_loops(drop_existing=False)
         records = [("x", x, "node"), ("bases", bases, "node"), ("comb", comb, "node"),
                    ("msg", g.op("Gather", [msg, looped.src], "msg_edges", axis=0),
                     "looped_edge"), ("agg", agg, "node"), ("out", out, "node")]
-        if ew is not None:
-            records.append(("edge_weight", ew, "looped_edge"))
+        if "symnorm" in aggregators:  # the fused op keeps its weights internal
+            coef = gcn_coefficients(em, looped, inp.inv_sqrt_degree, "gcn_norm")
+            records.append(("edge_weight", em.quantize(coef, s["edge_weight"], "edge_weight"),
+                            "looped_edge"))
         for key, tensor, layout in records:
             em.record(inp.prefix + key, tensor, layout)
     return out
 
 
-def _int_aggregator(em: Emitter, msg: str, s: LayerSites, looped: Csr, name: str,
-                    ew: str | None) -> str:
-    """One aggregator of uint8 messages (N, F) at ``msg`` into uint8 (D, F) at ``agg``."""
+def _int_aggregator(em: Emitter, msg: str, s: LayerSites, inp: LayerInput, name: str) -> str:
+    """One aggregator of uint8 messages (N, F) at ``msg`` into uint8 (D, F) at ``agg``. Only
+    aggregators other than ``symnorm`` build the self-looped CSR (once, cached on the Csr)."""
     g, m, a = em.g, s["msg"], s["agg"]
     if name == "symnorm":
-        return em.q_aggregate(msg, m, looped, looped.src, a, "sum", name,
-                              weight=(ew, s["edge_weight"]))
+        return em.q_gcn_aggregate(msg, m, inp.csr, inp.inv_sqrt_degree, s["edge_weight"], None,
+                                  a, name)
+    looped = inp.csr.with_self_loops(drop_existing=False)
     if name in ("sum", "mean", "max"):
         return em.q_aggregate(msg, m, looped, looped.src, a, name, name)
     if name == "min":

@@ -21,17 +21,19 @@ INT64_MAX = np.iinfo(np.int64).max
 
 @dataclass(frozen=True)
 class Variant:
-    """What selects a function body: the ``reduce`` attribute and whether the optional edge
-    weights are present. Its :attr:`overload` names the body (FunctionProto/NodeProto overload).
+    """What selects a function body: the ``reduce`` attribute and whether the op's optional
+    input group (edge weights for most ops) is present. Its :attr:`overload` names the body
+    (FunctionProto/NodeProto overload); ``tag`` is the group's word in it.
     """
 
     reduce: str | None = None
     weighted: bool = False
+    tag: str = "weighted"
 
     @property
     def overload(self) -> str:
         return "_".join([*([self.reduce] if self.reduce else []),
-                         *(["weighted"] if self.weighted else [])])
+                         *([self.tag] if self.weighted else [])])
 
 
 class Body:

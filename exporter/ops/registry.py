@@ -15,6 +15,7 @@ from qgnn.exporter.ops import (
     edge_softmax,
     q_aggregate,
     q_aggregate_padded,
+    q_gcn_aggregate,
     q_message_aggregate,
 )
 from qgnn.exporter.ops.body import Variant
@@ -22,13 +23,15 @@ from qgnn.exporter.ops.numeric import REDUCES
 
 # Allowed values of every attribute an ai.qgnn op may carry.
 ATTRIBUTE_CHOICES: dict[str, tuple[object, ...]] = {"reduce": REDUCES, "bits": tuple(range(1, 9)),
-                                                    "msg_bits": tuple(range(1, 9))}
+                                                    "msg_bits": tuple(range(1, 9)),
+                                                    "w_bits": tuple(range(1, 9))}
 
 
 @dataclass(frozen=True)
 class OpSpec:
-    """One op: formal inputs (optional ones present all together or not at all), attributes
-    with defaults, the output element type, the body builder and the numpy reference.
+    """One op: formal inputs (optional ones present all together or not at all, named
+    ``optional_tag`` in overloads), attributes with defaults, the output element type, the body
+    builder and the numpy reference.
     """
 
     name: str
@@ -39,24 +42,27 @@ class OpSpec:
     build_function: Callable[[Variant], FunctionProto]
     reference: type[OpRun]
     attributes: Mapping[str, object] = field(default_factory=dict)
+    optional_tag: str = "weighted"
 
     def variant(self, attributes: Mapping[str, object], present: frozenset[str]) -> Variant:
         """The body variant a node with these (validated) attributes and inputs needs."""
         reduce = attributes.get("reduce", self.attributes.get("reduce"))
         return Variant(reduce=None if reduce is None else str(reduce),
-                       weighted=bool(self.optional) and set(self.optional) <= present)
+                       weighted=bool(self.optional) and set(self.optional) <= present,
+                       tag=self.optional_tag)
 
     def variants(self) -> tuple[Variant, ...]:
         reduces = REDUCES if "reduce" in self.attributes else (None,)
         weights = (False, True) if self.optional else (False,)
-        return tuple(Variant(r, w) for r in reduces for w in weights)
+        return tuple(Variant(r, w, self.optional_tag) for r in reduces for w in weights)
 
 
 def _spec(module: ModuleType, output_type: int, output_rank: int) -> OpSpec:
     return OpSpec(name=module.NAME, inputs=module.INPUTS, optional=module.OPTIONAL,
                   output_type=output_type, output_rank=output_rank,
                   build_function=module.build_function,
-                  reference=getattr(module, module.NAME), attributes=module.ATTRIBUTES)
+                  reference=getattr(module, module.NAME), attributes=module.ATTRIBUTES,
+                  optional_tag=getattr(module, "OPTIONAL_TAG", "weighted"))
 
 
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
@@ -65,6 +71,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     _spec(aggregate_padded, TensorProto.FLOAT, 2),
     _spec(q_aggregate_padded, TensorProto.UINT8, 2),
     _spec(q_message_aggregate, TensorProto.UINT8, 2),
+    _spec(q_gcn_aggregate, TensorProto.UINT8, 2),
     _spec(edge_softmax, TensorProto.FLOAT, 2),
     _spec(edge_dst, TensorProto.INT64, 1),
 )}

@@ -36,6 +36,8 @@ def random_inputs(edges: int, nodes: int, features: int, seed: int = 0) -> dict[
         "w": rng.normal(size=edges).astype(np.float32),
         "w_q": rng.integers(0, 256, edges).astype(np.uint8),
         "logits": rng.normal(size=(edges, 4)).astype(np.float32),
+        "inv_sqrt_degree": (1.0 / np.sqrt(1.0 + np.bincount(dst, minlength=nodes))).astype(
+            np.float32),
         "nbr": nbr,
         "w_grid": rng.normal(size=nbr.shape).astype(np.float32),
         "w_q_grid": rng.integers(0, 256, nbr.shape).astype(np.uint8),
@@ -53,17 +55,20 @@ def time_op(item: str, inputs: dict[str, np.ndarray], threads: int,
     if op not in OPS:
         raise ValueError(f"unknown op {op!r}; known: {sorted(OPS)}")
     spec = OPS[op]
-    reduce, _, weighted = overload.partition("_")
+    variants = {v.overload: v for v in spec.variants()}
+    if overload not in variants:
+        raise ValueError(f"{op} has no overload {overload!r}; known: {sorted(variants)}")
+    variant = variants[overload]
     padded = op.endswith("Padded")
     feeds = {}
     for name in spec.inputs:
-        if name in spec.optional and not weighted:
+        if name in spec.optional and not variant.weighted:
             continue
         key = f"{name}_grid" if padded and name in ("w", "w_q") else name
         feeds[name] = inputs[key]
     types = {k: (helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
              for k, v in feeds.items()}
-    model = make_op_model(op, types, **({"reduce": reduce} if reduce else {}))
+    model = make_op_model(op, types, **({"reduce": variant.reduce} if variant.reduce else {}))
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1

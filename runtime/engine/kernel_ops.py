@@ -34,6 +34,9 @@ FORMAL: dict[str, tuple[str, ...]] = {
                          "w_zero_point", "y_scale", "y_zero_point"),
     "QMessageAggregate": ("x_q", "x_scale", "x_zero_point", "indptr", "src", "w_q", "w_scale",
                           "w_zero_point", "m_scale", "m_zero_point", "y_scale", "y_zero_point"),
+    "QGCNAggregate": ("x_q", "x_scale", "x_zero_point", "indptr", "src", "inv_sqrt_degree",
+                      "w_scale", "w_zero_point", "m_scale", "m_zero_point", "y_scale",
+                      "y_zero_point"),
     "Aggregate": ("x", "indptr", "src", "w"),
     "AggregatePadded": ("x", "nbr", "w"),
     "EdgeSoftmax": ("logits", "indptr"),
@@ -163,6 +166,49 @@ def _message_aggregate(spec: KernelNodeSpec, args: _Args, threads: int,
     return run
 
 
+def _gcn_params(args: _Args, tensors: Mapping[str, np.ndarray] | None
+                ) -> tuple[float, float | None, float, int, int, int, int]:
+    """QGCNAggregate's (s_w, M_m or None, M, zp_x, zp_w, zp_m, zp_y): with the message site
+    M_m = float32(float32(s_x * s_w) / s_m) and M = float32(s_m / s_y), without it M =
+    float32(float32(s_x * s_w) / s_y). From constants (tensors None) or a run's tensors."""
+    op = args.spec.op_type
+    sites = ("x", "w", "m", "y") if args.present("m_scale") else ("x", "w", "y")
+    scale, zero = {}, {"m": 0}
+    for site in sites:
+        scale[site] = _scalar(_tensor(args, tensors, f"{site}_scale"), f"{op}.{site}_scale",
+                              np.float32)
+        zero[site] = int(_scalar(_tensor(args, tensors, f"{site}_zero_point"),
+                                 f"{op}.{site}_zero_point", np.uint8))
+    if "m" in scale:
+        msg_mult = float(kernels.requant_multiplier(scale["x"], scale["m"], scale["w"]))
+        mult = kernels.requant_multiplier(scale["m"], scale["y"])
+    else:
+        msg_mult, mult = None, kernels.requant_multiplier(scale["x"], scale["y"], scale["w"])
+    return (float(scale["w"]), msg_mult, float(mult), zero["x"], zero["w"], zero["m"],
+            zero["y"])
+
+
+def _gcn_aggregate(spec: KernelNodeSpec, args: _Args, threads: int,
+                   mod: ModuleType) -> KernelFn:
+    """GCN's normalised sum over A + I with the edge weights built in the kernel; constant
+    scales are folded here, at load."""
+    attrs = spec.attributes
+    bits, w_bits = int(attrs.get("bits", 8)), int(attrs.get("w_bits", 8))
+    msg_bits = int(attrs.get("msg_bits", 8))
+    scalar_inputs = tuple(f"{site}_{what}" for site in ("x", "w", "m", "y")
+                          for what in ("scale", "zero_point"))
+    fixed = _gcn_params(args, None) if args.is_constant(*scalar_inputs) else None
+
+    def run(tensors: Mapping[str, np.ndarray]) -> np.ndarray:
+        s_w, msg_mult, mult, zp_x, zp_w, zp_m, zp_y = fixed or _gcn_params(args, tensors)
+        return mod.gcn_aggregate(
+            _tensor(args, tensors, "x_q"), zp_x, _tensor(args, tensors, "indptr"),
+            _tensor(args, tensors, "src"), _tensor(args, tensors, "inv_sqrt_degree"), s_w, zp_w,
+            w_bits, msg_mult, zp_m, msg_bits, mult, zp_y, bits, threads)
+
+    return run
+
+
 def _tensor(args: _Args, tensors: Mapping[str, np.ndarray] | None,
             formal: str) -> np.ndarray | None:
     if not args.present(formal):
@@ -185,6 +231,8 @@ def compile_kernel(spec: KernelNodeSpec, constants: Mapping[str, np.ndarray],
         return _quantised(spec, args, threads, isa)
     if spec.op_type == "QMessageAggregate":
         return _message_aggregate(spec, args, threads, mod)
+    if spec.op_type == "QGCNAggregate":
+        return _gcn_aggregate(spec, args, threads, mod)
     reduce = str(spec.attributes.get("reduce", "sum"))
     if spec.op_type == "Aggregate":
         if reduce not in REDUCE_CODES:

@@ -25,7 +25,8 @@ QGNN_DOMAIN = "ai.qgnn"
 # Output element type and rank of each ai.qgnn op (docs/onnx-ops.md).
 KERNEL_OUTPUTS: dict[str, tuple[int, int | None]] = {
     "Aggregate": (1, 2), "QAggregate": (2, 2), "AggregatePadded": (1, 2),
-    "QAggregatePadded": (2, 2), "QMessageAggregate": (2, 2), "EdgeSoftmax": (1, 2),
+    "QAggregatePadded": (2, 2), "QMessageAggregate": (2, 2), "QGCNAggregate": (2, 2),
+    "EdgeSoftmax": (1, 2),
     "EdgeDst": (7, 1),
     "QLinear": (2, None)}  # QLinear: the fused requantised linear layer (fusion.py)
 

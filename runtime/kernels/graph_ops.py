@@ -64,6 +64,36 @@ def message_aggregate(x_q: np.ndarray, x_zp: int, indptr: np.ndarray, src: np.nd
         ck.threads(fn, num_threads))
 
 
+def gcn_aggregate(x_q: np.ndarray, x_zp: int, indptr: np.ndarray, src: np.ndarray,
+                  inv_sqrt_degree: np.ndarray, w_scale: float, w_zp: int,
+                  msg_multiplier: float | None, msg_zp: int, multiplier: float, y_zp: int, *,
+                  bits: int = 8, w_bits: int = 8, msg_bits: int = 8, num_threads: int = 2,
+                  isa: str | None = None) -> np.ndarray:
+    """QGCNAggregate: the sum over each destination's in-edges plus one self-loop (row v,
+    appended last; destinations are the first D sources), each edge u -> v weighted by
+    ``q_w = clamp(rint(float32(inv[u] * inv[v]) / w_scale) + w_zp, 0, 2^w_bits - 1)``, the
+    exporter's QuantizeLinear of the GCN coefficient (a float32 division), built per edge
+    instead of stored.
+
+    With ``msg_multiplier`` (``requant_multiplier(s_x, s_m, s_w)``) each term is
+    :func:`message_aggregate`'s message and ``multiplier`` is ``requant_multiplier(s_m, s_y)``;
+    with None the term is ``(x_q[u] - x_zp) * (q_w - w_zp)`` and ``multiplier`` is
+    ``requant_multiplier(s_x, s_y, s_w)`` (weighted :func:`qaggregate`). ``inv_sqrt_degree`` is
+    float32 with at least N_src finite entries.
+    """
+    fn = "gcn_aggregate"
+    msg_mult = (None if msg_multiplier is None
+                else ck.positive_f32(fn, "msg_multiplier", msg_multiplier))
+    return ext(isa).gcn_aggregate(
+        ck.tensor(fn, "x_q", x_q, np.uint8, 2), ck.zero_point(fn, "x_zp", x_zp),
+        ck.ids(fn, "indptr", indptr), ck.ids(fn, "src", src),
+        ck.tensor(fn, "inv_sqrt_degree", inv_sqrt_degree, np.float32, 1),
+        ck.positive_f32(fn, "w_scale", w_scale), ck.zero_point(fn, "w_zp", w_zp),
+        ck.integer(fn, "w_bits", w_bits, 1, 8), msg_mult, ck.zero_point(fn, "msg_zp", msg_zp),
+        ck.integer(fn, "msg_bits", msg_bits, 1, 8), ck.positive_f32(fn, "multiplier", multiplier),
+        ck.zero_point(fn, "y_zp", y_zp), ck.bits(fn, bits), ck.threads(fn, num_threads))
+
+
 def aggregate_f32(x: np.ndarray, indptr: np.ndarray, src: np.ndarray, reduce: Reduce = "sum",
                   w: np.ndarray | None = None, *, num_threads: int = 2,
                   isa: str | None = None) -> np.ndarray:

@@ -34,6 +34,9 @@ from qgnn.training.quant import QuantConfig, quant_state
 from qgnn.training.quant.integer_ref import integer_forward
 
 DQ8 = QuantConfig(bits=8, p_max=0.5)
+# The ai.qgnn aggregation ops an INT8 export must contain (the test EGC runs every aggregator).
+AGGREGATION = {"gcn": {"QGCNAggregate"}, "gat": {"QMessageAggregate"},
+               "egc": {"QGCNAggregate", "QAggregate"}}
 
 
 def export(model, quantised=True, debug=False):
@@ -67,8 +70,8 @@ def test_int8_export_is_a_checked_integer_graph(name):
     em = export(model)
     check_model(em.model)
     ops = {n.op_type for n in em.model.graph.node}
-    aggregation = "QMessageAggregate" if name in ("gcn", "gat") else "QAggregate"
-    assert {"MatMulInteger", "QuantizeLinear", "DequantizeLinear", aggregation} <= ops
+    aggregation = AGGREGATION.get(name, {"QAggregate"})
+    assert {"MatMulInteger", "QuantizeLinear", "DequantizeLinear"} | aggregation <= ops
     assert "MatMul" not in ops and "Gemm" not in ops  # no float matrix product left
     weights = [i for i in em.model.graph.initializer if i.name.endswith("weight_q")]
     assert weights and all(w.data_type == onnx.TensorProto.UINT8 for w in weights)
@@ -76,7 +79,7 @@ def test_int8_export_is_a_checked_integer_graph(name):
     for node in (n for n in em.model.graph.node if n.op_type == "MatMulInteger"):
         zp = inits[node.input[3]] if node.input[1].endswith("weight_q") else None
         assert zp is None or (zp.dtype == np.uint8 and zp == WEIGHT_STORAGE_OFFSET)
-    assert {f.name for f in em.model.functions} >= {aggregation}
+    assert {f.name for f in em.model.functions} >= aggregation
     assert em.input_dtype == "uint8" and em.model.graph.input[0].type.tensor_type.elem_type \
         == onnx.TensorProto.UINT8
 
@@ -204,11 +207,30 @@ def intermediate_shapes(model: onnx.ModelProto, feeds: dict[str, np.ndarray]
     return {o.name: v.shape for o, v in zip(session.get_outputs(), values, strict=True)}
 
 
+def test_int8_gcn_builds_no_tensor_per_looped_edge():
+    """QGCNAggregate builds the self-loops and quantised coefficients inside: outside a debug
+    export no tensor of the INT8 GCN graph has a row per edge (the src inputs aside), not even
+    a 1-D one; the debug export adds the ``edge_weight`` and ``msg`` sites per looped edge."""
+    graph, model = trained("gcn", DQ8)
+    for debug in (False, True):
+        em = export(model, debug=debug)
+        feeds = full_feeds(graph, em)
+        edges = min(len(v) for k, v in feeds.items() if k.startswith("src_"))
+        assert edges > graph.num_nodes
+        long = {k for k, shape in intermediate_shapes(em.model, feeds).items()
+                if len(shape) >= 1 and shape[0] >= edges}
+        if debug:
+            assert any("edge_weight" in k for k in long) and any("/msg" in k for k in long)
+        else:
+            assert long == set(), long
+
+
 @pytest.mark.parametrize("name", ["gcn", "gat"])
 def test_int8_gcn_and_gat_never_build_edge_by_feature_tensors(name):
-    """Edge scaling and aggregation are one QMessageAggregate: no tensor in the exported graph
-    has a row per edge and a column per feature (GAT's per-edge, per-head attention, E x H,
-    is all that scales with E beyond 1-D tensors). A debug export adds the ``msg`` site."""
+    """Edge scaling and aggregation are one QMessageAggregate (GCN: QGCNAggregate): no tensor in
+    the exported graph has a row per edge and a column per feature (GAT's per-edge, per-head
+    attention, E x H, is all that scales with E beyond 1-D tensors). A debug export adds the
+    ``msg`` site."""
     graph, model = trained(name, DQ8)
     heads = getattr(model.layers[0], "heads", 1)
     for debug in (False, True):

@@ -258,6 +258,78 @@ static PyObject *py_message_aggregate(PyObject *self, PyObject *args) {
     return (PyObject *)y;
 }
 
+static PyObject *py_gcn_aggregate(PyObject *self, PyObject *args) {
+    (void)self;
+    static const char *fn = "gcn_aggregate";
+    PyObject *ox, *oindptr, *osrc, *oinv, *omsg_mult;
+    int x_zp, w_zp, w_bits, msg_zp, msg_bits, y_zp, bits, threads;
+    float w_scale, mult, msg_mult = 1.0f;
+    if (!PyArg_ParseTuple(args, "OiOOOfiiOiifiii", &ox, &x_zp, &oindptr, &osrc, &oinv, &w_scale,
+                          &w_zp, &w_bits, &omsg_mult, &msg_zp, &msg_bits, &mult, &y_zp, &bits,
+                          &threads))
+        return NULL;
+    const int has_msg = omsg_mult != Py_None;
+    if (has_msg) {
+        const double m = PyFloat_AsDouble(omsg_mult);
+        if (m == -1.0 && PyErr_Occurred()) return NULL;
+        msg_mult = (float)m;
+    }
+    PyArrayObject *x = want_array(ox, fn, "x_q", NPY_UINT8, 2);
+    PyArrayObject *indptr = x ? want_array(oindptr, fn, "indptr", NPY_INT64, 1) : NULL;
+    PyArrayObject *src = indptr ? want_array(osrc, fn, "src", NPY_INT64, 1) : NULL;
+    PyArrayObject *inv = src ? want_array(oinv, fn, "inv_sqrt_degree", NPY_FLOAT32, 1) : NULL;
+    if (!inv) return NULL;
+    const npy_intp E = PyArray_DIM(src, 0), N = PyArray_DIM(x, 0), F = PyArray_DIM(x, 1);
+    if (!want_zero_point(x_zp, fn, "x_zp") || !want_zero_point(w_zp, fn, "w_zp") ||
+        !want_zero_point(msg_zp, fn, "msg_zp") || !want_zero_point(y_zp, fn, "y_zp") ||
+        !want_positive(w_scale, fn, "w_scale") || !want_positive(mult, fn, "multiplier") ||
+        (has_msg && !want_positive(msg_mult, fn, "msg_multiplier")) ||
+        !want_bits(w_bits, fn) || !want_bits(msg_bits, fn) || !want_bits(bits, fn) ||
+        !want_threads(threads, fn) || !want_indptr(indptr, E, fn, "len(src)"))
+        return NULL;
+    const npy_intp D = PyArray_DIM(indptr, 0) - 1;
+    if (D > N)
+        return PyErr_Format(PyExc_ValueError, "%s: %zd destinations but x_q has %zd rows (the "
+                            "destinations are the first sources, D <= N_src)", fn,
+                            (Py_ssize_t)D, (Py_ssize_t)N);
+    if (PyArray_DIM(inv, 0) < N)
+        return PyErr_Format(PyExc_ValueError, "%s: inv_sqrt_degree has %zd entries, expected at "
+                            "least one per x_q row (%zd)", fn, (Py_ssize_t)PyArray_DIM(inv, 0),
+                            (Py_ssize_t)N);
+    npy_intp dims[2] = {D, F};
+    PyArrayObject *y = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_UINT8);
+    if (y == NULL) return NULL;
+    qgnn_qagg_status status;
+    int64_t bad_inv;
+    Py_BEGIN_ALLOW_THREADS
+    bad_inv = qgnn_gcn_aggregate_q8(PyArray_DATA(x), N, F, x_zp, PyArray_DATA(indptr), D,
+                                    PyArray_DATA(src), PyArray_DATA(inv), w_scale, w_zp, w_bits,
+                                    has_msg, msg_mult, msg_zp, msg_bits, mult, y_zp, bits,
+                                    PyArray_DATA(y), threads, &status);
+    Py_END_ALLOW_THREADS
+    if (bad_inv == -2) {
+        Py_DECREF(y);
+        return PyErr_NoMemory();
+    }
+    if (bad_inv >= 0) {
+        Py_DECREF(y);
+        char text[32];
+        snprintf(text, sizeof text, "%.9g", (double)((const float *)PyArray_DATA(inv))[bad_inv]);
+        return PyErr_Format(PyExc_ValueError, "%s: inv_sqrt_degree[%lld] = %s is not finite", fn,
+                            (long long)bad_inv, text);
+    }
+    if (status.bad_src >= 0) {
+        Py_DECREF(y);
+        return bad_id(fn, "src", PyArray_DATA(src), status.bad_src, N, "x_q rows");
+    }
+    if (status.overflow_dst >= 0) {
+        Py_DECREF(y);
+        return overflow_error(fn, indptr, &status, has_msg ? "8,421,503 edges and the loop"
+                                                           : "33,024 edges and the loop");
+    }
+    return (PyObject *)y;
+}
+
 static PyObject *py_aggregate_f32(PyObject *self, PyObject *args) {
     (void)self;
     static const char *fn = "aggregate_f32";
@@ -562,6 +634,10 @@ static PyMethodDef methods[] = {
     {"message_aggregate", py_message_aggregate, METH_VARARGS,
      "message_aggregate(x_q, x_zp, indptr, src, w_q (E,) or (E, H), w_zp, msg_multiplier, "
      "msg_zp, msg_bits, multiplier, y_zp, bits, reduce, num_threads) -> uint8 (D, F)"},
+    {"gcn_aggregate", py_gcn_aggregate, METH_VARARGS,
+     "gcn_aggregate(x_q, x_zp, indptr, src, inv_sqrt_degree float32, w_scale, w_zp, w_bits, "
+     "msg_multiplier or None, msg_zp, msg_bits, multiplier, y_zp, bits, num_threads) -> uint8 "
+     "(D, F): QGCNAggregate over the edges plus one self-loop per destination"},
     {"aggregate_f32", py_aggregate_f32, METH_VARARGS,
      "aggregate_f32(x, indptr, src, reduce, w, num_threads) -> float32 (D, F)"},
     {"edge_softmax_f32", py_edge_softmax_f32, METH_VARARGS,

@@ -9,11 +9,8 @@
  * This is the QAggregate of the messages c, without ever storing the (E, F) messages: each
  * source row is read, scaled, requantised and accumulated in registers.
  *
- * Rounding: clamp(rint(v) + zp, 0, qmax) == rint(clamp(v, -zp, qmax - zp)) + zp for integral
- * bounds, and a value within [-2^22, 2^22] rounds half to even as (v + 1.5 * 2^23) under the
- * default rounding mode, whose float bits are 0x4B400000 + rint(v). So both requantisations are
- * a multiply, a clamp, an add and an integer subtract, in plain vector code that each ISA level
- * compiles alike (float32 IEEE arithmetic, no contraction: built with -ffp-contract=off).
+ * Both requantisations are message_q8.h's (shared with gcn_aggregate_q8.c): a multiply, a
+ * clamp, an add and an integer subtract, in plain vector code that each ISA level compiles alike.
  *
  * Columns go in chunks of 64 (a 64-byte load seen as 16 uint32 lanes, stride-4 order), then 16
  * (widened bytes), then one at a time. |c| <= 255, so sums are exact in int32 up to in-degree
@@ -22,13 +19,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "message_q8.h"
 #include "qgnn_kernels.h"
 #include "simd.h"
 
 #define QMA_CH 64
 #define QMA_SAFE_DEG 8421504 /* 255 * 8421504 <= 2^31 - 1 */
-#define QMA_MAGIC 12582912.0f /* 1.5 * 2^23 */
-#define QMA_MAGIC_BITS 0x4B400000
 
 typedef struct {
     const uint8_t *x;
@@ -39,7 +35,7 @@ typedef struct {
     int64_t H;              /* weights per edge (heads) */
     const int32_t *head_of; /* head of each column, NULL when H == 1 */
     int32_t w_zp;
-    float msg_mult, c_lo, c_hi; /* messages: -msg_zp, qmax_m - msg_zp */
+    qmsg_site msg;
     float mult, y_lo, y_hi;     /* outputs: -y_zp, qmax - y_zp */
     int32_t y_zp, qmax;
     qgnn_reduce reduce;
@@ -49,35 +45,6 @@ typedef struct {
     int64_t overflow_dst[QGNN_MAX_PARTS], overflow_col[QGNN_MAX_PARTS];
     int64_t overflow_value[QGNN_MAX_PARTS];
 } qma_ctx;
-
-/* a if a < b else b, lane-wise (the twin of simd.h's qv_max_f32). */
-QGNN_INLINE qv_f32 qma_min_f32(qv_f32 a, qv_f32 b) {
-    const qv_i32 a_lt = a < b;
-    return (qv_f32)(((qv_i32)a & a_lt) | ((qv_i32)b & ~a_lt));
-}
-
-/* rint(clamp(v, lo, hi)) as int32, lane-wise; |lo|, |hi| <= 255. */
-QGNN_INLINE qv_i32 qma_round_clamp(qv_f32 v, float lo, float hi) {
-    v = qma_min_f32(qv_max_f32(v, (qv_f32){0} + lo), (qv_f32){0} + hi);
-    return (qv_i32)(v + QMA_MAGIC) - QMA_MAGIC_BITS;
-}
-
-/* The scalar twin of qma_round_clamp (the same float32 operations). */
-static inline int32_t qma_round_clamp1(float v, float lo, float hi) {
-    v = v < lo ? lo : v;
-    v = v > hi ? hi : v;
-    const float t = v + QMA_MAGIC;
-    int32_t bits;
-    memcpy(&bits, &t, sizeof bits);
-    return bits - QMA_MAGIC_BITS;
-}
-
-/* Centred messages c of 16 lanes: centred source values times centred weights. The product
- * is formed in float32, where it is exact (|p| <= 65025 < 2^24), so it equals float(p). */
-QGNN_INLINE qv_i32 qma_message(const qma_ctx *c, qv_i32 centred_x, qv_f32 centred_w) {
-    const qv_f32 p = __builtin_convertvector(centred_x, qv_f32) * centred_w;
-    return qma_round_clamp(p * c->msg_mult, c->c_lo, c->c_hi);
-}
 
 /* Centred weights of 16 lanes of edge i whose columns have heads hidx[0..16), as float32. */
 QGNN_INLINE qv_f32 qma_head_weights(const qma_ctx *c, int64_t i, const int32_t *hidx) {
@@ -142,7 +109,7 @@ QGNN_INLINE void qma_vec64(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, i
             for (int j = 0; j < 4; j++) {
                 const qv_i32 xc = (qv_i32)((v >> (8 * j)) & 0xFFu) - c->x_zp;
                 const qv_f32 wc = same_heads ? same : __builtin_shuffle(row, mask[j]);
-                a[j] = qma_combine(a[j], qma_message(c, xc, wc), is_max);
+                a[j] = qma_combine(a[j], qmsg_message(c->msg, xc, wc), is_max);
             }
             continue;
         }
@@ -150,7 +117,7 @@ QGNN_INLINE void qma_vec64(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, i
         for (int j = 0; j < 4; j++) {
             const qv_i32 xc = (qv_i32)((v >> (8 * j)) & 0xFFu) - c->x_zp;
             const qv_f32 wc = heads ? qma_head_weights(c, i, hidx[j]) : edge_w;
-            a[j] = qma_combine(a[j], qma_message(c, xc, wc), is_max);
+            a[j] = qma_combine(a[j], qmsg_message(c->msg, xc, wc), is_max);
         }
     }
     qv_store_stride4(a, acc);
@@ -178,7 +145,7 @@ QGNN_INLINE void qma_vec16(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, i
 #else
         const qv_f32 wc = heads ? qma_head_weights(c, i, hidx) : qma_edge_weight(c, i);
 #endif
-        a = qma_combine(a, qma_message(c, xc, wc), is_max);
+        a = qma_combine(a, qmsg_message(c->msg, xc, wc), is_max);
     }
     memcpy(acc, &a, sizeof a);
 }
@@ -193,8 +160,7 @@ static void qma_tail(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, int w, 
         for (int64_t i = b; i < e; i++) {
             const int32_t xc = (int32_t)c->x[c->src[i] * F + col] - c->x_zp;
             const int32_t wc = (int32_t)c->w[i * c->H + head] - c->w_zp;
-            const int32_t m = qma_round_clamp1((float)xc * (float)wc * c->msg_mult, c->c_lo,
-                                               c->c_hi);
+            const int32_t m = qmsg_message1(c->msg, xc, wc);
             a = c->reduce == QGNN_MAX ? (m > a ? m : a) : a + m;
         }
         acc[f] = a;
@@ -245,21 +211,6 @@ static QGNN_CLONES int qma_sum_checked(const qma_ctx *c, int64_t b, int64_t e, i
     return -1;
 }
 
-/* Output requantisation of w accumulators into [0, qmax]. */
-QGNN_INLINE void qma_requant(const qma_ctx *c, const int32_t *acc, int w, float m, uint8_t *out) {
-    int f = 0;
-    for (; f + QV_LANES <= w; f += QV_LANES) {
-        qv_i32 a;
-        memcpy(&a, acc + f, sizeof a);
-        const qv_i32 q = qma_round_clamp(__builtin_convertvector(a, qv_f32) * m, c->y_lo,
-                                         c->y_hi) + c->y_zp;
-        const qv_u8 bytes = __builtin_convertvector(q, qv_u8);
-        memcpy(out + f, &bytes, sizeof bytes);
-    }
-    for (; f < w; f++)
-        out[f] = (uint8_t)(qma_round_clamp1((float)acc[f] * m, c->y_lo, c->y_hi) + c->y_zp);
-}
-
 static QGNN_CLONES void qma_part(void *vctx, int64_t d0, int64_t d1, int part) {
     qma_ctx *c = vctx;
     c->bad_src[part] = qgnn_first_bad_id(c->src, c->indptr[d0], c->indptr[d1], c->n_src);
@@ -289,7 +240,7 @@ static QGNN_CLONES void qma_part(void *vctx, int64_t d0, int64_t d1, int part) {
             } else {
                 qma_cols(c, b, e, f0, w, acc);
             }
-            qma_requant(c, acc, w, m, out + f0);
+            qmsg_requant(acc, w, m, c->y_lo, c->y_hi, c->y_zp, out + f0);
             f0 += w;
         }
     }
@@ -303,8 +254,9 @@ int qgnn_message_aggregate_q8(const uint8_t *x, int64_t n_src, int64_t F, int32_
                               qgnn_qagg_status *status) {
     const int32_t qmax = (1 << bits) - 1, msg_qmax = (1 << msg_bits) - 1;
     qma_ctx c = {.x = x, .n_src = n_src, .F = F, .x_zp = x_zp, .indptr = indptr, .src = src,
-                 .w = w, .H = H, .head_of = NULL, .w_zp = w_zp, .msg_mult = msg_mult,
-                 .c_lo = (float)-msg_zp, .c_hi = (float)(msg_qmax - msg_zp), .mult = mult,
+                 .w = w, .H = H, .head_of = NULL, .w_zp = w_zp,
+                 .msg = {.mult = msg_mult, .lo = (float)-msg_zp, .hi = (float)(msg_qmax - msg_zp)},
+                 .mult = mult,
                  .y_lo = (float)-y_zp, .y_hi = (float)(qmax - y_zp), .y_zp = y_zp,
                  .qmax = qmax, .reduce = reduce, .y = y, .n_edges = indptr[D]};
     status->bad_src = -1;

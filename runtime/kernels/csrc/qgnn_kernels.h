@@ -126,6 +126,20 @@ int qgnn_message_aggregate_q8(const uint8_t *x, int64_t n_src, int64_t F, int32_
                               qgnn_reduce reduce, uint8_t *y, int num_threads,
                               qgnn_qagg_status *status);
 
+/* QGCNAggregate: y (D, F) uint8 in [0, 2^bits - 1], the sum over each destination v's in-edges
+ * and then one loop v -> v (row v; D <= n_src) of terms with the edge weight
+ * wc = clamp(rint((inv[u] * inv[v]) / w_scale), -w_zp, 2^w_bits - 1 - w_zp) (float32 steps):
+ * with has_msg, QMessageAggregate's message of (x[u] - x_zp) * wc (msg_mult, msg_zp, msg_bits);
+ * without, that product itself; then requantised by mult around y_zp. inv holds n_src floats.
+ * Returns the first i with inv[i] not finite (y then unspecified), -1 when it ran (status as
+ * qgnn_qaggregate), or -2 when scratch memory ran out. */
+int64_t qgnn_gcn_aggregate_q8(const uint8_t *x, int64_t n_src, int64_t F, int32_t x_zp,
+                              const int64_t *indptr, int64_t D, const int64_t *src,
+                              const float *inv, float w_scale, int32_t w_zp, int w_bits,
+                              int has_msg, float msg_mult, int32_t msg_zp, int msg_bits,
+                              float mult, int32_t y_zp, int bits, uint8_t *y, int num_threads,
+                              qgnn_qagg_status *status);
+
 /* out (E, H): softmax of logits over each destination's edge segment, per head. Returns the
  * flat index of the first non-finite logit (out then unspecified), or -1. */
 int64_t qgnn_edge_softmax_f32(const float *logits, int64_t H, const int64_t *indptr, int64_t D,

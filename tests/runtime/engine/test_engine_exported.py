@@ -64,8 +64,9 @@ def _kernel_ops(engine: Engine) -> set[str]:
     return {k.op_type for phase in engine.executor.plan.kernels for k in phase}
 
 
-def test_exported_gcn_scales_edges_in_the_fused_kernel(gcn_bundle: Path) -> None:
-    assert "QMessageAggregate" in _kernel_ops(Engine(load_bundle(gcn_bundle)))
+def test_exported_gcn_normalises_and_scales_edges_in_the_fused_kernel(gcn_bundle: Path) -> None:
+    ops = _kernel_ops(Engine(load_bundle(gcn_bundle)))
+    assert "QGCNAggregate" in ops and "EdgeDst" not in ops  # no self-looped CSR left
 
 
 def test_exported_gat_runs_per_head_weights_in_the_fused_kernel(tmp_path: Path) -> None:

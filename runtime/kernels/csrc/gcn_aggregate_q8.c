@@ -1,0 +1,256 @@
+/* QGCNAggregate: the symmetric-normalised sum over A + I, edge weights built per edge.
+ *
+ * For destination v the terms are its in-edges [indptr[v], indptr[v+1]) and then the loop
+ * v -> v (term index indptr[v+1]); term t reads source row u (src[t], or v for the loop) with
+ *   coef = inv[u] * inv[v]                                                   float32
+ *   wc   = rint(clamp(coef / w_scale, -w_zp, qmax_w - w_zp))   the centred QuantizeLinear weight
+ * and contributes, per column f,
+ *   with a message site: c = clamp(rint(float(p) * msg_mult), -msg_zp, qmax_m - msg_zp),
+ *                        p = (x[u, f] - x_zp) * wc                (QMessageAggregate's message)
+ *   without:             p itself                                  (weighted QAggregate)
+ * acc[v, f] = int32 sum of the terms; y[v, f] = clamp(rint(float(acc) * mult) + y_zp, 0, qmax).
+ * The division is a float32 division, as onnxruntime's QuantizeLinear and training's fake
+ * quantiser do (rint(x * (1 / s)) differs from rint(x / s) near ties).
+ *
+ * Each destination's weights are computed once, into a per-part scratch as long as the part's
+ * longest segment (int16: they are centred values in [-255, 255]), before its column chunks
+ * read them; computing them inside the row loop instead left every row waiting on a random
+ * inv[u] load and doubled the time (measured). Columns go in chunks of 64
+ * (stride-4 lanes), then 16, then one at a time; the per-edge arithmetic is message_q8.h's.
+ * Terms are exact in int32 up to 8,421,504 of them (|c| <= 255) or 33,025 (|p| <= 65,025);
+ * longer segments are summed in blocks into int64 and refused when they do not fit.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "message_q8.h"
+#include "qgnn_kernels.h"
+#include "simd.h"
+
+#define GCNA_CH 64
+#define GCNA_SAFE_MSG 8421504 /* 255 * 8421504 <= 2^31 - 1 */
+#define GCNA_SAFE_WEIGHTED 33025 /* 65025 * 33025 <= 2^31 - 1 */
+
+typedef struct {
+    const uint8_t *x;
+    int64_t n_src, F;
+    int32_t x_zp;
+    const int64_t *indptr, *src;
+    const float *inv;
+    float w_scale, w_lo, w_hi; /* centred weights: -w_zp, qmax_w - w_zp */
+    int has_msg;  /* 1: QMessageAggregate's messages; 0: plain weighted products */
+    qmsg_site msg;
+    float mult, y_lo, y_hi; /* outputs: -y_zp, qmax - y_zp */
+    int32_t y_zp;
+    int64_t safe_terms;
+    uint8_t *y;
+    int64_t n_edges;
+    int64_t bad_src[QGNN_MAX_PARTS];
+    int64_t overflow_dst[QGNN_MAX_PARTS], overflow_col[QGNN_MAX_PARTS];
+    int64_t overflow_value[QGNN_MAX_PARTS];
+    int no_memory[QGNN_MAX_PARTS];
+} gcna_ctx;
+
+/* The centred edge weight of u -> v (inv_v = inv[v]). */
+static inline int16_t gcna_weight(const gcna_ctx *c, int64_t u, float inv_v) {
+    const float coef = c->inv[u] * inv_v;
+    return (int16_t)qmsg_round_clamp1(coef / c->w_scale, c->w_lo, c->w_hi);
+}
+
+/* The centred weights of destination v's terms: in-edges [b, e), then the loop, into
+ * w[0 .. e - b]. The inv[src] loads are independent (no accumulator chain), so they overlap,
+ * helped by a prefetch QGNN_PREFETCH edges ahead. */
+static void gcna_weights(const gcna_ctx *c, int64_t b, int64_t e, int64_t v, int16_t *w) {
+    const float inv_v = c->inv[v];
+    for (int64_t t = b; t < e; t++) {
+        if (t + QGNN_PREFETCH < c->n_edges) {
+            const int64_t id = c->src[t + QGNN_PREFETCH];
+            __builtin_prefetch(c->inv + ((uint64_t)id < (uint64_t)c->n_src ? id : 0));
+        }
+        w[t - b] = gcna_weight(c, c->src[t], inv_v);
+    }
+    w[e - b] = gcna_weight(c, v, inv_v);
+}
+
+/* Source row of term t of a destination v whose in-edges end at e. */
+QGNN_INLINE int64_t gcna_row(const gcna_ctx *c, int64_t t, int64_t e, int64_t v) {
+    return t < e ? c->src[t] : v;
+}
+
+/* 16 lanes of one term: the message (has_msg) or the plain product. */
+QGNN_INLINE qv_i32 gcna_term(const gcna_ctx *c, qv_i32 xc, int32_t wc, int has_msg) {
+    return has_msg ? qmsg_message(c->msg, xc, (qv_f32){0} + (float)wc) : xc * wc;
+}
+
+/* acc[0 .. 64) for columns [f0, f0 + 64), terms [t0, t1) of destination v (edges end at e),
+ * w[k] the weight of term t0 + k. has_msg is a constant at every call, so each variant
+ * compiles separately. */
+QGNN_INLINE void gcna_vec64(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t e, int64_t v,
+                            const int16_t *w, int64_t f0, int has_msg, int32_t *acc) {
+    const int64_t F = c->F;
+    const uint8_t *x = c->x + f0;
+    qv_i32 a[4] = {{0}, {0}, {0}, {0}};
+    for (int64_t t = t0; t < t1; t++) {
+        const qv_u32 row = qv_load_64(x + gcna_row(c, t, e, v) * F);
+        qgnn_prefetch_row((const char *)x, F, c->src, t, c->n_edges, c->n_src, GCNA_CH);
+        const int32_t wc = w[t - t0];
+        for (int j = 0; j < 4; j++)
+            a[j] += gcna_term(c, (qv_i32)((row >> (8 * j)) & 0xFFu) - c->x_zp, wc, has_msg);
+    }
+    qv_store_stride4(a, acc);
+}
+
+/* acc[0 .. 16) for columns [f0, f0 + 16). */
+QGNN_INLINE void gcna_vec16(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t e, int64_t v,
+                            const int16_t *w, int64_t f0, int has_msg, int32_t *acc) {
+    const int64_t F = c->F;
+    const uint8_t *x = c->x + f0;
+    qv_i32 a = {0};
+    for (int64_t t = t0; t < t1; t++) {
+        const qv_i32 xc = __builtin_convertvector(qv_load_u8(x + gcna_row(c, t, e, v) * F),
+                                                  qv_i32) - c->x_zp;
+        qgnn_prefetch_row((const char *)x, F, c->src, t, c->n_edges, c->n_src, QV_LANES);
+        a += gcna_term(c, xc, w[t - t0], has_msg);
+    }
+    memcpy(acc, &a, sizeof a);
+}
+
+/* The last w < 16 columns, terms outside and columns inside. */
+static void gcna_tail(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t e, int64_t v,
+                      const int16_t *w, int64_t f0, int width, int32_t *acc) {
+    for (int f = 0; f < width; f++) acc[f] = 0;
+    for (int64_t t = t0; t < t1; t++) {
+        const uint8_t *row = c->x + gcna_row(c, t, e, v) * c->F + f0;
+        const int32_t wc = w[t - t0];
+        for (int f = 0; f < width; f++) {
+            const int32_t xc = (int32_t)row[f] - c->x_zp;
+            acc[f] += c->has_msg ? qmsg_message1(c->msg, xc, wc) : xc * wc;
+        }
+    }
+}
+
+/* Columns [f0, f0 + width), width being 64, 16 or below 16. */
+QGNN_INLINE void gcna_cols(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t e, int64_t v,
+                           const int16_t *w, int64_t f0, int width, int32_t *acc) {
+    if (width == GCNA_CH) {
+        if (c->has_msg) gcna_vec64(c, t0, t1, e, v, w, f0, 1, acc);
+        else gcna_vec64(c, t0, t1, e, v, w, f0, 0, acc);
+    } else if (width == QV_LANES) {
+        if (c->has_msg) gcna_vec16(c, t0, t1, e, v, w, f0, 1, acc);
+        else gcna_vec16(c, t0, t1, e, v, w, f0, 0, acc);
+    } else {
+        gcna_tail(c, t0, t1, e, v, w, f0, width, acc);
+    }
+}
+
+static inline int gcna_width(int64_t F, int64_t f0) {
+    const int64_t left = F - f0;
+    return left >= GCNA_CH ? GCNA_CH : left >= QV_LANES ? QV_LANES : (int)left;
+}
+
+/* Sum of terms [t0, t1) above the safe count: int64 total of safe-sized blocks (each exact in
+ * int32), refused when it does not fit int32. Returns the first overflowing column or -1. */
+static int gcna_sum_checked(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t e, int64_t v,
+                            const int16_t *w, int64_t f0, int width, int32_t *acc,
+                            int64_t *value) {
+    int64_t total[GCNA_CH] = {0};
+    for (int64_t t = t0; t < t1; t += c->safe_terms) {
+        const int64_t stop = t1 - t > c->safe_terms ? t + c->safe_terms : t1;
+        gcna_cols(c, t, stop, e, v, w + (t - t0), f0, width, acc);
+        for (int f = 0; f < width; f++) total[f] += acc[f];
+    }
+    for (int f = 0; f < width; f++) {
+        if (total[f] > INT32_MAX || total[f] < -INT32_MAX) {
+            *value = total[f];
+            return f;
+        }
+        acc[f] = (int32_t)total[f];
+    }
+    return -1;
+}
+
+static void gcna_part(void *vctx, int64_t d0, int64_t d1, int part) {
+    gcna_ctx *c = vctx;
+    c->bad_src[part] = qgnn_first_bad_id(c->src, c->indptr[d0], c->indptr[d1], c->n_src);
+    c->overflow_dst[part] = -1;
+    c->no_memory[part] = 0;
+    if (c->bad_src[part] >= 0) return;
+    int64_t most = 0; /* the most terms of one destination: the weight scratch's size */
+    for (int64_t v = d0; v < d1; v++) {
+        const int64_t terms = c->indptr[v + 1] - c->indptr[v] + 1;
+        most = terms > most ? terms : most;
+    }
+    int16_t *w = malloc((size_t)(most > 0 ? most : 1) * sizeof *w);
+    if (w == NULL) {
+        c->no_memory[part] = 1;
+        return;
+    }
+    const int64_t F = c->F;
+    int32_t acc[GCNA_CH];
+    for (int64_t v = d0; v < d1; v++) {
+        const int64_t b = c->indptr[v], e = c->indptr[v + 1];
+        const int hub = e + 1 - b > c->safe_terms;
+        uint8_t *out = c->y + v * F;
+        gcna_weights(c, b, e, v, w);
+        for (int64_t f0 = 0; f0 < F;) {
+            const int width = gcna_width(F, f0);
+            if (hub) {
+                const int col = gcna_sum_checked(c, b, e + 1, e, v, w, f0, width, acc,
+                                                 &c->overflow_value[part]);
+                if (col >= 0) {
+                    c->overflow_dst[part] = v;
+                    c->overflow_col[part] = f0 + col;
+                    free(w);
+                    return;
+                }
+            } else {
+                gcna_cols(c, b, e + 1, e, v, w, f0, width, acc);
+            }
+            qmsg_requant(acc, width, c->mult, c->y_lo, c->y_hi, c->y_zp, out + f0);
+            f0 += width;
+        }
+    }
+    free(w);
+}
+
+int64_t qgnn_gcn_aggregate_q8(const uint8_t *x, int64_t n_src, int64_t F, int32_t x_zp,
+                              const int64_t *indptr, int64_t D, const int64_t *src,
+                              const float *inv, float w_scale, int32_t w_zp, int w_bits,
+                              int has_msg, float msg_mult, int32_t msg_zp, int msg_bits,
+                              float mult, int32_t y_zp, int bits, uint8_t *y, int num_threads,
+                              qgnn_qagg_status *status) {
+    status->bad_src = -1;
+    status->overflow_dst = -1;
+    for (int64_t i = 0; i < n_src; i++)
+        if (!isfinite(inv[i])) return i;
+    const int32_t qmax = (1 << bits) - 1, w_qmax = (1 << w_bits) - 1;
+    const int32_t msg_qmax = (1 << msg_bits) - 1;
+    gcna_ctx c = {.x = x, .n_src = n_src, .F = F, .x_zp = x_zp, .indptr = indptr, .src = src,
+                  .inv = inv, .w_scale = w_scale, .w_lo = (float)-w_zp,
+                  .w_hi = (float)(w_qmax - w_zp), .has_msg = has_msg,
+                  .msg = {.mult = msg_mult, .lo = (float)-msg_zp, .hi = (float)(msg_qmax - msg_zp)},
+                  .mult = mult, .y_lo = (float)-y_zp, .y_hi = (float)(qmax - y_zp), .y_zp = y_zp,
+                  .safe_terms = has_msg ? GCNA_SAFE_MSG : GCNA_SAFE_WEIGHTED, .y = y,
+                  .n_edges = indptr[D]};
+    if (D == 0 || F == 0) {
+        status->bad_src = qgnn_first_bad_id(src, 0, indptr[D], n_src);
+        return -1;
+    }
+    int64_t bounds[QGNN_MAX_PARTS + 1];
+    const int nparts = qgnn_parts_for((indptr[D] + D) * F, num_threads);
+    qgnn_split_csr(indptr, D, nparts, bounds);
+    qgnn_run_parts(gcna_part, &c, bounds, nparts);
+    for (int t = 0; t < nparts; t++)
+        if (c.no_memory[t]) return -2;
+    status->bad_src = qgnn_first_error(c.bad_src, nparts);
+    for (int t = 0; t < nparts && status->bad_src < 0; t++) {
+        if (c.overflow_dst[t] >= 0) { /* parts are in destination order: the first is lowest */
+            status->overflow_dst = c.overflow_dst[t];
+            status->overflow_col = c.overflow_col[t];
+            status->overflow_value = c.overflow_value[t];
+            break;
+        }
+    }
+    return -1;
+}
