@@ -524,13 +524,14 @@ def _step_traffic(executor: PartitionedExecutor, feeds: dict[str, np.ndarray],
 
 
 def _kernel_read_bytes(step: Any, tensors: dict[str, np.ndarray]) -> int:
-    """Bytes a kernel step reads: its inputs in full, except that an aggregation gathers one
-    row of ``x`` per edge (E x F) instead of reading ``x`` once; QLinear also reads W."""
+    """Bytes a kernel step reads: its inputs in full (structure ops such as LoopedSrc too),
+    except that an aggregation gathers one row of ``x`` per edge (E x F) instead of reading
+    ``x`` once; QLinear also reads W."""
     spec = step.spec
     named = dict(zip(FORMAL.get(spec.op_type, ()), spec.inputs, strict=False))
     if spec.op_type == "QLinear":
         return tensors[named["x_q"]].nbytes + spec.attributes["weight"].nbytes
-    if "src" not in named:
+    if "src" not in named or not {"x_q", "x"} & named.keys():  # structure only
         return sum(tensors[k].nbytes for k in spec.inputs if k in tensors)
     src = tensors[named["src"]]
     x = tensors[named["x_q" if "x_q" in named else "x"]]

@@ -54,6 +54,10 @@ class LayerSpec:
         return self.degree in aggregators
 
 
+# The self-looped CSR every GCN / GAT / EGC-symnorm layer builds (exporter/ops/self_loops.py).
+LOOP_OPS = ("LoopedIndptr", "LoopedSrc")
+
+
 def _spec(name: str, ops: set[str], **kwargs: Any) -> LayerSpec:
     return LayerSpec(name=name, factory=f"qgnn.training.nn.models:{name}_layer",
                      oracle=f"qgnn.training.quant.integer_ref:{name}_layer",
@@ -64,8 +68,8 @@ LAYERS: dict[str, LayerSpec] = {spec.name: spec for spec in (
     _spec("gcn", {"QGCNAggregate", "EdgeDst"}, degree="always"),
     _spec("sage", {"QAggregate"}),
     _spec("gin", {"QAggregate"}),
-    _spec("gat", {"QMessageAggregate", "EdgeDst", "EdgeSoftmax"}),
-    _spec("egc", {"QGCNAggregate", "QAggregate", "EdgeDst"}, degree="symnorm",
+    _spec("gat", {"QMessageAggregate", "EdgeDst", "EdgeSoftmax", *LOOP_OPS}),
+    _spec("egc", {"QGCNAggregate", "QAggregate", "EdgeDst", *LOOP_OPS}, degree="symnorm",
           default_aggregators=("symnorm",)),
 )}
 

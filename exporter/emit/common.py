@@ -23,12 +23,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from onnx import TensorProto
-from onnx.numpy_helper import from_array
 from qgnn.contract import WEIGHT_STORAGE_OFFSET, multiplier, weight_storage
 from qgnn.exporter.onnx_builder import GraphBuilder
 from qgnn.exporter.quant_params import Site, bias_int32, quantize_weight
 
-INT64_MAX = np.iinfo(np.int64).max
 DEBUG_PREFIX = "debug/"
 
 # Row layouts of the integer tensors a debug export exposes (see docs/export.md):
@@ -269,43 +267,18 @@ class Csr:
     def with_self_loops(self, drop_existing: bool) -> Csr:
         """The same destinations with one self-loop appended as the last in-edge of each (the
         training layers' ``with_self_loops``; ``drop_existing`` first removes stored loops, as
-        GAT does). Built with a 1-D scatter to distinct positions (no reduction)."""
+        GAT does): ``ai.qgnn::LoopedIndptr`` and ``LoopedSrc``, one kernel pass each in the
+        runtime. The looped ``dst`` is ``EdgeDst`` of the new pointer, built on first use."""
         key = "fresh_looped" if drop_existing else "looped"
         if key in self._looped:
             return self._looped[key]
-        g, em = self.em.g, self.em
+        g = self.em.g
         with g.scope(f"{self.hint}/{key}", absolute=True):
-            indptr, src, dst = self.indptr, self.src, self.dst
-            if drop_existing:
-                keep = g.op("Not", [g.op("Equal", [src, dst], "is_loop")], "keep")
-                kept = g.op("CumSum", [g.op("Concat", [em.i64([0]), g.op(
-                    "Cast", [keep], "keep_i64", to=TensorProto.INT64)], "keep_padded", axis=0),
-                    em.i64(0)], "kept_before")
-                indptr = g.op("Gather", [kept, indptr], "indptr_kept", axis=0)
-                src = g.op("Compress", [src, keep], "src_kept", axis=0)
-                dst = g.op("Compress", [dst, keep], "dst_kept", axis=0)
-            num_dst = g.op("Squeeze", [self.num_dst], "num_dst_scalar")
-            loops = g.op("Range", [em.i64(0), num_dst, em.i64(1)], "loops")
-            new_indptr = g.op("Add", [indptr, g.op("Range", [
-                em.i64(0), g.op("Add", [num_dst, em.i64(1)], "num_dst_plus_1"), em.i64(1)],
-                "shift")], "indptr")
-            edges = g.op("Shape", [src], "num_edges")
-            edge_pos = g.op("Add", [g.op("Range", [
-                em.i64(0), g.op("Squeeze", [edges], "num_edges_scalar"), em.i64(1)],
-                "edge_ids"), dst], "edge_pos")
-            loop_pos = g.op("Add", [g.op("Slice", [indptr, em.i64([1]), em.i64([INT64_MAX])],
-                                         "ends"), loops], "loop_pos")
-            pos = g.op("Concat", [edge_pos, loop_pos], "pos", axis=0)
-            size = g.op("Add", [edges, g.op("Unsqueeze", [num_dst, em.i64([0])], "num_dst_1d")],
-                        "size")
-            zeros = g.op("ConstantOfShape", [size], "zeros",
-                         value=from_array(np.zeros(1, np.int64)))
-            new_src = g.op("ScatterElements", [zeros, pos, g.op(
-                "Concat", [src, loops], "src_values", axis=0)], "src", axis=0)
-            new_dst = g.op("ScatterElements", [zeros, pos, g.op(
-                "Concat", [dst, loops], "dst_values", axis=0)], "dst", axis=0)
-        looped = Csr(self.em, new_indptr, new_src, f"{self.hint}/{key}")
-        looped._cache["dst"] = new_dst
+            inputs = [self.indptr, self.src]
+            drop = int(drop_existing)
+            indptr = g.qgnn("LoopedIndptr", inputs, "indptr", drop_existing=drop)
+            src = g.qgnn("LoopedSrc", inputs, "src", drop_existing=drop)
+        looped = Csr(self.em, indptr, src, f"{self.hint}/{key}")
         looped._cache["num_dst"] = self.num_dst
         self._looped[key] = looped
         return looped

@@ -17,6 +17,7 @@ from qgnn.exporter.ops import (
     q_aggregate_padded,
     q_gcn_aggregate,
     q_message_aggregate,
+    self_loops,
 )
 from qgnn.exporter.ops.body import Variant
 from qgnn.exporter.ops.numeric import REDUCES
@@ -24,7 +25,8 @@ from qgnn.exporter.ops.numeric import REDUCES
 # Allowed values of every attribute an ai.qgnn op may carry.
 ATTRIBUTE_CHOICES: dict[str, tuple[object, ...]] = {"reduce": REDUCES, "bits": tuple(range(1, 9)),
                                                     "msg_bits": tuple(range(1, 9)),
-                                                    "w_bits": tuple(range(1, 9))}
+                                                    "w_bits": tuple(range(1, 9)),
+                                                    "drop_existing": (0, 1)}
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,12 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     _spec(q_gcn_aggregate, TensorProto.UINT8, 2),
     _spec(edge_softmax, TensorProto.FLOAT, 2),
     _spec(edge_dst, TensorProto.INT64, 1),
+    *(OpSpec(name=name, inputs=self_loops.INPUTS, optional=(), output_type=TensorProto.INT64,
+             output_rank=1, build_function=build, reference=reference,
+             attributes=self_loops.ATTRIBUTES)
+      for name, build, reference in (
+          (self_loops.INDPTR_NAME, self_loops.build_indptr_function, self_loops.LoopedIndptr),
+          (self_loops.SRC_NAME, self_loops.build_src_function, self_loops.LoopedSrc))),
 )}
 
 

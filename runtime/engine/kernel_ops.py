@@ -41,6 +41,8 @@ FORMAL: dict[str, tuple[str, ...]] = {
     "AggregatePadded": ("x", "nbr", "w"),
     "EdgeSoftmax": ("logits", "indptr"),
     "EdgeDst": ("indptr",),
+    "LoopedIndptr": ("indptr", "src"),
+    "LoopedSrc": ("indptr", "src"),
     "QLinear": ("x_q",),  # engine-internal: the fused requantised linear layer (fusion.py)
 }
 
@@ -233,6 +235,8 @@ def compile_kernel(spec: KernelNodeSpec, constants: Mapping[str, np.ndarray],
         return _message_aggregate(spec, args, threads, mod)
     if spec.op_type == "QGCNAggregate":
         return _gcn_aggregate(spec, args, threads, mod)
+    if spec.op_type in ("LoopedIndptr", "LoopedSrc"):
+        return _self_loops(spec, args, threads, mod)
     reduce = str(spec.attributes.get("reduce", "sum"))
     if spec.op_type == "Aggregate":
         if reduce not in REDUCE_CODES:
@@ -251,6 +255,16 @@ def compile_kernel(spec: KernelNodeSpec, constants: Mapping[str, np.ndarray],
         return lambda t: mod.edge_softmax_f32(_tensor(args, t, "logits"),
                                                 _tensor(args, t, "indptr"), threads)
     return lambda t: edge_dst(_tensor(args, t, "indptr"))
+
+
+def _self_loops(spec: KernelNodeSpec, args: _Args, threads: int, mod: ModuleType) -> KernelFn:
+    """LoopedIndptr / LoopedSrc: the layer's CSR with one self-loop per destination."""
+    drop = int(spec.attributes.get("drop_existing", 0))
+    if drop not in (0, 1):
+        raise PartitionError(f"{spec.op_type} node {spec.name!r}: drop_existing must be 0 or 1, "
+                             f"got {drop!r}")
+    kernel = mod.looped_indptr if spec.op_type == "LoopedIndptr" else mod.looped_src
+    return lambda t: kernel(_tensor(args, t, "indptr"), _tensor(args, t, "src"), drop, threads)
 
 
 def _qlinear(spec: KernelNodeSpec, threads: int, mod: ModuleType) -> KernelFn:

@@ -26,8 +26,7 @@ QGNN_DOMAIN = "ai.qgnn"
 KERNEL_OUTPUTS: dict[str, tuple[int, int | None]] = {
     "Aggregate": (1, 2), "QAggregate": (2, 2), "AggregatePadded": (1, 2),
     "QAggregatePadded": (2, 2), "QMessageAggregate": (2, 2), "QGCNAggregate": (2, 2),
-    "EdgeSoftmax": (1, 2),
-    "EdgeDst": (7, 1),
+    "EdgeSoftmax": (1, 2), "EdgeDst": (7, 1), "LoopedIndptr": (7, 1), "LoopedSrc": (7, 1),
     "QLinear": (2, None)}  # QLinear: the fused requantised linear layer (fusion.py)
 
 

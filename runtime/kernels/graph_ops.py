@@ -158,3 +158,20 @@ def edge_softmax_f32(logits: np.ndarray, indptr: np.ndarray, *,
     return ext(isa).edge_softmax_f32(
         ck.tensor(fn, "logits", logits, np.float32, 2), ck.ids(fn, "indptr", indptr),
         ck.threads(fn, num_threads))
+
+
+def looped_indptr(indptr: np.ndarray, src: np.ndarray, drop_existing: bool = False, *,
+                  num_threads: int = 2, isa: str | None = None) -> np.ndarray:
+    """LoopedIndptr: (D + 1,) pointer of the CSR with one self-loop v -> v appended as the last
+    in-edge of each destination v (after dropping stored loops when ``drop_existing``)."""
+    fn = "looped_indptr"
+    return ext(isa).looped_indptr(ck.ids(fn, "indptr", indptr), ck.ids(fn, "src", src),
+                                  int(bool(drop_existing)), ck.threads(fn, num_threads))
+
+
+def looped_src(indptr: np.ndarray, src: np.ndarray, drop_existing: bool = False, *,
+               num_threads: int = 2, isa: str | None = None) -> np.ndarray:
+    """LoopedSrc: (E' + D,) sources of :func:`looped_indptr`'s CSR, kept edges in stored order."""
+    fn = "looped_src"
+    return ext(isa).looped_src(ck.ids(fn, "indptr", indptr), ck.ids(fn, "src", src),
+                               int(bool(drop_existing)), ck.threads(fn, num_threads))

@@ -394,6 +394,77 @@ static PyObject *py_edge_softmax_f32(PyObject *self, PyObject *args) {
     return (PyObject *)out;
 }
 
+/* indptr, src and drop of a self-loop call, checked; NULL-free on success. */
+static int want_loops(PyObject *oindptr, PyObject *osrc, int drop, int threads, const char *fn,
+                      PyArrayObject **indptr, PyArrayObject **src) {
+    *indptr = want_array(oindptr, fn, "indptr", NPY_INT64, 1);
+    *src = *indptr ? want_array(osrc, fn, "src", NPY_INT64, 1) : NULL;
+    if (!*src || !want_threads(threads, fn) ||
+        !want_indptr(*indptr, PyArray_DIM(*src, 0), fn, "len(src)"))
+        return 0;
+    if (drop != 0 && drop != 1) {
+        PyErr_Format(PyExc_ValueError, "%s: drop_existing must be 0 or 1, got %d", fn, drop);
+        return 0;
+    }
+    return 1;
+}
+
+/* The looped pointer as a new array, or NULL with ValueError (negative source id) set. */
+static PyArrayObject *looped_indptr(const char *fn, PyArrayObject *indptr, PyArrayObject *src,
+                                    int drop, int threads) {
+    const npy_intp D = PyArray_DIM(indptr, 0) - 1;
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, PyArray_DIMS(indptr), NPY_INT64);
+    if (out == NULL) return NULL;
+    int64_t bad;
+    Py_BEGIN_ALLOW_THREADS
+    bad = qgnn_looped_indptr(PyArray_DATA(indptr), D, PyArray_DATA(src), drop,
+                             PyArray_DATA(out), threads);
+    Py_END_ALLOW_THREADS
+    if (bad >= 0) {
+        Py_DECREF(out);
+        PyErr_Format(PyExc_ValueError, "%s: src[%lld] = %lld is not a source id (ids are >= 0)",
+                     fn, (long long)bad, (long long)((const int64_t *)PyArray_DATA(src))[bad]);
+        return NULL;
+    }
+    return out;
+}
+
+static PyObject *py_looped_indptr(PyObject *self, PyObject *args) {
+    (void)self;
+    static const char *fn = "looped_indptr";
+    PyObject *oindptr, *osrc;
+    int drop, threads;
+    PyArrayObject *indptr, *src;
+    if (!PyArg_ParseTuple(args, "OOii", &oindptr, &osrc, &drop, &threads) ||
+        !want_loops(oindptr, osrc, drop, threads, fn, &indptr, &src))
+        return NULL;
+    return (PyObject *)looped_indptr(fn, indptr, src, drop, threads);
+}
+
+static PyObject *py_looped_src(PyObject *self, PyObject *args) {
+    (void)self;
+    static const char *fn = "looped_src";
+    PyObject *oindptr, *osrc;
+    int drop, threads;
+    PyArrayObject *indptr, *src;
+    if (!PyArg_ParseTuple(args, "OOii", &oindptr, &osrc, &drop, &threads) ||
+        !want_loops(oindptr, osrc, drop, threads, fn, &indptr, &src))
+        return NULL;
+    PyArrayObject *ptr = looped_indptr(fn, indptr, src, drop, threads);
+    if (ptr == NULL) return NULL;
+    const npy_intp D = PyArray_DIM(indptr, 0) - 1;
+    npy_intp size = (npy_intp)((const int64_t *)PyArray_DATA(ptr))[D];
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, &size, NPY_INT64);
+    if (out != NULL) {
+        Py_BEGIN_ALLOW_THREADS
+        qgnn_looped_src(PyArray_DATA(indptr), D, PyArray_DATA(src), drop, PyArray_DATA(ptr),
+                        PyArray_DATA(out), threads);
+        Py_END_ALLOW_THREADS
+    }
+    Py_DECREF(ptr);
+    return (PyObject *)out;
+}
+
 /* ---- dense and retrieval kernels ------------------------------------------------------------ */
 
 static PyObject *py_qlinear(PyObject *self, PyObject *args) {
@@ -642,6 +713,10 @@ static PyMethodDef methods[] = {
      "aggregate_f32(x, indptr, src, reduce, w, num_threads) -> float32 (D, F)"},
     {"edge_softmax_f32", py_edge_softmax_f32, METH_VARARGS,
      "edge_softmax_f32(logits, indptr, num_threads) -> float32 (E, H)"},
+    {"looped_indptr", py_looped_indptr, METH_VARARGS,
+     "looped_indptr(indptr, src, drop_existing, num_threads) -> int64 (D + 1,)"},
+    {"looped_src", py_looped_src, METH_VARARGS,
+     "looped_src(indptr, src, drop_existing, num_threads) -> int64 (E' + D,)"},
     {"qlinear", py_qlinear, METH_VARARGS,
      "qlinear(x_q, x_zp, w_q (K, M), bias int32 (M,) or None, multiplier float32 (M,), y_zp, "
      "bits, num_threads) -> uint8 (N, M)"},

@@ -145,6 +145,16 @@ int64_t qgnn_gcn_aggregate_q8(const uint8_t *x, int64_t n_src, int64_t F, int32_
 int64_t qgnn_edge_softmax_f32(const float *logits, int64_t H, const int64_t *indptr, int64_t D,
                               float *out, int num_threads);
 
+/* LoopedIndptr: out (D + 1,) the pointer of the CSR with one self-loop appended to each
+ * destination, after dropping the stored loops src == v when `drop`. Returns the first edge
+ * whose source id is negative (out then unspecified), or -1. */
+int64_t qgnn_looped_indptr(const int64_t *indptr, int64_t D, const int64_t *src, int drop,
+                           int64_t *out, int num_threads);
+
+/* LoopedSrc: out (looped_indptr[D],) the looped sources, given qgnn_looped_indptr's result. */
+void qgnn_looped_src(const int64_t *indptr, int64_t D, const int64_t *src, int drop,
+                     const int64_t *looped_indptr, int64_t *out, int num_threads);
+
 /* y (N, M) uint8 = requant(sum_k (x[n,k] - x_zp) * w[k,m] + bias[m]) in [0, 2^bits - 1]; w is
  * (K, M) int8. Returns 0, or -1 when scratch memory could not be allocated. */
 int qgnn_qlinear(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp, const int8_t *w,
