@@ -44,6 +44,7 @@ FORMAL: dict[str, tuple[str, ...]] = {
     "LoopedIndptr": ("indptr", "src"),
     "LoopedSrc": ("indptr", "src"),
     "QLinear": ("x_q",),  # engine-internal: the fused requantised linear layer (fusion.py)
+    "FloatStep": ("a_q", "b_q"),  # engine-internal: a fused elementwise float step
 }
 
 
@@ -229,6 +230,8 @@ def compile_kernel(spec: KernelNodeSpec, constants: Mapping[str, np.ndarray],
     mod = ext(isa)
     if spec.op_type == "QLinear":
         return _qlinear(spec, threads, mod)
+    if spec.op_type == "FloatStep":
+        return _float_step(spec, threads, isa)
     if spec.op_type in ("QAggregate", "QAggregatePadded"):
         return _quantised(spec, args, threads, isa)
     if spec.op_type == "QMessageAggregate":
@@ -283,6 +286,33 @@ def _qlinear(spec: KernelNodeSpec, threads: int, mod: ModuleType) -> KernelFn:
         flat = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
         out = mod.qlinear(flat, x_zp, weight, bias, mult, y_zp, bits, threads)
         return out.reshape(*x.shape[:-1], weight.shape[1])
+
+    return run
+
+
+def _float_step(spec: KernelNodeSpec, threads: int, isa: str) -> KernelFn:
+    """The fused DequantizeLinear -> float ops -> QuantizeLinear chain (float_step.py). Inputs
+    and constants broadcast as onnxruntime would broadcast them; the op table is built once per
+    row width."""
+    p = spec.attributes
+    names = [n for n in spec.inputs if n]
+    programs: dict[int, kernels.FloatStepProgram] = {}
+
+    def run(tensors: Mapping[str, np.ndarray]) -> np.ndarray:
+        inputs = [tensors[n] for n in names]
+        full = np.broadcast_shapes(*(x.shape for x in inputs), *p["const_shapes"])
+        shape = full or (1,)
+        inputs = [x if x.shape == shape else np.ascontiguousarray(np.broadcast_to(x, shape))
+                  for x in inputs]
+        program = programs.get(shape[-1])
+        if program is None:
+            program = programs[shape[-1]] = kernels.compile_float_step(p["ops"], shape[-1])
+        y = kernels.float_step_q8(inputs[0], p["a_scale"], p["a_zero_point"], program,
+                                  p["y_scale"], p["y_zero_point"],
+                                  b=inputs[1] if len(inputs) > 1 else None,
+                                  b_scale=p["b_scale"], b_zp=p["b_zero_point"], bits=p["bits"],
+                                  num_threads=threads, isa=isa)
+        return y.reshape(full)
 
     return run
 

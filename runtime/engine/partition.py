@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from qgnn.runtime.engine import onnx_proto as op
+from qgnn.runtime.engine.float_step import fuse_float_steps
 from qgnn.runtime.engine.fusion import FusedLinear, fuse_linear
 
 QGNN_DOMAIN = "ai.qgnn"
@@ -27,7 +28,8 @@ KERNEL_OUTPUTS: dict[str, tuple[int, int | None]] = {
     "Aggregate": (1, 2), "QAggregate": (2, 2), "AggregatePadded": (1, 2),
     "QAggregatePadded": (2, 2), "QMessageAggregate": (2, 2), "QGCNAggregate": (2, 2),
     "EdgeSoftmax": (1, 2), "EdgeDst": (7, 1), "LoopedIndptr": (7, 1), "LoopedSrc": (7, 1),
-    "QLinear": (2, None)}  # QLinear: the fused requantised linear layer (fusion.py)
+    "QLinear": (2, None),  # QLinear: the fused requantised linear layer (fusion.py)
+    "FloatStep": (2, None)}  # FloatStep: a fused elementwise float step (float_step.py)
 
 
 class PartitionError(ValueError):
@@ -230,7 +232,8 @@ class _Constants(Mapping[str, np.ndarray]):
 
 def partition(model_bytes: bytes, *, fuse: bool = True) -> Plan:
     """Analyses a serialized model; see the module docstring for the split rule. ``fuse``
-    hands requantised integer linear layers to the qlinear kernel (fusion.py)."""
+    hands requantised integer linear layers to the qlinear kernel (fusion.py) and elementwise
+    float steps to the float_step kernel (float_step.py)."""
     model = op.load_model(model_bytes)
     graph = model.graph
     if len(graph.sparse_initializer):
@@ -252,8 +255,9 @@ def partition(model_bytes: bytes, *, fuse: bool = True) -> Plan:
         for node in others:
             for name in node_reads(node):
                 readers[name] = readers.get(name, 0) + 1
-        others = fuse_linear(others, _Constants(initializers, constants), readers,
-                             set(graph_outputs))
+        values = _Constants(initializers, constants)
+        others = fuse_linear(others, values, readers, set(graph_outputs))
+        others = fuse_float_steps(others, values, readers, set(graph_outputs))
     available = set(input_infos) | set(initializers) | set(constant_nodes)
     order = _topological(others, available)
 
@@ -280,7 +284,7 @@ def partition(model_bytes: bytes, *, fuse: bool = True) -> Plan:
         if kernel:
             if node.op_type not in KERNEL_OUTPUTS:
                 raise PartitionError(f"unknown ai.qgnn op {node.op_type!r} (node {node.name!r})")
-            spec = (KernelNodeSpec("QLinear", node.name, tuple(node.input), node.output[0],
+            spec = (KernelNodeSpec(node.op_type, node.name, tuple(node.input), node.output[0],
                                    node.params) if isinstance(node, FusedLinear)
                     else _kernel_spec(node))
             kernels.setdefault(at // 2, []).append(spec)

@@ -18,6 +18,9 @@ from qgnn.runtime.kernels._ext import (
     resolve_level,
 )
 from qgnn.runtime.kernels.dense import qlinear
+from qgnn.runtime.kernels.float_step import Program as FloatStepProgram
+from qgnn.runtime.kernels.float_step import compile_program as compile_float_step
+from qgnn.runtime.kernels.float_step import float_step_q8
 from qgnn.runtime.kernels.graph_ops import (
     aggregate_f32,
     aggregate_padded_f32,
@@ -36,14 +39,17 @@ from qgnn.runtime.kernels.quantize import (
 from qgnn.runtime.kernels.retrieval import int8_topk
 
 __all__ = [
+    "FloatStepProgram",
     "KernelsUnavailableError",
     "aggregate_f32",
     "aggregate_padded_f32",
     "available",
     "build_info",
+    "compile_float_step",
     "default_level",
     "dequantize_u8",
     "edge_softmax_f32",
+    "float_step_q8",
     "gcn_aggregate",
     "int8_topk",
     "levels_built",

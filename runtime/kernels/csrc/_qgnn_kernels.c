@@ -24,6 +24,7 @@ static const char *type_name(int typenum) {
         case NPY_INT32: return "int32";
         case NPY_INT64: return "int64";
         case NPY_FLOAT32: return "float32";
+        case NPY_FLOAT64: return "float64";
         default: return "?";
     }
 }
@@ -698,6 +699,85 @@ static PyObject *py_last_parts(PyObject *self, PyObject *args) {
     return PyLong_FromLong(qgnn_last_parts());
 }
 
+/* ---- elementwise float step ----------------------------------------------------------------- */
+
+/* prog (nops, 3) int32: every opcode known, registers and constant rows in range, B's ops before
+ * the one COMBINE_ADD (exactly one when b is given, none otherwise). */
+static int want_program(PyArrayObject *prog, int two, npy_intp nf, npy_intp nd, const char *fn) {
+    const int32_t *p = PyArray_DATA(prog);
+    int combined = 0;
+    for (npy_intp k = 0; k < PyArray_DIM(prog, 0); k++) {
+        const int32_t op = p[3 * k], reg = p[3 * k + 1], arg = p[3 * k + 2];
+        const char *bad = NULL;
+        if (op < 0 || op >= QGNN_FS_NUM_OPS) bad = "unknown opcode";
+        else if (reg != 0 && (reg != 1 || !two || combined)) bad = "register must be 0 (A), or 1 (B) before the combine of two inputs";
+        else if (op == QGNN_FS_COMBINE_ADD && (!two || combined || reg != 0 || arg != -1)) bad = "combine must appear once, on register 0 with argument -1, and only with two inputs";
+        else if (op == QGNN_FS_RELU && arg != -1) bad = "relu takes argument -1";
+        else if (op == QGNN_FS_AFFINE_F64 && (arg < 0 || (npy_intp)arg + 1 >= nd)) bad = "affine needs float64 constant rows arg and arg + 1";
+        else if (op <= QGNN_FS_DIV && (arg < 0 || (npy_intp)arg >= nf)) bad = "float constant row out of range";
+        if (bad) {
+            PyErr_Format(PyExc_ValueError, "%s: program step %zd (%d, %d, %d): %s", fn,
+                         (Py_ssize_t)k, op, reg, arg, bad);
+            return 0;
+        }
+        combined |= op == QGNN_FS_COMBINE_ADD;
+    }
+    if (two && !combined) {
+        PyErr_Format(PyExc_ValueError, "%s: two inputs need a combine step", fn);
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *py_float_step(PyObject *self, PyObject *args) {
+    (void)self;
+    static const char *fn = "float_step";
+    PyObject *oa, *ob, *oprog, *ofc, *odc;
+    float a_scale, b_scale, y_scale;
+    int a_zp, b_zp, y_zp, bits, threads;
+    if (!PyArg_ParseTuple(args, "OOfifiOOOfiii", &oa, &ob, &a_scale, &a_zp, &b_scale, &b_zp,
+                          &oprog, &ofc, &odc, &y_scale, &y_zp, &bits, &threads))
+        return NULL;
+    int ok = 1;
+    PyArrayObject *a = want_array(oa, fn, "a_q", NPY_UINT8, 2);
+    PyArrayObject *b = a ? want_optional(ob, fn, "b_q", NPY_UINT8, 2, &ok) : NULL;
+    PyArrayObject *prog = a && ok ? want_array(oprog, fn, "program", NPY_INT32, 2) : NULL;
+    PyArrayObject *fc = prog ? want_array(ofc, fn, "float_constants", NPY_FLOAT32, 2) : NULL;
+    PyArrayObject *dc = fc ? want_array(odc, fn, "double_constants", NPY_FLOAT64, 2) : NULL;
+    if (!dc) return NULL;
+    const npy_intp R = PyArray_DIM(a, 0), F = PyArray_DIM(a, 1);
+    if (b && (PyArray_DIM(b, 0) != R || PyArray_DIM(b, 1) != F))
+        return PyErr_Format(PyExc_ValueError, "%s: b_q has shape (%zd, %zd), a_q (%zd, %zd): "
+                            "they must be equal", fn, (Py_ssize_t)PyArray_DIM(b, 0),
+                            (Py_ssize_t)PyArray_DIM(b, 1), (Py_ssize_t)R, (Py_ssize_t)F);
+    if (PyArray_DIM(prog, 1) != 3 || PyArray_DIM(prog, 0) > INT32_MAX)
+        return PyErr_Format(PyExc_ValueError, "%s: program must be (steps, 3) int32", fn);
+    if (PyArray_DIM(fc, 1) != F || PyArray_DIM(dc, 1) != F)
+        return PyErr_Format(PyExc_ValueError, "%s: constants must have %zd columns (a_q's), got "
+                            "%zd (float32) and %zd (float64)", fn, (Py_ssize_t)F,
+                            (Py_ssize_t)PyArray_DIM(fc, 1), (Py_ssize_t)PyArray_DIM(dc, 1));
+    if (!want_positive(a_scale, fn, "a_scale") || !want_zero_point(a_zp, fn, "a_zp") ||
+        !want_positive(b_scale, fn, "b_scale") || !want_zero_point(b_zp, fn, "b_zp") ||
+        !want_positive(y_scale, fn, "y_scale") || !want_zero_point(y_zp, fn, "y_zp") ||
+        !want_bits(bits, fn) || !want_threads(threads, fn) ||
+        !want_program(prog, b != NULL, PyArray_DIM(fc, 0), PyArray_DIM(dc, 0), fn))
+        return NULL;
+    PyArrayObject *y = (PyArrayObject *)PyArray_SimpleNew(2, PyArray_DIMS(a), NPY_UINT8);
+    if (y == NULL) return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = qgnn_float_step_q8(PyArray_DATA(a), b ? PyArray_DATA(b) : NULL, R, F, a_scale, a_zp,
+                            b_scale, b_zp, PyArray_DATA(prog), (int)PyArray_DIM(prog, 0),
+                            PyArray_DATA(fc), PyArray_DIM(fc, 0), PyArray_DATA(dc),
+                            PyArray_DIM(dc, 0), y_scale, y_zp, bits, PyArray_DATA(y), threads);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) {
+        Py_DECREF(y);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)y;
+}
+
 static PyMethodDef methods[] = {
     {"qaggregate", py_qaggregate, METH_VARARGS,
      "qaggregate(x_q, x_zp, indptr, src, multiplier, y_zp, reduce, w_q, w_zp, bits, num_threads)"
@@ -729,6 +809,10 @@ static PyMethodDef methods[] = {
      "quantize_s8(x float32, scale, num_threads) -> int8"},
     {"dequantize_u8", py_dequantize_u8, METH_VARARGS,
      "dequantize_u8(q uint8, scale, zero_point, num_threads) -> float32"},
+    {"float_step", py_float_step, METH_VARARGS,
+     "float_step(a_q (R, F), b_q (R, F) or None, a_scale, a_zp, b_scale, b_zp, program int32 "
+     "(steps, 3), float_constants float32 (nf, F), double_constants float64 (nd, F), y_scale, "
+     "y_zp, bits, num_threads) -> uint8 (R, F)"},
     {"build_info", py_build_info, METH_NOARGS, "How this module was compiled: compiler, ISA level."},
     {"cpu_supports", py_cpu_supports, METH_VARARGS,
      "cpu_supports(level) -> bool: whether this CPU can run the kernels of that ISA level."},

@@ -161,6 +161,21 @@ int qgnn_qlinear(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp, const int
                  int64_t M, const int32_t *bias, const float *mult, int32_t y_zp, int bits,
                  uint8_t *y, int num_threads);
 
+/* Elementwise float step (float_step_q8.c): a, b (rows, F) uint8 (b NULL for one input) ->
+ * y (rows, F) uint8. prog: nops triplets (opcode, register 0 = A / 1 = B, constant row or -1);
+ * float ops read row `arg` of fconst (nf, F), AFFINE_F64 rows arg (alpha) and arg + 1 (beta) of
+ * dconst (nd, F); COMBINE_ADD is A += B. The caller checks the program (_qgnn_kernels.c).
+ * Returns 0, or -1 when scratch memory could not be allocated. */
+enum {
+    QGNN_FS_ADD = 0, QGNN_FS_SUB = 1, QGNN_FS_RSUB = 2, QGNN_FS_MUL = 3, QGNN_FS_DIV = 4,
+    QGNN_FS_RELU = 5, QGNN_FS_AFFINE_F64 = 6, QGNN_FS_COMBINE_ADD = 7, QGNN_FS_NUM_OPS = 8
+};
+int qgnn_float_step_q8(const uint8_t *a, const uint8_t *b, int64_t rows, int64_t F,
+                       float a_scale, int32_t a_zp, float b_scale, int32_t b_zp,
+                       const int32_t *prog, int nops, const float *fconst, int64_t nf,
+                       const double *dconst, int64_t nd, float y_scale, int32_t y_zp, int bits,
+                       uint8_t *y, int num_threads);
+
 /* Top-k rows of table (N, D) int8 by integer dot product with the query (int8 or int32 values,
  * exactly one of q8 / q32 non-NULL). rows: candidate row ids (sorted, unique) or NULL for all;
  * exclude: sorted unique ids never returned, or NULL. Ties go to the smaller id.

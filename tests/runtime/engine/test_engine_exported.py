@@ -121,3 +121,34 @@ def test_every_exported_weight_matrix_runs_in_the_qlinear_kernel(tmp_path: Path,
     left = [n for s in plan.segments for n in s.nodes if n.op_type == "MatMulInteger"
             and n.input[1] in plan.initializers]
     assert fused and not left
+
+
+# FloatStep outputs and their ops per layer type: the rule-5 chains the exporter writes between
+# two uint8 sites (bias adds, the ReLU into the next layer's input, requantised messages, the sum
+# of two branches, eval BatchNorm + ReLU). Left to onnxruntime: chains from float tensors (GCN's
+# edge coefficients, GAT's logits), GAT's head mean (ReduceSum), EGC's aggregator mix, and each
+# model's last DequantizeLinear (its float output).
+FUSED_FLOAT_STEPS = {
+    "gcn": {"layers.0/out": ["add"], "layers.0/next_x": ["relu"], "layers.1/out": ["add"]},
+    "sage": {"layers.0/msg": [], "layers.0/out": ["add_b"], "layers.0/next_x": ["relu"],
+             "layers.1/msg": [], "layers.1/out": ["add_b"]},
+    "gin": {"layers.0/msg": [], "layers.0/combined": ["add_b"],
+            "layers.0/hidden": ["affine_f64", "relu"], "layers.0/next_x": ["relu"],
+            "layers.1/msg": [], "layers.1/combined": ["add_b"],
+            "layers.1/hidden": ["affine_f64", "relu"]},
+    "gat": {"layers.0/out": ["add"], "layers.0/next_x": ["relu"]},
+    "egc": {"layers.0/msg": [], "layers.0/next_x": ["relu"], "layers.1/msg": []},
+}
+
+
+@pytest.mark.parametrize(("kind", "kwargs"), [("gcn", {}), ("sage", {}), ("gin", {}),
+                                              ("gat", {"heads": 2}),
+                                              ("egc", {"heads": 2, "bases": 2})])
+def test_exported_float_steps_run_fused_with_the_exporters_answers(tmp_path: Path, kind: str,
+                                                                   kwargs: dict) -> None:
+    path = _export(tmp_path, kind, **kwargs)
+    plan = Engine(load_bundle(path)).executor.plan
+    fused = {k.output: [op[0] for op in k.attributes["ops"]] for phase in plan.kernels
+             for k in phase if k.op_type == "FloatStep"}
+    assert fused == FUSED_FLOAT_STEPS[kind]
+    _check_node_bundle(path)
