@@ -31,7 +31,7 @@ from qgnn.runtime.engine.partition import node_reads
 from qgnn.runtime.engine.session import SessionConfig, make_session
 from qgnn.runtime.engine.signature import IN_DEGREE, ModelSignature
 from qgnn.runtime.engine.store import GraphStore, Snapshot, check_edges
-from qgnn.runtime.engine.subgraph import Extractor
+from qgnn.runtime.engine.subgraph import Extractor, Layer, Subgraph
 from qgnn.runtime.errors import BundleError, FailedPreconditionError, InvalidRequestError
 
 log = logging.getLogger("qgnn.runtime.engine")
@@ -302,13 +302,43 @@ class Engine:
         chunk's L-hop neighbourhood (memory bounded by one chunk's subgraph); "layerwise" runs
         each layer once over all nodes (layerwise.py; memory O(N F) plus one block; the same
         numbers, as full neighbourhoods are the same computation); "auto" is layer-wise when
-        the model allows it and ``fanouts`` (default: the engine's) are all -1."""
+        the model allows it and ``fanouts`` (default: the engine's) are all -1, except that
+        one chunk of every node of an unmodified graph runs the whole model once on the
+        stored graph (the fastest route when N x F fits in memory)."""
         snapshot = self.store.snapshot()
         step = chunk_size or self.config.chunk_size
+        if method == "auto" and step >= snapshot.num_nodes and self._whole_graph(snapshot,
+                                                                                fanouts):
+            ids = np.arange(snapshot.num_nodes, dtype=np.int64)
+            return iter([(ids, self._run_whole_graph(snapshot))])
         if self._layerwise(method, fanouts):
             assert self.layerwise is not None
             return self.layerwise.iter_outputs(snapshot, self.extractor, step, _progress_log())
         return self._khop_outputs(snapshot, step, fanouts)
+
+    def _whole_graph(self, snapshot: Snapshot, fanouts: Sequence[int] | None) -> bool:
+        """Whether one chunk of every node can run the whole model on the stored graph as it
+        is: full neighbourhoods, and no nodes or edges added since the base graph."""
+        caps = tuple(fanouts or self.fanouts)
+        return (snapshot.num_nodes > 0 and all(c == -1 for c in caps)
+                and snapshot.num_base == snapshot.num_nodes and not snapshot.dirty_ids.size)
+
+    def _run_whole_graph(self, snapshot: Snapshot) -> np.ndarray:
+        """The model once over the stored in-CSR (every layer's structure, every node a seed):
+        the exporter's own full-graph feeds, with nothing extracted or copied."""
+        start = time.perf_counter()
+        n = snapshot.num_nodes
+        layer = Layer(n, n, np.asarray(snapshot.base_indptr, np.int64),
+                      np.asarray(snapshot.base_indices, np.int64))
+        sub = Subgraph(np.arange(n, dtype=np.int64), (layer,) * self.signature.num_layers)
+        degree = snapshot.base_degree if self.signature.has_degree else None
+        feeds = self.signature.feeds(sub, snapshot.base_features, degree)
+        mid = time.perf_counter()
+        out = self.executor.run(feeds, [self.signature.output])[self.signature.output]
+        self.observer.subgraph(n, snapshot.num_edges)
+        self.observer.stage("subgraph", mid - start)
+        self.observer.stage("onnx", time.perf_counter() - mid)
+        return out
 
     def _layerwise(self, method: str, fanouts: Sequence[int] | None) -> bool:
         """Whether full-graph inference goes layer by layer (see :meth:`iter_outputs`)."""

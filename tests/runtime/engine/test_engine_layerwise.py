@@ -255,3 +255,21 @@ def test_whole_graph_chunk_after_an_update_extracts_and_agrees(bundles: dict[str
     after = engine.infer_all(chunk_size=n + 2, method="layerwise")
     np.testing.assert_array_equal(after, engine.infer_all(chunk_size=n + 2, method="khop"))
     assert after.shape[0] == n + 2
+
+
+@pytest.mark.parametrize("case", ["gcn", "gat", "sage_residual"])
+def test_auto_with_one_chunk_runs_the_whole_model_on_the_stored_graph(
+        bundles: dict[str, Path], case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One chunk of every node (auto) skips extraction and the per-layer cut and gives the
+    same answer as both chunked methods and the exporter's onnxruntime run."""
+    engine = Engine(load_bundle(bundles[case]))
+    n = engine.num_nodes
+
+    def no_extraction(*_args: object) -> None:
+        raise AssertionError("the whole-graph route must not extract a subgraph")
+
+    expected = engine.infer_all(chunk_size=7, method="layerwise")
+    monkeypatch.setattr(engine.extractor, "extract", no_extraction)
+    whole = engine.infer_all(chunk_size=n)
+    np.testing.assert_array_equal(whole, expected)
+    np.testing.assert_array_equal(whole, _onnxruntime_full_graph(bundles[case]))
