@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import FunctionProto, TensorProto
 from onnx.reference.op_run import OpRun
+from qgnn.contract.ops import OP_INPUTS, OP_OPTIONAL
 from qgnn.exporter.ops.body import (
     Body,
     Csr,
@@ -36,8 +37,8 @@ from qgnn.exporter.ops.domain import QGNN_DOMAIN
 from qgnn.exporter.ops.numeric import check_array, check_csr, check_reduce, edge_dst
 
 NAME = "Aggregate"
-INPUTS = ("x", "indptr", "src", "w")
-OPTIONAL = ("w",)
+INPUTS = OP_INPUTS[NAME]
+OPTIONAL = OP_OPTIONAL[NAME]
 ATTRIBUTES: dict[str, object] = {"reduce": "sum"}  # name -> default
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import FunctionProto, TensorProto
 from onnx.reference.op_run import OpRun
+from qgnn.contract.ops import OP_INPUTS, OP_OPTIONAL
 from qgnn.exporter.ops.aggregate import reduce_segments
 from qgnn.exporter.ops.body import Body, Fanout, Variant, make_function, pad_front
 from qgnn.exporter.ops.domain import QGNN_DOMAIN
@@ -25,8 +26,8 @@ from qgnn.exporter.ops.numeric import check_array, check_reduce
 from qgnn.exporter.ops.padding import check_fanout, fanout_to_csr
 
 NAME = "AggregatePadded"
-INPUTS = ("x", "nbr", "w")
-OPTIONAL = ("w",)
+INPUTS = OP_INPUTS[NAME]
+OPTIONAL = OP_OPTIONAL[NAME]
 ATTRIBUTES: dict[str, object] = {"reduce": "sum"}  # name -> default
 
 

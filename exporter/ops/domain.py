@@ -5,7 +5,8 @@ every op the bodies use. onnx 1.23 would write IR 14 by default, hence the expli
 onnxruntime 1.32 runs these files.
 """
 
-QGNN_DOMAIN = "ai.qgnn"
+from qgnn.contract.ops import QGNN_DOMAIN  # noqa: F401  (re-exported: the exporter's pins)
+
 QGNN_OPSET_VERSION = 1
 ONNX_OPSET_VERSION = 21
 IR_VERSION = 10

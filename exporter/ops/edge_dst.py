@@ -13,14 +13,15 @@ from __future__ import annotations
 import numpy as np
 from onnx import FunctionProto
 from onnx.reference.op_run import OpRun
+from qgnn.contract.ops import OP_INPUTS, OP_OPTIONAL
 from qgnn.exporter.ops.body import Body, Csr, Variant, make_function
 from qgnn.exporter.ops.domain import QGNN_DOMAIN
 from qgnn.exporter.ops.numeric import check_indptr
 from qgnn.exporter.ops.numeric import edge_dst as repeat_dst
 
 NAME = "EdgeDst"
-INPUTS = ("indptr",)
-OPTIONAL: tuple[str, ...] = ()
+INPUTS = OP_INPUTS[NAME]
+OPTIONAL = OP_OPTIONAL[NAME]
 ATTRIBUTES: dict[str, object] = {}  # name -> default
 
 

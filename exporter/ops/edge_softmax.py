@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import FunctionProto, TensorProto
 from onnx.reference.op_run import OpRun
+from qgnn.contract.ops import OP_INPUTS, OP_OPTIONAL
 from qgnn.exporter.ops.body import (
     Body,
     Csr,
@@ -30,8 +31,8 @@ from qgnn.exporter.ops.domain import QGNN_DOMAIN
 from qgnn.exporter.ops.numeric import check_array, check_indptr, edge_dst
 
 NAME = "EdgeSoftmax"
-INPUTS = ("logits", "indptr")
-OPTIONAL: tuple[str, ...] = ()
+INPUTS = OP_INPUTS[NAME]
+OPTIONAL = OP_OPTIONAL[NAME]
 ATTRIBUTES: dict[str, object] = {}  # name -> default
 
 

@@ -33,6 +33,7 @@ from onnx import AttributeProto, FunctionProto, TensorProto
 from onnx.reference.op_run import OpRun
 from qgnn.contract import mean_multiplier, multiplier
 from qgnn.contract import requantise as requantise_np
+from qgnn.contract.ops import OP_INPUTS, OP_OPTIONAL
 from qgnn.exporter.ops.body import (
     Body,
     Csr,
@@ -57,9 +58,8 @@ from qgnn.exporter.ops.numeric import (
 )
 
 NAME = "QAggregate"
-INPUTS = ("x_q", "x_scale", "x_zero_point", "indptr", "src", "w_q", "w_scale", "w_zero_point",
-          "y_scale", "y_zero_point")
-OPTIONAL = ("w_q", "w_scale", "w_zero_point")
+INPUTS = OP_INPUTS[NAME]
+OPTIONAL = OP_OPTIONAL[NAME]
 ATTRIBUTES: dict[str, object] = {"reduce": "sum", "bits": 8}  # name -> default
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import AttributeProto, FunctionProto, TensorProto
 from onnx.reference.op_run import OpRun
+from qgnn.contract.ops import OP_INPUTS, OP_OPTIONAL
 from qgnn.exporter.ops.body import Body, Fanout, Variant, make_function, pad_front, requantise
 from qgnn.exporter.ops.domain import QGNN_DOMAIN
 from qgnn.exporter.ops.numeric import check_array
@@ -28,9 +29,8 @@ from qgnn.exporter.ops.padding import check_fanout, fanout_to_csr
 from qgnn.exporter.ops.q_aggregate import q_aggregate
 
 NAME = "QAggregatePadded"
-INPUTS = ("x_q", "x_scale", "x_zero_point", "nbr", "w_q", "w_scale", "w_zero_point", "y_scale",
-          "y_zero_point")
-OPTIONAL = ("w_q", "w_scale", "w_zero_point")
+INPUTS = OP_INPUTS[NAME]
+OPTIONAL = OP_OPTIONAL[NAME]
 ATTRIBUTES: dict[str, object] = {"reduce": "sum", "bits": 8}  # name -> default
 
 

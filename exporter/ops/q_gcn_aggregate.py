@@ -44,6 +44,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import AttributeProto, FunctionProto, TensorProto
 from onnx.reference.op_run import OpRun
+from qgnn.contract.ops import OP_INPUTS, OP_OPTIONAL
 from qgnn.exporter.ops.body import (
     Body,
     Csr,
@@ -67,9 +68,8 @@ from qgnn.exporter.ops.q_aggregate import q_aggregate
 from qgnn.exporter.ops.q_message_aggregate import q_message_aggregate
 
 NAME = "QGCNAggregate"
-INPUTS = ("x_q", "x_scale", "x_zero_point", "indptr", "src", "inv_sqrt_degree", "w_scale",
-          "w_zero_point", "m_scale", "m_zero_point", "y_scale", "y_zero_point")
-OPTIONAL = ("m_scale", "m_zero_point")
+INPUTS = OP_INPUTS[NAME]
+OPTIONAL = OP_OPTIONAL[NAME]
 OPTIONAL_TAG = "message"  # overload "message" with the message site, "" without
 ATTRIBUTES: dict[str, object] = {"bits": 8, "w_bits": 8, "msg_bits": 8}  # name -> default
 

@@ -20,13 +20,14 @@ import numpy as np
 from onnx import AttributeProto, FunctionProto, TensorProto
 from onnx.numpy_helper import from_array
 from onnx.reference.op_run import OpRun
+from qgnn.contract.ops import OP_INPUTS
 from qgnn.exporter.ops.body import INT64_MAX, Body, Csr, Variant, make_function
 from qgnn.exporter.ops.domain import QGNN_DOMAIN
 from qgnn.exporter.ops.numeric import check_array, check_indptr, edge_dst
 
 INDPTR_NAME = "LoopedIndptr"
 SRC_NAME = "LoopedSrc"
-INPUTS = ("indptr", "src")
+INPUTS = OP_INPUTS[INDPTR_NAME]  # LoopedSrc takes the same
 ATTRIBUTES: dict[str, object] = {"drop_existing": 0}  # name -> default
 
 

@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+from qgnn.contract.ops import OP_INPUTS
 from qgnn.runtime import kernels
 from qgnn.runtime.engine.partition import KernelNodeSpec, PartitionError
 from qgnn.runtime.kernels._checks import REDUCE_CODES
@@ -28,21 +29,7 @@ KernelFn = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 
 # Formal inputs per op (docs/onnx-ops.md); a node lists them positionally, "" = absent.
 FORMAL: dict[str, tuple[str, ...]] = {
-    "QAggregate": ("x_q", "x_scale", "x_zero_point", "indptr", "src", "w_q", "w_scale",
-                   "w_zero_point", "y_scale", "y_zero_point"),
-    "QAggregatePadded": ("x_q", "x_scale", "x_zero_point", "nbr", "w_q", "w_scale",
-                         "w_zero_point", "y_scale", "y_zero_point"),
-    "QMessageAggregate": ("x_q", "x_scale", "x_zero_point", "indptr", "src", "w_q", "w_scale",
-                          "w_zero_point", "m_scale", "m_zero_point", "y_scale", "y_zero_point"),
-    "QGCNAggregate": ("x_q", "x_scale", "x_zero_point", "indptr", "src", "inv_sqrt_degree",
-                      "w_scale", "w_zero_point", "m_scale", "m_zero_point", "y_scale",
-                      "y_zero_point"),
-    "Aggregate": ("x", "indptr", "src", "w"),
-    "AggregatePadded": ("x", "nbr", "w"),
-    "EdgeSoftmax": ("logits", "indptr"),
-    "EdgeDst": ("indptr",),
-    "LoopedIndptr": ("indptr", "src"),
-    "LoopedSrc": ("indptr", "src"),
+    **OP_INPUTS,
     "QLinear": ("x_q",),  # engine-internal: the fused requantised linear layer (fusion.py)
     "FloatStep": ("a_q", "b_q"),  # engine-internal: a fused elementwise float step
 }

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from qgnn.contract.ops import QGNN_DOMAIN
 from qgnn.runtime.engine import onnx_proto as op
 from qgnn.runtime.engine.float_step import fuse_float_steps
 from qgnn.runtime.engine.fusion import FusedLinear, fuse_linear
 
-QGNN_DOMAIN = "ai.qgnn"
 # Output element type and rank of each ai.qgnn op (docs/onnx-ops.md).
 KERNEL_OUTPUTS: dict[str, tuple[int, int | None]] = {
     "Aggregate": (1, 2), "QAggregate": (2, 2), "AggregatePadded": (1, 2),
