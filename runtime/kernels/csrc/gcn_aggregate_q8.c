@@ -90,6 +90,26 @@ QGNN_INLINE void gcna_vec64(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t e
                             const int16_t *w, int64_t f0, int has_msg, int32_t *acc) {
     const int64_t F = c->F;
     const uint8_t *x = c->x + f0;
+#if QMSG_AVX2
+    {
+        qmsg_acc64 a;
+        qmsg_acc64_init(&a, 0);
+        __m256 wf[8];
+        __m256i wi[8];
+        for (int64_t t = t0; t < t1; t++) {
+            qgnn_prefetch_row((const char *)x, F, c->src, t, c->n_edges, c->n_src, GCNA_CH);
+            const int32_t wc = w[t - t0];
+            for (int g = 0; g < 8; g++) {
+                wf[g] = _mm256_set1_ps((float)wc);
+                wi[g] = _mm256_set1_epi32(wc);
+            }
+            qmsg_acc64_add(&a, x + gcna_row(c, t, e, v) * F, c->x_zp, wf, wi, c->msg, has_msg,
+                           0);
+        }
+        qmsg_acc64_store(&a, acc);
+        return;
+    }
+#endif
     qv_i32 a[4] = {{0}, {0}, {0}, {0}};
     for (int64_t t = t0; t < t1; t++) {
         const qv_u32 row = qv_load_64(x + gcna_row(c, t, e, v) * F);

@@ -85,6 +85,26 @@ QGNN_INLINE void qma_vec64(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, i
     const int64_t F = c->F;
     const uint8_t *x = c->x + f0;
     const int64_t *src = c->src;
+#if QMSG_AVX2
+    /* one weight per group of 8 columns: one edge weight, or heads 8k columns wide */
+    if (!heads || (c->F / c->H) % 8 == 0) {
+        qmsg_acc64 a;
+        qmsg_acc64_init(&a, is_max);
+        int32_t head[8] = {0};
+        if (heads)
+            for (int g = 0; g < 8; g++) head[g] = c->head_of[f0 + 8 * g];
+        __m256 w[8];
+        for (int64_t i = b; i < e; i++) {
+            qgnn_prefetch_row((const char *)x, F, src, i, c->n_edges, c->n_src, QMA_CH);
+            for (int g = 0; g < 8; g++)
+                w[g] = _mm256_set1_ps(
+                    (float)((int32_t)c->w[i * c->H + head[g]] - c->w_zp));
+            qmsg_acc64_add(&a, x + src[i] * F, c->x_zp, w, NULL, c->msg, 1, is_max);
+        }
+        qmsg_acc64_store(&a, acc);
+        return;
+    }
+#endif
     int32_t hidx[4][QV_LANES];
     if (heads)
         for (int j = 0; j < 4; j++)
