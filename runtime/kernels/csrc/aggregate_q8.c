@@ -116,11 +116,55 @@ QGNN_INLINE void qagg_vec(const qagg_ctx *c, int64_t b, int64_t e, int64_t f0, i
     }
 }
 
+#if defined(__AVX2__) && !defined(__AVX512F__)
+#include <immintrin.h>
+/* The unweighted sum of 64 columns at the avx2 level, in column order: GCC keeps the 16-lane
+ * vector types in memory where registers are 32 bytes (message_q8.h), so here the rows are
+ * widened to uint16 in four registers and flushed to uint32 every U16_ROWS rows, the same
+ * wrapping sums as the generic path. */
+static inline void qagg_sum64_avx2(const qagg_ctx *c, int64_t b, int64_t e, int64_t f0,
+                                   int32_t *acc) {
+    const int64_t F = c->F;
+    const uint8_t *x = c->x + f0;
+    const int64_t *src = c->src;
+    __m256i sum[8];
+    for (int g = 0; g < 8; g++) sum[g] = _mm256_setzero_si256();
+    for (int64_t i = b; i < e;) {
+        const int64_t stop = e - i > U16_ROWS ? i + U16_ROWS : e;
+        __m256i h[4];
+        for (int k = 0; k < 4; k++) h[k] = _mm256_setzero_si256();
+        for (; i < stop; i++) {
+            const uint8_t *p = x + src[i] * F;
+            qgnn_prefetch_row((const char *)x, F, src, i, c->n_edges, c->n_src, 64);
+            for (int k = 0; k < 4; k++)
+                h[k] = _mm256_add_epi16(h[k], _mm256_cvtepu8_epi16(
+                                                  _mm_loadu_si128((const __m128i *)(p + 16 * k))));
+        }
+        for (int k = 0; k < 4; k++) {
+            sum[2 * k] = _mm256_add_epi32(sum[2 * k],
+                                          _mm256_cvtepu16_epi32(_mm256_castsi256_si128(h[k])));
+            sum[2 * k + 1] = _mm256_add_epi32(
+                sum[2 * k + 1], _mm256_cvtepu16_epi32(_mm256_extracti128_si256(h[k], 1)));
+        }
+    }
+    const __m256i offset = _mm256_set1_epi32((int32_t)(uint32_t)((uint64_t)(e - b) *
+                                                                 (uint64_t)c->x_zp));
+    for (int g = 0; g < 8; g++)
+        _mm256_storeu_si256((__m256i *)(acc + 8 * g), _mm256_sub_epi32(sum[g], offset));
+}
+#endif
+
 /* acc[0 .. 64) for columns [f0, f0 + 64): the same sums as qagg_vec, in stride-4 lanes. */
 QGNN_INLINE void qagg_vec64(const qagg_ctx *c, int64_t b, int64_t e, int64_t f0, int32_t *acc) {
     const int64_t F = c->F;
     const uint8_t *x = c->x + f0;
     const int64_t *src = c->src;
+#if defined(__AVX2__) && !defined(__AVX512F__)
+    if (c->reduce != QGNN_MAX && c->w == NULL) {
+        qagg_sum64_avx2(c, b, e, f0, acc);
+        return;
+    }
+#endif
     qv_i32 a[4];
     if (c->reduce == QGNN_MAX && c->w == NULL) {
         qv64_u8 best;
