@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from qgnn.runtime.engine.fusion import FusedLinear, _attr_int, _Graph, _scalar
+from qgnn.runtime.engine.fusion import (
+    FusedLinear,
+    _attr_int,
+    _Graph,
+    _only_attrs,
+    _positive,
+    _scalar,
+    quantize_tail,
+)
 
 FLOAT, DOUBLE = 1, 11
 _CONST_OPS = {"Add": ("add", "add"), "Mul": ("mul", "mul"), "Sub": ("sub", "rsub"),
@@ -37,10 +45,6 @@ class _Branch:
     scale: float
     zero_point: int
     ops: list[tuple[str, Any]] = field(default_factory=list)
-
-
-def _positive(value: Any) -> bool:
-    return value is not None and bool(np.isfinite(value)) and value > 0
 
 
 def _constant(graph: _Graph, name: str, dtype: type) -> np.ndarray | None:
@@ -62,10 +66,6 @@ def _link(graph: _Graph, tensor: str) -> Any | None:
     if node is None or node.domain or len(node.output) != 1:
         return None
     return node
-
-
-def _only_attrs(node: Any, allowed: tuple[str, ...]) -> bool:
-    return all(a.name in allowed for a in node.attribute)
 
 
 def _dequantize(graph: _Graph, node: Any) -> _Branch | None:
@@ -145,31 +145,10 @@ def _walk(graph: _Graph, tensor: str, ops: list[tuple[str, Any]], nodes: list[An
             return None
 
 
-def _quantize_tail(graph: _Graph, node: Any) -> tuple[list[Any], float, int, int] | None:
-    """``QuantizeLinear(s_y, uint8 zp) [-> Clip(uint8 0, uint8 2^bits - 1)]``: (nodes, s_y,
-    zp_y, bits)."""
-    if len(node.input) != 3 or node.domain or not _only_attrs(node, ("axis", "saturate")):
-        return None
-    scale = _scalar(graph.const(node.input[1]), np.float32)
-    zp = _scalar(graph.const(node.input[2]), np.uint8)
-    if not _positive(scale) or zp is None:
-        return None
-    chain, bits = [node], 8
-    clip = graph.only_reader(node.output[0], "Clip")
-    if clip is not None and len(clip.input) == 3 and clip.input[0] == node.output[0]:
-        low = _scalar(graph.const(clip.input[1]), np.uint8)
-        high = _scalar(graph.const(clip.input[2]), np.uint8)
-        found = next((b for b in range(1, 8) if high == 2**b - 1), None)
-        if low == 0 and found is not None and zp <= high:
-            chain.append(clip)
-            bits = found
-    return chain, float(scale), int(zp), bits
-
-
 def match(quantize: Any, graph: _Graph) -> tuple[FusedLinear, list[Any]] | None:
     """The ``FloatStep`` node and the nodes it replaces, if ``quantize`` ends a chain of the
     module docstring."""
-    tail = _quantize_tail(graph, quantize)
+    tail = quantize_tail(graph, quantize)
     if tail is None:
         return None
     links, y_scale, y_zp, bits = tail

@@ -116,29 +116,47 @@ def _weight(graph: _Graph, w_name: str, w_zp_name: str) -> np.ndarray | None:
     return None
 
 
+def _positive(value: Any) -> bool:
+    return value is not None and bool(np.isfinite(value)) and value > 0
+
+
+def _only_attrs(node: Any, allowed: tuple[str, ...]) -> bool:
+    return all(a.name in allowed for a in node.attribute)
+
+
+def quantize_tail(graph: _Graph, node: Any) -> tuple[list[Any], float, int, int] | None:
+    """``QuantizeLinear(s_y, uint8 zp) [-> Clip(uint8 0, uint8 2^bits - 1)]`` with constant
+    scalar scale and zero point, starting at ``node``: (nodes, s_y, zp_y, bits). The end of
+    both the requantised linear chain (s_y = 1) and a float step (float_step.py)."""
+    if len(node.input) != 3 or node.domain or not _only_attrs(node, ("axis", "saturate")):
+        return None
+    scale = _scalar(graph.const(node.input[1]), np.float32)
+    zp = _scalar(graph.const(node.input[2]), np.uint8)
+    if not _positive(scale) or zp is None:
+        return None
+    chain, bits = [node], 8
+    clip = graph.only_reader(node.output[0], "Clip")
+    if clip is not None and len(clip.input) == 3 and clip.input[0] == node.output[0]:
+        low = _scalar(graph.const(clip.input[1]), np.uint8)
+        high = _scalar(graph.const(clip.input[2]), np.uint8)
+        found = next((b for b in range(1, 8) if high == 2**b - 1), None)
+        if low == 0 and found is not None and zp <= high:
+            chain.append(clip)
+            bits = found
+    return chain, float(scale), int(zp), bits
+
+
 def _requant_tail(graph: _Graph, tensor: str) -> tuple[list[Any], int, int] | None:
     """The nodes after ``Mul(M)`` that round, add the zero point and saturate, with
     (zp_y, bits): ``QuantizeLinear(scale 1.0, uint8 zp) [-> Clip(uint8 0, uint8 2^bits - 1)]``
     or ``Round -> Add(float zp) -> Clip(0, 2^bits - 1) -> Cast(uint8)``."""
     node = graph.only_reader(tensor, "QuantizeLinear")
     if node is not None:
-        if len(node.input) != 3 or node.input[0] != tensor or _attr_int(node, "axis") not in (
-                None, 1) or any(a.name not in ("axis", "saturate") for a in node.attribute):
+        tail = quantize_tail(graph, node) if node.input[0] == tensor else None
+        if tail is None or tail[1] != 1.0:
             return None
-        one = _scalar(graph.const(node.input[1]), np.float32)
-        y_zp = _scalar(graph.const(node.input[2]), np.uint8)
-        if one != 1.0 or y_zp is None:
-            return None
-        chain, bits = [node], 8
-        clip = graph.only_reader(node.output[0], "Clip")
-        if clip is not None and len(clip.input) == 3 and clip.input[0] == node.output[0]:
-            low = _scalar(graph.const(clip.input[1]), np.uint8)
-            high = _scalar(graph.const(clip.input[2]), np.uint8)
-            found = next((b for b in range(1, 8) if high == 2**b - 1), None)
-            if low == 0 and found is not None and y_zp <= high:
-                chain.append(clip)
-                bits = found
-        return chain, int(y_zp), bits
+        chain, _, y_zp, bits = tail
+        return chain, y_zp, bits
     chain = []
     node = graph.only_reader(tensor, "Round")
     if node is None:
