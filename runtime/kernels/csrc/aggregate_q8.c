@@ -267,14 +267,7 @@ static int qagg_sum_checked(const qagg_ctx *c, int64_t b, int64_t e, int64_t f0,
         qagg_cols(c, i, e - i > safe ? i + safe : e, f0, w, acc);
         for (int f = 0; f < w; f++) total[f] += acc[f];
     }
-    for (int f = 0; f < w; f++) {
-        if (total[f] > INT32_MAX || total[f] < -INT32_MAX) {
-            *value = total[f];
-            return f;
-        }
-        acc[f] = (int32_t)total[f];
-    }
-    return -1;
+    return qgnn_narrow_totals(total, w, acc, value);
 }
 
 /* Contract requantisation of w int32 accumulators into [0, qmax]. */

@@ -180,14 +180,7 @@ static int gcna_sum_checked(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t e
         gcna_cols(c, t, stop, e, v, w + (t - t0), f0, width, acc);
         for (int f = 0; f < width; f++) total[f] += acc[f];
     }
-    for (int f = 0; f < width; f++) {
-        if (total[f] > INT32_MAX || total[f] < -INT32_MAX) {
-            *value = total[f];
-            return f;
-        }
-        acc[f] = (int32_t)total[f];
-    }
-    return -1;
+    return qgnn_narrow_totals(total, width, acc, value);
 }
 
 static void gcna_part(void *vctx, int64_t d0, int64_t d1, int part) {

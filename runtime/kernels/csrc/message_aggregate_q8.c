@@ -221,14 +221,7 @@ static QGNN_CLONES int qma_sum_checked(const qma_ctx *c, int64_t b, int64_t e, i
         qma_cols(c, i, e - i > QMA_SAFE_DEG ? i + QMA_SAFE_DEG : e, f0, w, acc);
         for (int f = 0; f < w; f++) total[f] += acc[f];
     }
-    for (int f = 0; f < w; f++) {
-        if (total[f] > INT32_MAX || total[f] < -INT32_MAX) {
-            *value = total[f];
-            return f;
-        }
-        acc[f] = (int32_t)total[f];
-    }
-    return -1;
+    return qgnn_narrow_totals(total, w, acc, value);
 }
 
 static QGNN_CLONES void qma_part(void *vctx, int64_t d0, int64_t d1, int part) {

@@ -96,6 +96,20 @@ QGNN_INLINE int64_t qgnn_first_error(const int64_t *per_part, int nparts) {
     return first;
 }
 
+/* The int64 totals of a hub's blocks (each block's sum exact in int32) written to acc[0 .. w)
+ * when every one fits int32 (|total| <= 2^31 - 1); else the first column that does not, with
+ * its total in *value. Returns that column or -1. */
+QGNN_INLINE int qgnn_narrow_totals(const int64_t *total, int w, int32_t *acc, int64_t *value) {
+    for (int f = 0; f < w; f++) {
+        if (total[f] > INT32_MAX || total[f] < -INT32_MAX) {
+            *value = total[f];
+            return f;
+        }
+        acc[f] = (int32_t)total[f];
+    }
+    return -1;
+}
+
 /* What qgnn_qaggregate found wrong; y is unspecified unless both are -1. */
 typedef struct {
     int64_t bad_src;      /* first edge whose src is outside [0, n_src), or -1 */
