@@ -29,7 +29,9 @@ from qgnn.runtime.engine.fusion import (
     _only_attrs,
     _positive,
     _scalar,
+    mark_replaced,
     quantize_tail,
+    splice,
 )
 
 FLOAT, DOUBLE = 1, 11
@@ -194,13 +196,5 @@ def fuse_float_steps(nodes: list[Any], constants: Mapping[str, np.ndarray],
         if node.op_type == "QuantizeLinear" and not node.domain and id(node) not in replaced:
             found = match(node, graph)
             if found is not None:
-                fused, chain = found
-                replaced.update({id(n): None for n in chain})
-                replaced[id(chain[-1])] = fused
-    out = []
-    for node in nodes:
-        if id(node) not in replaced:
-            out.append(node)
-        elif replaced[id(node)] is not None:
-            out.append(replaced[id(node)])
-    return out
+                mark_replaced(replaced, *found)
+    return splice(nodes, replaced)

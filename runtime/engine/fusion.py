@@ -242,9 +242,19 @@ def fuse_linear(nodes: list[Any], constants: Mapping[str, np.ndarray],
         if node.op_type == "MatMulInteger" and not node.domain:
             found = match(node, graph)
             if found is not None:
-                fused, chain = found
-                replaced.update({id(n): None for n in chain[:-1]})
-                replaced[id(chain[-1])] = fused
+                mark_replaced(replaced, *found)
+    return splice(nodes, replaced)
+
+
+def mark_replaced(replaced: dict[int, FusedLinear | None], fused: FusedLinear,
+                  chain: list[Any]) -> None:
+    """Records that ``chain`` goes and ``fused`` takes the place of its last link."""
+    replaced.update({id(n): None for n in chain})
+    replaced[id(chain[-1])] = fused
+
+
+def splice(nodes: list[Any], replaced: Mapping[int, FusedLinear | None]) -> list[Any]:
+    """``nodes`` in order with the recorded replacements made (removed links dropped)."""
     out = []
     for node in nodes:
         if id(node) not in replaced:
