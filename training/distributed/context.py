@@ -1,4 +1,9 @@
-"""Data-parallel minibatch training with torch.distributed (DDP): gloo on CPU, nccl on GPU.
+"""The process group a distributed run lives in: ranks, backends, local launch and torchrun.
+
+Shared by every distributed mode (package docstring). The data-parallel description below is the
+``ddp`` mode's; it stays here because :func:`shard` and :func:`agree` are its primitives.
+
+Data-parallel minibatch training with torch.distributed (DDP): gloo on CPU, nccl on GPU.
 
 Every rank holds the whole graph in host memory, draws the same per-epoch permutation of the
 training seeds and takes its own disjoint, equally long shard of it (``order[rank::world]``,
@@ -15,11 +20,8 @@ the rendezvous address from the environment torchrun sets.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -150,71 +152,3 @@ def launch_local(fn: Callable[..., Any], world_size: int, *args: Any, backend: s
             for p in ctx.processes:
                 p.join()
             raise TimeoutError(f"launch_local: ranks still running after {timeout_s} s")
-
-
-def train_and_save(ctx: DistContext, data: Any, model_cfg: Any, train_cfg: Any,
-                   sampling_cfg: Any, out_dir: str) -> None:
-    """A rank's whole job for :func:`launch_local`: data-parallel minibatch training, then
-    ``out_dir/rank<r>.safetensors`` (the final state dict) and, on rank 0, ``result.json``."""
-    from pathlib import Path
-
-    from qgnn.training.tasks.minibatch import train_minibatch
-    from safetensors.torch import save_file
-
-    result = train_minibatch(data, model_cfg, train_cfg, sampling_cfg, progress=False,
-                             distributed=ctx)
-    state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
-    save_file(state, str(Path(out_dir) / f"rank{ctx.rank}.safetensors"))
-    if ctx.is_main:
-        (Path(out_dir) / "result.json").write_text(json.dumps(result.summary()))
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``torchrun ... -m qgnn.training.distributed --dataset D --model M [sampling flags]``:
-    data-parallel minibatch training; rank 0 prints the result summary as JSON."""
-    from qgnn.graph.datasets import load_dataset
-    from qgnn.graph.links import LinkData
-    from qgnn.training.presets import TrainConfig, preset
-    from qgnn.training.sampling.cli_args import add_sampling_arguments, sampling_config_from_args
-    from qgnn.training.tasks.link import link_model_config
-    from qgnn.training.tasks.minibatch import train_minibatch
-    from qgnn.training.tasks.node import node_model_config
-
-    parser = argparse.ArgumentParser(prog="python -m qgnn.training.distributed",
-                                     description=main.__doc__)
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backend", choices=BACKENDS, default=None)
-    add_sampling_arguments(parser)
-    args = parser.parse_args(argv)
-    sampling = sampling_config_from_args(args)
-    if sampling.sampler == "full":
-        parser.error("--sampler: data-parallel training needs a minibatch sampler (uniform/gns)")
-    ctx = init_from_env(args.backend)
-    if dist.get_backend() == "nccl":
-        sampling.device = f"cuda:{ctx.local_rank}"
-    try:
-        data = load_dataset(args.dataset)
-        name = data.graph.name if isinstance(data, LinkData) else data.name
-        chosen = preset(args.model, name)
-        fields = chosen.train.to_dict() | {"seed": args.seed}
-        if args.epochs is not None:
-            fields["epochs"] = args.epochs
-        train_cfg = TrainConfig.from_dict(fields)
-        if isinstance(data, LinkData):
-            model_cfg = link_model_config(data, args.model, **chosen.model)
-        else:
-            model_cfg = node_model_config(data, args.model, **chosen.model)
-        result = train_minibatch(data, model_cfg, train_cfg, sampling, progress=ctx.is_main,
-                                 distributed=ctx)
-        if ctx.is_main:
-            json.dump(result.summary(), sys.stdout)
-            sys.stdout.write("\n")
-    finally:
-        dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()

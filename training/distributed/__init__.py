@@ -1,0 +1,25 @@
+"""Training on several processes or machines with torch.distributed (gloo on CPU, nccl on GPU).
+
+Modes, chosen with ``python -m qgnn.training.distributed --mode M`` under torchrun:
+
+- ``ddp`` (:mod:`.ddp`): data-parallel minibatch training; every rank holds the whole graph.
+
+:mod:`.context` holds what every mode shares: the process group, local launch, torchrun's
+environment.
+"""
+
+from qgnn.training.distributed.context import (
+    BACKENDS,
+    DistContext,
+    agree,
+    default_backend,
+    free_port,
+    init_from_env,
+    launch_local,
+    shard,
+    wrap_model,
+)
+from qgnn.training.distributed.ddp import train_and_save
+
+__all__ = ["BACKENDS", "DistContext", "agree", "default_backend", "free_port", "init_from_env",
+           "launch_local", "shard", "train_and_save", "wrap_model"]
