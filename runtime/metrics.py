@@ -27,6 +27,24 @@ BATCH_BUCKETS = tuple(float(2**i) for i in range(13))
 # Powers of four: sampled subgraph sizes from a single node to millions of edges.
 SUBGRAPH_BUCKETS = tuple(float(4**i) for i in range(12))
 
+# ``reason`` values of qgnn_requests_rejected_total: the lower-case gRPC status a refusal is
+# answered with, or a finer cause where one is known. Dashboards match on these, so a new cause
+# is added here, not invented at the call site.
+REJECTION_REASONS = (
+    "invalid_argument",     # a malformed request: ids, dtypes, shapes, versions, names
+    "not_found",            # no such model or version
+    "failed_precondition",  # a call the model's task or state does not allow
+    "unauthenticated",      # missing or wrong bearer token
+    "unimplemented",        # an unknown service or method
+    "message_too_large",    # a request over the configured message size
+    "cancelled",            # the client cancelled or went away before the answer
+    "deadline_exceeded",    # the caller's deadline passed first
+    "unavailable",          # shutting down, or the model is loading or failed
+    "limit_exceeded",       # over a per-request limit (--max-ids-per-request)
+    "resource_exhausted",   # shed under load (serve-fast may split this by cause)
+    "already_exists",       # loading a version that is already loaded
+)
+
 
 @dataclass(frozen=True)
 class ServingMetrics:
@@ -48,6 +66,8 @@ class ServingMetrics:
     model_ready: Gauge
     queue_depth: Gauge
     shed_requests: Counter
+    # -- rejections (issue 17): see REJECTION_REASONS and reject() below ----------------------
+    requests_rejected: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ServingMetrics:
@@ -106,7 +126,18 @@ class ServingMetrics:
                 "qgnn_shed_requests_total",
                 "Requests refused with RESOURCE_EXHAUSTED because the queue was full.",
                 ("model",), registry=r),
+            requests_rejected=Counter(
+                "qgnn_requests_rejected_total",
+                "Requests refused before or instead of an answer, by reason (REJECTION_REASONS "
+                "in qgnn.runtime.metrics), including those gRPC refuses before qgnn sees them.",
+                ("method", "reason"), registry=r),
         )
+
+    def reject(self, reason: str, method: str = "") -> None:
+        """Counts one refused request. ``method`` is the RPC name where qgnn knows it ('' for
+        refusals before routing, e.g. an unknown method, whose name a client chooses and so
+        must never become a label value)."""
+        self.requests_rejected.labels(method, reason).inc()
 
 
 class MetricsObserver:

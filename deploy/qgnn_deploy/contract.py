@@ -38,6 +38,8 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
         ("qgnn_model_ready", "gauge", ("model", "version")),
         ("qgnn_queue_depth", "gauge", ("model",)),
         ("qgnn_shed_requests_total", "counter", ("model",)),
+        # Beyond the contract's list: every refused request by reason (issue 17).
+        ("qgnn_requests_rejected_total", "counter", ("method", "reason")),
     )
 }
 

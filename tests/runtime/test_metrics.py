@@ -29,6 +29,7 @@ CONTRACT = {
     "qgnn_model_ready": ("gauge", {"model", "version"}),
     "qgnn_queue_depth": ("gauge", {"model"}),
     "qgnn_shed_requests": ("counter", {"model"}),
+    "qgnn_requests_rejected": ("counter", {"method", "reason"}),
 }
 
 
@@ -37,7 +38,8 @@ def test_every_contract_metric_is_declared_with_its_labels():
     declared = {metric._name: (metric._type, set(metric._labelnames)) for metric in (
         m.request_duration, m.requests, m.request_errors, m.inflight, m.queue_duration,
         m.compute_duration, m.batch_size, m.subgraph_nodes, m.subgraph_edges,
-        m.model_load_duration, m.model_info, m.model_ready, m.queue_depth, m.shed_requests)}
+        m.model_load_duration, m.model_info, m.model_ready, m.queue_depth, m.shed_requests,
+        m.requests_rejected)}
     assert declared == CONTRACT
     assert LATENCY_BUCKETS[0] == 0.0001
     m.request_duration.labels("m", "PredictNodes", "OK").observe(0.00005)
