@@ -52,6 +52,7 @@ PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".joblib
 TASKS = ("node", "link")
 DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+MODEL_NAME_PATTERN = _NAME_RE  # what a model name may be; requests are checked against it too
 _PART_RE = re.compile(r"[A-Za-z0-9._-]{1,255}")
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 _MAX_MANIFEST_BYTES = 16 * 2**20

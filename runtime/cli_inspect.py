@@ -8,6 +8,9 @@ from typing import Any
 
 from qgnn.runtime import kernels
 from qgnn.runtime.bundle import Bundle, load_bundle
+from qgnn.runtime.dataplane import BackendOptions, resolve_loader
+from qgnn.runtime.errors import ServingError
+from qgnn.runtime.load_check import check_structure, open_checked
 
 
 def add_inspect_parser(sub: Any) -> argparse.ArgumentParser:
@@ -15,12 +18,15 @@ def add_inspect_parser(sub: Any) -> argparse.ArgumentParser:
     parser = sub.add_parser(
         "inspect", help="verify a model bundle and show its manifest",
         description="Verify a model bundle (directory or .qgnn archive): sizes, SHA-256 and "
-                    "safety of every file. Then print its manifest.")
+                    "safety of every file, then the load check: onnxruntime parses and "
+                    "resolves the model, the backend loads it and answers one tiny request. "
+                    "Then print its manifest.")
     parser.add_argument("bundle", type=Path, help="bundle directory or .qgnn archive")
     parser.add_argument("--json", action="store_true", help="print the raw manifest as JSON")
     parser.add_argument("--no-verify", action="store_true",
-                        help="skip content hashing and the extra-file scan (structure, sizes and "
-                             "array headers are still checked)")
+                        help="skip content hashing, the extra-file scan and the trial run "
+                             "(structure, sizes, array headers and the ONNX graph are still "
+                             "checked)")
     parser.set_defaults(func=inspect_main)
     return parser
 
@@ -29,11 +35,26 @@ def inspect_main(args: argparse.Namespace) -> int:
     """Loads (and by default fully verifies) the bundle; a bad bundle raises BundleError, which the
     ``qgnn`` entry point reports as ``qgnn inspect: error: FILE: REASON`` with exit code 2."""
     with load_bundle(args.bundle, verify=not args.no_verify) as bundle:
+        load_check(bundle, run=not args.no_verify)
         if args.json:
             print(bundle.manifest_json(), end="")
         else:
             print(format_bundle(bundle, verified=not args.no_verify))
     return 0
+
+
+def load_check(bundle: Bundle, *, run: bool) -> None:
+    """What the server checks before serving a bundle (qgnn.runtime.load_check): the ONNX
+    structure always, and with ``run`` the backend's load and one trial request."""
+    if not run:
+        check_structure(bundle)
+        return
+    try:
+        loader = resolve_loader(bundle.manifest)
+        backend = open_checked(bundle, lambda b: loader(b, BackendOptions(threads=1)))
+    except ServingError as exc:  # no backend for the format: one line, like a bad file
+        raise ValueError(f"{bundle.source}: {exc}") from None
+    backend.close()
 
 
 def _size(n: int) -> str:
@@ -74,7 +95,8 @@ def format_bundle(bundle: Bundle, *, verified: bool) -> str:
     m = bundle.manifest
     model, quant = m["model"], m["quantisation"]
     total = sum(entry["bytes"] for entry in bundle.files.values())
-    check = "verified" if verified else "structure checked, not hashed"
+    check = ("verified, loaded and answered a trial request" if verified
+             else "structure and ONNX graph checked, not hashed or run")
     rows: list[tuple[str, str]] = [
         ("bundle", f"{bundle.source}  ({len(bundle.files)} files, {_size(total)}, {check})"),
         ("model", f"{model['name']} v{model['version']}  task={model['task']}  "

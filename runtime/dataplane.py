@@ -36,6 +36,7 @@ from qgnn.runtime.errors import (
     LimitExceededError,
 )
 from qgnn.runtime.metrics import MetricsObserver
+from qgnn.runtime.validation import as_ids, check_ids  # the one id validation (re-exported)
 
 if TYPE_CHECKING:
     from qgnn.runtime.repository import ModelEntry, ModelRepository
@@ -44,7 +45,6 @@ log = logging.getLogger("qgnn.runtime.dataplane")
 
 ENGINE_MODULE = "qgnn.runtime.engine"  # imported on first use; it registers its loader(s)
 BACKEND_MODULES_ENV = "QGNN_BACKEND_MODULES"  # more modules that register loaders
-_INT64_MAX = np.iinfo(np.int64).max
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,22 +282,8 @@ def graph_summary(backend: ModelBackend) -> GraphSummary:
 
 
 # ---------------------------------------------------------------------------------------------
-# Validation (vectorised; errors name the field, the index and the value)
-
-
-def as_ids(values: Any, field: str) -> np.ndarray:
-    """Any integer sequence as int64 (n,); refuses floats, bools and non-1-D input."""
-    arr = np.asarray(values)
-    if arr.dtype == object or arr.dtype.kind not in "iu":
-        if arr.size == 0:
-            return np.zeros(0, np.int64)
-        raise InvalidRequestError(field, str(arr.dtype), "ids must be integers")
-    if arr.ndim != 1:
-        raise InvalidRequestError(field, list(arr.shape), "ids must be a 1-D list")
-    if arr.dtype.kind == "u" and arr.size and arr.max() > _INT64_MAX:
-        i = int(np.argmax(arr > _INT64_MAX))
-        raise InvalidRequestError(f"{field}[{i}]", int(arr[i]), "id does not fit in int64")
-    return arr.astype(np.int64, copy=False)
+# Validation (vectorised; errors name the field, the index and the value). Ids are checked by
+# qgnn.runtime.validation, shared with the protocol front ends.
 
 
 def check_count(n: int, field: str, limits: Limits, *, allow_empty: bool = True) -> None:
@@ -305,22 +291,6 @@ def check_count(n: int, field: str, limits: Limits, *, allow_empty: bool = True)
         raise LimitExceededError(field, n, limits.max_ids_per_request)
     if n == 0 and not allow_empty:
         raise InvalidRequestError(field, [], "at least one entry is required")
-
-
-def check_ids(ids: np.ndarray, field: str, num_nodes: int, model: str,
-              extra: np.ndarray | None = None) -> None:
-    """Every id in [0, num_nodes) or in ``extra`` (inductive ids); else names the first bad
-    one."""
-    bad = (ids < 0) | (ids >= num_nodes)
-    if extra is not None and len(extra):
-        bad &= ~np.isin(ids, extra)
-    if bad.any():
-        i = int(np.argmax(bad))
-        what = "negative" if ids[i] < 0 else "not a node of the graph"
-        raise InvalidRequestError(f"{field}[{i}]", int(ids[i]),
-                                  f"{what}; model {model} has node ids 0..{num_nodes - 1}"
-                                  + (" and this request's inductive node ids"
-                                     if extra is not None and len(extra) else ""))
 
 
 def as_features(rows: Sequence[Any], field: str, num_features: int) -> np.ndarray:

@@ -34,6 +34,7 @@ from qgnn.runtime.errors import (
     UnauthenticatedError,
 )
 from qgnn.runtime.metrics import ServingMetrics
+from qgnn.runtime.rejections import client_gone, reason_for
 
 log = logging.getLogger("qgnn.runtime.server")
 
@@ -117,6 +118,8 @@ class ServingInterceptor(grpc.ServerInterceptor):
         handler = continuation(details)
         method = details.method or ""
         service, _, rpc = method.lstrip("/").partition("/")
+        if handler is None and self._metrics is not None:
+            self._metrics.reject("unimplemented")  # gRPC answers it; the name is the client's
         if handler is None or service in EXEMPT_SERVICES or handler.unary_unary is None:
             return handler
         denied = self._authenticate(details.invocation_metadata)
@@ -136,7 +139,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
         model = name if name and self._known_model(name) else ""
         if self._metrics is not None:
             self._metrics.inflight.labels(model).inc()
-        code = "OK"
+        code, error = "OK", None
         try:
             try:
                 if self.closing.is_set():
@@ -150,7 +153,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
                                               f"message: {request.error}")
                 response = behaviour(request, context)
             except ServingError as exc:
-                code, message = exc.code, str(exc)
+                code, message, error = exc.code, str(exc), exc
             except BundleError as exc:
                 code, message = "INVALID_ARGUMENT", str(exc)
             except Exception as exc:
@@ -163,11 +166,15 @@ class ServingInterceptor(grpc.ServerInterceptor):
                 message = (f"internal error ({type(exc).__name__}: {exc}); this is a bug in the "
                            f"server, which logged the traceback")
             else:
+                code = client_gone(context) or code  # the client left: it never sees OK
                 return response
             context.abort(grpc.StatusCode[code], message)
         finally:
             if self._metrics is not None:
                 m = self._metrics
+                reason = reason_for(code, error)
+                if reason is not None:
+                    m.reject(reason, rpc)
                 m.inflight.labels(model).dec()
                 m.request_duration.labels(model, rpc, code).observe(time.perf_counter() - started)
                 m.requests.labels(model, rpc, code).inc()

@@ -8,9 +8,11 @@ values back (``registry.get_sample_value``).
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import socketserver
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -150,16 +152,26 @@ class MetricsObserver:
     def __init__(self, metrics: ServingMetrics | None, model: str) -> None:
         self._metrics = metrics
         self._model = model
+        self._muted = False
+
+    @contextlib.contextmanager
+    def muted(self) -> Iterator[None]:
+        """Reports nothing inside the block: the load check's trial request is no traffic."""
+        self._muted = True
+        try:
+            yield
+        finally:
+            self._muted = False
 
     def subgraph(self, nodes: int, edges: int) -> None:
         """One model call computed on a subgraph of ``nodes`` nodes and ``edges`` edges."""
-        if self._metrics is not None:
+        if self._metrics is not None and not self._muted:
             self._metrics.subgraph_nodes.labels(self._model).observe(nodes)
             self._metrics.subgraph_edges.labels(self._model).observe(edges)
 
     def stage(self, stage: str, seconds: float) -> None:
         """A stage of a model call (e.g. 'subgraph', 'onnx', 'topk') took ``seconds``."""
-        if self._metrics is not None:
+        if self._metrics is not None and not self._muted:
             self._metrics.compute_duration.labels(self._model, stage).observe(seconds)
 
 

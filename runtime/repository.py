@@ -47,6 +47,7 @@ from qgnn.runtime.errors import (
     ModelUnavailableError,
     ServingError,
 )
+from qgnn.runtime.load_check import open_checked
 from qgnn.runtime.metrics import MetricsObserver, ServingMetrics
 
 log = logging.getLogger("qgnn.runtime.repository")
@@ -332,9 +333,10 @@ class ModelRepository:
                                             f"is model {expect[0]!r} version {expect[1]}; "
                                             f"rename the directory or fix the manifest")
             loader = resolve_loader(bundle.manifest)
-            backend = loader(bundle, BackendOptions(
-                self.options.threads, self.options.portable,
-                MetricsObserver(self.metrics, bundle.name), self.options.isa))
+            observer = MetricsObserver(self.metrics, bundle.name)
+            options = BackendOptions(self.options.threads, self.options.portable, observer,
+                                     self.options.isa)
+            backend = open_checked(bundle, lambda b: loader(b, options), observer)  # load_check
             if (backend.name, backend.version, backend.task) != (bundle.name, bundle.version,
                                                                  bundle.task):
                 raise RuntimeError(f"backend reports {backend.name} v{backend.version} "

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import grpc
+from qgnn.runtime import validation
 from qgnn.runtime.dataplane import DataPlane
-from qgnn.runtime.errors import InvalidRequestError
 from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2 as pb
 from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2_grpc as pb_grpc
 from qgnn.runtime.service.qgnn_v1 import model_info, model_ref, selector
@@ -18,9 +18,7 @@ class ModelAdminService(pb_grpc.ModelAdminServicer):
 
     def LoadModel(self, request: pb.LoadModelRequest, context: grpc.ServicerContext
                   ) -> pb.LoadModelResponse:
-        if not request.path:
-            raise InvalidRequestError("path", "", "the bundle path on the server is required")
-        entry = self.plane.repository.load(request.path)
+        entry = self.plane.repository.load(validation.bundle_path(request.path))
         return pb.LoadModelResponse(info=model_info(entry))
 
     def ReloadModel(self, request: pb.ReloadModelRequest, context: grpc.ServicerContext

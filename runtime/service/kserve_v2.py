@@ -9,33 +9,27 @@ out in ``raw_output_contents``, which is what tritonclient reads.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import numpy as np
+from qgnn.runtime import validation
 from qgnn.runtime.dataplane import DataPlane, ModelSelector
-from qgnn.runtime.errors import InvalidRequestError, LimitExceededError, ModelNotFoundError
+from qgnn.runtime.errors import InvalidRequestError, ModelNotFoundError
 from qgnn.runtime.proto_gen.inference import grpc_service_pb2 as kserve
 from qgnn.runtime.proto_gen.inference import grpc_service_pb2_grpc as kserve_grpc
 from qgnn.runtime.proto_gen.inference import model_config_pb2 as mc
 from qgnn.runtime.repository import ModelEntry, ModelState
+from qgnn.runtime.service import kserve_repository
 from qgnn.runtime.service.qgnn_v1 import deadline
 
 from qgnn import __version__
 
 PLATFORM = "onnxruntime_onnx"
-# KServe datatype -> (little-endian numpy dtype, typed-contents field)
-DATATYPES = {
-    "BOOL": ("|b1", "bool_contents"), "INT8": ("|i1", "int_contents"),
-    "INT16": ("<i2", "int_contents"), "INT32": ("<i4", "int_contents"),
-    "INT64": ("<i8", "int64_contents"), "UINT8": ("|u1", "uint_contents"),
-    "UINT16": ("<u2", "uint_contents"), "UINT32": ("<u4", "uint_contents"),
-    "UINT64": ("<u8", "uint64_contents"), "FP32": ("<f4", "fp32_contents"),
-    "FP64": ("<f8", "fp64_contents"),
-}
-ID_DATATYPES = ("INT64", "INT32", "UINT32", "UINT64", "INT16", "UINT16", "INT8", "UINT8")
+# KServe datatype -> (little-endian numpy dtype, typed-contents field): validation.DATATYPES
+DATATYPES = {name: (d.dtype.str, d.contents_field) for name, d in validation.DATATYPES.items()}
+ID_DATATYPES = validation.ID_DATATYPES
 _CONFIG_TYPES = {"INT64": mc.TYPE_INT64, "FP32": mc.TYPE_FP32}
 
 
@@ -58,52 +52,46 @@ def model_tensors(entry: ModelEntry) -> tuple[list[Tensor], list[Tensor]]:
     return [Tensor("pairs", "INT64", (-1, 2))], [Tensor("scores", "FP32", (-1,))]
 
 
-def parse_version(name: str, version: str) -> ModelSelector:
-    """'' is the newest version; anything else must be a decimal integer."""
-    if version == "":
-        return ModelSelector(name, None)
-    if not version.isdigit():
-        raise InvalidRequestError("model_version", version, "must be a decimal version number "
-                                                            "or empty for the newest")
-    return ModelSelector(name, int(version))
+def parse_version(name: str, version: str, fields: tuple[str, str] = ("name", "version")
+                  ) -> ModelSelector:
+    """'' is the newest version; anything else must be ASCII decimal digits (validation)."""
+    return ModelSelector(validation.model_name(name, fields[0]),
+                         validation.version_text(version, fields[1]))
 
 
 def decode_inputs(request: kserve.ModelInferRequest, max_elements: int) -> dict[str, np.ndarray]:
     """The request's input tensors by name, from raw bytes or typed contents, checked against
-    their declared datatype and shape (never allocating from the declared shape alone)."""
+    their declared datatype and shape before anything is cast or allocated (validation)."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidRequestError("raw_input_contents", len(raw),
                                   f"needs one entry per input ({len(request.inputs)})")
     out: dict[str, np.ndarray] = {}
     for i, tensor in enumerate(request.inputs):
-        where = f"inputs[{i}]({tensor.name})"
+        where = f"inputs[{i}]({validation.clip(tensor.name)})"
         if tensor.name in out:
-            raise InvalidRequestError(f"{where}.name", tensor.name, "input given twice")
-        if tensor.datatype not in DATATYPES:
-            raise InvalidRequestError(f"{where}.datatype", tensor.datatype,
-                                      f"unsupported; use one of {', '.join(DATATYPES)}")
-        shape = tuple(int(s) for s in tensor.shape)
-        if any(s < 0 for s in shape):
-            raise InvalidRequestError(f"{where}.shape", list(shape), "dimensions must be >= 0")
-        count = math.prod(shape)
-        if count > max_elements:
-            raise LimitExceededError(f"{where}.shape", count, max_elements)
-        dtype, contents_field = DATATYPES[tensor.datatype]
+            raise InvalidRequestError(f"{where}.name", validation.clip(tensor.name),
+                                      "input given twice")
+        dt = validation.datatype(tensor.datatype, f"{where}.datatype")
+        shape, count = validation.tensor_shape(tensor.shape, f"{where}.shape", max_elements)
+        given = [f for f in validation.CONTENTS_FIELDS if len(getattr(tensor.contents, f))]
         if raw:
-            data = raw[i]
-            itemsize = np.dtype(dtype).itemsize
-            if len(data) != count * itemsize:
-                raise InvalidRequestError(f"raw_input_contents[{i}]", f"{len(data)} bytes",
-                                          f"shape {list(shape)} of {tensor.datatype} needs "
-                                          f"{count * itemsize} bytes")
-            arr = np.frombuffer(data, dtype=dtype)
+            if given:
+                raise InvalidRequestError(f"{where}.contents.{given[0]}", "values",
+                                          "give an input's values in contents or in "
+                                          "raw_input_contents, not both")
+            arr = validation.raw_contents(raw[i], dt, count, shape, f"raw_input_contents[{i}]")
         else:
-            values = getattr(tensor.contents, contents_field)
+            wrong = [f for f in given if f != dt.contents_field]
+            if wrong:
+                raise InvalidRequestError(f"{where}.contents.{wrong[0]}", "values",
+                                          f"a {dt.name} tensor carries its values in "
+                                          f"contents.{dt.contents_field}")
+            values = getattr(tensor.contents, dt.contents_field)
             if len(values) != count:
-                raise InvalidRequestError(f"{where}.contents.{contents_field}", len(values),
+                raise InvalidRequestError(f"{where}.contents.{dt.contents_field}", len(values),
                                           f"shape {list(shape)} needs {count} values")
-            arr = np.asarray(values, dtype=np.dtype(dtype).newbyteorder("="))
+            arr = validation.typed_contents(values, dt, f"{where}.contents.{dt.contents_field}")
         out[tensor.name] = arr.reshape(shape)
     return out
 
@@ -111,7 +99,8 @@ def decode_inputs(request: kserve.ModelInferRequest, max_elements: int) -> dict[
 def _ids_input(inputs: dict[str, np.ndarray], name: str, ndim: int, width: int | None
                ) -> np.ndarray:
     if name not in inputs:
-        raise InvalidRequestError("inputs", sorted(inputs), f"this model needs input {name!r}")
+        raise InvalidRequestError("inputs", [validation.clip(n) for n in sorted(inputs)],
+                                  f"this model needs input {name!r}")
     arr = inputs[name]
     if arr.dtype.kind not in "iu":
         raise InvalidRequestError(f"inputs({name}).datatype", str(arr.dtype),
@@ -121,8 +110,8 @@ def _ids_input(inputs: dict[str, np.ndarray], name: str, ndim: int, width: int |
         raise InvalidRequestError(f"inputs({name}).shape", list(arr.shape), f"must be {want}")
     extra = sorted(set(inputs) - {name})
     if extra:
-        raise InvalidRequestError("inputs", extra, f"unknown input(s); this model takes only "
-                                                   f"{name!r}")
+        raise InvalidRequestError("inputs", [validation.clip(n) for n in extra],
+                                  f"unknown input(s); this model takes only {name!r}")
     return arr
 
 
@@ -137,8 +126,9 @@ class KServeService(kserve_grpc.GRPCInferenceServiceServicer):
         self.plane = plane
         self._serving = serving  # callable: False once shutdown starts
 
-    def _entry(self, name: str, version: str, *, ready: bool = True) -> ModelEntry:
-        sel = parse_version(name, version)
+    def _entry(self, name: str, version: str, *, ready: bool = True,
+               fields: tuple[str, str] = ("name", "version")) -> ModelEntry:
+        sel = parse_version(name, version, fields)
         repo = self.plane.repository
         return repo.resolve(sel) if ready else repo.find(sel)
 
@@ -150,10 +140,11 @@ class KServeService(kserve_grpc.GRPCInferenceServiceServicer):
 
     def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:
         sel = parse_version(request.name, request.version)
-        return kserve.ModelReadyResponse(ready=bool(sel.name) and self.plane.is_ready(sel))
+        return kserve.ModelReadyResponse(ready=self.plane.is_ready(sel))
 
     def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return kserve.ServerMetadataResponse(name="qgnn", version=__version__, extensions=[])
+        return kserve.ServerMetadataResponse(name="qgnn", version=__version__,
+                                             extensions=["model_repository"])
 
     def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
         entry = self._entry(request.name, request.version)
@@ -209,9 +200,22 @@ class KServeService(kserve_grpc.GRPCInferenceServiceServicer):
                     compute_infer=duration(count=s.execution_count, ns=s.compute_ns))))
         return kserve.ModelStatisticsResponse(model_stats=stats)
 
+    def RepositoryIndex(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return kserve_repository.repository_index(self.plane.repository, request.ready)
+
+    def RepositoryModelLoad(self, request: Any, context: grpc.ServicerContext) -> Any:
+        kserve_repository.load_model(self.plane.repository, request.model_name,
+                                     request.parameters)
+        return kserve.RepositoryModelLoadResponse()
+
+    def RepositoryModelUnload(self, request: Any, context: grpc.ServicerContext) -> Any:
+        kserve_repository.unload_model(self.plane.repository, request.model_name)
+        return kserve.RepositoryModelUnloadResponse()
+
     def ModelInfer(self, request: kserve.ModelInferRequest, context: grpc.ServicerContext
                    ) -> kserve.ModelInferResponse:
-        entry = self._entry(request.model_name, request.model_version)
+        entry = self._entry(request.model_name, request.model_version,
+                            fields=("model_name", "model_version"))
         pinned = ModelSelector(entry.name, entry.version)  # every output from one version
         _, outputs = model_tensors(entry)
         known = {t.name: t for t in outputs}

@@ -6,6 +6,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from qgnn.runtime import validation
 from qgnn.runtime.dataplane import (
     DataPlane,
     GraphSummary,
@@ -28,7 +29,9 @@ _DTYPES = {"float32": pb.DATA_TYPE_FLOAT32, "float16": pb.DATA_TYPE_FLOAT16,
 
 
 def selector(ref: pb.ModelRef) -> ModelSelector:
-    return ModelSelector(ref.name, ref.version if ref.HasField("version") else None)
+    """The model a request names, checked like KServe's (qgnn.runtime.validation)."""
+    return ModelSelector(validation.model_name(ref.name), validation.version_number(
+        ref.version if ref.HasField("version") else None))
 
 
 def model_ref(key: ModelKey) -> pb.ModelRef:
@@ -136,8 +139,8 @@ class GraphInferenceService(pb_grpc.GraphInferenceServicer):
 
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext
                    ) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse(models=[model_info(e)
-                                             for e in self.plane.list_models(request.name)])
+        name = validation.model_name(request.name, "name", required=False)
+        return pb.ListModelsResponse(models=[model_info(e) for e in self.plane.list_models(name)])
 
     def GetModel(self, request: pb.GetModelRequest, context: grpc.ServicerContext
                  ) -> pb.GetModelResponse:

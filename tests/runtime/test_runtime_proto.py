@@ -208,7 +208,9 @@ def triton():
 def test_kserve_messages_are_identical_to_tritonclient(triton) -> None:
     ours, theirs = _messages(_file_proto(kserve)), _messages(triton[0])
     assert _file_proto(kserve).package == triton[0].package == "inference"
-    assert len(ours) == 32  # 23 top-level messages, 4 nested tensor types, 5 map entries
+    # 23 top-level messages, 4 nested tensor types, 5 map entries; the repository extension
+    # adds 7 top-level messages, ModelIndex and 2 map entries
+    assert len(ours) == 42
     for name, msg in ours.items():
         assert name in theirs, name
         assert _fields(msg) == _fields(theirs[name]), name
@@ -220,7 +222,8 @@ def test_kserve_service_methods_match_tritonclient(triton) -> None:
     theirs = {m.name: m for m in triton[0].service[0].method}
     assert _file_proto(kserve).service[0].name == triton[0].service[0].name
     assert set(ours) == {"ServerLive", "ServerReady", "ModelReady", "ServerMetadata",
-                         "ModelMetadata", "ModelInfer", "ModelConfig", "ModelStatistics"}
+                         "ModelMetadata", "ModelInfer", "ModelConfig", "ModelStatistics",
+                         "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"}
     for name, method in ours.items():
         other = theirs[name]
         assert (method.input_type, method.output_type) == (other.input_type, other.output_type)
