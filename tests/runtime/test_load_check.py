@@ -13,12 +13,13 @@ import grpc
 import numpy as np
 import pytest
 import serving_testkit as tk
-from qgnn.cli import main
 from qgnn.runtime import load_check
 from qgnn.runtime.bundle import MANIFEST, load_bundle
 from qgnn.runtime.errors import BundleError
 from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2 as pb
 from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2_grpc as pb_grpc
+
+from qgnn.cli import main
 
 
 def _garbage(data: bytes) -> bytes:
@@ -95,7 +96,7 @@ def test_a_backend_that_answers_wrongly_fails_the_trial_run(good_bundle, monkeyp
 
     monkeypatch.setattr(tk.MeanMlpBackend, "predict_nodes", nan_probabilities)
     with load_bundle(good_bundle) as bundle, pytest.raises(BundleError,
-                                                           match="fails a trial run.*finite"):
+                                                           match=r"fails a trial run.*finite"):
         load_check.open_checked(bundle, lambda b: tk.MeanMlpBackend(b, _options()))
 
 

@@ -36,13 +36,13 @@ def _index(client, ready: bool = False) -> list[tuple[str, str, str]]:
 
 
 def test_repository_index_lists_every_version_with_its_state(triton):
-    server, client = triton
+    _, client = triton
     assert _index(client) == [("links", "1", "READY"), ("toy", "1", "READY")]
     assert "model_repository" in client.get_server_metadata().extensions
 
 
 def test_load_brings_in_a_new_version_and_unload_removes_the_model(triton, repo, node_params):
-    server, client = triton
+    _, client = triton
     tk.write_test_bundle(repo / "toy" / "2", node_params, name="toy", version=2)
     client.load_model("toy")
     assert _index(client) == [("links", "1", "READY"), ("toy", "1", "READY"),
