@@ -10,7 +10,7 @@ import argparse
 import importlib
 
 # module names under qgnn.bench, in the order they are listed in --help
-FAMILIES = ("accuracy", "bench_dq_cost", "bench_kernels", "bench_serving")
+FAMILIES = ("accuracy", "bench_dq_cost", "bench_kernels", "bench_serving", "serving_fuzz")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
