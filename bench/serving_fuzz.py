@@ -278,7 +278,10 @@ def run_fuzz(address: str, count: int, seed: int, *,
     with grpc.insecure_channel(address, options=[
             ("grpc.max_send_message_length", 64 * 2**20),
             ("grpc.max_receive_message_length", 64 * 2**20)]) as channel:
-        fuzzer = Fuzzer(served_models(channel), seed)
+        models = served_models(channel)
+        if not models:
+            raise ValueError(f"the server at {address} serves no model to fuzz")
+        fuzzer = Fuzzer(models, seed)
         for i in range(count):
             method, data, expect = fuzzer.case()
             call = channel.unary_unary(method)
@@ -327,14 +330,13 @@ def run_fuzz(address: str, count: int, seed: int, *,
 
 
 def _default_bundles(tmp: Path) -> Path:
-    """An untrained INT8 GCN exported on Cora (bench_engine's recipe), as a repository."""
+    """An untrained INT8 GCN exported on Cora (bench_engine's recipe), as a single bundle."""
     from qgnn.bench.bench_engine import export_untrained
     from qgnn.graph.datasets import load_dataset
 
-    out = tmp / "repo" / "cora-gcn" / "1"
-    out.parent.mkdir(parents=True)
+    out = tmp / "cora-gcn"
     export_untrained("gcn", load_dataset("cora"), out)
-    return tmp / "repo"
+    return out
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
