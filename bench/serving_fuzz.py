@@ -355,9 +355,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               progress=lambda n: print(f"  {n} requests", flush=True))
             seconds = time.perf_counter() - started
             after = run_fuzz(f"127.0.0.1:{server.grpc_port}", 50, args.seed + 1)
-            rejected = {s.labels["reason"]: s.value
-                        for metric in server.metrics.requests_rejected.collect()
-                        for s in metric.samples if s.name.endswith("_total")}
+            rejected: Counter = Counter()
+            for metric in server.metrics.requests_rejected.collect():
+                for sample in metric.samples:
+                    if sample.name.endswith("_total"):
+                        rejected[sample.labels["reason"]] += int(sample.value)
         finally:
             server.stop(grace=1.0)
     result = {"path": "untrained INT8 GCN on Cora (exported here)" if args.path is None
@@ -366,7 +368,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               "afterwards": {"property_checks": after.property_checks,
                              "silent_wrong_answers": after.silent_wrong,
                              "wrongly_refused": after.wrongly_refused},
-              "rejected_by_reason": rejected}
+              "rejected_by_reason": dict(sorted(rejected.items()))}
     return result
 
 
@@ -401,11 +403,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def bench_main(args: argparse.Namespace) -> int:
-    from qgnn.bench.harness import write_result
+    from qgnn.bench.harness import machine_info, write_result
 
     result = run(args)
-    text = table(result)
-    path = write_result("serving-fuzz", result, results_dir=args.out)
+    machine = machine_info()
+    text = (table(result) + f"\n\n{result['requests']} requests in {result['seconds']} s on "
+            f"{machine.get('cpu')} ({machine.get('usable_cores', '?')} CPUs usable; the host may "
+            f"be shared, so the time is indicative only; the counts do not depend on it).")
+    path = write_result("serving-fuzz", result, results_dir=args.out, machine=machine)
     path.with_suffix(".md").write_text(text + "\n")
     print(text)
     print(f"wrote {path}")
