@@ -34,7 +34,7 @@ from qgnn.runtime.errors import (
     UnauthenticatedError,
 )
 from qgnn.runtime.metrics import ServingMetrics
-from qgnn.runtime.rejections import MessageTooLargeError, client_gone, reason_for
+from qgnn.runtime.rejections import client_gone, reason_for
 
 log = logging.getLogger("qgnn.runtime.server")
 
@@ -52,14 +52,12 @@ class _Malformed:
         self.error = error
 
 
-def _safe_deserializer(deserialize: Callable[[bytes], Any] | None, method: str,
-                       max_bytes: int | None = None) -> Callable[[bytes], Any] | None:
+def _safe_deserializer(deserialize: Callable[[bytes], Any] | None, method: str
+                       ) -> Callable[[bytes], Any] | None:
     if deserialize is None:
         return None
 
     def parse(data: bytes) -> Any:
-        if max_bytes is not None and len(data) > max_bytes:
-            return _Malformed(method, MessageTooLargeError(len(data), max_bytes))
         try:
             return deserialize(data)
         except Exception as exc:
@@ -95,10 +93,8 @@ class ServingInterceptor(grpc.ServerInterceptor):
     """Authenticates, gates on shutdown, measures and maps errors of every unary RPC."""
 
     def __init__(self, metrics: ServingMetrics | None, *, token: str | None = None,
-                 known_model: Callable[[str], bool] = lambda name: False,
-                 max_request_bytes: int | None = None) -> None:
+                 known_model: Callable[[str], bool] = lambda name: False) -> None:
         self._metrics = metrics
-        self._max_request_bytes = max_request_bytes  # qgnn's own size check (rejections.py)
         self._token = None if token is None else token.encode()
         self._known_model = known_model
         self.closing = threading.Event()
@@ -133,8 +129,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
             return self._call(behaviour, request, context, rpc, denied)
 
         return grpc.unary_unary_rpc_method_handler(
-            call, request_deserializer=_safe_deserializer(handler.request_deserializer, rpc,
-                                                          self._max_request_bytes),
+            call, request_deserializer=_safe_deserializer(handler.request_deserializer, rpc),
             response_serializer=handler.response_serializer)
 
     def _call(self, behaviour: Callable, request: Any, context: grpc.ServicerContext, rpc: str,
@@ -153,8 +148,6 @@ class ServingInterceptor(grpc.ServerInterceptor):
                 if denied is not None:
                     raise denied
                 if isinstance(request, _Malformed):
-                    if isinstance(request.error, ServingError):
-                        raise request.error
                     raise InvalidRequestError("request", type(request.error).__name__,
                                               f"not a valid {request.message_type} request "
                                               f"message: {request.error}")

@@ -11,23 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qgnn.runtime.errors import LimitExceededError, ServingError
-
-# gRPC's own receive limit is this many times qgnn's (--max-message-bytes), so that qgnn sees,
-# refuses and counts a too-large message itself; only one past the multiple is refused by gRPC
-# before qgnn sees it (and is not counted). One message in flight may so hold twice the limit.
-GRPC_RECEIVE_FACTOR = 2
-
-
-class MessageTooLargeError(ServingError):
-    """A request message over --max-message-bytes, refused by qgnn (RESOURCE_EXHAUSTED)."""
-
-    code = "RESOURCE_EXHAUSTED"
-
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"request message of {size} bytes exceeds --max-message-bytes "
-                         f"({limit})")
-
+from qgnn.runtime.errors import LimitExceededError
 
 # Statuses that are not a refusal of the request but a failure of the server (counted in
 # qgnn_request_errors_total only).
@@ -39,9 +23,8 @@ def reason_for(code: str, exc: BaseException | None = None) -> str | None:
     if code in NOT_REJECTIONS:
         return None
     if isinstance(exc, LimitExceededError):
-        return "limit_exceeded"
-    if isinstance(exc, MessageTooLargeError):
-        return "message_too_large"
+        # a limit on bytes (--max-message-bytes: field "request bytes") or on entries
+        return "message_too_large" if exc.field.endswith("bytes") else "limit_exceeded"
     return code.lower()
 
 

@@ -36,7 +36,6 @@ from qgnn.runtime.proto_gen.inference import grpc_service_pb2 as kserve
 from qgnn.runtime.proto_gen.inference import grpc_service_pb2_grpc as kserve_grpc
 from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2 as pb
 from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2_grpc as pb_grpc
-from qgnn.runtime.rejections import GRPC_RECEIVE_FACTOR
 from qgnn.runtime.repository import ModelRepository, RepositoryOptions
 from qgnn.runtime.service.admin import ModelAdminService
 from qgnn.runtime.service.health import HealthState
@@ -115,8 +114,7 @@ class QgnnServer:
         self.health = HealthState(self.repository)
         token = read_token(config.auth_token_file) if config.auth_token_file else None
         self.interceptor = ServingInterceptor(self.metrics, token=token,
-                                              known_model=self.repository.knows,
-                                              max_request_bytes=config.max_message_bytes)
+                                              known_model=self.repository.knows)
         self._credentials = server_credentials(config)
         self._grpc: grpc.Server | None = None
         self._metrics_http: MetricsHttpServer | None = None
@@ -130,7 +128,7 @@ class QgnnServer:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qgnn-rpc"),
             interceptors=[self.interceptor], maximum_concurrent_rpcs=workers,
-            options=[("grpc.max_receive_message_length", size * GRPC_RECEIVE_FACTOR),
+            options=[("grpc.max_receive_message_length", size),
                      ("grpc.max_send_message_length", size),
                      ("grpc.so_reuseport", 0)])
         pb_grpc.add_GraphInferenceServicer_to_server(GraphInferenceService(self.plane), server)
