@@ -3,8 +3,10 @@
 Node-classification models take ``node_ids`` INT64 [-1] and give ``probabilities`` FP32 [-1, C],
 ``predicted_class`` INT64 [-1] and, when asked for by name, ``embeddings`` FP32 [-1, D];
 link-prediction models take ``pairs`` INT64 [-1, 2] and give ``scores`` FP32 [-1] (docs/api.md).
-Inputs come as typed ``contents`` or ``raw_input_contents`` (little-endian, row-major); outputs go
-out in ``raw_output_contents``, which is what tritonclient reads.
+Ids may come in any integer datatype, as typed ``contents`` or ``raw_input_contents``
+(little-endian, row-major), checked by qgnn.runtime.validation before any cast; outputs go out in
+``raw_output_contents``, which is what tritonclient reads. The model repository extension is in
+qgnn.runtime.service.kserve_repository.
 """
 
 from __future__ import annotations
