@@ -21,6 +21,11 @@ def _rejected(server, reason: str, method: str) -> float:
         "qgnn_requests_rejected_total", {"method": method, "reason": reason}) or 0.0
 
 
+def _inflight(server, model: str) -> float:
+    return server.metrics.registry.get_sample_value(
+        "qgnn_inflight_requests", {"model": model}) or 0.0
+
+
 def _fails(call, request, code: grpc.StatusCode, **kw) -> None:
     with pytest.raises(grpc.RpcError) as info:
         call(request, **kw)
@@ -66,7 +71,11 @@ def test_a_caller_that_cancels_or_times_out_is_counted(start_server, tmp_path: P
         stub = pb_grpc.GraphInferenceStub(channel)
         request = pb.PredictNodesRequest(model=pb.ModelRef(name="slow"), node_ids=[1])
         future = stub.PredictNodes.future(request)
-        time.sleep(0.1)
+        # cancel only once the handler holds the call (a cancel while gRPC still queues it never
+        # reaches qgnn, so it is not counted: docs/serving.md)
+        until = time.monotonic() + 5
+        while time.monotonic() < until and _inflight(server, "slow") < 1:
+            time.sleep(0.01)
         future.cancel()
         _fails(stub.PredictNodes, request, grpc.StatusCode.DEADLINE_EXCEEDED, timeout=0.1)
         until = time.monotonic() + 5
