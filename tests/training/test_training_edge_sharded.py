@@ -18,11 +18,14 @@ from qgnn.graph.synth import powerlaw_communities
 from qgnn.training.distributed.context import launch_local
 from qgnn.training.distributed.edge_sharded import (
     ShardedBlock,
+    analytic_bytes,
+    check_backend,
     shard_block,
     shard_bounds,
     train_and_save,
 )
 from qgnn.training.nn.block import full_graph_block
+from qgnn.training.nn.models import build_model
 from qgnn.training.presets import TrainConfig
 from qgnn.training.quant.config import QuantConfig
 from qgnn.training.quant.hooks import make_hooks
@@ -123,15 +126,47 @@ def test_three_ranks_uneven_shares_equal_one_process(tmp_path):
     _check_same_as_single(tmp_path, graph, runs, 3, 1e-5)
 
 
-def test_attention_dropout_keeps_the_replicas_identical(tmp_path):
+def test_rank_local_randomness_keeps_the_replicas_identical(tmp_path):
+    """Attention dropout and subsampled percentiles of edge sites draw per rank; the replicated
+    parameters and ranges must still agree bit for bit."""
     graph = _graph()
-    cfg = node_model_config(graph, "gat", hidden=8, dropout=0.5,
+    gat = node_model_config(graph, "gat", hidden=8, dropout=0.5,
                             layer_kwargs={"heads": 2, "attn_dropout": 0.5})
-    launch_local(train_and_save, 2, graph, [("gat-drop", cfg, TRAIN, None)], str(tmp_path),
+    gcn = node_model_config(graph, "gcn", hidden=8, dropout=0.5)
+    sampled = dataclasses.replace(DQ, max_samples=256)  # edge tensors hold > 256 values
+    runs = [("gat-drop", gat, TRAIN, None), ("gcn-sampled", gcn, TRAIN, sampled)]
+    launch_local(train_and_save, 2, graph, runs, str(tmp_path), timeout_s=300)
+    for name, *_ in runs:
+        a, b = (load_file(tmp_path / f"{name}.rank{r}.safetensors") for r in range(2))
+        assert set(a) == set(b)
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{name} {key}")
+    record = json.loads((tmp_path / "gcn-sampled.rank0.json").read_text())
+    assert record["bytes"]["ranges"] > 0
+
+
+def test_bytes_all_reduced_match_the_analytic_figure(tmp_path):
+    """GCN in FP32: per training step the forward and the backward all-reduce each layer's
+    (N, width) output once, and the gradients once; evaluation passes only the forward."""
+    graph = _graph()
+    cfg = node_model_config(graph, "gcn", hidden=8, dropout=0.5)
+    launch_local(train_and_save, 2, graph, [("gcn", cfg, TRAIN, None)], str(tmp_path),
                  timeout_s=300)
-    a, b = (load_file(tmp_path / f"gat-drop.rank{r}.safetensors") for r in range(2))
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    record = json.loads((tmp_path / "gcn.rank1.json").read_text())
+    params = list(build_model(cfg).parameters())
+    per_step = analytic_bytes(graph.num_nodes, [8, cfg.out_dim], sum(p.numel() for p in params),
+                              num_tensors=len(params), world_size=2)
+    steps, evals = TRAIN.epochs, TRAIN.epochs + 1  # one evaluation per epoch, one at the end
+    assert record["bytes"] == {"aggregate": per_step["aggregate"] * (steps + evals),
+                               "aggregate_backward": per_step["aggregate_backward"] * steps,
+                               "grads": per_step["grads"] * steps}
+    assert analytic_bytes(10, [4], 7, world_size=1) == {"aggregate": 0,
+                                                         "aggregate_backward": 0, "grads": 0}
+
+
+def test_nccl_is_refused_for_cpu_full_graph_training():
+    with pytest.raises(ValueError, match="--backend gloo"):
+        check_backend("nccl")
 
 
 def test_torchrun_launches_the_edge_sharded_mode(tmp_path):
@@ -140,13 +175,16 @@ def test_torchrun_launches_the_edge_sharded_mode(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
            "-m", "qgnn.training.distributed", "--mode", "edge-sharded", "--dataset", spec,
-           "--model", "gcn", "--epochs", "2", "--hidden", "8", "--out", str(tmp_path / "run")]
+           "--model", "gcn", "--epochs", "2", "--hidden", "8", "--quant", "int8",
+           "--out", str(tmp_path / "run")]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["world_size"] == 2 and summary["epochs_run"] == 2
     assert summary["bytes_reduced"]["aggregate"] > 0
-    assert (tmp_path / "run" / "config.json").exists()
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["extra"]["quant"]["config"]["method"] == "dq"  # a Degree-Quant checkpoint
+    assert config["extra"]["quant"]["state"]  # with the ranges every rank agreed on
 
 
 def test_unknown_mode_is_refused_with_the_choices():

@@ -236,11 +236,8 @@ def train_edge_sharded(ctx: DistContext, graph: Graph, model_cfg: ModelConfig,
     from qgnn.training.quant.hooks import make_hooks
     from qgnn.training.tasks.node import train_node
 
-    device = torch.device("cuda", ctx.local_rank) if _backend() == "nccl" \
-        else torch.device("cpu")
-    if device.type != "cpu":
-        raise ValueError("train_edge_sharded: full-graph training runs its tensors on the CPU "
-                         "(train_node has no device option); use --backend gloo")
+    check_backend(_backend())
+    device = torch.device("cpu")
     full = full_graph_block(graph)  # global in-degrees, before the edges are cut
     mine = shard_block(full, ctx.rank, ctx.world_size)
     in_degree = full.src_in_degree().numpy()
@@ -279,6 +276,16 @@ def train_and_save(ctx: DistContext, graph: Graph, runs: Sequence[tuple[str, Mod
         save_file(state, str(Path(out_dir) / f"{name}.rank{ctx.rank}.safetensors"))
         record = {"history": result.history, "bytes": dict(comm.bytes)}
         (Path(out_dir) / f"{name}.rank{ctx.rank}.json").write_text(json.dumps(record))
+
+
+def check_backend(backend: str) -> None:
+    """Refuse nccl for :func:`train_edge_sharded`: its tensors live on the CPU (the full-graph
+    loop it reuses has no device option), and nccl reduces GPU tensors only."""
+    if backend != "gloo":
+        raise ValueError(f"edge-sharded training: backend {backend!r} is not supported by the "
+                         f"full-graph training loop (CPU tensors); use --backend gloo. The "
+                         f"collectives themselves run on GPU tensors with nccl (see "
+                         f"bench/bench_distributed.py --device cuda)")
 
 
 def _backend() -> str:
@@ -322,6 +329,10 @@ def main(argv: list[str] | None = None) -> None:
     add_quant_arguments(parser)
     args = parser.parse_args(argv)
     qcfg = quant_config_from_args(args)
+    try:
+        check_backend(args.backend)
+    except ValueError as exc:
+        parser.error(str(exc))
     ctx = init_from_env(args.backend)
     try:
         graph = load_dataset(args.dataset)
@@ -356,5 +367,6 @@ def main(argv: list[str] | None = None) -> None:
         dist.destroy_process_group()
 
 
-__all__ = ["BYTE_KINDS", "EdgeCollectives", "ShardedBlock", "analytic_bytes", "local_graph",
-           "main", "shard_block", "shard_bounds", "train_and_save", "train_edge_sharded"]
+__all__ = ["BYTE_KINDS", "EdgeCollectives", "ShardedBlock", "analytic_bytes", "check_backend",
+           "local_graph", "main", "shard_block", "shard_bounds", "train_and_save",
+           "train_edge_sharded"]
