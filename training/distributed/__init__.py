@@ -3,6 +3,8 @@
 Modes, chosen with ``python -m qgnn.training.distributed --mode M`` under torchrun:
 
 - ``ddp`` (:mod:`.ddp`): data-parallel minibatch training; every rank holds the whole graph.
+- ``edge-sharded`` (:mod:`.edge_sharded`): full-graph training; every rank holds every node's
+  state and 1/W of the edges (docs/distributed.md).
 
 :mod:`.context` holds what every mode shares: the process group, local launch, torchrun's
 environment.

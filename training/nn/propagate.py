@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
+from qgnn.training.nn import shards
 from qgnn.training.nn.block import Block
 from qgnn.training.nn.quant_sites import QuantSites
 
@@ -26,18 +27,38 @@ def gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def aggregate(msg: torch.Tensor, dst: torch.Tensor, num_dst: int, reduce: Reduce) -> torch.Tensor:
-    """Reduce messages ``(E, ...)`` into ``(num_dst, ...)``; destinations with no edge get 0."""
+    """Reduce messages ``(E, ...)`` into ``(num_dst, ...)``; destinations with no edge get 0.
+
+    Inside an edge-sharded pass (:func:`qgnn.training.nn.shards.sharded`) ``msg`` holds this
+    rank's edges only: the partial sums (and counts, for the mean) or partial maxima are combined
+    over the ranks, so every rank gets the aggregation over all edges.
+    """
+    across = shards.active()
     shape = (num_dst, *msg.shape[1:])
     if reduce == "sum":
-        return msg.new_zeros(shape).index_add_(0, dst, msg)
+        total = msg.new_zeros(shape).index_add_(0, dst, msg)
+        return total if across is None else across.sum(total)
     if reduce == "mean":
         total = msg.new_zeros(shape).index_add_(0, dst, msg)
-        count = torch.bincount(dst, minlength=num_dst).clamp_(min=1).to(msg.dtype)
-        return total / count.view(-1, *([1] * (msg.dim() - 1)))
+        count = torch.bincount(dst, minlength=num_dst).to(msg.dtype)
+        if across is not None:  # one collective for both: sums and counts side by side
+            both = across.sum(torch.cat([total.reshape(num_dst, -1), count.view(-1, 1)], 1))
+            total, count = both[:, :-1].reshape(shape), both[:, -1]
+        return total / count.clamp(min=1).view(-1, *([1] * (msg.dim() - 1)))
     if reduce == "max":
+        # -inf, not 0, as the base: torch's scatter_reduce backward counts a base equal to the
+        # maximum as one more tie, so a zero base would take 1/(k+1) of the gradient of k tied
+        # messages whose maximum is exactly 0 (common once messages are quantised)
         idx = dst.view(-1, *([1] * (msg.dim() - 1))).expand_as(msg)
-        out = msg.new_zeros(shape).scatter_reduce_(0, idx, msg, "amax", include_self=False)
-        return out
+        peak = msg.new_full(shape, -torch.inf).scatter_reduce_(0, idx, msg, "amax",
+                                                               include_self=False)
+        if across is not None:
+            ties = None
+            if msg.requires_grad:
+                hit = (msg.detach() == peak.detach().gather(0, idx)).to(msg.dtype)
+                ties = msg.new_zeros(shape).index_add_(0, dst, hit)
+            peak = across.max(peak, ties)
+        return torch.where(torch.isneginf(peak), torch.zeros_like(peak), peak)
     raise ValueError(f"aggregate: reduce must be one of {REDUCERS}, got {reduce!r}")
 
 

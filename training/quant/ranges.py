@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+from qgnn.training.nn.shards import CrossShard
 from torch import nn
 
 DEFAULT_MAX_SAMPLES = 2**16
@@ -59,16 +60,18 @@ def percentiles(values: torch.Tensor, lower: float, upper: float) -> tuple[torch
     return lo, hi
 
 
-def sample_values(x: torch.Tensor, rows: torch.Tensor | None, max_samples: int) -> torch.Tensor:
+def sample_values(x: torch.Tensor, rows: torch.Tensor | None, max_samples: int,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
     """At most ``max_samples`` values of ``x`` (uniform with replacement), from ``rows`` only.
 
     Small tensors are used whole. Rows outside the mask are dropped from the sample, so the
-    sample can be smaller when many rows are excluded.
+    sample can be smaller when many rows are excluded. ``generator``: the random stream (torch's
+    global one when ``None``).
     """
     flat = x.reshape(-1)
     if flat.numel() <= max_samples:
         return flat if rows is None else x[rows].reshape(-1)
-    idx = torch.randint(flat.numel(), (max_samples,), device=x.device)
+    idx = torch.randint(flat.numel(), (max_samples,), device=x.device, generator=generator)
     if rows is not None:
         idx = idx[rows[idx // max(1, flat.numel() // x.shape[0])]]
     return flat[idx]
@@ -87,14 +90,37 @@ class RangeTracker(LazyBuffers):
     def initialised(self) -> bool:
         return self.lo.numel() > 0
 
-    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if self.training and x.numel() > 0 and (rows is None or bool(rows.any())):
-            lo, hi = self.observe(x.detach(), rows)
-            if self.initialised:
-                lo, hi = self.combine(lo, hi)
-            self.lo, self.hi = lo.to(torch.float32), hi.to(torch.float32)
+    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None,
+                across: CrossShard | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``across``: ``x`` is this rank's share of a per-edge tensor (edge-sharded training);
+        the statistic is then taken over every rank's share, so all ranks store one range."""
+        if self.training:
+            observed = None
+            if across is not None:
+                observed = self.observe_across(x.detach(), rows, across)
+            elif x.numel() > 0 and (rows is None or bool(rows.any())):
+                observed = self.observe(x.detach(), rows)
+            if observed is not None:
+                lo, hi = observed
+                if self.initialised:
+                    lo, hi = self.combine(lo, hi)
+                self.lo, self.hi = lo.to(torch.float32), hi.to(torch.float32)
         return (self.lo, self.hi) if self.initialised else None
+
+    def observe_across(self, x: torch.Tensor, rows: torch.Tensor | None, across: CrossShard
+                       ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """:meth:`observe` over every rank's rows (per tensor); ``None`` when no rank has one."""
+        if self.per_channel and x.dim() >= 2:
+            raise ValueError("RangeTracker: per-channel ranges of a sharded tensor are not "
+                             "supported (only parameters are per channel, and they are whole)")
+        values = x if rows is None else x[rows]
+        if values.numel() > 0:
+            lo, hi = torch.aminmax(values)
+        else:
+            lo = torch.tensor(torch.inf, device=x.device, dtype=x.dtype)
+            hi = torch.tensor(-torch.inf, device=x.device, dtype=x.dtype)
+        lo, hi = across.min_max(lo, hi)
+        return None if bool(lo > hi) else (lo, hi)
 
     def observe(self, x: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor,
                                                                              torch.Tensor]:
@@ -173,6 +199,25 @@ class PercentileRange(MomentumRange):
         nonzero = values[values != 0]
         if nonzero.numel() == 0:
             return torch.aminmax(x if rows is None else x[rows])
+        return percentiles(nonzero, self.lower, self.upper)
+
+    def observe_across(self, x: torch.Tensor, rows: torch.Tensor | None, across: CrossShard
+                       ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Quantiles of the values every rank contributes. A tensor of at most ``max_samples``
+        values in all is gathered whole, so the quantiles equal the single-process ones exactly
+        (they do not depend on order); a larger one contributes a sample proportional to each
+        rank's share, drawn from the rank-local stream."""
+        total = across.total(x.numel())
+        budget = self.max_samples
+        if total > budget:
+            budget = max(1, math.ceil(self.max_samples * x.numel() / total))
+        local = sample_values(x, rows, budget, across.generator) if x.numel() else x.reshape(-1)
+        values = across.gather(local)
+        if values.numel() == 0:
+            return None
+        nonzero = values[values != 0]
+        if nonzero.numel() == 0:
+            return super().observe_across(x, rows, across)
         return percentiles(nonzero, self.lower, self.upper)
 
     def extra_repr(self) -> str:

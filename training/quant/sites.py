@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
+from qgnn.training.nn import shards
 from qgnn.training.nn.block import Block
 from qgnn.training.nn.quant_sites import QuantSites, Role, protection_rows
 from qgnn.training.quant.config import QuantConfig
@@ -74,7 +75,8 @@ class SiteQuantizer(LazyBuffers):
     def forward(self, x: torch.Tensor, stats_rows: torch.Tensor | None = None) -> torch.Tensor:
         gain = self.dropout_gain if self.training else 1.0
         if self.training:
-            observed = self.tracker(x if gain == 1.0 else x / gain, stats_rows)
+            across = shards.active() if self.role == "edge" else None
+            observed = self.tracker(x if gain == 1.0 else x / gain, stats_rows, across)
             if observed is not None:
                 self.scale, self.zero_point = quant_params(*observed, self.bits, self.signed)
         if not self.calibrated:

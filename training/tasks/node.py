@@ -25,6 +25,8 @@ from torch.nn import functional as F
 PrepareModel = Callable[[nn.Module], nn.Module]
 # (block, training) -> the block, or one block per layer, for this pass
 BlocksFor = Callable[[Block, bool], Block | Sequence[Block]]
+# called between backward and the optimiser step (edge-sharded training averages gradients)
+SyncGrads = Callable[[nn.Module], None]
 
 
 def same_block(block: Block, training: bool) -> Block:
@@ -77,11 +79,12 @@ def optimiser_and_tracker(model: nn.Module, train_cfg: TrainConfig
 
 def train_node(graph: Graph, model_cfg: ModelConfig, train_cfg: TrainConfig, *,
                prepare_model: PrepareModel | None = None, blocks_for: BlocksFor | None = None,
-               progress: bool = True) -> RunResult:
+               sync_grads: SyncGrads | None = None, progress: bool = True) -> RunResult:
     """Train ``model_cfg`` on split ``train_cfg.split`` of ``graph`` and evaluate the best epoch.
 
     The best epoch is the one with the highest validation metric (ties: lower validation loss);
     its parameters are restored into ``RunResult.model`` before the test metric is computed.
+    ``sync_grads(model)`` runs after every backward pass, before the optimiser step.
     """
     blocks_for = blocks_for or same_block
     started = time.perf_counter()
@@ -95,7 +98,7 @@ def train_node(graph: Graph, model_cfg: ModelConfig, train_cfg: TrainConfig, *,
         optimiser, tracker, history = optimiser_and_tracker(model, train_cfg)
         bar = epoch_bar(train_cfg.epochs, progress, f"{model_cfg.model} {graph.name}")
         for epoch in bar:
-            loss = _train_step(model, optimiser, data, blocks_for)
+            loss = _train_step(model, optimiser, data, blocks_for, sync_grads)
             logits = _evaluate(model, data, blocks_for)
             val_loss = F.cross_entropy(logits[data.val_mask], data.y[data.val_mask]).item()
             row = {"epoch": epoch, "loss": loss, "val_loss": val_loss,
@@ -122,7 +125,7 @@ def train_node(graph: Graph, model_cfg: ModelConfig, train_cfg: TrainConfig, *,
 
 
 def _train_step(model: nn.Module, optimiser: torch.optim.Optimizer, data: NodeData,
-                blocks_for: BlocksFor) -> float:
+                blocks_for: BlocksFor, sync_grads: SyncGrads | None = None) -> float:
     model.train()
     optimiser.zero_grad(set_to_none=True)
     logits = model(data.x, blocks_for(data.block, True))
@@ -130,6 +133,8 @@ def _train_step(model: nn.Module, optimiser: torch.optim.Optimizer, data: NodeDa
     if not torch.isfinite(loss):
         raise ValueError(f"training loss became {loss.item()}; lower TrainConfig.lr (--lr)")
     loss.backward()
+    if sync_grads is not None:
+        sync_grads(model)
     optimiser.step()
     return float(loss.item())
 

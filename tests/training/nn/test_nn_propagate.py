@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 from qgnn.training.nn.block import Block
-from qgnn.training.nn.propagate import check_src_rows, edge_softmax
+from qgnn.training.nn.propagate import aggregate, check_src_rows, edge_softmax
 
 
 def per_destination_softmax(logits: torch.Tensor, dst: torch.Tensor, num_dst: int) -> torch.Tensor:
@@ -71,3 +71,11 @@ def test_misaligned_inputs_are_clear_errors():
     with pytest.raises(ValueError, match=r"num_src=2.*\(3, 4\)"):
         check_src_rows("Layer", torch.zeros(3, 4), block)
     check_src_rows("Layer", torch.zeros(2, 4), block)
+
+
+def test_max_gradient_of_tied_zero_maxima_sums_to_the_output_gradient():
+    # quantised messages often tie at exactly 0: the k tied messages share the whole gradient
+    msg = torch.tensor([[0.0], [0.0], [-1.0], [2.0]], requires_grad=True)
+    dst = torch.tensor([0, 0, 0, 1])
+    aggregate(msg, dst, 3, "max").sum().backward()
+    torch.testing.assert_close(msg.grad, torch.tensor([[0.5], [0.5], [0.0], [1.0]]))

@@ -15,6 +15,7 @@ import torch
 from qgnn.training.nn.block import Block
 from qgnn.training.nn.propagate import check_src_rows, edge_softmax, propagate
 from qgnn.training.nn.quant_sites import PROPAGATE_SITES, QuantSites, Role
+from qgnn.training.nn.shards import edge_dropout
 from torch import nn
 from torch.nn import functional as F
 
@@ -73,7 +74,7 @@ class GATConv(nn.Module):
             alpha = alpha * looped.edge_weight.unsqueeze(-1)
         # Quantised before dropout, so its range is the one inference sees.
         alpha = q("edge_weight", alpha, looped)
-        alpha = F.dropout(alpha, self.attn_dropout, self.training)
+        alpha = edge_dropout(alpha, self.attn_dropout, self.training)
         out = propagate(h, looped, reduce="sum", message=lambda m, _: m * alpha.unsqueeze(-1),
                         q=q)  # (num_dst, H, C)
         out = out.flatten(1) if self.concat else out.mean(1)
