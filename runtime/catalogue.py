@@ -158,9 +158,10 @@ class Catalogue:
         if node >= 0:
             return node
         if int(items.lookup(value)[0]) >= 0:
-            raise InvalidRequestError(field, str(external), "is an item id, not a user id")
-        raise InvalidRequestError(field, str(external), "unknown user id (not in the model's "
-                                                        "external_ids_user)")
+            raise InvalidRequestError(field, str(external),
+                                      "the dataset id of an item, not of a user")
+        raise InvalidRequestError(field, str(external), f"no user has this dataset id "
+                                                        f"({EXTERNAL_IDS_USER})")
 
     def item_nodes(self, external: Sequence[str], field: str) -> np.ndarray:
         """Node ids of items given by dataset ids, in order; names the first unknown one."""
@@ -169,8 +170,9 @@ class Catalogue:
         nodes = items.lookup(values)
         if (nodes < 0).any():
             i = int(np.argmax(nodes < 0))
-            what = ("is a user id, not an item id" if users.lookup(values[i:i + 1])[0] >= 0
-                    else "unknown item id (not in the model's external_ids_item)")
+            what = ("the dataset id of a user, not of an item"
+                    if users.lookup(values[i:i + 1])[0] >= 0
+                    else f"no item has this dataset id ({EXTERNAL_IDS_ITEM})")
             raise InvalidRequestError(f"{field}[{i}]", str(values[i]), what)
         return nodes
 

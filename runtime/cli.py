@@ -34,11 +34,19 @@ def add_parsers(sub: Any) -> None:
     links = _model_parser(kinds, "links", "edge probabilities of SRC:DST pairs")
     links.add_argument("pairs", nargs="+", type=_pair, help="pairs as SRC:DST")
     rec = _model_parser(kinds, "recommend", "top-k items for a user")
-    rec.add_argument("--user", type=int, required=True, help="user node id")
+    who = rec.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", type=int, help="user node id")
+    who.add_argument("--user-external", help="the dataset's own user id")
+    who.add_argument("--new-user-items", type=int, nargs="+",
+                     help="a cold-start user: the item node ids it interacted with")
+    who.add_argument("--new-user-external-items", nargs="+",
+                     help="a cold-start user: its items by the dataset's own ids")
     rec.add_argument("-k", type=int, default=10, help="how many items (default 10)")
     rec.add_argument("--exclude-seen", action="store_true", help="leave out the user's items")
     rec.add_argument("--candidates", type=int, nargs="*", default=(),
                      help="rank only these item ids")
+    rec.add_argument("--external-candidates", nargs="*", default=(),
+                     help="rank only these items (the dataset's own ids)")
     embed = _model_parser(kinds, "embed", "node embeddings")
     embed.add_argument("ids", nargs="+", type=int, help="node ids")
     models = kinds.add_parser("models", help="list loaded models")
@@ -119,9 +127,18 @@ def _predict(client: Any, args: argparse.Namespace) -> dict:
                 "scores": r.scores.tolist()}
     if args.kind == "recommend":
         r = client.recommend(args.model, args.user, args.k, exclude_seen=args.exclude_seen,
-                             candidate_ids=args.candidates, version=v)
-        return {"model": r.model, "version": r.version, "user_id": args.user,
-                "item_ids": r.item_ids.tolist(), "scores": r.scores.tolist()}
+                             candidate_ids=args.candidates, version=v,
+                             user_external_id=args.user_external,
+                             candidate_external_ids=args.external_candidates,
+                             new_user_item_ids=args.new_user_items or (),
+                             new_user_item_external_ids=args.new_user_external_items or ())
+        out = {"model": r.model, "version": r.version, "user_id": args.user,
+               "item_ids": r.item_ids.tolist(), "scores": r.scores.tolist()}
+        if args.user_external is not None:
+            out["user_external_id"] = args.user_external
+        if r.item_external_ids:
+            out["item_external_ids"] = r.item_external_ids
+        return out
     if args.kind == "embed":
         r = client.embed(args.model, args.ids, version=v)
         return {"model": r.model, "version": r.version, "node_ids": args.ids,

@@ -653,7 +653,7 @@ class Engine:
             return self._layer_cache
 
     def new_user_view(self, items: Any, features: Any | None = None,
-                      field: str = "new_user_items") -> tuple[Snapshot, int, np.ndarray]:
+                      field: str = "new_user_item_ids") -> tuple[Snapshot, int, np.ndarray]:
         """(overlay snapshot, the new user's id, its sorted items): the current graph plus a
         user linked both ways to ``items``. Without ``features`` the user's input row is all
         zeros (no side information: what a model with learned embeddings or without features

@@ -163,9 +163,9 @@ def test_capped_fanouts_fall_back_to_khop(gcn_path: Path, data) -> None:
 @pytest.mark.parametrize(("items", "message"), [
     ([], "non-empty list"),
     ([[60, 61]], "non-empty list"),
-    ([60, 61, 60], r"new_user_items\[2\].*appears twice"),
-    ([3], r"new_user_items\[0\].*is not an item"),
-    ([60, 10**6], r"new_user_items\[1\].*not a node of the graph"),
+    ([60, 61, 60], r"new_user_item_ids\[2\].*appears twice"),
+    ([3], r"new_user_item_ids\[0\].*is not an item"),
+    ([60, 10**6], r"new_user_item_ids\[1\].*not a node of the graph"),
     ([-1], "negative id"),
     (["a"], "integer"),
 ])
