@@ -7,14 +7,15 @@ added to the bundle. Per model, in one process, interleaved round by round
 (``harness.interleave``), each sample a fresh user with ``--items`` random distinct items:
 
 - ``cached``: ``Engine.recommend_new_user`` (layer cache: only rows the user changes);
-- ``khop``: the same user's embedding by the k-hop route on the overlay graph (what serving
-  did before the cache), plus the same top-k;
+- ``khop``: the same user's embedding by the k-hop route on the overlay graph (its L-hop
+  neighbourhood from the features), plus the same top-k;
 - ``inductive``: the exact ``inductive_nodes`` route (``Engine.recommend`` with an inductive
   node): also recomputes every item the user's arrival changes.
 
 The user's output of ``cached`` and ``khop`` must be equal bit for bit (checked every run).
 
-    python -m qgnn.bench.bench_recommend_serving [--models gcn,sage,gin,gat,egc] [--repeat 50]
+    python -m qgnn.bench.bench_recommend_serving [--models gcn,sage,gin,gat,egc] [--repeat 30]
+        [--layers 2] [--name recommend-cold-start]
 """
 
 from __future__ import annotations
@@ -30,14 +31,15 @@ import numpy as np
 from qgnn.bench.harness import RESULTS_DIR, interleave, markdown_table, write_result
 from qgnn.runtime.engine import Engine, EngineConfig, quantize_rows
 from qgnn.runtime.engine.engine import Inductive
+from qgnn.runtime.engine.layer_cache import LayerCache
 
 KINDS = ("gcn", "sage", "gin", "gat", "egc")
 LAYER_KWARGS = {"gat": {"heads": 2}, "egc": {"heads": 2, "bases": 2}}
 
 
-def export_link(data: Any, kind: str, hidden: int, out: Path) -> Path:
-    """An INT8 Degree-Quant 2-layer link bundle via ``qgnn export`` with node types: random
-    weights, ranges calibrated by three forward passes."""
+def export_link(data: Any, kind: str, hidden: int, out: Path, layers: int = 2) -> Path:
+    """An INT8 Degree-Quant link bundle of ``layers`` layers via ``qgnn export`` with node
+    types: random weights, ranges calibrated by three forward passes."""
     import torch
     from qgnn.exporter.export import export_run
     from qgnn.runtime.bundle import load_bundle, write_bundle
@@ -50,7 +52,7 @@ def export_link(data: Any, kind: str, hidden: int, out: Path) -> Path:
 
     graph = data.graph
     cfg = ModelConfig(model=kind, in_dim=graph.num_features, out_dim=hidden, hidden=hidden,
-                      num_layers=2, layer_kwargs=LAYER_KWARGS.get(kind, {}))
+                      num_layers=layers, layer_kwargs=LAYER_KWARGS.get(kind, {}))
     quant = QuantConfig(bits=8)
     torch.manual_seed(0)
     model = quantize_model(build_link_model(cfg, "dot", None), quant)
@@ -101,8 +103,10 @@ def measure(engine: Engine, data: Any, items_per_user: int, k: int, repeat: int,
 
     check = rng.choice(item_ids, items_per_user, replace=False)
     snapshot, user, _ = engine.new_user_view(check)
+    fresh = LayerCache(engine.layerwise, engine.store.snapshot(), engine.extractor,
+                       engine.uses_degree, engine.config.chunk_size)
     start = time.perf_counter()
-    engine.layer_cache().tables()
+    fresh.tables()  # what the engine did at load
     build_s = time.perf_counter() - start
     same = np.array_equal(engine.layer_cache().outputs(snapshot, np.asarray([user]),
                                                        rows.__setitem__),
@@ -123,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="per user, before the 80/10/10 time split (106: ~80k train)")
     p.add_argument("--items", type=int, default=20, help="interactions of the new user")
     p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
     p.add_argument("--k", type=int, default=20)
-    p.add_argument("--repeat", type=int, default=50)
+    p.add_argument("--repeat", type=int, default=30)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--name", default="recommend-cold-start")
     args = p.parse_args(argv)
@@ -136,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"users": args.users, "items": args.num_items,
                                "train_interactions": int(data.train.shape[0]),
                                "new_user_items": args.items, "k": args.k,
-                               "threads": args.threads, "models": {}}
+                               "layers": args.layers, "threads": args.threads, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.models.split(","):
-            path = export_link(data, kind, args.hidden, Path(tmp) / kind)
+            path = export_link(data, kind, args.hidden, Path(tmp) / kind, args.layers)
             from qgnn.runtime.bundle import load_bundle
 
             engine = Engine(load_bundle(path), EngineConfig(threads=args.threads))

@@ -1,7 +1,7 @@
 """Who is a user and who is an item in a served recommender: node types, external ids, seen items.
 
 Bipartite link bundles number users ``0..U-1`` and items ``U..U+I-1`` and may carry
-(docs/bundle-format.md, "Recommender data"): ``graph/node_type.npy`` (0 user, 1 item), the
+(docs/serving.md, "Recommending"): ``graph/node_type.npy`` (0 user, 1 item), the
 dataset's own ids (``graph/external_ids_user.npy`` / ``graph/external_ids_item.npy``, numpy
 unicode arrays), and a serving-only CSR of each user's held-out interactions
 (``graph/seen_indptr.npy`` / ``graph/seen_indices.npy``) that exclude-seen must honour although
@@ -86,6 +86,7 @@ class Catalogue:
             raise BundleError(EXTERNAL_IDS_ITEM, f"has {items.size} ids for {self.num_items} "
                                                  f"items")
         self.seen = seen
+        self._item_ids: np.ndarray | None = None
 
     # -- types -----------------------------------------------------------------------------------
 
@@ -129,9 +130,13 @@ class Catalogue:
                                       f"node {int(ids[i])} is a user, not an item{where}")
 
     def item_ids(self) -> np.ndarray:
-        """Sorted node ids of the bundle's items."""
+        """Sorted node ids of the bundle's items (computed once: read on every request)."""
         assert self.node_type is not None
-        return np.flatnonzero(self.node_type == ITEM).astype(np.int64)
+        if self._item_ids is None:
+            ids = np.flatnonzero(self.node_type == ITEM).astype(np.int64)
+            ids.flags.writeable = False
+            self._item_ids = ids
+        return self._item_ids
 
     # -- seen items ------------------------------------------------------------------------------
 

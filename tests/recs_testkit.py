@@ -64,12 +64,13 @@ def recommender_data(num_users: int = 60, num_items: int = 90, seed: int = 0) ->
 
 
 def recommender_bundle(root: Path, kind: str = "gcn", data: Any = None, *,
-                       layer_kwargs: dict | None = None, **options: Any) -> Path:
+                       layer_kwargs: dict | None = None, num_layers: int = 2,
+                       **options: Any) -> Path:
     """An exported (calibrated, untrained) INT8 link model of ``kind`` on bipartite data, with
     the recommender files. Needs torch."""
     import engine_testkit as tk
 
     data = data if data is not None else recommender_data()
     plain = tk.export_calibrated(root, data.graph, kind, "link", layer_kwargs=layer_kwargs,
-                                 parity=False)
+                                 parity=False, num_layers=num_layers)
     return add_recs_files(plain, root / f"recs-{kind}", data, **options)

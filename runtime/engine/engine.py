@@ -217,6 +217,9 @@ class Engine:
         if self.task == "link":
             self.index = self._load_embeddings()
             self.decoder = self._load_decoder(session)
+            cache = self.layer_cache() if self.node_type is not None else None
+            if cache is not None:  # a recommender: cold-start users must not pay the build
+                cache.tables()
 
     # -- properties ------------------------------------------------------------------------------
 
@@ -559,7 +562,8 @@ class Engine:
         if self.node_type is None:
             return None
         base = self.catalogue.item_ids()
-        return np.union1d(base, self._added_items(snapshot))
+        added = self._added_items(snapshot)
+        return np.union1d(base, added) if added.size else base
 
     def _added_items(self, snapshot: Snapshot) -> np.ndarray:
         """Nodes added after the bundle (updates, request-local nodes) linked to a bundle user."""

@@ -72,22 +72,26 @@ class LayerCache:
         for i in range(len(layers) - 1, 0, -1):
             blocks[i] = self.extractor.extract(snapshot, need[i], FULL)
             need[i - 1] = blocks[i].node_ids
-        prev_ids = np.zeros(0, np.int64)  # rows recomputed by the previous layer, sorted
+        # rows that changed at the previous layer, sorted: before layer 0, the new nodes' inputs
+        prev_ids = changed[changed >= self.num_base]
         prev_rows: dict[str, np.ndarray] = {}
+        degree_reach = np.zeros(0, np.int64)
+        if self.uses_degree and changed.size:  # a changed in-degree reweights out-edges
+            degree_reach = np.unique(snapshot.out_neighbours(changed)[1])
         for i, layer in enumerate(layers):
             last = i == len(layers) - 1
             dst = need[i]
-            block = blocks[i] or self.extractor.extract(snapshot, dst, FULL)
+            block = blocks[i]
             if not last:  # the last layer computes its targets whatever changed
-                dirty = self._dirty(dst, block, changed, prev_ids)
+                dirty = self._dirty(snapshot, dst, changed, prev_ids, degree_reach)
                 if not dirty.all():
-                    dst = dst[dirty]
-                    block = self.extractor.extract(snapshot, dst, FULL)
+                    dst, block = dst[dirty], None
             if on_rows is not None:
                 on_rows(i, int(dst.size))
             if not dst.size:
                 prev_ids, prev_rows = dst, {}
                 continue
+            block = block or self.extractor.extract(snapshot, dst, FULL)
             feeds = self._feeds(layer, snapshot, block, tables[i - 1] if i else {},
                                 prev_ids, prev_rows)
             out = executors[i].run(feeds, list(layer.outputs))
@@ -99,18 +103,20 @@ class LayerCache:
                          for name, value in LayerwiseRunner.checked(layer, out, dst.size).items()}
         raise AssertionError("unreachable: the last layer returns")
 
-    def _dirty(self, dst: np.ndarray, block: Subgraph, changed: np.ndarray,
-               prev_ids: np.ndarray) -> np.ndarray:
-        """Which of ``dst`` have a layer row that differs from the cache (module docstring)."""
-        hop = block.layers[0]
-        sources = block.node_ids
-        src_changed = np.isin(sources, prev_ids) | (sources >= self.num_base)
-        if self.uses_degree:
-            src_changed |= np.isin(sources, changed)
-        dirty = np.isin(dst, changed) | src_changed[:dst.size]  # own row / own in-list
-        edge_dst = np.repeat(np.arange(dst.size), np.diff(hop.indptr))
-        dirty[edge_dst[src_changed[hop.src]]] = True
-        return dirty
+    @staticmethod
+    def _dirty(snapshot: Snapshot, dst: np.ndarray, changed: np.ndarray, prev_ids: np.ndarray,
+               degree_reach: np.ndarray) -> np.ndarray:
+        """Which of ``dst`` have a layer row that differs from the cache (module docstring),
+        found forward from the few changed nodes (their out-neighbours) rather than by reading
+        every in-neighbour list of ``dst``. ``prev_ids`` holds the changed rows of ``dst``'s
+        in-neighbours and of ``dst`` itself, as those all lie in what the previous layer
+        needed."""
+        marks = np.union1d(changed, prev_ids)
+        if prev_ids.size:
+            marks = np.union1d(marks, snapshot.out_neighbours(prev_ids)[1])
+        if degree_reach.size:
+            marks = np.union1d(marks, degree_reach)
+        return np.isin(dst, marks)
 
     def _feeds(self, layer: LayerModel, snapshot: Snapshot, block: Subgraph,
                table: dict[str, np.ndarray], prev_ids: np.ndarray,

@@ -127,6 +127,25 @@ def test_cold_start_through_the_layer_cache_is_exact(tmp_path: Path, data, kind:
         assert rows[0] <= size + 1 and rows[1] == 1  # only the user and its items recompute
 
 
+@pytest.mark.parametrize("kind", ["gcn", "sage"])
+def test_three_layer_cold_start_recomputes_only_what_changed(tmp_path: Path, data,
+                                                             kind: str) -> None:
+    """Layer 0 needs the items' users too; only GCN (in-degrees) must recompute them."""
+    engine = Engine(load_bundle(rk.recommender_bundle(tmp_path, kind, data, num_layers=3)))
+    items = np.arange(data.num_users, data.num_users + 20, 3)
+    snapshot, user, _ = engine.new_user_view(items)
+    rows: dict[int, int] = {}
+    cached = engine.layer_cache().outputs(snapshot, np.asarray([user]), rows.__setitem__)
+    np.testing.assert_array_equal(cached, _cold_start_oracle(engine, items))
+    assert rows[1] == items.size + 1 and rows[2] == 1
+    if kind == "sage":
+        assert rows[0] == items.size + 1
+    else:
+        users_of_items = np.unique(np.concatenate(
+            [data.train[data.train[:, 1] == i, 0] for i in items]))
+        assert rows[0] == items.size + 1 + users_of_items.size
+
+
 def test_cold_start_recommendation(engine: Engine, data) -> None:
     items = np.arange(data.num_users, data.num_users + 20, 2)
     ids, _ = engine.recommend_new_user(items, 10)
