@@ -217,9 +217,8 @@ class Engine:
         if self.task == "link":
             self.index = self._load_embeddings()
             self.decoder = self._load_decoder(session)
-            cache = self.layer_cache() if self.node_type is not None else None
-            if cache is not None:  # a recommender: cold-start users must not pay the build
-                cache.tables()
+            if self.node_type is not None and self.cache_pays():
+                self.layer_cache().tables()  # cold-start users must not pay the build
 
     # -- properties ------------------------------------------------------------------------------
 
@@ -694,10 +693,22 @@ class Engine:
                                 np.stack([sorted_items, np.full(ids.size, user)], 1)])
         return self.store.overlay(snapshot, row, edges), user, sorted_items
 
+    def cache_pays(self) -> bool:
+        """Whether a new node's output is cheaper through the layer cache than by the k-hop
+        route. The k-hop route recomputes, at layer l, every node within L-1-l hops of the
+        new node; for 2 layers that is the node and its neighbours, the rows the cache
+        recomputes too (with more bookkeeping). From 3 layers on the cache recomputes only
+        what changed, except that a model reading in-degrees (GCN, EGC's symmetric
+        normalisation) also changes the neighbours' neighbours at layer 0: the k-hop set again
+        at 3 layers, fewer from 4 (bench/bench_recommend_serving.py)."""
+        depth = self.signature.num_layers - (1 if self.uses_degree else 0)
+        return depth >= 3 and self.layer_cache() is not None
+
     def new_user_output(self, snapshot: Snapshot, user: int) -> np.ndarray:
-        """Model output (1, C) of a request-local node, through the layer cache when there is
-        one (only the rows its arrival changes), the k-hop route otherwise."""
-        cache = self.layer_cache()
+        """Model output (1, C) of a request-local node: through the layer cache where that
+        pays (:meth:`cache_pays`; only the rows its arrival changes), else the k-hop route
+        (its L-hop neighbourhood only: the items it reaches are not recomputed)."""
+        cache = self.layer_cache() if self.cache_pays() else None
         if cache is None:
             return self.forward(snapshot, np.asarray([user], np.int64))
         start = time.perf_counter()

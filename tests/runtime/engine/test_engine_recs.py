@@ -116,6 +116,7 @@ def test_cold_start_through_the_layer_cache_is_exact(tmp_path: Path, data, kind:
     path = rk.recommender_bundle(tmp_path, kind, data, layer_kwargs=kwargs)
     engine = Engine(load_bundle(path))
     assert engine.layer_cache() is not None, engine.not_layerwise
+    assert not engine.cache_pays()  # 2 layers: the k-hop route computes the same rows
     rng = np.random.default_rng(0)
     for size in (1, 5, 20):
         items = rng.choice(np.arange(data.num_users, data.num_users + data.num_items), size,
@@ -138,9 +139,13 @@ def test_three_layer_cold_start_recomputes_only_what_changed(tmp_path: Path, dat
     cached = engine.layer_cache().outputs(snapshot, np.asarray([user]), rows.__setitem__)
     np.testing.assert_array_equal(cached, _cold_start_oracle(engine, items))
     assert rows[1] == items.size + 1 and rows[2] == 1
+    ids, _ = engine.recommend_new_user(items, 5)
+    assert ids.size == 5 and not np.isin(ids, items).any()
     if kind == "sage":
         assert rows[0] == items.size + 1
+        assert engine.cache_pays()  # the k-hop route would recompute the users of the items
     else:
+        assert not engine.cache_pays()  # GCN's in-degrees: the same rows either way
         users_of_items = np.unique(np.concatenate(
             [data.train[data.train[:, 1] == i, 0] for i in items]))
         assert rows[0] == items.size + 1 + users_of_items.size
