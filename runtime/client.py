@@ -13,7 +13,7 @@ Errors are ``grpc.RpcError`` with the server's status code and message (see docs
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ class Recommendation:
     version: int
     item_ids: np.ndarray  # int64 (<= k,)
     scores: np.ndarray  # float32 (<= k,)
+    item_external_ids: list[str] = field(default_factory=list)  # empty: the bundle has none
 
 
 @dataclass(frozen=True)
@@ -158,17 +159,36 @@ class QgnnClient:
             timeout)
         return LinkPrediction(r.model.name, r.model.version, np.asarray(r.scores, np.float32))
 
-    def recommend(self, model: str, user_id: int, k: int, *, exclude_seen: bool = False,
+    def recommend(self, model: str, user_id: int | None = None, k: int = 10, *,
+                  exclude_seen: bool = False,
                   candidate_ids: Sequence[int] | np.ndarray = (), version: int | None = None,
-                  inductive_nodes: Iterable[Any] = (),
+                  inductive_nodes: Iterable[Any] = (), user_external_id: str | None = None,
+                  candidate_external_ids: Sequence[str] = (),
+                  new_user_item_ids: Sequence[int] | np.ndarray = (),
+                  new_user_item_external_ids: Sequence[str] = (),
                   timeout: float | None = None) -> Recommendation:
-        """The best <= k items for ``user_id``, best first."""
-        r = self._call(self.inference.Recommend, pb.RecommendRequest(
-            model=_ref(model, version), user_id=int(user_id), k=int(k),
+        """The best <= k items, best first, for one of: ``user_id`` (a user node id),
+        ``user_external_id`` (the dataset's user id), or a cold-start user given by its items
+        (``new_user_item_ids`` and/or ``new_user_item_external_ids``; no features needed)."""
+        if isinstance(user_id, str):
+            raise ValueError(f"user_id: a node id (int), got the string {user_id!r}; give the "
+                             f"dataset's own id as user_external_id")
+        for name, values in (("candidate_external_ids", candidate_external_ids),
+                             ("new_user_item_external_ids", new_user_item_external_ids)):
+            if isinstance(values, str):
+                raise ValueError(f"{name}: a list of ids, got the string {values!r}")
+        request = pb.RecommendRequest(
+            model=_ref(model, version), user_id=int(user_id or 0), k=int(k),
             exclude_seen=exclude_seen, candidate_ids=_list(candidate_ids, np.int64),
-            inductive_nodes=_inductive(inductive_nodes)), timeout)
+            inductive_nodes=_inductive(inductive_nodes),
+            candidate_external_ids=[str(v) for v in candidate_external_ids],
+            new_user_item_ids=_list(new_user_item_ids, np.int64),
+            new_user_item_external_ids=[str(v) for v in new_user_item_external_ids])
+        if user_external_id is not None:
+            request.user_external_id = str(user_external_id)
+        r = self._call(self.inference.Recommend, request, timeout)
         return Recommendation(r.model.name, r.model.version, np.asarray(r.item_ids, np.int64),
-                              np.asarray(r.scores, np.float32))
+                              np.asarray(r.scores, np.float32), list(r.item_external_ids))
 
     def embed(self, model: str, node_ids: Sequence[int] | np.ndarray, *,
               version: int | None = None, inductive_nodes: Iterable[Any] = (),

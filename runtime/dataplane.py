@@ -253,6 +253,23 @@ class Recommendations:
     model: ModelKey
     item_ids: np.ndarray  # int64 (<= k,)
     scores: np.ndarray  # float32 (<= k,)
+    item_external_ids: list[str] | None = None  # the dataset's ids, when the bundle has them
+
+
+@dataclass(frozen=True)
+class RecommendUser:
+    """Who a Recommend call is for, beyond a node id: the dataset's own user id, or a
+    cold-start user given by its items (node ids and/or dataset ids), plus candidates by
+    dataset id. Resolved against the backend's ``catalogue`` (qgnn.runtime.catalogue)."""
+
+    external_id: str | None = None
+    candidate_external_ids: Sequence[str] = ()
+    new_user_item_ids: Any = ()
+    new_user_item_external_ids: Sequence[str] = ()
+
+    @property
+    def cold_start(self) -> bool:
+        return bool(len(self.new_user_item_ids) or len(self.new_user_item_external_ids))
 
 
 @dataclass(frozen=True)
@@ -370,6 +387,16 @@ def _checked(out: Any, dtype: type, shape: tuple[int | None, ...], what: str) ->
 
 # ---------------------------------------------------------------------------------------------
 # Batch runner: how merged requests become one backend call
+
+
+def _checked_top(answer: Any, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """A backend's (item ids, scores) checked: at most ``top``, aligned, right dtypes."""
+    ids, scores = answer
+    ids = _checked(ids, np.int64, (None,), "item ids")
+    scores = _checked(scores, np.float32, (len(ids),), "scores")
+    if len(ids) > top:
+        raise RuntimeError(f"backend returned {len(ids)} items for k={top}")
+    return ids, scores
 
 
 def make_batch_runner(backend: ModelBackend) -> Callable[[Hashable | None, list[Any]], list[Any]]:
@@ -540,33 +567,99 @@ class DataPlane:
 
     def recommend(self, model: ModelSelector, user: int, k: int, exclude_seen: bool = False,
                   candidates: Any = (), inductive: Sequence[InductiveSpec] = (), *,
-                  deadline: float | None = None) -> Recommendations:
+                  deadline: float | None = None, who: RecommendUser | None = None
+                  ) -> Recommendations:
+        who = who or RecommendUser()
         with self.repository.lease(model) as entry:
             self._require_task(entry, "Recommend")
             backend, batcher = entry.backend, entry.batcher
+            catalogue = getattr(backend, "catalogue", None)
             with batcher.arriving():
-                ind = self._inductive(entry, inductive)
-                user_arr = self._ids(entry, [user], "user_id", ind)
                 if k < 1:
                     raise InvalidRequestError("k", int(k), "must be >= 1")
-                cand = self._ids(entry, candidates, "candidate_ids", ind, allow_empty=True)
-                n_items = len(cand) if len(cand) else backend.num_nodes
-                top = int(min(k, n_items + (0 if ind is None else len(ind))))
-                cand_arg = cand if len(cand) else None
-                user_id = int(user_arr[0])
-
-                def run() -> tuple[np.ndarray, np.ndarray]:
-                    ids, scores = backend.recommend(user_id, top, bool(exclude_seen), cand_arg,
-                                                    ind)
-                    ids = _checked(ids, np.int64, (None,), "item ids")
-                    scores = _checked(scores, np.float32, (len(ids),), "scores")
-                    if len(ids) > top:
-                        raise RuntimeError(f"backend returned {len(ids)} items for k={top}")
-                    return ids, scores
-
+                candidates = self._external_candidates(catalogue, candidates, who)
+                if who.cold_start:
+                    run = self._cold_start(entry, user, k, exclude_seen, candidates, inductive,
+                                           who)
+                else:
+                    run = self._known_user(entry, user, k, exclude_seen, candidates, inductive,
+                                           who)
                 job = batcher.submit(None, run, 1, deadline)
             ids, scores = batcher.wait(job)
-            return Recommendations(entry.key, ids, scores)
+            external = None
+            if catalogue is not None and catalogue.has_external_ids:
+                external = catalogue.external(ids)
+            return Recommendations(entry.key, ids, scores, external)
+
+    @staticmethod
+    def _external_candidates(catalogue: Any, candidates: Any, who: RecommendUser) -> Any:
+        if not len(who.candidate_external_ids):
+            return candidates
+        if catalogue is None:
+            raise InvalidRequestError("candidate_external_ids", "", "this model has no "
+                                                                    "external ids")
+        ext = catalogue.item_nodes(list(who.candidate_external_ids), "candidate_external_ids")
+        return np.concatenate([as_ids(candidates, "candidate_ids"), ext])
+
+    def _known_user(self, entry: ModelEntry, user: int, k: int, exclude_seen: bool,
+                    candidates: Any, inductive: Sequence[InductiveSpec], who: RecommendUser
+                    ) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+        backend = entry.backend
+        catalogue = getattr(backend, "catalogue", None)
+        shown: Any = user
+        if who.external_id is not None:
+            if catalogue is None:
+                raise InvalidRequestError("user_external_id", who.external_id,
+                                          "this model has no external ids; use user_id")
+            if user:
+                raise InvalidRequestError("user_id", int(user), "give user_id or "
+                                                                "user_external_id, not both")
+            user = catalogue.user_node(who.external_id, "user_external_id")
+            shown = who.external_id
+        ind = self._inductive(entry, inductive)
+        user_arr = self._ids(entry, [user], "user_id", ind)
+        if catalogue is not None and catalogue.typed:
+            catalogue.check_user(int(user_arr[0]), "user_id", shown)
+        cand = self._ids(entry, candidates, "candidate_ids", ind, allow_empty=True)
+        n_items = len(cand) if len(cand) else backend.num_nodes
+        top = int(min(k, n_items + (0 if ind is None else len(ind))))
+        cand_arg = cand if len(cand) else None
+        user_id = int(user_arr[0])
+
+        def run() -> tuple[np.ndarray, np.ndarray]:
+            return _checked_top(backend.recommend(user_id, top, bool(exclude_seen), cand_arg,
+                                                  ind), top)
+        return run
+
+    def _cold_start(self, entry: ModelEntry, user: int, k: int, exclude_seen: bool,
+                    candidates: Any, inductive: Sequence[InductiveSpec], who: RecommendUser
+                    ) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+        """A new user given by its items: the backend's ``recommend_new_user``."""
+        backend = entry.backend
+        if not hasattr(backend, "recommend_new_user"):
+            raise FailedPreconditionError(f"model {entry.label} cannot serve cold-start users "
+                                          f"(its backend has no recommend_new_user)")
+        if user or who.external_id is not None or len(inductive):
+            raise InvalidRequestError("new_user_item_ids", "", "a cold-start user is given by "
+                                      "its items only: leave user_id, user_external_id and "
+                                      "inductive_nodes unset")
+        items = as_ids(who.new_user_item_ids, "new_user_item_ids")
+        if len(who.new_user_item_external_ids):
+            catalogue = getattr(backend, "catalogue", None)
+            if catalogue is None:
+                raise InvalidRequestError("new_user_item_external_ids", "",
+                                          "this model has no external ids")
+            items = np.concatenate([items, catalogue.item_nodes(
+                list(who.new_user_item_external_ids), "new_user_item_external_ids")])
+        check_count(len(items), "new_user_item_ids", self.limits)
+        cand = self._ids(entry, candidates, "candidate_ids", None, allow_empty=True)
+        top = int(min(k, len(cand) if len(cand) else backend.num_nodes))
+        cand_arg = cand if len(cand) else None
+
+        def run() -> tuple[np.ndarray, np.ndarray]:
+            return _checked_top(backend.recommend_new_user(items, top, bool(exclude_seen),
+                                                           cand_arg), top)
+        return run
 
     # -- graph updates ---------------------------------------------------------------------------
 

@@ -22,10 +22,12 @@ import numpy as np
 import onnxruntime as ort
 from qgnn.runtime import kernels
 from qgnn.runtime.bundle import EMBEDDING_SCALES, EMBEDDINGS, Bundle
+from qgnn.runtime.catalogue import USER, Catalogue, load_catalogue
 from qgnn.runtime.engine import onnx_proto
 from qgnn.runtime.engine.embeddings import EmbeddingIndex, quantize_rows, sigmoid
 from qgnn.runtime.engine.executor import Executor, make_executor
 from qgnn.runtime.engine.graph_data import load_graph
+from qgnn.runtime.engine.layer_cache import LayerCache
 from qgnn.runtime.engine.layerwise import LayerwiseRunner, NotLayerwise, cut
 from qgnn.runtime.engine.partition import node_reads
 from qgnn.runtime.engine.session import SessionConfig, make_session
@@ -203,14 +205,20 @@ class Engine:
                                 graph.out_indices, graph.features, graph.codec,
                                 caps=self.fanouts, seed=self.config.seed)
         self.node_type = graph.node_type
+        self.catalogue: Catalogue = load_catalogue(bundle, self.store.snapshot().num_nodes)
         self.extractor = Extractor()
         self._update_lock = threading.Lock()
+        self._base = self.store.snapshot()  # the bundle's graph, what the layer cache holds
+        self._layer_cache: LayerCache | None = None
+        self._cache_lock = threading.Lock()
         self.output_dim = self._probe_output_dim()
         self.index: EmbeddingIndex | None = None
         self.decoder: ort.InferenceSession | None = None
         if self.task == "link":
             self.index = self._load_embeddings()
             self.decoder = self._load_decoder(session)
+            if self.node_type is not None and self.cache_pays():
+                self.layer_cache().tables()  # cold-start users must not pay the build
 
     # -- properties ------------------------------------------------------------------------------
 
@@ -546,20 +554,51 @@ class Engine:
         return sigmoid(logits)
 
     def items(self, snapshot: Snapshot) -> np.ndarray | None:
-        """Sorted candidate item ids (node type 1, plus nodes added at run time, whose type is
-        unknown), or None when the graph has no node types (every node is an item)."""
+        """Sorted candidate item ids, or None when the graph has no node types (every node is
+        an item). With types: the bundle's items, plus nodes added at run time that have an
+        edge to or from a bundle user (in a bipartite graph only items do); a node added
+        with no such edge has no known type and is never recommended."""
         if self.node_type is None:
             return None
-        return np.concatenate([np.flatnonzero(self.node_type == 1).astype(np.int64),
-                               np.arange(snapshot.num_base, snapshot.num_nodes,
-                                         dtype=np.int64)])
+        base = self.catalogue.item_ids()
+        added = self._added_items(snapshot)
+        return np.union1d(base, added) if added.size else base
+
+    def _added_items(self, snapshot: Snapshot) -> np.ndarray:
+        """Nodes added after the bundle (updates, request-local nodes) linked to a bundle user."""
+        if snapshot.num_nodes == snapshot.num_base or not snapshot.new_edges.shape[0]:
+            return np.zeros(0, np.int64)
+        src, dst = snapshot.new_edges[:, 0], snapshot.new_edges[:, 1]
+        nb = snapshot.num_base
+        src_user = self.catalogue.types(src) == USER
+        dst_user = self.catalogue.types(dst) == USER
+        hits = np.concatenate([dst[(dst >= nb) & src_user], src[(src >= nb) & dst_user]])
+        return np.unique(hits)
+
+    def check_user(self, snapshot: Snapshot, user: int, field: str = "user_id",
+                   shown: Any = None) -> None:
+        """InvalidRequestError unless ``user`` can be a user (see :meth:`items`)."""
+        if self.node_type is None:
+            return
+        self.catalogue.check_user(user, field, shown)
+        if user >= snapshot.num_base and np.isin(user, self._added_items(snapshot)):
+            raise InvalidRequestError(field, user if shown is None else shown,
+                                      f"node {user} (added while serving) is linked to users: "
+                                      f"it is an item, not a user")
+
+    def seen(self, snapshot: Snapshot, user: int) -> np.ndarray:
+        """Everything the user has: its out-neighbours in the served graph (message-passing
+        edges, updates, request-local edges) and its serving-only seen items."""
+        _, linked = snapshot.out_neighbours(np.asarray([user], np.int64))
+        return np.union1d(linked, self.catalogue.seen_items(user))
 
     def recommend(self, user: int, k: int, exclude_seen: bool = False,
                   candidates: Any | None = None, inductive: Any | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
         """The best ``k`` items for ``user``: (ids int64, probabilities float32), best first,
-        ties by ascending id; never the user itself, nor (``exclude_seen``) the destinations of
-        the user's edges."""
+        ties by ascending id; never the user itself, never a non-item when the graph has node
+        types (a non-user ``user`` or a user among ``candidates`` is an InvalidRequestError),
+        nor (``exclude_seen``) anything the user has (:meth:`seen`)."""
         self._require("link", "recommend")
         assert self.index is not None
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
@@ -568,13 +607,24 @@ class Engine:
         arrays = [np.asarray([user])] + ([] if cand_in is None else [cand_in])
         snapshot, local, mapped = self._local_view(inductive, *arrays)
         user_id = int(mapped[0][0])
+        self.check_user(snapshot, user_id, shown=int(np.asarray(user).reshape(-1)[0]))
         cand = None if cand_in is None else np.unique(mapped[1])
+        if cand is not None and self.node_type is not None:
+            self.catalogue.check_items(mapped[1], "candidate_ids")
         allowed = self.items(snapshot) if cand is None else cand
         exclude = np.asarray([user_id], np.int64)
         if exclude_seen:
-            _, seen = snapshot.out_neighbours(exclude)
-            exclude = np.union1d(exclude, seen)
+            exclude = np.union1d(exclude, self.seen(snapshot, user_id))
         query_values, query_scales = self._rows(snapshot, np.asarray([user_id]), local)
+        return self._topk(snapshot, query_values[0], float(query_scales[0]), int(k), exclude,
+                          allowed, local)
+
+    def _topk(self, snapshot: Snapshot, query: np.ndarray, query_scale: float, k: int,
+              exclude: np.ndarray, allowed: np.ndarray | None, local: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """The best ``k`` of ``allowed`` (None: every node) but ``exclude`` for an INT8 query
+        row; rows of ``local`` nodes are computed on ``snapshot``, the table's otherwise."""
+        assert self.index is not None
         start = time.perf_counter()
         extra_ids = local if allowed is None else np.intersect1d(local, allowed)
         extra_ids = np.setdiff1d(extra_ids, exclude)
@@ -582,14 +632,110 @@ class Engine:
         if extra_ids.size:
             extra = (extra_ids, *self._rows(snapshot, extra_ids, local))
         if self.decoder is not None:
-            ids, logits = self._decoder_topk(snapshot, query_values[0] * query_scales[0],
-                                             int(k), exclude, allowed, extra)
+            ids, logits = self._decoder_topk(snapshot, query * query_scale, k, exclude, allowed,
+                                             extra)
         else:
-            ids, scaled = self.index.topk(query_values[0], int(k), exclude=exclude,
-                                          candidates=allowed, extra=extra)
-            logits = scaled * float(query_scales[0])
+            ids, scaled = self.index.topk(query, k, exclude=exclude, candidates=allowed,
+                                          extra=extra)
+            logits = scaled * query_scale
         self.observer.stage("topk", time.perf_counter() - start)
         return ids, sigmoid(logits)
+
+    # -- cold-start users ------------------------------------------------------------------------
+
+    def layer_cache(self) -> LayerCache | None:
+        """The per-layer output cache (layer_cache.py), built on first use; None when the model
+        is not layer-wise or serves capped neighbourhoods (then the cache's full-neighbourhood
+        rows would be another computation)."""
+        if self.layerwise is None or any(c != -1 for c in self.fanouts):
+            return None
+        with self._cache_lock:
+            if self._layer_cache is None:
+                self._layer_cache = LayerCache(self.layerwise, self._base, self.extractor,
+                                               self.uses_degree, self.config.chunk_size)
+            return self._layer_cache
+
+    def new_user_view(self, items: Any, features: Any | None = None,
+                      field: str = "new_user_item_ids") -> tuple[Snapshot, int, np.ndarray]:
+        """(overlay snapshot, the new user's id, its sorted items): the current graph plus a
+        user linked both ways to ``items``. Without ``features`` the user's input row is all
+        zeros (no side information: what a model with learned embeddings or without features
+        has for a node it never saw). Items must be distinct existing items."""
+        snapshot = self.store.snapshot()
+        arr = np.asarray(items)
+        if arr.ndim != 1 or arr.size == 0:
+            raise InvalidRequestError(field, list(arr.shape),
+                                      "a new user needs a non-empty list of item ids")
+        ids = check_ids(arr, field, snapshot.num_nodes)
+        order = np.argsort(ids, kind="stable")
+        repeat = np.flatnonzero(np.diff(ids[order]) == 0)
+        if repeat.size:
+            i = int(order[repeat[0] + 1])
+            raise InvalidRequestError(f"{field}[{i}]", int(ids[i]),
+                                      "appears twice in the new user's interactions")
+        if self.node_type is not None:
+            allowed = self.items(snapshot)
+            bad = ~np.isin(ids, allowed)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise InvalidRequestError(f"{field}[{i}]", int(ids[i]),
+                                          f"node {int(ids[i])} is not an item")
+        f = snapshot.num_features
+        row = np.zeros((1, f), np.float32)
+        if features is not None:
+            row = np.asarray(features, np.float32).reshape(1, -1)
+            if row.shape != (1, f):
+                raise InvalidRequestError("features", list(np.shape(features)),
+                                          f"expected {f} floats")
+        user = snapshot.num_nodes
+        sorted_items = ids[order]
+        edges = np.concatenate([np.stack([np.full(ids.size, user), sorted_items], 1),
+                                np.stack([sorted_items, np.full(ids.size, user)], 1)])
+        return self.store.overlay(snapshot, row, edges), user, sorted_items
+
+    def cache_pays(self) -> bool:
+        """Whether a new node's output is cheaper through the layer cache than by the k-hop
+        route. The k-hop route recomputes, at layer l, every node within L-1-l hops of the
+        new node; for 2 layers that is the node and its neighbours, the rows the cache
+        recomputes too (with more bookkeeping). From 3 layers on the cache recomputes only
+        what changed, except that a model reading in-degrees (GCN, EGC's symmetric
+        normalisation) also changes the neighbours' neighbours at layer 0: the k-hop set again
+        at 3 layers, fewer from 4 (bench/bench_recommend_serving.py)."""
+        depth = self.signature.num_layers - (1 if self.uses_degree else 0)
+        return depth >= 3 and self.layer_cache() is not None
+
+    def new_user_output(self, snapshot: Snapshot, user: int) -> np.ndarray:
+        """Model output (1, C) of a request-local node: through the layer cache where that
+        pays (:meth:`cache_pays`; only the rows its arrival changes), else the k-hop route
+        (its L-hop neighbourhood only: the items it reaches are not recomputed)."""
+        cache = self.layer_cache() if self.cache_pays() else None
+        if cache is None:
+            return self.forward(snapshot, np.asarray([user], np.int64))
+        start = time.perf_counter()
+        out = cache.outputs(snapshot, np.asarray([user], np.int64))
+        self.observer.stage("onnx", time.perf_counter() - start)
+        return out
+
+    def recommend_new_user(self, items: Any, k: int, exclude_seen: bool = True,
+                           candidates: Any | None = None, features: Any | None = None
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """The best ``k`` items for a cold-start user given by the items it interacted with
+        (node ids, distinct), best first. The user's embedding is exact (what adding it with
+        :meth:`update_graph` would give it); items are scored with their served embeddings,
+        which one request-local user does not change."""
+        self._require("link", "recommend")
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise InvalidRequestError("k", k, "must be an integer >= 1")
+        snapshot, user, seen = self.new_user_view(items, features)
+        allowed = self.items(snapshot)
+        if candidates is not None:
+            allowed = np.unique(check_ids(candidates, "candidate_ids", self.num_nodes))
+            if self.node_type is not None:
+                self.catalogue.check_items(np.asarray(candidates, np.int64), "candidate_ids")
+        exclude = np.union1d([user], seen) if exclude_seen else np.asarray([user], np.int64)
+        values, scales = quantize_rows(self.new_user_output(snapshot, user))
+        return self._topk(snapshot, values[0], float(scales[0]), int(k), exclude, allowed,
+                          np.zeros(0, np.int64))
 
     def _decoder_topk(self, snapshot: Snapshot, h_user: np.ndarray, k: int,
                       exclude: np.ndarray, allowed: np.ndarray | None,

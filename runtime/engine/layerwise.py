@@ -203,31 +203,64 @@ class LayerwiseRunner:
                      progress: Progress | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(ids, outputs)`` of the last layer per chunk of destinations, in id order, after
         every earlier layer ran over all nodes."""
-        n = snapshot.num_nodes
         carried: dict[str, np.ndarray] = {}
-        for layer, executor in zip(self.layers, self.executors(), strict=True):
-            last = layer.index == len(self.layers) - 1
-            produced: dict[str, np.ndarray] = {}
-            for start in range(0, n, chunk_size):
-                stop = min(start + chunk_size, n)
-                ids = np.arange(start, stop, dtype=np.int64)
-                out = executor.run(self._feeds(layer, snapshot, extractor, ids, carried),
-                                   list(layer.outputs))
-                if progress is not None:
-                    progress(layer.index, stop, n)
-                if last:
-                    yield ids, out[layer.outputs[0]]
-                    continue
-                for name, dtype in zip(layer.outputs, layer.dtypes, strict=True):
-                    value = out[name]
-                    if value.dtype != dtype or value.ndim != 2 or value.shape[0] != ids.size:
-                        raise RuntimeError(f"layer {layer.index}: {name!r} is {value.dtype} "
-                                           f"{value.shape}, the metadata says {dtype} "
-                                           f"({ids.size}, F)")
-                    if name not in produced:
-                        produced[name] = np.empty((n, value.shape[1]), dtype)
-                    produced[name][start:stop] = value
-            carried = produced  # the previous layer's tables are dropped here
+        for layer in self.layers[:-1]:
+            carried = self._table(layer, snapshot, extractor, chunk_size, carried, progress)
+        last, executor = self.layers[-1], self.executors()[-1]
+        n = snapshot.num_nodes
+        for start in range(0, n, chunk_size):
+            ids = np.arange(start, min(start + chunk_size, n), dtype=np.int64)
+            out = executor.run(self._feeds(last, snapshot, extractor, ids, carried),
+                               list(last.outputs))
+            if progress is not None:
+                progress(last.index, int(ids[-1]) + 1, n)
+            yield ids, out[last.outputs[0]]
+
+    def tables(self, snapshot: Snapshot, extractor: Extractor, chunk_size: int
+               ) -> list[dict[str, np.ndarray]]:
+        """Every layer's boundary tensors over all nodes, but the last layer's (the model
+        output): what a later layer reads, kept so a changed graph recomputes only the rows
+        the change reaches (layer_cache.py)."""
+        out: list[dict[str, np.ndarray]] = []
+        carried: dict[str, np.ndarray] = {}
+        for layer in self.layers[:-1]:
+            carried = self._table(layer, snapshot, extractor, chunk_size, carried, None)
+            out.append(carried)
+        return out
+
+    def _table(self, layer: LayerModel, snapshot: Snapshot, extractor: Extractor,
+               chunk_size: int, carried: Mapping[str, np.ndarray], progress: Progress | None
+               ) -> dict[str, np.ndarray]:
+        """One (not last) layer over all nodes: its boundary tensors, (N, F) each."""
+        n = snapshot.num_nodes
+        executor = self.executors()[layer.index]
+        produced: dict[str, np.ndarray] = {}
+        for start in range(0, n, chunk_size):
+            stop = min(start + chunk_size, n)
+            ids = np.arange(start, stop, dtype=np.int64)
+            out = executor.run(self._feeds(layer, snapshot, extractor, ids, carried),
+                               list(layer.outputs))
+            if progress is not None:
+                progress(layer.index, stop, n)
+            for name, value in self.checked(layer, out, ids.size).items():
+                if name not in produced:
+                    produced[name] = np.empty((n, value.shape[1]), value.dtype)
+                produced[name][start:stop] = value
+        return produced
+
+    @staticmethod
+    def checked(layer: LayerModel, out: Mapping[str, np.ndarray], rows: int
+                ) -> dict[str, np.ndarray]:
+        """The layer's boundary tensors from a run of its sub-model, checked against the
+        exporter's metadata (a mismatch would silently corrupt every later layer)."""
+        result = {}
+        for name, dtype in zip(layer.outputs, layer.dtypes, strict=True):
+            value = out[name]
+            if value.dtype != dtype or value.ndim != 2 or value.shape[0] != rows:
+                raise RuntimeError(f"layer {layer.index}: {name!r} is {value.dtype} "
+                                   f"{value.shape}, the metadata says {dtype} ({rows}, F)")
+            result[name] = value
+        return result
 
     @staticmethod
     def _feeds(layer: LayerModel, snapshot: Snapshot, extractor: Extractor, ids: np.ndarray,

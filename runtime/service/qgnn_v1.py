@@ -12,6 +12,7 @@ from qgnn.runtime.dataplane import (
     GraphSummary,
     ModelKey,
     ModelSelector,
+    RecommendUser,
     deadline_from,
     graph_summary,
     inductive_specs,
@@ -111,12 +112,17 @@ class GraphInferenceService(pb_grpc.GraphInferenceServicer):
 
     def Recommend(self, request: pb.RecommendRequest, context: grpc.ServicerContext
                   ) -> pb.RecommendResponse:
+        who = RecommendUser(
+            request.user_external_id if request.HasField("user_external_id") else None,
+            list(request.candidate_external_ids), _ids(request.new_user_item_ids),
+            list(request.new_user_item_external_ids))
         r = self.plane.recommend(selector(request.model), request.user_id, request.k,
                                  request.exclude_seen, _ids(request.candidate_ids),
                                  inductive_specs(request.inductive_nodes),
-                                 deadline=deadline(context))
+                                 deadline=deadline(context), who=who)
         return pb.RecommendResponse(model=model_ref(r.model), item_ids=r.item_ids.tolist(),
-                                    scores=r.scores.tolist())
+                                    scores=r.scores.tolist(),
+                                    item_external_ids=r.item_external_ids or [])
 
     def Embed(self, request: pb.EmbedRequest, context: grpc.ServicerContext
               ) -> pb.EmbedResponse:

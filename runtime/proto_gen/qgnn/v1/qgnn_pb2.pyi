@@ -199,30 +199,40 @@ class PredictLinksResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., scores: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("model", "user_id", "k", "exclude_seen", "candidate_ids", "inductive_nodes")
+    __slots__ = ("model", "user_id", "k", "exclude_seen", "candidate_ids", "inductive_nodes", "user_external_id", "candidate_external_ids", "new_user_item_ids", "new_user_item_external_ids")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_SEEN_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_IDS_FIELD_NUMBER: _ClassVar[int]
     INDUCTIVE_NODES_FIELD_NUMBER: _ClassVar[int]
+    USER_EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_EXTERNAL_IDS_FIELD_NUMBER: _ClassVar[int]
+    NEW_USER_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    NEW_USER_ITEM_EXTERNAL_IDS_FIELD_NUMBER: _ClassVar[int]
     model: ModelRef
     user_id: int
     k: int
     exclude_seen: bool
     candidate_ids: _containers.RepeatedScalarFieldContainer[int]
     inductive_nodes: _containers.RepeatedCompositeFieldContainer[InductiveNode]
-    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., user_id: _Optional[int] = ..., k: _Optional[int] = ..., exclude_seen: _Optional[bool] = ..., candidate_ids: _Optional[_Iterable[int]] = ..., inductive_nodes: _Optional[_Iterable[_Union[InductiveNode, _Mapping]]] = ...) -> None: ...
+    user_external_id: str
+    candidate_external_ids: _containers.RepeatedScalarFieldContainer[str]
+    new_user_item_ids: _containers.RepeatedScalarFieldContainer[int]
+    new_user_item_external_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., user_id: _Optional[int] = ..., k: _Optional[int] = ..., exclude_seen: _Optional[bool] = ..., candidate_ids: _Optional[_Iterable[int]] = ..., inductive_nodes: _Optional[_Iterable[_Union[InductiveNode, _Mapping]]] = ..., user_external_id: _Optional[str] = ..., candidate_external_ids: _Optional[_Iterable[str]] = ..., new_user_item_ids: _Optional[_Iterable[int]] = ..., new_user_item_external_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("model", "item_ids", "scores")
+    __slots__ = ("model", "item_ids", "scores", "item_external_ids")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
+    ITEM_EXTERNAL_IDS_FIELD_NUMBER: _ClassVar[int]
     model: ModelRef
     item_ids: _containers.RepeatedScalarFieldContainer[int]
     scores: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., item_ids: _Optional[_Iterable[int]] = ..., scores: _Optional[_Iterable[float]] = ...) -> None: ...
+    item_external_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., item_ids: _Optional[_Iterable[int]] = ..., scores: _Optional[_Iterable[float]] = ..., item_external_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
     __slots__ = ("model", "node_ids", "inductive_nodes")

@@ -1,0 +1,182 @@
+"""Cold-start recommendation latency: a new user given by 20 interactions, per layer type.
+
+MovieLens-100k-sized bipartite data from ``qgnn.graph.synth.bipartite_recommender`` (943 users,
+1,682 items, ~80k training interactions), an untrained but calibrated 2-layer INT8 link model of
+each type exported by ``qgnn export`` (serving cost does not depend on the weights), node types
+added to the bundle. Per model, in one process, interleaved round by round
+(``harness.interleave``), each sample a fresh user with ``--items`` random distinct items:
+
+- ``served``: ``Engine.recommend_new_user``, the route it picks (``Engine.cache_pays``);
+- ``cached``: the user's embedding through the layer cache (only rows the user changes), plus
+  the same top-k;
+- ``khop``: the same by the k-hop route on the overlay graph (its L-hop neighbourhood from the
+  features);
+- ``inductive``: the exact ``inductive_nodes`` route (``Engine.recommend`` with an inductive
+  node): also recomputes every item the user's arrival changes.
+
+The user's output of ``cached`` and ``khop`` must be equal bit for bit (checked every run).
+
+    python -m qgnn.bench.bench_recommend_serving [--models gcn,sage,gin,gat,egc] [--repeat 30]
+        [--layers 2] [--name recommend-cold-start]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qgnn.bench.harness import RESULTS_DIR, interleave, markdown_table, write_result
+from qgnn.runtime.engine import Engine, EngineConfig, quantize_rows
+from qgnn.runtime.engine.engine import Inductive
+from qgnn.runtime.engine.layer_cache import LayerCache
+
+KINDS = ("gcn", "sage", "gin", "gat", "egc")
+LAYER_KWARGS = {"gat": {"heads": 2}, "egc": {"heads": 2, "bases": 2}}
+
+
+def export_link(data: Any, kind: str, hidden: int, out: Path, layers: int = 2) -> Path:
+    """An INT8 Degree-Quant link bundle of ``layers`` layers via ``qgnn export`` with node
+    types: random weights, ranges calibrated by three forward passes."""
+    import torch
+    from qgnn.exporter.export import export_run
+    from qgnn.runtime.bundle import load_bundle, write_bundle
+    from qgnn.training.checkpoint import save_run
+    from qgnn.training.nn.block import full_graph_block
+    from qgnn.training.nn.models import ModelConfig
+    from qgnn.training.presets import TrainConfig
+    from qgnn.training.quant import QuantConfig, quant_state, quantize_model
+    from qgnn.training.tasks.link import build_link_model
+
+    graph = data.graph
+    cfg = ModelConfig(model=kind, in_dim=graph.num_features, out_dim=hidden, hidden=hidden,
+                      num_layers=layers, layer_kwargs=LAYER_KWARGS.get(kind, {}))
+    quant = QuantConfig(bits=8)
+    torch.manual_seed(0)
+    model = quantize_model(build_link_model(cfg, "dot", None), quant)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.from_numpy(graph.x.astype(np.float32)), full_graph_block(graph))
+    model.eval()
+    run = out.parent / f"{out.name}-run"
+    save_run(run, model, task="link", dataset=graph.name, model_config=cfg,
+             train_config=TrainConfig(), metrics={},
+             extra={"quant": {"config": quant.to_dict(), "state": quant_state(model)}})
+    plain = export_run(run, out.parent / f"{out.name}-plain", graph=graph, parity=False,
+                       overwrite=True).bundle
+    src = load_bundle(plain)
+    files: dict[str, Any] = {name: src.path / name for name in src.files}
+    files["graph/node_type.npy"] = np.asarray(graph.node_type, np.int8)
+    manifest = {k: v for k, v in src.manifest.items() if k != "files"}
+    manifest["graph"] = {**manifest["graph"],
+                         "node_types": {"user": data.num_users, "item": data.num_items}}
+    return write_bundle(out, manifest, files, overwrite=True)
+
+
+def measure(engine: Engine, data: Any, items_per_user: int, k: int, repeat: int,
+            seed: int) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    item_ids = np.arange(data.num_users, data.num_users + data.num_items)
+    draws = iter([rng.choice(item_ids, items_per_user, replace=False)
+                  for _ in range(4 * (repeat + 2) + 3)])
+    rows: dict[int, int] = {}
+
+    def served() -> None:
+        engine.recommend_new_user(next(draws), k)
+
+    def route(output: Callable[[Any, int], np.ndarray]) -> Callable[[], None]:
+        def run() -> None:
+            snapshot, user, seen = engine.new_user_view(next(draws))
+            values, scales = quantize_rows(output(snapshot, user))
+            engine._topk(snapshot, values[0], float(scales[0]), k, np.union1d([user], seen),
+                         engine.items(snapshot), np.zeros(0, np.int64))
+        return run
+
+    cache = engine.layer_cache()
+    cached = route(lambda snapshot, user: cache.outputs(snapshot, np.asarray([user])))
+    khop = route(lambda snapshot, user: engine.forward(snapshot, np.asarray([user])))
+
+    def inductive() -> None:
+        items = next(draws)
+        n = engine.num_nodes
+        edges = np.concatenate([np.stack([np.full(items.size, n), items], 1),
+                                np.stack([items, np.full(items.size, n)], 1)])
+        engine.recommend(n, k, exclude_seen=True, inductive=Inductive(
+            np.asarray([n]), np.zeros((1, engine.num_features), np.float32), edges))
+
+    check = rng.choice(item_ids, items_per_user, replace=False)
+    snapshot, user, _ = engine.new_user_view(check)
+    fresh = LayerCache(engine.layerwise, engine.store.snapshot(), engine.extractor,
+                       engine.uses_degree, engine.config.chunk_size)
+    start = time.perf_counter()
+    fresh.tables()  # what the engine did at load
+    build_s = time.perf_counter() - start
+    same = np.array_equal(engine.layer_cache().outputs(snapshot, np.asarray([user]),
+                                                       rows.__setitem__),
+                          engine.forward(snapshot, np.asarray([user])))
+    timings = interleave({"served": served, "cached": cached, "khop": khop,
+                          "inductive": inductive}, repeat=repeat, warmup=2)
+    return {"route": "cache" if engine.cache_pays() else "khop",
+            "cache_build_s": build_s, "bit_exact": bool(same),
+            "rows_recomputed_per_layer": [rows[i] for i in sorted(rows)],
+            **{name: t.to_dict() for name, t in timings.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default=",".join(KINDS))
+    p.add_argument("--users", type=int, default=943)
+    p.add_argument("--num-items", type=int, default=1682)
+    p.add_argument("--interactions", type=int, default=106,
+                   help="per user, before the 80/10/10 time split (106: ~80k train)")
+    p.add_argument("--items", type=int, default=20, help="interactions of the new user")
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--k", type=int, default=20)
+    p.add_argument("--repeat", type=int, default=30)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--name", default="recommend-cold-start")
+    args = p.parse_args(argv)
+    from qgnn.graph.synth import bipartite_recommender
+
+    data = bipartite_recommender(args.users, args.num_items,
+                                 interactions_per_user=args.interactions, num_features=32,
+                                 seed=0)
+    results: dict[str, Any] = {"users": args.users, "items": args.num_items,
+                               "train_interactions": int(data.train.shape[0]),
+                               "new_user_items": args.items, "k": args.k,
+                               "layers": args.layers, "threads": args.threads, "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in args.models.split(","):
+            path = export_link(data, kind, args.hidden, Path(tmp) / kind, args.layers)
+            from qgnn.runtime.bundle import load_bundle
+
+            engine = Engine(load_bundle(path), EngineConfig(threads=args.threads))
+            results["models"][kind] = measure(engine, data, args.items, args.k, args.repeat,
+                                              seed=1)
+            print(f"{kind}: done", file=sys.stderr)
+    out = write_result(args.name, results)
+    rows = [[kind, r["route"], r["served"]["median_s"] * 1e3, r["served"]["p90_s"] * 1e3,
+             r["cached"]["median_s"] * 1e3, r["khop"]["median_s"] * 1e3,
+             r["inductive"]["median_s"] * 1e3,
+             "/".join(map(str, r["rows_recomputed_per_layer"])), r["bit_exact"],
+             r["cache_build_s"] * 1e3]
+            for kind, r in results["models"].items()]
+    table = markdown_table(["model", "served route", "served p50 ms", "served p90 ms",
+                            "cache p50 ms", "k-hop p50 ms", "inductive (exact items) p50 ms",
+                            "cache rows per layer", "bit-exact", "cache build ms"], rows,
+                           ["l", "l", "r", "r", "r", "r", "r", "r", "l", "r"])
+    (RESULTS_DIR / f"{args.name}.md").write_text(table + "\n")
+    print(table)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
