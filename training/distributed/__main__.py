@@ -11,6 +11,7 @@ from importlib import import_module
 
 MODES: dict[str, str] = {
     "ddp": "qgnn.training.distributed.ddp",
+    "partitioned": "qgnn.training.distributed.partitioned",
 }
 
 
