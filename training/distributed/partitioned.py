@@ -38,6 +38,7 @@ from qgnn.training.distributed.remote_sampling import (
     ASSIGNMENTS,
     Assignment,
     PartitionedSampler,
+    relabel,
 )
 from qgnn.training.nn.block import Block
 from qgnn.training.nn.models import GNN, ModelConfig, build_model
@@ -65,6 +66,7 @@ class PartitionedConfig:
     cache_refresh_period: int = 1
     assignment: Assignment = "affinity"
     memory_budget: int | None = None  # bytes of graph data per rank
+    eval_chunk: int = 4096  # destinations per chunk of layer-wise inference
 
     def __post_init__(self) -> None:
         if self.sampler not in ("gns", "uniform"):
@@ -74,7 +76,7 @@ class PartitionedConfig:
         if self.assignment not in ASSIGNMENTS:
             raise ValueError(f"--assignment: expected one of {ASSIGNMENTS}, got "
                              f"{self.assignment!r}")
-        for name in ("batch_size", "cache_refresh_period"):
+        for name in ("batch_size", "cache_refresh_period", "eval_chunk"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"--{name.replace('_', '-')}: expected an int >= 1, got {v!r}")
@@ -110,40 +112,84 @@ def _row_normalize(x: np.ndarray) -> np.ndarray:
 
 
 class Halo:
-    """Exact layer-wise inference over the partitions: the local in-edges relabelled to
-    ``[owned; halo]`` rows, and one row exchange per layer for the halo."""
+    """Exact layer-wise inference over the partitions. Per layer, the local destinations go a
+    chunk at a time; each chunk fetches the previous-layer rows of its remote in-neighbours
+    from their owners (one collective per chunk, every rank running the same number of
+    chunks), so a rank never holds more than one chunk's remote rows."""
 
-    def __init__(self, sampler: PartitionedSampler) -> None:
-        shard = sampler.shard
+    def __init__(self, sampler: PartitionedSampler, chunk_size: int) -> None:
         self.sampler = sampler
-        remote = shard.indices[sampler.edge_owner != sampler.rank]
-        self.halo = np.unique(remote)
-        n = shard.num_local
-        src = np.empty(shard.indices.size, np.int64)
-        mine = sampler.edge_owner == sampler.rank
-        src[mine] = shard.local_index(shard.indices[mine])
-        src[~mine] = n + np.searchsorted(self.halo, shard.indices[~mine])
-        ids = np.concatenate([shard.owned, self.halo])
-        self.block = Block(src=torch.from_numpy(src),
-                           dst=torch.from_numpy(np.repeat(np.arange(n, dtype=np.int64),
-                                                          sampler.deg)),
-                           num_src=int(ids.size), num_dst=n, edge_weight=None,
-                           src_ids=torch.from_numpy(ids),
-                           in_degree=torch.from_numpy(shard.in_degree[ids]))
+        self.chunk_size = chunk_size
+        n = sampler.shard.num_local
+        mine = torch.tensor([math.ceil(n / chunk_size)], dtype=torch.int64)
+        self.num_chunks = int(torch.cat(sampler.ex.all_gather_rows(mine, "stats")).max())
+
+    def _chunk(self, a: int, b: int) -> tuple[Block, np.ndarray, np.ndarray]:
+        """Destinations ``a..b-1`` over their full in-lists: the block, the rows it reads as
+        positions in ``[owned; remote]``, and the remote ids to fetch."""
+        shard, rank = self.sampler.shard, self.sampler.rank
+        lo, hi = int(shard.indptr[a]), int(shard.indptr[b])
+        sources = shard.indices[lo:hi]
+        mine = self.sampler.edge_owner[lo:hi] == rank
+        remote = np.unique(sources[~mine])
+        rows = np.where(mine, np.searchsorted(shard.owned, sources),
+                        shard.num_local + np.searchsorted(remote, sources))
+        table_rows, src = relabel(np.arange(a, b, dtype=np.int64), rows)
+        dst = np.repeat(np.arange(b - a, dtype=np.int64), self.sampler.deg[a:b])
+        ids = np.where(table_rows < shard.num_local,
+                       shard.owned[np.minimum(table_rows, shard.num_local - 1)],
+                       remote[np.maximum(table_rows - shard.num_local, 0)]
+                       if remote.size else 0)
+        block = Block(src=torch.from_numpy(src), dst=torch.from_numpy(dst),
+                      num_src=int(ids.size), num_dst=b - a, edge_weight=None,
+                      src_ids=torch.from_numpy(ids),
+                      in_degree=torch.from_numpy(shard.in_degree[ids]))
+        return block, table_rows, remote
 
     @torch.no_grad()
     def outputs(self, gnn: GNN, x: torch.Tensor, blocks_for: Any) -> torch.Tensor:
         """``(n_local, out_dim)``: the model on the whole graph, rows of this rank's nodes."""
         gnn.eval()
+        sampler, ledger = self.sampler, self.sampler.ledger
+        n = sampler.shard.num_local
         h = gnn.begin(x)
         for i in range(len(gnn.layers)):
-            rows = self.sampler.fetch_rows(self.halo, "eval", table=h)
-            assert rows is not None
-            self.sampler.ledger.charge("halo", rows.numel() * rows.element_size())
-            block = layer_block(blocks_for, self.block, i, False)
-            h = gnn.step(i, torch.cat([h, rows]), block)
-        self.sampler.ledger.release("halo")
+            outs = []
+            for k in range(self.num_chunks):
+                a, b = min(k * self.chunk_size, n), min((k + 1) * self.chunk_size, n)
+                block, table_rows, remote = self._chunk(a, b)
+                fetched = sampler.fetch_rows(remote, "eval", table=h)
+                assert fetched is not None
+                ledger.charge("halo-rows", fetched.numel() * fetched.element_size())
+                if b == a:
+                    continue
+                xs = torch.empty((table_rows.size, h.shape[1]), dtype=h.dtype)
+                local = table_rows < n
+                xs[torch.from_numpy(local)] = h[torch.from_numpy(table_rows[local])]
+                xs[torch.from_numpy(~local)] = fetched[torch.from_numpy(table_rows[~local] - n)]
+                outs.append(gnn.step(i, xs, layer_block(blocks_for, block, i, False)))
+                held = 0 if h.data_ptr() == x.data_ptr() else h.numel() * 4  # x: the shard's
+                ledger.charge("layer-outputs", sum(o.numel() * 4 for o in outs) + held)
+            h = torch.cat(outs) if outs else h[:0]
+        ledger.release("halo-rows")
+        ledger.release("layer-outputs")
         return gnn.finish(h) if gnn.head is not None else h
+
+
+def sync_buffers(net: nn.Module, ctx: DistContext) -> None:
+    """Make every rank's buffers equal: floating ones (Degree-Quant's range EMAs) averaged over
+    the ranks, the others rank 0's. DDP broadcasts rank 0's buffers only at the start of a
+    forward, so after a step each rank's ranges hold its own batch; inference and the saved
+    checkpoint need one set, or each partition would be quantised on its own grid."""
+    if ctx.world_size == 1:
+        return
+    with torch.no_grad():
+        for buf in net.buffers():
+            if buf.is_floating_point():
+                dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+                buf /= ctx.world_size
+            else:
+                dist.broadcast(buf, src=0)
 
 
 def _gather_rows(ex: Exchanger, t: torch.Tensor) -> torch.Tensor:
@@ -189,8 +235,7 @@ def train_partitioned(ctx: DistContext, shard: GraphShard, model_cfg: ModelConfi
     ledger = MemoryLedger(cfg.memory_budget, ctx.rank)
     sampler = PartitionedSampler(shard, ex, cfg.fanouts, gns=cfg.sampler == "gns",
                                  cache_fraction=cfg.cache_fraction, ledger=ledger)
-    halo = Halo(sampler)
-    ledger.charge("halo-index", halo.halo.nbytes + halo.block.src.numel() * 16)
+    halo = Halo(sampler, cfg.eval_chunk)
     classes = torch.cat(ex.all_gather_rows(torch.tensor([shard.num_classes]), "stats"))
     num_classes = int(classes.max())
     metric = node_metric(train_cfg.metric, num_classes)
@@ -234,10 +279,12 @@ def train_partitioned(ctx: DistContext, shard: GraphShard, model_cfg: ModelConfi
                 counts.input_nodes += sampled[0].num_src
                 counts.cache_hits += hits
                 counts.remote_rows += remote
+            ledger.release("batch-rows")
             counts.steps = len(losses)
             counts.seconds = time.perf_counter() - t0
             counts.bytes = ByteCounter.delta(counter.snapshot(), before)
             counts.loss = float(np.mean(losses)) if losses else math.nan
+            sync_buffers(net, ctx)
             logits = halo.outputs(net, x_local, blocks_for)
             m = _metrics(ex, shard, logits, metric)
             feature_b, struct_b, hits_all, remote_all, inputs_all, loss_sum = _sum_over_ranks(
@@ -257,6 +304,7 @@ def train_partitioned(ctx: DistContext, shard: GraphShard, model_cfg: ModelConfi
             if tracker.should_stop:  # identical on every rank: the metrics were gathered
                 break
         tracker.restore(net)
+        sync_buffers(net, ctx)  # the snapshot was taken after a sync; cheap insurance
         logits = halo.outputs(net, x_local, blocks_for)
         final = _metrics(ex, shard, logits, metric)
     extra = _summary(history)

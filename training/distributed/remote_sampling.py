@@ -97,10 +97,19 @@ class RemoteCache:
         return np.where(self.ids[pos] == ids, pos, -1)
 
 
-def _restrict(csc: Adjacency, keep_edge: np.ndarray) -> Adjacency:
-    kept = np.flatnonzero(keep_edge)
-    return Adjacency(np.searchsorted(kept, csc.indptr).astype(np.int64), csc.indices[kept],
-                     csc.edge_ids[kept])
+def _member(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    if not sorted_ids.size:
+        return np.zeros(ids.size, np.bool_)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), sorted_ids.size - 1)
+    return sorted_ids[pos] == ids
+
+
+def _segments(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(row position per edge, local edge positions)`` of the in-edges of ``rows``."""
+    counts = indptr[rows + 1] - indptr[rows]
+    starts = np.repeat(indptr[rows] - (np.cumsum(counts) - counts), counts)
+    return (np.repeat(np.arange(rows.size, dtype=np.int64), counts),
+            starts + np.arange(int(counts.sum()), dtype=np.int64))
 
 
 class PartitionedSampler:
@@ -115,17 +124,18 @@ class PartitionedSampler:
         self.csc = shard.csc
         self.parts = shard.parts
         self.deg = np.diff(shard.indptr)
-        self.edge_owner = shard.parts[shard.indices]  # part of each local in-edge's source
+        # part of each local in-edge's source (1 byte an edge for up to 127 ranks)
+        self.edge_owner = shard.parts[shard.indices].astype(
+            np.int8 if self.world < 128 else np.int32)
         ledger.charge("shard", sum(shard.nbytes().values()) + self.edge_owner.nbytes)
         self.cache = RemoteCache(np.zeros(0, np.int64), None)
-        self.restricted: list[Adjacency] = [_restrict(self.csc, self.edge_owner == r)
-                                            for r in range(self.world)]
+        # every rank's cached remote ids (sorted): an owner restricts in-lists on the fly
+        self.caches_of: list[np.ndarray] = [np.zeros(0, np.int64)] * self.world
         self.inclusion = np.zeros(0)
         self.miss = np.zeros(0)
         self.neighbour_in_part = np.zeros((0, 0), np.bool_)
         if gns:
             self._setup_gns(cache_fraction)
-        self._charge_restricted()
 
     # ------------------------------------------------------------- GNS setup and refresh
 
@@ -135,12 +145,12 @@ class PartitionedSampler:
         n, f = self.shard.num_nodes, 0 if self.shard.x is None else self.shard.x.shape[1]
         want = cache_fraction * n
         room = self.ledger.room()
-        # features + ids of the cache, and restricted lists (<= local edges x 8 B per rank)
-        fixed = n * 16 + self.shard.num_local * self.world + 8 * self.shard.indices.size * \
-            self.world
+        # inclusion (N x 8 B), miss and part-neighbour tables, then per cached node its row,
+        # its id here and its id at every owner
+        fixed = n * 8 + self.shard.num_local * (8 + self.world)
         if room is not None:
-            fits = max(0.0, (room - fixed) / (4 * f + 8)) if f else want
-            want = min(want, 0.9 * fits)
+            fits = max(0.0, (room - fixed) / (4 * f + 8 + 8 * self.world))
+            want = min(want, 0.5 * fits)  # the rest: halo tables and batch rows
         agreed = torch.tensor([want], dtype=torch.float64)
         got = self.ex.all_gather_rows(agreed, "structure")
         self.cache_size = float(min(t.item() for t in got))
@@ -155,11 +165,6 @@ class PartitionedSampler:
         self.ledger.charge("gns-tables", self.inclusion.nbytes + self.miss.nbytes
                            + self.neighbour_in_part.nbytes)
 
-    def _charge_restricted(self) -> None:
-        self.ledger.charge("restricted-lists", sum(a.indptr.nbytes + a.indices.nbytes
-                                                   + a.edge_ids.nbytes
-                                                   for a in self.restricted))
-
     def refresh(self, rng: np.random.Generator) -> None:
         """Draw this rank's remote cache, tell every owner, and fetch the cached rows."""
         if not self.gns:
@@ -169,27 +174,26 @@ class PartitionedSampler:
         self.ledger.release("cache")
         self.cache = RemoteCache(np.zeros(0, np.int64), None)
         announced = self.ex.all_gather_rows(torch.from_numpy(ids), "structure")
-        self.restricted = []
-        for r, cached in enumerate(announced):
-            c = np.sort(cached.numpy())
-            if c.size:
-                pos = np.minimum(np.searchsorted(c, self.csc.indices), c.size - 1)
-                member = c[pos] == self.csc.indices
-            else:
-                member = np.zeros(self.csc.indices.size, np.bool_)
-            self.restricted.append(_restrict(self.csc, member | (self.edge_owner == r)))
-        self._charge_restricted()
+        self.caches_of = [np.sort(c.numpy()) for c in announced]
+        self.ledger.charge("caches-of-ranks", sum(c.nbytes for c in self.caches_of))
         x = self.fetch_rows(ids, "cache")
         self.ledger.charge("cache", ids.nbytes + (0 if x is None else x.numel() * 4))
         self.cache = RemoteCache(ids, x)
 
     # ------------------------------------------------------------- seed assignment
 
+    def held_by(self, requester: int, edges: np.ndarray) -> np.ndarray:
+        """Whether rank ``requester`` holds the source of each local edge (owns or caches it)."""
+        return (self.edge_owner[edges] == requester) | _member(self.caches_of[requester],
+                                                               self.csc.indices[edges])
+
     def coverage(self, seeds_local: np.ndarray) -> np.ndarray:
         """``(len(seeds), W)``: share of each owned seed's in-edges whose source rank ``r``
         holds (its part, or its cache)."""
-        deg = np.maximum(self.deg[seeds_local], 1).astype(np.float32)
-        cols = [(np.diff(a.indptr)[seeds_local] / deg) for a in self.restricted]
+        row, edges = _segments(self.shard.indptr, seeds_local)
+        deg = np.maximum(self.deg[seeds_local], 1).astype(np.float64)
+        cols = [np.bincount(row[self.held_by(r, edges)], minlength=seeds_local.size) / deg
+                for r in range(self.world)]
         return np.stack(cols, axis=1).astype(np.float32)
 
     def assign(self, train_local: np.ndarray, how: Assignment, rng: np.random.Generator
@@ -238,10 +242,15 @@ class PartitionedSampler:
             drawn = np.bincount(pos, minlength=rows.size)
             w = full[pos] / np.maximum(drawn[pos], 1)
             return drawn, nbr, w.astype(np.float32)
-        adj = self.restricted[requester]
-        cdeg = adj.indptr[rows + 1] - adj.indptr[rows]
+        row, edges = _segments(self.shard.indptr, rows)
+        keep = self.held_by(requester, edges)
+        cdeg = np.bincount(row[keep], minlength=rows.size)
+        indptr = np.zeros(rows.size + 1, np.int64)
+        np.cumsum(cdeg, out=indptr[1:])
+        kept = edges[keep]
+        adj = Adjacency(indptr, self.csc.indices[kept], kept)  # rows = positions in ``rows``
         rc, rf = np.flatnonzero(cdeg > 0), np.flatnonzero(cdeg == 0)
-        nbr_c, pos_c, _ = sample_neighbors(adj, rows[rc], fanout, rng)
+        nbr_c, pos_c, _ = sample_neighbors(adj, rc, fanout, rng)
         nbr_f, pos_f, _ = sample_neighbors(self.csc, rows[rf], fanout, rng)
         dst_c, dst_f = rc[pos_c], rf[pos_f]
         drawn = np.bincount(dst_c, minlength=rows.size) + np.bincount(dst_f, minlength=rows.size)
