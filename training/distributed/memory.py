@@ -1,7 +1,7 @@
 """A per-rank memory budget for graph data, simulated: every array a rank keeps is charged.
 
 Partitioned training charges its shard (structure, features, labels), the global partition book
-and degrees, the GNS cache (features and restricted neighbour lists) and each step's fetched
+and degrees, the GNS cache (its rows and every rank's cached ids) and each step's fetched
 rows. Going over the budget raises :class:`MemoryBudgetError` naming what did not fit, so a run
 never holds more graph data than ``--memory-budget``; a cache that does not fit is shrunk before
 it is drawn (:meth:`MemoryLedger.room`). Model parameters and autograd activations are not

@@ -10,8 +10,9 @@ which the equal per-rank step counts of :func:`balanced_assign` guarantee.
 **GNS across ranks.** Rank ``r``'s cache is its own partition (inclusion probability 1) plus
 remote nodes drawn independently with ``pi_u = min(1, lam · outdeg_u)`` (Dong et al., KDD 2021;
 :mod:`qgnn.training.sampling.cache`), ``lam`` fixed globally. At a refresh every rank announces
-its cached ids; each owner then restricts its in-edges to each requester's cache. The input hop
-of a requester's batch is sampled by the owner from those restricted lists with the unbiased GNS
+its cached ids; an owner restricts a requested node's in-edges to the requester's cache on the
+fly (sorted id lists, no per-edge state kept). The input hop of a requester's batch is sampled
+by the owner from those restricted lists with the unbiased GNS
 weight ``(1 - q_v) · (c_v / n_v) / pi_r(u)``, where ``pi_r(u) = 1`` for ``u`` in part ``r`` and
 ``q_v`` is 0 when ``v`` has an in-neighbour in part ``r`` and ``prod_u (1 - pi_u)`` otherwise;
 destinations with no cached in-neighbour fall back to uniform draws (weight ``d_v / n_v``).
