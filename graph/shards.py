@@ -162,3 +162,39 @@ def load_shard(directory: str | Path, part: int) -> GraphShard:
     if not np.array_equal(np.flatnonzero(shard.parts == part), shard.owned):
         raise ValueError(f"graph shard {path}: owned nodes disagree with the partition book")
     return shard
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m qgnn.graph.shards --dataset D --parts K [--method M] [--out DIR]``: partition
+    a dataset (reusing the stored partition when there is one) and write one shard file per
+    part; prints the partition report and the shard folder as JSON."""
+    import argparse
+    import json
+
+    from qgnn.graph.datasets import load_dataset
+    from qgnn.graph.partition import METHODS, load_or_partition
+
+    parser = argparse.ArgumentParser(prog="python -m qgnn.graph.shards", description=main.__doc__)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--parts", type=int, required=True)
+    parser.add_argument("--method", choices=METHODS, default="auto")
+    parser.add_argument("--split", type=int, default=0, help="which fixed split's masks")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None,
+                        help="shard folder (default: <partition file without .npz>/)")
+    args = parser.parse_args(argv)
+    try:
+        graph = load_dataset(args.dataset)
+        if not isinstance(graph, Graph):
+            parser.error("--dataset: partitioned training takes a node graph, got link data")
+        part, path = load_or_partition(graph, args.dataset, args.parts, args.method,
+                                       seed=args.seed)
+        out = Path(args.out) if args.out else path.with_suffix("")
+        write_shards(graph, part, out, args.split)
+    except ValueError as exc:
+        parser.exit(2, f"python -m qgnn.graph.shards: error: {exc}\n")
+    print(json.dumps({**part.report(graph), "partition_file": str(path), "shards": str(out)}))
+
+
+if __name__ == "__main__":
+    main()
