@@ -3,7 +3,8 @@
 For each dataset (``--datasets``: ``tolokers``, ``powerlaw``) the graph is cut into W parts
 (``--method``, METIS when pymetis is installed) and written as shards; then each sampler /
 assignment pair (``--runs``) trains for ``--epochs`` epochs on W spawned ranks (gloo over
-loopback, ``launch_local``) with the same fanouts, batch size, model and seed:
+loopback, ``launch_local``) with the same fanouts, global batch (``batch / W`` seeds per rank,
+so every W takes the same optimiser steps per epoch), model and seed:
 
 - ``gns/affinity``: per-rank GNS caches, seeds sent to the rank whose cache (and partition)
   holds most of their in-neighbours;
@@ -58,7 +59,10 @@ def _run(shards: Path, world: int, graph: Any, run: str, args: argparse.Namespac
     mc = ModelConfig(model=args.model, in_dim=graph.num_features, out_dim=graph.num_classes,
                      hidden=args.hidden, num_layers=len(args.fanouts))
     tc = TrainConfig(epochs=args.epochs, lr=args.lr, patience=None, seed=args.seed)
-    cfg = PartitionedConfig(sampler=sampler, fanouts=args.fanouts, batch_size=args.batch_size,
+    # one global batch at every W (each rank takes batch / W seeds): the same number of
+    # optimiser steps per epoch as the single-machine run, so accuracies compare
+    cfg = PartitionedConfig(sampler=sampler, fanouts=args.fanouts,
+                            batch_size=max(1, args.batch_size // world),
                             cache_fraction=args.cache_fraction, assignment=assignment)
     quant = {"method": "dq", "bits": 8} if args.quant == "dq8" else None
     started = time.perf_counter()
@@ -82,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--fanouts", type=lambda s: tuple(int(x) for x in s.split(",")),
                    default=(10, 10))
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=512,
+                   help="global seeds per step (each of W ranks takes batch / W)")
     p.add_argument("--cache-fraction", type=float, default=0.05)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=0.01)

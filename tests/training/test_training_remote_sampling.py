@@ -8,7 +8,7 @@ import pytest
 import torch
 from qgnn.graph.container import Graph
 from qgnn.graph.partition import Partition, partition_graph
-from qgnn.graph.shards import load_shard, shard_of, write_shards
+from qgnn.graph.shards import shard_of
 from qgnn.graph.synth import powerlaw_communities
 from qgnn.training.distributed.context import DistContext
 from qgnn.training.distributed.exchange import ByteCounter
@@ -60,25 +60,6 @@ def test_ledger_refuses_past_the_budget_and_tracks_the_peak() -> None:
     assert ledger.total == 900 and ledger.peak == 900
     with pytest.raises(MemoryBudgetError, match="rank 3: holding c"):
         ledger.charge("c", 200)
-
-
-def test_shard_files_round_trip(tmp_path) -> None:
-    g = powerlaw_communities(400, avg_degree=6, num_communities=3, num_features=5, seed=2)
-    part = partition_graph(g, 3, "ldg")
-    write_shards(g, part, tmp_path)
-    total_edges = 0
-    for p in range(3):
-        s = load_shard(tmp_path, p)
-        assert np.array_equal(s.owned, part.nodes(p))
-        assert np.array_equal(s.x, g.x[s.owned])
-        # in-edges of owned node v are exactly the graph's in-neighbours of v
-        v = int(s.owned[0])
-        assert np.array_equal(s.indices[s.indptr[0]:s.indptr[1]],
-                              g.csc.indices[g.csc.indptr[v]:g.csc.indptr[v + 1]])
-        total_edges += s.indices.size
-    assert total_edges == g.num_edges
-    with pytest.raises(ValueError, match="missing"):
-        load_shard(tmp_path, 3)
 
 
 class _Mirror:
