@@ -61,7 +61,7 @@ def _run(shards: Path, world: int, graph: Any, run: str, args: argparse.Namespac
     tc = TrainConfig(epochs=args.epochs, lr=args.lr, patience=None, seed=args.seed)
     # one global batch at every W (each rank takes batch / W seeds): the same number of
     # optimiser steps per epoch as the single-machine run, so accuracies compare
-    cfg = PartitionedConfig(sampler=sampler, fanouts=args.fanouts,
+    cfg = PartitionedConfig(sampler=sampler, fanouts=args.fanouts, estimator=args.estimator,
                             batch_size=max(1, args.batch_size // world),
                             cache_fraction=args.cache_fraction, assignment=assignment)
     quant = {"method": "dq", "bits": 8} if args.quant == "dq8" else None
@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="global seeds per step (each of W ranks takes batch / W)")
     p.add_argument("--cache-fraction", type=float, default=0.05)
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--estimator", choices=("unbiased", "normalized"), default="unbiased",
+                   help="GNS input-hop weights")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--quant", choices=("fp32", "dq8"), default="fp32")
     p.add_argument("--seed", type=int, default=0)

@@ -119,3 +119,20 @@ def test_partition_nodes_refuses_a_part_out_of_range() -> None:
     with pytest.raises(ValueError, match="part 3 out of range"):
         Partition(np.array([0, 3]), 2, "manual")
     assert isinstance(Graph, type)
+
+
+def test_normalized_weights_sum_to_the_in_degree() -> None:
+    g = powerlaw_communities(300, avg_degree=6, num_communities=3, num_features=2, seed=7)
+    shard = shard_of(g, partition_graph(g, 2, "random", seed=1), 0)
+    sampler = PartitionedSampler(shard, _Mirror(0), (3,), gns=True, cache_fraction=0.1,
+                                 ledger=MemoryLedger(None), estimator="normalized")
+    sampler.fetch_rows = lambda ids, kind, table=None: torch.zeros((ids.size, 2))  # type: ignore[method-assign]
+    sampler.refresh(np.random.default_rng(0))
+    ids = shard.owned[:40]
+    counts, _, w = sampler._serve(0, ids, 3, True, np.random.default_rng(1))
+    sums = np.bincount(np.repeat(np.arange(ids.size), counts), weights=w, minlength=ids.size)
+    degree = np.diff(shard.indptr)[:40]
+    assert np.allclose(sums[counts > 0], degree[counts > 0], rtol=1e-5)
+    with pytest.raises(ValueError, match="'ratio'"):
+        PartitionedSampler(shard, _Mirror(0), (3,), gns=True, cache_fraction=0.1,
+                           ledger=MemoryLedger(None), estimator="ratio")

@@ -65,6 +65,7 @@ class PartitionedConfig:
     cache_fraction: float = 0.05
     cache_refresh_period: int = 1
     assignment: Assignment = "affinity"
+    estimator: str = "unbiased"  # GNS input-hop weights: "unbiased" or "normalized"
     memory_budget: int | None = None  # bytes of graph data per rank
     eval_chunk: int = 4096  # destinations per chunk of layer-wise inference
 
@@ -234,7 +235,8 @@ def train_partitioned(ctx: DistContext, shard: GraphShard, model_cfg: ModelConfi
     ex = Exchanger(ctx, counter)
     ledger = MemoryLedger(cfg.memory_budget, ctx.rank)
     sampler = PartitionedSampler(shard, ex, cfg.fanouts, gns=cfg.sampler == "gns",
-                                 cache_fraction=cfg.cache_fraction, ledger=ledger)
+                                 cache_fraction=cfg.cache_fraction, ledger=ledger,
+                                 estimator=cfg.estimator)
     halo = Halo(sampler, cfg.eval_chunk)
     classes = torch.cat(ex.all_gather_rows(torch.tensor([shard.num_classes]), "stats"))
     num_classes = int(classes.max())
@@ -401,19 +403,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-fraction", type=float, default=0.05)
     parser.add_argument("--cache-refresh-period", type=int, default=1)
     parser.add_argument("--assignment", choices=ASSIGNMENTS, default="affinity")
+    parser.add_argument("--gns-estimator", choices=("unbiased", "normalized"),
+                        default="unbiased")
     parser.add_argument("--memory-budget", default=None,
                         help="graph data per rank, e.g. 64MiB (simulated: exceeding it stops "
                              "the run with the figures)")
     parser.add_argument("--bundle-out", default=None,
                         help="write the sharded bundle here (docs/partitioned.md)")
-    parser.add_argument("--backend", choices=("gloo", "nccl"), default="gloo")
+    parser.add_argument("--backend", choices=("gloo",), default="gloo",
+                        help="gloo only: the exchanges and the model run on CPU tensors (the "
+                             "nccl/CUDA path is not built and has not run)")
     add_quant_arguments(parser)
     args = parser.parse_args(argv)
     try:
         cfg = PartitionedConfig(sampler=args.sampler, fanouts=parse_fanouts(args.fanouts),
                                 batch_size=args.batch_size, cache_fraction=args.cache_fraction,
                                 cache_refresh_period=args.cache_refresh_period,
-                                assignment=args.assignment,
+                                assignment=args.assignment, estimator=args.gns_estimator,
                                 memory_budget=parse_bytes(args.memory_budget))
         qcfg = quant_config_from_args(args)
     except ValueError as exc:

@@ -16,6 +16,8 @@ by the owner from those restricted lists with the unbiased GNS
 weight ``(1 - q_v) · (c_v / n_v) / pi_r(u)``, where ``pi_r(u) = 1`` for ``u`` in part ``r`` and
 ``q_v`` is 0 when ``v`` has an in-neighbour in part ``r`` and ``prod_u (1 - pi_u)`` otherwise;
 destinations with no cached in-neighbour fall back to uniform draws (weight ``d_v / n_v``).
+``estimator="normalized"`` rescales each cache-drawn destination's weights to sum to ``d_v``
+(biased, far less variance; docs/gns.md).
 
 **Cache affinity.** Before an epoch the owners score each training seed ``s`` for every rank
 ``r``: the share of ``s``'s in-edges whose source rank ``r`` holds (owned or cached). Seeds then
@@ -38,6 +40,7 @@ from qgnn.training.distributed.exchange import Exchanger
 from qgnn.training.distributed.memory import MemoryLedger
 from qgnn.training.sampling.cache import draw_cache, inclusion_probabilities, miss_probability
 
+ESTIMATORS = ("unbiased", "normalized")  # as qgnn.training.sampling.gns (no stratified here)
 Assignment = Literal["affinity", "random", "owner"]
 ASSIGNMENTS: tuple[Assignment, ...] = ("affinity", "random", "owner")
 
@@ -117,7 +120,12 @@ class PartitionedSampler:
     """This rank's half of every sampling and fetching round (module docstring)."""
 
     def __init__(self, shard: GraphShard, ex: Exchanger, fanouts: Sequence[int], *,
-                 gns: bool, cache_fraction: float, ledger: MemoryLedger) -> None:
+                 gns: bool, cache_fraction: float, ledger: MemoryLedger,
+                 estimator: str = "unbiased") -> None:
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"--gns-estimator: expected one of {ESTIMATORS}, got "
+                             f"{estimator!r}")
+        self.estimator = estimator
         self.shard, self.ex, self.ledger = shard, ex, ledger
         self.fanouts = tuple(fanouts)
         self.gns = gns
@@ -258,6 +266,9 @@ class PartitionedSampler:
         q = np.where(self.neighbour_in_part[rows, requester], 0.0, self.miss[rows])
         pi = np.where(self.parts[nbr_c] == requester, 1.0, self.inclusion[nbr_c])
         w_c = (1.0 - q[dst_c]) * cdeg[dst_c] / drawn[dst_c] / pi
+        if self.estimator == "normalized":  # ratio form: each destination's weights sum to d_v
+            total = np.bincount(dst_c, weights=w_c, minlength=rows.size)
+            w_c = w_c * (full / np.where(total > 0, total, 1.0))[dst_c]
         w_f = full[dst_f] / drawn[dst_f]
         dst = np.concatenate([dst_c, dst_f])
         order = np.argsort(dst, kind="stable")
