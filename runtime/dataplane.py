@@ -504,6 +504,9 @@ class DataPlane:
         check_count(len(ids), field, self.limits, allow_empty=allow_empty)
         check_ids(ids, field, entry.backend.num_nodes, entry.label,
                   None if inductive is None else inductive.ids)
+        held = getattr(entry.backend, "check_ids", None)  # a shard replica: ids it serves
+        if held is not None:
+            held(ids, field)
         return ids
 
     # -- predictions -----------------------------------------------------------------------------

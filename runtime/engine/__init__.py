@@ -14,10 +14,12 @@ from qgnn.runtime.engine.executor import (
 )
 from qgnn.runtime.engine.partition import PartitionError, partition
 from qgnn.runtime.engine.session import SessionConfig, make_session
+from qgnn.runtime.engine.sharded import register as register_sharded
 from qgnn.runtime.engine.store import GraphStore, Snapshot
 from qgnn.runtime.engine.subgraph import Extractor, Subgraph
 
 register()
+register_sharded()
 
 __all__ = [
     "EmbeddingIndex",

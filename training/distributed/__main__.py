@@ -12,6 +12,7 @@ from importlib import import_module
 MODES: dict[str, str] = {
     "ddp": "qgnn.training.distributed.ddp",
     "edge-sharded": "qgnn.training.distributed.edge_sharded",
+    "partitioned": "qgnn.training.distributed.partitioned",
 }
 
 

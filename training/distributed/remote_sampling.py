@@ -1,0 +1,364 @@
+"""Neighbour sampling, feature fetching and GNS caches over a partitioned graph.
+
+Each rank holds one :class:`~qgnn.graph.shards.GraphShard`. Sampling a hop for a frontier of
+nodes groups them by owner; each owner samples its own nodes' in-neighbours and replies with
+the drawn source ids and their sum-form importance weights (three all-to-all rounds per hop:
+ids, counts + neighbours, weights). Feature rows of input nodes that are neither owned nor
+cached are fetched the same way. All ranks run these rounds in lockstep (every step, every hop),
+which the equal per-rank step counts of :func:`balanced_assign` guarantee.
+
+**GNS across ranks.** Rank ``r``'s cache is its own partition (inclusion probability 1) plus
+remote nodes drawn independently with ``pi_u = min(1, lam · outdeg_u)`` (Dong et al., KDD 2021;
+:mod:`qgnn.training.sampling.cache`), ``lam`` fixed globally. At a refresh every rank announces
+its cached ids; an owner restricts a requested node's in-edges to the requester's cache on the
+fly (sorted id lists, no per-edge state kept). The input hop of a requester's batch is sampled
+by the owner from those restricted lists with the unbiased GNS
+weight ``(1 - q_v) · (c_v / n_v) / pi_r(u)``, where ``pi_r(u) = 1`` for ``u`` in part ``r`` and
+``q_v`` is 0 when ``v`` has an in-neighbour in part ``r`` and ``prod_u (1 - pi_u)`` otherwise;
+destinations with no cached in-neighbour fall back to uniform draws (weight ``d_v / n_v``).
+``estimator="normalized"`` rescales each cache-drawn destination's weights to sum to ``d_v``
+(biased, far less variance; docs/gns.md).
+
+**Cache affinity.** Before an epoch the owners score each training seed ``s`` for every rank
+``r``: the share of ``s``'s in-edges whose source rank ``r`` holds (owned or cached). Seeds then
+go to their best-scoring rank under equal capacities (:func:`balanced_assign`); ``random``
+assignment deals them out evenly instead, ``owner`` keeps them on their owner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from qgnn.graph.container import Adjacency
+from qgnn.graph.neighbourhood import SampledBlock, sample_neighbors
+from qgnn.graph.shards import GraphShard
+from qgnn.training.distributed.exchange import Exchanger
+from qgnn.training.distributed.memory import MemoryLedger
+from qgnn.training.sampling.cache import draw_cache, inclusion_probabilities, miss_probability
+
+ESTIMATORS = ("unbiased", "normalized")  # as qgnn.training.sampling.gns (no stratified here)
+Assignment = Literal["affinity", "random", "owner"]
+ASSIGNMENTS: tuple[Assignment, ...] = ("affinity", "random", "owner")
+
+
+def relabel(dst_nodes: np.ndarray, nbr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(node_ids, src)``: ``dst_nodes`` (distinct) first, then the new ids of ``nbr`` in order
+    of first appearance; ``node_ids[src] == nbr``. Sort-based, so no ``(N,)`` scratch array."""
+    both = np.concatenate([dst_nodes, nbr])
+    uniq, first, inverse = np.unique(both, return_index=True, return_inverse=True)
+    new = np.flatnonzero(first >= dst_nodes.size)
+    new = new[np.argsort(first[new], kind="stable")]
+    label = np.empty(uniq.size, np.int64)
+    label[inverse[: dst_nodes.size]] = np.arange(dst_nodes.size, dtype=np.int64)
+    label[new] = dst_nodes.size + np.arange(new.size, dtype=np.int64)
+    node_ids = np.concatenate([dst_nodes, uniq[new]])
+    return node_ids, label[inverse[dst_nodes.size:]]
+
+
+def balanced_assign(scores: np.ndarray, capacity: int) -> np.ndarray:
+    """Rank per seed (``-1``: sits out), each rank taking exactly ``capacity`` seeds when
+    ``len(scores) >= capacity · W``: seeds propose to their best rank not yet full, ranks keep
+    their best-scoring proposals (ties by position), rejected seeds try their next rank."""
+    n, w = scores.shape
+    if capacity * w > n:
+        raise ValueError(f"balanced_assign: {w} ranks x {capacity} seeds > {n} seeds")
+    assign = np.full(n, -1, np.int64)
+    remaining = np.full(w, capacity, np.int64)
+    banned = np.zeros((n, w), np.bool_)
+    for _ in range(w):
+        todo = np.flatnonzero(assign < 0)
+        if not todo.size or not remaining.any():
+            break
+        choice = np.argmax(np.where(banned[todo], -np.inf, scores[todo]), axis=1)
+        for r in range(w):
+            cand = todo[choice == r]
+            if not cand.size:
+                continue
+            order = cand[np.argsort(-scores[cand, r], kind="stable")]
+            take = int(min(remaining[r], order.size))
+            assign[order[:take]] = r
+            remaining[r] -= take
+            banned[order[take:], r] = True
+    return assign
+
+
+@dataclass(eq=False)
+class RemoteCache:
+    """This rank's cache of remote nodes: sorted ids and their feature rows."""
+
+    ids: np.ndarray  # (m,) int64 sorted, none owned by this rank
+    x: torch.Tensor | None  # (m, F)
+
+    def slots(self, ids: np.ndarray) -> np.ndarray:
+        """Position in the cache of each id, ``-1`` when not cached."""
+        if not self.ids.size:
+            return np.full(ids.size, -1, np.int64)
+        pos = np.minimum(np.searchsorted(self.ids, ids), self.ids.size - 1)
+        return np.where(self.ids[pos] == ids, pos, -1)
+
+
+def _member(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    if not sorted_ids.size:
+        return np.zeros(ids.size, np.bool_)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), sorted_ids.size - 1)
+    return sorted_ids[pos] == ids
+
+
+def _segments(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(row position per edge, local edge positions)`` of the in-edges of ``rows``."""
+    counts = indptr[rows + 1] - indptr[rows]
+    starts = np.repeat(indptr[rows] - (np.cumsum(counts) - counts), counts)
+    return (np.repeat(np.arange(rows.size, dtype=np.int64), counts),
+            starts + np.arange(int(counts.sum()), dtype=np.int64))
+
+
+class PartitionedSampler:
+    """This rank's half of every sampling and fetching round (module docstring)."""
+
+    def __init__(self, shard: GraphShard, ex: Exchanger, fanouts: Sequence[int], *,
+                 gns: bool, cache_fraction: float, ledger: MemoryLedger,
+                 estimator: str = "unbiased") -> None:
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"--gns-estimator: expected one of {ESTIMATORS}, got "
+                             f"{estimator!r}")
+        self.estimator = estimator
+        self.shard, self.ex, self.ledger = shard, ex, ledger
+        self.fanouts = tuple(fanouts)
+        self.gns = gns
+        self.rank, self.world = ex.ctx.rank, ex.world
+        self.csc = shard.csc
+        self.parts = shard.parts
+        self.deg = np.diff(shard.indptr)
+        # part of each local in-edge's source (1 byte an edge for up to 127 ranks)
+        self.edge_owner = shard.parts[shard.indices].astype(
+            np.int8 if self.world < 128 else np.int32)
+        ledger.charge("shard", sum(shard.nbytes().values()) + self.edge_owner.nbytes)
+        self.cache = RemoteCache(np.zeros(0, np.int64), None)
+        # every rank's cached remote ids (sorted): an owner restricts in-lists on the fly
+        self.caches_of: list[np.ndarray] = [np.zeros(0, np.int64)] * self.world
+        self.inclusion = np.zeros(0)
+        self.miss = np.zeros(0)
+        self.neighbour_in_part = np.zeros((0, 0), np.bool_)
+        if gns:
+            self._setup_gns(cache_fraction)
+
+    # ------------------------------------------------------------- GNS setup and refresh
+
+    def _setup_gns(self, cache_fraction: float) -> None:
+        """Agree on one cache size that fits every rank's budget, then the global inclusion
+        probabilities, per-node miss probabilities and the part-neighbour table."""
+        n, f = self.shard.num_nodes, 0 if self.shard.x is None else self.shard.x.shape[1]
+        want = cache_fraction * n
+        room = self.ledger.room()
+        # inclusion (N x 8 B), miss and part-neighbour tables, then per cached node its row,
+        # its id here and its id at every owner
+        fixed = n * 8 + self.shard.num_local * (8 + self.world)
+        if room is not None:
+            fits = max(0.0, (room - fixed) / (4 * f + 8 + 8 * self.world))
+            want = min(want, 0.5 * fits)  # the rest: halo tables and batch rows
+        agreed = torch.tensor([want], dtype=torch.float64)
+        got = self.ex.all_gather_rows(agreed, "structure")
+        self.cache_size = float(min(t.item() for t in got))
+        if self.cache_size < 1.0:
+            raise ValueError(f"rank {self.rank}: no room for a GNS cache within "
+                             f"--memory-budget; use the uniform sampler or a larger budget")
+        self.inclusion = inclusion_probabilities(self.shard.out_degree, self.cache_size)
+        self.miss = miss_probability(self.csc, self.inclusion)
+        rows = np.repeat(np.arange(self.shard.num_local), self.deg)
+        self.neighbour_in_part = np.zeros((self.shard.num_local, self.world), np.bool_)
+        self.neighbour_in_part[rows, self.edge_owner] = True
+        self.ledger.charge("gns-tables", self.inclusion.nbytes + self.miss.nbytes
+                           + self.neighbour_in_part.nbytes)
+
+    def refresh(self, rng: np.random.Generator) -> None:
+        """Draw this rank's remote cache, tell every owner, and fetch the cached rows."""
+        if not self.gns:
+            return
+        ids = draw_cache(self.inclusion, rng)
+        ids = ids[self.parts[ids] != self.rank]
+        self.ledger.release("cache")
+        self.cache = RemoteCache(np.zeros(0, np.int64), None)
+        announced = self.ex.all_gather_rows(torch.from_numpy(ids), "structure")
+        self.caches_of = [np.sort(c.numpy()) for c in announced]
+        self.ledger.charge("caches-of-ranks", sum(c.nbytes for c in self.caches_of))
+        x = self.fetch_rows(ids, "cache")
+        self.ledger.charge("cache", ids.nbytes + (0 if x is None else x.numel() * 4))
+        self.cache = RemoteCache(ids, x)
+
+    # ------------------------------------------------------------- seed assignment
+
+    def held_by(self, requester: int, edges: np.ndarray) -> np.ndarray:
+        """Whether rank ``requester`` holds the source of each local edge (owns or caches it)."""
+        return (self.edge_owner[edges] == requester) | _member(self.caches_of[requester],
+                                                               self.csc.indices[edges])
+
+    def coverage(self, seeds_local: np.ndarray) -> np.ndarray:
+        """``(len(seeds), W)``: share of each owned seed's in-edges whose source rank ``r``
+        holds (its part, or its cache)."""
+        row, edges = _segments(self.shard.indptr, seeds_local)
+        deg = np.maximum(self.deg[seeds_local], 1).astype(np.float64)
+        cols = [np.bincount(row[self.held_by(r, edges)], minlength=seeds_local.size) / deg
+                for r in range(self.world)]
+        return np.stack(cols, axis=1).astype(np.float32)
+
+    def assign(self, train_local: np.ndarray, how: Assignment, rng: np.random.Generator
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """This epoch's seeds for this rank ``(global ids, labels)``; every rank gets the same
+        number (the global training set divided by W, remainder sitting out)."""
+        if how not in ASSIGNMENTS:
+            raise ValueError(f"--assignment: expected one of {ASSIGNMENTS}, got {how!r}")
+        shard = self.shard
+        ids = shard.owned[train_local]
+        labels = shard.y[train_local]
+        if how == "affinity":
+            scores = self.coverage(train_local)
+        else:
+            scores = np.zeros((ids.size, self.world), np.float32)
+            scores[:, self.rank] = 1.0
+        all_ids = torch.cat(self.ex.all_gather_rows(torch.from_numpy(ids), "assignment")).numpy()
+        all_y = torch.cat(self.ex.all_gather_rows(torch.from_numpy(labels),
+                                                  "assignment")).numpy()
+        all_scores = torch.cat(self.ex.all_gather_rows(torch.from_numpy(scores),
+                                                       "assignment")).numpy()
+        order = np.argsort(all_ids, kind="stable")  # identical on every rank
+        all_ids, all_y, all_scores = all_ids[order], all_y[order], all_scores[order]
+        capacity = all_ids.size // self.world
+        if how == "random":
+            perm = rng.permutation(all_ids.size)
+            assign = np.full(all_ids.size, -1, np.int64)
+            assign[perm[: capacity * self.world]] = np.arange(capacity * self.world) % self.world
+        else:
+            # a little shared noise breaks ties between equally good ranks evenly
+            noise = rng.random(all_scores.shape, dtype=np.float32) * 1e-3
+            assign = balanced_assign(all_scores + noise, capacity)
+        mine = assign == self.rank
+        self.ledger.charge("assignment", all_ids.nbytes + all_y.nbytes + all_scores.nbytes)
+        return all_ids[mine], all_y[mine]
+
+    # ------------------------------------------------------------- serving owners' side
+
+    def _serve(self, requester: int, ids: np.ndarray, fanout: int, gns_hop: bool,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Owner side: ``(counts per id, neighbours, sum-form weights)`` for owned ``ids``."""
+        rows = self.shard.local_index(ids)
+        full = self.deg[rows]
+        if not gns_hop:
+            nbr, pos, _ = sample_neighbors(self.csc, rows, fanout, rng)
+            drawn = np.bincount(pos, minlength=rows.size)
+            w = full[pos] / np.maximum(drawn[pos], 1)
+            return drawn, nbr, w.astype(np.float32)
+        row, edges = _segments(self.shard.indptr, rows)
+        keep = self.held_by(requester, edges)
+        cdeg = np.bincount(row[keep], minlength=rows.size)
+        indptr = np.zeros(rows.size + 1, np.int64)
+        np.cumsum(cdeg, out=indptr[1:])
+        kept = edges[keep]
+        adj = Adjacency(indptr, self.csc.indices[kept], kept)  # rows = positions in ``rows``
+        rc, rf = np.flatnonzero(cdeg > 0), np.flatnonzero(cdeg == 0)
+        nbr_c, pos_c, _ = sample_neighbors(adj, rc, fanout, rng)
+        nbr_f, pos_f, _ = sample_neighbors(self.csc, rows[rf], fanout, rng)
+        dst_c, dst_f = rc[pos_c], rf[pos_f]
+        drawn = np.bincount(dst_c, minlength=rows.size) + np.bincount(dst_f, minlength=rows.size)
+        q = np.where(self.neighbour_in_part[rows, requester], 0.0, self.miss[rows])
+        pi = np.where(self.parts[nbr_c] == requester, 1.0, self.inclusion[nbr_c])
+        w_c = (1.0 - q[dst_c]) * cdeg[dst_c] / drawn[dst_c] / pi
+        if self.estimator == "normalized":  # ratio form: each destination's weights sum to d_v
+            total = np.bincount(dst_c, weights=w_c, minlength=rows.size)
+            w_c = w_c * (full / np.where(total > 0, total, 1.0))[dst_c]
+        w_f = full[dst_f] / drawn[dst_f]
+        dst = np.concatenate([dst_c, dst_f])
+        order = np.argsort(dst, kind="stable")
+        nbr = np.concatenate([nbr_c, nbr_f])[order]
+        w = np.concatenate([w_c, w_f])[order]
+        return drawn, nbr, w.astype(np.float32)
+
+    def _hop(self, nodes: np.ndarray, fanout: int, gns_hop: bool, key: Sequence[int]
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(dst position in nodes, neighbour id, weight)`` for every node, grouped by dst."""
+        owner = self.parts[nodes]
+        sel = [np.flatnonzero(owner == r) for r in range(self.world)]
+        asks = self.ex.exchange([torch.from_numpy(nodes[s]) for s in sel], "structure")
+        replies_i, replies_w = [], []
+        for r, ask in enumerate(asks):
+            rng = np.random.default_rng([*key, self.rank, r])
+            counts, nbr, w = self._serve(r, ask.numpy(), fanout, gns_hop, rng)
+            replies_i.append(torch.from_numpy(np.concatenate([counts, nbr]).astype(np.int64)))
+            replies_w.append(torch.from_numpy(w))
+        got_i = self.ex.exchange(replies_i, "structure")
+        got_w = self.ex.exchange(replies_w, "structure")
+        pos, nbr, w = [], [], []
+        for r, s in enumerate(sel):
+            body = got_i[r].numpy()
+            counts = body[: s.size]
+            pos.append(np.repeat(s, counts))
+            nbr.append(body[s.size:])
+            w.append(got_w[r].numpy())
+        p = np.concatenate(pos)
+        order = np.argsort(p, kind="stable")
+        return p[order], np.concatenate(nbr)[order], np.concatenate(w)[order]
+
+    def sample(self, seeds: np.ndarray, key: Sequence[int]) -> list[SampledBlock]:
+        """Blocks for ``seeds`` (distinct global ids), input layer first, like
+        :func:`~qgnn.graph.neighbourhood.khop_blocks`; the input hop draws from the caches
+        under GNS."""
+        nodes = np.asarray(seeds, np.int64)
+        hops = []
+        last = len(self.fanouts) - 1
+        for h, fanout in enumerate(self.fanouts):
+            dst, nbr, w = self._hop(nodes, fanout, self.gns and h == last, (*key, h))
+            node_ids, src = relabel(nodes, nbr)
+            hops.append((nodes.size, src, dst, w))
+            nodes = node_ids
+        blocks, num_src = [], nodes.size
+        for num_dst, src, dst, w in reversed(hops):
+            blocks.append(SampledBlock(node_ids=nodes[:num_src], src=src, dst=dst,
+                                       num_dst=num_dst, edge_ids=np.zeros(src.size, np.int64),
+                                       edge_weight=w))
+            num_src = num_dst
+        return blocks
+
+    # ------------------------------------------------------------- rows from owners
+
+    def fetch_rows(self, ids: np.ndarray, kind: str,
+                   table: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Rows of ``table`` (default: the features; any ``(n_local, D)`` per-rank table) for
+        global ``ids``, owned ones read locally, the others asked of their owners."""
+        local_table = table if table is not None else (
+            None if self.shard.x is None else torch.from_numpy(self.shard.x))
+        if local_table is None:
+            return None
+        owner = self.parts[ids]
+        sel = [np.flatnonzero(owner == r) for r in range(self.world)]
+        asks = self.ex.exchange([torch.from_numpy(ids[s]) for s in sel], "structure")
+        replies = [local_table.index_select(0, torch.from_numpy(
+            self.shard.local_index(a.numpy()))) for a in asks]
+        got = self.ex.exchange(replies, kind)
+        out = torch.empty((ids.size, local_table.shape[1]), dtype=local_table.dtype)
+        for s, rows in zip(sel, got, strict=True):
+            out[torch.from_numpy(s)] = rows
+        return out
+
+    def input_rows(self, input_ids: np.ndarray) -> tuple[torch.Tensor | None, int, int]:
+        """Features of a batch's input nodes: ``(rows, cache hits, remote fetches)``; owned and
+        cached rows cost no communication."""
+        if self.shard.x is None:
+            return None, 0, 0
+        out = torch.empty((input_ids.size, self.shard.x.shape[1]), dtype=torch.float32)
+        owned = self.parts[input_ids] == self.rank
+        slot = self.cache.slots(input_ids)
+        hit = (slot >= 0) & ~owned
+        if owned.any():
+            out[torch.from_numpy(owned)] = torch.from_numpy(
+                self.shard.x[self.shard.local_index(input_ids[owned])])
+        if hit.any() and self.cache.x is not None:
+            out[torch.from_numpy(hit)] = self.cache.x[torch.from_numpy(slot[hit])]
+        miss = ~owned & ~hit
+        fetched = self.fetch_rows(input_ids[miss], "features")
+        if fetched is not None and miss.any():
+            out[torch.from_numpy(miss)] = fetched
+        self.ledger.charge("batch-rows", out.numel() * 4)
+        return out, int(hit.sum()), int(miss.sum())
