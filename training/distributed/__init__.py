@@ -5,6 +5,8 @@ Modes, chosen with ``python -m qgnn.training.distributed --mode M`` under torchr
 - ``ddp`` (:mod:`.ddp`): data-parallel minibatch training; every rank holds the whole graph.
 - ``edge-sharded`` (:mod:`.edge_sharded`): full-graph training; every rank holds every node's
   state and 1/W of the edges (docs/distributed.md).
+- ``partitioned`` (:mod:`.partitioned`): minibatch GNS training; every rank holds one partition's
+  nodes, features and in-edges and fetches the rest from their owners (docs/partitioned.md).
 
 :mod:`.context` holds what every mode shares: the process group, local launch, torchrun's
 environment.
