@@ -83,18 +83,21 @@ def trial_run(backend: Any) -> None:
     """Step 3: one tiny request through the backend; raises ValueError on a wrong answer."""
     if int(backend.num_nodes) < 1:
         return  # an empty graph has nothing to ask about; the structure check still ran
-    ids = np.zeros(1, np.int64)
+    # a backend that serves only some nodes (a shard replica) names one it serves
+    node = int(getattr(backend, "trial_node", 0))
+    ids = np.full(1, node, np.int64)
     if backend.task == "node":
-        probs = _finite(backend.predict_nodes(ids), "probabilities of node 0",
+        probs = _finite(backend.predict_nodes(ids), f"probabilities of node {node}",
                         (1, int(backend.num_classes)))
         if (probs < 0).any() or (probs > 1).any():
-            raise ValueError("probabilities of node 0 are outside [0, 1]")
+            raise ValueError(f"probabilities of node {node} are outside [0, 1]")
     else:
         scores = _finite(backend.predict_links(np.zeros((1, 2), np.int64)),
                          "score of the pair (0, 0)", (1,))
         if (scores < 0).any() or (scores > 1).any():
             raise ValueError("score of the pair (0, 0) is outside [0, 1]")
-    _finite(backend.embed(ids), "embedding of node 0", (1, None))
+    if int(backend.embedding_dim) > 0:  # 0: the backend serves no embeddings (sharded bundles)
+        _finite(backend.embed(ids), f"embedding of node {node}", (1, None))
 
 
 def open_checked(bundle: Bundle, load: Callable[[Bundle], Any],

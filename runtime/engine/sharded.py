@@ -109,6 +109,11 @@ class ShardedBackend:
     def revision(self) -> int:
         return 0
 
+    @property
+    def trial_node(self) -> int:
+        """A node this replica serves, for the load check's trial request."""
+        return int(self._nodes[self.held[0]][0])
+
     # -- requests ----------------------------------------------------------------------------
 
     def check_ids(self, ids: np.ndarray, field: str) -> None:
