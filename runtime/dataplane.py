@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+from qgnn.runtime import admission
 from qgnn.runtime.bundle import Bundle
 from qgnn.runtime.errors import (
     BackendUnavailableError,
@@ -86,6 +87,7 @@ class BackendOptions:
     portable: bool = False
     observer: MetricsObserver = field(default_factory=lambda: MetricsObserver(None, ""))
     isa: str | None = None
+    precompute: str = "off"  # node outputs materialised at load: auto, on, off
 
 
 @runtime_checkable
@@ -273,6 +275,13 @@ class Limits:
     """Per-request limits (``--max-ids-per-request``)."""
 
     max_ids_per_request: int = 4096
+
+
+def work_bytes(rows: int, width: int) -> int:
+    """Bytes a request of ``rows`` ids holds while it is answered, for admission control: the
+    ids, the float32 result (rows x width) as an array, as raw response bytes and inside the
+    serialised response, and the int64 argmax."""
+    return int(rows) * (8 + 3 * 4 * max(int(width), 1) + 8)
 
 
 def graph_summary(backend: ModelBackend) -> GraphSummary:
@@ -486,6 +495,7 @@ class DataPlane:
         self.limits = limits or Limits()
         self.graph_logs = GraphLogs()
         repository.add_prepare_hook(self.graph_logs.replay)
+        self.update_refusal = ""  # why UpdateGraph is refused on this server ('' : allowed)
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -520,6 +530,17 @@ class DataPlane:
             with batcher.arriving():
                 ind = self._inductive(entry, inductive)
                 ids = self._ids(entry, ids, "node_ids", ind)
+                admission.charge(work_bytes(len(ids), backend.num_classes))
+                lookup = getattr(backend, "lookup_nodes", None)
+                if ind is None and lookup is not None:
+                    started = time.monotonic()
+                    found = lookup(ids)  # precomputed rows: a gather, no queue
+                    if found is not None:
+                        probs = _checked(found, np.float32, (len(ids), backend.num_classes),
+                                         "probabilities")
+                        batcher.record_inline(started, time.monotonic())
+                        return NodePredictions(entry.key, probs,
+                                               np.argmax(probs, axis=1).astype(np.int64))
                 if ind is None:
                     job = batcher.submit("nodes", ids, len(ids), deadline)
                 else:
@@ -544,6 +565,7 @@ class DataPlane:
                     raise InvalidRequestError(fields[1], len(d), f"must have as many entries as "
                                                                  f"{fields[0]} ({len(s)})")
                 pairs = np.stack([s, d], axis=1)
+                admission.charge(work_bytes(len(pairs), 2 * backend.embedding_dim))
                 if ind is None:
                     job = batcher.submit("links", pairs, len(pairs), deadline)
                 else:
@@ -560,6 +582,7 @@ class DataPlane:
             with batcher.arriving():
                 ind = self._inductive(entry, inductive)
                 ids = self._ids(entry, ids, "node_ids", ind)
+                admission.charge(work_bytes(len(ids), backend.embedding_dim))
                 if ind is None:
                     job = batcher.submit("embed", ids, len(ids), deadline)
                 else:
@@ -607,6 +630,8 @@ class DataPlane:
         nothing; versions loaded later replay the update. Once validated, an update is applied
         to every version regardless of the caller's deadline (it must not stop half-way)."""
         self.repository.resolve(model)  # NOT_FOUND / UNAVAILABLE before taking the lock
+        if self.update_refusal:
+            raise FailedPreconditionError(self.update_refusal)
         with self.repository.name_lock(model.name), \
                 self.repository.lease_all(model.name) as entries:
             head = next((e for e in entries if model.version in (None, e.version)), None)

@@ -14,6 +14,11 @@ anything else (a bug)                 INTERNAL, traceback logged
 ====================================  ======================
 
 A user's mistake never surfaces as a bare INTERNAL, and no exception escapes to kill a worker.
+
+Admission (runtime/admission.py) happens here too, before the servicer runs: a call in the
+shutdown window is UNAVAILABLE, one whose deadline already passed DEADLINE_EXCEEDED, one larger
+than ``--max-message-bytes`` or beyond the byte / request budget RESOURCE_EXHAUSTED; each is
+counted in ``qgnn_requests_shed_total`` by reason.
 """
 
 from __future__ import annotations
@@ -26,9 +31,12 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from qgnn.runtime.admission import Admission, shed
 from qgnn.runtime.errors import (
     BundleError,
+    DeadlineExceededError,
     InvalidRequestError,
+    LimitExceededError,
     ModelUnavailableError,
     ServingError,
     UnauthenticatedError,
@@ -92,8 +100,18 @@ class ServingInterceptor(grpc.ServerInterceptor):
     """Authenticates, gates on shutdown, measures and maps errors of every unary RPC."""
 
     def __init__(self, metrics: ServingMetrics | None, *, token: str | None = None,
-                 known_model: Callable[[str], bool] = lambda name: False) -> None:
+                 known_model: Callable[[str], bool] = lambda name: False,
+                 admission: Admission | None = None, max_message_bytes: int | None = None
+                 ) -> None:
         self._metrics = metrics
+        self.admission = admission
+        self._max_message_bytes = max_message_bytes
+        self._active = 0  # calls past the shutdown gate, not yet answered
+        self._active_cond = threading.Condition()
+        # Set once gRPC has stopped taking new streams: calls that arrived in the shutdown
+        # window wait for it before their UNAVAILABLE (see QgnnServer.stop).
+        self.released = threading.Event()
+        self.hold_limit_s = 5.0
         self._token = None if token is None else token.encode()
         self._known_model = known_model
         self.closing = threading.Event()
@@ -129,6 +147,38 @@ class ServingInterceptor(grpc.ServerInterceptor):
             call, request_deserializer=_safe_deserializer(handler.request_deserializer, rpc),
             response_serializer=handler.response_serializer)
 
+    def _admit(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """The call's admission ticket (None without admission), or the shedding error."""
+        left = context.time_remaining() if hasattr(context, "time_remaining") else None
+        if left is not None and left <= 0:
+            shed(self._metrics, "deadline")
+            raise DeadlineExceededError("the deadline had passed when the request arrived")
+        size = request.ByteSize() if hasattr(request, "ByteSize") else 0
+        if self._max_message_bytes is not None and size > self._max_message_bytes:
+            shed(self._metrics, "message_bytes")
+            raise LimitExceededError("request bytes", size, self._max_message_bytes,
+                                     flag="--max-message-bytes")
+        if self.admission is None:
+            return None
+        return self.admission.enter(2 * size)  # the wire bytes and the parsed message
+
+    def _check_response(self, response: Any) -> None:
+        """An answer over ``--max-message-bytes`` is refused here, named and counted (gRPC
+        would refuse to send it with a bare RESOURCE_EXHAUSTED that qgnn never sees)."""
+        if self._max_message_bytes is None or not hasattr(response, "ByteSize"):
+            return
+        size = response.ByteSize()
+        if size > self._max_message_bytes:
+            shed(self._metrics, "message_bytes")
+            raise LimitExceededError("response bytes", size, self._max_message_bytes,
+                                     flag="--max-message-bytes")
+
+    def drain(self, timeout: float) -> bool:
+        """After :attr:`closing` is set: waits up to ``timeout`` seconds for every accepted
+        call to be answered; True when none is left."""
+        with self._active_cond:
+            return self._active_cond.wait_for(lambda: self._active == 0, timeout)
+
     def _call(self, behaviour: Callable, request: Any, context: grpc.ServicerContext, rpc: str,
               denied: ServingError | None) -> Any:
         started = time.perf_counter()
@@ -137,9 +187,16 @@ class ServingInterceptor(grpc.ServerInterceptor):
         if self._metrics is not None:
             self._metrics.inflight.labels(model).inc()
         code = "OK"
+        ticket = None
+        with self._active_cond:
+            accepted = not self.closing.is_set()
+            if accepted:
+                self._active += 1
         try:
             try:
-                if self.closing.is_set():
+                if not accepted:
+                    shed(self._metrics, "shutdown")
+                    self.released.wait(self.hold_limit_s)
                     raise ModelUnavailableError("the server is shutting down; retry (another "
                                                 "replica)")
                 if denied is not None:
@@ -148,7 +205,9 @@ class ServingInterceptor(grpc.ServerInterceptor):
                     raise InvalidRequestError("request", type(request.error).__name__,
                                               f"not a valid {request.message_type} request "
                                               f"message: {request.error}")
+                ticket = self._admit(request, context)
                 response = behaviour(request, context)
+                self._check_response(response)
             except ServingError as exc:
                 code, message = exc.code, str(exc)
             except BundleError as exc:
@@ -166,6 +225,12 @@ class ServingInterceptor(grpc.ServerInterceptor):
                 return response
             context.abort(grpc.StatusCode[code], message)
         finally:
+            if ticket is not None and self.admission is not None:
+                self.admission.leave(ticket)
+            if accepted:
+                with self._active_cond:
+                    self._active -= 1
+                    self._active_cond.notify_all()
             if self._metrics is not None:
                 m = self._metrics
                 m.inflight.labels(model).dec()

@@ -48,6 +48,10 @@ class ServingMetrics:
     model_ready: Gauge
     queue_depth: Gauge
     shed_requests: Counter
+    # Admission control (runtime/admission.py, runtime/batching.py): why requests were shed
+    # before any work, and the bytes held by accepted ones.
+    requests_shed: Counter
+    inflight_bytes: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ServingMetrics:
@@ -106,6 +110,17 @@ class ServingMetrics:
                 "qgnn_shed_requests_total",
                 "Requests refused with RESOURCE_EXHAUSTED because the queue was full.",
                 ("model",), registry=r),
+            requests_shed=Counter(
+                "qgnn_requests_shed_total",
+                "Requests shed before any work by admission control, by reason: "
+                "inflight_bytes, inflight_requests, queue_time (could not be answered within "
+                "the deadline or --max-queue-ms), queue_full (--max-queue-size), deadline "
+                "(already past), shutdown.",
+                ("reason",), registry=r),
+            inflight_bytes=Gauge(
+                "qgnn_inflight_bytes",
+                "Payload and estimated work bytes held by accepted requests "
+                "(--max-inflight-bytes bounds it).", registry=r),
         )
 
 

@@ -1,0 +1,129 @@
+"""Admission control: a budget of bytes and requests in flight, charged before work starts.
+
+Why bytes and not a request count: one 4 MB request holds as much memory as 20,000 one-id
+requests, so a count bounds nothing (64 concurrent 3.9 MB requests took 1.1 GB). Every accepted
+RPC holds a :class:`Ticket` from the moment the interceptor sees it until its answer is
+serialised. The ticket is charged the request's payload bytes (twice: the wire bytes and the
+parsed message), and the data plane adds the work it is about to do (the bytes of the arrays it
+will build and return, estimated from ids x bytes per id) with :meth:`Admission.charge`. When a
+charge would take the total past ``max_inflight_bytes`` the request is shed at once with
+RESOURCE_EXHAUSTED; nothing queues for memory.
+
+The request count (``max_inflight``) is kept just below gRPC's own ``maximum_concurrent_rpcs``,
+so that qgnn, which counts and explains its rejections, refuses first: gRPC's limit only
+remains as a backstop for calls qgnn never sees (health, reflection). Time-based shedding (a
+queue bounded by the deadline or ``--max-queue-ms``) lives in the batcher, which knows the work
+queued ahead (runtime/batching.py).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from dataclasses import dataclass
+
+from qgnn.runtime.errors import OverloadedError
+from qgnn.runtime.metrics import ServingMetrics
+
+# Reasons a request is shed (label values of qgnn_requests_shed_total).
+REASONS = ("inflight_bytes", "inflight_requests", "queue_time", "queue_full", "deadline",
+           "message_bytes", "shutdown")
+
+
+@dataclass(eq=False)
+class Ticket:
+    """The bytes one accepted request holds, and the budget they count against."""
+
+    owner: Admission
+    nbytes: int = 0
+
+
+_CURRENT: contextvars.ContextVar[Ticket | None] = contextvars.ContextVar("qgnn_ticket",
+                                                                         default=None)
+
+
+def shed(metrics: ServingMetrics | None, reason: str) -> None:
+    """Counts one shed request under ``reason`` (one of :data:`REASONS`)."""
+    if metrics is not None:
+        metrics.requests_shed.labels(reason).inc()
+
+
+class Admission:
+    """The server-wide budget. Thread-safe; cheap enough to sit in front of every RPC."""
+
+    def __init__(self, max_inflight_bytes: int, max_inflight: int,
+                 metrics: ServingMetrics | None = None) -> None:
+        if max_inflight_bytes < 1 or max_inflight < 1:
+            raise ValueError(f"admission: max_inflight_bytes and max_inflight must be >= 1, got "
+                             f"{max_inflight_bytes} and {max_inflight}")
+        self.max_inflight_bytes = int(max_inflight_bytes)
+        self.max_inflight = int(max_inflight)
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        self._bytes = 0
+        self._count = 0
+
+    @property
+    def inflight_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def inflight(self) -> int:
+        return self._count
+
+    def _refuse(self, reason: str, message: str) -> OverloadedError:
+        shed(self._metrics, reason)
+        return OverloadedError(message)
+
+    def enter(self, nbytes: int) -> Ticket:
+        """Admits a request of ``nbytes`` payload bytes or raises OverloadedError; the ticket
+        becomes the current one of this thread's call (:meth:`charge`)."""
+        with self._lock:
+            if self._count >= self.max_inflight:
+                raise self._refuse("inflight_requests", f"server busy: {self._count} requests "
+                                   f"in flight (limit {self.max_inflight}); retry with backoff")
+            if self._bytes + nbytes > self.max_inflight_bytes:
+                raise self._refuse("inflight_bytes", self._bytes_message(nbytes))
+            self._count += 1
+            self._bytes += nbytes
+            self._publish()
+        ticket = Ticket(self, nbytes)
+        _CURRENT.set(ticket)
+        return ticket
+
+    def leave(self, ticket: Ticket) -> None:
+        """Returns a ticket's bytes and slot (once; the interceptor calls it in ``finally``)."""
+        with self._lock:
+            self._count -= 1
+            self._bytes -= ticket.nbytes
+            ticket.nbytes = 0
+            self._publish()
+        _CURRENT.set(None)
+
+    def charge(self, ticket: Ticket, nbytes: int) -> None:
+        """Adds ``nbytes`` of work to ``ticket``, or raises OverloadedError."""
+        if nbytes <= 0:
+            return
+        with self._lock:
+            if self._bytes + nbytes > self.max_inflight_bytes:
+                raise self._refuse("inflight_bytes", self._bytes_message(nbytes))
+            self._bytes += nbytes
+            ticket.nbytes += nbytes
+            self._publish()
+
+    def _bytes_message(self, nbytes: int) -> str:
+        return (f"server busy: {self._bytes} bytes in flight, this request needs {nbytes} more "
+                f"(--max-inflight-bytes {self.max_inflight_bytes}); retry with backoff, or "
+                f"split the request")
+
+    def _publish(self) -> None:
+        if self._metrics is not None:
+            self._metrics.inflight_bytes.set(self._bytes)
+
+
+def charge(nbytes: int) -> None:
+    """Charges ``nbytes`` of work to the current call's ticket (what the data plane calls before
+    it builds arrays); outside an admitted call (in-process callers, tests) it does nothing."""
+    ticket = _CURRENT.get()
+    if ticket is not None:
+        ticket.owner.charge(ticket, nbytes)
