@@ -18,9 +18,10 @@ Servers (rows):
   environments given by ``--kserve-python`` / ``--mlserver-python``; without them these rows
   are skipped (docs/benchmarks.md says how to make the environments).
 
-Scenarios: 1 and 64 ids per request, 8 closed-loop clients; then qgnn under open-loop overload
-at ``--overload-factor`` x its measured 1-id capacity for ``--overload-s`` seconds, where every
-status code and the server's peak RSS are recorded. Results: bench/results/serving.json and
+Scenarios: 1 and 64 ids per request, 8 closed-loop clients; then qgnn per-request under
+open-loop overload at ``--overload-factor`` x its measured capacity (``--overload-ids`` per
+request) for ``--overload-s`` seconds, where every status code, the server's shed counters and
+its peak RSS are recorded. Results: bench/results/serving.json and
 serving.md. The model: ``--bundle`` (default runs/demo/bundle, which ``./run demo`` writes).
 
 Run: ``python -m qgnn.bench.bench_serving --kserve-python ENV/bin/python --mlserver-python
@@ -37,7 +38,9 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,16 +101,20 @@ def rss_bytes(pid: int) -> int:
 def server_process(args: list[str], target: str, model: str, env: dict[str, str] | None = None,
                    timeout: float = 180) -> Iterator[subprocess.Popen]:
     """A server subprocess, ready once it answers ModelInfer; stopped with SIGTERM."""
-    log = open(os.devnull, "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(args, env=env or dict(os.environ), stdout=log,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # output to a file, not a pipe: a server that logs every request (KServe does) would block
+    # once a pipe nobody reads is full
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(args, env=env or dict(os.environ), stdout=log, stderr=log,
+                            text=True, start_new_session=True)
     try:
         end = time.monotonic() + timeout
         while answers(target, model, np.zeros(1, np.int64)) is None:
             if proc.poll() is not None or time.monotonic() > end:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+                log.seek(0)
                 raise RuntimeError(f"server did not start: {' '.join(args)}\n"
-                                   f"{(proc.communicate(timeout=10)[1] or '')[-3000:]}")
+                                   f"{log.read()[-3000:]}")
             time.sleep(0.3)
         yield proc
     finally:
@@ -139,13 +146,13 @@ def server_commands(args: argparse.Namespace, bundle: Path) -> list[tuple[str, s
     t = str(args.threads)
 
     def qgnn(*extra: str) -> Any:
-        return lambda port: [py, "-m", "qgnn.cli", "serve", b, "--host", "127.0.0.1",
-                             "--grpc-port", str(port), "--metrics-port", "0", "--threads", t,
-                             *extra]
+        return lambda port, metrics: [py, "-m", "qgnn.cli", "serve", b, "--host", "127.0.0.1",
+                                      "--grpc-port", str(port), "--metrics-port", str(metrics),
+                                      "--threads", t, *extra]
 
     def anchor(role: str) -> Any:
-        return lambda port: [py, "-m", "qgnn.bench.serving_anchors", role, "--port", str(port),
-                             "--bundle", b, "--threads", t]
+        return lambda port, metrics: [py, "-m", "qgnn.bench.serving_anchors", role, "--port",
+                                      str(port), "--bundle", b, "--threads", t]
 
     rows: list[tuple[str, str, Any]] = [
         ("qgnn per-request", "qgnn", qgnn("--precompute", "off")),
@@ -161,17 +168,31 @@ def server_commands(args: argparse.Namespace, bundle: Path) -> list[tuple[str, s
         for role, kind in (("subgraph", "same-work"), ("lookup", "lookup")):
             for threads in ((1, 2) if role == "subgraph" else (args.threads,)):
                 rows.append((f"kserve {role} ({threads} ort threads)", kind,
-                             lambda port, role=role, threads=threads: [
+                             lambda port, metrics, role=role, threads=threads: [
                                  args.kserve_python, str(BENCH / "kserve_anchor.py"), role,
                                  "--port", str(port), "--http-port", str(free_port()),
                                  "--bundle", b, "--threads", str(threads)]))
     if args.mlserver_python:
         for role, kind in (("subgraph", "same-work"), ("lookup", "lookup")):
-            rows.append((f"mlserver {role}", kind, lambda port, role=role: [
+            rows.append((f"mlserver {role}", kind, lambda port, metrics, role=role: [
                 args.mlserver_python, str(BENCH / "mlserver_anchor.py"), role, "--port",
                 str(port), "--http-port", str(free_port()), "--metrics-port", str(free_port()),
                 "--bundle", b, "--threads", t]))
     return rows
+
+
+def server_counts(metrics_port: int) -> dict[str, dict[str, float]]:
+    """qgnn's own counts: ModelInfer answers by status and shed requests by reason."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as page:
+        text = page.read().decode()
+    out: dict[str, dict[str, float]] = {"answers": {}, "shed": {}}
+    for m in re.finditer(r'^qgnn_requests_total\{[^}]*method="ModelInfer"[^}]*status="(\w+)"'
+                         r'[^}]*\} (\S+)', text, re.MULTILINE):
+        out["answers"][m[1]] = float(m[2])
+    for m in re.finditer(r'^qgnn_requests_shed_total\{reason="(\w+)"\} (\S+)', text,
+                         re.MULTILINE):
+        out["shed"][m[1]] = float(m[2])
+    return out
 
 
 def _compare(reference: tuple[np.ndarray, np.ndarray], got: tuple[np.ndarray, np.ndarray]
@@ -190,11 +211,11 @@ def measure(args: argparse.Namespace, bundle: Path) -> dict[str, Any]:
     for name, kind, command in server_commands(args, bundle):
         if args.only and not re.search(args.only, name):
             continue
-        port = free_port()
+        port, metrics = free_port(), free_port()
         target = f"127.0.0.1:{port}"
         row: dict[str, Any] = {"server": name, "kind": kind}
         try:
-            with server_process(command(port), target, model) as proc:
+            with server_process(command(port, metrics), target, model) as proc:
                 got = answers(target, model, probe)
                 if got is None:
                     raise RuntimeError("no answer to the probe request")
@@ -211,9 +232,15 @@ def measure(args: argparse.Namespace, bundle: Path) -> dict[str, Any]:
                     "duration_s": args.duration_s, "num_nodes": num_nodes})
                     for ids in (1, args.ids)]
                 row["rss_mib"] = round(rss_bytes(proc.pid) / 2**20, 1)
-                if name == "qgnn precomputed" and args.overload_s > 0:
+                if name == "qgnn per-request" and args.overload_s > 0:
+                    at = 0 if args.overload_ids == 1 else 1
+                    before = server_counts(metrics)
                     overload = run_overload(args, proc, target, model, num_nodes,
-                                            row["scenarios"][0]["requests_per_s"])
+                                            row["scenarios"][at]["requests_per_s"])
+                    after = server_counts(metrics)
+                    overload["server_counts"] = {
+                        part: {k: v - before[part].get(k, 0.0) for k, v in after[part].items()
+                               if v - before[part].get(k, 0.0)} for part in after}
         except Exception as exc:  # one server failing must not lose the others' rows
             row["error"] = f"{type(exc).__name__}: {str(exc)[-600:]}"
         rows.append(row)
@@ -239,7 +266,8 @@ def run_overload(args: argparse.Namespace, proc: subprocess.Popen, target: str, 
     sampler.start()
     rate = max(capacity * args.overload_factor, 10.0)
     try:
-        result = run_load({"target": target, "model": model, "ids": 1, "rate": rate,
+        result = run_load({"target": target, "model": model, "ids": args.overload_ids,
+                           "rate": rate,
                            "duration_s": args.overload_s, "deadline_s": args.overload_deadline_s,
                            "num_nodes": num_nodes})
     finally:
@@ -317,12 +345,20 @@ def markdown(results: dict[str, Any], host: dict[str, Any]) -> str:
     over = results.get("overload")
     if over:
         parts.append(
-            f"Overload (qgnn precomputed): open loop at {over['rate_per_s']:,.0f} requests/s "
-            f"({over['rate_per_s'] / max(over['capacity_rps'], 1):.1f}x its 1-id capacity) for "
+            f"Overload (qgnn per-request, {over['ids_per_request']} ids per request): open loop "
+            f"at {over['rate_per_s']:,.0f} requests/s "
+            f"({over['rate_per_s'] / max(over['capacity_rps'], 1):.1f}x its capacity) for "
             f"{over['seconds']:g} s, deadline {over['deadline_s']:g} s: "
             + ", ".join(f"{k} {v:,}" for k, v in sorted(over["codes"].items()))
             + f"; OK p50 {over['latency_ms']['p50']} ms, p99 {over['latency_ms']['p99']} ms; "
-              f"peak RSS {over['peak_rss_mib']} MiB.")
+              f"peak RSS {over['peak_rss_mib']} MiB. The server's own counts: answers "
+            + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(
+                over.get("server_counts", {}).get("answers", {}).items()))
+            + "; shed by reason "
+            + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(
+                over.get("server_counts", {}).get("shed", {}).items()))
+            + " (calls the client counted but the server did not never reached qgnn: they "
+              "expired in gRPC's transport or the client's own queue).")
     goals = targets(results)
     if goals:
         parts.append(markdown_table(("target (issue 17)", "measured", "met"), goals,
@@ -356,6 +392,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overload-s", type=float, default=10.0,
                         help="seconds of open-loop overload (0: skip)")
     parser.add_argument("--overload-factor", type=float, default=4.0)
+    parser.add_argument("--overload-ids", type=int, choices=(1, 64), default=64,
+                        help="ids per request of the overload (64: a rate the Python "
+                             "generator can sustain at 4x; 1 needs ~4x more requests/s)")
     parser.add_argument("--overload-deadline-s", type=float, default=1.0)
     parser.add_argument("--kserve-python", help="python of a venv with kserve 0.21")
     parser.add_argument("--mlserver-python", help="python of a venv with mlserver 1.7.1")

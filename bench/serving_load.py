@@ -102,6 +102,8 @@ async def _open(target: str, model: str, ids: int, rate: float, duration_s: floa
     chans = [grpc.aio.insecure_channel(target) for _ in range(channels)]
     stubs = [kserve_grpc.GRPCInferenceServiceStub(c).ModelInfer for c in chans]
 
+    details: dict[str, str] = {}
+
     async def one(i: int) -> None:
         request = infer_request(model, rng.integers(0, num_nodes, ids))
         sent = time.perf_counter()
@@ -110,6 +112,7 @@ async def _open(target: str, model: str, ids: int, rate: float, duration_s: floa
             code = "OK"
         except grpc.RpcError as exc:
             code = exc.code().name
+            details.setdefault(code, str(exc.details())[:200])
         codes[code] += 1
         if code == "OK":
             latencies.append(time.perf_counter() - sent)
@@ -127,7 +130,7 @@ async def _open(target: str, model: str, ids: int, rate: float, duration_s: floa
     for c in chans:
         await c.close()
     return {"mode": "open", "ids_per_request": ids, "rate_per_s": rate, "seconds": duration_s,
-            "deadline_s": deadline_s, "sent": i, "codes": dict(codes),
+            "deadline_s": deadline_s, "sent": i, "codes": dict(codes), "details": details,
             "errors": sum(v for k, v in codes.items() if k != "OK"),
             **_summary(latencies, duration_s, ids)}
 

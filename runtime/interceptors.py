@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -38,6 +39,7 @@ from qgnn.runtime.errors import (
     InvalidRequestError,
     LimitExceededError,
     ModelUnavailableError,
+    OverloadedError,
     ServingError,
     UnauthenticatedError,
 )
@@ -48,6 +50,32 @@ log = logging.getLogger("qgnn.runtime.server")
 # Services reachable without a token and during shutdown (probes must see NOT_SERVING).
 EXEMPT_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
                    "grpc.reflection.v1.ServerReflection")
+
+
+_QUEUED = threading.local()  # .at: when gRPC handed the running call to the executor
+
+
+class TimedExecutor(ThreadPoolExecutor):
+    """The RPC thread pool, recording when each call was handed over, so the interceptor can
+    shed a call that waited too long for a thread (its wait is invisible otherwise)."""
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        queued = time.monotonic()
+
+        def run() -> Any:
+            _QUEUED.at = queued
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _QUEUED.at = None
+
+        return super().submit(run)
+
+
+def thread_wait_s() -> float:
+    """How long the current call waited for its thread (0 outside a TimedExecutor)."""
+    at = getattr(_QUEUED, "at", None)
+    return 0.0 if at is None else time.monotonic() - at
 
 
 class _Malformed:
@@ -153,6 +181,13 @@ class ServingInterceptor(grpc.ServerInterceptor):
         if left is not None and left <= 0:
             shed(self._metrics, "deadline")
             raise DeadlineExceededError("the deadline had passed when the request arrived")
+        waited = thread_wait_s()
+        limit = None if self.admission is None else self.admission.max_queue_s
+        if limit is not None and waited > limit:
+            shed(self._metrics, "queue_time")
+            raise OverloadedError(f"server overloaded: the request waited {waited * 1e3:.0f} ms "
+                                  f"for a thread (--max-queue-ms {limit * 1e3:g}); retry with "
+                                  f"backoff")
         size = request.ByteSize() if hasattr(request, "ByteSize") else 0
         if self._max_message_bytes is not None and size > self._max_message_bytes:
             shed(self._metrics, "message_bytes")
@@ -160,7 +195,8 @@ class ServingInterceptor(grpc.ServerInterceptor):
                                      flag="--max-message-bytes")
         if self.admission is None:
             return None
-        return self.admission.enter(2 * size)  # the wire bytes and the parsed message
+        left = None if left is None or left > 1e6 else left  # 1e6+: no deadline
+        return self.admission.enter(2 * size, left)  # the wire bytes and the parsed message
 
     def _check_response(self, response: Any) -> None:
         """An answer over ``--max-message-bytes`` is refused here, named and counted (gRPC

@@ -11,12 +11,14 @@ NOT_SERVING, answers new calls UNAVAILABLE, lets accepted calls finish within th
 then closes the models.
 
 gRPC's own limits sit above qgnn's admission (runtime/admission.py), so qgnn refuses first and
-counts why: the thread pool and ``maximum_concurrent_rpcs`` have :data:`_RESERVE` more slots
-than qgnn's request budget (the reserve serves health and reflection, which skip admission);
+counts why: the thread pool has :data:`_RESERVE` more threads than qgnn's request budget (the
+reserve serves health and reflection, which skip admission); calls waiting for a thread are
+timed (:class:`TimedExecutor`) and shed by qgnn when their wait passes ``--max-queue-ms`` or
+their deadline; ``maximum_concurrent_rpcs`` is a backstop far above that;
 gRPC's receive limit is twice ``--max-message-bytes``, so a request over the limit but under
-twice it reaches qgnn's count (beyond that gRPC refuses it unread, the memory guard);
-``max_concurrent_streams`` per connection equals the pool, so streams are never refused at the
-HTTP/2 layer before qgnn sees them.
+twice it reaches qgnn's count (beyond that gRPC refuses it unread, the memory guard); HTTP/2's
+``max_concurrent_streams`` stays unlimited, since a stream refused there (REFUSED_STREAM) reaches
+the client as UNAVAILABLE and never reaches qgnn.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import signal
 import sys
 import threading
 import time
-from concurrent import futures
 from pathlib import Path
 from types import FrameType
 
@@ -39,7 +40,7 @@ from qgnn.runtime import kernels
 from qgnn.runtime.admission import Admission
 from qgnn.runtime.config import ServeConfig
 from qgnn.runtime.dataplane import DataPlane, Limits, import_backends
-from qgnn.runtime.interceptors import ServingInterceptor, read_token
+from qgnn.runtime.interceptors import ServingInterceptor, TimedExecutor, read_token
 from qgnn.runtime.metrics import MetricsHttpServer, ServingMetrics
 from qgnn.runtime.proto_gen.inference import POOL
 from qgnn.runtime.proto_gen.inference import grpc_service_pb2 as kserve
@@ -63,6 +64,14 @@ _RESERVE = 16
 # After SIGTERM and once the accepted calls are done, how long qgnn keeps taking new calls
 # (health NOT_SERVING) before gRPC stops accepting streams; see QgnnServer.stop.
 _LINGER_S = 0.5
+# RPC threads beyond _EXTRA_THREADS, at most: with more, the threads of a flood of cheap calls
+# (precomputed lookups) fight over the GIL with gRPC's own poller, which then takes new calls
+# off the transport so slowly that they expire there (the client sees CANCELLED). Calls beyond
+# the threads wait in the executor's queue, where qgnn measures their wait (TimedExecutor).
+_RPC_THREADS = 96
+# gRPC's own limit on calls taken (running or queued for a thread): a backstop far above what
+# qgnn's time-based shedding lets queue.
+_BACKSTOP_FACTOR = 16
 _POOL_LOCK = threading.Lock()
 
 
@@ -135,9 +144,9 @@ class QgnnServer:
                 f"graphs that take updates with --workers 1")
         self.health = HealthState(self.repository)
         token = read_token(config.auth_token_file) if config.auth_token_file else None
-        self.pool_size = config.max_queue_size + _EXTRA_THREADS
+        self.pool_size = min(config.max_queue_size, _RPC_THREADS) + _EXTRA_THREADS
         self.admission = Admission(config.max_inflight_bytes, self.pool_size - _RESERVE,
-                                   self.metrics)
+                                   self.metrics, max_queue_s=config.max_queue_ms / 1e3)
         self.interceptor = ServingInterceptor(self.metrics, token=token,
                                               known_model=self.repository.knows,
                                               admission=self.admission,
@@ -153,11 +162,11 @@ class QgnnServer:
         workers = self.pool_size
         size = self.config.max_message_bytes
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qgnn-rpc"),
-            interceptors=[self.interceptor], maximum_concurrent_rpcs=workers,
+            TimedExecutor(max_workers=workers, thread_name_prefix="qgnn-rpc"),
+            interceptors=[self.interceptor],
+            maximum_concurrent_rpcs=workers * _BACKSTOP_FACTOR,
             options=[("grpc.max_receive_message_length", min(2 * size, 2**31 - 1)),
                      ("grpc.max_send_message_length", size),
-                     ("grpc.max_concurrent_streams", workers),
                      ("grpc.so_reuseport", 1 if self.config.workers > 1 else 0)])
         pb_grpc.add_GraphInferenceServicer_to_server(GraphInferenceService(self.plane), server)
         pb_grpc.add_ModelAdminServicer_to_server(ModelAdminService(self.plane), server)

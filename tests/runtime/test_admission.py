@@ -77,3 +77,32 @@ def test_tickets_are_per_thread():
 def test_bad_budgets_are_refused_naming_them():
     with pytest.raises(ValueError, match="max_inflight_bytes"):
         Admission(0, 1)
+
+
+def test_a_saturated_server_sheds_what_it_cannot_answer_in_time_by_littles_law(monkeypatch):
+    metrics = ServingMetrics.create(CollectorRegistry())
+    clock = [100.0]
+    monkeypatch.setattr(admission.time, "monotonic", lambda: clock[0])
+    budget = Admission(10**9, 10**4, metrics, max_queue_s=1.0)
+    held = [budget.enter(1) for _ in range(admission.SATURATED + 92)]  # 100 in flight
+    for _ in range(2):  # two windows, saturated throughout, 50 completions each: 200/s
+        clock[0] += admission._WINDOW_S
+        for _ in range(50):
+            budget.leave(held.pop())
+            held.append(budget.enter(1))
+    clock[0] += admission._WINDOW_S
+    held.append(budget.enter(1, None))  # closes the window; ~0.5 s ahead < 1 s: admitted
+    assert budget.capacity == pytest.approx(200, rel=0.01)
+    with pytest.raises(OverloadedError, match="deadline left"):
+        budget.enter(1, 0.2)
+    while budget.estimated_wait_s() <= 1.0:
+        held.append(budget.enter(1))
+    with pytest.raises(OverloadedError, match="max-queue-ms"):
+        budget.enter(1)
+    assert _shed(metrics, "queue_time") == 2
+
+
+def test_a_quiet_server_never_sheds_a_burst_on_time():
+    budget = Admission(10**9, 10**4, max_queue_s=0.001)
+    tickets = [budget.enter(1, 0.0001) for _ in range(500)]  # no saturated window yet
+    assert budget.capacity == 0 and len(tickets) == 500
