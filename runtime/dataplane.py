@@ -527,20 +527,23 @@ class DataPlane:
         with self.repository.lease(model) as entry:
             self._require_task(entry, "PredictNodes")
             backend, batcher = entry.backend, entry.batcher
+            if not inductive and getattr(backend, "precomputed", False):
+                # precomputed rows: a gather on this thread, no queue (and not announced to
+                # the batcher, whose worker would wake for nothing)
+                started = time.monotonic()
+                checked = self._ids(entry, ids, "node_ids", None)
+                admission.charge(work_bytes(len(checked), backend.num_classes))
+                found = backend.lookup_nodes(checked)  # type: ignore[attr-defined]
+                if found is not None:
+                    probs = _checked(found, np.float32, (len(checked), backend.num_classes),
+                                     "probabilities")
+                    batcher.record_inline(started, time.monotonic())
+                    return NodePredictions(entry.key, probs,
+                                           np.argmax(probs, axis=1).astype(np.int64))
             with batcher.arriving():
                 ind = self._inductive(entry, inductive)
                 ids = self._ids(entry, ids, "node_ids", ind)
                 admission.charge(work_bytes(len(ids), backend.num_classes))
-                lookup = getattr(backend, "lookup_nodes", None)
-                if ind is None and lookup is not None:
-                    started = time.monotonic()
-                    found = lookup(ids)  # precomputed rows: a gather, no queue
-                    if found is not None:
-                        probs = _checked(found, np.float32, (len(ids), backend.num_classes),
-                                         "probabilities")
-                        batcher.record_inline(started, time.monotonic())
-                        return NodePredictions(entry.key, probs,
-                                               np.argmax(probs, axis=1).astype(np.int64))
                 if ind is None:
                     job = batcher.submit("nodes", ids, len(ids), deadline)
                 else:

@@ -220,7 +220,7 @@ class Engine:
         self.outputs: OutputTable | None = None
         if wanted(self.config.precompute, self.task, self.num_nodes, self.output_dim):
             started = time.perf_counter()
-            self.outputs = OutputTable(self.infer_all())
+            self.outputs = OutputTable(self.infer_all(), softmax)
             log.info("model %s v%d: %d node outputs precomputed in %.2f s (%d bytes)",
                      self.name, self.version, self.outputs.num_rows,
                      time.perf_counter() - started, self.outputs.nbytes)
@@ -460,12 +460,19 @@ class Engine:
             return None
         return table.rows(check_ids(ids, "node_ids", self.store.snapshot().num_nodes))
 
+    @property
+    def precomputed(self) -> bool:
+        """Whether node outputs are precomputed (:meth:`lookup_nodes` answers)."""
+        return self.outputs is not None
+
     def lookup_nodes(self, ids: Any) -> np.ndarray | None:
         """Class probabilities of graph nodes from the precomputed table (the same numbers as
         :meth:`predict_nodes` computes), or None when there is no table: a gather, cheap enough
         for the data plane to call on the request's own thread instead of the batcher's."""
-        logits = self._precomputed(ids)
-        return None if logits is None else softmax(logits)
+        table = self.outputs
+        if table is None:
+            return None
+        return table.activated_rows(check_ids(ids, "node_ids", self.store.snapshot().num_nodes))
 
     def _require(self, task: str, method: str) -> None:
         if self.task != task:

@@ -12,11 +12,14 @@ as its link-embedding refresh) and append the new nodes' rows; the table is repl
 written in place, so a reader holding the old one is never torn. Inductive requests (nodes given
 with one request) still run per request.
 
-Trade-off (docs/serving.md): memory N x C x 4 bytes, load time one full-graph pass, an update
-costs a forward pass over its affected rows; in return a request costs a gather.
+Trade-off (docs/serving.md): memory 2 x N x C x 4 bytes (logits and probabilities), load time
+one full-graph pass, an update costs a forward pass over its affected rows; in return a request
+costs a gather.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -29,19 +32,32 @@ def wanted(mode: str, task: str, num_nodes: int, width: int) -> bool:
     :data:`AUTO_MAX_BYTES`."""
     if task != "node" or mode == "off":
         return False
-    return mode == "on" or num_nodes * width * 4 <= AUTO_MAX_BYTES
+    return mode == "on" or 2 * num_nodes * width * 4 <= AUTO_MAX_BYTES
 
 
 class OutputTable:
-    """Rows of model outputs (N, C) float32, one per node, replaced whole on refresh."""
+    """Rows of model outputs (N, C) float32, one per node, and their row-wise ``activation``
+    (the engine's softmax: applied per row, so a gathered row of it is bit for bit the
+    activation of the gathered row), replaced whole on refresh."""
 
-    def __init__(self, values: np.ndarray) -> None:
+    def __init__(self, values: np.ndarray, activation: Callable[[np.ndarray], np.ndarray]
+                 ) -> None:
         self._values = np.ascontiguousarray(values, np.float32)
         self._values.setflags(write=False)
+        self._activation = activation
+        self._activated = np.ascontiguousarray(activation(self._values), np.float32)
+        self._activated.setflags(write=False)
 
     @property
     def values(self) -> np.ndarray:
         return self._values
+
+    def activated_rows(self, ids: np.ndarray) -> np.ndarray | None:
+        """Rows of the activated table (see :meth:`rows`)."""
+        table = self._activated
+        if ids.size and int(ids.max()) >= table.shape[0]:
+            return None
+        return table.take(ids, axis=0)
 
     @property
     def num_rows(self) -> int:
@@ -49,7 +65,7 @@ class OutputTable:
 
     @property
     def nbytes(self) -> int:
-        return int(self._values.nbytes)
+        return int(self._values.nbytes + self._activated.nbytes)
 
     def rows(self, ids: np.ndarray) -> np.ndarray | None:
         """Rows of ``ids`` (validated, >= 0), or None when an id is past the table (a node
@@ -72,4 +88,4 @@ class OutputTable:
             missing = int(np.argmin(covered))
             raise RuntimeError(f"precomputed outputs: row {missing} was added but not computed")
         grown[ids] = values
-        return OutputTable(grown)
+        return OutputTable(grown, self._activation)
