@@ -24,8 +24,14 @@ request) for ``--overload-s`` seconds, where every status code, the server's she
 its peak RSS are recorded. Results: bench/results/serving.json and
 serving.md. The model: ``--bundle`` (default runs/demo/bundle, which ``./run demo`` writes).
 
+All servers are started first and stay up; the scenarios then run in ``--rounds`` rounds, each
+visiting every server in turn, and each row reports its median round: on a shared machine the
+background load drifts by tens of percent within minutes, and interleaving spreads the drift
+over all rows instead of favouring whichever ran in a quiet minute.
+
 Run: ``python -m qgnn.bench.bench_serving --kserve-python ENV/bin/python --mlserver-python
-ENV2/bin/python`` (about 4 minutes with the default 5 s per scenario).
+ENV2/bin/python`` (about 10 minutes with the defaults: 12 servers, 3 rounds, 5 s per scenario;
+``--rounds 1 --duration-s 2`` for a 2-minute look).
 """
 
 from __future__ import annotations
@@ -202,51 +208,63 @@ def _compare(reference: tuple[np.ndarray, np.ndarray], got: tuple[np.ndarray, np
 
 
 def measure(args: argparse.Namespace, bundle: Path) -> dict[str, Any]:
+    """Starts every server at once, checks their answers, then runs the scenarios in
+    ``--rounds`` rounds, each round visiting every server in turn (on a shared machine the
+    load drifts; interleaving spreads the drift over all rows), keeping each row's median."""
     manifest = json.loads((bundle / "manifest.json").read_text())
     model, num_nodes = manifest["model"]["name"], int(manifest["graph"]["num_nodes"])
     probe = np.random.default_rng(7).integers(0, num_nodes, PROBE_IDS)
     reference = None
     rows: list[dict[str, Any]] = []
+    live: list[tuple[dict[str, Any], subprocess.Popen, str, int]] = []
     overload: dict[str, Any] | None = None
-    for name, kind, command in server_commands(args, bundle):
-        if args.only and not re.search(args.only, name):
-            continue
-        port, metrics = free_port(), free_port()
-        target = f"127.0.0.1:{port}"
-        row: dict[str, Any] = {"server": name, "kind": kind}
-        try:
-            with server_process(command(port, metrics), target, model) as proc:
+    with contextlib.ExitStack() as stack:
+        for name, kind, command in server_commands(args, bundle):
+            if args.only and not re.search(args.only, name):
+                continue
+            port, metrics = free_port(), free_port()
+            target = f"127.0.0.1:{port}"
+            row: dict[str, Any] = {"server": name, "kind": kind}
+            rows.append(row)
+            try:
+                proc = stack.enter_context(server_process(command(port, metrics), target,
+                                                          model))
                 got = answers(target, model, probe)
                 if got is None:
                     raise RuntimeError("no answer to the probe request")
-                if reference is None and kind == "qgnn":
-                    reference = got
-                if kind != "ceiling" and reference is not None:
-                    row["check"] = _compare(reference, got)
-                    if not row["check"]["classes_equal"] or row["check"]["max_abs_diff"] > 1e-5:
-                        row["error"] = "answers differ from qgnn's; not timed"
-                        rows.append(row)
-                        continue
-                row["scenarios"] = [run_load({
-                    "target": target, "model": model, "ids": ids, "clients": args.clients,
-                    "duration_s": args.duration_s, "num_nodes": num_nodes})
-                    for ids in (1, args.ids)]
-                row["rss_mib"] = round(rss_bytes(proc.pid) / 2**20, 1)
-                if name == "qgnn per-request" and args.overload_s > 0:
-                    at = 0 if args.overload_ids == 1 else 1
-                    before = server_counts(metrics)
-                    overload = run_overload(args, proc, target, model, num_nodes,
-                                            row["scenarios"][at]["requests_per_s"])
-                    after = server_counts(metrics)
-                    overload["server_counts"] = {
-                        part: {k: v - before[part].get(k, 0.0) for k, v in after[part].items()
-                               if v - before[part].get(k, 0.0)} for part in after}
-        except Exception as exc:  # one server failing must not lose the others' rows
-            row["error"] = f"{type(exc).__name__}: {str(exc)[-600:]}"
-        rows.append(row)
+            except Exception as exc:  # one server failing must not lose the others' rows
+                row["error"] = f"{type(exc).__name__}: {str(exc)[-600:]}"
+                continue
+            if reference is None and kind == "qgnn":
+                reference = got
+            if kind != "ceiling" and reference is not None:
+                row["check"] = _compare(reference, got)
+                if not row["check"]["classes_equal"] or row["check"]["max_abs_diff"] > 1e-5:
+                    row["error"] = "answers differ from qgnn's; not timed"
+                    continue
+            live.append((row, proc, target, metrics))
+        for _ in range(args.rounds):
+            for at, ids in enumerate((1, args.ids)):
+                for row, _, target, _ in live:
+                    row.setdefault("runs", [[], []])[at].append(run_load({
+                        "target": target, "model": model, "ids": ids, "clients": args.clients,
+                        "duration_s": args.duration_s, "num_nodes": num_nodes}))
+        for row, proc, target, metrics in live:
+            row["scenarios"] = [sorted(runs, key=lambda r: r["requests_per_s"])[len(runs) // 2]
+                                for runs in row["runs"]]
+            row["rss_mib"] = round(rss_bytes(proc.pid) / 2**20, 1)
+            if row["server"] == "qgnn per-request" and args.overload_s > 0:
+                at = 0 if args.overload_ids == 1 else 1
+                before = server_counts(metrics)
+                overload = run_overload(args, proc, target, model, num_nodes,
+                                        row["scenarios"][at]["requests_per_s"])
+                after = server_counts(metrics)
+                overload["server_counts"] = {
+                    part: {k: v - before[part].get(k, 0.0) for k, v in after[part].items()
+                           if v - before[part].get(k, 0.0)} for part in after}
     return {"model": model, "bundle": str(bundle), "num_nodes": num_nodes,
             "threads": args.threads, "clients": args.clients, "duration_s": args.duration_s,
-            "rows": rows, "overload": overload}
+            "rounds": args.rounds, "rows": rows, "overload": overload}
 
 
 def run_overload(args: argparse.Namespace, proc: subprocess.Popen, target: str, model: str,
@@ -368,7 +386,9 @@ def markdown(results: dict[str, Any], host: dict[str, Any]) -> str:
         f"{host['load_average_1m']} at the start (a shared machine: other tenants take CPU from "
         f"servers and generator alike), Python {host['python']}. {results['clients']} "
         f"closed-loop clients (asyncio, one channel each, own process, loopback), "
-        f"{results['duration_s']:g} s per scenario after 1 s warm-up; servers use "
+        f"{results['duration_s']:g} s per scenario after 1 s warm-up, all servers up at once "
+        f"and visited in turn for {results.get('rounds', 1)} round(s), each row the median "
+        f"round by requests/s; servers use "
         f"{results['threads']} intra-op threads unless named. Model {results['model']} "
         f"({results['num_nodes']} nodes) from {results['bundle']}. max |diff|: probabilities "
         f"against qgnn per-request on {PROBE_IDS} ids (classes equal in every timed row).")
@@ -386,6 +406,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clients", type=int, default=8, help="closed-loop clients (8)")
     parser.add_argument("--ids", type=int, default=64, help="ids per request, batch scenario")
     parser.add_argument("--duration-s", type=float, default=5.0, help="seconds per scenario")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds over all servers; each row reports its median run (3)")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads per server")
     parser.add_argument("--workers", type=int, default=2,
                         help="worker processes of the multi-worker qgnn row (1: no such row)")
