@@ -36,9 +36,10 @@ def groups(validate, root) -> list[dict]:
     return validate.rule_groups(root / "deploy" / "prometheus" / "rules")
 
 
-def test_the_catalogue_is_the_contract_plus_load_failures(validate):
+def test_the_catalogue_is_the_contract_plus_load_failures_and_admission(validate):
     assert {name: set(labels) for name, (_, labels) in validate.METRICS.items()} == {
-        **CONTRACT_METRICS, "qgnn_model_load_failures_total": {"model"}}
+        **CONTRACT_METRICS, "qgnn_model_load_failures_total": {"model"},
+        "qgnn_requests_shed_total": {"reason"}, "qgnn_inflight_bytes": set()}
 
 
 def test_the_rules_use_only_contract_metrics_and_labels(validate, groups):
