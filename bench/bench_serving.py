@@ -250,8 +250,9 @@ def measure(args: argparse.Namespace, bundle: Path) -> dict[str, Any]:
                         "target": target, "model": model, "ids": ids, "clients": args.clients,
                         "duration_s": args.duration_s, "num_nodes": num_nodes}))
         for row, proc, target, metrics in live:
-            row["scenarios"] = [sorted(runs, key=lambda r: r["requests_per_s"])[len(runs) // 2]
-                                for runs in row["runs"]]
+            row["scenarios"] = [  # the median round (the lower one of an even count)
+                sorted(runs, key=lambda r: r["requests_per_s"])[(len(runs) - 1) // 2]
+                for runs in row["runs"]]
             row["rss_mib"] = round(rss_bytes(proc.pid) / 2**20, 1)
             if row["server"] == "qgnn per-request" and args.overload_s > 0:
                 at = 0 if args.overload_ids == 1 else 1

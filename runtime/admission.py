@@ -81,6 +81,8 @@ class Admission:
         self._window_start = time.monotonic()
         self._window_done = 0
         self._window_min = 0
+        if metrics is not None:  # read at scrape time: nothing to update per call
+            metrics.inflight_bytes.set_function(lambda: self._bytes)
 
     @property
     def inflight_bytes(self) -> int:
@@ -121,7 +123,6 @@ class Admission:
                 raise self._refuse("inflight_bytes", self._bytes_message(nbytes))
             self._count += 1
             self._bytes += nbytes
-            self._publish()
         ticket = Ticket(self, nbytes)
         _CURRENT.set(ticket)
         return ticket
@@ -134,7 +135,6 @@ class Admission:
             ticket.nbytes = 0
             self._window_done += 1
             self._window_min = min(self._window_min, self._count)
-            self._publish()
         _CURRENT.set(None)
 
     def charge(self, ticket: Ticket, nbytes: int) -> None:
@@ -146,7 +146,6 @@ class Admission:
                 raise self._refuse("inflight_bytes", self._bytes_message(nbytes))
             self._bytes += nbytes
             ticket.nbytes += nbytes
-            self._publish()
 
     def _tick(self, now: float) -> None:
         """Closes the rate window when it is over (caller holds the lock)."""
@@ -163,10 +162,6 @@ class Admission:
         return (f"server busy: {self._bytes} bytes in flight, this request needs {nbytes} more "
                 f"(--max-inflight-bytes {self.max_inflight_bytes}); retry with backoff, or "
                 f"split the request")
-
-    def _publish(self) -> None:
-        if self._metrics is not None:
-            self._metrics.inflight_bytes.set(self._bytes)
 
 
 def charge(nbytes: int) -> None:

@@ -139,6 +139,8 @@ class ServingInterceptor(grpc.ServerInterceptor):
         # Set once gRPC has stopped taking new streams: calls that arrived in the shutdown
         # window wait for it before their UNAVAILABLE (see QgnnServer.stop).
         self.released = threading.Event()
+        # metric children by label values; bounded: model is a loaded model's name or ''
+        self._children: dict[Any, Any] = {}
         self.hold_limit_s = 5.0
         self._token = None if token is None else token.encode()
         self._known_model = known_model
@@ -174,6 +176,24 @@ class ServingInterceptor(grpc.ServerInterceptor):
         return grpc.unary_unary_rpc_method_handler(
             call, request_deserializer=_safe_deserializer(handler.request_deserializer, rpc),
             response_serializer=handler.response_serializer)
+
+    def _inflight(self, model: str) -> Any:
+        child = self._children.get(model)
+        if child is None:
+            child = self._children[model] = self._metrics.inflight.labels(model)
+        return child
+
+    def _series(self, model: str, rpc: str, code: str) -> tuple[Any, Any, Any]:
+        """The per-call metric children for these labels, looked up once (prometheus_client's
+        ``labels()`` costs a lock and a tuple per call; the serving path calls it per RPC)."""
+        key = (model, rpc, code)
+        found = self._children.get(key)
+        if found is None:
+            m = self._metrics
+            found = self._children[key] = (
+                m.request_duration.labels(*key), m.requests.labels(*key),
+                None if code == "OK" else m.request_errors.labels(*key))
+        return found
 
     def _admit(self, request: Any, context: grpc.ServicerContext) -> Any:
         """The call's admission ticket (None without admission), or the shedding error."""
@@ -221,7 +241,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
         name = "" if isinstance(request, _Malformed) else request_model(request)
         model = name if name and self._known_model(name) else ""
         if self._metrics is not None:
-            self._metrics.inflight.labels(model).inc()
+            self._inflight(model).inc()
         code = "OK"
         ticket = None
         with self._active_cond:
@@ -266,11 +286,12 @@ class ServingInterceptor(grpc.ServerInterceptor):
             if accepted:
                 with self._active_cond:
                     self._active -= 1
-                    self._active_cond.notify_all()
+                    if self.closing.is_set():
+                        self._active_cond.notify_all()
             if self._metrics is not None:
-                m = self._metrics
-                m.inflight.labels(model).dec()
-                m.request_duration.labels(model, rpc, code).observe(time.perf_counter() - started)
-                m.requests.labels(model, rpc, code).inc()
-                if code != "OK":
-                    m.request_errors.labels(model, rpc, code).inc()
+                self._inflight(model).dec()
+                duration, count, errors = self._series(model, rpc, code)
+                duration.observe(time.perf_counter() - started)
+                count.inc()
+                if errors is not None:
+                    errors.inc()
