@@ -47,7 +47,7 @@ def test_the_rules_use_only_contract_metrics_and_labels(validate, groups):
     alerts = {r["alert"]: r for g in groups for r in g["rules"] if "alert" in r}
     assert set(alerts) == {"QGNNTargetDown", "QGNNModelNotReady", "QGNNModelLoadFailed",
                            "QGNNHighLatencyP99", "QGNNHighErrorRatio", "QGNNServerErrors",
-                           "QGNNLoadShedding"}
+                           "QGNNLoadShedding", "QGNNAdmissionShedding"}
     assert alerts["QGNNModelNotReady"]["expr"] == "qgnn_model_ready == 0"
     records = {r["record"]: r["expr"] for g in groups for r in g["rules"] if "record" in r}
     p99 = records["model_method:qgnn_request_duration_seconds:p99_rate5m"]
