@@ -164,6 +164,12 @@ class Admission:
                 f"split the request")
 
 
+def bind(ticket: Ticket) -> None:
+    """Makes ``ticket`` the current call's (for :func:`charge`) on this thread: the ticket may
+    have been taken on another one (gRPC parses requests off the handler's thread)."""
+    _CURRENT.set(ticket)
+
+
 def charge(nbytes: int) -> None:
     """Charges ``nbytes`` of work to the current call's ticket (what the data plane calls before
     it builds arrays); outside an admitted call (in-process callers, tests) it does nothing."""

@@ -32,7 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import grpc
-from qgnn.runtime.admission import Admission, shed
+from qgnn.runtime.admission import Admission, Ticket, bind, shed
 from qgnn.runtime.errors import (
     BundleError,
     DeadlineExceededError,
@@ -53,6 +53,27 @@ EXEMPT_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerRefle
 
 
 _QUEUED = threading.local()  # .at: when gRPC handed the running call to the executor
+
+
+class _Admitted:
+    """A parsed request with the admission ticket taken for it while parsing (gRPC may parse
+    on another thread than the handler's, so the ticket travels with the request). A ticket
+    never claimed by a handler (gRPC dropped the call in between) is returned when this
+    wrapper is freed."""
+
+    __slots__ = ("message", "ticket")
+
+    def __init__(self, message: Any, ticket: Ticket) -> None:
+        self.message = message
+        self.ticket: Ticket | None = ticket
+
+    def claim(self) -> tuple[Any, Ticket | None]:
+        ticket, self.ticket = self.ticket, None
+        return self.message, ticket
+
+    def __del__(self) -> None:
+        if self.ticket is not None:
+            self.ticket.owner.leave(self.ticket)
 
 
 class TimedExecutor(ThreadPoolExecutor):
@@ -84,6 +105,13 @@ class _Malformed:
 
     def __init__(self, message_type: str, error: Exception) -> None:
         self.message_type = message_type
+        self.error = error
+
+
+class _Refused:
+    """Stands in for a request refused from its size alone, before it was parsed."""
+
+    def __init__(self, error: ServingError) -> None:
         self.error = error
 
 
@@ -174,7 +202,8 @@ class ServingInterceptor(grpc.ServerInterceptor):
             return self._call(behaviour, request, context, rpc, denied)
 
         return grpc.unary_unary_rpc_method_handler(
-            call, request_deserializer=_safe_deserializer(handler.request_deserializer, rpc),
+            call, request_deserializer=self._admitting(
+                _safe_deserializer(handler.request_deserializer, rpc)),
             response_serializer=handler.response_serializer)
 
     def _inflight(self, model: str) -> Any:
@@ -195,7 +224,32 @@ class ServingInterceptor(grpc.ServerInterceptor):
                 None if code == "OK" else m.request_errors.labels(*key))
         return found
 
-    def _admit(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def _admitting(self, parse: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+        """Wraps a deserializer so the request is admitted from its wire size before it is
+        parsed: a refused request never costs the parsed copy, and the budget counts the bytes
+        from the moment they are in Python."""
+        if parse is None:
+            return None
+
+        def admit_then_parse(data: bytes) -> Any:
+            size = len(data)
+            if self._max_message_bytes is not None and size > self._max_message_bytes:
+                shed(self._metrics, "message_bytes")
+                return _Refused(LimitExceededError("request bytes", size,
+                                                   self._max_message_bytes,
+                                                   flag="--max-message-bytes"))
+            if self.admission is None or self.closing.is_set():
+                return parse(data)
+            try:
+                ticket = self.admission.enter(2 * size)  # the wire bytes and the parsed copy
+            except OverloadedError as exc:  # counted by the admission
+                return _Refused(exc)
+            return _Admitted(parse(data), ticket)
+
+        return admit_then_parse
+
+    def _admit(self, request: Any, context: grpc.ServicerContext, ticket: Ticket | None
+               ) -> Ticket | None:
         """The call's admission ticket (None without admission), or the shedding error."""
         left = context.time_remaining() if hasattr(context, "time_remaining") else None
         if left is not None and left <= 0:
@@ -208,15 +262,19 @@ class ServingInterceptor(grpc.ServerInterceptor):
             raise OverloadedError(f"server overloaded: the request waited {waited * 1e3:.0f} ms "
                                   f"for a thread (--max-queue-ms {limit * 1e3:g}); retry with "
                                   f"backoff")
-        size = request.ByteSize() if hasattr(request, "ByteSize") else 0
-        if self._max_message_bytes is not None and size > self._max_message_bytes:
-            shed(self._metrics, "message_bytes")
-            raise LimitExceededError("request bytes", size, self._max_message_bytes,
-                                     flag="--max-message-bytes")
         if self.admission is None:
-            return None
+            return ticket
         left = None if left is None or left > 1e6 else left  # 1e6+: no deadline
-        return self.admission.enter(2 * size, left)  # the wire bytes and the parsed message
+        if ticket is None:  # not admitted while parsing (a caller without the wrapper)
+            size = request.ByteSize() if hasattr(request, "ByteSize") else 0
+            return self.admission.enter(2 * size, left)
+        wait = self.admission.estimated_wait_s()
+        if left is not None and wait > left:
+            shed(self._metrics, "queue_time")
+            raise OverloadedError(f"server overloaded: about {wait * 1e3:.0f} ms of requests "
+                                  f"ahead, more than the deadline left ({left * 1e3:.0f} ms); "
+                                  f"retry with backoff")
+        return ticket
 
     def _check_response(self, response: Any) -> None:
         """An answer over ``--max-message-bytes`` is refused here, named and counted (gRPC
@@ -238,12 +296,15 @@ class ServingInterceptor(grpc.ServerInterceptor):
     def _call(self, behaviour: Callable, request: Any, context: grpc.ServicerContext, rpc: str,
               denied: ServingError | None) -> Any:
         started = time.perf_counter()
-        name = "" if isinstance(request, _Malformed) else request_model(request)
+        ticket = None
+        if isinstance(request, _Admitted):  # admitted while parsing; released in finally
+            request, ticket = request.claim()
+            bind(ticket)
+        name = "" if isinstance(request, _Malformed | _Refused) else request_model(request)
         model = name if name and self._known_model(name) else ""
         if self._metrics is not None:
             self._inflight(model).inc()
         code = "OK"
-        ticket = None
         with self._active_cond:
             accepted = not self.closing.is_set()
             if accepted:
@@ -257,11 +318,13 @@ class ServingInterceptor(grpc.ServerInterceptor):
                                                 "replica)")
                 if denied is not None:
                     raise denied
+                if isinstance(request, _Refused):
+                    raise request.error
                 if isinstance(request, _Malformed):
                     raise InvalidRequestError("request", type(request.error).__name__,
                                               f"not a valid {request.message_type} request "
                                               f"message: {request.error}")
-                ticket = self._admit(request, context)
+                ticket = self._admit(request, context, ticket)
                 response = behaviour(request, context)
                 self._check_response(response)
             except ServingError as exc:

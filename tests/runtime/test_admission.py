@@ -106,3 +106,16 @@ def test_a_quiet_server_never_sheds_a_burst_on_time():
     budget = Admission(10**9, 10**4, max_queue_s=0.001)
     tickets = [budget.enter(1, 0.0001) for _ in range(500)]  # no saturated window yet
     assert budget.capacity == 0 and len(tickets) == 500
+
+
+def test_a_ticket_bound_on_another_thread_is_the_one_charged():
+    budget = Admission(1000, 10)
+    taken: list = []
+    t = threading.Thread(target=lambda: taken.append(budget.enter(10)))  # parsed elsewhere
+    t.start()
+    t.join()
+    admission.bind(taken[0])  # the handler's thread
+    admission.charge(90)
+    assert taken[0].nbytes == 100 and budget.inflight_bytes == 100
+    budget.leave(taken[0])
+    assert budget.inflight_bytes == 0
