@@ -12,9 +12,16 @@ server (:meth:`Batcher.arriving`: being validated, about to be queued). A lone r
 delayed; under load, requests queue while the worker computes and the next batch takes them all.
 
 Per-request errors are kept: callers validate before queueing, and if a merged call still fails,
-the worker reruns each job of the batch alone so only the bad one fails. A full queue refuses new
-jobs (:class:`OverloadedError`, RESOURCE_EXHAUSTED) instead of letting latency grow without bound,
-and a job whose deadline passed while it was queued is dropped, not computed.
+the worker reruns each job of the batch alone so only the bad one fails.
+
+The queue is bounded by time, not only by count: :meth:`Batcher.submit` estimates how long a new
+job would wait (the model calls needed for the rows queued ahead, plus the one running, each
+costing the recent mean model-call time) and sheds it at once with RESOURCE_EXHAUSTED
+(:class:`OverloadedError`) when that exceeds ``max_queue_s`` or when the answer could not come
+before the caller's deadline; a deadline already past is DEADLINE_EXCEEDED. A job that still
+waited longer than ``max_queue_s`` (the estimate was low: a burst) is shed when the worker
+reaches it, so an OK answer never queued longer than ``max_queue_s``. A job whose deadline passed
+while it was queued is dropped, not computed. ``max_queue_size`` remains as a count backstop.
 """
 
 from __future__ import annotations
@@ -30,10 +37,13 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
+from qgnn.runtime.admission import shed
 from qgnn.runtime.errors import DeadlineExceededError, ModelUnavailableError, OverloadedError
 from qgnn.runtime.metrics import ServingMetrics
 
 log = logging.getLogger("qgnn.runtime.batching")
+
+_EWMA = 0.2  # weight of the newest model call in the mean call time
 
 # One model call over the payloads of a batch (all with the same key, in queue order); returns one
 # result per payload.
@@ -71,16 +81,22 @@ class Batcher:
 
     def __init__(self, model: str, run: RunBatch, *, max_batch_size: int,
                  max_queue_delay_s: float, max_queue_size: int,
-                 metrics: ServingMetrics | None = None, workers: int = 1) -> None:
-        if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_s < 0 or workers < 1:
+                 metrics: ServingMetrics | None = None, workers: int = 1,
+                 max_queue_s: float | None = None) -> None:
+        if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_s < 0 or workers < 1 \
+                or (max_queue_s is not None and max_queue_s <= 0):
             raise ValueError(f"batcher for {model!r}: max_batch_size, max_queue_size and workers "
-                             f"must be >= 1 and max_queue_delay_s >= 0")
+                             f"must be >= 1, max_queue_delay_s >= 0 and max_queue_s > 0")
         self.model = model
         self._run = run
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
         self.max_queue_size = max_queue_size
+        self.max_queue_s = max_queue_s
         self._metrics = metrics
+        self._queued_rows = 0
+        self._running = 0  # batches being computed
+        self.call_s = 0.0  # recent mean seconds per model call (0 until the first one)
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._arriving = 0
@@ -116,15 +132,61 @@ class Batcher:
             if self._closed:
                 raise ModelUnavailableError(f"model {self.model} is unloading; retry")
             if len(self._queue) >= self.max_queue_size:
-                if self._metrics is not None:
-                    self._metrics.shed_requests.labels(self.model).inc()
+                self._count_shed("queue_full")
                 raise OverloadedError(f"model {self.model}: queue full ({self.max_queue_size} "
                                       f"requests waiting); retry with backoff")
+            self._admit_in_time(job)
             self._queue.append(job)
+            self._queued_rows += job.size
             self._cond.notify_all()
         if self._metrics is not None:
             self._metrics.queue_depth.labels(self.model).inc()
         return job
+
+    def estimated_wait_s(self, size: int = 1) -> float:
+        """Seconds a new job of ``size`` rows would queue: the model calls for the rows ahead of
+        it (and its own, when they do not fit one call), plus the call running now."""
+        calls = -(-(self._queued_rows + size) // self.max_batch_size) - 1 + self._running
+        return max(calls, 0) * self.call_s
+
+    def _admit_in_time(self, job: Job) -> None:
+        """Sheds ``job`` (caller holds the lock) when it cannot be answered within its deadline
+        or ``max_queue_s``: DEADLINE_EXCEEDED when the deadline is already past,
+        RESOURCE_EXHAUSTED otherwise."""
+        now = job.enqueued
+        if job.deadline is not None and now >= job.deadline:
+            self._count_shed("deadline")
+            raise DeadlineExceededError(f"model {self.model}: the deadline had passed when the "
+                                        f"request reached the queue")
+        wait = self.estimated_wait_s(job.size)
+        if self.max_queue_s is not None and wait > self.max_queue_s:
+            self._count_shed("queue_time")
+            raise OverloadedError(f"model {self.model}: overloaded, about {wait * 1e3:.0f} ms "
+                                  f"of work queued (--max-queue-ms "
+                                  f"{self.max_queue_s * 1e3:g}); retry with backoff")
+        if job.deadline is not None and now + wait + self.call_s > job.deadline:
+            self._count_shed("queue_time")
+            raise OverloadedError(f"model {self.model}: overloaded, the answer would take about "
+                                  f"{(wait + self.call_s) * 1e3:.0f} ms, past the request's "
+                                  f"deadline ({(job.deadline - now) * 1e3:.0f} ms); retry "
+                                  f"with backoff or a longer deadline")
+
+    def record_inline(self, started: float, finished: float) -> None:
+        """Counts a request answered on its caller's thread without queueing (a precomputed
+        lookup) in the statistics, as one request and one model call."""
+        took = int((finished - started) * 1e9)
+        with self._cond:
+            s = self.stats
+            s.inference_count += 1
+            s.execution_count += 1
+            s.success_ns += took
+            s.compute_ns += took
+            s.last_inference_ms = int(time.time() * 1e3)
+
+    def _count_shed(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.shed_requests.labels(self.model).inc()
+        shed(self._metrics, reason)
 
     def wait(self, job: Job) -> Any:
         """The job's result, raising its error; gives up with DeadlineExceededError at the job's
@@ -171,9 +233,18 @@ class Batcher:
     def _take(self, job: Job, now: float) -> bool:
         """Moves a job from queued to running; False (and the job is answered) when its caller
         has given up or its deadline has passed."""
+        self._queued_rows -= job.size
         if self._metrics is not None:
             self._metrics.queue_depth.labels(self.model).dec()
         if not job.future.set_running_or_notify_cancel():
+            return False
+        if self.max_queue_s is not None and now - job.enqueued > self.max_queue_s and \
+                not self._closed:
+            self._count_shed("queue_time")
+            job.future.set_exception(OverloadedError(
+                f"model {self.model}: overloaded, the request waited "
+                f"{(now - job.enqueued) * 1e3:.0f} ms in the queue (--max-queue-ms "
+                f"{self.max_queue_s * 1e3:g}); it was not computed; retry with backoff"))
             return False
         if job.deadline is not None and now >= job.deadline:
             job.future.set_exception(DeadlineExceededError(
@@ -222,6 +293,7 @@ class Batcher:
                 return []
             batch, rows = [first], first.size
             if first.key is None:
+                self._running += 1
                 return batch
             until = first.enqueued + self.max_queue_delay_s
             while rows < self.max_batch_size:
@@ -235,6 +307,7 @@ class Batcher:
                 if self._closed:
                     break
                 self._cond.wait(left)
+            self._running += 1
             return batch
 
     def _execute(self, batch: list[Job]) -> None:
@@ -257,6 +330,10 @@ class Batcher:
                 log.debug("batch of %d failed; rerunning its requests one by one", len(batch))
                 outcomes = [self._run_alone(job) for job in batch]
         finished = time.monotonic()
+        with self._cond:
+            self._running -= 1
+            took = finished - started
+            self.call_s = took if self.call_s == 0 else self.call_s + _EWMA * (took - self.call_s)
         if self._metrics is not None:
             self._metrics.compute_duration.labels(self.model, "model").observe(finished - started)
         self._record(batch, outcomes, started, finished)

@@ -29,6 +29,8 @@ _SIZE_UNITS = {"b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "m
 _KIND_NAMES = {int: "an integer", float: "a number", Path: "a path", str: "a string"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+PRECOMPUTE = ("auto", "on", "off")
+_SIZES = ("max_message_bytes", "max_inflight_bytes")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,10 @@ class ServeConfig:
     max_queue_size: int = 1024
     max_ids_per_request: int = 4096
     max_message_bytes: int = 4 * 2**20
+    max_inflight_bytes: int = 256 * 2**20
+    max_queue_ms: float = 500.0
+    precompute: str = "auto"
+    workers: int = 1
     grace_period_s: float = 20.0
     poll_interval_s: float = 0.0
     threads: int = 2
@@ -97,6 +103,20 @@ OPTIONS: tuple[Option, ...] = (
            1, 2**24),
     Option("max_message_bytes", int, "largest request or response message (e.g. 4194304, "
                                      "4MiB)", 1024, 2**31 - 1),
+    Option("max_inflight_bytes", int, "admission budget: request payload plus estimated work "
+                                      "bytes of all accepted requests; more is shed with "
+                                      "RESOURCE_EXHAUSTED (e.g. 268435456, 256MiB)",
+           2**16, 2**40),
+    Option("max_queue_ms", float, "longest a request may queue for its model; requests that "
+                                  "cannot be answered within it (or their deadline) are shed "
+                                  "with RESOURCE_EXHAUSTED at once", 1, 600_000),
+    Option("precompute", str, "node models: predictions materialised at load by full-graph "
+                              "inference, refreshed by graph updates, answered by lookup "
+                              "(inductive requests still run per request): on, off, or auto "
+                              "(on when the table is at most 256 MiB)"),
+    Option("workers", int, "server processes sharing the port (SO_REUSEPORT, Linux) and the "
+                           "memory-mapped bundles; graph updates then reach one worker only "
+                           "(docs/serving.md)", 1, 64),
     Option("grace_period_s", float, "on SIGTERM, how long accepted calls may take to finish",
            0, 3600),
     Option("poll_interval_s", float, "seconds between scans of PATH for new, changed or removed "
@@ -125,6 +145,9 @@ def check_config(cfg: ServeConfig) -> None:
             raise ValueError(f"{option.flag} must be >= {option.minimum:g}, got {value!r}")
         if option.maximum is not None and value > option.maximum:
             raise ValueError(f"{option.flag} must be <= {option.maximum:g}, got {value!r}")
+    if cfg.precompute not in PRECOMPUTE:
+        raise ValueError(f"--precompute must be one of {', '.join(PRECOMPUTE)}, got "
+                         f"{cfg.precompute!r}")
     if cfg.isa and cfg.isa not in LEVELS:
         raise ValueError(f"--isa: unknown ISA level {cfg.isa!r}; valid here: {', '.join(LEVELS)}")
     if (cfg.tls_cert is None) != (cfg.tls_key is None):
@@ -169,7 +192,7 @@ def convert(option: Option, value: Any, where: str) -> Any:
     if isinstance(value, bool):
         raise ValueError(f"{where} must be {what}, got {value!r}")
     try:
-        if option.name == "max_message_bytes" and isinstance(value, str):
+        if option.name in _SIZES and isinstance(value, str):
             return parse_size(value, where)
         if option.kind is int:
             if isinstance(value, float) and not value.is_integer():

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+from qgnn.runtime import admission
 from qgnn.runtime.bundle import Bundle
 from qgnn.runtime.errors import (
     BackendUnavailableError,
@@ -86,6 +87,7 @@ class BackendOptions:
     portable: bool = False
     observer: MetricsObserver = field(default_factory=lambda: MetricsObserver(None, ""))
     isa: str | None = None
+    precompute: str = "off"  # node outputs materialised at load: auto, on, off
 
 
 @runtime_checkable
@@ -292,6 +294,13 @@ class Limits:
     max_ids_per_request: int = 4096
 
 
+def work_bytes(rows: int, width: int) -> int:
+    """Bytes a request of ``rows`` ids holds while it is answered, for admission control: the
+    ids, the float32 result (rows x width) as an array, as raw response bytes and inside the
+    serialised response, and the int64 argmax."""
+    return int(rows) * (8 + 3 * 4 * max(int(width), 1) + 8)
+
+
 def graph_summary(backend: ModelBackend) -> GraphSummary:
     return GraphSummary(int(backend.num_nodes), int(backend.num_edges),
                         int(backend.num_features), int(backend.num_classes),
@@ -483,6 +492,7 @@ class DataPlane:
         self.limits = limits or Limits()
         self.graph_logs = GraphLogs()
         repository.add_prepare_hook(self.graph_logs.replay)
+        self.update_refusal = ""  # why UpdateGraph is refused on this server ('' : allowed)
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -517,9 +527,23 @@ class DataPlane:
         with self.repository.lease(model) as entry:
             self._require_task(entry, "PredictNodes")
             backend, batcher = entry.backend, entry.batcher
+            if not inductive and getattr(backend, "precomputed", False):
+                # precomputed rows: a gather on this thread, no queue (and not announced to
+                # the batcher, whose worker would wake for nothing)
+                started = time.monotonic()
+                checked = self._ids(entry, ids, "node_ids", None)
+                admission.charge(work_bytes(len(checked), backend.num_classes))
+                found = backend.lookup_nodes(checked)  # type: ignore[attr-defined]
+                if found is not None:
+                    probs = _checked(found, np.float32, (len(checked), backend.num_classes),
+                                     "probabilities")
+                    batcher.record_inline(started, time.monotonic())
+                    return NodePredictions(entry.key, probs,
+                                           np.argmax(probs, axis=1).astype(np.int64))
             with batcher.arriving():
                 ind = self._inductive(entry, inductive)
                 ids = self._ids(entry, ids, "node_ids", ind)
+                admission.charge(work_bytes(len(ids), backend.num_classes))
                 if ind is None:
                     job = batcher.submit("nodes", ids, len(ids), deadline)
                 else:
@@ -544,6 +568,7 @@ class DataPlane:
                     raise InvalidRequestError(fields[1], len(d), f"must have as many entries as "
                                                                  f"{fields[0]} ({len(s)})")
                 pairs = np.stack([s, d], axis=1)
+                admission.charge(work_bytes(len(pairs), 2 * backend.embedding_dim))
                 if ind is None:
                     job = batcher.submit("links", pairs, len(pairs), deadline)
                 else:
@@ -560,6 +585,7 @@ class DataPlane:
             with batcher.arriving():
                 ind = self._inductive(entry, inductive)
                 ids = self._ids(entry, ids, "node_ids", ind)
+                admission.charge(work_bytes(len(ids), backend.embedding_dim))
                 if ind is None:
                     job = batcher.submit("embed", ids, len(ids), deadline)
                 else:
@@ -673,6 +699,8 @@ class DataPlane:
         nothing; versions loaded later replay the update. Once validated, an update is applied
         to every version regardless of the caller's deadline (it must not stop half-way)."""
         self.repository.resolve(model)  # NOT_FOUND / UNAVAILABLE before taking the lock
+        if self.update_refusal:
+            raise FailedPreconditionError(self.update_refusal)
         with self.repository.name_lock(model.name), \
                 self.repository.lease_all(model.name) as entries:
             head = next((e for e in entries if model.version in (None, e.version)), None)

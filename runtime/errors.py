@@ -82,12 +82,14 @@ class LimitExceededError(ServingError):
 
     code = "RESOURCE_EXHAUSTED"
 
-    def __init__(self, field: str, count: int, limit: int) -> None:
+    def __init__(self, field: str, count: int, limit: int, *,
+                 flag: str = "--max-ids-per-request") -> None:
         self.field = field
         self.count = count
         self.limit = limit
-        super().__init__(f"{field}: {count} entries exceed the limit of {limit} per request "
-                         f"(--max-ids-per-request); split the request")
+        unit = "bytes" if flag == "--max-message-bytes" else "entries"
+        super().__init__(f"{field}: {count} {unit} exceed the limit of {limit} per request "
+                         f"({flag}); split the request")
 
 
 class UnauthenticatedError(ServingError):

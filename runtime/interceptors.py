@@ -14,6 +14,11 @@ anything else (a bug)                 INTERNAL, traceback logged
 ====================================  ======================
 
 A user's mistake never surfaces as a bare INTERNAL, and no exception escapes to kill a worker.
+
+Admission (runtime/admission.py) happens here too, before the servicer runs: a call in the
+shutdown window is UNAVAILABLE, one whose deadline already passed DEADLINE_EXCEEDED, one larger
+than ``--max-message-bytes`` or beyond the byte / request budget RESOURCE_EXHAUSTED; each is
+counted in ``qgnn_requests_shed_total`` by reason.
 """
 
 from __future__ import annotations
@@ -23,13 +28,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import grpc
+from qgnn.runtime.admission import Admission, Ticket, bind, shed
 from qgnn.runtime.errors import (
     BundleError,
+    DeadlineExceededError,
     InvalidRequestError,
+    LimitExceededError,
     ModelUnavailableError,
+    OverloadedError,
     ServingError,
     UnauthenticatedError,
 )
@@ -43,12 +53,66 @@ EXEMPT_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerRefle
                    "grpc.reflection.v1.ServerReflection")
 
 
+_QUEUED = threading.local()  # .at: when gRPC handed the running call to the executor
+
+
+class _Admitted:
+    """A parsed request with the admission ticket taken for it while parsing (gRPC may parse
+    on another thread than the handler's, so the ticket travels with the request). A ticket
+    never claimed by a handler (gRPC dropped the call in between) is returned when this
+    wrapper is freed."""
+
+    __slots__ = ("message", "ticket")
+
+    def __init__(self, message: Any, ticket: Ticket) -> None:
+        self.message = message
+        self.ticket: Ticket | None = ticket
+
+    def claim(self) -> tuple[Any, Ticket | None]:
+        ticket, self.ticket = self.ticket, None
+        return self.message, ticket
+
+    def __del__(self) -> None:
+        if self.ticket is not None:
+            self.ticket.owner.leave(self.ticket)
+
+
+class TimedExecutor(ThreadPoolExecutor):
+    """The RPC thread pool, recording when each call was handed over, so the interceptor can
+    shed a call that waited too long for a thread (its wait is invisible otherwise)."""
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        queued = time.monotonic()
+
+        def run() -> Any:
+            _QUEUED.at = queued
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _QUEUED.at = None
+
+        return super().submit(run)
+
+
+def thread_wait_s() -> float:
+    """How long the current call waited for its thread (0 outside a TimedExecutor)."""
+    at = getattr(_QUEUED, "at", None)
+    return 0.0 if at is None else time.monotonic() - at
+
+
 class _Malformed:
     """Stands in for a request whose bytes did not parse, so the error is INVALID_ARGUMENT
     (grpc would answer a bare INTERNAL 'Exception deserializing request!')."""
 
     def __init__(self, message_type: str, error: Exception) -> None:
         self.message_type = message_type
+        self.error = error
+
+
+class _Refused:
+    """Stands in for a request refused from its size alone, before it was parsed."""
+
+    def __init__(self, error: ServingError) -> None:
         self.error = error
 
 
@@ -93,8 +157,20 @@ class ServingInterceptor(grpc.ServerInterceptor):
     """Authenticates, gates on shutdown, measures and maps errors of every unary RPC."""
 
     def __init__(self, metrics: ServingMetrics | None, *, token: str | None = None,
-                 known_model: Callable[[str], bool] = lambda name: False) -> None:
+                 known_model: Callable[[str], bool] = lambda name: False,
+                 admission: Admission | None = None, max_message_bytes: int | None = None
+                 ) -> None:
         self._metrics = metrics
+        self.admission = admission
+        self._max_message_bytes = max_message_bytes
+        self._active = 0  # calls past the shutdown gate, not yet answered
+        self._active_cond = threading.Condition()
+        # Set once gRPC has stopped taking new streams: calls that arrived in the shutdown
+        # window wait for it before their UNAVAILABLE (see QgnnServer.stop).
+        self.released = threading.Event()
+        # metric children by label values; bounded: model is a loaded model's name or ''
+        self._children: dict[Any, Any] = {}
+        self.hold_limit_s = 5.0
         self._token = None if token is None else token.encode()
         self._known_model = known_model
         self.closing = threading.Event()
@@ -129,29 +205,131 @@ class ServingInterceptor(grpc.ServerInterceptor):
             return self._call(behaviour, request, context, rpc, denied)
 
         return grpc.unary_unary_rpc_method_handler(
-            call, request_deserializer=_safe_deserializer(handler.request_deserializer, rpc),
+            call, request_deserializer=self._admitting(
+                _safe_deserializer(handler.request_deserializer, rpc)),
             response_serializer=handler.response_serializer)
+
+    def _inflight(self, model: str) -> Any:
+        child = self._children.get(model)
+        if child is None:
+            child = self._children[model] = self._metrics.inflight.labels(model)
+        return child
+
+    def _series(self, model: str, rpc: str, code: str) -> tuple[Any, Any, Any]:
+        """The per-call metric children for these labels, looked up once (prometheus_client's
+        ``labels()`` costs a lock and a tuple per call; the serving path calls it per RPC)."""
+        key = (model, rpc, code)
+        found = self._children.get(key)
+        if found is None:
+            m = self._metrics
+            found = self._children[key] = (
+                m.request_duration.labels(*key), m.requests.labels(*key),
+                None if code == "OK" else m.request_errors.labels(*key))
+        return found
+
+    def _admitting(self, parse: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+        """Wraps a deserializer so the request is admitted from its wire size before it is
+        parsed: a refused request never costs the parsed copy, and the budget counts the bytes
+        from the moment they are in Python."""
+        if parse is None:
+            return None
+
+        def admit_then_parse(data: bytes) -> Any:
+            size = len(data)
+            if self._max_message_bytes is not None and size > self._max_message_bytes:
+                shed(self._metrics, "message_bytes")
+                return _Refused(LimitExceededError("request bytes", size,
+                                                   self._max_message_bytes,
+                                                   flag="--max-message-bytes"))
+            if self.admission is None or self.closing.is_set():
+                return parse(data)
+            try:
+                ticket = self.admission.enter(2 * size)  # the wire bytes and the parsed copy
+            except OverloadedError as exc:  # counted by the admission
+                return _Refused(exc)
+            return _Admitted(parse(data), ticket)
+
+        return admit_then_parse
+
+    def _admit(self, request: Any, context: grpc.ServicerContext, ticket: Ticket | None
+               ) -> Ticket | None:
+        """The call's admission ticket (None without admission), or the shedding error."""
+        left = context.time_remaining() if hasattr(context, "time_remaining") else None
+        if left is not None and left <= 0:
+            shed(self._metrics, "deadline")
+            raise DeadlineExceededError("the deadline had passed when the request arrived")
+        waited = thread_wait_s()
+        limit = None if self.admission is None else self.admission.max_queue_s
+        if limit is not None and waited > limit:
+            shed(self._metrics, "queue_time")
+            raise OverloadedError(f"server overloaded: the request waited {waited * 1e3:.0f} ms "
+                                  f"for a thread (--max-queue-ms {limit * 1e3:g}); retry with "
+                                  f"backoff")
+        if self.admission is None:
+            return ticket
+        left = None if left is None or left > 1e6 else left  # 1e6+: no deadline
+        if ticket is None:  # not admitted while parsing (a caller without the wrapper)
+            size = request.ByteSize() if hasattr(request, "ByteSize") else 0
+            return self.admission.enter(2 * size, left)
+        wait = self.admission.estimated_wait_s()
+        if left is not None and wait > left:
+            shed(self._metrics, "queue_time")
+            raise OverloadedError(f"server overloaded: about {wait * 1e3:.0f} ms of requests "
+                                  f"ahead, more than the deadline left ({left * 1e3:.0f} ms); "
+                                  f"retry with backoff")
+        return ticket
+
+    def _check_response(self, response: Any) -> None:
+        """An answer over ``--max-message-bytes`` is refused here, named and counted (gRPC
+        would refuse to send it with a bare RESOURCE_EXHAUSTED that qgnn never sees)."""
+        if self._max_message_bytes is None or not hasattr(response, "ByteSize"):
+            return
+        size = response.ByteSize()
+        if size > self._max_message_bytes:
+            shed(self._metrics, "message_bytes")
+            raise LimitExceededError("response bytes", size, self._max_message_bytes,
+                                     flag="--max-message-bytes")
+
+    def drain(self, timeout: float) -> bool:
+        """After :attr:`closing` is set: waits up to ``timeout`` seconds for every accepted
+        call to be answered; True when none is left."""
+        with self._active_cond:
+            return self._active_cond.wait_for(lambda: self._active == 0, timeout)
 
     def _call(self, behaviour: Callable, request: Any, context: grpc.ServicerContext, rpc: str,
               denied: ServingError | None) -> Any:
         started = time.perf_counter()
-        name = "" if isinstance(request, _Malformed) else request_model(request)
+        ticket = None
+        if isinstance(request, _Admitted):  # admitted while parsing; released in finally
+            request, ticket = request.claim()
+            bind(ticket)
+        name = "" if isinstance(request, _Malformed | _Refused) else request_model(request)
         model = name if name and self._known_model(name) else ""
         if self._metrics is not None:
-            self._metrics.inflight.labels(model).inc()
+            self._inflight(model).inc()
         code, error = "OK", None
+        with self._active_cond:
+            accepted = not self.closing.is_set()
+            if accepted:
+                self._active += 1
         try:
             try:
-                if self.closing.is_set():
+                if not accepted:
+                    shed(self._metrics, "shutdown")
+                    self.released.wait(self.hold_limit_s)
                     raise ModelUnavailableError("the server is shutting down; retry (another "
                                                 "replica)")
                 if denied is not None:
                     raise denied
+                if isinstance(request, _Refused):
+                    raise request.error
                 if isinstance(request, _Malformed):
                     raise InvalidRequestError("request", type(request.error).__name__,
                                               f"not a valid {request.message_type} request "
                                               f"message: {request.error}")
+                ticket = self._admit(request, context, ticket)
                 response = behaviour(request, context)
+                self._check_response(response)
             except ServingError as exc:
                 code, message, error = exc.code, str(exc), exc
             except BundleError as exc:
@@ -170,13 +348,21 @@ class ServingInterceptor(grpc.ServerInterceptor):
                 return response
             context.abort(grpc.StatusCode[code], message)
         finally:
+            if ticket is not None and self.admission is not None:
+                self.admission.leave(ticket)
+            if accepted:
+                with self._active_cond:
+                    self._active -= 1
+                    if self.closing.is_set():
+                        self._active_cond.notify_all()
             if self._metrics is not None:
                 m = self._metrics
                 reason = reason_for(code, error)
                 if reason is not None:
                     m.reject(reason, rpc)
-                m.inflight.labels(model).dec()
-                m.request_duration.labels(model, rpc, code).observe(time.perf_counter() - started)
-                m.requests.labels(model, rpc, code).inc()
-                if code != "OK":
-                    m.request_errors.labels(model, rpc, code).inc()
+                self._inflight(model).dec()
+                duration, count, errors = self._series(model, rpc, code)
+                duration.observe(time.perf_counter() - started)
+                count.inc()
+                if errors is not None:
+                    errors.inc()

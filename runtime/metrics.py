@@ -70,6 +70,10 @@ class ServingMetrics:
     shed_requests: Counter
     # -- rejections (issue 17): see REJECTION_REASONS and reject() below ----------------------
     requests_rejected: Counter
+    # Admission control (runtime/admission.py, runtime/batching.py): why requests were shed
+    # before any work, and the bytes held by accepted ones.
+    requests_shed: Counter
+    inflight_bytes: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ServingMetrics:
@@ -133,6 +137,17 @@ class ServingMetrics:
                 "Requests refused before or instead of an answer, by reason (REJECTION_REASONS "
                 "in qgnn.runtime.metrics), including those gRPC refuses before qgnn sees them.",
                 ("method", "reason"), registry=r),
+            requests_shed=Counter(
+                "qgnn_requests_shed_total",
+                "Requests shed before any work by admission control, by reason: "
+                "inflight_bytes, inflight_requests, queue_time (could not be answered within "
+                "the deadline or --max-queue-ms), queue_full (--max-queue-size), deadline "
+                "(already past), shutdown.",
+                ("reason",), registry=r),
+            inflight_bytes=Gauge(
+                "qgnn_inflight_bytes",
+                "Payload and estimated work bytes held by accepted requests "
+                "(--max-inflight-bytes bounds it).", registry=r),
         )
 
     def reject(self, reason: str, method: str = "") -> None:

@@ -74,6 +74,8 @@ class RepositoryOptions:
     portable: bool = False
     drain_timeout_s: float = 20.0  # how long UnloadModel waits for in-flight calls
     isa: str | None = None  # the kernels' ISA level (None: the host's default)
+    precompute: str = "off"  # node outputs materialised at load (--precompute)
+    max_queue_s: float | None = None  # longest a request may queue (--max-queue-ms)
 
 
 @dataclass(eq=False)
@@ -335,7 +337,7 @@ class ModelRepository:
             loader = resolve_loader(bundle.manifest)
             observer = MetricsObserver(self.metrics, bundle.name)
             options = BackendOptions(self.options.threads, self.options.portable, observer,
-                                     self.options.isa)
+                                     self.options.isa, self.options.precompute)
             backend = open_checked(bundle, lambda b: loader(b, options), observer)  # load_check
             if (backend.name, backend.version, backend.task) != (bundle.name, bundle.version,
                                                                  bundle.task):
@@ -352,7 +354,8 @@ class ModelRepository:
         entry.batcher = Batcher(bundle.name, make_batch_runner(backend),
                                 max_batch_size=self.options.max_batch_size,
                                 max_queue_delay_s=self.options.max_queue_delay_s,
-                                max_queue_size=self.options.max_queue_size, metrics=self.metrics)
+                                max_queue_size=self.options.max_queue_size, metrics=self.metrics,
+                                max_queue_s=self.options.max_queue_s)
         if self.metrics is not None:
             self.metrics.model_load_duration.labels(bundle.name).observe(
                 time.monotonic() - started)

@@ -9,6 +9,16 @@ Life cycle: :meth:`QgnnServer.start` binds both ports, answers health with NOT_S
 loads the models, then turns SERVING. :meth:`QgnnServer.stop` (SIGTERM) turns health
 NOT_SERVING, answers new calls UNAVAILABLE, lets accepted calls finish within the grace period,
 then closes the models.
+
+gRPC's own limits sit above qgnn's admission (runtime/admission.py), so qgnn refuses first and
+counts why: the thread pool has :data:`_RESERVE` more threads than qgnn's request budget (the
+reserve serves health and reflection, which skip admission); calls waiting for a thread are
+timed (:class:`TimedExecutor`) and shed by qgnn when their wait passes ``--max-queue-ms`` or
+their deadline; ``maximum_concurrent_rpcs`` is a backstop far above that;
+gRPC's receive limit is twice ``--max-message-bytes``, so a request over the limit but under
+twice it reaches qgnn's count (beyond that gRPC refuses it unread, the memory guard); HTTP/2's
+``max_concurrent_streams`` stays unlimited, since a stream refused there (REFUSED_STREAM) reaches
+the client as UNAVAILABLE and never reaches qgnn.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ import logging
 import signal
 import sys
 import threading
-from concurrent import futures
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -27,9 +37,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import CollectorRegistry
 from qgnn.runtime import kernels
+from qgnn.runtime.admission import Admission
 from qgnn.runtime.config import ServeConfig
 from qgnn.runtime.dataplane import DataPlane, Limits, import_backends
-from qgnn.runtime.interceptors import ServingInterceptor, read_token
+from qgnn.runtime.interceptors import ServingInterceptor, TimedExecutor, read_token
 from qgnn.runtime.metrics import MetricsHttpServer, ServingMetrics
 from qgnn.runtime.proto_gen.inference import POOL
 from qgnn.runtime.proto_gen.inference import grpc_service_pb2 as kserve
@@ -47,6 +58,20 @@ log = logging.getLogger("qgnn.runtime.server")
 # Threads for calls that do not queue on a model (health, admin, listing), on top of one per
 # queued request, so that --max-queue-size requests can wait while others are still answered.
 _EXTRA_THREADS = 32
+# Of the pool, slots qgnn's admission never hands out: health and reflection (which skip
+# admission) still get a thread when qgnn sheds, and gRPC's own limit is never the one hit.
+_RESERVE = 16
+# After SIGTERM and once the accepted calls are done, how long qgnn keeps taking new calls
+# (health NOT_SERVING) before gRPC stops accepting streams; see QgnnServer.stop.
+_LINGER_S = 0.5
+# RPC threads beyond _EXTRA_THREADS, at most: with more, the threads of a flood of cheap calls
+# (precomputed lookups) fight over the GIL with gRPC's own poller, which then takes new calls
+# off the transport so slowly that they expire there (the client sees CANCELLED). Calls beyond
+# the threads wait in the executor's queue, where qgnn measures their wait (TimedExecutor).
+_RPC_THREADS = 96
+# gRPC's own limit on calls taken (running or queued for a thread): a backstop far above what
+# qgnn's time-based shedding lets queue.
+_BACKSTOP_FACTOR = 16
 _POOL_LOCK = threading.Lock()
 
 
@@ -109,12 +134,23 @@ class QgnnServer:
                               max_queue_delay_s=config.max_queue_delay_ms / 1e3,
                               max_queue_size=config.max_queue_size, threads=config.threads,
                               portable=config.portable, drain_timeout_s=config.grace_period_s,
-                              isa=config.isa or None)))
+                              isa=config.isa or None, precompute=config.precompute,
+                              max_queue_s=config.max_queue_ms / 1e3)))
         self.plane = DataPlane(self.repository, Limits(config.max_ids_per_request))
+        if config.workers > 1:
+            self.plane.update_refusal = (
+                f"this server runs {config.workers} worker processes (--workers), each with "
+                f"its own copy of the graph: an update would reach one of them only; serve "
+                f"graphs that take updates with --workers 1")
         self.health = HealthState(self.repository)
         token = read_token(config.auth_token_file) if config.auth_token_file else None
+        self.pool_size = min(config.max_queue_size, _RPC_THREADS) + _EXTRA_THREADS
+        self.admission = Admission(config.max_inflight_bytes, self.pool_size - _RESERVE,
+                                   self.metrics, max_queue_s=config.max_queue_ms / 1e3)
         self.interceptor = ServingInterceptor(self.metrics, token=token,
-                                              known_model=self.repository.knows)
+                                              known_model=self.repository.knows,
+                                              admission=self.admission,
+                                              max_message_bytes=config.max_message_bytes)
         self._credentials = server_credentials(config)
         self._grpc: grpc.Server | None = None
         self._metrics_http: MetricsHttpServer | None = None
@@ -123,14 +159,15 @@ class QgnnServer:
         self._stopped = threading.Event()
 
     def _build(self) -> grpc.Server:
-        workers = self.config.max_queue_size + _EXTRA_THREADS
+        workers = self.pool_size
         size = self.config.max_message_bytes
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qgnn-rpc"),
-            interceptors=[self.interceptor], maximum_concurrent_rpcs=workers,
-            options=[("grpc.max_receive_message_length", size),
+            TimedExecutor(max_workers=workers, thread_name_prefix="qgnn-rpc"),
+            interceptors=[self.interceptor],
+            maximum_concurrent_rpcs=workers * _BACKSTOP_FACTOR,
+            options=[("grpc.max_receive_message_length", min(2 * size, 2**31 - 1)),
                      ("grpc.max_send_message_length", size),
-                     ("grpc.so_reuseport", 0)])
+                     ("grpc.so_reuseport", 1 if self.config.workers > 1 else 0)])
         pb_grpc.add_GraphInferenceServicer_to_server(GraphInferenceService(self.plane), server)
         pb_grpc.add_ModelAdminServicer_to_server(ModelAdminService(self.plane), server)
         kserve_grpc.add_GRPCInferenceServiceServicer_to_server(
@@ -184,11 +221,26 @@ class QgnnServer:
             return
         self._stopped.set()
         grace = self.config.grace_period_s if grace is None else grace
+        end = time.monotonic() + grace
         self.health.shutdown()
-        self.interceptor.closing.set()
+        self.interceptor.closing.set()  # from here new calls are UNAVAILABLE
         self.repository.stop_polling()
         if self._grpc is not None:
-            self._grpc.stop(grace).wait()
+            # Why this order: gRPC's own stop() cancels (CANCELLED) every call that reached the
+            # transport but no handler yet, and every call still running after the grace.
+            # So accepted calls finish first, with gRPC running. Calls arriving meanwhile
+            # are held in their handler (a closed-loop client then has nothing else in
+            # flight), gRPC stops taking streams (GOAWAY; the port closes), and only then are
+            # the held calls answered UNAVAILABLE: none is pending in the transport when it
+            # stops, and a client's next call finds the port closed, also UNAVAILABLE.
+            self.interceptor.hold_limit_s = max(grace, 0.0)
+            if not self.interceptor.drain(max(end - time.monotonic(), 0.0)):
+                log.warning("grace period (%g s) over with calls still running: they are "
+                            "cancelled", grace)
+            time.sleep(min(_LINGER_S, max(end - time.monotonic(), 0.0)))
+            stopped = self._grpc.stop(max(end - time.monotonic(), 0.1))
+            self.interceptor.released.set()
+            stopped.wait()
         self.repository.close()
         if self._metrics_http is not None:
             self._metrics_http.close()
@@ -200,11 +252,17 @@ class QgnnServer:
         self.stop(grace=1.0)
 
 
-def serve_main(config: ServeConfig) -> int:
-    """Runs a server until SIGTERM or SIGINT, then shuts down gracefully; exit code 0."""
+def serve_main(config: ServeConfig, *, worker: bool = False) -> int:
+    """Runs a server until SIGTERM or SIGINT, then shuts down gracefully; exit code 0. With
+    ``--workers N`` > 1 it supervises N worker processes instead (runtime/workers.py)."""
     if config.path is None:
         raise ValueError("qgnn serve needs PATH: a bundle or a model repository directory "
                          "(argument, $QGNN_PATH or 'path' in the config file)")
+    if config.workers > 1 and not worker:
+        from qgnn.runtime.workers import run_workers
+
+        print("qgnn serve: config " + json.dumps(config.describe(), sort_keys=True), flush=True)
+        return run_workers(config)
     print("qgnn serve: config " + json.dumps(config.describe(), sort_keys=True), flush=True)
     stop = threading.Event()
 

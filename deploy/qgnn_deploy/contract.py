@@ -13,7 +13,8 @@ HEALTH_COMMAND = ("qgnn", "health", "--port", str(GRPC_PORT))
 SERVE_FLAGS = ("host", "grpc-port", "metrics-port", "max-batch-size", "max-queue-delay-ms",
                "max-queue-size", "max-ids-per-request", "max-message-bytes", "grace-period-s",
                "poll-interval-s", "threads", "tls-cert", "tls-key", "tls-client-ca",
-               "auth-token-file", "allow-insecure-token", "portable", "isa")
+               "auth-token-file", "allow-insecure-token", "portable", "isa",
+               "max-inflight-bytes", "max-queue-ms", "precompute", "workers")
 
 # Each flag's QGNN_* variable, plus the serve PATH argument and the --config file.
 SERVE_ENV = frozenset({"QGNN_PATH", "QGNN_CONFIG"} | {
@@ -40,6 +41,9 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
         ("qgnn_shed_requests_total", "counter", ("model",)),
         # Beyond the contract's list: every refused request by reason (issue 17).
         ("qgnn_requests_rejected_total", "counter", ("method", "reason")),
+        # Admission control (runtime/admission.py): sheds by reason, bytes held.
+        ("qgnn_requests_shed_total", "counter", ("reason",)),
+        ("qgnn_inflight_bytes", "gauge", ()),
     )
 }
 

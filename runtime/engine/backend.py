@@ -19,7 +19,8 @@ from qgnn.runtime.engine.engine import Engine, EngineConfig
 def load_backend(bundle: Bundle, options: BackendOptions) -> ModelBackend:
     """An :class:`Engine` for ``bundle`` with the server's threads, ``--portable`` flag, ISA
     level and metrics observer."""
-    config = EngineConfig(threads=options.threads, portable=options.portable, isa=options.isa)
+    config = EngineConfig(threads=options.threads, portable=options.portable, isa=options.isa,
+                          precompute=options.precompute)
     return Engine(bundle, config, observer=options.observer)
 
 

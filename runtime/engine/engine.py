@@ -30,6 +30,7 @@ from qgnn.runtime.engine.graph_data import load_graph
 from qgnn.runtime.engine.layer_cache import LayerCache
 from qgnn.runtime.engine.layerwise import LayerwiseRunner, NotLayerwise, cut
 from qgnn.runtime.engine.partition import node_reads
+from qgnn.runtime.engine.precomputed import OutputTable, wanted
 from qgnn.runtime.engine.session import SessionConfig, make_session
 from qgnn.runtime.engine.signature import IN_DEGREE, ModelSignature
 from qgnn.runtime.engine.store import GraphStore, Snapshot, check_edges
@@ -63,7 +64,8 @@ class EngineConfig:
     """``fanouts``: per-hop caps, hop 1 (the seeds' own neighbours) first, -1 = none; None
     takes the manifest's ``serving.fanouts`` or ``DEFAULT_FANOUT`` per hop. ``seed`` fixes the
     capped samples. ``chunk_size`` bounds the seeds of one model call. ``isa`` picks the compiled
-    kernels' ISA level (docs/kernels.md); None takes ``$QGNN_ISA`` or the best this host has."""
+    kernels' ISA level (docs/kernels.md); None takes ``$QGNN_ISA`` or the best this host has.
+    ``precompute`` (auto, on, off): node outputs materialised at load (precomputed.py)."""
 
     threads: int = 2
     portable: bool = False
@@ -72,8 +74,12 @@ class EngineConfig:
     optimization: str = "basic"
     chunk_size: int = DEFAULT_CHUNK
     isa: str | None = None
+    precompute: str = "off"
 
     def __post_init__(self) -> None:
+        if self.precompute not in ("auto", "on", "off"):
+            raise ValueError(f"EngineConfig.precompute: expected auto, on or off, got "
+                             f"{self.precompute!r}")
         if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) \
                 or self.chunk_size < 1:
             raise ValueError(f"EngineConfig.chunk_size: expected an int >= 1, got "
@@ -219,6 +225,13 @@ class Engine:
             self.decoder = self._load_decoder(session)
             if self.node_type is not None and self.cache_pays():
                 self.layer_cache().tables()  # cold-start users must not pay the build
+        self.outputs: OutputTable | None = None
+        if wanted(self.config.precompute, self.task, self.num_nodes, self.output_dim):
+            started = time.perf_counter()
+            self.outputs = OutputTable(self.infer_all(), softmax)
+            log.info("model %s v%d: %d node outputs precomputed in %.2f s (%d bytes)",
+                     self.name, self.version, self.outputs.num_rows,
+                     time.perf_counter() - started, self.outputs.nbytes)
 
     # -- properties ------------------------------------------------------------------------------
 
@@ -441,8 +454,33 @@ class Engine:
     def predict_nodes(self, ids: Any, inductive: Any | None = None) -> np.ndarray:
         """Class probabilities float32 (n, C) in ``ids`` order (softmax of the logits)."""
         self._require("node", "predict_nodes")
+        if inductive is None or len(inductive.ids) == 0:
+            found = self.lookup_nodes(ids)
+            if found is not None:
+                return found
         snapshot, _, (ids,) = self._overlay(self.store.snapshot(), inductive, ids)
         return softmax(self.forward(snapshot, ids))
+
+    def _precomputed(self, ids: Any) -> np.ndarray | None:
+        """Precomputed logits of graph nodes ``ids``, or None (no table, or an id it lacks)."""
+        table = self.outputs
+        if table is None:
+            return None
+        return table.rows(check_ids(ids, "node_ids", self.store.snapshot().num_nodes))
+
+    @property
+    def precomputed(self) -> bool:
+        """Whether node outputs are precomputed (:meth:`lookup_nodes` answers)."""
+        return self.outputs is not None
+
+    def lookup_nodes(self, ids: Any) -> np.ndarray | None:
+        """Class probabilities of graph nodes from the precomputed table (the same numbers as
+        :meth:`predict_nodes` computes), or None when there is no table: a gather, cheap enough
+        for the data plane to call on the request's own thread instead of the batcher's."""
+        table = self.outputs
+        if table is None:
+            return None
+        return table.activated_rows(check_ids(ids, "node_ids", self.store.snapshot().num_nodes))
 
     def _require(self, task: str, method: str) -> None:
         if self.task != task:
@@ -529,6 +567,10 @@ class Engine:
         """Final node representations float32 (n, D): the dequantised INT8 embeddings (link
         models) or the logits (node models)."""
         if self.task == "node":
+            if inductive is None or len(inductive.ids) == 0:
+                found = self._precomputed(ids)
+                if found is not None:
+                    return found
             snapshot, _, (ids,) = self._overlay(self.store.snapshot(), inductive, ids)
             return self.forward(snapshot, ids)
         snapshot, local, (ids,) = self._local_view(inductive, ids)
@@ -774,11 +816,14 @@ class Engine:
             new = self.store.overlay(old, features, edges)
             new_ids = np.arange(old.num_nodes, new.num_nodes, dtype=np.int64)
             refresh = None
-            if self.index is not None:
+            if self.index is not None or self.outputs is not None:
                 added = new.new_edges[old.new_edges.shape[0]:]
                 changed = self._downstream(new, np.union1d(added[:, 1], new_ids))
-                if changed.size:
+                if self.index is not None and changed.size:
                     refresh = (changed, *quantize_rows(self.forward(new, changed)))
+                if self.outputs is not None:  # before publishing: rows exist for every new id
+                    self.outputs = self.outputs.refreshed(new.num_nodes, changed,
+                                                          self.forward(new, changed))
             self.store.publish(new, old)
             if refresh is not None:
                 assert self.index is not None

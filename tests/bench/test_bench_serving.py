@@ -1,29 +1,82 @@
-"""The serving benchmark's parts work end to end: a server process, the asyncio load
-generator, its counts and percentiles (timings themselves are not asserted)."""
+"""The serving benchmark's parts work end to end: an anchor server process, the asyncio load
+generator (closed and open loop), its counts and percentiles, the answer check and the report
+(timings themselves are not asserted)."""
 
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
 import pytest
 from qgnn.bench import bench_serving as bs
+from qgnn.bench import serving_load
 
 
-@pytest.mark.parametrize("role", ["noop-server", "noop-aio-server"])
-def test_load_generator_drives_the_noop_server_and_counts_every_answer(monkeypatch, role):
-    monkeypatch.setattr(bs, "WARMUP_S", 0.1)
-    port = bs._free_port()
+@pytest.fixture
+def bundle(tmp_path):
+    """A real INT8 node bundle (the engine tests' exporter-free model)."""
+    sys.path.insert(0, str(bs.BENCH.parent / "tests" / "runtime" / "engine"))
+    import engine_testkit as tk
+
+    src, dst = tk.random_graph(40, 150, seed=2)
+    x = np.random.default_rng(2).standard_normal((40, 12)).astype(np.float32)
+    return tk.write_test_bundle(tmp_path / "b", tk.int8_model(12, [16, 5]), src, dst, x,
+                                task="node", name="m")
+
+
+def test_anchor_answers_equal_the_engine_and_the_generator_counts_every_answer(
+        monkeypatch, bundle):
+    from qgnn.runtime.bundle import load_bundle
+    from qgnn.runtime.engine import Engine, EngineConfig
+
+    monkeypatch.setattr(serving_load, "WARMUP_S", 0.1)
+    engine = Engine(load_bundle(bundle), EngineConfig(fanouts=(-1, -1)))
+    ids = np.array([0, 5, 39, 5])
+    port = bs.free_port()
     target = f"127.0.0.1:{port}"
-    args = [sys.executable, "-m", "qgnn.bench.bench_serving", "--role", role,
-            "--port", str(port), "--num-classes", "3"]
-    with bs._process(args, dict(os.environ), lambda: bs._answers(target, "m", [0]) is not None):
-        answer = bs._answers(target, "m", [4, 5])
-        result = bs.load(target, "m", ids_per_request=4, clients=3, duration_s=0.4,
-                         num_nodes=10)
-    np.testing.assert_allclose(answer, np.full((2, 3), 1 / 3), rtol=1e-6)
-    assert result["errors"] == 0 and result["requests"] > 3
-    assert result["node_predictions_per_s"] == result["requests_per_s"] * 4
-    lat = result["latency_ms"]
+    for role in ("subgraph", "lookup"):
+        port = bs.free_port()
+        target = f"127.0.0.1:{port}"
+        argv = [sys.executable, "-m", "qgnn.bench.serving_anchors", role, "--port", str(port),
+                "--bundle", str(bundle), "--threads", "1"]
+        with bs.server_process(argv, target, "m") as proc:
+            probs, classes = bs.answers(target, "m", ids)
+            np.testing.assert_allclose(probs, engine.predict_nodes(ids), atol=1e-6)
+            np.testing.assert_array_equal(classes, probs.argmax(axis=1))
+            assert bs.rss_bytes(proc.pid) > 0
+            if role == "lookup":
+                closed = serving_load.run({"target": target, "model": "m", "ids": 4,
+                                           "clients": 2, "duration_s": 0.4, "num_nodes": 40})
+                opened = serving_load.run({"target": target, "model": "m", "ids": 1,
+                                           "rate": 50, "duration_s": 0.4, "deadline_s": 2,
+                                           "num_nodes": 40})
+    assert closed["errors"] == 0 and closed["requests"] > 3
+    assert closed["node_predictions_per_s"] == pytest.approx(closed["requests_per_s"] * 4,
+                                                             rel=1e-3)
+    lat = closed["latency_ms"]
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+    assert opened["sent"] == sum(opened["codes"].values()) and opened["codes"]["OK"] > 5
+
+
+def test_the_report_states_the_targets_from_the_rows():
+    def scen(ids: int, rps: float, p99: float) -> dict:
+        return {"ids_per_request": ids, "requests_per_s": rps, "errors": 0,
+                "node_predictions_per_s": rps * ids,
+                "latency_ms": {"p50": p99 / 2, "p90": p99, "p99": p99}}
+
+    rows = [{"server": "qgnn precomputed", "kind": "qgnn", "rss_mib": 100,
+             "scenarios": [scen(1, 2000, 5), scen(64, 1000, 9)]},
+            {"server": "grpcio no-op (ceiling)", "kind": "ceiling", "rss_mib": 50,
+             "scenarios": [scen(1, 2500, 4), scen(64, 2400, 4)]},
+            {"server": "x subgraph", "kind": "same-work", "rss_mib": 80,
+             "scenarios": [scen(1, 800, 20), scen(64, 100, 90)]},
+            {"server": "x lookup", "kind": "lookup", "rss_mib": 80,
+             "scenarios": [scen(1, 1700, 6), scen(64, 1500, 7)]}]
+    results = {"rows": rows, "overload": None, "clients": 8, "duration_s": 1, "threads": 2,
+               "model": "m", "num_nodes": 10, "bundle": "b"}
+    goals = {t[0]: t for t in bs.targets(results)}
+    assert goals["1 id: qgnn / best same-work anchor (requests/s)"][1].startswith("2.50")
+    assert goals["1 id: qgnn / no-op ceiling (requests/s)"][2] == "yes"
+    assert goals["1 id: qgnn precomputed / best lookup anchor"][2] == "no"  # 1.18 < 1.25
+    host = {"cpu": "c", "usable_cores": 2, "load_average_1m": 1, "python": "3"}
+    assert "qgnn precomputed" in bs.markdown(results, host)

@@ -36,10 +36,11 @@ def groups(validate, root) -> list[dict]:
     return validate.rule_groups(root / "deploy" / "prometheus" / "rules")
 
 
-def test_the_catalogue_is_the_contract_plus_load_failures_and_rejections(validate):
+def test_the_catalogue_is_the_contract_plus_load_failures_rejections_and_admission(validate):
     assert {name: set(labels) for name, (_, labels) in validate.METRICS.items()} == {
         **CONTRACT_METRICS, "qgnn_model_load_failures_total": {"model"},
-        "qgnn_requests_rejected_total": {"method", "reason"}}
+        "qgnn_requests_rejected_total": {"method", "reason"},
+        "qgnn_requests_shed_total": {"reason"}, "qgnn_inflight_bytes": set()}
 
 
 def test_the_rules_use_only_contract_metrics_and_labels(validate, groups):
@@ -47,7 +48,7 @@ def test_the_rules_use_only_contract_metrics_and_labels(validate, groups):
     alerts = {r["alert"]: r for g in groups for r in g["rules"] if "alert" in r}
     assert set(alerts) == {"QGNNTargetDown", "QGNNModelNotReady", "QGNNModelLoadFailed",
                            "QGNNHighLatencyP99", "QGNNHighErrorRatio", "QGNNServerErrors",
-                           "QGNNLoadShedding"}
+                           "QGNNLoadShedding", "QGNNAdmissionShedding"}
     assert alerts["QGNNModelNotReady"]["expr"] == "qgnn_model_ready == 0"
     records = {r["record"]: r["expr"] for g in groups for r in g["rules"] if "record" in r}
     p99 = records["model_method:qgnn_request_duration_seconds:p99_rate5m"]

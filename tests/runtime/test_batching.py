@@ -262,3 +262,73 @@ def test_stats_count_requests_and_model_calls():
         assert s.compute_ns > 0 and s.last_inference_ms > 0
     finally:
         b.close()
+
+
+class Sleeper:
+    """A batch runner that takes ``seconds`` per call (answers: the ids doubled)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls = 0
+
+    def __call__(self, key: Any, payloads: list[Any]) -> list[Any]:
+        self.calls += 1
+        time.sleep(self.seconds)
+        return [p * 2 for p in payloads]
+
+
+def _shed(metrics: ServingMetrics, reason: str) -> float:
+    return metrics.registry.get_sample_value("qgnn_requests_shed_total", {"reason": reason}) or 0
+
+
+def test_a_job_that_cannot_be_answered_within_max_queue_time_is_shed_at_submit():
+    metrics = ServingMetrics.create(CollectorRegistry())
+    run = Sleeper(0.05)
+    b = Batcher("m", run, max_batch_size=1, max_queue_delay_s=0.0, max_queue_size=100,
+                metrics=metrics, max_queue_s=0.12)
+    try:
+        b.call("nodes", np.array([1]), 1)  # teaches the batcher a call costs ~50 ms
+        assert b.call_s >= 0.04
+        jobs = [b.submit("nodes", np.array([i]), 1) for i in range(3)]  # ~3 calls ahead
+        with pytest.raises(OverloadedError, match="max-queue-ms"):
+            b.submit("nodes", np.array([7]), 1)
+        assert _shed(metrics, "queue_time") == 1
+        assert [int(b.wait(j)[0]) for j in jobs] == [0, 2, 4]
+    finally:
+        b.close()
+
+
+def test_a_job_whose_answer_would_come_after_its_deadline_is_shed_not_queued():
+    metrics = ServingMetrics.create(CollectorRegistry())
+    b = Batcher("m", Sleeper(0.05), max_batch_size=1, max_queue_delay_s=0.0, max_queue_size=100,
+                metrics=metrics, max_queue_s=10.0)
+    try:
+        b.call("nodes", np.array([1]), 1)
+        held = b.submit("nodes", np.array([2]), 1)
+        with pytest.raises(OverloadedError, match="deadline"):
+            b.submit("nodes", np.array([3]), 1, deadline=time.monotonic() + 0.01)
+        with pytest.raises(DeadlineExceededError, match="had passed"):
+            b.submit("nodes", np.array([3]), 1, deadline=time.monotonic() - 1)
+        assert _shed(metrics, "queue_time") == 1 and _shed(metrics, "deadline") == 1
+        assert int(b.wait(held)[0]) == 4
+    finally:
+        b.close()
+
+
+def test_a_job_that_waited_past_max_queue_time_is_shed_when_reached_never_computed():
+    metrics = ServingMetrics.create(CollectorRegistry())
+    run = Recorder(hold_first=True)
+    b = Batcher("m", run, max_batch_size=1, max_queue_delay_s=0.0, max_queue_size=100,
+                metrics=metrics, max_queue_s=0.05)
+    try:
+        first = b.submit("nodes", np.array([0]), 1)
+        assert run.entered.wait(5)
+        late = b.submit("nodes", np.array([5]), 1)  # no estimate yet: admitted
+        time.sleep(0.1)
+        run.gate.set()
+        assert int(b.wait(first)[0]) == 0
+        with pytest.raises(OverloadedError, match="waited"):
+            b.wait(late)
+        assert len(run.calls) == 1 and _shed(metrics, "queue_time") == 1
+    finally:
+        b.close()

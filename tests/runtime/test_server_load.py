@@ -1,0 +1,157 @@
+"""The server under load: admission sheds early with RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED
+(never CANCELLED), counts every refusal, bounds bytes in flight; SIGTERM under load loses no
+accepted call and answers the shutdown window UNAVAILABLE."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import grpc
+import numpy as np
+import serving_testkit as tk
+from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2 as pb
+from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2_grpc as pb_grpc
+from qgnn.runtime.server import QgnnServer
+
+NUM_NODES = 30
+
+
+def _slow_repo(root: Path, delay_s: float) -> Path:
+    params = tk.random_params(num_nodes=NUM_NODES, seed=4)
+    tk.write_test_bundle(root / "slow" / "1", params, name="slow", delay_s=delay_s)
+    return root
+
+
+class Hammer:
+    """``clients`` threads sending PredictNodes back to back on their own channels, each call
+    with ``timeout_s``; every status code is counted."""
+
+    def __init__(self, port: int, clients: int, timeout_s: float, ids: int = 1) -> None:
+        self.codes: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._port, self._timeout, self._ids = port, timeout_s, ids
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
+                         for i in range(clients)]
+
+    def _run(self, i: int) -> None:
+        rng = np.random.default_rng(i)
+        with grpc.insecure_channel(f"127.0.0.1:{self._port}") as channel:
+            stub = pb_grpc.GraphInferenceStub(channel)
+            while not self._stop.is_set():
+                request = pb.PredictNodesRequest(
+                    model=pb.ModelRef(name="slow"),
+                    node_ids=rng.integers(0, NUM_NODES, self._ids).tolist())
+                try:
+                    stub.PredictNodes(request, timeout=self._timeout)
+                    code = "OK"
+                except grpc.RpcError as exc:
+                    code = exc.code().name
+                with self._lock:
+                    self.codes[code] += 1
+
+    def __enter__(self) -> Hammer:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+
+
+def _sample(server: QgnnServer, name: str, labels: dict[str, str]) -> float:
+    return server.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def _server_codes(server: QgnnServer) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for metric in server.metrics.registry.collect():
+        if metric.name == "qgnn_requests":
+            for s in metric.samples:
+                if s.name == "qgnn_requests_total" and s.labels["method"] == "PredictNodes":
+                    out[s.labels["status"]] += int(s.value)
+    return out
+
+
+def test_overload_sheds_with_resource_exhausted_or_deadline_and_counts_every_refusal(
+        start_server, tmp_path: Path):
+    # capacity: one 20 ms call at a time (1-id requests, no merging); 24 clients keep ~12x
+    # that in flight, and at most 60 ms of queue is allowed
+    server = start_server(_slow_repo(tmp_path, 0.02), max_queue_ms=60, max_batch_size=1)
+    with Hammer(server.grpc_port, clients=24, timeout_s=0.5) as load:
+        time.sleep(2.0)
+    assert set(load.codes) <= {"OK", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}, load.codes
+    assert load.codes["OK"] > 10 and load.codes["RESOURCE_EXHAUSTED"] > 10
+    seen = _server_codes(server)
+    # every answer the clients saw, the server counted (an OK the client gave up on at its own
+    # deadline is the client's DEADLINE_EXCEEDED)
+    assert seen["RESOURCE_EXHAUSTED"] == load.codes["RESOURCE_EXHAUSTED"], (seen, load.codes)
+    assert load.codes["OK"] <= seen["OK"] <= load.codes["OK"] + load.codes["DEADLINE_EXCEEDED"]
+    shed = sum(_sample(server, "qgnn_requests_shed_total", {"reason": r})
+               for r in ("queue_time", "queue_full", "deadline", "inflight_requests"))
+    assert shed == seen["RESOURCE_EXHAUSTED"] + seen["DEADLINE_EXCEEDED"]
+    # an OK answer never queued past --max-queue-ms (+ its own call)
+    assert _sample(server, "qgnn_queue_duration_seconds_bucket",
+                   {"model": "slow", "le": "+Inf"}) > 0
+
+
+def test_bytes_in_flight_are_bounded_a_big_request_is_shed_and_counted(start_server,
+                                                                        tmp_path: Path):
+    server = start_server(_slow_repo(tmp_path, 0.0), max_inflight_bytes=65536,
+                          max_ids_per_request=4096)
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = pb_grpc.GraphInferenceStub(channel)
+        small = stub.PredictNodes(pb.PredictNodesRequest(model=pb.ModelRef(name="slow"),
+                                                         node_ids=[1, 2]), timeout=5)
+        assert len(small.predicted_class) == 2
+        big = pb.PredictNodesRequest(model=pb.ModelRef(name="slow"),
+                                     node_ids=[3] * 4000)  # its answer: ~4000 x 3 floats x 3
+        try:
+            stub.PredictNodes(big, timeout=5)
+            raise AssertionError("a request over the byte budget was answered")
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "max-inflight-bytes" in exc.details()
+    assert _sample(server, "qgnn_requests_shed_total", {"reason": "inflight_bytes"}) == 1
+    assert server.admission.inflight_bytes == 0
+
+
+def test_a_message_over_max_message_bytes_is_refused_by_qgnn_and_counted(start_server,
+                                                                         tmp_path: Path):
+    server = start_server(_slow_repo(tmp_path, 0.0), max_message_bytes=2048)
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = pb_grpc.GraphInferenceStub(channel)
+        too_big = pb.PredictNodesRequest(model=pb.ModelRef(name="slow"),
+                                         node_ids=[2**40 + 1] * 600)  # ~3.6 kB of varints
+        big_answer = pb.PredictNodesRequest(model=pb.ModelRef(name="slow"), node_ids=[1] * 600)
+        for request, what in ((too_big, "request bytes"), (big_answer, "response bytes")):
+            try:
+                stub.PredictNodes(request, timeout=5)
+                raise AssertionError("an oversized request or answer went through")
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert what in exc.details() and "max-message-bytes" in exc.details()
+    assert _sample(server, "qgnn_requests_shed_total", {"reason": "message_bytes"}) == 2
+
+
+def test_sigterm_under_load_loses_no_accepted_call_and_never_cancels(start_server,
+                                                                     tmp_path: Path):
+    server = start_server(_slow_repo(tmp_path, 0.01), grace_period_s=10)
+    with Hammer(server.grpc_port, clients=16, timeout_s=10) as load:
+        time.sleep(0.8)
+        stopper = threading.Thread(target=server.stop)
+        stopper.start()
+        stopper.join(30)
+        time.sleep(0.3)  # calls keep coming after the port closed
+    assert set(load.codes) <= {"OK", "UNAVAILABLE"}, load.codes
+    assert load.codes["OK"] > 20 and load.codes["UNAVAILABLE"] > 0
+    seen = _server_codes(server)
+    assert seen["OK"] == load.codes["OK"]  # every call the server accepted was answered
+    assert seen["UNAVAILABLE"] >= 1  # the shutdown window answered by qgnn, counted
+    assert _sample(server, "qgnn_requests_shed_total", {"reason": "shutdown"}) == \
+        seen["UNAVAILABLE"]
