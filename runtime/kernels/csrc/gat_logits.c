@@ -1,4 +1,4 @@
-/* GAT's attention logits in one pass over the edges (docs/kernels.md, runtime/engine/gat_fusion.py):
+/* GAT attention logits in one pass over the edges (docs/kernels.md, engine gat_fusion.py):
  *
  *   v = score_src[src[e], h] + score_dst[dst[e], h]        float32 add
  *   v = v >= 0 ? v : v * slope                              onnxruntime's LeakyRelu
@@ -11,8 +11,11 @@
  * (E, H) for this. Indices follow Gather (i < 0 means n + i) and are checked as they are read:
  * the first out-of-range edge is reported.
  */
+#include <string.h>
+
 #include "qgnn_kernels.h"
 
+#define GL_VALUES 1024 /* floats per block (4 KiB, in L1) */
 #define GL_ROUNDER 12582912.0f /* 1.5 * 2^23: rint for |t| <= 2^22 (qlinear.c QL_ROUNDER) */
 
 typedef struct {
@@ -34,36 +37,78 @@ QGNN_INLINE float gl_quantize(float v, float scale, float fzp, float fmax) {
     return r == r ? r : 0.0f;
 }
 
-static void gl_part(void *vctx, int64_t e0, int64_t e1, int part) {
-    gl_ctx *c = vctx;
-    const int64_t H = c->H;
+/* Edges [e0, e1) with H heads (a constant where the caller specialises); returns the first edge
+ * with an index out of range, or -1. In blocks of edges: the gathered sums a + b go to an L1
+ * buffer, then one flat loop over the block's values does the rest, which the compiler
+ * vectorises at every ISA level. Locals only: stores through the output pointers could
+ * otherwise alias the context and force reloads. */
+QGNN_INLINE int64_t gl_edges(const gl_ctx *c, int64_t e0, int64_t e1, const int64_t H) {
+    const float *restrict s = c->s, *restrict t = c->t;
+    const int64_t *restrict src = c->src, *restrict dst = c->dst;
+    const int64_t ns = c->ns, nt = c->nt;
     const float slope = c->slope, scale = c->scale, fzp = (float)c->zp, fmax = (float)c->qmax;
-    c->first_bad[part] = -1;
-    for (int64_t e = e0; e < e1; e++) {
-        /* ONNX Gather: an index i in [-n, 0) means n + i */
-        const int64_t u = c->src[e] < 0 ? c->src[e] + c->ns : c->src[e];
-        const int64_t v = c->dst[e] < 0 ? c->dst[e] + c->nt : c->dst[e];
-        if ((uint64_t)u >= (uint64_t)c->ns || (uint64_t)v >= (uint64_t)c->nt) {
-            c->first_bad[part] = e;
-            return;
-        }
-        const float *a = c->s + u * H, *b = c->t + v * H;
-        if (c->f) {
-            float *o = c->f + e * H;
-            for (int64_t h = 0; h < H; h++) {
-                float x = a[h] + b[h];
-                x = x >= 0.0f ? x : x * slope;
-                o[h] = (gl_quantize(x, scale, fzp, fmax) - fzp) * scale;
+    uint8_t *restrict q = c->q;
+    float *restrict f = c->f;
+    const int64_t block = H <= GL_VALUES ? GL_VALUES / H : 1;
+    float buf[GL_VALUES];
+    for (int64_t b0 = e0; b0 < e1; b0 += block) {
+        const int64_t b1 = e1 - b0 < block ? e1 : b0 + block;
+        for (int64_t h0 = 0; h0 < H; h0 += GL_VALUES) { /* one pass unless H > GL_VALUES */
+            const int64_t w = H - h0 < GL_VALUES ? H - h0 : GL_VALUES;
+            for (int64_t e = b0; e < b1; e++) {
+                /* ONNX Gather: an index i in [-n, 0) means n + i */
+                const int64_t u = src[e] < 0 ? src[e] + ns : src[e];
+                const int64_t v = dst[e] < 0 ? dst[e] + nt : dst[e];
+                if ((uint64_t)u >= (uint64_t)ns || (uint64_t)v >= (uint64_t)nt) return e;
+                /* source rows are scattered: fetch the one QGNN_PREFETCH edges ahead */
+                qgnn_prefetch_row((const char *)s, H * (int64_t)sizeof(float), src, e, e1, ns,
+                                  H * (int64_t)sizeof(float));
+                const float *restrict a = s + u * H + h0, *restrict bb = t + v * H + h0;
+                float *restrict o = buf + (e - b0) * w;
+                for (int64_t h = 0; h < w; h++) o[h] = a[h] + bb[h];
             }
-        } else {
-            uint8_t *o = c->q + e * H;
-            for (int64_t h = 0; h < H; h++) {
-                float x = a[h] + b[h];
-                x = x >= 0.0f ? x : x * slope;
-                o[h] = (uint8_t)(int32_t)gl_quantize(x, scale, fzp, fmax);
+            const int64_t n = (b1 - b0) * w;
+            for (int64_t i = 0; i < n; i++) {
+                /* v >= 0 ? v : v * slope as a bit select of both arms: the compiler keeps a
+                 * float select here as control flow (the multiply may trap) and vectorises it
+                 * only with AVX-512's masks */
+                const float v = buf[i], low = v * slope;
+                int32_t bv, bl;
+                memcpy(&bv, &v, sizeof bv);
+                memcpy(&bl, &low, sizeof bl);
+                const int32_t keep = -(int32_t)(v >= 0.0f), bx = (bv & keep) | (bl & ~keep);
+                float x;
+                memcpy(&x, &bx, sizeof x);
+                buf[i] = gl_quantize(x, scale, fzp, fmax);
+            }
+            if (w == H) { /* whole rows: the block is contiguous in the output */
+                if (f)
+                    for (int64_t i = 0; i < n; i++) f[b0 * H + i] = (buf[i] - fzp) * scale;
+                else
+                    for (int64_t i = 0; i < n; i++) q[b0 * H + i] = (uint8_t)(int32_t)buf[i];
+            } else {
+                for (int64_t i = 0; i < w; i++) {
+                    if (f) f[b0 * H + h0 + i] = (buf[i] - fzp) * scale;
+                    else q[b0 * H + h0 + i] = (uint8_t)(int32_t)buf[i];
+                }
             }
         }
     }
+    return -1;
+}
+
+static void gl_part(void *vctx, int64_t e0, int64_t e1, int part) {
+    gl_ctx *c = vctx;
+    int64_t bad = -1;
+    switch (c->H) { /* the usual head counts get fixed-width loops the compiler vectorises */
+        case 1: bad = gl_edges(c, e0, e1, 1); break;
+        case 2: bad = gl_edges(c, e0, e1, 2); break;
+        case 4: bad = gl_edges(c, e0, e1, 4); break;
+        case 8: bad = gl_edges(c, e0, e1, 8); break;
+        case 16: bad = gl_edges(c, e0, e1, 16); break;
+        default: bad = gl_edges(c, e0, e1, c->H);
+    }
+    c->first_bad[part] = bad;
 }
 
 int64_t qgnn_gat_logits(const float *score_src, int64_t ns, const float *score_dst, int64_t nt,

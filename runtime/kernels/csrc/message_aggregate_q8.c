@@ -143,12 +143,53 @@ QGNN_INLINE void qma_vec64(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, i
     qv_store_stride4(a, acc);
 }
 
+#if QMSG_AVX2
+/* Whether every group of 8 columns has one weight per edge: one edge weight, or heads whose
+ * width is a multiple of 8. */
+static inline int qma_groups_of_8(const qma_ctx *c) {
+    return c->head_of == NULL || (c->F / c->H) % 8 == 0;
+}
+
+/* acc[0 .. 8 * groups) for columns [f0, f0 + 8 * groups), groups 1 or 2, in 8-lane registers
+ * (the 16-lane types of the generic path live in memory at this level); qma_groups_of_8(c). */
+QGNN_INLINE void qma_avx2_groups(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, int groups,
+                                 int is_max, int32_t *acc) {
+    const int64_t F = c->F;
+    const uint8_t *x = c->x + f0;
+    const int64_t *src = c->src;
+    const int32_t h0 = c->head_of ? c->head_of[f0] : 0;
+    const int32_t h1 = c->head_of && groups > 1 ? c->head_of[f0 + 8] : h0;
+    __m256i a0 = _mm256_set1_epi32(is_max ? INT32_MIN : 0), a1 = a0;
+    for (int64_t i = b; i < e; i++) {
+        const uint8_t *p = x + src[i] * F;
+        qgnn_prefetch_row((const char *)x, F, src, i, c->n_edges, c->n_src, 8 * groups);
+        const uint8_t *wr = c->w + i * c->H;
+        const __m256 w0 = _mm256_set1_ps((float)((int32_t)wr[h0] - c->w_zp));
+        const __m256i t0 = qmsg_term8(p, c->x_zp, w0, c->msg);
+        a0 = is_max ? _mm256_max_epi32(a0, t0) : _mm256_add_epi32(a0, t0);
+        if (groups > 1) {
+            const __m256 w1 = _mm256_set1_ps((float)((int32_t)wr[h1] - c->w_zp));
+            const __m256i t1 = qmsg_term8(p + 8, c->x_zp, w1, c->msg);
+            a1 = is_max ? _mm256_max_epi32(a1, t1) : _mm256_add_epi32(a1, t1);
+        }
+    }
+    _mm256_storeu_si256((__m256i *)acc, a0);
+    if (groups > 1) _mm256_storeu_si256((__m256i *)(acc + 8), a1);
+}
+#endif
+
 /* acc[0 .. 16) for columns [f0, f0 + 16). */
 QGNN_INLINE void qma_vec16(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, int is_max,
                            int heads, int32_t *acc) {
     const int64_t F = c->F;
     const uint8_t *x = c->x + f0;
     const int64_t *src = c->src;
+#if QMSG_AVX2
+    if (qma_groups_of_8(c)) {
+        qma_avx2_groups(c, b, e, f0, 2, is_max, acc);
+        return;
+    }
+#endif
     const int32_t *hidx = heads ? c->head_of + f0 : NULL;
     qv_i32 a = (qv_i32){0} + (is_max ? INT32_MIN : 0);
 #if QMA_HEAD_SHUFFLE
@@ -202,6 +243,14 @@ QGNN_INLINE void qma_cols(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, in
         else if (heads) qma_vec16(c, b, e, f0, 0, 1, acc);
         else qma_vec16(c, b, e, f0, 0, 0, acc);
     } else {
+#if QMSG_AVX2
+        if (w >= 8 && qma_groups_of_8(c)) { /* e.g. F = 8 classes: one register, not 8 passes */
+            if (is_max) qma_avx2_groups(c, b, e, f0, 1, 1, acc);
+            else qma_avx2_groups(c, b, e, f0, 1, 0, acc);
+            if (w > 8) qma_tail(c, b, e, f0 + 8, w - 8, acc + 8);
+            return;
+        }
+#endif
         qma_tail(c, b, e, f0, w, acc);
     }
 }

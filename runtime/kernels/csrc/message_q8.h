@@ -118,6 +118,17 @@ QGNN_INLINE void qmsg_acc64_add(qmsg_acc64 *acc, const uint8_t *p, int32_t x_zp,
     }
 }
 
+/* One group of 8 columns: the requantised message of the 8 bytes at p, (x - x_zp) * w, as in
+ * qmsg_acc64_add. */
+QGNN_INLINE __m256i qmsg_term8(const uint8_t *p, int32_t x_zp, __m256 w, qmsg_site m) {
+    const __m256i xc = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)),
+                                        _mm256_set1_epi32(x_zp));
+    __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(xc), w), _mm256_set1_ps(m.mult));
+    v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(m.lo)), _mm256_set1_ps(m.hi));
+    return _mm256_sub_epi32(_mm256_castps_si256(_mm256_add_ps(v, _mm256_set1_ps(QMSG_MAGIC))),
+                            _mm256_set1_epi32(QMSG_MAGIC_BITS));
+}
+
 QGNN_INLINE void qmsg_acc64_store(const qmsg_acc64 *acc, int32_t *out) {
     for (int g = 0; g < 8; g++) _mm256_storeu_si256((__m256i *)(out + 8 * g), acc->a[g]);
 }
