@@ -178,6 +178,52 @@ QGNN_INLINE void qma_avx2_groups(const qma_ctx *c, int64_t b, int64_t e, int64_t
 }
 #endif
 
+#if QMSG_SSE2
+/* Whether every group of 4 columns has one weight per edge. */
+static inline int qma_groups_of_4(const qma_ctx *c) {
+    return c->head_of == NULL || (c->F / c->H) % 4 == 0;
+}
+
+/* acc[0 .. 4 * groups) for columns [f0, f0 + 4 * groups), groups 1 to 4, in 4-lane registers;
+ * qma_groups_of_4(c). Each group's 4 bytes are loaded alone, so no read passes the row. */
+QGNN_INLINE void qma_sse2_groups(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, int groups,
+                                 int is_max, int32_t *acc) {
+    const int64_t F = c->F;
+    const uint8_t *x = c->x + f0;
+    const int64_t *src = c->src;
+    int32_t head[4] = {0, 0, 0, 0};
+    if (c->head_of)
+        for (int g = 0; g < groups; g++) head[g] = c->head_of[f0 + 4 * g];
+    const __m128i zp = _mm_set1_epi32(c->x_zp);
+    const __m128i start = _mm_set1_epi32(is_max ? INT32_MIN : 0);
+    __m128i a[4] = {start, start, start, start};
+    for (int64_t i = b; i < e; i++) {
+        const uint8_t *p = x + src[i] * F;
+        qgnn_prefetch_row((const char *)x, F, src, i, c->n_edges, c->n_src, 4 * groups);
+        const uint8_t *wr = c->w + i * c->H;
+        for (int g = 0; g < groups; g++) {
+            const __m128 w = _mm_set1_ps((float)((int32_t)wr[head[g]] - c->w_zp));
+            const __m128i t = qmsg_term4(qmsg_centred4(p + 4 * g, zp), w, c->msg);
+            a[g] = is_max ? qmsg_max4(a[g], t) : _mm_add_epi32(a[g], t);
+        }
+    }
+    for (int g = 0; g < groups; g++) _mm_storeu_si128((__m128i *)(acc + 4 * g), a[g]);
+}
+
+/* Columns [f0, f0 + w) at the baseline level, w a multiple of 4 up to 64: 16 at a time. */
+static void qma_sse2_cols(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, int w,
+                          int32_t *acc) {
+    const int is_max = c->reduce == QGNN_MAX;
+    for (int f = 0; f < w; f += 16) {
+        const int groups = w - f >= 16 ? 4 : (w - f) / 4;
+        if (groups == 4 && is_max) qma_sse2_groups(c, b, e, f0 + f, 4, 1, acc + f);
+        else if (groups == 4) qma_sse2_groups(c, b, e, f0 + f, 4, 0, acc + f);
+        else if (is_max) qma_sse2_groups(c, b, e, f0 + f, groups, 1, acc + f);
+        else qma_sse2_groups(c, b, e, f0 + f, groups, 0, acc + f);
+    }
+}
+#endif
+
 /* acc[0 .. 16) for columns [f0, f0 + 16). */
 QGNN_INLINE void qma_vec16(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, int is_max,
                            int heads, int32_t *acc) {
@@ -232,6 +278,14 @@ static void qma_tail(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, int w, 
 QGNN_INLINE void qma_cols(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, int w,
                           int32_t *acc) {
     const int is_max = c->reduce == QGNN_MAX, heads = c->head_of != NULL;
+#if QMSG_SSE2
+    if (w >= 4 && qma_groups_of_4(c)) { /* whole 4-column groups; the rest one at a time */
+        const int whole = w / 4 * 4;
+        qma_sse2_cols(c, b, e, f0, whole, acc);
+        if (whole < w) qma_tail(c, b, e, f0 + whole, w - whole, acc + whole);
+        return;
+    }
+#endif
     if (w == QMA_CH) {
         if (is_max && heads) qma_vec64(c, b, e, f0, 1, 1, acc);
         else if (is_max) qma_vec64(c, b, e, f0, 1, 0, acc);

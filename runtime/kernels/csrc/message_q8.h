@@ -136,4 +136,40 @@ QGNN_INLINE void qmsg_acc64_store(const qmsg_acc64 *acc, int32_t *out) {
 #define QMSG_AVX2 0
 #endif
 
+/* ---- the baseline (SSE2) level -------------------------------------------------------------
+ * The same holds for 16-byte registers: GCC keeps the 16-lane types in memory, about 250 ms per
+ * 1M-edge x 128 layer. The baseline level therefore accumulates 4-column groups in 4-lane
+ * registers (message_aggregate_q8.c), with these terms: the same float32 operations in the same
+ * order as every other level (MAXPS/MINPS as above; SSE2 has no PMAXSD, so the int32 max is a
+ * compare and a select). */
+#if defined(__SSE2__) && !defined(__AVX2__)
+#include <emmintrin.h>
+#define QMSG_SSE2 1
+
+/* Columns [0, 4) of the 4 bytes at p, centred: int32 x - x_zp. */
+QGNN_INLINE __m128i qmsg_centred4(const uint8_t *p, __m128i zp) {
+    int32_t bytes;
+    memcpy(&bytes, p, sizeof bytes);
+    const __m128i zero = _mm_setzero_si128();
+    const __m128i x = _mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128(bytes), zero), zero);
+    return _mm_sub_epi32(x, zp);
+}
+
+/* The requantised message of 4 centred values times the centred weight w. */
+QGNN_INLINE __m128i qmsg_term4(__m128i xc, __m128 w, qmsg_site m) {
+    __m128 v = _mm_mul_ps(_mm_mul_ps(_mm_cvtepi32_ps(xc), w), _mm_set1_ps(m.mult));
+    v = _mm_min_ps(_mm_max_ps(v, _mm_set1_ps(m.lo)), _mm_set1_ps(m.hi));
+    return _mm_sub_epi32(_mm_castps_si128(_mm_add_ps(v, _mm_set1_ps(QMSG_MAGIC))),
+                         _mm_set1_epi32(QMSG_MAGIC_BITS));
+}
+
+/* Lane-wise int32 max without SSE4.1. */
+QGNN_INLINE __m128i qmsg_max4(__m128i a, __m128i b) {
+    const __m128i a_gt = _mm_cmpgt_epi32(a, b);
+    return _mm_or_si128(_mm_and_si128(a_gt, a), _mm_andnot_si128(a_gt, b));
+}
+#else
+#define QMSG_SSE2 0
+#endif
+
 #endif
