@@ -121,7 +121,7 @@ QGNN_INLINE void gcna_vec64(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t e
     qv_store_stride4(a, acc);
 }
 
-#if QMSG_AVX2 || QMSG_SSE2
+#if QMSG_AVX2_8 || QMSG_SSE2
 /* acc[0 .. L * groups) for columns [f0, f0 + L * groups) in L-lane registers (8 at avx2, 4 at
  * baseline; the generic path's 16-lane types live in memory there), groups <= 2 (avx2) or 4. */
 QGNN_INLINE void gcna_groups(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t e, int64_t v,
@@ -129,7 +129,7 @@ QGNN_INLINE void gcna_groups(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t 
                              int32_t *acc) {
     const int64_t F = c->F;
     const uint8_t *x = c->x + f0;
-#if QMSG_AVX2
+#if QMSG_AVX2_8
     enum { L = 8 };
     __m256i a[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
     const __m256i zp = _mm256_set1_epi32(c->x_zp);
@@ -144,7 +144,7 @@ QGNN_INLINE void gcna_groups(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t 
         qgnn_prefetch_row((const char *)x, F, c->src, t, c->n_edges, c->n_src, L * groups);
         const int32_t wc = w[t - t0];
         for (int g = 0; g < groups; g++) {
-#if QMSG_AVX2
+#if QMSG_AVX2_8
             const __m256 wf = _mm256_set1_ps((float)wc);
             const __m256i xc = _mm256_sub_epi32(
                 _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + L * g))), zp);
@@ -160,7 +160,7 @@ QGNN_INLINE void gcna_groups(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t 
 #endif
         }
     }
-#if QMSG_AVX2
+#if QMSG_AVX2_8
     for (int g = 0; g < groups; g++) _mm256_storeu_si256((__m256i *)(acc + L * g), a[g]);
 #else
     for (int g = 0; g < groups; g++) _mm_storeu_si128((__m128i *)(acc + L * g), a[g]);
@@ -200,7 +200,7 @@ static void gcna_tail(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t e, int6
 /* Columns [f0, f0 + width), width being 64, 16 or below 16. */
 QGNN_INLINE void gcna_cols(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t e, int64_t v,
                            const int16_t *w, int64_t f0, int width, int32_t *acc) {
-#if QMSG_AVX2
+#if QMSG_AVX2_8
     if (width == QV_LANES || (width < QV_LANES && width >= 8)) { /* 16, or 8 + a short tail */
         const int groups = width / 8;
         if (c->has_msg) gcna_groups(c, t0, t1, e, v, w, f0, groups, 1, acc);

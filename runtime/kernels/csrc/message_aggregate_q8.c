@@ -143,7 +143,7 @@ QGNN_INLINE void qma_vec64(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, i
     qv_store_stride4(a, acc);
 }
 
-#if QMSG_AVX2
+#if QMSG_AVX2_8
 /* Whether every group of 8 columns has one weight per edge: one edge weight, or heads whose
  * width is a multiple of 8. */
 static inline int qma_groups_of_8(const qma_ctx *c) {
@@ -230,7 +230,7 @@ QGNN_INLINE void qma_vec16(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, i
     const int64_t F = c->F;
     const uint8_t *x = c->x + f0;
     const int64_t *src = c->src;
-#if QMSG_AVX2
+#if QMSG_AVX2_8
     if (qma_groups_of_8(c)) {
         qma_avx2_groups(c, b, e, f0, 2, is_max, acc);
         return;
@@ -297,7 +297,7 @@ QGNN_INLINE void qma_cols(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, in
         else if (heads) qma_vec16(c, b, e, f0, 0, 1, acc);
         else qma_vec16(c, b, e, f0, 0, 0, acc);
     } else {
-#if QMSG_AVX2
+#if QMSG_AVX2_8
         if (w >= 8 && qma_groups_of_8(c)) { /* e.g. F = 8 classes: one register, not 8 passes */
             if (is_max) qma_avx2_groups(c, b, e, f0, 1, 1, acc);
             else qma_avx2_groups(c, b, e, f0, 1, 0, acc);
