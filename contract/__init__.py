@@ -11,6 +11,7 @@ from qgnn.contract.arithmetic import (
     quantize_bias,
     requantise,
 )
+from qgnn.contract.attention import attention_matrix, head_scores, score_scale
 from qgnn.contract.weights import (
     WEIGHT_STORAGE_OFFSET,
     weight_storage,
@@ -19,10 +20,13 @@ from qgnn.contract.weights import (
 
 __all__ = [
     "WEIGHT_STORAGE_OFFSET",
+    "attention_matrix",
+    "head_scores",
     "mean_multiplier",
     "multiplier",
     "quantize_bias",
     "requantise",
+    "score_scale",
     "weight_storage",
     "weight_values",
 ]

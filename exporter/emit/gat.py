@@ -1,26 +1,42 @@
 """GAT (training/nn/layers/gat.py): multi-head attention over in-neighbours and the node itself.
 
-INT8: ``x`` -> rule 2 -> ``lin`` (N, H*C). Float island (rule 6): scores ``sum_c h * a`` of the
-dequantised ``lin`` and the int8 attention vectors ``att_src``/``att_dst``, LeakyReLU of the
-source plus destination score per edge -> rule 1 -> ``logits``; ``ai.qgnn::EdgeSoftmax`` of the
-dequantised logits -> rule 1 -> ``edge_weight`` (attention); rule 3 per head -> ``msg``; rule 4
-(sum) -> ``agg`` (rules 3 and 4 as one ``QMessageAggregate`` with per-head weights, so no E x F
-tensor outside a debug export); heads concatenated (hidden layers) or averaged (output layer),
-+ bias, rule 5 -> ``out``. Edges: existing self-loops dropped, one fresh loop per destination
-(as training).
+INT8: ``x`` -> rule 2 -> ``lin`` (N, H*C). Scores (qgnn.contract.attention): per head the
+exact integer dot of the centred ``lin`` and the int8 ``att_src``/``att_dst`` (one
+``MatMulInteger`` with a block-diagonal weight each) times ``float32(s_lin * s_att)``; float
+island (rule 6): LeakyReLU of the source plus destination score per edge -> rule 1 ->
+``logits``; ``ai.qgnn::EdgeSoftmax`` of the dequantised logits -> rule 1 -> ``edge_weight``
+(attention); rule 3 per head -> ``msg``; rule 4 (sum) -> ``agg`` (rules 3 and 4 as one
+``QMessageAggregate`` with per-head weights, so no E x F tensor outside a debug export); heads
+concatenated (hidden layers) or averaged (output layer), + bias, rule 5 -> ``out``. Edges:
+existing self-loops dropped, one fresh loop per destination (as training).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from onnx import TensorProto
+from qgnn.contract import WEIGHT_STORAGE_OFFSET, attention_matrix, score_scale, weight_storage
 from qgnn.exporter.emit.common import Emitter, LayerInput, to_numpy
-from qgnn.exporter.quant_params import LayerSites, Site
+from qgnn.exporter.quant_params import LayerSites, Site, quantize_weight
 from qgnn.training.nn.layers.gat import GATConv
 
 
-def _attention(vector: np.ndarray, site: Site | None) -> np.ndarray:
-    """(H, C) float32 attention vector, fake-quantised as training sees it."""
-    return vector if site is None else site.dequantize(site.quantize(vector))
+def _scores(em: Emitter, lin: str, lin_site: Site, vector: np.ndarray, att: Site, side: str
+            ) -> str:
+    """(R, H) float32 scores of (R, H*C) uint8 ``lin``: ``MatMulInteger`` with the
+    block-diagonal int8 attention matrix (stored ``w + 128``), times ``float32(s_lin * s_att)``."""
+    if np.any(att.zero_point):
+        raise ValueError(f"quant_state[{att.key!r}]: attention sites must be symmetric "
+                         f"(zero point 0), got {att.zero_point.tolist()}")
+    g = em.g
+    with g.scope(f"score_{side}"):
+        matrix = g.const(weight_storage(attention_matrix(quantize_weight(vector, att))),
+                         "att_q")  # (H*C, H)
+        dots = g.op("MatMulInteger", [lin, matrix, em.zero_point(lin_site),
+                                      g.shared(WEIGHT_STORAGE_OFFSET, np.uint8)], "dots")
+        scale = g.const(score_scale(lin_site.scale, att.scale).reshape(-1), "scale")
+        return g.op("Mul", [g.op("Cast", [dots], "dots_f32", to=TensorProto.FLOAT), scale],
+                    "scores")
 
 
 def emit(em: Emitter, layer: GATConv, x: str, inp: LayerInput, sites: LayerSites | None) -> str:
@@ -30,24 +46,21 @@ def emit(em: Emitter, layer: GATConv, x: str, inp: LayerInput, sites: LayerSites
     weight = to_numpy(layer.lin.weight)
     bias = None if layer.bias is None else to_numpy(layer.bias)
     s = sites
-    att_src = g.const(_attention(to_numpy(layer.att_src), None if s is None else s["att_src"]),
-                      "att_src")
-    att_dst = g.const(_attention(to_numpy(layer.att_dst), None if s is None else s["att_dst"]),
-                      "att_dst")
     looped = csr.with_self_loops(drop_existing=True)
     if s is None:
-        lin = em.float_linear(x, weight, None, "lin")
-        h = lin
+        h = em.float_linear(x, weight, None, "lin")
+        cube = g.op("Reshape", [h, em.i64([0, heads, dim])], "lin_heads")  # (N, H, C)
+        axes = em.i64([2])
+        score_src = g.op("ReduceSum", [g.op("Mul", [cube, g.const(
+            to_numpy(layer.att_src), "att_src")], "src_terms"), axes], "score_src", keepdims=0)
+        cube_dst = em.rows(cube, csr.num_dst, "lin_heads_dst")
+        score_dst = g.op("ReduceSum", [g.op("Mul", [cube_dst, g.const(
+            to_numpy(layer.att_dst), "att_dst")], "dst_terms"), axes], "score_dst", keepdims=0)
     else:
         lin = em.int_linear(x, s["x"], weight, s["weight"], None, s["lin"], "lin")
-        h = em.dequantize(lin, s["lin"], "lin_f32")
-    cube = g.op("Reshape", [h, em.i64([0, heads, dim])], "lin_heads")  # (N, H, C)
-    axes = em.i64([2])
-    score_src = g.op("ReduceSum", [g.op("Mul", [cube, att_src], "src_terms"), axes],
-                     "score_src", keepdims=0)  # (N, H)
-    cube_dst = em.rows(cube, csr.num_dst, "lin_heads_dst")
-    score_dst = g.op("ReduceSum", [g.op("Mul", [cube_dst, att_dst], "dst_terms"), axes],
-                     "score_dst", keepdims=0)  # (D, H)
+        score_src = _scores(em, lin, s["lin"], to_numpy(layer.att_src), s["att_src"], "src")
+        score_dst = _scores(em, em.rows(lin, csr.num_dst, "lin_dst"), s["lin"],
+                            to_numpy(layer.att_dst), s["att_dst"], "dst")
     logits = g.op("LeakyRelu", [g.op("Add", [
         g.op("Gather", [score_src, looped.src], "score_src_edges", axis=0),
         g.op("Gather", [score_dst, looped.dst], "score_dst_edges", axis=0)], "score")],

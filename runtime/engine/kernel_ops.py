@@ -32,6 +32,9 @@ FORMAL: dict[str, tuple[str, ...]] = {
     **OP_INPUTS,
     "QLinear": ("x_q",),  # engine-internal: the fused requantised linear layer (fusion.py)
     "FloatStep": ("a_q", "b_q"),  # engine-internal: a fused elementwise float step
+    # engine-internal: GAT's attention logits, uint8 / dequantised float32 (gat_fusion.py)
+    "GatLogits": ("score_src", "score_dst", "src", "dst"),
+    "GatLogitsF32": ("score_src", "score_dst", "src", "dst"),
 }
 
 
@@ -219,6 +222,8 @@ def compile_kernel(spec: KernelNodeSpec, constants: Mapping[str, np.ndarray],
         return _qlinear(spec, threads, mod)
     if spec.op_type == "FloatStep":
         return _float_step(spec, threads, isa)
+    if spec.op_type in ("GatLogits", "GatLogitsF32"):
+        return _gat_logits(spec, threads, isa)
     if spec.op_type in ("QAggregate", "QAggregatePadded"):
         return _quantised(spec, args, threads, isa)
     if spec.op_type == "QMessageAggregate":
@@ -300,6 +305,38 @@ def _float_step(spec: KernelNodeSpec, threads: int, isa: str) -> KernelFn:
                                   b_scale=p["b_scale"], b_zp=p["b_zero_point"], bits=p["bits"],
                                   num_threads=threads, isa=isa)
         return y.reshape(full)
+
+    return run
+
+
+def _gat_logits(spec: KernelNodeSpec, threads: int, isa: str) -> KernelFn:
+    """The fused Gather/Gather -> Add -> LeakyRelu -> QuantizeLinear [-> DequantizeLinear] chain
+    (gat_fusion.py), with the scores computed from the two uint8 ``lin`` tensors by
+    ``head_scores`` when the fusion took their products in too. Gather's shapes: ``data[idx]``
+    is ``idx.shape + data.shape[1:]``; both gathers must give one shape (onnxruntime's Add
+    would broadcast them)."""
+    p = spec.attributes
+    names = spec.inputs
+    scores = p["scores"]
+
+    def run(tensors: Mapping[str, np.ndarray]) -> np.ndarray:
+        s, t, src, dst = (tensors[n] for n in names)
+        if scores is not None:
+            s, t = (kernels.head_scores(x.reshape(-1, x.shape[-1]), c["x_zero_point"], c["att"],
+                                        c["scale"], num_threads=threads, isa=isa)
+                    .reshape(*x.shape[:-1], -1) for x, c in zip((s, t), scores, strict=True))
+        if (s.ndim < 1 or t.ndim < 1 or s.shape[1:] != t.shape[1:]
+                or np.shape(src) != np.shape(dst)):
+            raise ValueError(f"GatLogits {spec.name!r}: the gathered scores must have one shape, "
+                             f"got data {s.shape} / {t.shape}, indices {np.shape(src)} / "
+                             f"{np.shape(dst)}")
+        row = s.shape[1:]
+        width = int(np.prod(row, dtype=np.int64))
+        out = kernels.gat_logits(s.reshape(s.shape[0], width), t.reshape(t.shape[0], width),
+                                 np.reshape(src, -1), np.reshape(dst, -1), p["slope"],
+                                 p["scale"], p["zero_point"], bits=p["bits"],
+                                 dequantize=p["dequantize"], num_threads=threads, isa=isa)
+        return out.reshape(*np.shape(src), *row)
 
     return run
 

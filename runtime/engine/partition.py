@@ -22,6 +22,7 @@ from qgnn.contract.ops import QGNN_DOMAIN
 from qgnn.runtime.engine import onnx_proto as op
 from qgnn.runtime.engine.float_step import fuse_float_steps
 from qgnn.runtime.engine.fusion import FusedLinear, fuse_linear
+from qgnn.runtime.engine.gat_fusion import fuse_gat_logits
 
 # Output element type and rank of each ai.qgnn op (docs/onnx-ops.md).
 KERNEL_OUTPUTS: dict[str, tuple[int, int | None]] = {
@@ -29,7 +30,8 @@ KERNEL_OUTPUTS: dict[str, tuple[int, int | None]] = {
     "QAggregatePadded": (2, 2), "QMessageAggregate": (2, 2), "QGCNAggregate": (2, 2),
     "EdgeSoftmax": (1, 2), "EdgeDst": (7, 1), "LoopedIndptr": (7, 1), "LoopedSrc": (7, 1),
     "QLinear": (2, None),  # QLinear: the fused requantised linear layer (fusion.py)
-    "FloatStep": (2, None)}  # FloatStep: a fused elementwise float step (float_step.py)
+    "FloatStep": (2, None),  # FloatStep: a fused elementwise float step (float_step.py)
+    "GatLogits": (2, None), "GatLogitsF32": (1, None)}  # GAT's logits (gat_fusion.py)
 
 
 class PartitionError(ValueError):
@@ -232,8 +234,9 @@ class _Constants(Mapping[str, np.ndarray]):
 
 def partition(model_bytes: bytes, *, fuse: bool = True) -> Plan:
     """Analyses a serialized model; see the module docstring for the split rule. ``fuse``
-    hands requantised integer linear layers to the qlinear kernel (fusion.py) and elementwise
-    float steps to the float_step kernel (float_step.py)."""
+    hands requantised integer linear layers to the qlinear kernel (fusion.py), elementwise
+    float steps to the float_step kernel (float_step.py) and GAT's attention logits to the
+    gat_logits kernel (gat_fusion.py)."""
     model = op.load_model(model_bytes)
     graph = model.graph
     if len(graph.sparse_initializer):
@@ -258,6 +261,7 @@ def partition(model_bytes: bytes, *, fuse: bool = True) -> Plan:
         values = _Constants(initializers, constants)
         others = fuse_linear(others, values, readers, set(graph_outputs))
         others = fuse_float_steps(others, values, readers, set(graph_outputs))
+        others = fuse_gat_logits(others, values, readers, set(graph_outputs))
     available = set(input_infos) | set(initializers) | set(constant_nodes)
     order = _topological(others, available)
 

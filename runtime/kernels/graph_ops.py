@@ -175,3 +175,36 @@ def looped_src(indptr: np.ndarray, src: np.ndarray, drop_existing: bool = False,
     fn = "looped_src"
     return ext(isa).looped_src(ck.ids(fn, "indptr", indptr), ck.ids(fn, "src", src),
                                int(bool(drop_existing)), ck.threads(fn, num_threads))
+
+
+def gat_logits(score_src: np.ndarray, score_dst: np.ndarray, src: np.ndarray, dst: np.ndarray,
+               slope: float, scale: float, zero_point: int, *, bits: int = 8,
+               dequantize: bool = False, num_threads: int = 2,
+               isa: str | None = None) -> np.ndarray:
+    """GAT's quantised attention logits: per edge ``e`` and head ``h``,
+    ``q = clamp(rint(LeakyReLU(score_src[src[e], h] + score_dst[dst[e], h]) / scale) + zp)``,
+    uint8 (E, H); with ``dequantize``, ``float32(q - zp) * scale`` instead (float32 (E, H)).
+    Each step is onnxruntime's float32 operation (Gather, Add, LeakyRelu with
+    ``x >= 0 ? x : slope * x``, QuantizeLinear's true division and half-to-even rounding), so the
+    engine can replace that chain bit for bit (runtime/engine/gat_fusion.py)."""
+    fn = "gat_logits"
+    return ext(isa).gat_logits(
+        ck.tensor(fn, "score_src", score_src, np.float32, 2),
+        ck.tensor(fn, "score_dst", score_dst, np.float32, 2), ck.ids(fn, "src", src),
+        ck.ids(fn, "dst", dst), float(slope), ck.positive_f32(fn, "scale", scale),
+        ck.zero_point(fn, "zero_point", zero_point), ck.bits(fn, bits), bool(dequantize),
+        ck.threads(fn, num_threads))
+
+
+def head_scores(x_q: np.ndarray, x_zp: int, att: np.ndarray, scale: np.ndarray | float, *,
+                num_threads: int = 2, isa: str | None = None) -> np.ndarray:
+    """GAT's per-head scores (qgnn.contract.attention): uint8 (N, H*C) ``x_q`` and int8 (H, C)
+    ``att`` -> float32 (N, H) ``float32(sum_c (x_q - x_zp) * att) * scale[h]``, which is what
+    ``MatMulInteger`` with the block-diagonal attention matrix, ``Cast`` and ``Mul`` give."""
+    fn = "head_scores"
+    att = ck.tensor(fn, "att", att, np.int8, 2)
+    scale = np.ascontiguousarray(np.broadcast_to(np.asarray(scale, np.float32).reshape(-1),
+                                                 (att.shape[0],)))
+    return ext(isa).head_scores(ck.tensor(fn, "x_q", x_q, np.uint8, 2),
+                                ck.zero_point(fn, "x_zp", x_zp), att, scale,
+                                ck.threads(fn, num_threads))

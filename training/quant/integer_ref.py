@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from qgnn.contract import mean_multiplier, multiplier, quantize_bias
+from qgnn.contract import (
+    head_scores,
+    mean_multiplier,
+    multiplier,
+    quantize_bias,
+    score_scale,
+)
 from qgnn.contract.layers import LAYERS
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -284,8 +290,8 @@ def gin_layer(x_q: np.ndarray, params: Mapping[str, np.ndarray], sites: Mapping[
 def gat_layer(x_q: np.ndarray, params: Mapping[str, np.ndarray], sites: Mapping[str, SiteParams],
               src: np.ndarray, dst: np.ndarray, num_nodes: int, trace: Trace, *,
               concat: bool = True, negative_slope: float = 0.2) -> np.ndarray:
-    """GAT: ``x`` -> ``lin`` ``(N, H*C)``; float island: per-head scores ``sum_c h * att`` on
-    dequantised ``lin`` and the quantised ``att_src``/``att_dst``, LeakyReLU of source plus
+    """GAT: ``x`` -> ``lin`` ``(N, H*C)``; per-head scores of ``lin`` and the quantised
+    ``att_src``/``att_dst`` (qgnn.contract.attention); float island: LeakyReLU of source plus
     destination score per edge -> ``logits``; edge softmax of the dequantised logits ->
     ``edge_weight`` ``(E', H)``; ``lin[src] * alpha`` per head -> ``msg`` -> summed ``agg``;
     heads concatenated (``concat``) or averaged, ``+ bias`` -> ``out``. Edges: self-loops dropped,
@@ -300,11 +306,12 @@ def gat_layer(x_q: np.ndarray, params: Mapping[str, np.ndarray], sites: Mapping[
                          f"with {heads} heads of {dim}")
     trace["weight"] = w_q = quantize(params["lin.weight"], s["weight"])
     trace["lin"] = lin_q = int_linear(x_q, s["x"], w_q, s["weight"], s["lin"])
-    h = dequantize(lin_q, s["lin"]).reshape(num_nodes, heads, dim)
     trace["att_src"] = a_src_q = quantize(att_src, s["att_src"])
     trace["att_dst"] = a_dst_q = quantize(att_dst, s["att_dst"])
-    score_src = (h * dequantize(a_src_q, s["att_src"])).sum(-1, dtype=np.float32)  # (N, H)
-    score_dst = (h * dequantize(a_dst_q, s["att_dst"])).sum(-1, dtype=np.float32)
+    score_src, score_dst = (  # (N, H) each: exact per-head dots, one float32 scale
+        head_scores(lin_q, int(s["lin"].zero_point), a_q,
+                    score_scale(s["lin"].scale, s[k].scale))
+        for a_q, k in ((a_src_q, "att_src"), (a_dst_q, "att_dst")))
     keep = src != dst
     loops = np.arange(num_nodes, dtype=np.int64)
     src_l, dst_l = np.concatenate([src[keep], loops]), np.concatenate([dst[keep], loops])

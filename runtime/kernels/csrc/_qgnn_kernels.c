@@ -778,6 +778,87 @@ static PyObject *py_float_step(PyObject *self, PyObject *args) {
     return (PyObject *)y;
 }
 
+static PyObject *py_gat_logits(PyObject *self, PyObject *args) {
+    (void)self;
+    static const char *fn = "gat_logits";
+    PyObject *os, *ot, *osrc, *odst;
+    float slope, scale;
+    int zp, bits, dequantize, threads;
+    if (!PyArg_ParseTuple(args, "OOOOffiipi", &os, &ot, &osrc, &odst, &slope, &scale, &zp,
+                          &bits, &dequantize, &threads))
+        return NULL;
+    PyArrayObject *s = want_array(os, fn, "score_src", NPY_FLOAT32, 2);
+    PyArrayObject *t = s ? want_array(ot, fn, "score_dst", NPY_FLOAT32, 2) : NULL;
+    PyArrayObject *src = t ? want_array(osrc, fn, "src", NPY_INT64, 1) : NULL;
+    PyArrayObject *dst = src ? want_array(odst, fn, "dst", NPY_INT64, 1) : NULL;
+    if (!dst) return NULL;
+    const npy_intp H = PyArray_DIM(s, 1), E = PyArray_DIM(src, 0);
+    if (PyArray_DIM(t, 1) != H)
+        return PyErr_Format(PyExc_ValueError, "%s: score_dst has %zd heads, score_src %zd: they "
+                            "must be equal", fn, (Py_ssize_t)PyArray_DIM(t, 1), (Py_ssize_t)H);
+    if (!want_len(dst, E, fn, "dst", "len(src)") || !isfinite(slope) ||
+        !want_positive(scale, fn, "scale") || !want_zero_point(zp, fn, "zp") ||
+        !want_bits(bits, fn) || !want_threads(threads, fn)) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "%s: slope must be finite, got %g", fn, (double)slope);
+        return NULL;
+    }
+    if (zp > (1 << bits) - 1)
+        return PyErr_Format(PyExc_ValueError, "%s: zp %d exceeds 2^bits - 1 = %d", fn, zp,
+                            (1 << bits) - 1);
+    npy_intp dims[2] = {E, H};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims,
+                                                            dequantize ? NPY_FLOAT32 : NPY_UINT8);
+    if (out == NULL) return NULL;
+    int64_t bad;
+    Py_BEGIN_ALLOW_THREADS
+    bad = qgnn_gat_logits(PyArray_DATA(s), PyArray_DIM(s, 0), PyArray_DATA(t), PyArray_DIM(t, 0),
+                          H, PyArray_DATA(src), PyArray_DATA(dst), E, slope, scale, zp, bits,
+                          dequantize ? NULL : PyArray_DATA(out),
+                          dequantize ? PyArray_DATA(out) : NULL, threads);
+    Py_END_ALLOW_THREADS
+    if (bad >= 0) {
+        Py_DECREF(out);
+        const int64_t u = ((const int64_t *)PyArray_DATA(src))[bad];
+        const npy_intp ns = PyArray_DIM(s, 0);
+        const int src_bad = u < -(int64_t)ns || u >= ns;
+        return PyErr_Format(PyExc_ValueError, "%s: %s[%lld] = %lld is out of range [-%zd, %zd) "
+                            "(%s rows)", fn, src_bad ? "src" : "dst", (long long)bad,
+                            (long long)((const int64_t *)PyArray_DATA(src_bad ? src : dst))[bad],
+                            (Py_ssize_t)(src_bad ? ns : PyArray_DIM(t, 0)),
+                            (Py_ssize_t)(src_bad ? ns : PyArray_DIM(t, 0)),
+                            src_bad ? "score_src" : "score_dst");
+    }
+    return (PyObject *)out;
+}
+
+static PyObject *py_head_scores(PyObject *self, PyObject *args) {
+    (void)self;
+    static const char *fn = "head_scores";
+    PyObject *ox, *oatt, *oscale;
+    int zp, threads;
+    if (!PyArg_ParseTuple(args, "OiOOi", &ox, &zp, &oatt, &oscale, &threads)) return NULL;
+    PyArrayObject *x = want_array(ox, fn, "x_q", NPY_UINT8, 2);
+    PyArrayObject *att = x ? want_array(oatt, fn, "att", NPY_INT8, 2) : NULL;
+    PyArrayObject *scale = att ? want_array(oscale, fn, "scale", NPY_FLOAT32, 1) : NULL;
+    if (!scale || !want_zero_point(zp, fn, "x_zp") || !want_threads(threads, fn)) return NULL;
+    const npy_intp N = PyArray_DIM(x, 0), H = PyArray_DIM(att, 0), C = PyArray_DIM(att, 1);
+    if (H < 1 || H > QGNN_MAX_HEADS || PyArray_DIM(x, 1) != H * C || PyArray_DIM(scale, 0) != H)
+        return PyErr_Format(PyExc_ValueError, "%s: x_q (%zd, %zd), att (%zd, %zd) and scale "
+                            "(%zd,) do not fit: x_q needs heads * head_dim columns, scale one "
+                            "per head, 1 <= heads <= %d", fn, (Py_ssize_t)N,
+                            (Py_ssize_t)PyArray_DIM(x, 1), (Py_ssize_t)H, (Py_ssize_t)C,
+                            (Py_ssize_t)PyArray_DIM(scale, 0), QGNN_MAX_HEADS);
+    npy_intp dims[2] = {N, H};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    if (out == NULL) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    qgnn_head_scores(PyArray_DATA(x), N, H, C, zp, PyArray_DATA(att), PyArray_DATA(scale),
+                     PyArray_DATA(out), threads);
+    Py_END_ALLOW_THREADS
+    return (PyObject *)out;
+}
+
 static PyMethodDef methods[] = {
     {"qaggregate", py_qaggregate, METH_VARARGS,
      "qaggregate(x_q, x_zp, indptr, src, multiplier, y_zp, reduce, w_q, w_zp, bits, num_threads)"
@@ -813,6 +894,13 @@ static PyMethodDef methods[] = {
      "float_step(a_q (R, F), b_q (R, F) or None, a_scale, a_zp, b_scale, b_zp, program int32 "
      "(steps, 3), float_constants float32 (nf, F), double_constants float64 (nd, F), y_scale, "
      "y_zp, bits, num_threads) -> uint8 (R, F)"},
+    {"gat_logits", py_gat_logits, METH_VARARGS,
+     "gat_logits(score_src float32 (Ns, H), score_dst float32 (Nd, H), src int64 (E,), dst int64 "
+     "(E,), slope, scale, zp, bits, dequantize, num_threads) -> uint8 (E, H), or float32 when "
+     "dequantize: GAT's quantised LeakyReLU(score_src[src] + score_dst[dst])"},
+    {"head_scores", py_head_scores, METH_VARARGS,
+     "head_scores(x_q uint8 (N, H*C), x_zp, att int8 (H, C), scale float32 (H,), num_threads) -> "
+     "float32 (N, H): GAT's per-head float32(exact int dot) * scale"},
     {"build_info", py_build_info, METH_NOARGS, "How this module was compiled: compiler, ISA level."},
     {"cpu_supports", py_cpu_supports, METH_VARARGS,
      "cpu_supports(level) -> bool: whether this CPU can run the kernels of that ISA level."},

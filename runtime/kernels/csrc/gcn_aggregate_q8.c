@@ -121,6 +121,53 @@ QGNN_INLINE void gcna_vec64(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t e
     qv_store_stride4(a, acc);
 }
 
+#if QMSG_AVX2_8 || QMSG_SSE2
+/* acc[0 .. L * groups) for columns [f0, f0 + L * groups) in L-lane registers (8 at avx2, 4 at
+ * baseline; the generic path's 16-lane types live in memory there), groups <= 2 (avx2) or 4. */
+QGNN_INLINE void gcna_groups(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t e, int64_t v,
+                             const int16_t *w, int64_t f0, int groups, int has_msg,
+                             int32_t *acc) {
+    const int64_t F = c->F;
+    const uint8_t *x = c->x + f0;
+#if QMSG_AVX2_8
+    enum { L = 8 };
+    __m256i a[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    const __m256i zp = _mm256_set1_epi32(c->x_zp);
+#else
+    enum { L = 4 };
+    __m128i a[4] = {_mm_setzero_si128(), _mm_setzero_si128(), _mm_setzero_si128(),
+                    _mm_setzero_si128()};
+    const __m128i zp = _mm_set1_epi32(c->x_zp);
+#endif
+    for (int64_t t = t0; t < t1; t++) {
+        const uint8_t *p = x + gcna_row(c, t, e, v) * F;
+        qgnn_prefetch_row((const char *)x, F, c->src, t, c->n_edges, c->n_src, L * groups);
+        const int32_t wc = w[t - t0];
+        for (int g = 0; g < groups; g++) {
+#if QMSG_AVX2_8
+            const __m256 wf = _mm256_set1_ps((float)wc);
+            const __m256i xc = _mm256_sub_epi32(
+                _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + L * g))), zp);
+            a[g] = _mm256_add_epi32(a[g], has_msg ? qmsg_term8(p + L * g, c->x_zp, wf, c->msg)
+                                                  : _mm256_mullo_epi32(xc, _mm256_set1_epi32(wc)));
+#else
+            const __m128 wf = _mm_set1_ps((float)wc);
+            const __m128i xc = qmsg_centred4(p + L * g, zp);
+            /* |xc * wc| <= 65,025: exact in float32, so the product converts back exactly */
+            a[g] = _mm_add_epi32(a[g], has_msg ? qmsg_term4(xc, wf, c->msg)
+                                               : _mm_cvtps_epi32(_mm_mul_ps(_mm_cvtepi32_ps(xc),
+                                                                            wf)));
+#endif
+        }
+    }
+#if QMSG_AVX2_8
+    for (int g = 0; g < groups; g++) _mm256_storeu_si256((__m256i *)(acc + L * g), a[g]);
+#else
+    for (int g = 0; g < groups; g++) _mm_storeu_si128((__m128i *)(acc + L * g), a[g]);
+#endif
+}
+#endif
+
 /* acc[0 .. 16) for columns [f0, f0 + 16). */
 QGNN_INLINE void gcna_vec16(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t e, int64_t v,
                             const int16_t *w, int64_t f0, int has_msg, int32_t *acc) {
@@ -153,6 +200,29 @@ static void gcna_tail(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t e, int6
 /* Columns [f0, f0 + width), width being 64, 16 or below 16. */
 QGNN_INLINE void gcna_cols(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t e, int64_t v,
                            const int16_t *w, int64_t f0, int width, int32_t *acc) {
+#if QMSG_AVX2_8
+    if (width == QV_LANES || (width < QV_LANES && width >= 8)) { /* 16, or 8 + a short tail */
+        const int groups = width / 8;
+        if (c->has_msg) gcna_groups(c, t0, t1, e, v, w, f0, groups, 1, acc);
+        else gcna_groups(c, t0, t1, e, v, w, f0, groups, 0, acc);
+        if (width > 8 * groups) gcna_tail(c, t0, t1, e, v, w, f0 + 8 * groups,
+                                          width - 8 * groups, acc + 8 * groups);
+        return;
+    }
+#elif QMSG_SSE2
+    if (width >= 4) { /* 16 columns at a time in four 4-lane registers, then a short tail */
+        int f = 0;
+        for (; f + 4 <= width; f += 16) {
+            const int groups = width - f >= 16 ? 4 : (width - f) / 4;
+            if (groups == 4 && c->has_msg) gcna_groups(c, t0, t1, e, v, w, f0 + f, 4, 1, acc + f);
+            else if (groups == 4) gcna_groups(c, t0, t1, e, v, w, f0 + f, 4, 0, acc + f);
+            else gcna_groups(c, t0, t1, e, v, w, f0 + f, groups, c->has_msg, acc + f);
+            f += 4 * groups - 16;
+        }
+        if (f < width) gcna_tail(c, t0, t1, e, v, w, f0 + f, width - f, acc + f);
+        return;
+    }
+#endif
     if (width == GCNA_CH) {
         if (c->has_msg) gcna_vec64(c, t0, t1, e, v, w, f0, 1, acc);
         else gcna_vec64(c, t0, t1, e, v, w, f0, 0, acc);

@@ -143,12 +143,99 @@ QGNN_INLINE void qma_vec64(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, i
     qv_store_stride4(a, acc);
 }
 
+#if QMSG_AVX2_8
+/* Whether every group of 8 columns has one weight per edge: one edge weight, or heads whose
+ * width is a multiple of 8. */
+static inline int qma_groups_of_8(const qma_ctx *c) {
+    return c->head_of == NULL || (c->F / c->H) % 8 == 0;
+}
+
+/* acc[0 .. 8 * groups) for columns [f0, f0 + 8 * groups), groups 1 or 2, in 8-lane registers
+ * (the 16-lane types of the generic path live in memory at this level); qma_groups_of_8(c). */
+QGNN_INLINE void qma_avx2_groups(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, int groups,
+                                 int is_max, int32_t *acc) {
+    const int64_t F = c->F;
+    const uint8_t *x = c->x + f0;
+    const int64_t *src = c->src;
+    const int32_t h0 = c->head_of ? c->head_of[f0] : 0;
+    const int32_t h1 = c->head_of && groups > 1 ? c->head_of[f0 + 8] : h0;
+    __m256i a0 = _mm256_set1_epi32(is_max ? INT32_MIN : 0), a1 = a0;
+    for (int64_t i = b; i < e; i++) {
+        const uint8_t *p = x + src[i] * F;
+        qgnn_prefetch_row((const char *)x, F, src, i, c->n_edges, c->n_src, 8 * groups);
+        const uint8_t *wr = c->w + i * c->H;
+        const __m256 w0 = _mm256_set1_ps((float)((int32_t)wr[h0] - c->w_zp));
+        const __m256i t0 = qmsg_term8(p, c->x_zp, w0, c->msg);
+        a0 = is_max ? _mm256_max_epi32(a0, t0) : _mm256_add_epi32(a0, t0);
+        if (groups > 1) {
+            const __m256 w1 = _mm256_set1_ps((float)((int32_t)wr[h1] - c->w_zp));
+            const __m256i t1 = qmsg_term8(p + 8, c->x_zp, w1, c->msg);
+            a1 = is_max ? _mm256_max_epi32(a1, t1) : _mm256_add_epi32(a1, t1);
+        }
+    }
+    _mm256_storeu_si256((__m256i *)acc, a0);
+    if (groups > 1) _mm256_storeu_si256((__m256i *)(acc + 8), a1);
+}
+#endif
+
+#if QMSG_SSE2
+/* Whether every group of 4 columns has one weight per edge. */
+static inline int qma_groups_of_4(const qma_ctx *c) {
+    return c->head_of == NULL || (c->F / c->H) % 4 == 0;
+}
+
+/* acc[0 .. 4 * groups) for columns [f0, f0 + 4 * groups), groups 1 to 4, in 4-lane registers;
+ * qma_groups_of_4(c). Each group's 4 bytes are loaded alone, so no read passes the row. */
+QGNN_INLINE void qma_sse2_groups(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, int groups,
+                                 int is_max, int32_t *acc) {
+    const int64_t F = c->F;
+    const uint8_t *x = c->x + f0;
+    const int64_t *src = c->src;
+    int32_t head[4] = {0, 0, 0, 0};
+    if (c->head_of)
+        for (int g = 0; g < groups; g++) head[g] = c->head_of[f0 + 4 * g];
+    const __m128i zp = _mm_set1_epi32(c->x_zp);
+    const __m128i start = _mm_set1_epi32(is_max ? INT32_MIN : 0);
+    __m128i a[4] = {start, start, start, start};
+    for (int64_t i = b; i < e; i++) {
+        const uint8_t *p = x + src[i] * F;
+        qgnn_prefetch_row((const char *)x, F, src, i, c->n_edges, c->n_src, 4 * groups);
+        const uint8_t *wr = c->w + i * c->H;
+        for (int g = 0; g < groups; g++) {
+            const __m128 w = _mm_set1_ps((float)((int32_t)wr[head[g]] - c->w_zp));
+            const __m128i t = qmsg_term4(qmsg_centred4(p + 4 * g, zp), w, c->msg);
+            a[g] = is_max ? qmsg_max4(a[g], t) : _mm_add_epi32(a[g], t);
+        }
+    }
+    for (int g = 0; g < groups; g++) _mm_storeu_si128((__m128i *)(acc + 4 * g), a[g]);
+}
+
+/* Columns [f0, f0 + w) at the baseline level, w a multiple of 4 up to 64: 16 at a time. */
+static void qma_sse2_cols(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, int w,
+                          int32_t *acc) {
+    const int is_max = c->reduce == QGNN_MAX;
+    for (int f = 0; f < w; f += 16) {
+        const int groups = w - f >= 16 ? 4 : (w - f) / 4;
+        if (groups == 4 && is_max) qma_sse2_groups(c, b, e, f0 + f, 4, 1, acc + f);
+        else if (groups == 4) qma_sse2_groups(c, b, e, f0 + f, 4, 0, acc + f);
+        else if (is_max) qma_sse2_groups(c, b, e, f0 + f, groups, 1, acc + f);
+        else qma_sse2_groups(c, b, e, f0 + f, groups, 0, acc + f);
+    }
+}
+#endif
+
 /* acc[0 .. 16) for columns [f0, f0 + 16). */
 QGNN_INLINE void qma_vec16(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, int is_max,
                            int heads, int32_t *acc) {
     const int64_t F = c->F;
     const uint8_t *x = c->x + f0;
     const int64_t *src = c->src;
+#if QMSG_AVX2_8
+    if (qma_groups_of_8(c)) {
+        qma_avx2_groups(c, b, e, f0, 2, is_max, acc);
+        return;
+    }
+#endif
     const int32_t *hidx = heads ? c->head_of + f0 : NULL;
     qv_i32 a = (qv_i32){0} + (is_max ? INT32_MIN : 0);
 #if QMA_HEAD_SHUFFLE
@@ -191,6 +278,14 @@ static void qma_tail(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, int w, 
 QGNN_INLINE void qma_cols(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, int w,
                           int32_t *acc) {
     const int is_max = c->reduce == QGNN_MAX, heads = c->head_of != NULL;
+#if QMSG_SSE2
+    if (w >= 4 && qma_groups_of_4(c)) { /* whole 4-column groups; the rest one at a time */
+        const int whole = w / 4 * 4;
+        qma_sse2_cols(c, b, e, f0, whole, acc);
+        if (whole < w) qma_tail(c, b, e, f0 + whole, w - whole, acc + whole);
+        return;
+    }
+#endif
     if (w == QMA_CH) {
         if (is_max && heads) qma_vec64(c, b, e, f0, 1, 1, acc);
         else if (is_max) qma_vec64(c, b, e, f0, 1, 0, acc);
@@ -202,6 +297,14 @@ QGNN_INLINE void qma_cols(const qma_ctx *c, int64_t b, int64_t e, int64_t f0, in
         else if (heads) qma_vec16(c, b, e, f0, 0, 1, acc);
         else qma_vec16(c, b, e, f0, 0, 0, acc);
     } else {
+#if QMSG_AVX2_8
+        if (w >= 8 && qma_groups_of_8(c)) { /* e.g. F = 8 classes: one register, not 8 passes */
+            if (is_max) qma_avx2_groups(c, b, e, f0, 1, 1, acc);
+            else qma_avx2_groups(c, b, e, f0, 1, 0, acc);
+            if (w > 8) qma_tail(c, b, e, f0 + 8, w - 8, acc + 8);
+            return;
+        }
+#endif
         qma_tail(c, b, e, f0, w, acc);
     }
 }

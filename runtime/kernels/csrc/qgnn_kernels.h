@@ -190,6 +190,22 @@ int qgnn_float_step_q8(const uint8_t *a, const uint8_t *b, int64_t rows, int64_t
                        const double *dconst, int64_t nd, float y_scale, int32_t y_zp, int bits,
                        uint8_t *y, int num_threads);
 
+/* GAT's attention logits (gat_logits.c): per edge e and head h, LeakyRelu(slope) of
+ * score_src[src[e], h] + score_dst[dst[e], h], quantised (scale, zp, bits) into q (E, H) uint8,
+ * or, when q is NULL, quantised and dequantised into f (E, H) float32. Returns -1, or the first
+ * edge whose src (< ns) or dst (< nt) is out of range. */
+int64_t qgnn_gat_logits(const float *score_src, int64_t ns, const float *score_dst, int64_t nt,
+                        int64_t H, const int64_t *src, const int64_t *dst, int64_t E, float slope,
+                        float scale, int32_t zp, int bits, uint8_t *q, float *f,
+                        int num_threads);
+
+/* GAT's per-head scores (gat_logits.c; qgnn.contract.attention): out[n, h] =
+ * float(sum_c (x[n, h*C + c] - zp) * att[h, c]) * scale[h], the int32 dot exact (wrapping like
+ * MatMulInteger's accumulator), then one float32 multiply. x (N, H*C) uint8, H <= QGNN_MAX_HEADS. */
+#define QGNN_MAX_HEADS 1024
+void qgnn_head_scores(const uint8_t *x, int64_t N, int64_t H, int64_t C, int32_t zp,
+                      const int8_t *att, const float *scale, float *out, int num_threads);
+
 /* Top-k rows of table (N, D) int8 by integer dot product with the query (int8 or int32 values,
  * exactly one of q8 / q32 non-NULL). rows: candidate row ids (sorted, unique) or NULL for all;
  * exclude: sorted unique ids never returned, or NULL. Ties go to the smaller id.

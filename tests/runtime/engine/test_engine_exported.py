@@ -69,9 +69,15 @@ def test_exported_gcn_normalises_and_scales_edges_in_the_fused_kernel(gcn_bundle
     assert "QGCNAggregate" in ops and "EdgeDst" not in ops  # no self-looped CSR left
 
 
-def test_exported_gat_runs_per_head_weights_in_the_fused_kernel(tmp_path: Path) -> None:
+def test_exported_gat_runs_attention_and_per_head_weights_in_fused_kernels(tmp_path: Path
+                                                                          ) -> None:
     path = _export(tmp_path, "gat", heads=2)
-    assert "QMessageAggregate" in _kernel_ops(Engine(load_bundle(path)))
+    plan = Engine(load_bundle(path)).executor.plan
+    logits = [k for phase in plan.kernels for k in phase if k.op_type == "GatLogitsF32"]
+    assert "QMessageAggregate" in {k.op_type for phase in plan.kernels for k in phase}
+    assert len(logits) == 2 and all(k.attributes["scores"] is not None for k in logits)
+    left = {n.op_type for s in plan.segments for n in s.nodes}
+    assert not left & {"LeakyRelu", "Gather", "MatMulInteger"}
     _check_node_bundle(path)
 
 
@@ -126,8 +132,8 @@ def test_every_exported_weight_matrix_runs_in_the_qlinear_kernel(tmp_path: Path,
 # FloatStep outputs and their ops per layer type: the rule-5 chains the exporter writes between
 # two uint8 sites (bias adds, the ReLU into the next layer's input, requantised messages, the sum
 # of two branches, eval BatchNorm + ReLU). Left to onnxruntime: chains from float tensors (GCN's
-# edge coefficients, GAT's logits), GAT's head mean (ReduceSum), EGC's aggregator mix, and each
-# model's last DequantizeLinear (its float output).
+# edge coefficients; GAT's logits have their own kernel, gat_fusion.py), GAT's head mean
+# (ReduceSum), EGC's aggregator mix, and each model's last DequantizeLinear (its float output).
 FUSED_FLOAT_STEPS = {
     "gcn": {"layers.0/out": ["add"], "layers.0/next_x": ["relu"], "layers.1/out": ["add"]},
     "sage": {"layers.0/msg": [], "layers.0/out": ["add_b"], "layers.0/next_x": ["relu"],

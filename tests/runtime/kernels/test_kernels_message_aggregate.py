@@ -276,10 +276,12 @@ def test_reads_only_its_inputs(guarded, feats, reduce):
             message_aggregate(x, 3, indptr, src, w, *args))
 
 
-@pytest.mark.parametrize(("feats", "heads"), [(128, 4), (128, 16), (96, 24), (64, 32), (40, 20)])
+@pytest.mark.parametrize(("feats", "heads"), [(128, 4), (128, 16), (96, 24), (64, 32), (40, 20),
+                                              (40, 5), (24, 3), (8, 1), (8, 2)])
 def test_many_heads_and_head_widths(make_csr, feats, heads):
     """Up to 16 heads the kernel permutes one converted weight row per edge (once per vector
-    when a head spans a multiple of 4 columns); more heads take the lane-by-lane path."""
+    when a head spans a multiple of 4 columns); more heads take the lane-by-lane path. Heads
+    8 columns wide take the avx2 level's 8-lane 16- and 8-column paths (GAT's output layer)."""
     rng = np.random.default_rng(feats + heads)
     csr = make_csr(40, 500, 60, empty_frac=0.1)
     feeds = make_feeds(rng, csr, 60, feats, heads)
