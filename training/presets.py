@@ -12,9 +12,9 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-METRICS = ("auto", "accuracy", "roc_auc", "recall", "ndcg")
+METRICS = ("auto", "accuracy", "roc_auc", "recall", "ndcg", "hit_rate", "hits")
 DECODERS = ("dot", "mlp")
-LOSSES = ("bce", "bpr")
+LOSSES = ("bce", "bpr", "softmax")
 
 
 @dataclass
@@ -32,13 +32,16 @@ class TrainConfig:
     metric: str = "auto"
     row_normalize: bool = False  # scale each feature row to sum 1 before training
     decoder: str = "dot"  # link task: score of a pair from the two embeddings
-    loss: str = "bce"  # link task: "bce" (pairs vs negatives) or "bpr" (pairwise ranking)
-    k: int = 20  # link task on bipartite data: Recall@k / NDCG@k
+    # link task: "bce" (pairs vs negatives), "bpr" (pairwise ranking) or "softmax" (sampled
+    # softmax: each positive against its negatives)
+    loss: str = "bce"
+    negatives: int = 1  # link task: negatives drawn per positive pair each epoch
+    k: int = 20  # link task: Recall@k / NDCG@k / HitRate@k (user-item), Hits@k (OGB)
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "seed", "split", "k"):
+        for name in ("epochs", "seed", "split", "k", "negatives"):
             value = getattr(self, name)
-            low = 1 if name in ("epochs", "k") else 0
+            low = 1 if name in ("epochs", "k", "negatives") else 0
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"TrainConfig.{name}: expected an int >= {low}, got {value!r}")
         if self.patience is not None and (isinstance(self.patience, bool)

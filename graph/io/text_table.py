@@ -82,6 +82,7 @@ class TextTable:
     sep: str | None  # None = any whitespace
     skip: int  # raw lines before the first data row (leading comments and the header)
     num_cols: int
+    header_tokens: tuple[str, ...] | None = None  # the header row's tokens, when it has one
 
     @classmethod
     def open(cls, path: str | Path, *, sep: str | None = None, header: bool | None = None,
@@ -103,13 +104,15 @@ class TextTable:
         tokens = _split(line, sep)
         if looks_like_header is None:
             looks_like_header = _has_text
+        names = None
         if header or (header is None and looks_like_header(tokens)):
+            names = tuple(tokens)
             following = next(rows, None)
             if following is None:
                 raise ValueError(f"{path}: no data rows after the header on line {number}")
             number, line = following
             tokens = _split(line, sep)
-        return cls(path, text, sep, number - 1, len(tokens))
+        return cls(path, text, sep, number - 1, len(tokens), names)
 
     def _lines(self) -> Iterator[tuple[int, str]]:
         return _data_lines(self.text, self.skip)
