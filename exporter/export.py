@@ -202,6 +202,10 @@ def serving_data(run: LoadedRun, graph: Graph | None = None,
         return ServingData(g, g.x.astype(np.float32), g.y, masks)
     if isinstance(data, Graph) and graph is None:
         data = split_edges(data, seed=ckpt.train_config.split)
+    if isinstance(data, LinkData):
+        from qgnn.training.tasks.link import data_for_model
+
+        data = data_for_model(data, run.gnn.cfg.model)
     link = data if isinstance(data, LinkData) else None
     g = data.graph if isinstance(data, LinkData) else data
     weighted = None

@@ -20,7 +20,7 @@ from qgnn.argtypes import (
     probability,
 )
 
-MODELS = ("gcn", "sage", "gin", "gat", "egc")
+MODELS = ("gcn", "sage", "gin", "gat", "egc", "lightgcn")
 TASKS = ("node", "link")
 
 
@@ -198,7 +198,7 @@ def run_train(args: argparse.Namespace) -> int:
     from qgnn.graph.datasets import load_dataset
     from qgnn.graph.links import LinkData, split_edges
     from qgnn.training.checkpoint import save_run
-    from qgnn.training.tasks.link import link_model_config
+    from qgnn.training.tasks.link import data_for_model, link_model_config
     from qgnn.training.tasks.node import node_model_config
 
     if args.threads is not None:
@@ -223,6 +223,9 @@ def run_train(args: argparse.Namespace) -> int:
         prepare_model, blocks_for = make_hooks(qcfg, graph, num_layers=model_fields["num_layers"])
         hooks = {"prepare_model": prepare_model, "blocks_for": blocks_for}
     if args.task == "node":
+        if args.model == "lightgcn":
+            raise ValueError("--model lightgcn learns node embeddings for link prediction and "
+                             "recommendation; use --task link")
         if not isinstance(data, Graph):
             raise ValueError(f"--dataset {args.dataset!r} holds link-prediction pairs "
                              f"(user-item interactions); use --task link")
@@ -233,6 +236,7 @@ def run_train(args: argparse.Namespace) -> int:
         if isinstance(data, Graph):
             data = split_edges(data, seed=train_cfg.split)
         assert isinstance(data, LinkData)
+        data = data_for_model(data, args.model)
         if args.embedding_dim is not None:
             model_fields["embedding_dim"] = args.embedding_dim
         model_cfg = link_model_config(data, args.model, **model_fields)

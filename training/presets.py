@@ -94,6 +94,10 @@ MODEL_DEFAULTS: dict[str, Preset] = {
     "egc": Preset({"hidden": 64, "num_layers": 2, "dropout": 0.5,
                    "layer_kwargs": {"heads": 8, "bases": 4}},
                   TrainConfig(lr=0.01, weight_decay=5e-4)),
+    # He et al. (SIGIR 2020): 3 layers, BPR, no dropout; one full-batch Adam step per epoch
+    "lightgcn": Preset({"hidden": 64, "num_layers": 3, "dropout": 0.0},
+                       TrainConfig(lr=0.01, weight_decay=0.0, loss="bpr", epochs=300,
+                                   patience=100)),
 }
 
 PRESETS: dict[tuple[str, str], Preset] = {

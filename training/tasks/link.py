@@ -11,6 +11,7 @@ et al., SIGIR 2020), next to the most-popular baseline ranked the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -243,13 +244,28 @@ def final_metrics(scorer: Any, h: torch.Tensor, data: LinkData, k: int,
     return extra
 
 
+def data_for_model(data: LinkData, model: str) -> LinkData:
+    """``data`` as ``model`` reads it: LightGCN-style (layer-mean, weight-free) models learn one
+    embedding per node and ignore node features, which they have no weights to project."""
+    from qgnn.contract.layers import layer_spec
+
+    if not layer_spec(model).layer_mean or data.graph.x is None:
+        return data
+    return dataclasses.replace(data, graph=data.graph.replace(x=None))
+
+
 def link_model_config(data: LinkData, model: str, *, hidden: int = 64, embedding_dim: int = 64,
                       **fields: Any) -> ModelConfig:
     """A :class:`ModelConfig` for ``data``: features in, ``hidden``-wide embeddings out.
 
-    Graphs without features get a learnable ``embedding_dim``-wide embedding per node.
+    Graphs without features get a learnable ``embedding_dim``-wide embedding per node
+    (``hidden``-wide for LightGCN, whose layers keep the width).
     """
-    graph = data.graph
+    from qgnn.contract.layers import layer_spec
+
+    graph = data_for_model(data, model).graph
+    if layer_spec(model).layer_mean:
+        embedding_dim = hidden
     in_dim = graph.num_features if graph.x is not None else embedding_dim
     return ModelConfig(model=model, in_dim=in_dim, out_dim=hidden, hidden=hidden, **fields)
 
@@ -297,6 +313,7 @@ def train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig, *
     """
     blocks_for = blocks_for or same_block
     started = time.perf_counter()
+    data = data_for_model(data, model_cfg.model)
     graph = data.graph if data.graph.x is None else prepare_features(data.graph, train_cfg)
     graph = message_graph(data, graph)
     n = graph.num_nodes

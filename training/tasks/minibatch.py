@@ -50,6 +50,7 @@ from qgnn.training.tasks.link import (
     LinkModel,
     build_link_model,
     check_link_task,
+    data_for_model,
     eval_negatives,
     final_metrics,
     link_loss,
@@ -416,6 +417,7 @@ def _train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig,
     from qgnn.training.distributed import agree, wrap_model
 
     started = time.perf_counter()
+    data = data_for_model(data, model_cfg.model)
     graph = message_graph(data, data.graph)
     n = graph.num_nodes
     metric, items = check_link_task(data, graph, model_cfg, train_cfg)
