@@ -64,7 +64,8 @@ def layerwise_inference(gnn: GNN, x: torch.Tensor, csc: Adjacency, in_degree: np
     ranges = [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
     h_all = torch.cat([gnn.begin(to_device(x[a:b], device, counter, "eval")).cpu()
                        for a, b in ranges])
-    total = gnn.mean_input(h_all) if gnn.layer_mean else None  # LightGCN: mean of input and layer outputs
+    # LightGCN: the mean of the input and every layer's output
+    total = gnn.mean_input(h_all) if gnn.layer_mean else None
     for i in range(len(gnn.layers)):
         outs = []
         for a, b in ranges:
