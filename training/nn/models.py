@@ -23,6 +23,8 @@ from torch import nn
 # (in_dim, out_dim, config, is_last) -> layer with forward(x_src, block) -> (num_dst, out_dim)
 LayerFactory = Callable[[int, int, "ModelConfig", bool], nn.Module]
 LAYERS = tuple(CONTRACT_LAYERS)  # the layer types, by name
+# the layer types that can be node classifiers (LightGCN only propagates learned embeddings)
+CLASSIFIER_LAYERS = tuple(n for n in LAYERS if not CONTRACT_LAYERS[n].layer_mean)
 
 
 @dataclass

@@ -49,3 +49,20 @@ def test_width_must_be_kept_and_no_extras():
         build_model(ModelConfig("lightgcn", 4, 8, hidden=8, num_layers=1))
     with pytest.raises(ValueError, match="takes no input_proj, head, residual or norm"):
         build_model(ModelConfig("lightgcn", 4, 4, hidden=4, residual=True))
+
+
+def test_layerwise_inference_equals_the_full_graph_forward():
+    from qgnn.training.sampling.inference import layerwise_inference
+    from qgnn.training.sampling.transfer import TransferCounter
+
+    graph = _bipartite(users=20, items=30, seed=3)
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((graph.num_nodes, 8))
+                         .astype(np.float32))
+    model = build_model(ModelConfig("lightgcn", 8, 8, hidden=8, num_layers=3, dropout=0.0))
+    model.eval()
+    with torch.no_grad():
+        full = model(x, full_graph_block(graph))
+        in_degree = np.diff(graph.csc.indptr).astype(np.int64)
+        chunked = layerwise_inference(model, x, graph.csc, in_degree, torch.device("cpu"),
+                                      TransferCounter(), chunk_size=7)
+    torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-6)
