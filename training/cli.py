@@ -177,7 +177,7 @@ def _configs(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
 
     from qgnn.training.presets import preset
 
-    chosen = preset(args.model, args.dataset)
+    chosen = preset(args.model, args.dataset, args.task)
     model_fields = dict(chosen.model)
     for flag, name in (("hidden", "hidden"), ("layers", "num_layers"), ("dropout", "dropout"),
                        ("residual", "residual"), ("input_proj", "input_proj"), ("head", "head")):

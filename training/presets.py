@@ -128,9 +128,24 @@ PRESETS: dict[tuple[str, str], Preset] = {
 }
 
 
-def preset(model: str, dataset: str) -> Preset:
-    """The preset for ``model`` on ``dataset`` (a built-in name), else the model's default."""
+# Link prediction and recommendation start from the model's default with these changes. The
+# node presets' dropout 0.5 and weight decay 5e-4 held GCN at the most-popular level on a
+# MovieLens-format log (Recall@20 0.146 vs 0.148, issue 16), and validation recall sat flat for
+# about 50 epochs before rising: no dropout, no weight decay, and a patience of 100 epochs so
+# selection by validation waits out the plateau.
+LINK_MODEL = {"dropout": 0.0}
+LINK_TRAIN = {"weight_decay": 0.0, "epochs": 300, "patience": 100}
+
+
+def preset(model: str, dataset: str, task: str = "node") -> Preset:
+    """The preset for ``model`` on ``dataset`` (a built-in name), else the model's default;
+    for ``task="link"`` the model's default with :data:`LINK_MODEL` / :data:`LINK_TRAIN`
+    (LightGCN's default is a link preset already)."""
     if model not in MODEL_DEFAULTS:
         raise ValueError(f"model: unknown model {model!r}; choose from {sorted(MODEL_DEFAULTS)}")
+    if task == "link":
+        base = MODEL_DEFAULTS[model]
+        return Preset({**copy.deepcopy(base.model), **LINK_MODEL},
+                      dataclasses.replace(base.train, **LINK_TRAIN))
     chosen = PRESETS.get((model, dataset.lower()), MODEL_DEFAULTS[model])
     return copy.deepcopy(chosen)  # callers may edit theirs
