@@ -48,7 +48,7 @@ def run_one(data: LinkData, model: str, precision: str, seed: int, args: argpars
             ) -> dict[str, Any]:
     """One training run; its figures (test metric, extras, epochs, seconds)."""
     chosen = preset(model, "bench", "link")
-    overrides: dict[str, Any] = {"seed": seed}
+    overrides: dict[str, Any] = {"seed": seed, "k": args.k}
     for name in ("epochs", "patience", "lr"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-rating", type=float, help="implicit feedback threshold")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--name", default="recommend")
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = p.parse_args(argv)
     if (args.movielens is None) != (args.movielens_test is None):
         p.error("--movielens and --movielens-test go together")
@@ -177,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = run_section(section, data, args)
         results[section] = {"data": source, "rows": rows}
         tables.append(f"### {section}: {source}\n\n{table(section, rows, args.k)}\n")
-    write_result(args.name, results)
     machine = machine_info()
-    (RESULTS_DIR / f"{args.name}.md").write_text(
+    write_result(args.name, results, results_dir=args.results_dir, machine=machine)
+    (args.results_dir / f"{args.name}.md").write_text(
         f"# {args.name}\n\n`python -m qgnn.bench.bench_recommend "
         f"{' '.join(argv if argv is not None else __import__('sys').argv[1:])}`\n\n"
         f"CPU: {machine.get('cpu')}; seeds {args.seeds}\n\n" + "\n".join(tables))
