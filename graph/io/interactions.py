@@ -148,7 +148,7 @@ def read_log(path: str | Path, *, sep: str | None = None, header: bool | None = 
     cols = _resolve(chosen if chosen is not None else _default_columns(table.num_cols, path),
                     table)
     cells = table.parse(str)
-    line = np.fromiter((n for n, _ in table._lines()), np.int64, count=len(cells))
+    line = table.line_numbers(len(cells))
     numbers: dict[str, np.ndarray | None] = {}
     for role in ("rating", "timestamp"):
         if role not in cols:

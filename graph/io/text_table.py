@@ -147,6 +147,10 @@ class TextTable:
                                       f"not {kind}")
         return ValueError(f"{self.path}: cannot parse ({exc})")
 
+    def line_numbers(self, rows: int) -> np.ndarray:
+        """1-based file line of each of the first ``rows`` data rows (int64)."""
+        return np.fromiter((n for n, _ in self._lines()), np.int64, count=rows)
+
     def line_of_row(self, row: int) -> int:
         """1-based file line holding data row ``row`` (for error messages)."""
         for index, (number, _) in enumerate(self._lines()):
