@@ -179,7 +179,7 @@ def run_dataset(run: LoadedRun, dataset: str | None = None) -> str:
     return spec
 
 
-def serving_data(run: LoadedRun, graph: Graph | None = None,
+def serving_data(run: LoadedRun, graph: Graph | LinkData | None = None,
                  dataset: str | None = None) -> ServingData:
     """The training graph of the run (its dataset spec reloaded, checked and possibly moved:
     see :func:`run_dataset`; or ``graph``), with the features transformed as in training (row
@@ -366,13 +366,14 @@ def build_manifest(run: LoadedRun, main: EmittedModel, store: GraphStore, *, nam
 
 def export_run(checkpoint: str | Path, out: str | Path, *, name: str | None = None,
                version: int = 1, include_fp32: bool = False, parity: bool = True,
-               overwrite: bool = False, graph: Graph | None = None, threads: int = 1,
+               overwrite: bool = False, graph: Graph | LinkData | None = None, threads: int = 1,
                progress: Progress | None = None, dataset: str | None = None) -> ExportSummary:
     """Export the run in ``checkpoint`` as a verified bundle in ``out``.
 
     ``graph`` replaces the dataset named in the checkpoint (same nodes and features as in
-    training); ``dataset`` is the dataset's spec or new path when it moved (its files must hash
-    as recorded at training); ``include_fp32`` adds the FP32 model as ``model_fp32.onnx``;
+    training; a link run's LinkData keeps its splits, node types and ids); ``dataset`` is the
+    dataset's spec or new path when it moved (its files must hash as recorded at training);
+    ``include_fp32`` adds the FP32 model as ``model_fp32.onnx``;
     ``parity`` compares the exported model with PyTorch on the full graph and records the
     figures.
     """

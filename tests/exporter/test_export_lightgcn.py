@@ -61,7 +61,7 @@ def test_int8_export_equals_the_integer_reference(run):
 def test_bundle_serves_an_int8_embedding_table_within_steps_of_pytorch(run, tmp_path):
     loaded, directory = run
     data = _data()
-    summary = export_run(directory, tmp_path / "bundle", graph=data.graph.replace(x=None))
+    summary = export_run(directory, tmp_path / "bundle", graph=data)
     table = loaded.model.embedding.weight.detach().numpy()
     with load_bundle(summary.bundle) as bundle:
         features = bundle.array(GRAPH_FEATURES)
@@ -70,6 +70,14 @@ def test_bundle_serves_an_int8_embedding_table_within_steps_of_pytorch(run, tmp_
         assert bundle.manifest["model"]["type"] == "lightgcn"
         assert bundle.manifest["model"]["precision"] == "int8"
     assert summary.parity is not None and summary.parity.max_error_steps <= 3
+    # served like every other model: the engine loads it and recommends items
+    from qgnn.runtime.engine.engine import Engine
+
+    with load_bundle(summary.bundle) as bundle:
+        engine = Engine(bundle)
+        ids, _ = engine.recommend(0, 5, exclude_seen=True)
+        assert bundle.array("graph/node_type.npy").sum() == data.num_items
+    assert len(ids) == 5
 
 
 def test_fp32_export_matches_pytorch(tmp_path):
