@@ -28,7 +28,11 @@ class LayerSpec:
 
     ``ops`` are the ``ai.qgnn`` ops its INT8 export may contain; ``degree`` says whether the
     layer reads full-graph in-degrees: ``"always"``, ``"never"``, or the name of the
-    ``layer_kwargs["aggregators"]`` entry that needs them.
+    ``layer_kwargs["aggregators"]`` entry that needs them. ``degree_norm`` is the inverse
+    square-root degree the stack hands its layers: ``"plus_one"`` ``(d + 1)^-1/2`` (GCN's
+    self-looped graph) or ``"clamped"`` ``max(d, 1)^-1/2`` (LightGCN, no loops).
+    ``layer_mean`` stacks combine by the mean of the input and every layer's output, with no
+    non-linearity between layers (LightGCN), instead of ReLU between layers.
     """
 
     name: str
@@ -38,6 +42,8 @@ class LayerSpec:
     ops: frozenset[str]
     degree: str = "never"
     default_aggregators: tuple[str, ...] = field(default=())
+    degree_norm: str = "plus_one"
+    layer_mean: bool = False
 
     def load(self, part: str) -> Callable[..., Any]:
         """The function behind ``part`` (imports its stage on first use)."""
@@ -71,6 +77,10 @@ LAYERS: dict[str, LayerSpec] = {spec.name: spec for spec in (
     _spec("gat", {"QMessageAggregate", "EdgeDst", "EdgeSoftmax", *LOOP_OPS}),
     _spec("egc", {"QGCNAggregate", "QAggregate", "EdgeDst", *LOOP_OPS}, degree="symnorm",
           default_aggregators=("symnorm",)),
+    # He et al. (SIGIR 2020): weight-free symmetric propagation, layer mean; the INT8 export
+    # scales each edge's message by its quantised coefficient in QMessageAggregate
+    _spec("lightgcn", {"QMessageAggregate", "EdgeDst"}, degree="always",
+          degree_norm="clamped", layer_mean=True),
 )}
 
 

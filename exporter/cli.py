@@ -35,6 +35,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-parity", action="store_true",
                    help="skip the comparison with the PyTorch model")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    p.add_argument("--dataset",
+                   help="the run's dataset when it moved: a dataset spec, or the new path of "
+                        "an interactions run's training file (its files must match the sha256 "
+                        "recorded at training)")
     p.add_argument("--threads", type=positive_int, default=1,
                    help="onnxruntime intra-op threads for the full-graph run (default 1)")
     p.set_defaults(func=run_export)
@@ -78,6 +82,7 @@ def run_export(args: argparse.Namespace) -> int:
     summary = export_run(
         args.checkpoint, args.out, name=args.name, version=args.version,
         include_fp32=args.fp32, parity=not args.no_parity, overwrite=args.overwrite,
-        threads=args.threads, progress=lambda msg: print(f"qgnn export: {msg}", file=sys.stderr))
+        threads=args.threads, dataset=args.dataset,
+        progress=lambda msg: print(f"qgnn export: {msg}", file=sys.stderr))
     print(format_summary(summary, time.perf_counter() - started))
     return 0

@@ -25,8 +25,10 @@ from qgnn.exporter.onnx_builder import GraphBuilder
 from qgnn.exporter.ops import IR_VERSION, ONNX_OPSET_VERSION, QGNN_OPSET_VERSION
 from qgnn.exporter.parity import ParityReport, compare_outputs
 from qgnn.exporter.quant_params import LayerSites, read_sites
+from qgnn.exporter.recsys import node_types_manifest, recommender_files
 from qgnn.exporter.store import GraphStore, build_store, embedding_arrays
 from qgnn.graph.container import Graph
+from qgnn.graph.links import LinkData
 from qgnn.runtime.bundle import MODEL_FILE, MODEL_FORMAT, load_bundle, write_bundle
 from qgnn.runtime.engine.executor import make_executor
 from qgnn.runtime.engine.session import SessionConfig
@@ -151,18 +153,44 @@ class ServingData:
     features: np.ndarray  # (N, F) float32
     labels: np.ndarray | None = None
     masks: dict[str, np.ndarray] = field(default_factory=dict)
+    link: LinkData | None = None  # a link run's data (splits, node types, ids)
+    weighted_graph: Graph | None = None  # the graph with its interaction weights (ratings)
 
 
-def serving_data(run: LoadedRun, graph: Graph | None = None) -> ServingData:
-    """The training graph of the run (its dataset spec reloaded, or ``graph``), with the
-    features transformed as in training (row normalisation); link runs serve the message-
-    passing graph of their edge split, featureless ones their learned embedding table."""
+def run_dataset(run: LoadedRun, dataset: str | None = None) -> str:
+    """The dataset spec to export ``run`` with, its files checked against the sha256 recorded
+    at training. ``dataset`` overrides the recorded spec: a full spec, or for interaction runs
+    the training file's new path (the recorded options are kept)."""
+    from qgnn.graph.datasets import interactions_spec, parse_interactions_spec
+    from qgnn.graph.fingerprint import verify
+
+    ckpt = run.checkpoint
+    spec = ckpt.dataset
+    if dataset is not None:
+        if ckpt.dataset.startswith("interactions:") and not dataset.startswith(
+                ("interactions:", "synthetic:")):
+            _, options = parse_interactions_spec(ckpt.dataset)
+            spec = interactions_spec(dataset, **options)
+        else:
+            spec = dataset
+    recorded = ckpt.extra.get("dataset_files")
+    if isinstance(recorded, list):
+        verify(spec, recorded)
+    return spec
+
+
+def serving_data(run: LoadedRun, graph: Graph | LinkData | None = None,
+                 dataset: str | None = None) -> ServingData:
+    """The training graph of the run (its dataset spec reloaded, checked and possibly moved:
+    see :func:`run_dataset`; or ``graph``), with the features transformed as in training (row
+    normalisation); link runs serve the message-passing graph of their edge split, featureless
+    ones their learned embedding table."""
     from qgnn.graph.datasets import load_dataset
     from qgnn.graph.links import LinkData, split_edges
     from qgnn.training.tasks.node import prepare_features
 
     ckpt = run.checkpoint
-    data = load_dataset(ckpt.dataset) if graph is None else graph
+    data = load_dataset(run_dataset(run, dataset)) if graph is None else graph
     if ckpt.task == "node":
         if not isinstance(data, Graph):
             raise ValueError(f"dataset {ckpt.dataset!r} holds link pairs, not a node task graph")
@@ -174,7 +202,19 @@ def serving_data(run: LoadedRun, graph: Graph | None = None) -> ServingData:
         return ServingData(g, g.x.astype(np.float32), g.y, masks)
     if isinstance(data, Graph) and graph is None:
         data = split_edges(data, seed=ckpt.train_config.split)
+    if isinstance(data, LinkData):
+        from qgnn.training.tasks.link import data_for_model
+
+        data = data_for_model(data, run.gnn.cfg.model)
+    link = data if isinstance(data, LinkData) else None
     g = data.graph if isinstance(data, LinkData) else data
+    weighted = None
+    if link is not None and link.bipartite and g.edge_weight is not None:
+        # user-item ratings ride along to the bundle; message passing ignores them (training's
+        # link task strips them too, docs/recommenders.md)
+        from qgnn.training.tasks.link import message_graph
+
+        weighted, g = g, message_graph(link, g)
     if g.x is None:
         embedding = getattr(run.model, "embedding", None)
         if embedding is None:
@@ -183,7 +223,7 @@ def serving_data(run: LoadedRun, graph: Graph | None = None) -> ServingData:
     else:
         g = prepare_features(g, ckpt.train_config)
         features = g.x.astype(np.float32)
-    return ServingData(g, features)
+    return ServingData(g, features, link=link, weighted_graph=weighted)
 
 
 def torch_output(run: LoadedRun, data: ServingData) -> np.ndarray:
@@ -284,7 +324,8 @@ def _quantisation(run: LoadedRun) -> dict[str, Any]:
 def build_manifest(run: LoadedRun, main: EmittedModel, store: GraphStore, *, name: str,
                    version: int, parity: ParityReport | None, fp32_file: str | None,
                    decoder_file: str | None, embedding_dim: int | None,
-                   num_classes: int | None) -> dict[str, Any]:
+                   num_classes: int | None,
+                   node_types: dict[str, int] | None = None) -> dict[str, Any]:
     """The bundle manifest (docs/bundle-format.md, plus this exporter's extra fields)."""
     cfg, ckpt = run.gnn.cfg, run.checkpoint
     graph = main.model.graph
@@ -312,6 +353,8 @@ def build_manifest(run: LoadedRun, main: EmittedModel, store: GraphStore, *, nam
         "versions": _versions()}
     if num_classes is not None:
         manifest["graph"]["num_classes"] = num_classes
+    if node_types is not None:
+        manifest["graph"]["node_types"] = node_types
     if run.task == "link":
         manifest["link"] = {"decoder": ckpt.train_config.decoder, "embedding_dim": embedding_dim}
         if decoder_file is not None:
@@ -323,13 +366,16 @@ def build_manifest(run: LoadedRun, main: EmittedModel, store: GraphStore, *, nam
 
 def export_run(checkpoint: str | Path, out: str | Path, *, name: str | None = None,
                version: int = 1, include_fp32: bool = False, parity: bool = True,
-               overwrite: bool = False, graph: Graph | None = None, threads: int = 1,
-               progress: Progress | None = None) -> ExportSummary:
+               overwrite: bool = False, graph: Graph | LinkData | None = None, threads: int = 1,
+               progress: Progress | None = None, dataset: str | None = None) -> ExportSummary:
     """Export the run in ``checkpoint`` as a verified bundle in ``out``.
 
     ``graph`` replaces the dataset named in the checkpoint (same nodes and features as in
-    training); ``include_fp32`` adds the FP32 model as ``model_fp32.onnx``; ``parity`` compares
-    the exported model with PyTorch on the full graph and records the figures.
+    training; a link run's LinkData keeps its splits, node types and ids); ``dataset`` is the
+    dataset's spec or new path when it moved (its files must hash as recorded at training);
+    ``include_fp32`` adds the FP32 model as ``model_fp32.onnx``;
+    ``parity`` compares the exported model with PyTorch on the full graph and records the
+    figures.
     """
     say = progress or (lambda _msg: None)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
@@ -338,8 +384,8 @@ def export_run(checkpoint: str | Path, out: str | Path, *, name: str | None = No
     say(f"loading checkpoint {checkpoint}")
     run = load_run_model(checkpoint)
     precision = "int8" if run.quantised else "fp32"
-    say(f"loading dataset {run.checkpoint.dataset!r}")
-    data = serving_data(run, graph)
+    say(f"loading dataset {dataset or run.checkpoint.dataset!r}")
+    data = serving_data(run, graph, dataset)
     say(f"building the {precision} ONNX graph ({run.gnn.cfg.model}, "
         f"{len(run.gnn.layers)} layers)")
     main, fp32 = export_models(run, name=name)
@@ -371,6 +417,8 @@ def export_run(checkpoint: str | Path, out: str | Path, *, name: str | None = No
         files[FP32_FILE] = fp32_bytes
     if run.task == "link":
         files.update(embedding_arrays(onnx_out))
+        if data.link is not None:
+            files.update(recommender_files(data.link, data.weighted_graph or data.graph))
     if decoder is not None:
         files[DECODER_FILE] = decoder.SerializeToString()
     manifest = build_manifest(
@@ -378,7 +426,8 @@ def export_run(checkpoint: str | Path, out: str | Path, *, name: str | None = No
         fp32_file=FP32_FILE if FP32_FILE in files else None,
         decoder_file=DECODER_FILE if decoder is not None else None,
         embedding_dim=int(onnx_out.shape[1]) if run.task == "link" else None,
-        num_classes=run.gnn.cfg.out_dim if run.task == "node" else None)
+        num_classes=run.gnn.cfg.out_dim if run.task == "node" else None,
+        node_types=node_types_manifest(data.link))
     say(f"writing bundle {out}")
     write_bundle(out, manifest, files, overwrite=overwrite)
     with load_bundle(out, verify=True) as bundle:

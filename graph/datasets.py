@@ -21,13 +21,14 @@ from qgnn.graph.io.edgelist import load_edge_list
 from qgnn.graph.io.interactions import load_interactions
 from qgnn.graph.io.npz import load_npz
 from qgnn.graph.io.ogb import find_csv, load_ogb_folder
+from qgnn.graph.io.ogbl import is_ogbl_npz, load_ogbl_npz
 from qgnn.graph.io.planetoid import load_planetoid
 from qgnn.graph.links import LinkData
 
 DATA_ENV = "QGNN_DATA_DIR"
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 
-BUILTIN: dict[str, tuple[Callable[[Path], Graph], str]] = {
+BUILTIN: dict[str, tuple[Callable[[Path], Graph | LinkData], str]] = {
     "cora": (lambda d: load_planetoid(d / "cora", "cora"),
              "Planetoid Cora: 2708 nodes, 1433 features, 7 classes, standard split"),
     "citeseer": (lambda d: load_planetoid(d / "citeseer", "citeseer"),
@@ -35,6 +36,9 @@ BUILTIN: dict[str, tuple[Callable[[Path], Graph], str]] = {
     "tolokers": (lambda d: load_npz(d / "tolokers" / "tolokers.npz"),
                  "Tolokers: 11758 nodes, 1,038,000 directed edges, 10 features, 2 classes, "
                  "10 fixed splits"),
+    "ogbl-ddi": (lambda d: load_ogbl_npz(d / "ogbl-ddi" / "ogbl-ddi.npz"),
+                 "OGB ogbl-ddi: 4267 drugs, 1,067,911 training interactions, fixed validation "
+                 "and test negatives, Hits@20 (link task)"),
 }
 SYNTHETIC = {"powerlaw": "powerlaw_communities", "recommender": "bipartite_recommender"}
 EDGE_LIST_SUFFIXES = (".csv", ".tsv", ".txt", ".edges", ".el")
@@ -49,8 +53,12 @@ def list_datasets() -> dict[str, str]:
         "<folder with raw/edge.csv[.gz]>": "OGB node-property folder (raw/ + split/<scheme>/)",
         "<file>.npz": "node_features/node_labels/edges[/..._masks], x/y/edge_index, or adj_* CSR",
         "<file>{.csv,.tsv,.txt,.edges,.el}[.gz]": "edge list: src dst [weight] per line",
-        "interactions:<path>": "user item rating [timestamp] log -> bipartite LinkData, "
-                               "time-ordered split",
+        "interactions:<path>": "user item [rating [timestamp]] log -> bipartite LinkData "
+                               "(docs/recommenders.md)",
+        "interactions:<train>?test=<file>&split=user_time&sep=tab&columns=user=0,item=1&...":
+            "options of qgnn.graph.io.interactions.load_interactions (test, val, split, "
+            "val_fraction, test_fraction, seed, sep, header, columns, min_rating, weighted, "
+            "duplicates, user_features, item_features)",
         **{f"synthetic:{kind}?key=value&...": f"qgnn.graph.synth.{fn}(**params)"
            for kind, fn in SYNTHETIC.items()},
     })
@@ -137,7 +145,7 @@ def _path(spec: str) -> Graph | LinkData:
             suffixes.pop()
         last = suffixes[-1] if suffixes else ""
         if last == ".npz":
-            return load_npz(path)
+            return load_ogbl_npz(path) if is_ogbl_npz(path) else load_npz(path)
         if last in EDGE_LIST_SUFFIXES:
             return load_edge_list(path)
         raise ValueError(f"dataset {spec!r}: unrecognised file type {last or '(none)'!r}; "
@@ -162,5 +170,90 @@ def load_dataset(spec: str, *, root: str | Path | None = None) -> Graph | LinkDa
     if spec.startswith("synthetic:"):
         return _synthetic(spec)
     if spec.startswith("interactions:"):
-        return load_interactions(Path(spec.removeprefix("interactions:")).expanduser())
+        path, options = parse_interactions_spec(spec)
+        return load_interactions(path, **options)
     return _path(spec)
+
+
+INTERACTION_OPTIONS = {"test": Path, "val": Path, "split": str, "val_fraction": float,
+                       "test_fraction": float, "seed": int, "sep": str, "header": bool,
+                       "columns": str, "min_rating": float, "weighted": bool,
+                       "duplicates": str, "user_features": Path, "item_features": Path}
+INTERACTION_FILES = ("test", "val", "user_features", "item_features")
+
+
+def parse_interactions_spec(spec: str) -> tuple[Path, dict[str, Any]]:
+    """``interactions:<path>?key=value&...`` -> (path, load_interactions keyword arguments).
+
+    Values are taken literally (no URL decoding, so a tab separator is spelled ``sep=tab``);
+    ``columns`` keeps its ``role=column`` commas.
+    """
+    body = spec.removeprefix("interactions:")
+    path, _, query = body.partition("?")
+    if not path:
+        raise ValueError(f"dataset {spec!r}: interactions: needs a file path")
+    options: dict[str, Any] = {}
+    for part in filter(None, query.split("&")):
+        key, eq, text = part.partition("=")
+        if not eq or key not in INTERACTION_OPTIONS:
+            raise ValueError(f"dataset {spec!r}: option {part!r} not understood; known: "
+                             f"{', '.join(INTERACTION_OPTIONS)} (as key=value)")
+        if key in options:
+            raise ValueError(f"dataset {spec!r}: option {key!r} given twice")
+        kind = INTERACTION_OPTIONS[key]
+        if kind is bool:
+            if text.lower() not in ("true", "false"):
+                raise ValueError(f"dataset {spec!r}: {key} must be true or false, got {text!r}")
+            options[key] = text.lower() == "true"
+        elif kind is Path:
+            options[key] = Path(text).expanduser()
+        elif kind is str:
+            options[key] = text
+        else:
+            try:
+                options[key] = kind(text)
+            except ValueError:
+                raise ValueError(f"dataset {spec!r}: {key} must be {kind.__name__}, got "
+                                 f"{text!r}") from None
+    return Path(path).expanduser(), options
+
+
+def interactions_spec(path: str | Path, **options: Any) -> str:
+    """The spec string of :func:`parse_interactions_spec`, with absolute file paths (so a run
+    records where its data is, whatever the working directory later)."""
+    parts = []
+    for key, value in options.items():
+        if value is None:
+            continue
+        if key not in INTERACTION_OPTIONS:
+            raise ValueError(f"interactions option {key!r} not understood; known: "
+                             f"{', '.join(INTERACTION_OPTIONS)}")
+        if key in INTERACTION_FILES:
+            value = Path(value).expanduser().resolve()
+        elif isinstance(value, bool):
+            value = str(value).lower()
+        elif key == "sep":
+            value = {"\t": "tab", ",": "comma", " ": "space", ";": "semicolon",
+                     "|": "pipe"}.get(str(value), str(value))
+        text = str(value)
+        if "&" in text or "?" in text:
+            raise ValueError(f"interactions option {key}={text!r}: '&' and '?' cannot appear "
+                             f"in a dataset spec value")
+        parts.append(f"{key}={text}")
+    head = f"interactions:{Path(path).expanduser().resolve()}"
+    return head + ("?" + "&".join(parts) if parts else "")
+
+
+def dataset_files(spec: str) -> list[Path]:
+    """Absolute paths of the files a dataset spec reads (empty for built-in and synthetic
+    sets), in a fixed order: what training fingerprints and export verifies."""
+    if spec.strip().lower() in BUILTIN or spec.startswith("synthetic:"):
+        return []
+    if spec.startswith("interactions:"):
+        path, options = parse_interactions_spec(spec)
+        return [path.resolve()] + [Path(options[k]).resolve() for k in INTERACTION_FILES
+                                   if k in options]
+    path = Path(spec).expanduser().resolve()
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    return [path]

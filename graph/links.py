@@ -35,11 +35,19 @@ class LinkData:
     num_users: int | None = None  # bipartite only
     num_items: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # fixed evaluation negatives (OGB's); None: training draws them
+    val_neg: np.ndarray | None = None
+    test_neg: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = self.graph.num_nodes
         for name in ("train", "val", "test"):
             object.__setattr__(self, name, _pairs(name, getattr(self, name), n))
+        if (self.val_neg is None) != (self.test_neg is None):
+            raise ValueError("LinkData: give both val_neg and test_neg, or neither")
+        for name in ("val_neg", "test_neg"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _pairs(name, getattr(self, name), n))
         if (self.num_users is None) != (self.num_items is None):
             raise ValueError("LinkData: give both num_users and num_items, or neither")
         if self.num_users is not None and self.num_users + self.num_items != n:

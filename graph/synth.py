@@ -18,6 +18,7 @@ keeps the binary searches cache-friendly; random searches cost ~2 µs each at 10
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -372,3 +373,57 @@ def bipartite_recommender(num_users: int, num_items: int, *, dim: int = 16,
                        "temperature": temperature}}
     return LinkData(graph=graph, train=train, val=pairs[parts["val"]],
                     test=pairs[parts["test"]], num_users=u, num_items=m, meta=meta)
+
+
+def movielens_udata(path: str | Path, *, num_users: int = 943, num_items: int = 1682,
+                    min_per_user: int = 20, mean_per_user: int = 106, dim: int = 8,
+                    temperature: float = 0.5, popularity: float = 1.0, seed: int = 0,
+                    test_path: str | Path | None = None, test_fraction: float = 0.2) -> Path:
+    """Write a MovieLens-100K-format log (``u.data``: ``user\\titem\\trating\\ttimestamp``,
+    1-based ids) with personal taste and popularity skew; MovieLens itself may not be
+    redistributed, so tests and benchmarks use this and users pass their own files.
+
+    Each user rates ``min_per_user + Geometric`` items (mean ``mean_per_user``, at most all
+    items), drawn like :func:`bipartite_recommender` (Gumbel top-k over ``z_u·z_i / (sqrt(dim)
+    * temperature) - popularity * log(1 + rank_i)``); the rating is 1..5 from the user's
+    affinity to the item. With ``test_path`` the log is split at random like MovieLens'
+    ``u1.base``/``u1.test`` (``test_fraction`` of each user's ratings to the test file, the
+    rest to ``path``).
+    """
+    u = _check_int("movielens_udata.num_users", num_users, 1)
+    m = _check_int("movielens_udata.num_items", num_items, 1)
+    low = _check_int("movielens_udata.min_per_user", min_per_user, 1)
+    mean = _check_int("movielens_udata.mean_per_user", mean_per_user, low)
+    dim = _check_int("movielens_udata.dim", dim, 1)
+    rng = np.random.default_rng(_check_int("movielens_udata.seed", seed, 0))
+    user_z = rng.standard_normal((u, dim))
+    item_z = rng.standard_normal((m, dim))
+    bias = -popularity * np.log1p(rng.permutation(m).astype(np.float64))
+    scale = 1.0 / (np.sqrt(dim) * temperature)
+    counts = np.minimum(low + rng.geometric(1.0 / max(1, mean - low + 1), u) - 1, m)
+    rows = []
+    for user in range(u):
+        affinity = user_z[user] @ item_z.T * scale
+        chosen = _gumbel_topk((affinity + bias)[None, :].astype(np.float32), int(counts[user]),
+                              rng)[0]
+        z = affinity[chosen] / max(float(affinity.std()), 1e-9)
+        rating = np.clip(np.rint(3.2 + 1.1 * z + 0.6 * rng.standard_normal(len(chosen))), 1, 5)
+        times = 874_724_710 + np.sort(rng.integers(0, 20_000_000, len(chosen)))
+        test = (rng.random(len(chosen)) < test_fraction) if test_path is not None else \
+            np.zeros(len(chosen), bool)
+        rows.append((np.full(len(chosen), user + 1), chosen + 1, rating.astype(np.int64),
+                     times, test))
+    users, items, ratings, times, test = (np.concatenate(c) for c in zip(*rows, strict=True))
+    order = rng.permutation(len(users))  # MovieLens' file order is not sorted
+
+    def write(target: str | Path, keep: np.ndarray) -> None:
+        sel = order[keep[order]]
+        Path(target).write_text("".join(
+            f"{a}\t{b}\t{c}\t{d}\n" for a, b, c, d in zip(
+                users[sel].tolist(), items[sel].tolist(), ratings[sel].tolist(),
+                times[sel].tolist(), strict=True)))
+
+    write(path, ~test)
+    if test_path is not None:
+        write(test_path, test)
+    return Path(path)

@@ -89,6 +89,9 @@ def save_run(directory: str | Path, model: nn.Module, *, task: str, dataset: str
         "task": task, "dataset": dataset, "model": model_config.to_dict(),
         "training": train_config.to_dict(), "metrics": metrics, "extra": extra or {}}
     if task == "link":
+        table = getattr(model, "embedding", None)
+        if num_embeddings is None and table is not None:  # learned even on featured data
+            num_embeddings = int(table.num_embeddings)  # (LightGCN ignores features)
         config["link"] = {"num_embeddings": num_embeddings}
     try:
         text = json.dumps(config, indent=2, sort_keys=True, allow_nan=False)

@@ -1,9 +1,8 @@
 """Evaluation metrics as plain functions over numpy arrays or torch tensors.
 
-Every function returns a Python float. Ranking metrics follow the LightGCN / NGCF convention
-(He et al., SIGIR 2020): Recall@K divides the hits in the top K by the number of held-out items,
-NDCG@K divides by the ideal DCG of ``min(K, |held-out|)`` hits, and users with no held-out item
-are left out of the mean.
+Every function returns a Python float. The ranking metrics (Recall@K, NDCG@K, HitRate@K, OGB's
+Hits@K) live in ``qgnn.graph.ranking`` (numpy only, so the torch-free serving side scores a bundle
+with the same definitions) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -11,6 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from qgnn.graph.ranking import (  # noqa: F401  (re-exported)
+    hit_rate_at_k,
+    hits_at_k,
+    ndcg_at_k,
+    ranking_hits,
+    ranking_metrics,
+    recall_at_k,
+)
 
 
 def _np(value: Any) -> np.ndarray:
@@ -68,58 +75,3 @@ def average_ranks(values: np.ndarray) -> np.ndarray:
     ends = np.cumsum(counts)  # rank of the last member of each tie group
     mean_rank = ends - (counts - 1) / 2.0
     return mean_rank[inverse.reshape(-1)]
-
-
-def ranking_hits(ranked: Any, relevant: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Which recommended items are held-out positives.
-
-    ``ranked`` ``(U, K)``: item ids per user row, best first. ``relevant`` ``(M, 2)``: held-out
-    ``(row, item)`` pairs with ``row`` in ``[0, U)``. Returns ``hits`` ``(U, K)`` bool and
-    ``num_relevant`` ``(U,)`` (distinct held-out items per row).
-    """
-    r, rel = _np(ranked), _np(relevant)
-    if r.ndim != 2 or not np.issubdtype(r.dtype, np.integer):
-        raise ValueError(f"ranked: expected (U, K) integer item ids, got {r.shape} {r.dtype}")
-    if rel.ndim != 2 or rel.shape[1] != 2 or not np.issubdtype(rel.dtype, np.integer):
-        raise ValueError(f"relevant: expected (M, 2) integer (row, item) pairs, got {rel.shape} "
-                         f"{rel.dtype}")
-    num_users = r.shape[0]
-    if rel.size and (rel[:, 0].min() < 0 or rel[:, 0].max() >= num_users):
-        raise ValueError(f"relevant: user rows must lie in [0, {num_users}), got "
-                         f"{int(rel[:, 0].min())}..{int(rel[:, 0].max())}")
-    width = int(max(r.max(initial=0), rel[:, 1].max(initial=0))) + 1
-    rel_keys = np.unique(rel[:, 0].astype(np.int64) * width + rel[:, 1])
-    rows = np.arange(num_users, dtype=np.int64)[:, None]
-    hits = np.isin(rows * width + r.astype(np.int64), rel_keys)
-    num_relevant = np.bincount(rel_keys // width, minlength=num_users)
-    return hits, num_relevant
-
-
-def _check_k(k: int, ranked_width: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise ValueError(f"k: expected a positive int, got {k!r}")
-    if k > ranked_width:
-        raise ValueError(f"k: {k} exceeds the {ranked_width} ranked items per user")
-
-
-def recall_at_k(ranked: Any, relevant: Any, k: int) -> float:
-    """Mean over users with held-out items of ``|top-k ∩ held-out| / |held-out|``."""
-    hits, num_rel = ranking_hits(ranked, relevant)
-    _check_k(k, hits.shape[1])
-    users = num_rel > 0
-    if not users.any():
-        raise ValueError("recall_at_k: no user has a held-out item")
-    return float((hits[users, :k].sum(axis=1) / num_rel[users]).mean())
-
-
-def ndcg_at_k(ranked: Any, relevant: Any, k: int) -> float:
-    """Mean over users with held-out items of DCG@k / ideal DCG@k (binary relevance)."""
-    hits, num_rel = ranking_hits(ranked, relevant)
-    _check_k(k, hits.shape[1])
-    users = num_rel > 0
-    if not users.any():
-        raise ValueError("ndcg_at_k: no user has a held-out item")
-    discount = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = (hits[users, :k] * discount).sum(axis=1)
-    ideal = np.cumsum(discount)[np.minimum(num_rel[users], k) - 1]
-    return float((dcg / ideal).mean())

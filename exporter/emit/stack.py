@@ -134,6 +134,34 @@ def _layer_outputs(crossing: list[list[tuple[str, str]]], output: str, num_layer
     return entries
 
 
+def _layer_mean(em: Emitter, gnn: GNN, emit_layer: LayerEmitter,
+                sites: Sequence[LayerSites] | None, current: str, csrs: list[Csr],
+                inv_sqrt: str) -> tuple[str, list[list[tuple[str, str]]]]:
+    """A layer-mean stack (LightGCN): layer ``i + 1`` reads layer ``i``'s output (re-quantised
+    at its ``x`` site); the output is the mean of the input (as layer 0 reads it) and every
+    layer's output. The running float sum crosses each layer boundary next to the input of the
+    next layer, so the engine can still run one layer at a time."""
+    g = em.g
+    total = current if sites is None else em.dequantize(current, sites[0]["x"], "mean_input")
+    crossing: list[list[tuple[str, str]]] = []
+    last = len(gnn.layers) - 1
+    for i, (layer, csr) in enumerate(zip(gnn.layers, csrs, strict=True)):
+        layer_sites = None if sites is None else sites[i]
+        with g.scope(f"layers.{i}"):
+            out = emit_layer(em, layer, current, LayerInput(csr, inv_sqrt, i, f"layers.{i}.q."),
+                             layer_sites)
+            value = out if layer_sites is None else em.dequantize(
+                out, layer_sites["out"], "out_f32")
+            total = g.op("Add", [em.rows(total, csr.num_dst, "total_rows"), value], "total")
+            if i < last:
+                current = value if sites is None else em.requantize_float_step(
+                    out, layer_sites["out"], sites[i + 1]["x"], "next_x")
+                crossing.append([(current, "uint8" if sites is not None else "float32")]
+                                + ([(total, "float32")] if total != current else []))
+    final = g.op("Div", [total, em.f32(float(len(gnn.layers) + 1))], "layer_mean")
+    return final, crossing
+
+
 def emit_stack(gnn: GNN, sites: Sequence[LayerSites] | None, *, task: str, debug: bool = False,
                name: str = "qgnn") -> EmittedModel:
     """The ONNX model of ``gnn`` in eval mode: INT8 when ``sites`` (one per layer; a
@@ -162,11 +190,15 @@ def emit_stack(gnn: GNN, sites: Sequence[LayerSites] | None, *, task: str, debug
         src = g.input(src_name(i), TensorProto.INT64, [f"num_edges_{i}"])
         csrs.append(Csr(em, indptr, src, f"graph_{i}"))
     inv_sqrt = ""
+    spec = LAYERS[cfg.model]
     if _needs_degree(gnn):
         with g.scope("degree"):
-            plus_one = g.op("Add", [g.op("Cast", [in_degree], "in_degree_f32",
-                                         to=TensorProto.FLOAT), em.f32(1.0)], "plus_one")
-            inv_sqrt = g.op("Reciprocal", [g.op("Sqrt", [plus_one], "sqrt")], "inv_sqrt")
+            degree = g.op("Cast", [in_degree], "in_degree_f32", to=TensorProto.FLOAT)
+            if spec.degree_norm == "clamped":  # LightGCN: no self-loops, max(d, 1)
+                shifted = g.op("Max", [degree, em.f32(1.0)], "at_least_one")
+            else:
+                shifted = g.op("Add", [degree, em.f32(1.0)], "plus_one")
+            inv_sqrt = g.op("Reciprocal", [g.op("Sqrt", [shifted], "sqrt")], "inv_sqrt")
 
     h_float = x if float_input else None  # the float value of the current layer's input
     if gnn.input_proj is not None:
@@ -180,8 +212,12 @@ def emit_stack(gnn: GNN, sites: Sequence[LayerSites] | None, *, task: str, debug
     last = len(gnn.layers) - 1
     final = ""
     crossing: list[list[tuple[str, str]]] = []  # per layer < last: (tensor, dtype) read next
+    if spec.layer_mean:
+        final, crossing = _layer_mean(em, gnn, emit_layer, sites, current, csrs, inv_sqrt)
     for i, (layer, norm_module, csr) in enumerate(zip(gnn.layers, gnn.norms, csrs,
                                                       strict=True)):
+        if spec.layer_mean:
+            break
         layer_sites = None if sites is None else sites[i]
         with g.scope(f"layers.{i}"):
             out = emit_layer(em, layer, current,

@@ -82,6 +82,7 @@ class TextTable:
     sep: str | None  # None = any whitespace
     skip: int  # raw lines before the first data row (leading comments and the header)
     num_cols: int
+    header_tokens: tuple[str, ...] | None = None  # the header row's tokens, when it has one
 
     @classmethod
     def open(cls, path: str | Path, *, sep: str | None = None, header: bool | None = None,
@@ -103,13 +104,15 @@ class TextTable:
         tokens = _split(line, sep)
         if looks_like_header is None:
             looks_like_header = _has_text
+        names = None
         if header or (header is None and looks_like_header(tokens)):
+            names = tuple(tokens)
             following = next(rows, None)
             if following is None:
                 raise ValueError(f"{path}: no data rows after the header on line {number}")
             number, line = following
             tokens = _split(line, sep)
-        return cls(path, text, sep, number - 1, len(tokens))
+        return cls(path, text, sep, number - 1, len(tokens), names)
 
     def _lines(self) -> Iterator[tuple[int, str]]:
         return _data_lines(self.text, self.skip)
@@ -143,6 +146,10 @@ class TextTable:
                     return ValueError(f"{self.path}, line {number}, column {col}: {token!r} is "
                                       f"not {kind}")
         return ValueError(f"{self.path}: cannot parse ({exc})")
+
+    def line_numbers(self, rows: int) -> np.ndarray:
+        """1-based file line of each of the first ``rows`` data rows (int64)."""
+        return np.fromiter((n for n, _ in self._lines()), np.int64, count=rows)
 
     def line_of_row(self, row: int) -> int:
         """1-based file line holding data row ``row`` (for error messages)."""

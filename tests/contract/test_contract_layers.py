@@ -43,7 +43,8 @@ def test_the_export_uses_only_the_ops_its_spec_names(name) -> None:
 
     graph = powerlaw_communities(60, avg_degree=4, num_communities=3, num_features=8, seed=0)
     kwargs = {"heads": 2} if name in ("gat", "egc") else {}
-    cfg = ModelConfig(model=name, in_dim=8, out_dim=4, hidden=8, layer_kwargs=kwargs)
+    out_dim = 8 if LAYERS[name].layer_mean else 4  # LightGCN keeps the width
+    cfg = ModelConfig(model=name, in_dim=8, out_dim=out_dim, hidden=8, layer_kwargs=kwargs)
     model = quantize_model(build_model(cfg), QuantConfig(bits=8))
     model.train()
     with torch.no_grad():

@@ -28,7 +28,7 @@ def _table_hashes(text: str) -> dict[str, str]:
 
 def test_shipped_files_match_readme_and_source_checksums():
     listed = _table_hashes((DATA / "README.md").read_text())
-    assert len(listed) == 17  # 8 Cora + 8 CiteSeer files + tolokers.npz
+    assert len(listed) == 18  # 8 Cora + 8 CiteSeer files + tolokers.npz + ogbl-ddi.npz
     for name in ("cora", "citeseer", "tolokers"):
         source = _table_hashes((DATA / name / "SOURCE.md").read_text())
         assert source and all(listed[f"{name}/{f}"] == h for f, h in source.items())
@@ -68,8 +68,8 @@ def test_paths_pick_their_loader(tmp_path):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda p: p / "nothing-here", r"not a built-in name \(cora, citeseer, tolokers\) and no "
-                                   r"such file or folder; accepted: cora; citeseer"),
+    (lambda p: p / "nothing-here", r"not a built-in name \(cora, citeseer, tolokers, ogbl-ddi\) "
+                                   r"and no such file or folder; accepted: cora; citeseer"),
     (lambda p: p, "folder has neither ind.<name>.graph nor raw/edge.csv"),
     (lambda p: (p / "g.parquet").touch() or p / "g.parquet", "unrecognised file type '.parquet'"),
 ])

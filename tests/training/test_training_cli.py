@@ -86,3 +86,33 @@ def test_registering_the_command_does_not_import_torch():
 ])
 def test_default_run_directory_names(spec, slug):
     assert dataset_slug(spec) == slug
+
+
+def test_interaction_flags_are_recorded_in_an_absolute_spec(tmp_path, monkeypatch, capsys):
+    from qgnn.graph.synth import movielens_udata
+
+    movielens_udata(tmp_path / "u1.base", num_users=20, num_items=30, min_per_user=5,
+                    mean_per_user=8, test_path=tmp_path / "u1.test", seed=0)
+    monkeypatch.chdir(tmp_path)
+    rc = main(["train", "--dataset", "u1.base", "--test-file", "u1.test", "--task", "link",
+               "--model", "lightgcn", "--split-by", "leave_last", "--sep", "tab",
+               "--columns", "user=0,item=1,rating=2,timestamp=3", "--min-rating", "2",
+               "--loss", "softmax", "--negatives", "4", "--layers", "2", "--hidden", "8",
+               "--epochs", "2", "--k", "5", "--no-progress", "--out", "run"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert '"test_cold_users_dropped"' in err  # the data summary is logged
+    ckpt = load_run(tmp_path / "run")
+    base, test = (tmp_path / "u1.base").resolve(), (tmp_path / "u1.test").resolve()
+    assert ckpt.dataset == (f"interactions:{base}?test={test}&split=leave_last&sep=tab&"
+                            f"columns=user=0,item=1,rating=2,timestamp=3&min_rating=2.0")
+    assert [f["path"] for f in ckpt.extra["dataset_files"]] == [str(base), str(test)]
+    assert ckpt.train_config.loss == "softmax" and ckpt.train_config.negatives == 4
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["metric"] == "recall@5" and "test_most_popular_recall@5" in summary
+
+
+def test_lightgcn_refuses_the_node_task(capsys):
+    assert main(["train", "--dataset", GRAPH, "--model", "lightgcn", "--epochs", "1",
+                 "--no-progress"]) == 2
+    assert "use --task link" in capsys.readouterr().err

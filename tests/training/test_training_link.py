@@ -116,9 +116,15 @@ def test_bipartite_training_reports_recall_and_ndcg():
                      TrainConfig(epochs=30, lr=0.02, weight_decay=0.0, patience=None, loss="bpr",
                                  k=5), progress=False)
     assert res.metric == "recall@5"
-    assert set(res.extra_metrics) == {"test_roc_auc", "test_recall@5", "test_ndcg@5"}
+    figures = {f"{split}_{m}" for split in ("val", "test")
+               for m in ("roc_auc", "hits@5", "recall@5", "ndcg@5", "hit_rate@5",
+                         "most_popular_recall@5", "most_popular_ndcg@5",
+                         "most_popular_hit_rate@5")}
+    assert set(res.extra_metrics) == figures
     assert res.test_metric == res.extra_metrics["test_recall@5"]
+    assert res.val_metric == res.extra_metrics["val_recall@5"]
     assert 0.0 <= res.extra_metrics["test_ndcg@5"] <= 1.0
+    assert res.extra_metrics["test_recall@5"] <= res.extra_metrics["test_hit_rate@5"]
 
 
 def test_featureless_graph_learns_an_embedding_table():

@@ -7,6 +7,11 @@ from qgnn.training.presets import MODEL_DEFAULTS, PRESETS, TrainConfig, preset
 def test_every_preset_builds_its_model(key):
     model, dataset = key
     chosen = preset(model, dataset)
+    if model == "lightgcn":  # weight-free, width-preserving: embeddings in, embeddings out
+        width = chosen.model["hidden"]
+        assert chosen.train.loss == "bpr" and chosen.model["dropout"] == 0.0
+        build_model(ModelConfig(model=model, in_dim=width, out_dim=width, **chosen.model))
+        return
     cfg = ModelConfig(model=model, in_dim=10, out_dim=2 if dataset == "tolokers" else 7,
                       **chosen.model)
     net = build_model(cfg)
@@ -38,3 +43,12 @@ def test_train_config_round_trips_through_a_dict():
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown fields"):
         TrainConfig.from_dict({"epoch": 3})
+
+
+def test_link_preset_is_patient_and_unregularised():
+    for model in ("gcn", "sage", "gin"):
+        chosen = preset(model, "anything", "link")
+        assert chosen.model["dropout"] == 0.0 and chosen.train.weight_decay == 0.0
+        assert chosen.train.patience >= 100 and chosen.train.epochs >= 300
+    assert preset("gcn", "cora", "node").model["dropout"] == 0.5  # node presets unchanged
+    assert preset("lightgcn", "x", "link").train.loss == "bpr"

@@ -23,6 +23,8 @@ from torch import nn
 # (in_dim, out_dim, config, is_last) -> layer with forward(x_src, block) -> (num_dst, out_dim)
 LayerFactory = Callable[[int, int, "ModelConfig", bool], nn.Module]
 LAYERS = tuple(CONTRACT_LAYERS)  # the layer types, by name
+# the layer types that can be node classifiers (LightGCN only propagates learned embeddings)
+CLASSIFIER_LAYERS = tuple(n for n in LAYERS if not CONTRACT_LAYERS[n].layer_mean)
 
 
 @dataclass
@@ -93,6 +95,11 @@ class GNN(nn.Module):
             self.norms.append(nn.Identity() if last else _norm(cfg.norm, out))
             dim = out
         self.head = QLinear(cfg.hidden, cfg.out_dim, "dst") if cfg.head else None
+        # LightGCN-style stacks: output = mean of the input and every layer's output
+        self.layer_mean = layer_spec(cfg.model).layer_mean
+        if self.layer_mean and (cfg.input_proj or cfg.head or cfg.residual or cfg.norm):
+            raise ValueError(f"ModelConfig: {cfg.model} averages its layers' outputs; it takes "
+                             f"no input_proj, head, residual or norm")
 
     @property
     def out_dim(self) -> int:
@@ -104,6 +111,12 @@ class GNN(nn.Module):
             raise ValueError(f"GNN: {len(self.layers)} layers need as many blocks, got "
                              f"{len(blocks)}")
         x = self.begin(x, blocks[0])
+        if self.layer_mean:
+            total = self.mean_input(x, blocks[0])
+            for i, block in enumerate(blocks):
+                x = self.step(i, x, block)
+                total = total[: block.num_dst] + x
+            return total / (len(self.layers) + 1)
         for i, block in enumerate(blocks):
             x = self.step(i, x, block)
         return self.finish(x, blocks[-1])
@@ -125,12 +138,19 @@ class GNN(nn.Module):
         """Layer ``i`` over ``block``: convolution, residual, then norm, ReLU and dropout unless
         it is the convolution that emits the output."""
         h = self.layers[i](x, block)
+        if self.layer_mean:  # no non-linearity between LightGCN layers; forward averages
+            return h
         if self.cfg.residual and h.shape[-1] == x.shape[-1]:
             h = h + x[: block.num_dst]
         if i == len(self.layers) - 1 and self.head is None:
             return h
         h = torch.relu(self.norms[i](h))
         return nn.functional.dropout(h, self.cfg.dropout, self.training)
+
+    def mean_input(self, x: torch.Tensor, block: Block | None = None) -> torch.Tensor:
+        """A layer-mean stack's first term: the input as layer 0 reads it (its ``x`` site), so
+        the INT8 export, which only has the quantised input, averages the same value."""
+        return self.layers[0].q("x", x, block)
 
     def finish(self, x: torch.Tensor, block: Block | None = None) -> torch.Tensor:
         """The output head, if any."""
@@ -208,6 +228,14 @@ def egc_layer(in_dim: int, out_dim: int, cfg: ModelConfig, last: bool) -> nn.Mod
                          f"{heads} must divide the layer width {out_dim}")
     return EGConv(in_dim, out_dim, aggregators=opts["aggregators"], heads=heads,
                   bases=opts["bases"])
+
+
+def lightgcn_layer(in_dim: int, out_dim: int, cfg: ModelConfig, last: bool) -> nn.Module:
+    """Weight-free: every layer keeps the embedding width (``in_dim == hidden == out_dim``)."""
+    from qgnn.training.nn.layers.lightgcn import LightGCNConv
+
+    layer_options(cfg, {})
+    return LightGCNConv(in_dim, out_dim)
 
 
 def build_model(cfg: ModelConfig) -> GNN:

@@ -227,6 +227,27 @@ def gcn_norm_np(src: np.ndarray, dst: np.ndarray, in_degree: np.ndarray) -> np.n
     return (inv_sqrt[src] * inv_sqrt[dst]).astype(np.float32)
 
 
+def lightgcn_norm_np(src: np.ndarray, dst: np.ndarray, in_degree: np.ndarray) -> np.ndarray:
+    """Float32 ``max(d_u, 1)^-1/2 max(d_v, 1)^-1/2`` per edge (no self-loops)."""
+    inv_sqrt = np.float32(1.0) / np.sqrt(np.maximum(in_degree.astype(np.float32),
+                                                    np.float32(1.0)))
+    return (inv_sqrt[src] * inv_sqrt[dst]).astype(np.float32)
+
+
+def lightgcn_layer(x_q: np.ndarray, params: Mapping[str, np.ndarray],
+                   sites: Mapping[str, SiteParams], src: np.ndarray, dst: np.ndarray,
+                   num_nodes: int, trace: Trace) -> np.ndarray:
+    """LightGCN: ``x`` -> per-edge ``msg`` scaled by the quantised ``edge_weight`` -> summed
+    ``agg`` -> ``out`` (the identity, re-quantised). No parameters."""
+    s = sites
+    in_degree = np.bincount(dst, minlength=num_nodes)
+    trace["edge_weight"] = ew_q = quantize(lightgcn_norm_np(src, dst, in_degree),
+                                           s["edge_weight"])
+    trace["msg"] = msg_q = int_edge_scale(x_q, s["x"], src, ew_q, s["edge_weight"], s["msg"])
+    trace["agg"] = agg_q = int_aggregate_sum(msg_q, s["msg"], dst, num_nodes, s["agg"])
+    return float_step(agg_q, s["agg"], identity, s["out"])
+
+
 Trace = dict[str, np.ndarray]
 
 
@@ -440,6 +461,8 @@ def integer_forward(model: str, x: np.ndarray, params: Mapping[str, np.ndarray],
                  if key.startswith(f"layers.{i}.q.")} for i in range(num_layers)]
     x_q = quantize(x, sites_of[0]["x"])
     out_q = x_q
+    mean = LAYERS[model].layer_mean  # LightGCN: average of the input and every layer's output
+    total = dequantize(x_q, sites_of[0]["x"]) if mean else None
     for i, sites in enumerate(sites_of):
         prefix = f"layers.{i}."
         layer_params = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
@@ -449,6 +472,11 @@ def integer_forward(model: str, x: np.ndarray, params: Mapping[str, np.ndarray],
         layer_trace["out"] = out_q
         if trace is not None:
             trace.update({f"{prefix}q.{k}": v for k, v in layer_trace.items()})
+        if total is not None:
+            total = (total + dequantize(out_q, sites["out"])).astype(np.float32)
         if i + 1 < num_layers:
-            x_q = float_step(out_q, sites["out"], relu, sites_of[i + 1]["x"])
+            x_q = float_step(out_q, sites["out"], identity if mean else relu,
+                             sites_of[i + 1]["x"])
+    if total is not None:
+        return (total / np.float32(num_layers + 1)).astype(np.float32)
     return dequantize(out_q, sites_of[-1]["out"])

@@ -64,6 +64,8 @@ def layerwise_inference(gnn: GNN, x: torch.Tensor, csc: Adjacency, in_degree: np
     ranges = [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
     h_all = torch.cat([gnn.begin(to_device(x[a:b], device, counter, "eval")).cpu()
                        for a, b in ranges])
+    # LightGCN: the mean of the input and every layer's output
+    total = gnn.mean_input(h_all) if gnn.layer_mean else None
     for i in range(len(gnn.layers)):
         outs = []
         for a, b in ranges:
@@ -75,6 +77,10 @@ def layerwise_inference(gnn: GNN, x: torch.Tensor, csc: Adjacency, in_degree: np
             xs = to_device(h_all.index_select(0, index), device, counter, "eval")
             outs.append(gnn.step(i, xs, block).cpu())
         h_all = torch.cat(outs)
+        if total is not None:
+            total = total + h_all
+    if total is not None:
+        return total / (len(gnn.layers) + 1)
     if gnn.head is not None:
         h_all = torch.cat([gnn.finish(to_device(h_all[a:b], device, counter, "eval")).cpu()
                            for a, b in ranges])

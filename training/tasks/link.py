@@ -1,14 +1,17 @@
 """Link prediction: a GNN encoder embeds nodes, a decoder scores pairs.
 
-Training pairs are the positives; each epoch draws one negative per positive by corrupting the
-destination (uniformly over all nodes, or over the item side of a bipartite graph). Validation
-and test negatives are drawn once per run, never from known positives. Bipartite data is also
-scored as top-k recommendation: every user's items are ranked with the training interactions
-(and, for test, validation ones) left out, as in LightGCN's protocol (He et al., SIGIR 2020).
+Training pairs are the positives; each epoch draws ``negatives`` negatives per positive by
+corrupting the destination (uniformly over all nodes, or over the item side of a bipartite
+graph), scored with BCE, BPR or a sampled softmax. Validation and test negatives are drawn once
+per run, never from known positives, unless the dataset fixes them (OGB's, scored by Hits@k).
+Bipartite data is also scored as top-k recommendation: every user's items are ranked with the
+training interactions (and, for test, validation ones) left out, as in LightGCN's protocol (He
+et al., SIGIR 2020), next to the most-popular baseline ranked the same way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,8 +21,16 @@ import numpy as np
 import torch
 from qgnn.graph.container import Graph
 from qgnn.graph.links import LinkData
+from qgnn.graph.ranking import most_popular_scores
 from qgnn.training.data import as_tensor
-from qgnn.training.metrics import ndcg_at_k, recall_at_k, roc_auc
+from qgnn.training.metrics import (
+    hit_rate_at_k,
+    hits_at_k,
+    ndcg_at_k,
+    ranking_metrics,
+    recall_at_k,
+    roc_auc,
+)
 from qgnn.training.nn.block import Block, full_graph_block
 from qgnn.training.nn.models import ModelConfig, build_model
 from qgnn.training.presets import TrainConfig
@@ -95,15 +106,38 @@ class LinkModel(nn.Module):
 
 
 def sample_negatives(pairs: np.ndarray, rng: np.random.Generator, num_nodes: int,
-                     item_range: tuple[int, int] | None = None) -> np.ndarray:
-    """One negative per positive ``(M, 2)``: keep the source, draw the destination uniformly.
+                     item_range: tuple[int, int] | None = None, count: int = 1) -> np.ndarray:
+    """``count`` negatives per positive ``(M, 2)`` -> ``(M * count, 2)``, positive ``i``'s at
+    rows ``i * count .. i * count + count - 1``: keep the source, draw the destination uniformly.
 
     ``item_range = (first, end)`` draws destinations from the item side of a bipartite graph.
     Training negatives are not checked against positives (a collision is rare and only adds
     label noise), which keeps this O(M).
     """
     low, high = item_range if item_range is not None else (0, num_nodes)
-    return np.stack([pairs[:, 0], rng.integers(low, high, size=len(pairs))], axis=1)
+    src = pairs[:, 0] if count == 1 else np.repeat(pairs[:, 0], count)
+    return np.stack([src, rng.integers(low, high, size=len(src))], axis=1)
+
+
+def link_loss(pos: torch.Tensor, neg: torch.Tensor, loss_name: str) -> torch.Tensor:
+    """The training loss of positive logits ``(M,)`` against their negatives ``(M * c,)``
+    (grouped per positive, as :func:`sample_negatives` draws them).
+
+    ``bce``: binary cross-entropy, positives 1 and negatives 0. ``bpr``: ``-log sigmoid(pos -
+    neg)`` over each (positive, negative) pair (Rendle et al., UAI 2009). ``softmax``: sampled
+    softmax, each positive's cross-entropy against its ``c`` negatives.
+    """
+    neg = neg.reshape(len(pos), -1)
+    if loss_name == "bpr":
+        return -F.logsigmoid(pos[:, None] - neg).mean()
+    if loss_name == "softmax":
+        logits = torch.cat([pos[:, None], neg], dim=1)
+        return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long))
+    if loss_name != "bce":
+        raise ValueError(f"TrainConfig.loss: expected bce, bpr or softmax, got {loss_name!r}")
+    logits = torch.cat([pos, neg.reshape(-1)])
+    labels = torch.cat([torch.ones_like(pos), torch.zeros(neg.numel())])
+    return F.binary_cross_entropy_with_logits(logits, labels)
 
 
 def sample_non_edges(pairs: np.ndarray, rng: np.random.Generator, num_nodes: int,
@@ -142,24 +176,96 @@ class _EvalPairs:
 
 
 def link_metric(data: LinkData, name: str) -> str:
-    """``"auto"``: Recall@k for bipartite data, ROC-AUC otherwise."""
+    """``"auto"``: Recall@k for bipartite data, OGB Hits@k for data with fixed evaluation
+    negatives, ROC-AUC otherwise."""
     if name == "auto":
-        return "recall" if data.bipartite else "roc_auc"
-    if name not in ("roc_auc", "recall", "ndcg"):
-        raise ValueError(f"TrainConfig.metric: link prediction takes auto, roc_auc, recall or "
-                         f"ndcg, got {name!r}")
-    if name in ("recall", "ndcg") and not data.bipartite:
+        return "recall" if data.bipartite else "hits" if data.val_neg is not None else "roc_auc"
+    if name not in ("roc_auc", "recall", "ndcg", "hit_rate", "hits"):
+        raise ValueError(f"TrainConfig.metric: link prediction takes auto, roc_auc, recall, "
+                         f"ndcg, hit_rate or hits, got {name!r}")
+    if name in ("recall", "ndcg", "hit_rate") and not data.bipartite:
         raise ValueError(f"TrainConfig.metric: {name} ranks items and needs bipartite data")
     return name
+
+
+def metric_name(metric: str, k: int) -> str:
+    return metric if metric == "roc_auc" else f"{metric}@{k}"
+
+
+def eval_negatives(data: LinkData, rng: np.random.Generator,
+                   items: tuple[int, int] | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{"val": (pos, neg), "test": (pos, neg)}``: the dataset's fixed negatives where it has
+    them (OGB), else one drawn non-edge per positive."""
+    n = data.graph.num_nodes
+    if data.val_neg is not None and data.test_neg is not None:
+        return {"val": (data.val, data.val_neg), "test": (data.test, data.test_neg)}
+    known = pair_keys(n, data.train, data.val, data.test)
+    return {name: (pos, sample_non_edges(pos, rng, n, known, items))
+            for name, pos in (("val", data.val), ("test", data.test))}
+
+
+@torch.no_grad()
+def split_score(metric: str, scorer: Any, h: torch.Tensor, logits: torch.Tensor,
+                labels: torch.Tensor, data: LinkData, k: int, *, test: bool) -> float:
+    """The selection metric of one split from its pair logits (positives labelled 1)."""
+    if metric == "roc_auc":
+        return roc_auc(logits, labels)
+    if metric == "hits":
+        pos = labels > 0.5
+        return hits_at_k(logits[pos], logits[~pos], k)
+    ranked, truth = rank_items(scorer, h, data, k, test=test)
+    fn = {"recall": recall_at_k, "ndcg": ndcg_at_k, "hit_rate": hit_rate_at_k}[metric]
+    return fn(ranked, truth, k)
+
+
+@torch.no_grad()
+def final_metrics(scorer: Any, h: torch.Tensor, data: LinkData, k: int,
+                  logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor],
+                  ) -> dict[str, float]:
+    """Every evaluation figure of the selected model: ROC-AUC and OGB Hits@k of the test
+    pairs; on bipartite data Recall, NDCG and HitRate@k on validation and test, and the
+    most-popular baseline's (training interaction counts) ranked the same way."""
+    extra: dict[str, float] = {}
+    for split in ("val", "test"):
+        pos = labels[split] > 0.5
+        extra[f"{split}_roc_auc"] = roc_auc(logits[split], labels[split])
+        extra[f"{split}_hits@{k}"] = hits_at_k(logits[split][pos], logits[split][~pos], k)
+    if data.bipartite:
+        popularity = torch.from_numpy(most_popular_scores(
+            data.train[:, 1] - data.num_users, data.num_items))
+        for split in ("val", "test"):
+            ranked, truth = rank_items(scorer, h, data, k, test=split == "test")
+            extra.update({f"{split}_{name}": value
+                          for name, value in ranking_metrics(ranked, truth, k).items()})
+            ranked, truth = rank_items(None, h, data, k, test=split == "test",
+                                       item_scores=popularity)
+            extra.update({f"{split}_most_popular_{name}": value
+                          for name, value in ranking_metrics(ranked, truth, k).items()})
+    return extra
+
+
+def data_for_model(data: LinkData, model: str) -> LinkData:
+    """``data`` as ``model`` reads it: LightGCN-style (layer-mean, weight-free) models learn one
+    embedding per node and ignore node features, which they have no weights to project."""
+    from qgnn.contract.layers import layer_spec
+
+    if not layer_spec(model).layer_mean or data.graph.x is None:
+        return data
+    return dataclasses.replace(data, graph=data.graph.replace(x=None))
 
 
 def link_model_config(data: LinkData, model: str, *, hidden: int = 64, embedding_dim: int = 64,
                       **fields: Any) -> ModelConfig:
     """A :class:`ModelConfig` for ``data``: features in, ``hidden``-wide embeddings out.
 
-    Graphs without features get a learnable ``embedding_dim``-wide embedding per node.
+    Graphs without features get a learnable ``embedding_dim``-wide embedding per node
+    (``hidden``-wide for LightGCN, whose layers keep the width).
     """
-    graph = data.graph
+    from qgnn.contract.layers import layer_spec
+
+    graph = data_for_model(data, model).graph
+    if layer_spec(model).layer_mean:
+        embedding_dim = hidden
     in_dim = graph.num_features if graph.x is not None else embedding_dim
     return ModelConfig(model=model, in_dim=in_dim, out_dim=hidden, hidden=hidden, **fields)
 
@@ -187,6 +293,15 @@ def build_link_model(model_cfg: ModelConfig, decoder: str,
     return LinkModel(model_cfg, decoder, num_embeddings)
 
 
+def message_graph(data: LinkData, graph: Graph) -> Graph:
+    """The graph messages flow over: user-item ratings (``weighted`` interactions) stay data
+    (the bundle's ``graph/edge_weight.npy``) and do not scale messages, so the exported model,
+    which takes no edge weights, computes what training did; other graphs keep their weights."""
+    if data.bipartite and graph.edge_weight is not None:
+        return graph.replace(edge_weight=None)
+    return graph
+
+
 def train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig, *,
                prepare_model: PrepareModel | None = None, blocks_for: BlocksFor | None = None,
                progress: bool = True) -> RunResult:
@@ -198,7 +313,9 @@ def train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig, *
     """
     blocks_for = blocks_for or same_block
     started = time.perf_counter()
+    data = data_for_model(data, model_cfg.model)
     graph = data.graph if data.graph.x is None else prepare_features(data.graph, train_cfg)
+    graph = message_graph(data, graph)
     n = graph.num_nodes
     metric, items = check_link_task(data, graph, model_cfg, train_cfg)
     k = train_cfg.k
@@ -206,9 +323,8 @@ def train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig, *
     block = full_graph_block(graph)
     train_pairs = data.train
     with seeded(train_cfg.seed) as rng:
-        known = pair_keys(n, data.train, data.val, data.test)
-        val_set = _EvalPairs.build(data.val, sample_non_edges(data.val, rng, n, known, items))
-        test_set = _EvalPairs.build(data.test, sample_non_edges(data.test, rng, n, known, items))
+        sets = eval_negatives(data, rng, items)
+        val_set, test_set = _EvalPairs.build(*sets["val"]), _EvalPairs.build(*sets["test"])
         model: nn.Module = build_link_model(model_cfg, train_cfg.decoder,
                                             None if graph.x is not None else n)
         if prepare_model is not None:
@@ -216,14 +332,16 @@ def train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig, *
         optimiser, tracker, history = optimiser_and_tracker(model, train_cfg)
         bar = epoch_bar(train_cfg.epochs, progress, f"{model_cfg.model} {graph.name} link")
         for epoch in bar:
-            neg = torch.from_numpy(sample_negatives(train_pairs, rng, n, items))
+            neg = torch.from_numpy(sample_negatives(train_pairs, rng, n, items,
+                                                    train_cfg.negatives))
             loss = _train_step(model, optimiser, x, block, torch.from_numpy(train_pairs), neg,
                                train_cfg.loss, blocks_for)
             h = _embed(model, x, block, blocks_for)
             with torch.no_grad():
                 val_logits = model.score(h, val_set.pairs)
             val_loss = F.binary_cross_entropy_with_logits(val_logits, val_set.labels).item()
-            val = _selection_score(metric, model, h, val_logits, val_set, data, k, test=False)
+            val = split_score(metric, model, h, val_logits, val_set.labels, data, k,
+                              test=False)
             history.append({"epoch": epoch, "loss": loss, "val_loss": val_loss, "val": val})
             tracker.update(epoch, val, val_loss, model)
             if progress:
@@ -237,13 +355,10 @@ def train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig, *
         h = _embed(model, x, block, blocks_for)
     with torch.no_grad():
         val_logits, test_logits = model.score(h, val_set.pairs), model.score(h, test_set.pairs)
-    val = _selection_score(metric, model, h, val_logits, val_set, data, k, test=False)
-    extra = {"test_roc_auc": roc_auc(test_logits, test_set.labels)}
-    if data.bipartite:
-        ranked, truth = rank_items(model, h, data, k, test=True)
-        extra[f"test_recall@{k}"] = recall_at_k(ranked, truth, k)
-        extra[f"test_ndcg@{k}"] = ndcg_at_k(ranked, truth, k)
-    name = metric if metric == "roc_auc" else f"{metric}@{k}"
+    val = split_score(metric, model, h, val_logits, val_set.labels, data, k, test=False)
+    extra = final_metrics(model, h, data, k, {"val": val_logits, "test": test_logits},
+                          {"val": val_set.labels, "test": test_set.labels})
+    name = metric_name(metric, k)
     return RunResult(
         metric=name, best_epoch=tracker.best_epoch, train_metric=None, val_metric=val,
         test_metric=extra[f"test_{name}"], epochs_run=len(history),
@@ -257,13 +372,7 @@ def _train_step(model: nn.Module, optimiser: torch.optim.Optimizer, x: torch.Ten
     model.train()
     optimiser.zero_grad(set_to_none=True)
     h = model(x, blocks_for(block, True))
-    pos_logits, neg_logits = model.score(h, pos), model.score(h, neg)
-    if loss_name == "bpr":
-        loss = -F.logsigmoid(pos_logits - neg_logits).mean()
-    else:
-        logits = torch.cat([pos_logits, neg_logits])
-        labels = torch.cat([torch.ones_like(pos_logits), torch.zeros_like(neg_logits)])
-        loss = F.binary_cross_entropy_with_logits(logits, labels)
+    loss = link_loss(model.score(h, pos), model.score(h, neg), loss_name)
     if not torch.isfinite(loss):
         raise ValueError(f"training loss became {loss.item()}; lower TrainConfig.lr (--lr)")
     loss.backward()
@@ -279,19 +388,13 @@ def _embed(model: nn.Module, x: torch.Tensor | None, block: Block,
 
 
 @torch.no_grad()
-def _selection_score(metric: str, model: nn.Module, h: torch.Tensor, logits: torch.Tensor,
-                     pairs: _EvalPairs, data: LinkData, k: int, *, test: bool) -> float:
-    if metric == "roc_auc":
-        return roc_auc(logits, pairs.labels)
-    ranked, truth = rank_items(model, h, data, k, test=test)
-    return (recall_at_k if metric == "recall" else ndcg_at_k)(ranked, truth, k)
-
-
-@torch.no_grad()
-def rank_items(model: nn.Module, h: torch.Tensor, data: LinkData, k: int, *,
-          test: bool) -> tuple[np.ndarray, np.ndarray]:
+def rank_items(model: Any, h: torch.Tensor, data: LinkData, k: int, *,
+               test: bool, item_scores: torch.Tensor | None = None,
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` items ``(U', k)`` for each user with held-out pairs, and those pairs as
-    ``(row, item)``; seen interactions (train, plus val when ranking for test) are excluded."""
+    ``(row, item)``; seen interactions (train, plus val when ranking for test) are excluded.
+    ``item_scores`` ``(I,)`` ranks every user by the same item scores (a baseline) instead of
+    the model's decoder."""
     held = data.test if test else data.val
     seen = np.concatenate([data.train, data.val]) if test else data.train
     users, rows = np.unique(held[:, 0], return_inverse=True)
@@ -308,8 +411,10 @@ def rank_items(model: nn.Module, h: torch.Tensor, data: LinkData, k: int, *,
     ranked = np.empty((len(users), k), np.int64)
     for start in range(0, len(users), chunk):
         stop = min(start + chunk, len(users))
-        h_users = h[torch.from_numpy(users[start:stop])]
-        scores = model.decoder.all_pairs(h_users, h_items)
+        if item_scores is not None:
+            scores = item_scores[None, :].repeat(stop - start, 1).to(torch.float64)
+        else:
+            scores = model.decoder.all_pairs(h[torch.from_numpy(users[start:stop])], h_items)
         lo, hi = np.searchsorted(seen_rows, [start, stop])
         scores[torch.from_numpy(seen_rows[lo:hi] - start),
                torch.from_numpy(seen_cols[lo:hi])] = -float("inf")

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from qgnn.graph.container import Graph
 from qgnn.graph.links import LinkData
-from qgnn.training.metrics import ndcg_at_k, recall_at_k, roc_auc
 from qgnn.training.nn.models import GNN, ModelConfig, build_model
 from qgnn.training.presets import TrainConfig
 from qgnn.training.progress import RunResult, count_parameters, seeded
@@ -51,10 +50,14 @@ from qgnn.training.tasks.link import (
     LinkModel,
     build_link_model,
     check_link_task,
-    pair_keys,
-    rank_items,
+    data_for_model,
+    eval_negatives,
+    final_metrics,
+    link_loss,
+    message_graph,
+    metric_name,
     sample_negatives,
-    sample_non_edges,
+    split_score,
 )
 from qgnn.training.tasks.node import (
     BlocksFor,
@@ -407,14 +410,6 @@ def _encode(model: LinkModel, x: torch.Tensor | None, blocks: list) -> torch.Ten
     return model.encoder(x, blocks)
 
 
-def _link_loss(pos: torch.Tensor, neg: torch.Tensor, loss_name: str) -> torch.Tensor:
-    if loss_name == "bpr":
-        return -F.logsigmoid(pos - neg).mean()
-    logits = torch.cat([pos, neg])
-    labels = torch.cat([torch.ones_like(pos), torch.zeros_like(neg)])
-    return F.binary_cross_entropy_with_logits(logits, labels)
-
-
 def _train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig,
                 cfg: SamplingConfig, prepare_model: PrepareModel | None,
                 blocks_for: BlocksFor | None, progress: bool,
@@ -422,7 +417,8 @@ def _train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig,
     from qgnn.training.distributed import agree, wrap_model
 
     started = time.perf_counter()
-    graph = data.graph
+    data = data_for_model(data, model_cfg.model)
+    graph = message_graph(data, data.graph)
     n = graph.num_nodes
     metric, items = check_link_task(data, graph, model_cfg, train_cfg)
     k = train_cfg.k
@@ -430,9 +426,8 @@ def _train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig,
     rank = _rank(distributed)
     pair_ids = np.arange(len(data.train), dtype=np.int64)
     with seeded(train_cfg.seed) as rng:
-        known = pair_keys(n, data.train, data.val, data.test)
-        eval_sets = {name: _eval_pairs(pos, sample_non_edges(pos, rng, n, known, items))
-                     for name, pos in (("val", data.val), ("test", data.test))}
+        eval_sets = {name: _eval_pairs(*pair) for name, pair in
+                     eval_negatives(data, rng, items).items()}
         link_model = build_link_model(model_cfg, train_cfg.decoder,
                                       None if graph.x is not None else n)
         net: nn.Module = link_model
@@ -452,7 +447,7 @@ def _train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig,
         def step(batch: DeviceBatch) -> float:
             model.train()
             pos, neg = model(batch, per_layer_blocks(blocks_for, batch.blocks, True))
-            return _optimise(model, optimiser, _link_loss(pos, neg, train_cfg.loss))
+            return _optimise(model, optimiser, link_loss(pos, neg, train_cfg.loss))
 
         for epoch in range(train_cfg.epochs):
             pipe.begin_epoch(epoch, train_cfg.seed)
@@ -463,7 +458,7 @@ def _train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig,
                       epoch: int = epoch) -> HostBatch:
                 batch_rng = np.random.default_rng([train_cfg.seed, STREAM_BATCH, epoch, rank, b])
                 pos = data.train[batches[b]]
-                neg = sample_negatives(pos, batch_rng, n, items)
+                neg = sample_negatives(pos, batch_rng, n, items, train_cfg.negatives)
                 seeds = np.unique(np.concatenate([pos.reshape(-1), neg.reshape(-1)]))
                 local = {"pos": torch.from_numpy(np.searchsorted(seeds, pos)),
                          "neg": torch.from_numpy(np.searchsorted(seeds, neg))}
@@ -474,7 +469,7 @@ def _train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig,
             h, scorer = _link_embeddings(net, pipe, graph, blocks_for, train_cfg.seed)
             val_logits = scorer.score(h, eval_sets["val"][0])
             val_loss = F.binary_cross_entropy_with_logits(val_logits, eval_sets["val"][1]).item()
-            val = _link_score(metric, scorer, h, val_logits, eval_sets["val"][1], data, k,
+            val = split_score(metric, scorer, h, val_logits, eval_sets["val"][1], data, k,
                               test=False)
             history.append({"epoch": epoch, **stats.row(), "val_loss": val_loss, "val": val})
             tracker.update(epoch, val, val_loss, net)
@@ -489,14 +484,11 @@ def _train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig,
         h, scorer = _link_embeddings(net, pipe, graph, blocks_for, train_cfg.seed)
         val_logits = scorer.score(h, eval_sets["val"][0])
         test_logits = scorer.score(h, eval_sets["test"][0])
-        val = _link_score(metric, scorer, h, val_logits, eval_sets["val"][1], data, k,
+        val = split_score(metric, scorer, h, val_logits, eval_sets["val"][1], data, k,
                           test=False)
-        extra = {"test_roc_auc": roc_auc(test_logits, eval_sets["test"][1])}
-        if data.bipartite:
-            ranked, truth = rank_items(scorer, h, data, k, test=True)
-            extra[f"test_recall@{k}"] = recall_at_k(ranked, truth, k)
-            extra[f"test_ndcg@{k}"] = ndcg_at_k(ranked, truth, k)
-    name = metric if metric == "roc_auc" else f"{metric}@{k}"
+        extra = final_metrics(scorer, h, data, k, {"val": val_logits, "test": test_logits},
+                              {"val": eval_sets["val"][1], "test": eval_sets["test"][1]})
+    name = metric_name(metric, k)
     return RunResult(metric=name, best_epoch=tracker.best_epoch, train_metric=None,
                      val_metric=val, test_metric=extra[f"test_{name}"], epochs_run=len(history),
                      seconds=time.perf_counter() - started, num_params=count_parameters(net),
@@ -507,15 +499,6 @@ def _train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig,
 def _eval_pairs(pos: np.ndarray, neg: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     labels = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))]).astype(np.float32)
     return torch.from_numpy(np.concatenate([pos, neg])), torch.from_numpy(labels)
-
-
-@torch.no_grad()
-def _link_score(metric: str, scorer: nn.Module, h: torch.Tensor, logits: torch.Tensor,
-                labels: torch.Tensor, data: LinkData, k: int, *, test: bool) -> float:
-    if metric == "roc_auc":
-        return roc_auc(logits, labels)
-    ranked, truth = rank_items(scorer, h, data, k, test=test)
-    return (recall_at_k if metric == "recall" else ndcg_at_k)(ranked, truth, k)
 
 
 class _HostScorer(nn.Module):

@@ -35,11 +35,15 @@ def oracle(log, val_fraction=0.1, test_fraction=0.1, min_rating=None):
     kept = sorted(latest.values())
     m = len(kept)
     num_test, num_val = round(m * test_fraction), round(m * val_fraction)
-    pairs = [(users[u], items[i]) for _, _, u, i, _ in kept]
-    ratings = [r for *_, r in kept]
     a, b = m - num_test - num_val, m - num_test
-    return users, items, (pairs[:a], pairs[a:b], pairs[b:]), (ratings[:a], ratings[a:b],
-                                                             ratings[b:])
+    parts = [kept[:a], kept[a:b], kept[b:]]
+    trained = {row[2] for row in parts[0]}  # users with a training interaction
+    parts = [parts[0]] + [[row for row in p if row[2] in trained] for p in parts[1:]]
+    users = {u: k for k, u in enumerate(sorted(trained))}
+    items = {i: k + len(users) for k, i in enumerate(sorted({r[3] for p in parts for r in p}))}
+    pairs = tuple([(users[u], items[i]) for _, _, u, i, _ in p] for p in parts)
+    ratings = tuple([r for *_, r in p] for p in parts)
+    return users, items, pairs, ratings
 
 
 def _as_list(pairs: np.ndarray) -> list[tuple[int, int]]:
@@ -84,13 +88,14 @@ def test_split_follows_time_not_file_order(tmp_path):
              (3, 10, 5, 200), (1, 12, 4, 800), (2, 11, 3, 400), (3, 11, 2, 600), (4, 10, 1, 1000)]
     (tmp_path / "u.data").write_text("".join("\t".join(map(str, r)) + "\n" for r in lines))
     data = load_interactions(tmp_path / "u.data", val_fraction=0.2, test_fraction=0.2)
-    # users 1..4 -> 0..3, items 10,11,12 -> 4,5,6; time order: t=100..1000
-    assert _as_list(data.train) == [(1, 4), (2, 4), (0, 5), (1, 5), (0, 4), (2, 5)]
-    assert _as_list(data.val) == [(1, 6), (0, 6)]
-    assert _as_list(data.test) == [(2, 6), (3, 4)]
-    assert data.meta["ratings"]["test"].tolist() == [2.0, 1.0]
-    # user 4 (node 3) appears only in test: a node without training edges
-    assert data.graph.out_degree()[3] == 0
+    # users 1..3 -> 0..2, items 10,11,12 -> 3,4,5; time order: t=100..1000
+    assert _as_list(data.train) == [(1, 3), (2, 3), (0, 4), (1, 4), (0, 3), (2, 4)]
+    assert _as_list(data.val) == [(1, 5), (0, 5)]
+    # user 4 appears only in test: dropped (no training interaction to rank from), counted
+    assert _as_list(data.test) == [(2, 5)] and data.num_users == 3
+    assert data.meta["ratings"]["test"].tolist() == [2.0]
+    assert data.meta["summary"]["test_cold_users_dropped"] == 1
+    assert data.meta["summary"]["test_cold_user_interactions_dropped"] == 1
 
 
 def test_ties_break_by_line_and_repeated_pairs_keep_the_latest(tmp_path):
@@ -111,18 +116,19 @@ def test_text_ids_header_and_double_colon_separator(tmp_path):
     data = load_interactions(tmp_path / "ratings.csv", val_fraction=0, test_fraction=1 / 3)
     assert data.meta["user_ids"].tolist() == ["ann", "bob"]
     assert _as_list(data.train) == [(1, 2), (0, 2)] and _as_list(data.test) == [(0, 3)]
-    (tmp_path / "ratings.dat").write_text("1::20::5::9\n2::20::3::8\n")
+    (tmp_path / "ratings.dat").write_text("1::20::5::9\n1::21::3::8\n")
     data = load_interactions(tmp_path / "ratings.dat", sep="::", val_fraction=0,
                              test_fraction=0.5)
-    assert _as_list(data.test) == [(0, 2)]
+    assert _as_list(data.test) == [(0, 1)]
 
 
 def test_explicit_tab_keeps_spaces_inside_ids(tmp_path):
-    (tmp_path / "log.tsv").write_text("Ann Lee\tThe Film\t4\t1\nBo\tThe Film\t5\t2\n")
+    (tmp_path / "log.tsv").write_text("Ann Lee\tThe Film\t4\t1\nBo\tThe Film\t5\t2\n"
+                                      "Bo\tA Sequel\t3\t3\n")
     data = load_interactions(tmp_path / "log.tsv", sep="\t", val_fraction=0,
-                             test_fraction=0.5)
+                             test_fraction=1 / 3)
     assert data.meta["user_ids"].tolist() == ["Ann Lee", "Bo"]
-    assert data.meta["item_ids"].tolist() == ["The Film"]
+    assert data.meta["item_ids"].tolist() == ["A Sequel", "The Film"]
 
 
 def test_three_columns_use_file_order_as_time(tmp_path):
@@ -137,8 +143,9 @@ def test_three_columns_use_file_order_as_time(tmp_path):
     ("1\t2\t5\t9\n1\t3\t4\tnoon\n", {}, r"line 2, column 4: timestamp 'noon' is not a number"),
     ("1\t2\t5\t9\n1\t3\tnan\t10\n", {}, r"log\.txt, line 2: non-finite rating nan"),
     ("1\t2\t5\t9\n\n1\t3\t4\tinf\n", {}, r"log\.txt, line 3: non-finite timestamp inf"),
-    ("1\t2\t5\t9\t0\n", {}, r"expected 3 or 4 columns \(user item rating \[timestamp\]\), got 5"),
-    ("1\t2\n", {}, r"expected 3 or 4 columns"),
+    ("1\t2\t5\t9\t0\n", {}, r"expected 2 to 4 columns \(user item \[rating \[timestamp\]\]\), "
+                           r"got 5; choose them with columns="),
+    ("1\n", {}, r"expected 2 to 4 columns"),
     ("1\t2\t5\t9\n1\t3\t4\n", {}, r"log\.txt, line 2: 3 columns, expected 4"),
     ("1\t2\t1\t9\n", {"min_rating": 3}, r"no interaction has rating >= 3"),
     ("1\t2\t5\t9\n", {"val_fraction": 0.5, "test_fraction": 0.5}, r"leaves no training"),

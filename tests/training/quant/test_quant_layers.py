@@ -7,7 +7,7 @@ import pytest
 import torch
 from qgnn.graph.container import Graph
 from qgnn.training.nn.block import full_graph_block
-from qgnn.training.nn.models import LAYERS, ModelConfig, build_model
+from qgnn.training.nn.models import CLASSIFIER_LAYERS, ModelConfig, build_model
 from qgnn.training.quant.config import QuantConfig
 from qgnn.training.quant.hooks import make_hooks
 from qgnn.training.quant.sites import quantized_sites
@@ -52,7 +52,7 @@ def train(model_name, cfg, steps=40, seed=0):
     return model, losses, (logits.argmax(1) == y).float().mean().item()
 
 
-@pytest.mark.parametrize("model_name", sorted(LAYERS))
+@pytest.mark.parametrize("model_name", sorted(CLASSIFIER_LAYERS))
 @pytest.mark.parametrize("cfg", [QuantConfig(bits=8, p_max=0.5), QuantConfig(bits=4, p_max=0.5),
                                  QuantConfig(bits=4, method="qat")], ids=["dq8", "dq4", "qat4"])
 def test_every_layer_trains_quantised(model_name, cfg):

@@ -9,7 +9,7 @@ import torch
 from qgnn.graph.links import split_edges
 from qgnn.graph.synth import powerlaw_communities
 from qgnn.training.nn.block import Block, full_graph_block
-from qgnn.training.nn.models import LAYERS, ModelConfig, build_model
+from qgnn.training.nn.models import CLASSIFIER_LAYERS, ModelConfig, build_model
 from qgnn.training.presets import TrainConfig
 from qgnn.training.sampling.config import SamplingConfig
 from qgnn.training.sampling.inference import layerwise_inference
@@ -35,7 +35,7 @@ def _sampling(sampler: str, **kw) -> SamplingConfig:
 
 
 @pytest.mark.parametrize(("model", "sampler"),
-                         [(m, "gns") for m in sorted(LAYERS)] + [("sage", "uniform")])
+                         [(m, "gns") for m in sorted(CLASSIFIER_LAYERS)] + [("sage", "uniform")])
 def test_node_training_runs_for_every_model(graph, model, sampler):
     cfg = node_model_config(graph, model, hidden=8, dropout=0.0, **_kw(model))
     result = train_minibatch(graph, cfg, TrainConfig(epochs=2, patience=None),
@@ -79,7 +79,7 @@ def test_runs_are_reproducible_whatever_the_thread_count(graph):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("model", sorted(LAYERS))
+@pytest.mark.parametrize("model", sorted(CLASSIFIER_LAYERS))
 @pytest.mark.parametrize("stack", [{}, {"input_proj": True, "residual": True, "norm": "layer"},
                                    {"input_proj": True, "residual": True, "norm": "layer",
                                     "head": True}])

@@ -9,7 +9,7 @@ import torch
 from qgnn.graph.container import Graph
 from qgnn.graph.synth import powerlaw_communities
 from qgnn.training.nn.block import full_graph_block
-from qgnn.training.nn.models import LAYERS, ModelConfig, build_model
+from qgnn.training.nn.models import CLASSIFIER_LAYERS, ModelConfig, build_model
 from qgnn.training.sampling.blocks import convert_weights, to_blocks, weight_convention
 from qgnn.training.sampling.uniform import UniformSampler
 
@@ -66,7 +66,7 @@ def test_weight_convention_follows_each_layers_aggregation():
     assert weight_convention(cfg("gat")) == "mean"
     assert weight_convention(cfg("egc")) == "sum"
     assert weight_convention(cfg("egc", layer_kwargs={"aggregators": ["mean", "max"]})) == "mean"
-    assert set(LAYERS) <= {"gcn", "gin", "sage", "gat", "egc"}
+    assert set(CLASSIFIER_LAYERS) <= {"gcn", "gin", "sage", "gat", "egc"}
 
 
 def test_graph_edge_weights_multiply_into_the_block(graph):
@@ -77,7 +77,7 @@ def test_graph_edge_weights_multiply_into_the_block(graph):
     np.testing.assert_allclose(block.edge_weight.numpy(), w[sampled[0].edge_ids], rtol=1e-6)
 
 
-@pytest.mark.parametrize("model", sorted(LAYERS))
+@pytest.mark.parametrize("model", sorted(CLASSIFIER_LAYERS))
 def test_full_fanout_blocks_reproduce_full_graph_outputs(graph, model):
     kwargs = {"layer_kwargs": {"heads": 2}} if model in ("gat", "egc") else {}
     cfg = ModelConfig(model=model, in_dim=6, out_dim=4, hidden=8, num_layers=2, dropout=0.0,
