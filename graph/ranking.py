@@ -43,7 +43,7 @@ def ranking_hits(ranked: Any, relevant: Any) -> tuple[np.ndarray, np.ndarray]:
                          f"{rel.dtype} {list(rel.shape)}")
     u = r.shape[0]
     if rel.size and (int(rel[:, 0].min()) < 0 or int(rel[:, 0].max()) >= u):
-        raise ValueError(f"relevant: rows must lie in [0, {u})")
+        raise ValueError(f"relevant: user rows must lie in [0, {u})")
     if (r < PAD).any() or (rel[:, 1] < 0).any():
         raise ValueError("ranked / relevant: item ids must be >= 0 (-1 pads ranked rows)")
     width = int(max(r.max(initial=0), rel[:, 1].max(initial=0))) + 1
@@ -55,7 +55,7 @@ def ranking_hits(ranked: Any, relevant: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def _check_k(k: int, width: int) -> None:
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise ValueError(f"k: expected an int >= 1, got {k!r}")
+        raise ValueError(f"k: expected a positive int, got {k!r}")
     if k > width:
         raise ValueError(f"k: {k} exceeds the {width} ranked items per row")
 
