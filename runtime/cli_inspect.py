@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from qgnn.runtime import kernels
+from qgnn.runtime.backend import BackendOptions
+from qgnn.runtime.backend_loaders import resolve_loader
 from qgnn.runtime.bundle import Bundle, load_bundle
-from qgnn.runtime.dataplane import BackendOptions, resolve_loader
 from qgnn.runtime.errors import ServingError
 from qgnn.runtime.load_check import check_structure, open_checked
 

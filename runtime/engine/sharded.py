@@ -17,8 +17,9 @@ global source ids). The manifest's ``sharding`` object says ``num_shards`` and `
 from __future__ import annotations
 
 import numpy as np
+from qgnn.runtime.backend import BackendOptions, ModelBackend
+from qgnn.runtime.backend_loaders import register_backend_loader
 from qgnn.runtime.bundle import Bundle, BundleError
-from qgnn.runtime.dataplane import BackendOptions, ModelBackend, register_backend_loader
 from qgnn.runtime.errors import FailedPreconditionError, ServingError
 
 SHARDED_FORMAT = "qgnn-sharded"

@@ -17,12 +17,13 @@ from typing import Any
 import grpc
 import numpy as np
 from qgnn.runtime import validation
-from qgnn.runtime.dataplane import DataPlane, ModelSelector
+from qgnn.runtime.dataplane import DataPlane
 from qgnn.runtime.errors import InvalidRequestError, ModelNotFoundError
+from qgnn.runtime.messages import ModelSelector
+from qgnn.runtime.model_entry import ModelEntry, ModelState
 from qgnn.runtime.proto_gen.inference import grpc_service_pb2 as kserve
 from qgnn.runtime.proto_gen.inference import grpc_service_pb2_grpc as kserve_grpc
 from qgnn.runtime.proto_gen.inference import model_config_pb2 as mc
-from qgnn.runtime.repository import ModelEntry, ModelState
 from qgnn.runtime.service import kserve_repository
 from qgnn.runtime.service.qgnn_v1 import deadline
 

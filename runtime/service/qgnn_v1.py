@@ -7,8 +7,8 @@ from typing import Any
 import grpc
 import numpy as np
 from qgnn.runtime import validation
-from qgnn.runtime.dataplane import (
-    DataPlane,
+from qgnn.runtime.dataplane import DataPlane
+from qgnn.runtime.messages import (
     GraphSummary,
     ModelKey,
     ModelSelector,
@@ -17,9 +17,9 @@ from qgnn.runtime.dataplane import (
     graph_summary,
     inductive_specs,
 )
+from qgnn.runtime.model_entry import ModelEntry, ModelState
 from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2 as pb
 from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2_grpc as pb_grpc
-from qgnn.runtime.repository import ModelEntry, ModelState
 
 _TASKS = {"node": pb.TASK_NODE, "link": pb.TASK_LINK}
 _STATES = {ModelState.LOADING: pb.MODEL_STATE_LOADING, ModelState.READY: pb.MODEL_STATE_READY,

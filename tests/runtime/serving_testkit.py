@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from qgnn.runtime.backend import BackendOptions, InductiveNodes
+from qgnn.runtime.backend_loaders import register_backend_loader
 from qgnn.runtime.bundle import Bundle, write_bundle
-from qgnn.runtime.dataplane import BackendOptions, InductiveNodes, register_backend_loader
 
 FORMAT = "qgnn-test-numpy"
 NODE_TYPE = "graph/node_type.npy"

@@ -101,7 +101,7 @@ def test_a_backend_that_answers_wrongly_fails_the_trial_run(good_bundle, monkeyp
 
 
 def _options():
-    from qgnn.runtime.dataplane import BackendOptions
+    from qgnn.runtime.backend import BackendOptions
 
     return BackendOptions(threads=1)
 

@@ -10,22 +10,24 @@ import numpy as np
 import pytest
 import serving_testkit as tk
 from prometheus_client import CollectorRegistry
-from qgnn.runtime.bundle import BundleError
-from qgnn.runtime.dataplane import (
-    DataPlane,
-    ModelSelector,
+from qgnn.runtime.backend_loaders import (
     register_backend_loader,
     resolve_loader,
     unregister_backend_loader,
 )
+from qgnn.runtime.bundle import BundleError
+from qgnn.runtime.dataplane import DataPlane
+from qgnn.runtime.discovery import discover
 from qgnn.runtime.errors import (
     AlreadyExistsError,
     BackendUnavailableError,
     InvalidRequestError,
     ModelNotFoundError,
 )
+from qgnn.runtime.messages import ModelSelector
 from qgnn.runtime.metrics import ServingMetrics
-from qgnn.runtime.repository import ModelRepository, ModelState, RepositoryOptions, discover
+from qgnn.runtime.model_entry import ModelState, RepositoryOptions
+from qgnn.runtime.repository import ModelRepository
 
 
 def _repo(path: Path | None) -> ModelRepository:

@@ -10,8 +10,9 @@ import engine_testkit as tk
 import numpy as np
 import pytest
 from qgnn.runtime import kernels
+from qgnn.runtime.backend import BackendOptions, ModelBackend
+from qgnn.runtime.backend_loaders import resolve_loader
 from qgnn.runtime.bundle import load_bundle
-from qgnn.runtime.dataplane import BackendOptions, ModelBackend, resolve_loader
 from qgnn.runtime.engine import Engine, load_backend, softmax
 from qgnn.runtime.errors import BackendUnavailableError
 

@@ -82,7 +82,7 @@ def test_a_shard_disagreeing_with_the_owner_map_is_refused(tmp_path: Path) -> No
 
 def test_the_engine_package_registers_the_loader(tmp_path: Path) -> None:
     import qgnn.runtime.engine  # noqa: F401  (registers its loaders)
-    from qgnn.runtime.dataplane import resolve_loader
+    from qgnn.runtime.backend_loaders import resolve_loader
     from qgnn.runtime.engine.sharded import load_sharded
 
     with load_bundle(_write(tmp_path / "b", [0])) as bundle:
