@@ -27,7 +27,10 @@ from qgnn.exporter.parity import ParityReport, compare_outputs
 from qgnn.exporter.quant_params import LayerSites, read_sites
 from qgnn.exporter.store import GraphStore, build_store, embedding_arrays
 from qgnn.graph.container import Graph
-from qgnn.runtime.bundle import MODEL_FILE, MODEL_FORMAT, load_bundle, write_bundle
+from qgnn.runtime.bundle.layout import MODEL_FILE, MODEL_FORMAT
+from qgnn.runtime.bundle.manifest import Manifest
+from qgnn.runtime.bundle.reader import load_bundle
+from qgnn.runtime.bundle.writer import write_bundle
 from qgnn.runtime.engine.executor import make_executor
 from qgnn.runtime.engine.session import SessionConfig
 from qgnn.training.checkpoint import Checkpoint, load_run
@@ -246,7 +249,7 @@ class ExportSummary:
     model_bytes: int
     fp32_bytes: int
     parity: ParityReport | None
-    manifest: dict[str, Any]
+    manifest: Manifest  # as the written bundle reads back
 
     @property
     def size_ratio(self) -> float:

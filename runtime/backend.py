@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+from qgnn.runtime.bundle.manifest import Manifest
 from qgnn.runtime.metrics import MetricsObserver
 
 
@@ -50,7 +51,7 @@ class ModelBackend(Protocol):
     arrays. The size properties are also read from request threads (for validation), so they
     must stay cheap and safe to read while a method runs; the graph only ever grows."""
 
-    manifest: dict
+    manifest: Manifest
 
     @property
     def name(self) -> str: ...

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 
 from qgnn.runtime.backend import BackendOptions, ModelBackend
-from qgnn.runtime.bundle import Bundle
+from qgnn.runtime.bundle.reader import Bundle
 from qgnn.runtime.errors import (
     BackendUnavailableError,
 )
@@ -77,11 +77,10 @@ def import_backends(env: dict[str, str] | None = None) -> str:
     return _ENGINE_PROBLEM
 
 
-def resolve_loader(manifest: dict) -> BackendLoader:
-    """The loader for a manifest, by ``model.format`` and ``model.task``."""
+def resolve_loader(fmt: str | None, task: str | None) -> BackendLoader:
+    """The loader for a bundle whose manifest says ``model.format == fmt`` and
+    ``model.task == task``."""
     problem = import_backends()
-    model = manifest.get("model", {})
-    fmt, task = model.get("format"), model.get("task")
     with _LOADERS_LOCK:
         for key in ((fmt, task), (fmt, None), (None, task), (None, None)):
             if key in _LOADERS:

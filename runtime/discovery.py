@@ -7,7 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from qgnn.runtime.bundle import ARCHIVE_SUFFIX, MANIFEST
+from qgnn.runtime.bundle.layout import ARCHIVE_SUFFIX, MANIFEST
 from qgnn.runtime.errors import BundleError
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from qgnn.runtime.batching import Batcher
-from qgnn.runtime.bundle import Bundle
+from qgnn.runtime.bundle.manifest import Manifest
+from qgnn.runtime.bundle.reader import Bundle
 from qgnn.runtime.messages import ModelKey
 
 
@@ -48,7 +49,7 @@ class ModelEntry:
     signature: str | None = None  # of the files it was loaded from
     failed_signature: str | None = None  # files a reload already failed on (not retried)
     error: str = ""
-    manifest: dict | None = None
+    manifest: Manifest | None = None
     bundle: Bundle | None = None
     backend: Any = None  # ModelBackend
     batcher: Batcher | None = None

@@ -18,10 +18,9 @@ def sync_model_metrics(metrics: ServingMetrics, entries: Iterable[ModelEntry],
     for e in entries:
         ready[(e.name, str(e.version))] = float(e.state is ModelState.READY)
         if e.state is ModelState.READY and e.manifest is not None:
-            bits = e.manifest["quantisation"]["bits"]
-            quant = "fp32" if bits >= 32 else f"int{bits}"
             isa = str(getattr(e.backend, "isa", "") or "")
-            info.add((e.name, str(e.version), e.manifest["model"]["task"], quant, isa))
+            info.add((e.name, str(e.version), e.manifest.model.task,
+                      e.manifest.quantisation.label, isa))
     for labels in previous - set(ready) - info:
         gauge = metrics.model_info if len(labels) == 5 else metrics.model_ready
         with contextlib.suppress(KeyError):

@@ -28,7 +28,8 @@ from qgnn.runtime.backend import BackendOptions, ModelBackend
 from qgnn.runtime.backend_loaders import resolve_loader
 from qgnn.runtime.batch_runner import make_batch_runner
 from qgnn.runtime.batching import Batcher
-from qgnn.runtime.bundle import ARCHIVE_SUFFIX, MANIFEST, load_bundle, read_manifest
+from qgnn.runtime.bundle.layout import ARCHIVE_SUFFIX, MANIFEST
+from qgnn.runtime.bundle.reader import load_bundle, read_manifest
 from qgnn.runtime.discovery import bundle_signature, discover, is_bundle, unreadable
 from qgnn.runtime.errors import (
     AlreadyExistsError,
@@ -206,7 +207,7 @@ class ModelRepository:
                                             f"{bundle.version}, but the repository path {path} "
                                             f"is model {expect[0]!r} version {expect[1]}; "
                                             f"rename the directory or fix the manifest")
-            loader = resolve_loader(bundle.manifest)
+            loader = resolve_loader(bundle.manifest.model.format, bundle.task)
             observer = MetricsObserver(self.metrics, bundle.name)
             options = BackendOptions(self.options.threads, self.options.portable, observer,
                                      self.options.isa, self.options.precompute)
@@ -333,7 +334,7 @@ class ModelRepository:
         try:
             if path.is_dir():
                 manifest = read_manifest(path)
-                return manifest["model"]["name"], manifest["model"]["version"]
+                return manifest.model.name, manifest.model.version
         except OSError as exc:
             raise unreadable(path, exc) from None
         return None

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import serving_testkit as tk
 from qgnn.runtime import load_check
-from qgnn.runtime.bundle import MANIFEST, load_bundle
+from qgnn.runtime.bundle.layout import MANIFEST
+from qgnn.runtime.bundle.reader import load_bundle
 from qgnn.runtime.errors import BundleError
 from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2 as pb
 from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2_grpc as pb_grpc

@@ -15,12 +15,12 @@ from qgnn.runtime.backend_loaders import (
     resolve_loader,
     unregister_backend_loader,
 )
-from qgnn.runtime.bundle import BundleError
 from qgnn.runtime.dataplane import DataPlane
 from qgnn.runtime.discovery import discover
 from qgnn.runtime.errors import (
     AlreadyExistsError,
     BackendUnavailableError,
+    BundleError,
     InvalidRequestError,
     ModelNotFoundError,
 )
@@ -243,15 +243,14 @@ def test_loaders_are_chosen_by_format_then_task_then_default(tmp_path: Path):
     def default(bundle, options):
         raise AssertionError
 
-    manifest = {"model": {"format": "other", "task": "link"}}
     with pytest.raises(BackendUnavailableError, match=r"model\.format='other'"):
-        resolve_loader(manifest)
+        resolve_loader("other", "link")
     register_backend_loader(by_task, task="link")
     register_backend_loader(default)
     try:
-        assert resolve_loader(manifest) is by_task
-        assert resolve_loader({"model": {"format": "other", "task": "node"}}) is default
-        assert resolve_loader({"model": {"format": tk.FORMAT, "task": "link"}}) is \
+        assert resolve_loader("other", "link") is by_task
+        assert resolve_loader("other", "node") is default
+        assert resolve_loader(tk.FORMAT, "link") is \
             tk.load_mean_mlp
     finally:
         unregister_backend_loader(task="link")

@@ -87,7 +87,7 @@ def _full_graph_logits(trained: dict) -> np.ndarray:
 
 
 def test_sharded_bundle_serves_the_trained_model(trained: dict) -> None:
-    from qgnn.runtime.bundle import load_bundle
+    from qgnn.runtime.bundle.reader import load_bundle
     from qgnn.runtime.engine.sharded import ShardedBackend, ShardNotServedError
 
     root = trained["root"] / "bundles"
