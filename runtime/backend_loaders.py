@@ -20,7 +20,7 @@ from qgnn.runtime.errors import (
     BackendUnavailableError,
 )
 
-log = logging.getLogger("qgnn.runtime.dataplane")
+log = logging.getLogger("qgnn.runtime.dataplane")  # the name these logs had before the split
 
 
 ENGINE_MODULE = "qgnn.runtime.engine"  # imported on first use; it registers its loader(s)

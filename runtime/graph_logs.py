@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from qgnn.runtime.backend import ModelBackend
 
-log = logging.getLogger("qgnn.runtime.dataplane")
+log = logging.getLogger("qgnn.runtime.dataplane")  # the name these logs had before the split
 
 
 @dataclass
