@@ -49,14 +49,8 @@ from qgnn.bench.harness import (
 from qgnn.graph.container import Graph
 from qgnn.graph.synth import powerlaw_communities
 from qgnn.runtime import kernels
-from qgnn.runtime.bundle import (
-    GRAPH_FEATURES,
-    GRAPH_IN_DEGREE,
-    GRAPH_INDICES,
-    GRAPH_INDPTR,
-    Bundle,
-    load_bundle,
-)
+from qgnn.runtime.bundle.layout import GRAPH_FEATURES, GRAPH_IN_DEGREE, GRAPH_INDICES, GRAPH_INDPTR
+from qgnn.runtime.bundle.reader import Bundle, load_bundle
 from qgnn.runtime.engine import EmbeddingIndex, Engine, EngineConfig, quantize_rows
 from qgnn.runtime.engine.executor import PartitionedExecutor, PortableExecutor
 from qgnn.runtime.engine.kernel_ops import FORMAL

@@ -72,7 +72,7 @@ def _status_bytes(field: str) -> int:
 
 def measure(bundle: Path, method: str, chunk: int, threads: int, repeat: int) -> dict[str, Any]:
     """One case, in this process: engine load, then ``repeat`` timed ``infer_all`` calls."""
-    from qgnn.runtime.bundle import load_bundle
+    from qgnn.runtime.bundle.reader import load_bundle
     from qgnn.runtime.engine import Engine, EngineConfig
 
     engine = Engine(load_bundle(bundle), EngineConfig(threads=threads))

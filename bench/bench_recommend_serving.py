@@ -45,7 +45,8 @@ def export_link(data: Any, kind: str, hidden: int, out: Path, layers: int = 2) -
     types: random weights, ranges calibrated by three forward passes."""
     import torch
     from qgnn.exporter.export import export_run
-    from qgnn.runtime.bundle import load_bundle, write_bundle
+    from qgnn.runtime.bundle.reader import load_bundle
+    from qgnn.runtime.bundle.writer import write_bundle
     from qgnn.training.checkpoint import save_run
     from qgnn.training.nn.block import full_graph_block
     from qgnn.training.nn.models import ModelConfig
@@ -73,7 +74,7 @@ def export_link(data: Any, kind: str, hidden: int, out: Path, layers: int = 2) -
     src = load_bundle(plain)
     files: dict[str, Any] = {name: src.path / name for name in src.files}
     files["graph/node_type.npy"] = np.asarray(graph.node_type, np.int8)
-    manifest = {k: v for k, v in src.manifest.items() if k != "files"}
+    manifest = {k: v for k, v in src.manifest.raw.items() if k != "files"}
     manifest["graph"] = {**manifest["graph"],
                          "node_types": {"user": data.num_users, "item": data.num_items}}
     return write_bundle(out, manifest, files, overwrite=True)
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.models.split(","):
             path = export_link(data, kind, args.hidden, Path(tmp) / kind, args.layers)
-            from qgnn.runtime.bundle import load_bundle
+            from qgnn.runtime.bundle.reader import load_bundle
 
             engine = Engine(load_bundle(path), EngineConfig(threads=args.threads))
             results["models"][kind] = measure(engine, data, args.items, args.k, args.repeat,

@@ -53,8 +53,8 @@ def _size(n: int) -> str:
 
 def format_summary(summary: Any, seconds: float) -> str:
     """The human-readable report of an :class:`~qgnn.exporter.export.ExportSummary`."""
-    m = summary.manifest["model"]
-    lines = [f"{m['name']} v{m['version']} ({m['type']} {m['task']}, {summary.precision}) -> "
+    m = summary.manifest.model
+    lines = [f"{m.name} v{m.version} ({m.type} {m.task}, {summary.precision}) -> "
              f"{summary.bundle} in {seconds:.1f}s"]
     width = max(len(k) for k in summary.files)
     for rel, size in summary.files.items():

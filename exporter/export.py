@@ -29,7 +29,10 @@ from qgnn.exporter.recsys import node_types_manifest, recommender_files
 from qgnn.exporter.store import GraphStore, build_store, embedding_arrays
 from qgnn.graph.container import Graph
 from qgnn.graph.links import LinkData
-from qgnn.runtime.bundle import MODEL_FILE, MODEL_FORMAT, load_bundle, write_bundle
+from qgnn.runtime.bundle.layout import MODEL_FILE, MODEL_FORMAT
+from qgnn.runtime.bundle.manifest import Manifest
+from qgnn.runtime.bundle.reader import load_bundle
+from qgnn.runtime.bundle.writer import write_bundle
 from qgnn.runtime.engine.executor import make_executor
 from qgnn.runtime.engine.session import SessionConfig
 from qgnn.training.checkpoint import Checkpoint, load_run
@@ -286,7 +289,7 @@ class ExportSummary:
     model_bytes: int
     fp32_bytes: int
     parity: ParityReport | None
-    manifest: dict[str, Any]
+    manifest: Manifest  # as the written bundle reads back
 
     @property
     def size_ratio(self) -> float:

@@ -30,7 +30,9 @@ from qgnn.exporter.export import (
     tensor_specs,
 )
 from qgnn.graph.shards import GraphShard
-from qgnn.runtime.bundle import MODEL_FILE, load_bundle, write_bundle
+from qgnn.runtime.bundle.layout import MODEL_FILE
+from qgnn.runtime.bundle.reader import load_bundle
+from qgnn.runtime.bundle.writer import write_bundle
 from qgnn.runtime.engine.embeddings import quantize_rows
 from qgnn.runtime.engine.sharded import OWNER, SHARD_FILES, SHARDED_FORMAT, shard_file
 

@@ -18,7 +18,7 @@ from qgnn.contract.signature import FEATURES, IN_DEGREE, indptr_name, src_name
 from qgnn.exporter.quant_params import Site
 from qgnn.graph.container import Graph
 from qgnn.graph.neighbourhood import SampledBlock
-from qgnn.runtime.bundle import (
+from qgnn.runtime.bundle.layout import (
     EMBEDDING_SCALES,
     EMBEDDINGS,
     GRAPH_FEATURE_SCALE,

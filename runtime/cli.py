@@ -117,7 +117,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     train = None if args.train is None else {
         u: set(items) for u, items in read_interactions(args.train, **read).by_user().items()}
     if args.bundle is not None:
-        from qgnn.runtime.bundle import load_bundle
+        from qgnn.runtime.bundle.reader import load_bundle
         from qgnn.runtime.engine import Engine
 
         engine = Engine(load_bundle(args.bundle))

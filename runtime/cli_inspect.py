@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from qgnn.runtime import kernels
-from qgnn.runtime.bundle import Bundle, load_bundle
-from qgnn.runtime.dataplane import BackendOptions, resolve_loader
+from qgnn.runtime.backend import BackendOptions
+from qgnn.runtime.backend_loaders import resolve_loader
+from qgnn.runtime.bundle.manifest import TensorSpec
+from qgnn.runtime.bundle.reader import Bundle, load_bundle
 from qgnn.runtime.errors import ServingError
 from qgnn.runtime.load_check import check_structure, open_checked
 
@@ -50,7 +53,7 @@ def load_check(bundle: Bundle, *, run: bool) -> None:
         check_structure(bundle)
         return
     try:
-        loader = resolve_loader(bundle.manifest)
+        loader = resolve_loader(bundle.manifest.model.format, bundle.task)
         backend = open_checked(bundle, lambda b: loader(b, BackendOptions(threads=1)))
     except ServingError as exc:  # no backend for the format: one line, like a bad file
         raise ValueError(f"{bundle.source}: {exc}") from None
@@ -68,11 +71,11 @@ def _size(n: int) -> str:
     return f"{value:.1f} GiB"
 
 
-def _tensor(spec: dict) -> str:
-    return f"{spec['name']} {spec['dtype']} [{', '.join(str(d) for d in spec['shape'])}]"
+def _tensor(spec: TensorSpec) -> str:
+    return f"{spec.name} {spec.dtype} [{', '.join(str(d) for d in spec.shape)}]"
 
 
-def _pairs(mapping: dict) -> str:
+def _pairs(mapping: Mapping[str, Any]) -> str:
     shown = (f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in mapping.items())
     return "  ".join(sorted(shown)) or "-"
 
@@ -93,25 +96,25 @@ def kernels_line() -> str:
 def format_bundle(bundle: Bundle, *, verified: bool) -> str:
     """The manifest as aligned ``label  value`` lines, one tensor or file per line."""
     m = bundle.manifest
-    model, quant = m["model"], m["quantisation"]
+    model, quant = m.model, m.quantisation
     total = sum(entry["bytes"] for entry in bundle.files.values())
     check = ("verified, loaded and answered a trial request" if verified
              else "structure and ONNX graph checked, not hashed or run")
     rows: list[tuple[str, str]] = [
         ("bundle", f"{bundle.source}  ({len(bundle.files)} files, {_size(total)}, {check})"),
-        ("model", f"{model['name']} v{model['version']}  task={model['task']}  "
-                  f"type={model['type']}  file={model['file']}"),
-        ("created", m["created"]),
-        ("schema", str(m["schema_version"])),
+        ("model", f"{model.name} v{model.version}  task={model.task}  "
+                  f"type={model.type}  file={model.file}"),
+        ("created", m.created),
+        ("schema", str(m.schema_version)),
     ]
-    rows += [("inputs" if i == 0 else "", _tensor(s)) for i, s in enumerate(model["inputs"])]
-    rows += [("outputs" if i == 0 else "", _tensor(s)) for i, s in enumerate(model["outputs"])]
-    extra = {k: v for k, v in quant.items() if k not in ("bits", "method", "num_sites")}
-    rows.append(("quant", f"{quant['bits']}-bit {quant['method']}, {quant['num_sites']} sites"
+    rows += [("inputs" if i == 0 else "", _tensor(s)) for i, s in enumerate(model.inputs)]
+    rows += [("outputs" if i == 0 else "", _tensor(s)) for i, s in enumerate(model.outputs)]
+    extra = quant.extra
+    rows.append(("quant", f"{quant.bits}-bit {quant.method}, {quant.num_sites} sites"
                           + (f"  {_pairs(extra)}" if extra else "")))
-    rows.append(("graph", _pairs(m["graph"])))
-    rows.append(("metrics", _pairs(m["metrics"])))
-    rows.append(("versions", _pairs(m["versions"])))
+    rows.append(("graph", _pairs(m.graph.fields)))
+    rows.append(("metrics", _pairs(m.metrics)))
+    rows.append(("versions", _pairs(m.versions)))
     rows.append(("kernels", kernels_line()))
     for i, (rel, entry) in enumerate(sorted(bundle.files.items())):
         rows.append(("files" if i == 0 else "",

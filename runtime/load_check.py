@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from qgnn.runtime.bundle import Bundle
+from qgnn.runtime.bundle.reader import Bundle
 from qgnn.runtime.errors import BundleError, ServingError
 from qgnn.runtime.metrics import MetricsObserver
 
@@ -46,8 +46,8 @@ def check_structure(bundle: Bundle) -> None:
     the manifest's."""
     import onnxruntime as ort
 
-    model = bundle.manifest["model"]
-    rel = model["file"]
+    model = bundle.manifest.model
+    rel = model.file
     data = bundle.read_bytes(rel)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -59,9 +59,9 @@ def check_structure(bundle: Bundle) -> None:
     except Exception as exc:
         raise BundleError(rel, f"is not a valid ONNX model ({_short(exc)})") from None
     for kind, declared, actual in (
-            ("inputs", [s["name"] for s in model["inputs"]],
+            ("inputs", [s.name for s in model.inputs],
              [i.name for i in session.get_inputs()]),
-            ("outputs", [s["name"] for s in model["outputs"]],
+            ("outputs", [s.name for s in model.outputs],
              [o.name for o in session.get_outputs()])):
         if set(declared) - set(actual):
             raise BundleError(rel, f"the manifest declares model {kind} {sorted(declared)} but "
@@ -107,7 +107,7 @@ def open_checked(bundle: Bundle, load: Callable[[Bundle], Any],
     it is). The caller owns the bundle; a backend that fails its trial is closed here. The
     backend's metrics ``observer`` is muted for the trial."""
     check_structure(bundle)
-    rel = bundle.manifest["model"]["file"]
+    rel = bundle.manifest.model.file
     try:
         backend = load(bundle)
     except (ServingError, BundleError):

@@ -18,27 +18,19 @@ instant, which must not unload it).
 from __future__ import annotations
 
 import contextlib
-import enum
-import hashlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from qgnn.runtime.backend import BackendOptions, ModelBackend
+from qgnn.runtime.backend_loaders import resolve_loader
+from qgnn.runtime.batch_runner import make_batch_runner
 from qgnn.runtime.batching import Batcher
-from qgnn.runtime.bundle import ARCHIVE_SUFFIX, MANIFEST, Bundle, load_bundle, read_manifest
-from qgnn.runtime.dataplane import (
-    BackendOptions,
-    ModelBackend,
-    ModelKey,
-    ModelSelector,
-    make_batch_runner,
-    resolve_loader,
-)
+from qgnn.runtime.bundle.layout import ARCHIVE_SUFFIX, MANIFEST
+from qgnn.runtime.bundle.reader import load_bundle, read_manifest
+from qgnn.runtime.discovery import bundle_signature, discover, is_bundle, unreadable
 from qgnn.runtime.errors import (
     AlreadyExistsError,
     BundleError,
@@ -48,134 +40,15 @@ from qgnn.runtime.errors import (
     ServingError,
 )
 from qgnn.runtime.load_check import open_checked
+from qgnn.runtime.messages import ModelKey, ModelSelector
 from qgnn.runtime.metrics import MetricsObserver, ServingMetrics
+from qgnn.runtime.model_entry import ModelEntry, ModelState, RepositoryOptions
+from qgnn.runtime.model_metrics import sync_model_metrics
 
 log = logging.getLogger("qgnn.runtime.repository")
 
 PrepareHook = Callable[[str, ModelBackend], None]
 Listener = Callable[[str], None]
-
-
-class ModelState(enum.Enum):
-    LOADING = "LOADING"
-    READY = "READY"
-    UNLOADING = "UNLOADING"
-    FAILED = "FAILED"
-
-
-@dataclass(frozen=True)
-class RepositoryOptions:
-    """How the repository builds each model: batching limits and backend options."""
-
-    max_batch_size: int = 256
-    max_queue_delay_s: float = 0.002
-    max_queue_size: int = 1024
-    threads: int = 2
-    portable: bool = False
-    drain_timeout_s: float = 20.0  # how long UnloadModel waits for in-flight calls
-    isa: str | None = None  # the kernels' ISA level (None: the host's default)
-    precompute: str = "off"  # node outputs materialised at load (--precompute)
-    max_queue_s: float | None = None  # longest a request may queue (--max-queue-ms)
-
-
-@dataclass(eq=False)
-class ModelEntry:
-    """One model version on the server, in any state."""
-
-    name: str
-    version: int
-    source: Path
-    state: ModelState
-    managed: bool = False  # found by scanning PATH, so polling keeps it in sync with the disk
-    signature: str | None = None  # of the files it was loaded from
-    failed_signature: str | None = None  # files a reload already failed on (not retried)
-    error: str = ""
-    manifest: dict | None = None
-    bundle: Bundle | None = None
-    backend: Any = None  # ModelBackend
-    batcher: Batcher | None = None
-    loaded_at: float = 0.0
-    inflight: int = 0
-    retired: bool = False
-    closing: bool = False
-    closed: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def key(self) -> ModelKey:
-        return ModelKey(self.name, self.version)
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} v{self.version}"
-
-    def release_resources(self) -> None:
-        """Stops the batcher (after its queue drains) and closes backend and bundle."""
-        try:
-            if self.batcher is not None:
-                self.batcher.close(drain=True)
-            if self.backend is not None:
-                self.backend.close()
-        finally:
-            if self.bundle is not None:
-                self.bundle.close()
-            self.closed.set()
-
-
-def is_bundle(path: Path) -> bool:
-    """A bundle directory (has manifest.json) or a .qgnn archive."""
-    if path.is_file():
-        return path.suffix == ARCHIVE_SUFFIX
-    return (path / MANIFEST).is_file()
-
-
-def bundle_signature(path: Path) -> str:
-    """A cheap fingerprint of a bundle's files (relative path, size, mtime, inode), so polling
-    sees any rewrite, including a directory renamed into place, without hashing the content."""
-    digest = hashlib.sha1(usedforsecurity=False)
-    try:
-        if path.is_file():
-            st = path.stat()
-            digest.update(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}".encode())
-            return digest.hexdigest()
-        st = path.stat()
-        digest.update(f".:{st.st_ino}".encode())
-        for root, dirs, files in os.walk(path):
-            dirs.sort()
-            for name in sorted(files):
-                full = os.path.join(root, name)
-                st = os.lstat(full)
-                rel = os.path.relpath(full, path)
-                digest.update(f"{rel}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}\n".encode())
-    except FileNotFoundError:
-        return "missing"
-    return digest.hexdigest()
-
-
-def discover(root: Path) -> dict[Path, tuple[str, int] | None]:
-    """The bundles under PATH: ``{PATH: None}`` for a single bundle, else every
-    ``<root>/<model>/<version>`` (directory or ``<version>.qgnn``) with the (name, version) its
-    path promises. Hidden entries (``.cora.tmp-*`` left by an interrupted write) are skipped."""
-    if is_bundle(root):
-        return {root: None}
-    if not root.is_dir():
-        raise ValueError(f"{root} is neither a model bundle (a directory with {MANIFEST}, or a "
-                         f"{ARCHIVE_SUFFIX} archive) nor a model repository directory")
-    found: dict[Path, tuple[str, int] | None] = {}
-    for model_dir in sorted(root.iterdir()):
-        if model_dir.name.startswith(".") or not model_dir.is_dir():
-            continue
-        for version_path in sorted(model_dir.iterdir()):
-            stem = version_path.name.removesuffix(ARCHIVE_SUFFIX)
-            if version_path.name.startswith(".") or not stem.isdigit() or int(stem) < 1:
-                continue
-            if version_path.is_dir() or version_path.suffix == ARCHIVE_SUFFIX:
-                found[version_path] = (model_dir.name, int(stem))
-    return found
-
-
-def _unreadable(path: Path, exc: OSError) -> BundleError:
-    shown = str(path) if len(str(path)) <= 200 else str(path)[:197] + "..."
-    return BundleError(shown, f"cannot be read ({exc.strerror or exc})")
 
 
 class ModelRepository:
@@ -326,7 +199,7 @@ class ModelRepository:
         try:
             bundle = load_bundle(path, verify=True)
         except OSError as exc:
-            raise _unreadable(path, exc) from None
+            raise unreadable(path, exc) from None
         backend = None
         try:
             if expect is not None and (bundle.name, bundle.version) != expect:
@@ -334,7 +207,7 @@ class ModelRepository:
                                             f"{bundle.version}, but the repository path {path} "
                                             f"is model {expect[0]!r} version {expect[1]}; "
                                             f"rename the directory or fix the manifest")
-            loader = resolve_loader(bundle.manifest)
+            loader = resolve_loader(bundle.manifest.model.format, bundle.task)
             observer = MetricsObserver(self.metrics, bundle.name)
             options = BackendOptions(self.options.threads, self.options.portable, observer,
                                      self.options.isa, self.options.precompute)
@@ -461,9 +334,9 @@ class ModelRepository:
         try:
             if path.is_dir():
                 manifest = read_manifest(path)
-                return manifest["model"]["name"], manifest["model"]["version"]
+                return manifest.model.name, manifest.model.version
         except OSError as exc:
-            raise _unreadable(path, exc) from None
+            raise unreadable(path, exc) from None
         return None
 
     def load(self, path: str | Path, *, managed: bool = False,
@@ -658,22 +531,5 @@ class ModelRepository:
         if self.metrics is None:
             return
         with self._lock:
-            ready, info = {}, set()
-            for versions in self._models.values():
-                for e in versions.values():
-                    ready[(e.name, str(e.version))] = float(e.state is ModelState.READY)
-                    if e.state is ModelState.READY and e.manifest is not None:
-                        bits = e.manifest["quantisation"]["bits"]
-                        quant = "fp32" if bits >= 32 else f"int{bits}"
-                        isa = str(getattr(e.backend, "isa", "") or "")
-                        info.add((e.name, str(e.version), e.manifest["model"]["task"], quant,
-                                  isa))
-            for labels in self._metric_labels - set(ready) - info:
-                gauge = self.metrics.model_info if len(labels) == 5 else self.metrics.model_ready
-                with contextlib.suppress(KeyError):
-                    gauge.remove(*labels)
-            for labels, value in ready.items():
-                self.metrics.model_ready.labels(*labels).set(value)
-            for labels in info:
-                self.metrics.model_info.labels(*labels).set(1)
-            self._metric_labels = set(ready) | info
+            entries = [e for versions in self._models.values() for e in versions.values()]
+            self._metric_labels = sync_model_metrics(self.metrics, entries, self._metric_labels)

@@ -38,16 +38,19 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import CollectorRegistry
 from qgnn.runtime import kernels
 from qgnn.runtime.admission import Admission
+from qgnn.runtime.backend_loaders import import_backends
 from qgnn.runtime.config import ServeConfig
-from qgnn.runtime.dataplane import DataPlane, Limits, import_backends
+from qgnn.runtime.dataplane import DataPlane
 from qgnn.runtime.interceptors import ServingInterceptor, TimedExecutor, read_token
+from qgnn.runtime.messages import Limits
 from qgnn.runtime.metrics import MetricsHttpServer, ServingMetrics
+from qgnn.runtime.model_entry import RepositoryOptions
 from qgnn.runtime.proto_gen.inference import POOL
 from qgnn.runtime.proto_gen.inference import grpc_service_pb2 as kserve
 from qgnn.runtime.proto_gen.inference import grpc_service_pb2_grpc as kserve_grpc
 from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2 as pb
 from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2_grpc as pb_grpc
-from qgnn.runtime.repository import ModelRepository, RepositoryOptions
+from qgnn.runtime.repository import ModelRepository
 from qgnn.runtime.service.admin import ModelAdminService
 from qgnn.runtime.service.health import HealthState
 from qgnn.runtime.service.kserve_v2 import KServeService

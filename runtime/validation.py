@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from qgnn.runtime.bundle import MODEL_NAME_PATTERN
+from qgnn.runtime.bundle.manifest import MODEL_NAME_PATTERN
 from qgnn.runtime.errors import InvalidRequestError, LimitExceededError
 
 _INT64_MAX = int(np.iinfo(np.int64).max)

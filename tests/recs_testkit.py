@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qgnn.runtime.bundle import load_bundle, write_bundle
+from qgnn.runtime.bundle.reader import load_bundle
+from qgnn.runtime.bundle.writer import write_bundle
 
 sys.path.insert(0, str(Path(__file__).parent / "runtime" / "engine"))
 
@@ -51,7 +52,7 @@ def add_recs_files(bundle_path: Path, out: Path, data: Any, *, external_ids: boo
         indptr, indices = seen_csr(u, held_out, data.train)
         files["graph/seen_indptr.npy"] = indptr
         files["graph/seen_indices.npy"] = indices
-    manifest = {k: v for k, v in src.manifest.items() if k != "files"}
+    manifest = {k: v for k, v in src.manifest.raw.items() if k != "files"}
     manifest["graph"] = {**manifest["graph"], "node_types": {"user": u, "item": i}}
     return write_bundle(out, manifest, files, overwrite=True)
 

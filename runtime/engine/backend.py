@@ -11,8 +11,10 @@ first model load. It is not a catch-all: a bundle of another format still finds 
 
 from __future__ import annotations
 
-from qgnn.runtime.bundle import MODEL_FORMAT, Bundle
-from qgnn.runtime.dataplane import BackendOptions, ModelBackend, register_backend_loader
+from qgnn.runtime.backend import BackendOptions, ModelBackend
+from qgnn.runtime.backend_loaders import register_backend_loader
+from qgnn.runtime.bundle.layout import MODEL_FORMAT
+from qgnn.runtime.bundle.reader import Bundle
 from qgnn.runtime.engine.engine import Engine, EngineConfig
 
 

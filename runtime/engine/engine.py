@@ -21,7 +21,9 @@ from typing import Any, Protocol
 import numpy as np
 import onnxruntime as ort
 from qgnn.runtime import kernels
-from qgnn.runtime.bundle import EMBEDDING_SCALES, EMBEDDINGS, Bundle
+from qgnn.runtime.bundle.layout import EMBEDDING_SCALES, EMBEDDINGS
+from qgnn.runtime.bundle.manifest import Manifest
+from qgnn.runtime.bundle.reader import Bundle
 from qgnn.runtime.catalogue import USER, Catalogue, load_catalogue
 from qgnn.runtime.engine import onnx_proto
 from qgnn.runtime.engine.embeddings import EmbeddingIndex, quantize_rows, sigmoid
@@ -107,10 +109,10 @@ def _kernel_level(config: EngineConfig) -> str | None:
     return kernels.default_level() if kernels.available() else None
 
 
-def _fanouts(config: EngineConfig, manifest: dict, num_layers: int) -> tuple[int, ...]:
+def _fanouts(config: EngineConfig, manifest: Manifest, num_layers: int) -> tuple[int, ...]:
     given = config.fanouts
     if given is None:
-        given = manifest.get("serving", {}).get("fanouts")
+        given = manifest.serving.get("fanouts")
     if given is None:
         return (DEFAULT_FANOUT,) * num_layers
     caps = tuple(given)
@@ -174,7 +176,7 @@ class Engine:
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.observer: Observer = observer or _NoObserver()
-        self.task = str(self.manifest["model"]["task"])
+        self.task = self.manifest.model.task
         model_bytes = bundle.model_path().read_bytes()
         session = SessionConfig(threads=self.config.threads,
                                 optimization=self.config.optimization)
@@ -189,7 +191,7 @@ class Engine:
             self.signature = ModelSignature.of(self.executor.input_dtypes,
                                                self.executor.output_names, self.task)
         except ValueError as exc:
-            raise BundleError(bundle.manifest["model"]["file"], str(exc)) from None
+            raise BundleError(bundle.manifest.model.file, str(exc)) from None
         self.fanouts = _fanouts(self.config, self.manifest, self.signature.num_layers)
         proto = onnx_proto.load_model(model_bytes)
         meta = onnx_proto.metadata(proto)
@@ -201,7 +203,7 @@ class Engine:
             self.not_layerwise = str(exc)
         self.uses_degree = self.signature.has_degree and any(
             IN_DEGREE in node_reads(node) for node in proto.graph.node)
-        declared = self.manifest["model"].get("input", {})
+        declared = self.manifest.model.input
         scale = declared.get("scale", meta.get("qgnn.input_scale"))
         zero_point = declared.get("zero_point", meta.get("qgnn.input_zero_point"))
         graph = load_graph(bundle, self.signature.feature_dtype,
@@ -237,11 +239,11 @@ class Engine:
 
     @property
     def name(self) -> str:
-        return str(self.manifest["model"]["name"])
+        return self.manifest.model.name
 
     @property
     def version(self) -> int:
-        return int(self.manifest["model"]["version"])
+        return self.manifest.model.version
 
     @property
     def mode(self) -> str:
@@ -508,7 +510,7 @@ class Engine:
 
     def _load_decoder(self, session: SessionConfig) -> ort.InferenceSession | None:
         """The MLP decoder's session (``link.decoder == "mlp"``), None for the dot product."""
-        link = self.manifest.get("link", {})
+        link = self.manifest.link
         kind = link.get("decoder", "dot")
         if kind == "dot":
             return None

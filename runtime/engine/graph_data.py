@@ -14,14 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from qgnn.runtime.bundle import (
+from qgnn.runtime.bundle.layout import (
     GRAPH_FEATURE_SCALE,
     GRAPH_FEATURE_ZERO_POINT,
     GRAPH_FEATURES,
     GRAPH_INDICES,
     GRAPH_INDPTR,
-    Bundle,
 )
+from qgnn.runtime.bundle.reader import Bundle
 from qgnn.runtime.engine.store import FeatureCodec, edge_key
 from qgnn.runtime.errors import BundleError
 
@@ -118,7 +118,7 @@ def load_graph(bundle: Bundle, feature_dtype: np.dtype, *, input_scale: float | 
         raise BundleError(GRAPH_INDICES, f"holds node ids outside [0, {n})")
     if features.ndim != 2 or features.shape[0] != n:
         raise BundleError(GRAPH_FEATURES, f"must be ({n}, F), got {features.shape}")
-    layout = bundle.manifest.get("graph", {}).get("adjacency", "out")
+    layout = bundle.manifest.graph.adjacency
     if layout not in ("in", "out"):
         raise BundleError("manifest.json", f"graph.adjacency must be 'in' or 'out', got "
                                            f"{layout!r}")

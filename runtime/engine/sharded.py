@@ -17,9 +17,10 @@ global source ids). The manifest's ``sharding`` object says ``num_shards`` and `
 from __future__ import annotations
 
 import numpy as np
-from qgnn.runtime.bundle import Bundle, BundleError
-from qgnn.runtime.dataplane import BackendOptions, ModelBackend, register_backend_loader
-from qgnn.runtime.errors import FailedPreconditionError, ServingError
+from qgnn.runtime.backend import BackendOptions, ModelBackend
+from qgnn.runtime.backend_loaders import register_backend_loader
+from qgnn.runtime.bundle.reader import Bundle
+from qgnn.runtime.errors import BundleError, FailedPreconditionError, ServingError
 
 SHARDED_FORMAT = "qgnn-sharded"
 OWNER = "sharding/owner.npy"
@@ -41,11 +42,11 @@ class ShardedBackend:
 
     def __init__(self, bundle: Bundle) -> None:
         self.manifest = bundle.manifest
-        model = self.manifest["model"]
-        if model["task"] != "node":
+        task = self.manifest.model.task
+        if task != "node":
             raise BundleError("manifest.json", f"{SHARDED_FORMAT} bundles serve node "
-                                               f"predictions; model.task is {model['task']!r}")
-        sharding = self.manifest.get("sharding")
+                                               f"predictions; model.task is {task!r}")
+        sharding = self.manifest.sharding
         if not isinstance(sharding, dict) or not isinstance(sharding.get("held"), list):
             raise BundleError("manifest.json", "a qgnn-sharded bundle needs sharding.held "
                                                "(the shards it holds) and sharding.num_shards")
@@ -69,17 +70,17 @@ class ShardedBackend:
                                                           f"nodes of shard {p}")
             self._nodes[p], self._q[p], self._scale[p] = nodes, q, scale
         self._classes = int(self._q[self.held[0]].shape[1])
-        self._edges = int(self.manifest["graph"]["num_edges"])
+        self._edges = self.manifest.graph.num_edges
 
     # -- sizes -------------------------------------------------------------------------------
 
     @property
     def name(self) -> str:
-        return str(self.manifest["model"]["name"])
+        return self.manifest.model.name
 
     @property
     def version(self) -> int:
-        return int(self.manifest["model"]["version"])
+        return self.manifest.model.version
 
     @property
     def task(self) -> str:
@@ -95,7 +96,7 @@ class ShardedBackend:
 
     @property
     def num_features(self) -> int:
-        return int(self.manifest["graph"]["num_features"])
+        return self.manifest.graph.num_features
 
     @property
     def num_classes(self) -> int:

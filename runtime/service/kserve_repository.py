@@ -21,10 +21,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from qgnn.runtime import validation
-from qgnn.runtime.dataplane import ModelSelector
+from qgnn.runtime.discovery import discover, is_bundle
 from qgnn.runtime.errors import InvalidRequestError, ModelNotFoundError
+from qgnn.runtime.messages import ModelSelector
+from qgnn.runtime.model_entry import ModelState
 from qgnn.runtime.proto_gen.inference import grpc_service_pb2 as kserve
-from qgnn.runtime.repository import ModelRepository, ModelState, discover, is_bundle
+from qgnn.runtime.repository import ModelRepository
 
 _STATES = {ModelState.READY: "READY", ModelState.LOADING: "LOADING",
            ModelState.UNLOADING: "UNLOADING", ModelState.FAILED: "UNAVAILABLE"}

@@ -17,12 +17,13 @@ from typing import Any
 import grpc
 import numpy as np
 from qgnn.runtime import validation
-from qgnn.runtime.dataplane import DataPlane, ModelSelector
+from qgnn.runtime.dataplane import DataPlane
 from qgnn.runtime.errors import InvalidRequestError, ModelNotFoundError
+from qgnn.runtime.messages import ModelSelector
+from qgnn.runtime.model_entry import ModelEntry, ModelState
 from qgnn.runtime.proto_gen.inference import grpc_service_pb2 as kserve
 from qgnn.runtime.proto_gen.inference import grpc_service_pb2_grpc as kserve_grpc
 from qgnn.runtime.proto_gen.inference import model_config_pb2 as mc
-from qgnn.runtime.repository import ModelEntry, ModelState
 from qgnn.runtime.service import kserve_repository
 from qgnn.runtime.service.qgnn_v1 import deadline
 
@@ -46,7 +47,7 @@ def model_tensors(entry: ModelEntry) -> tuple[list[Tensor], list[Tensor]]:
     """The KServe signature of a model: (inputs, outputs)."""
     b = entry.backend
     d = int(b.embedding_dim)
-    if entry.manifest["model"]["task"] == "node":
+    if entry.manifest.model.task == "node":
         return ([Tensor("node_ids", "INT64", (-1,))],
                 [Tensor("probabilities", "FP32", (-1, int(b.num_classes))),
                  Tensor("predicted_class", "INT64", (-1,)),
@@ -165,14 +166,14 @@ class KServeService(kserve_grpc.GRPCInferenceServiceServicer):
         m = entry.manifest
         config = mc.ModelConfig(
             name=entry.name, platform=PLATFORM, backend="onnxruntime", max_batch_size=0,
-            default_model_filename=m["model"]["file"],
+            default_model_filename=m.model.file,
             input=[mc.ModelInput(name=t.name, data_type=_CONFIG_TYPES[t.datatype], dims=t.shape)
                    for t in inputs],
             output=[mc.ModelOutput(name=t.name, data_type=_CONFIG_TYPES[t.datatype],
                                    dims=t.shape) for t in outputs])
-        params = {"task": m["model"]["task"], "model_type": m["model"]["type"],
-                  "quantisation_bits": str(m["quantisation"]["bits"]),
-                  "quantisation_method": m["quantisation"]["method"]}
+        params = {"task": m.model.task, "model_type": m.model.type,
+                  "quantisation_bits": str(m.quantisation.bits),
+                  "quantisation_method": m.quantisation.method}
         for key, value in params.items():
             config.parameters[key].string_value = value
         return kserve.ModelConfigResponse(config=config)
@@ -231,7 +232,7 @@ class KServeService(kserve_grpc.GRPCInferenceServiceServicer):
         inputs = decode_inputs(request, limit)
         when = deadline(context)
         arrays: dict[str, np.ndarray] = {}
-        if entry.manifest["model"]["task"] == "node":
+        if entry.manifest.model.task == "node":
             ids = _ids_input(inputs, "node_ids", 1, None)
             if {"probabilities", "predicted_class"} & set(wanted):
                 r = self.plane.predict_nodes(pinned, ids, deadline=when)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
 import numpy as np
 from qgnn.runtime import validation
-from qgnn.runtime.dataplane import (
-    DataPlane,
+from qgnn.runtime.bundle.manifest import TensorSpec
+from qgnn.runtime.dataplane import DataPlane
+from qgnn.runtime.messages import (
     GraphSummary,
     ModelKey,
     ModelSelector,
@@ -17,9 +19,9 @@ from qgnn.runtime.dataplane import (
     graph_summary,
     inductive_specs,
 )
+from qgnn.runtime.model_entry import ModelEntry, ModelState
 from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2 as pb
 from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2_grpc as pb_grpc
-from qgnn.runtime.repository import ModelEntry, ModelState
 
 _TASKS = {"node": pb.TASK_NODE, "link": pb.TASK_LINK}
 _STATES = {ModelState.LOADING: pb.MODEL_STATE_LOADING, ModelState.READY: pb.MODEL_STATE_READY,
@@ -53,10 +55,10 @@ def graph_info(summary: GraphSummary) -> pb.GraphInfo:
                         revision=summary.revision)
 
 
-def _tensor_specs(specs: list[dict]) -> list[pb.TensorSpec]:
-    return [pb.TensorSpec(name=s["name"], dtype=_DTYPES.get(s["dtype"], pb.DATA_TYPE_UNSPECIFIED),
+def _tensor_specs(specs: Sequence[TensorSpec]) -> list[pb.TensorSpec]:
+    return [pb.TensorSpec(name=s.name, dtype=_DTYPES.get(s.dtype, pb.DATA_TYPE_UNSPECIFIED),
                           shape=[pb.Dim(symbol=d) if isinstance(d, str) else pb.Dim(size=d)
-                                 for d in s["shape"]]) for s in specs]
+                                 for d in s.shape]) for s in specs]
 
 
 def model_info(entry: ModelEntry) -> pb.ModelInfo:
@@ -66,23 +68,23 @@ def model_info(entry: ModelEntry) -> pb.ModelInfo:
     m = entry.manifest
     if m is None:  # a load that failed before the manifest could be read
         return info
-    model, quant, graph = m["model"], m["quantisation"], m["graph"]
-    info.task = _TASKS[model["task"]]
-    info.model_type = model["type"]
-    info.inputs.extend(_tensor_specs(model["inputs"]))
-    info.outputs.extend(_tensor_specs(model["outputs"]))
-    info.quantisation.CopyFrom(pb.Quantisation(bits=quant["bits"], method=quant["method"],
-                                               num_sites=quant["num_sites"]))
+    model, quant, graph = m.model, m.quantisation, m.graph
+    info.task = _TASKS[model.task]
+    info.model_type = model.type
+    info.inputs.extend(_tensor_specs(model.inputs))
+    info.outputs.extend(_tensor_specs(model.outputs))
+    info.quantisation.CopyFrom(pb.Quantisation(bits=quant.bits, method=quant.method,
+                                               num_sites=quant.num_sites))
     if entry.backend is not None and entry.state is ModelState.READY:
         info.graph.CopyFrom(graph_info(graph_summary(entry.backend)))
     else:
         info.graph.CopyFrom(pb.GraphInfo(
-            num_nodes=graph["num_nodes"], num_edges=graph["num_edges"],
-            num_features=graph["num_features"], num_classes=int(graph.get("num_classes", 0))))
-    info.metrics.update({k: float(v) for k, v in m["metrics"].items()})
-    info.created = m["created"]
-    info.schema_version = m["schema_version"]
-    info.software_versions.update(m["versions"])
+            num_nodes=graph.num_nodes, num_edges=graph.num_edges,
+            num_features=graph.num_features, num_classes=graph.num_classes))
+    info.metrics.update({k: float(v) for k, v in m.metrics.items()})
+    info.created = m.created
+    info.schema_version = m.schema_version
+    info.software_versions.update(m.versions)
     return info
 
 

@@ -26,7 +26,7 @@ def bundle(tmp_path):
 
 def test_anchor_answers_equal_the_engine_and_the_generator_counts_every_answer(
         monkeypatch, bundle):
-    from qgnn.runtime.bundle import load_bundle
+    from qgnn.runtime.bundle.reader import load_bundle
     from qgnn.runtime.engine import Engine, EngineConfig
 
     monkeypatch.setattr(serving_load, "WARMUP_S", 0.1)

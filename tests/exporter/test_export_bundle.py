@@ -16,7 +16,7 @@ from qgnn.exporter.store import embeddings_int8
 from qgnn.graph.container import Graph
 from qgnn.graph.datasets import load_dataset
 from qgnn.graph.links import split_edges
-from qgnn.runtime.bundle import (
+from qgnn.runtime.bundle.layout import (
     EMBEDDING_SCALES,
     EMBEDDINGS,
     GRAPH_FEATURE_SCALE,
@@ -26,8 +26,8 @@ from qgnn.runtime.bundle import (
     GRAPH_INDICES,
     GRAPH_INDPTR,
     GRAPH_LABELS,
-    load_bundle,
 )
+from qgnn.runtime.bundle.reader import load_bundle
 from qgnn.runtime.errors import BundleError
 from qgnn.training.quant import QuantConfig
 
@@ -60,7 +60,7 @@ def node_bundle(runs, tmp_path_factory):
 
 def test_int8_bundle_verifies_and_describes_its_model(node_bundle, runs):
     with load_bundle(node_bundle.bundle) as bundle:
-        m = bundle.manifest
+        m = bundle.manifest.raw  # what the exporter wrote
         model = onnx.load(bundle.model_path())
         onnx.checker.check_model(model, full_check=True)
         inputs = [(s["name"], s["dtype"]) for s in m["model"]["inputs"]]
@@ -123,7 +123,7 @@ def test_the_bundle_alone_reproduces_the_pytorch_model(node_bundle, runs):
 def test_link_bundle_ships_int8_embeddings_of_every_node(runs, tmp_path):
     summary = export_run(runs["link"], tmp_path / "link")
     with load_bundle(summary.bundle) as bundle:
-        m = bundle.manifest
+        m = bundle.manifest.raw  # what the exporter wrote
         assert m["model"]["outputs"][0]["name"] == "embeddings"
         assert m["link"] == {"decoder": "dot", "embedding_dim": 8}
         feeds = {"x": np.asarray(bundle.array(GRAPH_FEATURES)),
@@ -154,7 +154,7 @@ def test_embeddings_int8_is_per_node_symmetric():
 def test_fp32_run_exports_an_fp32_bundle_within_1e4(runs, tmp_path):
     summary = export_run(runs["fp32"], tmp_path / "fp32")
     with load_bundle(summary.bundle) as bundle:
-        m = bundle.manifest
+        m = bundle.manifest.raw  # what the exporter wrote
         assert m["model"]["precision"] == "fp32" and m["model"]["inputs"][0]["dtype"] == "float32"
         assert m["quantisation"] == {"bits": 32, "method": "none", "num_sites": 0}
         assert bundle.array(GRAPH_FEATURES).dtype == np.float32
@@ -176,8 +176,8 @@ def test_mlp_link_decoder_ships_as_its_own_onnx_model(runs, tmp_path):
     with torch.no_grad():
         expected = run.model.score(torch.from_numpy(h), torch.from_numpy(pairs)).numpy()
     with load_bundle(summary.bundle) as bundle:
-        assert bundle.manifest["link"]["decoder"] == "mlp"
-        path = bundle.model_path(bundle.manifest["link"]["decoder_file"])
+        assert bundle.manifest.link["decoder"] == "mlp"
+        path = bundle.model_path(bundle.manifest.link["decoder_file"])
         scores = run_onnx(ort_session(path.read_bytes()), {
             "h_src": h[pairs[:, 0]], "h_dst": h[pairs[:, 1]]})["score"]
     assert relative_error(scores, expected) < 1e-5

@@ -153,7 +153,7 @@ def test_tolokers_gcn_parity(tmp_path, hidden):
                    f"error {p.max_abs_error:.4g} ({p.max_error_steps:.1f} steps), bit-identical "
                    f"{p.exact_fraction:.4f}, test accuracy torch {p.torch_accuracy:.4f} onnx "
                    f"{p.onnx_accuracy:.4f}, size ratio {summary.size_ratio:.3f}")
-    assert summary.manifest["model"]["input"]["dtype"] == "uint8"  # INT8 input projection
+    assert summary.manifest.model.input["dtype"] == "uint8"  # INT8 input projection
     assert p.argmax_agreement >= 0.995
     assert p.torch_accuracy == p.onnx_accuracy
     assert p.max_error_steps <= 4

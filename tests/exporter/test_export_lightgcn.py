@@ -12,7 +12,8 @@ from qgnn.exporter.emit.stack import emit_stack
 from qgnn.exporter.export import check_model, export_run, load_run_model
 from qgnn.exporter.parity import ort_session, run_onnx
 from qgnn.graph.synth import bipartite_recommender
-from qgnn.runtime.bundle import GRAPH_FEATURES, load_bundle
+from qgnn.runtime.bundle.layout import GRAPH_FEATURES
+from qgnn.runtime.bundle.reader import load_bundle
 from qgnn.training.nn.block import full_graph_block
 from qgnn.training.quant import QuantConfig
 from qgnn.training.quant.integer_ref import integer_forward
@@ -67,8 +68,8 @@ def test_bundle_serves_an_int8_embedding_table_within_steps_of_pytorch(run, tmp_
         features = bundle.array(GRAPH_FEATURES)
         assert features.dtype == np.uint8
         np.testing.assert_array_equal(features, loaded.sites[0]["x"].quantize(table))
-        assert bundle.manifest["model"]["type"] == "lightgcn"
-        assert bundle.manifest["model"]["precision"] == "int8"
+        assert bundle.manifest.model.type == "lightgcn"
+        assert bundle.manifest.raw["model"]["precision"] == "int8"
     assert summary.parity is not None and summary.parity.max_error_steps <= 3
     # served like every other model: the engine loads it and recommends items
     from qgnn.runtime.engine.engine import Engine

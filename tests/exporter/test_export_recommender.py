@@ -11,7 +11,7 @@ import pytest
 from qgnn.exporter.export import export_run
 from qgnn.graph.datasets import load_dataset
 from qgnn.graph.synth import movielens_udata
-from qgnn.runtime.bundle import load_bundle
+from qgnn.runtime.bundle.reader import load_bundle
 
 from qgnn.cli import main
 
@@ -38,10 +38,10 @@ def test_bundle_carries_types_ids_seen_and_ratings(trained, tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)  # export does not depend on the working directory
     summary = export_run(trained / "run", tmp_path / "b")
     with load_bundle(summary.bundle, verify=True) as bundle:
-        spec = bundle.manifest["training"]["dataset"]
+        spec = bundle.manifest.raw["training"]["dataset"]
         data = load_dataset(spec)
         u, i = data.num_users, data.num_items
-        assert bundle.manifest["graph"]["node_types"] == {"user": u, "item": i}
+        assert bundle.manifest.graph.node_types == {"user": u, "item": i}
         node_type = bundle.array("graph/node_type.npy")
         assert node_type.dtype == np.int8 and node_type.tolist() == [0] * u + [1] * i
         users = bundle.array("graph/external_ids_user.npy")
@@ -83,7 +83,7 @@ def test_moved_dataset_is_named_and_found_with_dataset_flag(trained, tmp_path):
             export_run(trained / "run", tmp_path / "b2")
         # the training file's new path; the recorded test file is still where it was
         summary = export_run(trained / "run", tmp_path / "b3", dataset=str(moved / "u1.base"))
-        assert summary.manifest["graph"]["node_types"]["user"] > 0
+        assert summary.manifest.graph.node_types["user"] > 0
     finally:
         original.write_bytes(saved)
 

@@ -25,8 +25,10 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from qgnn.runtime.bundle import Bundle, write_bundle
-from qgnn.runtime.dataplane import BackendOptions, InductiveNodes, register_backend_loader
+from qgnn.runtime.backend import BackendOptions, InductiveNodes
+from qgnn.runtime.backend_loaders import register_backend_loader
+from qgnn.runtime.bundle.reader import Bundle
+from qgnn.runtime.bundle.writer import write_bundle
 
 FORMAT = "qgnn-test-numpy"
 NODE_TYPE = "graph/node_type.npy"
@@ -152,10 +154,10 @@ class MeanMlpBackend:
         import onnxruntime as ort
 
         self.manifest = bundle.manifest
-        m = bundle.manifest["model"]
-        self.name, self.version, self.task = m["name"], m["version"], m["task"]
+        m = bundle.manifest.model
+        self.name, self.version, self.task = m.name, m.version, m.task
         self._observer = options.observer
-        self._delay = float(bundle.manifest.get("test_backend", {}).get("delay_s", 0.0))
+        self._delay = float(bundle.manifest.raw.get("test_backend", {}).get("delay_s", 0.0))
         indptr = np.asarray(bundle.array("graph/indptr"), np.int64)
         dst = np.asarray(bundle.array("graph/indices"), np.int64)
         src = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
@@ -167,8 +169,8 @@ class MeanMlpBackend:
         so.inter_op_num_threads = 1
         self._session = ort.InferenceSession(str(bundle.model_path()), so,
                                              providers=["CPUExecutionProvider"])
-        self._hidden = int(m["outputs"][-1]["shape"][1])
-        self._classes = int(bundle.manifest["graph"].get("num_classes", 0))
+        self._hidden = int(m.outputs[-1].shape[1])
+        self._classes = bundle.manifest.graph.num_classes
         self.revision = 0
         self.closed = False
 

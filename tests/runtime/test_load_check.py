@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import serving_testkit as tk
 from qgnn.runtime import load_check
-from qgnn.runtime.bundle import MANIFEST, load_bundle
+from qgnn.runtime.bundle.layout import MANIFEST
+from qgnn.runtime.bundle.reader import load_bundle
 from qgnn.runtime.errors import BundleError
 from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2 as pb
 from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2_grpc as pb_grpc
@@ -101,7 +102,7 @@ def test_a_backend_that_answers_wrongly_fails_the_trial_run(good_bundle, monkeyp
 
 
 def _options():
-    from qgnn.runtime.dataplane import BackendOptions
+    from qgnn.runtime.backend import BackendOptions
 
     return BackendOptions(threads=1)
 

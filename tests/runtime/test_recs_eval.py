@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("torch")
 
 import recs_testkit as rk
-from qgnn.runtime.bundle import load_bundle
+from qgnn.runtime.bundle.reader import load_bundle
 
 from qgnn.cli import main
 

@@ -10,22 +10,24 @@ import numpy as np
 import pytest
 import serving_testkit as tk
 from prometheus_client import CollectorRegistry
-from qgnn.runtime.bundle import BundleError
-from qgnn.runtime.dataplane import (
-    DataPlane,
-    ModelSelector,
+from qgnn.runtime.backend_loaders import (
     register_backend_loader,
     resolve_loader,
     unregister_backend_loader,
 )
+from qgnn.runtime.dataplane import DataPlane
+from qgnn.runtime.discovery import discover
 from qgnn.runtime.errors import (
     AlreadyExistsError,
     BackendUnavailableError,
+    BundleError,
     InvalidRequestError,
     ModelNotFoundError,
 )
+from qgnn.runtime.messages import ModelSelector
 from qgnn.runtime.metrics import ServingMetrics
-from qgnn.runtime.repository import ModelRepository, ModelState, RepositoryOptions, discover
+from qgnn.runtime.model_entry import ModelState, RepositoryOptions
+from qgnn.runtime.repository import ModelRepository
 
 
 def _repo(path: Path | None) -> ModelRepository:
@@ -241,15 +243,14 @@ def test_loaders_are_chosen_by_format_then_task_then_default(tmp_path: Path):
     def default(bundle, options):
         raise AssertionError
 
-    manifest = {"model": {"format": "other", "task": "link"}}
     with pytest.raises(BackendUnavailableError, match=r"model\.format='other'"):
-        resolve_loader(manifest)
+        resolve_loader("other", "link")
     register_backend_loader(by_task, task="link")
     register_backend_loader(default)
     try:
-        assert resolve_loader(manifest) is by_task
-        assert resolve_loader({"model": {"format": "other", "task": "node"}}) is default
-        assert resolve_loader({"model": {"format": tk.FORMAT, "task": "link"}}) is \
+        assert resolve_loader("other", "link") is by_task
+        assert resolve_loader("other", "node") is default
+        assert resolve_loader(tk.FORMAT, "link") is \
             tk.load_mean_mlp
     finally:
         unregister_backend_loader(task="link")

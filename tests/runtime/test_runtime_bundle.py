@@ -19,17 +19,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from qgnn.runtime import bundle as bundle_mod
 from qgnn.runtime import cli_inspect, kernels
-from qgnn.runtime.bundle import (
+from qgnn.runtime.bundle import writer as bundle_writer
+from qgnn.runtime.bundle.layout import (
     GRAPH_FEATURES,
     GRAPH_INDICES,
     GRAPH_INDPTR,
+    KIND_BY_SUFFIX,
     MANIFEST,
-    load_bundle,
-    write_archive,
-    write_bundle,
 )
+from qgnn.runtime.bundle.reader import load_bundle
+from qgnn.runtime.bundle.writer import write_archive, write_bundle
 from qgnn.runtime.cli_inspect import add_inspect_parser
 from qgnn.runtime.errors import BundleError
 
@@ -83,7 +83,7 @@ def relist(path: Path, rel: str) -> None:
 
     def edit(m: dict) -> None:
         m["files"][rel] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-                           "kind": bundle_mod.KIND_BY_SUFFIX.get(Path(rel).suffix, "onnx")}
+                           "kind": KIND_BY_SUFFIX.get(Path(rel).suffix, "onnx")}
     edit_manifest(path, edit)
 
 
@@ -105,11 +105,11 @@ def siblings(path: Path) -> list[str]:
 
 def test_round_trip_preserves_manifest_arrays_and_bytes(bundle_dir: Path) -> None:
     b = load_bundle(bundle_dir)
-    assert b.manifest["model"] == base_manifest()["model"]
-    assert b.manifest["metrics"] == base_manifest()["metrics"]
-    assert b.manifest["schema_version"] == 1
-    assert b.manifest["versions"]["qgnn"]  # filled in by write_bundle
-    assert datetime.fromisoformat(b.manifest["created"]).tzinfo is not None
+    assert b.manifest.raw["model"] == base_manifest()["model"]
+    assert b.manifest.metrics == base_manifest()["metrics"]
+    assert b.manifest.schema_version == 1
+    assert b.manifest.versions["qgnn"]  # filled in by write_bundle
+    assert datetime.fromisoformat(b.manifest.created).tzinfo is not None
     assert (b.name, b.version, b.task) == ("cora-gcn", 3, "node")
     for rel, source in base_files().items():
         if isinstance(source, np.ndarray):
@@ -159,8 +159,8 @@ def test_path_source_is_copied_and_numpy_scalars_in_manifest_are_accepted(tmp_pa
     manifest["metrics"]["test_accuracy"] = np.float32(0.5)
     b = load_bundle(write_bundle(tmp_path / "b", manifest, {"model.onnx": onnx}))
     assert b.read_bytes("model.onnx") == onnx.read_bytes()
-    assert b.manifest["graph"]["num_nodes"] == 4
-    assert b.manifest["metrics"]["test_accuracy"] == 0.5
+    assert b.manifest.graph.num_nodes == 4
+    assert b.manifest.metrics["test_accuracy"] == 0.5
 
 
 def test_bundle_is_readable_by_others(bundle_dir: Path) -> None:
@@ -376,7 +376,7 @@ class Boom(RuntimeError):
 
 def fail_on_call(monkeypatch, n: int) -> None:
     """Makes the n-th file write raise, after earlier files were written to the temporary dir."""
-    real = bundle_mod._write_entry
+    real = bundle_writer._write_entry
     calls = {"n": 0}
 
     def write(target, rel, source):
@@ -384,7 +384,7 @@ def fail_on_call(monkeypatch, n: int) -> None:
         if calls["n"] == n:
             raise Boom(rel)
         return real(target, rel, source)
-    monkeypatch.setattr(bundle_mod, "_write_entry", write)
+    monkeypatch.setattr(bundle_writer, "_write_entry", write)
 
 
 def test_failure_mid_write_leaves_no_bundle_and_no_leftovers(tmp_path: Path, monkeypatch) -> None:
@@ -413,7 +413,7 @@ def test_failed_final_rename_restores_the_old_bundle(bundle_dir: Path, monkeypat
         if Path(src).name.startswith(".b.tmp-"):
             raise OSError("disk unplugged")
         return real_rename(src, dst)
-    monkeypatch.setattr(bundle_mod.os, "rename", rename)
+    monkeypatch.setattr(bundle_writer.os, "rename", rename)
     with pytest.raises(OSError, match="unplugged"):
         write_bundle(bundle_dir, base_manifest(), base_files(), overwrite=True)
     assert load_bundle(bundle_dir).version == 3
@@ -433,7 +433,7 @@ def test_killed_writer_never_leaves_a_bundle_at_the_target(tmp_path: Path) -> No
     out = tmp_path / "b"
     script = textwrap.dedent(f"""
         import os, numpy as np
-        from qgnn.runtime import bundle
+        from qgnn.runtime.bundle import writer as bundle
         real = bundle._write_entry
         calls = []
         def write(target, rel, source):
@@ -520,7 +520,8 @@ def test_archive_refuses_compressed_or_garbage(tmp_path: Path) -> None:
 
 
 def test_runtime_bundle_never_imports_torch_training_or_exporter() -> None:
-    code = ("import sys, qgnn.runtime.bundle, qgnn.runtime.cli_inspect; "
+    code = ("import sys, qgnn.runtime.bundle.reader, qgnn.runtime.bundle.writer, "
+            "qgnn.runtime.cli_inspect; "
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('torch.', "
             "'qgnn.training', 'qgnn.exporter', 'onnx.'))]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -12,13 +12,10 @@ import pytest
 import serving_testkit as tk
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
-from qgnn.runtime.bundle import Bundle
+from qgnn.runtime.backend import BackendOptions
+from qgnn.runtime.backend_loaders import register_backend_loader, unregister_backend_loader
+from qgnn.runtime.bundle.reader import Bundle
 from qgnn.runtime.config import ServeConfig
-from qgnn.runtime.dataplane import (
-    BackendOptions,
-    register_backend_loader,
-    unregister_backend_loader,
-)
 from qgnn.runtime.server import QgnnServer, reflection_service_names
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

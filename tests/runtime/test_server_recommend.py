@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("torch")
 
 import recs_testkit as rk
-from qgnn.runtime.bundle import load_bundle
+from qgnn.runtime.bundle.reader import load_bundle
 from qgnn.runtime.cli import add_parsers
 from qgnn.runtime.engine import Engine
 

@@ -87,7 +87,7 @@ def _full_graph_logits(trained: dict) -> np.ndarray:
 
 
 def test_sharded_bundle_serves_the_trained_model(trained: dict) -> None:
-    from qgnn.runtime.bundle import load_bundle
+    from qgnn.runtime.bundle.reader import load_bundle
     from qgnn.runtime.engine.sharded import ShardedBackend, ShardNotServedError
 
     root = trained["root"] / "bundles"
@@ -112,8 +112,9 @@ def test_sharded_bundle_serves_the_trained_model(trained: dict) -> None:
 
 def test_shard_replica_through_the_data_plane(trained: dict) -> None:
     from prometheus_client import CollectorRegistry
-    from qgnn.runtime.dataplane import DataPlane, ModelSelector
+    from qgnn.runtime.dataplane import DataPlane
     from qgnn.runtime.engine.sharded import ShardNotServedError
+    from qgnn.runtime.messages import ModelSelector
     from qgnn.runtime.metrics import ServingMetrics
     from qgnn.runtime.repository import ModelRepository
 

@@ -29,7 +29,7 @@ from qgnn.exporter.ops import (
     opset_imports,
     reference_ops,
 )
-from qgnn.runtime.bundle import (
+from qgnn.runtime.bundle.layout import (
     EMBEDDING_SCALES,
     EMBEDDINGS,
     GRAPH_FEATURE_SCALE,
@@ -37,8 +37,8 @@ from qgnn.runtime.bundle import (
     GRAPH_FEATURES,
     GRAPH_INDICES,
     GRAPH_INDPTR,
-    write_bundle,
 )
+from qgnn.runtime.bundle.writer import write_bundle
 
 
 class _Builder:

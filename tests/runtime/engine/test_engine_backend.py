@@ -10,19 +10,19 @@ import engine_testkit as tk
 import numpy as np
 import pytest
 from qgnn.runtime import kernels
-from qgnn.runtime.bundle import load_bundle
-from qgnn.runtime.dataplane import BackendOptions, ModelBackend, resolve_loader
+from qgnn.runtime.backend import BackendOptions, ModelBackend
+from qgnn.runtime.backend_loaders import resolve_loader
+from qgnn.runtime.bundle.reader import load_bundle
 from qgnn.runtime.engine import Engine, load_backend, softmax
 from qgnn.runtime.errors import BackendUnavailableError
 
 
 def test_loader_is_registered_for_exported_bundles_only(int8_case) -> None:
     manifest = load_bundle(int8_case.bundle).manifest
-    assert manifest["model"]["format"] == "qgnn-onnx"
-    assert resolve_loader(manifest) is load_backend
-    other = {**manifest, "model": {**manifest["model"], "format": "something-else"}}
+    assert manifest.model.format == "qgnn-onnx"
+    assert resolve_loader(manifest.model.format, manifest.model.task) is load_backend
     with pytest.raises(BackendUnavailableError):
-        resolve_loader(other)
+        resolve_loader("something-else", manifest.model.task)
 
 
 def test_engine_is_a_model_backend(int8_case) -> None:

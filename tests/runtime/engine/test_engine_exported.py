@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 
 import engine_testkit as tk  # noqa: E402
 from qgnn.graph.synth import powerlaw_communities  # noqa: E402
-from qgnn.runtime.bundle import load_bundle  # noqa: E402
+from qgnn.runtime.bundle.reader import load_bundle  # noqa: E402
 from qgnn.runtime.engine import Engine, EngineConfig, quantize_rows, softmax  # noqa: E402
 
 
@@ -34,7 +34,7 @@ def _onnxruntime_full_graph(bundle_path: Path) -> np.ndarray:
         bundle.array("graph/indices"))
     feeds = {"x": np.asarray(bundle.array("graph/features")),
              "in_degree": np.diff(indptr).astype(np.int64)}
-    for i in range(bundle.manifest["model"]["num_layers"]):
+    for i in range(bundle.manifest.model.num_layers):
         feeds[f"indptr_{i}"], feeds[f"src_{i}"] = indptr, indices
     session = ort.InferenceSession(str(bundle.model_path()), providers=["CPUExecutionProvider"])
     return session.run(None, feeds)[0]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from qgnn.runtime import kernels
-from qgnn.runtime.bundle import load_bundle
-from qgnn.runtime.dataplane import BackendOptions
+from qgnn.runtime.backend import BackendOptions
+from qgnn.runtime.bundle.reader import load_bundle
 from qgnn.runtime.engine import Engine, EngineConfig, load_backend
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="compiled kernels not built")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import engine_testkit as tk
 import numpy as np
 import pytest
-from qgnn.runtime.bundle import load_bundle
+from qgnn.runtime.bundle.reader import load_bundle
 from qgnn.runtime.engine import Engine, EngineConfig, Inductive
 from qgnn.runtime.engine.graph_data import NODE_TYPE
 from qgnn.runtime.errors import FailedPreconditionError, InvalidRequestError

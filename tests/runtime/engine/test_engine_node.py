@@ -7,7 +7,7 @@ import engine_testkit as tk
 import numpy as np
 import pytest
 from qgnn.runtime import kernels
-from qgnn.runtime.bundle import load_bundle
+from qgnn.runtime.bundle.reader import load_bundle
 from qgnn.runtime.engine import Engine, EngineConfig, Inductive, softmax
 from qgnn.runtime.errors import FailedPreconditionError, InvalidRequestError
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from qgnn.runtime.bundle import load_bundle
+from qgnn.runtime.bundle.reader import load_bundle
 from qgnn.runtime.engine import Engine, EngineConfig, Inductive
 from qgnn.runtime.engine.precomputed import AUTO_MAX_BYTES, wanted
 

@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import recs_testkit as rk  # noqa: E402
-from qgnn.runtime.bundle import load_bundle  # noqa: E402
+from qgnn.runtime.bundle.reader import load_bundle  # noqa: E402
 from qgnn.runtime.engine import Engine, EngineConfig, quantize_rows  # noqa: E402
 from qgnn.runtime.errors import InvalidRequestError  # noqa: E402
 

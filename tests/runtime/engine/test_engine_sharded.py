@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from qgnn.runtime.bundle import MODEL_FILE, BundleError, load_bundle, write_bundle
+from qgnn.runtime.bundle.layout import MODEL_FILE
+from qgnn.runtime.bundle.reader import load_bundle
+from qgnn.runtime.bundle.writer import write_bundle
 from qgnn.runtime.engine.sharded import (
     OWNER,
     SHARDED_FORMAT,
@@ -15,7 +17,7 @@ from qgnn.runtime.engine.sharded import (
     ShardNotServedError,
     shard_file,
 )
-from qgnn.runtime.errors import FailedPreconditionError
+from qgnn.runtime.errors import BundleError, FailedPreconditionError
 
 # 5 nodes: shard 0 owns {0, 3}, shard 1 owns {1, 2, 4}
 OWNERS = np.array([0, 1, 1, 0, 1], np.int32)
@@ -82,8 +84,8 @@ def test_a_shard_disagreeing_with_the_owner_map_is_refused(tmp_path: Path) -> No
 
 def test_the_engine_package_registers_the_loader(tmp_path: Path) -> None:
     import qgnn.runtime.engine  # noqa: F401  (registers its loaders)
-    from qgnn.runtime.dataplane import resolve_loader
+    from qgnn.runtime.backend_loaders import resolve_loader
     from qgnn.runtime.engine.sharded import load_sharded
 
     with load_bundle(_write(tmp_path / "b", [0])) as bundle:
-        assert resolve_loader(bundle.manifest) is load_sharded
+        assert resolve_loader(bundle.manifest.model.format, bundle.task) is load_sharded
