@@ -13,14 +13,13 @@ lookup) and with the current per-chunk lookup, and ``Engine(...)`` end to end.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from qgnn.bench.bench_engine import export_untrained
-from qgnn.bench.harness import write_result
+from qgnn.bench.harness import interleave, machine_info, write_result
 from qgnn.graph.synth import powerlaw_communities
 from qgnn.runtime.bundle import load_bundle
 from qgnn.runtime.engine import Engine, EngineConfig, graph_data
@@ -45,16 +44,6 @@ def _search_hash(indptr: np.ndarray, cols: np.ndarray) -> tuple[int, int]:
     return int(forward), int(backward)
 
 
-def _interleaved(runs: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeat):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) * 1e3 for name, t in times.items()}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--name", default="load")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
     graph = powerlaw_communities(args.nodes, avg_degree=10, num_features=128, seed=0)
     with tempfile.TemporaryDirectory(prefix="qgnn-bench-load-") as tmp:
         path = export_untrained(args.model, graph, Path(tmp) / args.model).bundle
@@ -84,20 +74,25 @@ def main(argv: list[str] | None = None) -> None:
             with load_bundle(path) as bundle:
                 Engine(bundle, EngineConfig(threads=2))
 
-        ms = _interleaved({"model stages, three parses": three_parses,
+        timed = interleave({"model stages, three parses": three_parses,
                            "model stages, one parse": one_parse,
                            "symmetry hash, search per edge": lambda: _search_hash(indptr, indices),
                            "symmetry hash, per-chunk owners":
                                lambda: graph_data._edge_hash(indptr, indices),
-                           "Engine load, end to end": engine_load}, args.repeat)
-    res = {"model": args.model, "nodes": args.nodes, "edges": int(indices.size),
+                           "Engine load, end to end": engine_load}, repeat=args.repeat)
+        ms = {name: t.median * 1e3 for name, t in timed.items()}
+    machine = machine_info()
+    load = (*load_before[:1], os.getloadavg()[0])
+    res = {"load_average_before_after": list(load), "model": args.model, "nodes": args.nodes, "edges": int(indices.size),
            "model_bytes": len(data), "median_ms": ms}
     lines = [f"Load stages, {args.model}, {args.nodes} nodes / {indices.size} edges, model.onnx "
-             f"{len(data)} bytes (ms, interleaved medians of {args.repeat})", "",
-             "| stage | ms |", "|---|---:|"] + [f"| {k} | {v:.3f} |" for k, v in ms.items()]
+             f"{len(data)} bytes (ms, medians of {args.repeat} rotating rounds)", "",
+             f"Machine: {machine['cpu']}, {machine['usable_cores']} usable cores; load average "
+             f"before/after {load[0]:.2f}/{load[1]:.2f} (a shared host: compare rows, not runs).",
+             "", "| stage | ms |", "|---|---:|"] + [f"| {k} | {v:.3f} |" for k, v in ms.items()]
     text = "\n".join(lines)
     print(text)
-    out = write_result(args.name, res, command="python -m qgnn.bench.bench_load "
+    out = write_result(args.name, res, machine=machine, command="python -m qgnn.bench.bench_load "
                        f"--model {args.model} --nodes {args.nodes} --name {args.name}")
     out.with_suffix(".md").write_text(text + "\n", encoding="utf-8")
     print(f"wrote {out}")
