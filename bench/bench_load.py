@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
         ms = {name: t.median * 1e3 for name, t in timed.items()}
     machine = machine_info()
     load = (*load_before[:1], os.getloadavg()[0])
-    res = {"load_average_before_after": list(load), "model": args.model, "nodes": args.nodes, "edges": int(indices.size),
+    res = {"load_average_before_after": list(load), "model": args.model, "nodes": args.nodes,
+           "edges": int(indices.size),
            "model_bytes": len(data), "median_ms": ms}
     lines = [f"Load stages, {args.model}, {args.nodes} nodes / {indices.size} edges, model.onnx "
              f"{len(data)} bytes (ms, medians of {args.repeat} rotating rounds)", "",
