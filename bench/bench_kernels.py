@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from qgnn.bench.harness import Timing, interleave, markdown_table, time_repeated, write_result
 from qgnn.runtime import kernels
+from qgnn.runtime.kernels.float_step import float_step_q8
 
 MiB = 2**20
 
@@ -270,6 +271,31 @@ def bench_qlinear(rng: np.random.Generator, shapes: list[tuple[int, int, int]], 
     return rows
 
 
+def bench_float_step(rng: np.random.Generator, n: int, f: int, threads: int, repeat: int,
+                     levels: list[str]) -> list[dict[str, Any]]:
+    """float_step_q8 at each of ``levels`` on GIN-like programs over an (n, f) uint8 tensor:
+    its time is the dequantise / quantise loops (a division per value) more than the ops."""
+    a = rng.integers(0, 256, (n, f), dtype=np.uint8)
+    b = rng.integers(0, 256, (n, f), dtype=np.uint8)
+    bias = rng.standard_normal(f).astype(np.float32)
+    programs = {"relu": ([("relu", 0, None)], None),
+                "add + relu": ([("add", 0, bias), ("relu", 0, None)], None),
+                "two inputs, add_b": ([("add_b", 0, None)], b)}
+    rows = []
+    for name, (ops, other) in programs.items():
+        runs: dict[str, Callable[[], object]] = {
+            f"float_step {name} [{lvl}]": lambda ops=ops, other=other, lvl=lvl: float_step_q8(
+                a, 0.02, 3, ops, 0.05, 0, b=other, b_scale=0.03, b_zp=5, num_threads=threads,
+                isa=lvl) for lvl in levels}
+        outs = [fn() for fn in runs.values()]
+        timings = time_apart(runs, repeat)
+        rows.append({"program": name, "n": n, "f": f, "threads": threads, "levels": levels,
+                     "bit_identical_across_levels": all(np.array_equal(o, outs[0])
+                                                        for o in outs),
+                     "median_s": {k: t.median for k, t in timings.items()}})
+    return rows
+
+
 def summary(res: dict[str, Any]) -> str:
     ms = 1e3
     rows = []
@@ -305,10 +331,15 @@ def summary(res: dict[str, Any]) -> str:
         for name, t in q["median_s"].items():
             rows.append([f"{name} {q['n']}x{q['k']}x{q['m']} ({q['threads']} thr)",
                          f"{t * ms:.2f} ms", f"{q['gbps'][name]:.2f} GB/s moved"])
+    for fs in res.get("float_step", []):
+        for name, t in fs["median_s"].items():
+            rows.append([f"{name} {fs['n']}x{fs['f']} ({fs['threads']} thr)", f"{t * ms:.2f} ms",
+                         "levels bit-identical" if fs["bit_identical_across_levels"] else
+                         "LEVELS DIFFER"])
     return markdown_table(["figure", "value", "note"], rows, ["l", "r", "l"])
 
 
-FIGURES = ("bandwidth", "qaggregate", "aggregate_f32", "topk", "qlinear")
+FIGURES = ("bandwidth", "qaggregate", "aggregate_f32", "topk", "qlinear", "float_step")
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -366,6 +397,8 @@ def run_cli(args: argparse.Namespace) -> None:
         res["qlinear"] = bench_qlinear(
             rng, [(nodes, 64, 64), (nodes, 128, 128), (nodes, 256, 256), (1_000, 128, 128)],
             args.threads, args.repeat, levels)
+    if "float_step" in only:
+        res["float_step"] = bench_float_step(rng, nodes, 128, args.threads, args.repeat, levels)
     res["load_average_after"] = list(os.getloadavg())
     print(summary(res))
     command = (f"python -m qgnn.bench.bench_kernels --threads {args.threads} "

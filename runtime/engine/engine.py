@@ -177,23 +177,24 @@ class Engine:
         self.manifest = bundle.manifest
         self.observer: Observer = observer or _NoObserver()
         self.task = self.manifest.model.task
-        model_bytes = bundle.model_path().read_bytes()
+        # parsed once: the executor stores its weights as uint8 in place, and the metadata,
+        # the layer cut and the degree check below read the same proto (docs/engine.md)
+        proto = onnx_proto.load_model(bundle.model_path().read_bytes())
         session = SessionConfig(threads=self.config.threads,
                                 optimization=self.config.optimization)
         self.kernel_isa = _kernel_level(self.config)
 
-        def build(model: bytes) -> Executor:  # the whole model's and each layer's executor
+        def build(model: Any) -> Executor:  # the whole model's and each layer's executor
             return make_executor(model, session, portable=self.config.portable,
                                  isa=self.kernel_isa)
 
-        self.executor: Executor = build(model_bytes)
+        self.executor: Executor = build(proto)
         try:
             self.signature = ModelSignature.of(self.executor.input_dtypes,
                                                self.executor.output_names, self.task)
         except ValueError as exc:
             raise BundleError(bundle.manifest.model.file, str(exc)) from None
         self.fanouts = _fanouts(self.config, self.manifest, self.signature.num_layers)
-        proto = onnx_proto.load_model(model_bytes)
         meta = onnx_proto.metadata(proto)
         self.layerwise: LayerwiseRunner | None = None
         self.not_layerwise = ""  # why full-graph inference cannot go layer by layer

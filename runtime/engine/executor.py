@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -25,7 +25,7 @@ from qgnn.runtime.engine import onnx_proto as op
 from qgnn.runtime.engine.kernel_ops import KernelFn, compile_kernel
 from qgnn.runtime.engine.partition import KERNEL_OUTPUTS, KernelNodeSpec, partition
 from qgnn.runtime.engine.session import SessionConfig, make_session
-from qgnn.runtime.engine.weight_storage import store_weights_as_uint8
+from qgnn.runtime.engine.weight_storage import rewrite_weights_as_uint8
 
 log = logging.getLogger("qgnn.runtime.engine")
 
@@ -47,8 +47,9 @@ class PortableExecutor:
 
     mode = "portable"
 
-    def __init__(self, model: bytes, config: SessionConfig) -> None:
-        self.session = make_session(store_weights_as_uint8(model), config)
+    def __init__(self, model: bytes | Any, config: SessionConfig) -> None:
+        """``model``: serialized, or a parsed onnx_proto ModelProto (see :func:`_parsed`)."""
+        self.session = make_session(_parsed(model).SerializeToString(), config)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_dtypes = {i.name: op.DTYPES[op.elem_type_of(i.type)]
@@ -85,10 +86,12 @@ class PartitionedExecutor:
 
     mode = "partitioned"
 
-    def __init__(self, model: bytes, config: SessionConfig, isa: str | None = None) -> None:
-        """``isa``: the kernels' ISA level (None: :func:`qgnn.runtime.kernels.default_level`)."""
+    def __init__(self, model: bytes | Any, config: SessionConfig, isa: str | None = None
+                 ) -> None:
+        """``model``: serialized, or a parsed onnx_proto ModelProto (see :func:`_parsed`);
+        ``isa``: the kernels' ISA level (None: :func:`qgnn.runtime.kernels.default_level`)."""
         isa = kernels.default_level() if isa is None else isa
-        plan = partition(store_weights_as_uint8(model))
+        plan = partition(_parsed(model))
         self.isa = isa
         self.plan = plan
         self.constants = plan.constants
@@ -137,7 +140,17 @@ class PartitionedExecutor:
         return {name: tensors[name] for name in (outputs or self.output_names)}
 
 
-def make_executor(model: bytes, config: SessionConfig, *, portable: bool = False,
+def _parsed(model: bytes | Any) -> Any:
+    """The model parsed once, its int8 ``MatMulInteger`` weights stored as uint8 (exact on every
+    onnxruntime kernel). A ModelProto passed in is rewritten in place (idempotent), so the
+    loader that parsed it reads the same graph the executor runs and parses nothing again."""
+    proto = op.load_model(bytes(model)) if isinstance(model, bytes | bytearray | memoryview) \
+        else model
+    rewrite_weights_as_uint8(proto)
+    return proto
+
+
+def make_executor(model: bytes | Any, config: SessionConfig, *, portable: bool = False,
                   isa: str | None = None) -> Executor:
     """The fast partitioned executor with the kernels of ISA level ``isa`` (None: the default
     level), or the portable one when asked or when the compiled kernels are missing (logged as a

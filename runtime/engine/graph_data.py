@@ -40,6 +40,18 @@ class GraphData:
     node_type: np.ndarray | None
 
 
+def _owners(indptr: np.ndarray, start: int, stop: int, n: int) -> np.ndarray:
+    """Row of each CSR position in [start, stop) (positions past indptr[-1] count as row n - 1).
+    Two binary searches and a repeat over the rows the chunk spans, instead of one search per
+    position: on a 1M-edge graph that search was half of a bundle's load time."""
+    first = int(np.searchsorted(indptr, start, side="right")) - 1
+    last = int(np.searchsorted(indptr, stop - 1, side="right")) - 1
+    first, last = min(first, n - 1), min(last, n - 1)
+    bounds = np.asarray(indptr[first + 1:last + 1], np.int64).clip(start, stop)
+    edges = np.concatenate(([start], bounds, [stop]))
+    return np.repeat(np.arange(first, last + 1, dtype=np.int64), np.diff(edges))
+
+
 def _edge_hash(indptr: np.ndarray, cols: np.ndarray) -> tuple[int, int]:
     """Order-independent hashes of the edge multiset read as (row, col) and as (col, row)."""
     forward = backward = np.uint64(0)
@@ -47,9 +59,7 @@ def _edge_hash(indptr: np.ndarray, cols: np.ndarray) -> tuple[int, int]:
     with np.errstate(over="ignore"):
         for start in range(0, cols.size, _HASH_CHUNK):
             stop = min(start + _HASH_CHUNK, cols.size)
-            pos = np.arange(start, stop, dtype=np.int64)
-            owner = np.searchsorted(indptr, pos, side="right") - 1
-            owner = np.minimum(owner, n - 1)
+            owner = _owners(indptr, start, stop, n)
             col = np.asarray(cols[start:stop], np.int64)
             forward += edge_key(12345, owner, col).sum(dtype=np.uint64)
             backward += edge_key(12345, col, owner).sum(dtype=np.uint64)

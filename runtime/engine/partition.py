@@ -232,12 +232,14 @@ class _Constants(Mapping[str, np.ndarray]):
         return len({*self._initializers, *self._values})
 
 
-def partition(model_bytes: bytes, *, fuse: bool = True) -> Plan:
-    """Analyses a serialized model; see the module docstring for the split rule. ``fuse``
+def partition(model_bytes: bytes | Any, *, fuse: bool = True) -> Plan:
+    """Analyses a model, serialized or an already parsed onnx_proto ModelProto (read, never
+    changed); see the module docstring for the split rule. ``fuse``
     hands requantised integer linear layers to the qlinear kernel (fusion.py), elementwise
     float steps to the float_step kernel (float_step.py) and GAT's attention logits to the
     gat_logits kernel (gat_fusion.py)."""
-    model = op.load_model(model_bytes)
+    model = op.load_model(bytes(model_bytes)) if isinstance(
+        model_bytes, bytes | bytearray | memoryview) else model_bytes
     graph = model.graph
     if len(graph.sparse_initializer):
         raise PartitionError("sparse initializers are not supported by the partitioned path")

@@ -44,6 +44,13 @@ def store_weights_as_uint8(model_bytes: bytes) -> bytes:
     """``model_bytes`` with every int8 constant weight of a top-level ``MatMulInteger`` stored
     as uint8 ``w + 128`` (the bytes unchanged when there is none)."""
     model = op.load_model(model_bytes)
+    return model.SerializeToString() if rewrite_weights_as_uint8(model) else model_bytes
+
+
+def rewrite_weights_as_uint8(model: Any) -> bool:
+    """:func:`store_weights_as_uint8` in place on a parsed onnx_proto ModelProto, so a loader
+    that already parsed the model need not parse it again; True when something changed. A
+    second call finds no int8 weight left and changes nothing."""
     graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
     constants = {n.output[0]: n for n in graph.node
@@ -81,10 +88,9 @@ def store_weights_as_uint8(model_bytes: bytes) -> bytes:
         del node.input[:]
         node.input.extend(inputs)
         changed = True
-    if not changed:
-        return model_bytes
-    _drop_unread(graph)
-    return model.SerializeToString()
+    if changed:
+        _drop_unread(graph)
+    return changed
 
 
 def _drop_unread(graph: Any) -> None:

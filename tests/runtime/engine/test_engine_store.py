@@ -145,3 +145,21 @@ def test_symmetry_check_and_transpose() -> None:
     np.testing.assert_array_equal(t_ptr, in_ptr)
     for v in range(30):
         assert sorted(t_idx[t_ptr[v]:t_ptr[v + 1]]) == sorted(in_idx[in_ptr[v]:in_ptr[v + 1]])
+
+
+def test_symmetry_check_holds_when_chunks_cut_rows(monkeypatch) -> None:
+    # chunks of 7 positions split rows, and rows 0, 3 and 9 hold no edge at all
+    from qgnn.runtime.engine import graph_data
+
+    monkeypatch.setattr(graph_data, "_HASH_CHUNK", 7)
+    pairs = [(1, 2), (2, 1), (1, 4), (4, 1), (2, 4), (4, 2), (5, 6), (6, 5), (5, 8), (8, 5),
+             (6, 8), (8, 6), (7, 1), (1, 7), (2, 2), (4, 7), (7, 4)]
+    src = np.array([s for s, _ in pairs])
+    dst = np.array([d for _, d in pairs])
+    ptr, idx = tk.out_csr(src, dst, 10)
+    assert is_symmetric(ptr, idx)
+    # moving one reverse edge to another row breaks symmetry
+    dst_bad = dst.copy()
+    dst_bad[-1] = 5
+    ptr_bad, idx_bad = tk.out_csr(src, dst_bad, 10)
+    assert not is_symmetric(ptr_bad, idx_bad)

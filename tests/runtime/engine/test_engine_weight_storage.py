@@ -8,9 +8,10 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from qgnn.runtime.engine import onnx_proto as op
 from qgnn.runtime.engine.executor import PartitionedExecutor, PortableExecutor
 from qgnn.runtime.engine.session import SessionConfig
-from qgnn.runtime.engine.weight_storage import store_weights_as_uint8
+from qgnn.runtime.engine.weight_storage import rewrite_weights_as_uint8, store_weights_as_uint8
 from qgnn.runtime.kernels import available
 
 K, J = 64, 6
@@ -101,3 +102,20 @@ def test_executors_load_int8_weights_exactly(executor) -> None:
     exact = ((x.astype(np.int64) - 3) @ w.astype(np.int64)).astype(np.float32)
     out = executor(_model(w).SerializeToString(), SessionConfig()).run({"x": x})["y"]
     np.testing.assert_array_equal(out, exact)
+
+
+@pytest.mark.parametrize("executor", [
+    PortableExecutor,
+    pytest.param(PartitionedExecutor, marks=pytest.mark.skipif(
+        not available(), reason="compiled kernels not built"))])
+def test_a_parsed_model_is_rewritten_in_place_once_and_runs_exactly(executor) -> None:
+    # the engine parses the bundle's model once and hands the proto to its executor
+    x, w = _full_range()
+    exact = ((x.astype(np.int64) - 3) @ w.astype(np.int64)).astype(np.float32)
+    proto = op.load_model(_model(w).SerializeToString())
+    out = executor(proto, SessionConfig()).run({"x": x})["y"]
+    np.testing.assert_array_equal(out, exact)
+    names = {t.name: t.data_type for t in proto.graph.initializer}
+    assert "w" not in names and names["w_u8"] == TensorProto.UINT8  # rewritten in place
+    assert not rewrite_weights_as_uint8(proto)  # a second pass finds nothing left to do
+    np.testing.assert_array_equal(executor(proto, SessionConfig()).run({"x": x})["y"], exact)

@@ -74,6 +74,15 @@ def test_ties_round_to_even_and_both_ends_saturate() -> None:
         assert got.max() == 2**bits - 1 and got.min() == 0
 
 
+def test_nan_gives_zero_and_infinities_saturate_in_every_lane() -> None:
+    # (q - 7) * inf: NaN at q == 7, +inf above, -inf below; 37 values so the vector loops
+    # of every level and their scalar tails both see all three
+    a = (np.arange(37) % 3 + 6).astype(np.uint8).reshape(1, 37)
+    got = float_step_q8(a, 1.0, 7, [("mul", 0, f32(np.inf))], 1.0, 4)
+    want = np.where(a == 8, 255, 0).astype(np.uint8)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_per_column_constants_follow_columns_across_blocks_and_threads() -> None:
     rng = np.random.default_rng(5)
     a = _u8(rng, (4001, 37))  # 37 divides no block; 4001 rows split unevenly over threads
