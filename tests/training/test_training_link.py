@@ -148,3 +148,19 @@ def test_link_configuration_errors_name_the_field():
     with pytest.raises(ValueError, match=r"TrainConfig.k: 31 exceeds the 30 items"):
         train_link(recommender(), link_model_config(recommender(), "gcn"), TrainConfig(k=31),
                    progress=False)
+
+
+def test_evaluation_negatives_exist_when_a_user_has_every_item():
+    """A user linked to every item has no negative of its own: its rows take another
+    positive's user, and no negative is a known pair (the generated MovieLens smoke run hit
+    this with a dense user)."""
+    users, items = 3, 4
+    full = np.array([[0, users + j] for j in range(items)])  # user 0 has every item
+    other = np.array([[1, users], [2, users + 1]])
+    pos = np.concatenate([full, other])
+    known = pair_keys(users + items, pos)
+    neg = sample_non_edges(np.repeat(pos, 10, axis=0), np.random.default_rng(0), users + items,
+                           known, (users, users + items))
+    assert not np.isin(neg[:, 0] * (users + items) + neg[:, 1], known).any()
+    assert 0 not in set(neg[:, 0]) and set(neg[:, 0]) <= {1, 2}
+    assert ((neg[:, 1] >= users) & (neg[:, 1] < users + items)).all()

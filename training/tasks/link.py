@@ -144,13 +144,17 @@ def sample_non_edges(pairs: np.ndarray, rng: np.random.Generator, num_nodes: int
                      known: np.ndarray, item_range: tuple[int, int] | None = None) -> np.ndarray:
     """Negatives for evaluation: like :func:`sample_negatives`, but never a known positive pair
     (``known``: sorted int64 keys ``src * num_nodes + dst`` of every positive, both directions)
-    nor a self-loop. Redraws only the offending rows."""
+    nor a self-loop. Redraws only the offending rows: first their destination; then, for a
+    source linked to (nearly) every candidate, the source too (another positive's source), so a
+    user who has every item does not make the evaluation impossible."""
     neg = sample_negatives(pairs, rng, num_nodes, item_range)
     low, high = item_range if item_range is not None else (0, num_nodes)
-    for _ in range(100):
+    for attempt in range(200):
         bad = (neg[:, 0] == neg[:, 1]) | np.isin(neg[:, 0] * num_nodes + neg[:, 1], known)
         if not bad.any():
             return neg
+        if attempt >= 100:
+            neg[bad, 0] = pairs[rng.integers(0, len(pairs), size=int(bad.sum())), 0]
         neg[bad, 1] = rng.integers(low, high, size=int(bad.sum()))
     raise ValueError("sample_non_edges: could not find negatives that are not edges; the graph "
                      "is too dense for negative sampling")
