@@ -29,9 +29,8 @@ from qgnn.runtime.engine.fusion import (
     _only_attrs,
     _positive,
     _scalar,
-    mark_replaced,
+    fuse_chains,
     quantize_tail,
-    splice,
 )
 
 FLOAT, DOUBLE = 1, 11
@@ -190,11 +189,4 @@ def fuse_float_steps(nodes: list[Any], constants: Mapping[str, np.ndarray],
                      readers: Mapping[str, int], outputs: set[str]) -> list[Any]:
     """``nodes`` (graph order) with every matched chain replaced, where its last link was, by
     one ``FloatStep`` node (arguments as :func:`qgnn.runtime.engine.fusion.fuse_linear`)."""
-    graph = _Graph(nodes, constants, readers, outputs)
-    replaced: dict[int, FusedLinear | None] = {}
-    for node in nodes:
-        if node.op_type == "QuantizeLinear" and not node.domain and id(node) not in replaced:
-            found = match(node, graph)
-            if found is not None:
-                mark_replaced(replaced, *found)
-    return splice(nodes, replaced)
+    return fuse_chains(nodes, constants, readers, outputs, "QuantizeLinear", match)

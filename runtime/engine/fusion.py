@@ -18,7 +18,7 @@ next link only, never a graph output. Anything else is left to onnxruntime.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,11 +236,22 @@ def fuse_linear(nodes: list[Any], constants: Mapping[str, np.ndarray],
     """``nodes`` (graph order) with every matched chain replaced, where its last link was, by
     one :class:`FusedLinear`. ``readers`` counts, per tensor, the nodes (and subgraphs) that
     read it; ``outputs`` are the graph outputs."""
+    return fuse_chains(nodes, constants, readers, outputs, "MatMulInteger", match)
+
+
+Matcher = Callable[[Any, "_Graph"], "tuple[FusedLinear, list[Any]] | None"]
+
+
+def fuse_chains(nodes: list[Any], constants: Mapping[str, np.ndarray],
+                readers: Mapping[str, int], outputs: set[str], anchor: str,
+                matcher: Matcher) -> list[Any]:
+    """The driver every fusion shares: ``matcher`` tries each standard-domain ``anchor`` node
+    not already inside a matched chain; each match is spliced in where its last link was."""
     graph = _Graph(nodes, constants, readers, outputs)
     replaced: dict[int, FusedLinear | None] = {}
     for node in nodes:
-        if node.op_type == "MatMulInteger" and not node.domain:
-            found = match(node, graph)
+        if node.op_type == anchor and not node.domain and id(node) not in replaced:
+            found = matcher(node, graph)
             if found is not None:
                 mark_replaced(replaced, *found)
     return splice(nodes, replaced)

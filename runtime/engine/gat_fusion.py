@@ -40,9 +40,8 @@ from qgnn.runtime.engine.fusion import (
     _per_column,
     _scalar,
     _weight,
-    mark_replaced,
+    fuse_chains,
     quantize_tail,
-    splice,
 )
 
 LEAKY_RELU_DEFAULT_ALPHA = 0.01  # the ONNX default
@@ -148,11 +147,4 @@ def fuse_gat_logits(nodes: list[Any], constants: Mapping[str, np.ndarray],
                     readers: Mapping[str, int], outputs: set[str]) -> list[Any]:
     """``nodes`` (graph order) with every matched chain replaced, where its last link was, by
     one ``GatLogits`` node (arguments as :func:`qgnn.runtime.engine.fusion.fuse_linear`)."""
-    graph = _Graph(nodes, constants, readers, outputs)
-    replaced: dict[int, FusedLinear | None] = {}
-    for node in nodes:
-        if node.op_type == "QuantizeLinear" and not node.domain and id(node) not in replaced:
-            found = match(node, graph)
-            if found is not None:
-                mark_replaced(replaced, *found)
-    return splice(nodes, replaced)
+    return fuse_chains(nodes, constants, readers, outputs, "QuantizeLinear", match)
