@@ -131,18 +131,12 @@ def model_config(kind: str, in_dim: int, classes: int, hidden: int = HIDDEN) -> 
 def _calibrated(cfg: Any, graph: Graph, features: np.ndarray, quant: Any) -> Any:
     """A Degree-Quant model with random weights whose ranges saw three training-mode passes."""
     import torch
-    from qgnn.training.nn.block import full_graph_block
+    from qgnn.bench.untrained import calibrate
     from qgnn.training.nn.models import build_model
     from qgnn.training.quant import quantize_model
 
     torch.manual_seed(0)
-    model = quantize_model(build_model(cfg), quant)
-    model.train()
-    block = full_graph_block(graph)
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.from_numpy(features), block)
-    return model.eval()
+    return calibrate(quantize_model(build_model(cfg), quant), graph, features)
 
 
 def float_twin(cfg: Any, quantised: Any) -> Any:
@@ -159,10 +153,10 @@ def float_twin(cfg: Any, quantised: Any) -> Any:
 def export_untrained(kind: str, graph: Graph, out: Path, hidden: int = HIDDEN) -> Exported:
     """An INT8 bundle of ``kind`` via ``export_run`` (``include_fp32=True``), from a calibrated
     untrained model: serving speed does not depend on training."""
+    from qgnn.bench.untrained import save_untrained_run
     from qgnn.exporter.export import export_run
-    from qgnn.training.checkpoint import save_run
     from qgnn.training.presets import TrainConfig
-    from qgnn.training.quant import QuantConfig, quant_state
+    from qgnn.training.quant import QuantConfig
 
     classes = int(graph.y.max()) + 1 if graph.y is not None else 8
     cfg = model_config(kind, graph.num_features, classes, hidden)
@@ -170,9 +164,8 @@ def export_untrained(kind: str, graph: Graph, out: Path, hidden: int = HIDDEN) -
     features = _served_features(graph, train)
     model = _calibrated(cfg, graph, features, quant)
     run = out.parent / f"{out.name}-run"
-    save_run(run, model, task="node", dataset=graph.name, model_config=cfg,
-             train_config=train, metrics={},
-             extra={"quant": {"config": quant.to_dict(), "state": quant_state(model)}})
+    save_untrained_run(run, model, task="node", graph=graph, model_config=cfg, quant=quant,
+                       train=train)
     start = time.perf_counter()
     export_run(run, out, graph=graph, parity=False, overwrite=True, include_fp32=True)
     return Exported(kind, out, time.perf_counter() - start, float_twin(cfg, model))

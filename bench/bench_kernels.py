@@ -11,6 +11,10 @@
   (alone, and with the requantisation ops that make it the same computation), with the GB/s of
   the bytes each one reads and writes.
 
+Single-kernel microbenchmarks only: the onnxruntime graphs built here hold one MatMulInteger
+(and its requantisation ops) to compare against one qgnn kernel. Every model-level figure comes
+from bundles ``qgnn export`` wrote (bench_engine, bench_layerwise).
+
 Run ``python -m qgnn.bench.bench_kernels`` (``--quick`` for a smoke run, ``--only qlinear`` for
 one figure, ``--isa all`` for every level this host has); prints a markdown table and writes
 ``bench/results/kernels.json``. Times are medians of repeated runs; the load average

@@ -36,28 +36,19 @@ def export_untrained(graph: Graph, kind: str, hidden: int, out: Path) -> Path:
     """An INT8 Degree-Quant 2-layer bundle via ``qgnn export``: random weights, ranges
     calibrated by three forward passes (inference cost does not depend on training)."""
     import torch
+    from qgnn.bench.untrained import calibrate, save_untrained_run
     from qgnn.exporter.export import export_run
-    from qgnn.training.checkpoint import save_run
-    from qgnn.training.nn.block import full_graph_block
     from qgnn.training.nn.models import ModelConfig, build_model
-    from qgnn.training.presets import TrainConfig
-    from qgnn.training.quant import QuantConfig, quant_state, quantize_model
+    from qgnn.training.quant import QuantConfig, quantize_model
 
     classes = int(graph.y.max()) + 1 if graph.y is not None else 8
     cfg = ModelConfig(model=kind, in_dim=graph.num_features, out_dim=classes, hidden=hidden,
                       num_layers=2)
     quant = QuantConfig(bits=8)
     torch.manual_seed(0)
-    model = quantize_model(build_model(cfg), quant)
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.from_numpy(graph.x.astype(np.float32)), full_graph_block(graph))
-    model.eval()
-    run = out.parent / f"{out.name}-run"
-    save_run(run, model, task="node", dataset=graph.name, model_config=cfg,
-             train_config=TrainConfig(), metrics={},
-             extra={"quant": {"config": quant.to_dict(), "state": quant_state(model)}})
+    model = calibrate(quantize_model(build_model(cfg), quant), graph)
+    run = save_untrained_run(out.parent / f"{out.name}-run", model, task="node", graph=graph,
+                             model_config=cfg, quant=quant)
     return export_run(run, out, graph=graph, parity=False, overwrite=True).bundle
 
 

@@ -44,14 +44,12 @@ def export_link(data: Any, kind: str, hidden: int, out: Path, layers: int = 2) -
     """An INT8 Degree-Quant link bundle of ``layers`` layers via ``qgnn export`` with node
     types: random weights, ranges calibrated by three forward passes."""
     import torch
+    from qgnn.bench.untrained import calibrate, save_untrained_run
     from qgnn.exporter.export import export_run
     from qgnn.runtime.bundle.reader import load_bundle
     from qgnn.runtime.bundle.writer import write_bundle
-    from qgnn.training.checkpoint import save_run
-    from qgnn.training.nn.block import full_graph_block
     from qgnn.training.nn.models import ModelConfig
-    from qgnn.training.presets import TrainConfig
-    from qgnn.training.quant import QuantConfig, quant_state, quantize_model
+    from qgnn.training.quant import QuantConfig, quantize_model
     from qgnn.training.tasks.link import build_link_model
 
     graph = data.graph
@@ -59,16 +57,9 @@ def export_link(data: Any, kind: str, hidden: int, out: Path, layers: int = 2) -
                       num_layers=layers, layer_kwargs=LAYER_KWARGS.get(kind, {}))
     quant = QuantConfig(bits=8)
     torch.manual_seed(0)
-    model = quantize_model(build_link_model(cfg, "dot", None), quant)
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.from_numpy(graph.x.astype(np.float32)), full_graph_block(graph))
-    model.eval()
-    run = out.parent / f"{out.name}-run"
-    save_run(run, model, task="link", dataset=graph.name, model_config=cfg,
-             train_config=TrainConfig(), metrics={},
-             extra={"quant": {"config": quant.to_dict(), "state": quant_state(model)}})
+    model = calibrate(quantize_model(build_link_model(cfg, "dot", None), quant), graph)
+    run = save_untrained_run(out.parent / f"{out.name}-run", model, task="link", graph=graph,
+                             model_config=cfg, quant=quant)
     plain = export_run(run, out.parent / f"{out.name}-plain", graph=graph, parity=False,
                        overwrite=True).bundle
     src = load_bundle(plain)
