@@ -125,8 +125,21 @@ def _local_worker(rank: int, fn: Callable[..., Any], world_size: int, port: int,
                             world_size=world_size)
     try:
         fn(DistContext(rank, world_size, rank), *args)
+        finish_together()
     finally:
         dist.destroy_process_group()
+
+
+def finish_together() -> None:
+    """A barrier at the end of a rank's successful run, before the group is torn down.
+
+    Without it a rank that finished first (rank 0 still writing its checkpoint, say) closes its
+    gloo connections while a peer's threads still use them, and the peer aborts ("terminate
+    called without an active exception", SIGABRT). Only on success: a rank that failed leaves at
+    once, so its peers fail instead of waiting for it.
+    """
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
 
 
 def launch_local(fn: Callable[..., Any], world_size: int, *args: Any, backend: str = "gloo",

@@ -11,7 +11,12 @@ import sys
 from typing import Any
 
 import torch.distributed as dist
-from qgnn.training.distributed.context import BACKENDS, DistContext, init_from_env
+from qgnn.training.distributed.context import (
+    BACKENDS,
+    DistContext,
+    finish_together,
+    init_from_env,
+)
 
 
 def train_and_save(ctx: DistContext, data: Any, model_cfg: Any, train_cfg: Any,
@@ -74,5 +79,6 @@ def main(argv: list[str] | None = None) -> None:
         if ctx.is_main:
             json.dump(result.summary(), sys.stdout)
             sys.stdout.write("\n")
+        finish_together()
     finally:
         dist.destroy_process_group()

@@ -34,7 +34,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from qgnn.graph.container import Graph
-from qgnn.training.distributed.context import BACKENDS, DistContext, init_from_env
+from qgnn.training.distributed.context import (
+    BACKENDS,
+    DistContext,
+    finish_together,
+    init_from_env,
+)
 from qgnn.training.nn import shards
 from qgnn.training.nn.block import Block, full_graph_block
 from qgnn.training.nn.models import ModelConfig
@@ -363,6 +368,7 @@ def main(argv: list[str] | None = None) -> None:
                 summary["checkpoint"] = args.out
             json.dump(summary, sys.stdout)
             sys.stdout.write("\n")
+        finish_together()
     finally:
         dist.destroy_process_group()
 

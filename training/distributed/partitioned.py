@@ -31,7 +31,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from qgnn.graph.shards import GraphShard, load_shard
-from qgnn.training.distributed.context import DistContext, init_from_env, wrap_model
+from qgnn.training.distributed.context import (
+    DistContext,
+    finish_together,
+    init_from_env,
+    wrap_model,
+)
 from qgnn.training.distributed.exchange import ByteCounter, Exchanger
 from qgnn.training.distributed.memory import MemoryLedger, parse_bytes
 from qgnn.training.distributed.remote_sampling import (
@@ -449,5 +454,6 @@ def main(argv: list[str] | None = None) -> None:
             summary.pop("history", None)
             json.dump(summary, sys.stdout)
             sys.stdout.write("\n")
+        finish_together()
     finally:
         dist.destroy_process_group()
