@@ -104,12 +104,16 @@ class Timing:
         return _quantile(self.samples, 0.9)
 
     @property
+    def p99(self) -> float:
+        return _quantile(self.samples, 0.99)
+
+    @property
     def min(self) -> float:
         return min(self.samples)
 
     def to_dict(self) -> dict[str, Any]:
         return {"median_s": self.median, "p10_s": self.p10, "p90_s": self.p90,
-                "min_s": self.min, "repeat": len(self.samples), **asdict(self)}
+                "p99_s": self.p99, "min_s": self.min, "repeat": len(self.samples), **asdict(self)}
 
 
 def _quantile(values: Sequence[float], q: float) -> float:

@@ -68,10 +68,46 @@ def recommender_bundle(root: Path, kind: str = "gcn", data: Any = None, *,
                        layer_kwargs: dict | None = None, num_layers: int = 2,
                        **options: Any) -> Path:
     """An exported (calibrated, untrained) INT8 link model of ``kind`` on bipartite data, with
-    the recommender files. Needs torch."""
+    the recommender files. A layer-mean kind (LightGCN) learns an embedding table instead of
+    reading the features, as ``qgnn train`` builds it. Needs torch."""
     import engine_testkit as tk
+    from qgnn.contract.layers import layer_spec
 
     data = data if data is not None else recommender_data()
-    plain = tk.export_calibrated(root, data.graph, kind, "link", layer_kwargs=layer_kwargs,
-                                 parity=False, num_layers=num_layers)
+    if layer_spec(kind).layer_mean:
+        plain = _export_embedding_model(root, kind, data.graph.replace(x=None), num_layers)
+    else:
+        plain = tk.export_calibrated(root, data.graph, kind, "link", layer_kwargs=layer_kwargs,
+                                     parity=False, num_layers=num_layers)
     return add_recs_files(plain, root / f"recs-{kind}", data, **options)
+
+
+def _export_embedding_model(root: Path, kind: str, graph: Any, num_layers: int,
+                            width: int = 8) -> Path:
+    """A Degree-Quant INT8 link model over a learned embedding table (no features), its ranges
+    calibrated by three forward passes, checkpointed and exported by ``qgnn export``."""
+    import torch
+    from qgnn.exporter.export import export_run
+    from qgnn.training.checkpoint import save_run
+    from qgnn.training.nn.block import full_graph_block
+    from qgnn.training.nn.models import ModelConfig
+    from qgnn.training.presets import TrainConfig
+    from qgnn.training.quant import QuantConfig, quant_state, quantize_model
+    from qgnn.training.tasks.link import build_link_model
+
+    cfg = ModelConfig(model=kind, in_dim=width, out_dim=width, hidden=width,
+                      num_layers=num_layers)
+    quant = QuantConfig(bits=8)
+    torch.manual_seed(0)
+    model = quantize_model(build_link_model(cfg, "dot", graph.num_nodes), quant)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(None, full_graph_block(graph))
+    model.eval()
+    run = root / f"run-{kind}-link"
+    save_run(run, model, task="link", dataset="synthetic:bipartite_recommender",
+             model_config=cfg, train_config=TrainConfig(), metrics={},
+             num_embeddings=graph.num_nodes,
+             extra={"quant": {"config": quant.to_dict(), "state": quant_state(model)}})
+    return export_run(run, root / f"bundle-{kind}-link", graph=graph, parity=False).bundle

@@ -46,6 +46,7 @@ def test_timing_quantiles_interpolate():
     assert t.median == 3.0
     assert t.p10 == pytest.approx(1.4)
     assert t.p90 == pytest.approx(4 + 0.6 * 6)
+    assert t.p99 == pytest.approx(4 + 0.96 * 6)
     d = t.to_dict()
     assert d["median_s"] == 3.0 and d["repeat"] == 5
 
