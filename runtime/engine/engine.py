@@ -744,8 +744,9 @@ class Engine:
         new node; for 2 layers that is the node and its neighbours, the rows the cache
         recomputes too (with more bookkeeping). From 3 layers on the cache recomputes only
         what changed, except that a model reading in-degrees (GCN, EGC's symmetric
-        normalisation) also changes the neighbours' neighbours at layer 0: the k-hop set again
-        at 3 layers, fewer from 4 (bench/bench_recommend_serving.py)."""
+        normalisation, LightGCN) also changes the neighbours' neighbours at layer 0: the k-hop
+        set again at 3 layers, fewer from 4. With the same rows, the k-hop route's one model
+        call costs less than the cache's call per layer (bench/bench_recommend_serving.py)."""
         depth = self.signature.num_layers - (1 if self.uses_degree else 0)
         return depth >= 3 and self.layer_cache() is not None
 
