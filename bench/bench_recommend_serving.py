@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=30)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--name", default="recommend-cold-start")
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = p.parse_args(argv)
     from qgnn.graph.synth import bipartite_recommender
 
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                                               seed=1)
             print(f"{kind}: done", file=sys.stderr)
     results["load_average_after"] = os.getloadavg()
-    out = write_result(args.name, results)
+    out = write_result(args.name, results, results_dir=args.results_dir)
     rows = [[kind, r["route"], r["served"]["median_s"] * 1e3, r["served"]["p99_s"] * 1e3,
              r["cpu"]["served"]["median_s"] * 1e3, r["cached"]["median_s"] * 1e3,
              r["khop"]["median_s"] * 1e3, r["cpu"]["cached"]["median_s"] * 1e3,
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     note = (f"{args.layers} layers, ISA {isa}; 1-minute load average "
             f"{results['load_average_before'][0]:.1f} before, "
             f"{results['load_average_after'][0]:.1f} after")
-    (RESULTS_DIR / f"{args.name}.md").write_text(table + "\n\n" + note + "\n")
+    (args.results_dir / f"{args.name}.md").write_text(table + "\n\n" + note + "\n")
     print(table)
     print(note)
     print(f"wrote {out}")
