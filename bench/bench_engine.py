@@ -21,6 +21,11 @@ Sections (``--sections``):
 - ``topk``: top-20 over INT8 embeddings against float32 numpy.
 - ``accuracy`` (``--accuracy-run NAME=RUN_DIR``): served accuracy of trained runs.
 
+``--fp32-isa matched`` (with ``QGNN_ISA`` below the CPU's best) runs the whole section a second
+time in a child process whose torch libraries are held to the INT8 kernels' level
+(:mod:`qgnn.bench.fp32_isa`) and reports both ratios: the unconstrained one (the strict figure)
+and the one against FP32 at the matching level.
+
 Run ``python -m qgnn.bench.bench_engine`` (``--quick`` for a smoke run on tiny graphs); prints
 markdown, writes ``bench/results/engine.json`` and ``engine.md``. torch and torch_geometric are
 benchmark-only dependencies here.
@@ -30,7 +35,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from qgnn.bench.fp32_isa import SWITCHES, constrained_env, fp32_isa_state
 from qgnn.bench.harness import (
     RESULTS_DIR,
     interleave,
@@ -750,9 +759,38 @@ def _render_machine(results: dict[str, Any]) -> list[str]:
             f"read {results['bandwidth']['read_gbps']:.2f} GB/s.", ""]
 
 
+def _render_matched(results: dict[str, Any]) -> list[str]:
+    matched = results["whole_fp32_matched"]
+    state = matched["fp32_isa"]
+    strict = {(r["model"], r["graph"]): r for r in results["whole"]["runs"]}
+    rows = []
+    for r in matched["runs"]:
+        med, base = r["median_s"], strict.get((r["model"], r["graph"]))
+        rows.append([r["model"], r["graph"], _ms(med["int8_engine"]),
+                     *[_ms(med[k]) if k in med else "-" for k in FP32_ROUTES],
+                     r["best_fp32"], round(r["speedup_vs_best_fp32"], 2),
+                     round(r["speedup_vs_pyg"], 2),
+                     round(base["speedup_vs_best_fp32"], 2) if base else "-",
+                     "pass" if r["checks"]["passed"] else "FAIL"])
+    switches = ", ".join(f"{k}={state[k]}" for k in ("ATEN_CPU_CAPABILITY",
+                                                     "MKL_ENABLE_INSTRUCTIONS",
+                                                     "ONEDNN_MAX_CPU_ISA"))
+    return [f"### FP32 routes held to the INT8 level ({matched['level']}; child process, ms)", "",
+            f"Switches: {switches}; torch.backends.cpu.get_cpu_capability() = "
+            f"`{state['torch_cpu_capability']}`. {state['onnxruntime']}. Load average "
+            f"{matched['load_average'][0]:.2f}. INT8 re-timed in the same child, interleaved "
+            "with the constrained routes; `x best FP32 (strict)` is the table above.", "",
+            markdown_table(["model", "graph", "int8_engine", *FP32_ROUTES, "best FP32",
+                            "x best FP32 (matched)", "x PyG (matched)", "x best FP32 (strict)",
+                            "checks"], rows,
+                           ["l", "l", "r", *["r"] * len(FP32_ROUTES), "l", "r", "r", "r", "l"]),
+            ""]
+
+
 def render(results: dict[str, Any]) -> str:
     lines = _render_machine(results)
-    for key, part in (("whole", _render_whole), ("latency", _render_latency),
+    for key, part in (("whole", _render_whole), ("whole_fp32_matched", _render_matched),
+                      ("latency", _render_latency),
                       ("topk", _render_topk), ("accuracy", _render_accuracy)):
         if results.get(key):
             lines += part(results)
@@ -780,6 +818,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--stock-max-edges", type=int, default=None,
                         help="whole section: skip the stock onnxruntime routes on graphs with "
                              "more edges (their function bodies hold E x F int64 tensors)")
+    parser.add_argument("--fp32-isa", choices=("native", "matched"), default="native",
+                        help="whole section: 'matched' also times the FP32 routes with torch's "
+                             "libraries held to the INT8 kernels' ISA level (a child process)")
     parser.add_argument("--name", default="engine")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     return parser
@@ -821,6 +862,24 @@ def whole_section(graphs: tuple[tuple[str, int, float], ...], models: list[str],
             "candidates": CANDIDATES, "runs": runs}
 
 
+def matched_fp32_section(args: argparse.Namespace, level: str, tmp: Path) -> dict[str, Any]:
+    """The whole section again in a child process started with the switches that hold torch's
+    FP32 libraries to ``level`` (they are read once, at load); its INT8 route is re-timed there
+    so its ratios come from one process."""
+    name = "fp32-matched"
+    cmd = [sys.executable, "-m", "qgnn.bench.bench_engine", "--sections", "whole",
+           "--graphs", args.graphs, "--models", args.models, "--threads", str(args.threads),
+           "--repeat", str(args.repeat), "--name", name, "--results-dir", str(tmp)]
+    if args.quick:
+        cmd.append("--quick")
+    if args.stock_max_edges is not None:
+        cmd += ["--stock-max-edges", str(args.stock_max_edges)]
+    subprocess.run(cmd, env=constrained_env(level), check=True)
+    child = json.loads((tmp / f"{name}.json").read_text(encoding="utf-8"))["results"]
+    return {"level": level, "fp32_isa": child["fp32_isa"],
+            "load_average": child["load_average_after"], "runs": child["whole"]["runs"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -833,6 +892,10 @@ def main(argv: list[str] | None = None) -> int:
     labels = _choices(parser, "--graphs", args.graphs, tuple(label for label, _, _ in GRAPHS))
     graphs = tuple(spec for spec, full in zip(pool, GRAPHS, strict=True) if full[0] in labels)
     repeat = 3 if quick else args.repeat
+    level = kernels.build_info().get("isa", "")
+    if args.fp32_isa == "matched" and level not in SWITCHES:
+        parser.error(f"--fp32-isa matched: the kernels run at {level!r}, where torch's FP32 "
+                     "libraries have nothing narrower (set QGNN_ISA to a lower level)")
     settle = 0.0 if quick else 0.5
     torch.set_num_threads(args.threads)
     from qgnn.bench.harness import machine_info
@@ -842,12 +905,15 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_before": list(os.getloadavg()),
         "machine_cpu": f"{machine['cpu']}, {machine['usable_cores']} usable cores",
         "cpu_flags": cpu_flags(), "kernels": kernels.build_info(), "sections": sorted(sections),
+        "fp32_isa": fp32_isa_state(),
         "quick": quick, "bandwidth": bench_bandwidth(repeat)}
     with tempfile.TemporaryDirectory(prefix="qgnn-bench-engine-") as tmp:
         root = Path(tmp)
         if "whole" in sections:
             results["whole"] = whole_section(graphs, models, root, args.threads, repeat,
                                              settle, args.stock_max_edges)
+            if args.fp32_isa == "matched":
+                results["whole_fp32_matched"] = matched_fp32_section(args, level, root)
         if "latency" in sections:
             results["latency"] = latency_section(_latency_graphs(quick), root, args.threads,
                                                  50 if quick else 2000, settle)

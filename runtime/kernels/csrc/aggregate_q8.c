@@ -13,7 +13,6 @@
  * chunks of up to QGNN_CH columns (four 16-lane vectors) so the accumulators stay in registers;
  * the last F % 16 columns take a scalar path.
  */
-#include <math.h>
 #include <string.h>
 
 #include "qgnn_kernels.h"
@@ -270,11 +269,16 @@ static int qagg_sum_checked(const qagg_ctx *c, int64_t b, int64_t e, int64_t f0,
     return qgnn_narrow_totals(total, w, acc, value);
 }
 
-/* Contract requantisation of w int32 accumulators into [0, qmax]. */
+/* Contract requantisation of w int32 accumulators into [0, qmax]. nearbyintf by the
+ * 1.5 * 2^23 add-subtract (its proof in qlinear.c): where roundps is missing (SSE2, the
+ * baseline level) gcc emits a libm call per value for nearbyintf, which made this loop the
+ * slowest part of the baseline QAggregate. */
+#define QAGG_ROUNDER 12582912.0f
 QGNN_INLINE void requant_u8(const int32_t *restrict acc, int w, float m, float y_zp, float qmax,
                             uint8_t *restrict out) {
     for (int f = 0; f < w; f++) {
-        float v = nearbyintf((float)acc[f] * m) + y_zp;
+        const float t = (float)acc[f] * m;
+        float v = ((t + QAGG_ROUNDER) - QAGG_ROUNDER) + y_zp;
         v = v < 0.0f ? 0.0f : v;
         v = v > qmax ? qmax : v;
         out[f] = (uint8_t)(int32_t)v;

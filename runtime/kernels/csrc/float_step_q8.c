@@ -40,6 +40,12 @@ typedef struct {
  * iteration, spills and clamps with blends (perf, docs/kernels.md); these 8-lane loops do the
  * same float32 operations in the same order, so the results are bit-identical. */
 #define FS_AVX2 1
+#elif defined(__SSE2__) && !defined(__AVX2__)
+#include <immintrin.h>
+/* At the baseline level gcc's vectorisation of the same loops spills and builds the clamps and
+ * the NaN test from compare masks; these 16-value loops are the AVX2 ones at 4 lanes (two
+ * signed packs in place of packus_epi32, which SSE2 lacks: the values are already 0..255). */
+#define FS_SSE2 1
 #endif
 
 QGNN_INLINE void dequantize(const uint8_t *restrict q, int64_t n, int32_t zp, float scale,
@@ -51,6 +57,18 @@ QGNN_INLINE void dequantize(const uint8_t *restrict q, int64_t n, int32_t zp, fl
     for (; i + 8 <= n; i += 8) {
         const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q + i)));
         _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(v, vzp)), vs));
+    }
+#elif defined(FS_SSE2)
+    const __m128i vzp = _mm_set1_epi32(zp), zero = _mm_setzero_si128();
+    const __m128 vs = _mm_set1_ps(scale);
+    for (; i + 16 <= n; i += 16) {
+        const __m128i b = _mm_loadu_si128((const __m128i *)(q + i));
+        const __m128i h[2] = {_mm_unpacklo_epi8(b, zero), _mm_unpackhi_epi8(b, zero)};
+        for (int k = 0; k < 4; k++) {
+            const __m128i v = k % 2 ? _mm_unpackhi_epi16(h[k / 2], zero)
+                                    : _mm_unpacklo_epi16(h[k / 2], zero);
+            _mm_storeu_ps(out + i + 4 * k, _mm_mul_ps(_mm_cvtepi32_ps(_mm_sub_epi32(v, vzp)), vs));
+        }
     }
 #endif
     for (; i < n; i++) out[i] = (float)((int32_t)q[i] - zp) * scale;
@@ -73,6 +91,21 @@ QGNN_INLINE void quantize(const float *restrict v, int64_t n, float scale, int32
         const __m256i k = _mm256_cvttps_epi32(r);
         const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(k), _mm256_extracti128_si256(k, 1));
         _mm_storel_epi64((__m128i *)(out + i), _mm_packus_epi16(w, w));
+    }
+#elif defined(FS_SSE2)
+    /* maxps returns its second operand when the first is NaN: NaN -> 0 as below */
+    const __m128 vs = _mm_set1_ps(scale), vr = _mm_set1_ps(FS_ROUNDER);
+    const __m128 vzp = _mm_set1_ps(fzp), vmax = _mm_set1_ps(fmax), vzero = _mm_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        __m128i k[4];
+        for (int j = 0; j < 4; j++) {
+            const __m128 t = _mm_div_ps(_mm_loadu_ps(v + i + 4 * j), vs);
+            __m128 r = _mm_add_ps(_mm_sub_ps(_mm_add_ps(t, vr), vr), vzp);
+            r = _mm_min_ps(_mm_max_ps(r, vzero), vmax);
+            k[j] = _mm_cvttps_epi32(r);
+        }
+        const __m128i w = _mm_packus_epi16(_mm_packs_epi32(k[0], k[1]), _mm_packs_epi32(k[2], k[3]));
+        _mm_storeu_si128((__m128i *)(out + i), w);
     }
 #endif
     for (; i < n; i++) {

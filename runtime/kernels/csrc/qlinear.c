@@ -12,8 +12,12 @@
  *    are widened to int16 once; w is packed as int16 pairs [tile][K/2][tile columns][2]. One
  *    pmaddwd multiplies a broadcast (x[k], x[k+1]) with the pairs of LANES columns and adds
  *    each pair in int32: 255 * 127 * 2 fits easily, so unlike pmaddubsw nothing saturates.
- *    The tile (4 rows x 2 vectors at SSE2 / AVX2, 4 x 4 zmm at AVX-512) keeps accumulators,
- *    w vectors and the broadcast inside the register file: no spills;
+ *    The tile (4 rows x 2 ymm at AVX2, 4 x 4 zmm at AVX-512, 3 rows x 4 xmm at SSE2) keeps
+ *    the accumulators and the broadcast inside the register file: no spills. SSE2 has only
+ *    two-operand forms, so each pmaddwd costs a register copy, the multiply and the add; its
+ *    3 x 4 tile (12 accumulators, the broadcast and one temporary of the 16 xmm) takes w as
+ *    an aligned memory operand and spreads each broadcast over 4 vectors instead of 2, which
+ *    cuts the instructions per multiply-add by a fifth;
  *  - elsewhere (vector extensions): w widened to [K][Mp] int32 times a broadcast x value.
  * Accumulators are named variables, not arrays: gcc otherwise mirrors them on the stack.
  */
@@ -289,13 +293,19 @@ typedef __m256i ql_vec;
 #else
 typedef __m128i ql_vec;
 #define QLV_LANES 4
-#define QLV_TILE_VECS 2
+#define QLV_TILE_VECS 4
+#define QL_MRB 3
 #define qlv_zero() _mm_setzero_si128()
-#define qlv_load(p) _mm_loadu_si128((const __m128i *)(p))
+/* Aligned (the packed w is 64-byte aligned, a p step is 64 bytes) so gcc can fold the load
+ * into pmaddwd's memory operand: SSE's legacy encoding faults on unaligned ones. */
+#define qlv_load(p) _mm_load_si128((const __m128i *)(p))
 #define qlv_store(p, v) _mm_storeu_si128((__m128i *)(p), (v))
 #define qlv_set1(v) _mm_set1_epi32(v)
 #define qlv_madd(a, b) _mm_madd_epi16((a), (b))
 #define qlv_add(a, b) _mm_add_epi32((a), (b))
+#endif
+#ifndef QL_MRB
+#define QL_MRB QL_RB /* rows of one block */
 #endif
 #define QL_TILE (QLV_LANES * QLV_TILE_VECS) /* columns of one block */
 
@@ -331,14 +341,14 @@ static inline __attribute__((always_inline)) int32_t load_pair(const int16_t *p)
         }                                                                         \
     } while (0)
 
-/* Rows [n0, n0 + rb) (rb <= QL_RB; xw holds QL_RB widened rows, those past rb zero) x the
+/* Rows [n0, n0 + rb) (rb <= QL_MRB; xw holds QL_MRB widened rows, those past rb zero) x the
  * QL_TILE columns of tile `t`. */
 static void madd_block(const qlinear_ctx *c, const int16_t *xw, int64_t n0, int rb, int64_t t) {
     const ql_vec z = qlv_zero();
     ql_vec a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
     ql_vec a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z;
     const int16_t *x0 = xw, *x1 = xw + c->stride, *x2 = xw + 2 * c->stride;
-    const int16_t *x3 = xw + 3 * c->stride;
+    const int16_t *x3 = QL_MRB > 3 ? xw + 3 * c->stride : xw;
     const int64_t Kh = c->Kh;
     const int16_t *wp = c->pairs + t * Kh * (2 * QL_TILE);
     for (int64_t p = 0; p < Kh; p++, wp += 2 * QL_TILE) {
@@ -348,7 +358,7 @@ static void madd_block(const qlinear_ctx *c, const int16_t *xw, int64_t n0, int 
         MADD_ROW(0, x0);
         MADD_ROW(1, x1);
         MADD_ROW(2, x2);
-        MADD_ROW(3, x3);
+        if (QL_MRB > 3) MADD_ROW(3, x3);
     }
     (void)a02, (void)a03, (void)a12, (void)a13, (void)a22, (void)a23, (void)a32, (void)a33;
     const int64_t j0 = t * QL_TILE;
@@ -356,16 +366,16 @@ static void madd_block(const qlinear_ctx *c, const int16_t *xw, int64_t n0, int 
     MADD_STORE(0);
     MADD_STORE(1);
     MADD_STORE(2);
-    MADD_STORE(3);
+    if (QL_MRB > 3) MADD_STORE(3);
 }
 
 static void qlinear_part_madd(void *vctx, int64_t n0, int64_t n1, int part) {
     const qlinear_ctx *c = vctx;
-    int16_t *xw = c->scratch + (int64_t)part * QL_RB * c->stride;
+    int16_t *xw = c->scratch + (int64_t)part * QL_MRB * c->stride;
     const int64_t K = c->K, tiles = (c->M + QL_TILE - 1) / QL_TILE;
-    for (int64_t n = n0; n < n1; n += QL_RB) {
-        const int rb = n1 - n < QL_RB ? (int)(n1 - n) : QL_RB;
-        for (int r = 0; r < QL_RB; r++) {
+    for (int64_t n = n0; n < n1; n += QL_MRB) {
+        const int rb = n1 - n < QL_MRB ? (int)(n1 - n) : QL_MRB;
+        for (int r = 0; r < QL_MRB; r++) {
             int16_t *restrict dst = xw + r * c->stride;
             const uint8_t *restrict src = c->x + (n + r) * K;
             if (r < rb)
@@ -416,8 +426,15 @@ int qgnn_qlinear(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp, const int
     const int64_t Kh = (K + 1) / 2, tiles = (M + QL_TILE - 1) / QL_TILE;
     c.Kh = Kh;
     c.stride = (2 * Kh + 31) / 32 * 32;
-    int16_t *pairs = packed = calloc((size_t)(tiles * Kh * 2 * QL_TILE), sizeof(int16_t));
-    int16_t *xw = scratch = calloc((size_t)(nparts * QL_RB * c.stride), sizeof(int16_t));
+    const size_t pair_bytes = (size_t)(tiles * Kh * 2 * QL_TILE) * sizeof(int16_t);
+    int16_t *pairs = NULL;
+    if (posix_memalign(&packed, 64, pair_bytes) == 0) {
+        pairs = packed;
+        memset(pairs, 0, pair_bytes);
+    } else {
+        packed = NULL;
+    }
+    int16_t *xw = scratch = calloc((size_t)(nparts * QL_MRB * c.stride), sizeof(int16_t));
     if (pairs != NULL)
         for (int64_t k = 0; k < K; k++)
             for (int64_t j = 0; j < M; j++)
