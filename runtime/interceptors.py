@@ -53,7 +53,8 @@ EXEMPT_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerRefle
                    "grpc.reflection.v1.ServerReflection")
 
 
-_QUEUED = threading.local()  # .at: when gRPC handed the running call to the executor
+_QUEUED = threading.local()  # .at: when gRPC handed the running call to the executor;
+# .reached: whether that call reached qgnn's handler (see TimedExecutor)
 
 
 class _Admitted:
@@ -79,19 +80,50 @@ class _Admitted:
 
 class TimedExecutor(ThreadPoolExecutor):
     """The RPC thread pool, recording when each call was handed over, so the interceptor can
-    shed a call that waited too long for a thread (its wait is invisible otherwise)."""
+    shed a call that waited too long for a thread (its wait is invisible otherwise).
+
+    It also sees the calls gRPC hands over but then drops before qgnn's handler runs: gRPC
+    reads the request on the pool's thread, and a call whose client cancelled or whose
+    deadline passed while it waited (in gRPC's queue of calls not yet taken, or in this pool's)
+    ends there without a status from qgnn. ``on_dropped(rpc, reason)`` counts each such call
+    of a qgnn method (``reason``: ``deadline_exceeded`` or ``cancelled``), so every call that
+    reaches the process is in the metrics, answered or not."""
+
+    def __init__(self, *args: Any, on_dropped: Callable[[str, str], None] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_dropped = on_dropped
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
         queued = time.monotonic()
+        rpc, deadline = _call_of(args) if self.on_dropped is not None else (None, None)
 
         def run() -> Any:
             _QUEUED.at = queued
+            _QUEUED.reached = False
             try:
                 return fn(*args, **kwargs)
             finally:
                 _QUEUED.at = None
+                if rpc is not None and not _QUEUED.reached:
+                    late = deadline is not None and time.time() >= deadline
+                    self.on_dropped(rpc, "deadline_exceeded" if late else "cancelled")
 
         return super().submit(run)
+
+
+def _call_of(args: tuple[Any, ...]) -> tuple[str | None, float | None]:
+    """(qgnn RPC name, absolute deadline) of a call gRPC submits to the pool: its handler is
+    one of the arguments (marked ``qgnn_rpc`` by the interceptor) and so is the call event
+    (``call_details.deadline``, seconds since the epoch); (None, None) for other work."""
+    rpc = deadline = None
+    for arg in args:
+        if rpc is None:
+            rpc = getattr(arg, "qgnn_rpc", None)
+        details = getattr(arg, "call_details", None)
+        if details is not None:
+            deadline = getattr(details, "deadline", None)
+    return rpc, deadline
 
 
 def thread_wait_s() -> float:
@@ -202,7 +234,10 @@ class ServingInterceptor(grpc.ServerInterceptor):
         behaviour = handler.unary_unary
 
         def call(request: Any, context: grpc.ServicerContext) -> Any:
+            _QUEUED.reached = True
             return self._call(behaviour, request, context, rpc, denied)
+
+        call.qgnn_rpc = rpc  # type: ignore[attr-defined]  # for TimedExecutor's count
 
         return grpc.unary_unary_rpc_method_handler(
             call, request_deserializer=self._admitting(
@@ -226,6 +261,19 @@ class ServingInterceptor(grpc.ServerInterceptor):
                 m.request_duration.labels(*key), m.requests.labels(*key),
                 None if code == "OK" else m.request_errors.labels(*key))
         return found
+
+    def record_dropped(self, rpc: str, reason: str) -> None:
+        """Counts a call that gRPC dropped before its handler ran (TimedExecutor): the client
+        cancelled, or the deadline passed while the call waited to be taken. The client got
+        ``CANCELLED`` / ``DEADLINE_EXCEEDED`` from gRPC; qgnn records that status (model '': the
+        request was never read) so that every call reaching the process is in the counts."""
+        if self._metrics is None:
+            return
+        code = reason.upper()
+        _, count, errors = self._series("", rpc, code)
+        count.inc()
+        errors.inc()
+        self._metrics.reject(reason, rpc)
 
     def _admitting(self, parse: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
         """Wraps a deserializer so the request is admitted from its wire size before it is
