@@ -202,6 +202,8 @@ class ServingInterceptor(grpc.ServerInterceptor):
         self.released = threading.Event()
         # metric children by label values; bounded: model is a loaded model's name or ''
         self._children: dict[Any, Any] = {}
+        # method -> (gRPC's handler, qgnn's wrapper of it) for calls that passed authentication
+        self._wrapped: dict[str, tuple[Any, grpc.RpcMethodHandler]] = {}
         self.hold_limit_s = 5.0
         self._token = None if token is None else token.encode()
         self._known_model = known_model
@@ -231,6 +233,17 @@ class ServingInterceptor(grpc.ServerInterceptor):
         if handler is None or service in EXEMPT_SERVICES or handler.unary_unary is None:
             return handler
         denied = self._authenticate(details.invocation_metadata)
+        if denied is not None:
+            return self._wrap(handler, rpc, denied)
+        # the wrapped handler of an authenticated call depends on the method only: built once
+        # (every call passes here, on gRPC's polling thread)
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = self._wrapped[method] = (handler, self._wrap(handler, rpc, None))
+        return cached[1]
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, rpc: str, denied: ServingError | None
+              ) -> grpc.RpcMethodHandler:
         behaviour = handler.unary_unary
 
         def call(request: Any, context: grpc.ServicerContext) -> Any:
