@@ -364,7 +364,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
         if isinstance(request, _Admitted):  # admitted while parsing; released in finally
             request, ticket = request.claim()
             bind(ticket)
-        name = "" if isinstance(request, _Malformed | _Refused) else request_model(request)
+        name = "" if isinstance(request, (_Malformed, _Refused)) else request_model(request)
         model = name if name and self._known_model(name) else ""
         if self._metrics is not None:
             self._inflight(model).inc()

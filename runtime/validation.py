@@ -141,6 +141,9 @@ def tensor_shape(shape: Sequence[int], field: str, max_elements: int) -> tuple[t
     """A declared shape and its element count. Rank and every dimension are bounded before the
     product is taken, so no shape reaches numpy that numpy cannot build (``[1] * 65``,
     ``[0, 2**63 - 1]``) and a product never overflows."""
+    if len(shape) == 1 and 0 <= shape[0] <= max_elements:  # the common case, decided at once
+        size = int(shape[0])
+        return (size,), size
     if len(shape) > MAX_RANK:
         raise InvalidRequestError(field, f"rank {len(shape)}", f"at most {MAX_RANK} dimensions")
     dims = tuple(int(s) for s in shape)
