@@ -403,8 +403,14 @@ def markdown(results: dict[str, Any], host: dict[str, Any]) -> str:
             + "; shed by reason "
             + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(
                 over.get("server_counts", {}).get("shed", {}).items()))
-            + " (calls the client counted but the server did not never reached qgnn: they "
-              "expired in gRPC's transport or the client's own queue).")
+            + "; refusals by reason "
+            + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(
+                over.get("server_counts", {}).get("rejected", {}).items()))
+            + f". Of {over['sent']:,} calls sent, the server counted "
+            + f"{sum(over.get('server_counts', {}).get('answers', {}).values()):,.0f} (its "
+              "answers include the calls gRPC dropped before qgnn read them, their deadline "
+              "past; a call whose deadline passed inside the client before it was sent never "
+              "reaches the server).")
     goals = targets(results)
     if goals:
         parts.append(markdown_table(("target (issue 17)", "measured", "met"), goals,
