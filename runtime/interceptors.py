@@ -93,10 +93,19 @@ class TimedExecutor(ThreadPoolExecutor):
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.on_dropped = on_dropped
+        # calls handed over and not finished: what gRPC compares with maximum_concurrent_rpcs
+        self.active = 0
+        self._active_lock = threading.Lock()
+
+    def _finished(self, future: Future) -> None:
+        with self._active_lock:
+            self.active -= 1
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
         queued = time.monotonic()
         rpc, deadline = _call_of(args) if self.on_dropped is not None else (None, None)
+        with self._active_lock:
+            self.active += 1
 
         def run() -> Any:
             _QUEUED.at = queued
@@ -109,7 +118,9 @@ class TimedExecutor(ThreadPoolExecutor):
                     late = deadline is not None and time.time() >= deadline
                     self.on_dropped(rpc, "deadline_exceeded" if late else "cancelled")
 
-        return super().submit(run)
+        future = super().submit(run)
+        future.add_done_callback(self._finished)  # before gRPC's own, which it registers next
+        return future
 
 
 def _call_of(args: tuple[Any, ...]) -> tuple[str | None, float | None]:
@@ -202,6 +213,9 @@ class ServingInterceptor(grpc.ServerInterceptor):
         self.released = threading.Event()
         # metric children by label values; bounded: model is a loaded model's name or ''
         self._children: dict[Any, Any] = {}
+        # (the RPC thread pool, gRPC's maximum_concurrent_rpcs), set by the server: calls gRPC
+        # itself refuses for concurrency are counted too
+        self.backstop: tuple[TimedExecutor, int] | None = None
         # method -> (gRPC's handler, qgnn's wrapper of it) for calls that passed authentication
         self._wrapped: dict[str, tuple[Any, grpc.RpcMethodHandler]] = {}
         self.hold_limit_s = 5.0
@@ -230,6 +244,10 @@ class ServingInterceptor(grpc.ServerInterceptor):
         service, _, rpc = method.lstrip("/").partition("/")
         if handler is None and self._metrics is not None:
             self._metrics.reject("unimplemented")  # gRPC answers it; the name is the client's
+        elif self.backstop is not None and self.backstop[0].active >= self.backstop[1]:
+            # gRPC refuses this call next (RESOURCE_EXHAUSTED "Concurrent RPC limit
+            # exceeded!", its maximum_concurrent_rpcs) without running a handler: count it
+            self._refused_by_grpc(rpc)
         if handler is None or service in EXEMPT_SERVICES or handler.unary_unary is None:
             return handler
         denied = self._authenticate(details.invocation_metadata)
@@ -274,6 +292,13 @@ class ServingInterceptor(grpc.ServerInterceptor):
                 m.request_duration.labels(*key), m.requests.labels(*key),
                 None if code == "OK" else m.request_errors.labels(*key))
         return found
+
+    def _refused_by_grpc(self, rpc: str) -> None:
+        if self._metrics is not None:
+            _, count, errors = self._series("", rpc, "RESOURCE_EXHAUSTED")
+            count.inc()
+            errors.inc()
+            self._metrics.reject("resource_exhausted", rpc)
 
     def record_dropped(self, rpc: str, reason: str) -> None:
         """Counts a call that gRPC dropped before its handler ran (TimedExecutor): the client

@@ -172,9 +172,11 @@ class QgnnServer:
     def _build(self) -> grpc.Server:
         workers = self.pool_size
         size = self.config.max_message_bytes
+        executor = TimedExecutor(max_workers=workers, thread_name_prefix="qgnn-rpc",
+                                 on_dropped=self.interceptor.record_dropped)
+        self.interceptor.backstop = (executor, workers * _BACKSTOP_FACTOR)
         server = grpc.server(
-            TimedExecutor(max_workers=workers, thread_name_prefix="qgnn-rpc",
-                          on_dropped=self.interceptor.record_dropped),
+            executor,
             interceptors=[self.interceptor],
             maximum_concurrent_rpcs=workers * _BACKSTOP_FACTOR,
             options=[("grpc.max_receive_message_length", min(2 * size, 2**31 - 1)),
