@@ -81,7 +81,8 @@ _BACKSTOP_FACTOR = 16
 # within a millisecond and qgnn never hears of the call (issue 17's overload CANCELLED; see
 # docs/serving.md). With this limit instead, a waiting call stays until qgnn takes it (and
 # sheds it, counted) or its deadline passes (DEADLINE_EXCEEDED, counted when qgnn takes it).
-# Each waiting call costs a few kB in gRPC core, so this bounds that memory too.
+# Each waiting call holds its call state and received bytes in gRPC core: this bounds their
+# number (beyond it core cancels again).
 _MAX_PENDING_CALLS = 16384
 _POOL_LOCK = threading.Lock()
 
