@@ -67,6 +67,7 @@ async def _closed(target: str, model: str, ids: int, clients: int, duration_s: f
                   num_nodes: int) -> dict[str, Any]:
     latencies: list[float] = []
     codes: Counter[str] = Counter()
+    sent = [0]  # every call, warm-up included (for CPU per request)
 
     async def client(i: int, measure_from: float, end: float) -> None:
         rng = np.random.default_rng(i)
@@ -80,15 +81,17 @@ async def _closed(target: str, model: str, ids: int, clients: int, duration_s: f
                 except grpc.RpcError as exc:
                     code = exc.code().name
                 done = time.perf_counter()
+                sent[0] += 1
                 if now >= measure_from:
                     codes[code] += 1
                     if code == "OK":
                         latencies.append(done - now)
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     measure_from, end = start + WARMUP_S, start + WARMUP_S + duration_s
     await asyncio.gather(*(client(i, measure_from, end) for i in range(clients)))
     return {"mode": "closed", "ids_per_request": ids, "clients": clients,
+            "all_requests": sent[0], "client_cpu_s": round(time.process_time() - cpu, 4),
             "seconds": duration_s, "codes": dict(codes),
             "errors": sum(v for k, v in codes.items() if k != "OK"),
             **_summary(latencies, duration_s, ids)}

@@ -109,8 +109,9 @@ class Admission:
         with self._lock:
             self._tick(time.monotonic())
             wait = self.estimated_wait_s()
-            limit = min(x for x in (self.max_queue_s, deadline_left_s, float("inf"))
-                        if x is not None)
+            limit = float("inf") if self.max_queue_s is None else self.max_queue_s
+            if deadline_left_s is not None and deadline_left_s < limit:
+                limit = deadline_left_s
             if wait > limit:
                 bound = "the deadline left" if limit == deadline_left_s else "--max-queue-ms"
                 raise self._refuse("queue_time", f"server overloaded: about {wait * 1e3:.0f} ms "

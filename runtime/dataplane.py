@@ -106,7 +106,7 @@ class DataPlane:
                                      "probabilities")
                     batcher.record_inline(started, time.monotonic())
                     return NodePredictions(entry.key, probs,
-                                           np.argmax(probs, axis=1).astype(np.int64))
+                                           probs.argmax(axis=1).astype(np.int64, copy=False))
             with batcher.arriving():
                 ind = self._inductive(entry, inductive)
                 ids = self._ids(entry, ids, "node_ids", ind)

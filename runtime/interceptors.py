@@ -53,7 +53,8 @@ EXEMPT_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerRefle
                    "grpc.reflection.v1.ServerReflection")
 
 
-_QUEUED = threading.local()  # .at: when gRPC handed the running call to the executor
+_QUEUED = threading.local()  # .at: when gRPC handed the running call to the executor;
+# .reached: whether that call reached qgnn's handler (see TimedExecutor)
 
 
 class _Admitted:
@@ -79,19 +80,61 @@ class _Admitted:
 
 class TimedExecutor(ThreadPoolExecutor):
     """The RPC thread pool, recording when each call was handed over, so the interceptor can
-    shed a call that waited too long for a thread (its wait is invisible otherwise)."""
+    shed a call that waited too long for a thread (its wait is invisible otherwise).
+
+    It also sees the calls gRPC hands over but then drops before qgnn's handler runs: gRPC
+    reads the request on the pool's thread, and a call whose client cancelled or whose
+    deadline passed while it waited (in gRPC's queue of calls not yet taken, or in this pool's)
+    ends there without a status from qgnn. ``on_dropped(rpc, reason)`` counts each such call
+    of a qgnn method (``reason``: ``deadline_exceeded`` or ``cancelled``), so every call that
+    reaches the process is in the metrics, answered or not."""
+
+    def __init__(self, *args: Any, on_dropped: Callable[[str, str], None] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_dropped = on_dropped
+        # calls handed over and not finished: what gRPC compares with maximum_concurrent_rpcs
+        self.active = 0
+        self._active_lock = threading.Lock()
+
+    def _finished(self, future: Future) -> None:
+        with self._active_lock:
+            self.active -= 1
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
         queued = time.monotonic()
+        rpc, deadline = _call_of(args) if self.on_dropped is not None else (None, None)
+        with self._active_lock:
+            self.active += 1
 
         def run() -> Any:
             _QUEUED.at = queued
+            _QUEUED.reached = False
             try:
                 return fn(*args, **kwargs)
             finally:
                 _QUEUED.at = None
+                if rpc is not None and not _QUEUED.reached:
+                    late = deadline is not None and time.time() >= deadline
+                    self.on_dropped(rpc, "deadline_exceeded" if late else "cancelled")
 
-        return super().submit(run)
+        future = super().submit(run)
+        future.add_done_callback(self._finished)  # before gRPC's own, which it registers next
+        return future
+
+
+def _call_of(args: tuple[Any, ...]) -> tuple[str | None, float | None]:
+    """(qgnn RPC name, absolute deadline) of a call gRPC submits to the pool: its handler is
+    one of the arguments (marked ``qgnn_rpc`` by the interceptor) and so is the call event
+    (``call_details.deadline``, seconds since the epoch); (None, None) for other work."""
+    rpc = deadline = None
+    for arg in args:
+        if rpc is None:
+            rpc = getattr(arg, "qgnn_rpc", None)
+        details = getattr(arg, "call_details", None)
+        if details is not None:
+            deadline = getattr(details, "deadline", None)
+    return rpc, deadline
 
 
 def thread_wait_s() -> float:
@@ -170,6 +213,11 @@ class ServingInterceptor(grpc.ServerInterceptor):
         self.released = threading.Event()
         # metric children by label values; bounded: model is a loaded model's name or ''
         self._children: dict[Any, Any] = {}
+        # (the RPC thread pool, gRPC's maximum_concurrent_rpcs), set by the server: calls gRPC
+        # itself refuses for concurrency are counted too
+        self.backstop: tuple[TimedExecutor, int] | None = None
+        # method -> (gRPC's handler, qgnn's wrapper of it) for calls that passed authentication
+        self._wrapped: dict[str, tuple[Any, grpc.RpcMethodHandler]] = {}
         self.hold_limit_s = 5.0
         self._token = None if token is None else token.encode()
         self._known_model = known_model
@@ -196,13 +244,31 @@ class ServingInterceptor(grpc.ServerInterceptor):
         service, _, rpc = method.lstrip("/").partition("/")
         if handler is None and self._metrics is not None:
             self._metrics.reject("unimplemented")  # gRPC answers it; the name is the client's
+        elif self.backstop is not None and self.backstop[0].active >= self.backstop[1]:
+            # gRPC refuses this call next (RESOURCE_EXHAUSTED "Concurrent RPC limit
+            # exceeded!", its maximum_concurrent_rpcs) without running a handler: count it
+            self._refused_by_grpc(rpc)
         if handler is None or service in EXEMPT_SERVICES or handler.unary_unary is None:
             return handler
         denied = self._authenticate(details.invocation_metadata)
+        if denied is not None:
+            return self._wrap(handler, rpc, denied)
+        # the wrapped handler of an authenticated call depends on the method only: built once
+        # (every call passes here, on gRPC's polling thread)
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = self._wrapped[method] = (handler, self._wrap(handler, rpc, None))
+        return cached[1]
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, rpc: str, denied: ServingError | None
+              ) -> grpc.RpcMethodHandler:
         behaviour = handler.unary_unary
 
         def call(request: Any, context: grpc.ServicerContext) -> Any:
+            _QUEUED.reached = True
             return self._call(behaviour, request, context, rpc, denied)
+
+        call.qgnn_rpc = rpc  # type: ignore[attr-defined]  # for TimedExecutor's count
 
         return grpc.unary_unary_rpc_method_handler(
             call, request_deserializer=self._admitting(
@@ -226,6 +292,26 @@ class ServingInterceptor(grpc.ServerInterceptor):
                 m.request_duration.labels(*key), m.requests.labels(*key),
                 None if code == "OK" else m.request_errors.labels(*key))
         return found
+
+    def _refused_by_grpc(self, rpc: str) -> None:
+        if self._metrics is not None:
+            _, count, errors = self._series("", rpc, "RESOURCE_EXHAUSTED")
+            count.inc()
+            errors.inc()
+            self._metrics.reject("resource_exhausted", rpc)
+
+    def record_dropped(self, rpc: str, reason: str) -> None:
+        """Counts a call that gRPC dropped before its handler ran (TimedExecutor): the client
+        cancelled, or the deadline passed while the call waited to be taken. The client got
+        ``CANCELLED`` / ``DEADLINE_EXCEEDED`` from gRPC; qgnn records that status (model '': the
+        request was never read) so that every call reaching the process is in the counts."""
+        if self._metrics is None:
+            return
+        code = reason.upper()
+        _, count, errors = self._series("", rpc, code)
+        count.inc()
+        errors.inc()
+        self._metrics.reject(reason, rpc)
 
     def _admitting(self, parse: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
         """Wraps a deserializer so the request is admitted from its wire size before it is
@@ -303,7 +389,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
         if isinstance(request, _Admitted):  # admitted while parsing; released in finally
             request, ticket = request.claim()
             bind(ticket)
-        name = "" if isinstance(request, _Malformed | _Refused) else request_model(request)
+        name = "" if isinstance(request, (_Malformed, _Refused)) else request_model(request)
         model = name if name and self._known_model(name) else ""
         if self._metrics is not None:
             self._inflight(model).inc()

@@ -28,6 +28,13 @@ def reason_for(code: str, exc: BaseException | None = None) -> str | None:
     return code.lower()
 
 
+# The server's deadline is the client's plus the time the call's headers took to arrive, so a
+# client that gave up at its own deadline looks, to the server, like one that cancelled just
+# before it; within this margin of the deadline the call is counted as DEADLINE_EXCEEDED, the
+# status that client saw.
+DEADLINE_SLACK_S = 0.1
+
+
 def client_gone(context: Any) -> str | None:
     """'CANCELLED' or 'DEADLINE_EXCEEDED' when the caller is no longer waiting for this call
     (it cancelled, disconnected or ran out of time), else None. gRPC drops the answer of such
@@ -38,4 +45,5 @@ def client_gone(context: Any) -> str | None:
         remaining = context.time_remaining()
     except Exception:  # a context that cannot tell (tests' fakes): assume the client waits
         return None
-    return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+    late = remaining is not None and remaining <= DEADLINE_SLACK_S
+    return "DEADLINE_EXCEEDED" if late else "CANCELLED"

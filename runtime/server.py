@@ -75,6 +75,15 @@ _RPC_THREADS = 96
 # gRPC's own limit on calls taken (running or queued for a thread): a backstop far above what
 # qgnn's time-based shedding lets queue.
 _BACKSTOP_FACTOR = 16
+# Calls gRPC core holds for the server before Python takes them (the sync server takes one at
+# a time, on its polling thread). Past grpc's default of 1,000 such calls it drops new ones at
+# random, and past 3,000 all of them, by cancelling them unseen: the client gets CANCELLED
+# within a millisecond and qgnn never hears of the call (issue 17's overload CANCELLED; see
+# docs/serving.md). With this limit instead, a waiting call stays until qgnn takes it (and
+# sheds it, counted) or its deadline passes (DEADLINE_EXCEEDED, counted when qgnn takes it).
+# Each waiting call holds its call state and received bytes in gRPC core: this bounds their
+# number (beyond it core cancels again).
+_MAX_PENDING_CALLS = 16384
 _POOL_LOCK = threading.Lock()
 
 
@@ -164,12 +173,17 @@ class QgnnServer:
     def _build(self) -> grpc.Server:
         workers = self.pool_size
         size = self.config.max_message_bytes
+        executor = TimedExecutor(max_workers=workers, thread_name_prefix="qgnn-rpc",
+                                 on_dropped=self.interceptor.record_dropped)
+        self.interceptor.backstop = (executor, workers * _BACKSTOP_FACTOR)
         server = grpc.server(
-            TimedExecutor(max_workers=workers, thread_name_prefix="qgnn-rpc"),
+            executor,
             interceptors=[self.interceptor],
             maximum_concurrent_rpcs=workers * _BACKSTOP_FACTOR,
             options=[("grpc.max_receive_message_length", min(2 * size, 2**31 - 1)),
                      ("grpc.max_send_message_length", size),
+                     ("grpc.server.max_pending_requests", _MAX_PENDING_CALLS),
+                     ("grpc.server.max_pending_requests_hard_limit", _MAX_PENDING_CALLS),
                      ("grpc.so_reuseport", 1 if self.config.workers > 1 else 0)])
         pb_grpc.add_GraphInferenceServicer_to_server(GraphInferenceService(self.plane), server)
         pb_grpc.add_ModelAdminServicer_to_server(ModelAdminService(self.plane), server)

@@ -38,6 +38,7 @@ from qgnn.runtime.engine.signature import IN_DEGREE, ModelSignature
 from qgnn.runtime.engine.store import GraphStore, Snapshot, check_edges
 from qgnn.runtime.engine.subgraph import Extractor, Layer, Subgraph
 from qgnn.runtime.errors import BundleError, FailedPreconditionError, InvalidRequestError
+from qgnn.runtime.validation import id_range
 
 log = logging.getLogger("qgnn.runtime.engine")
 
@@ -158,6 +159,10 @@ def check_ids(ids: Any, field: str, num_nodes: int) -> np.ndarray:
     if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
         raise InvalidRequestError(field, int(arr.max()), "id does not fit in int64")
     arr = arr.astype(np.int64, copy=False)
+    if arr.size:
+        lo, hi = id_range(arr)
+        if lo >= 0 and hi < num_nodes:  # the common case, without building a mask
+            return arr
     bad = (arr < 0) | (arr >= num_nodes)
     if bad.any():
         i = int(np.argmax(bad))

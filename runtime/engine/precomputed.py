@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from qgnn.runtime.validation import id_range
 
 AUTO_MAX_BYTES = 256 * 2**20  # --precompute auto: the largest table materialised
 
@@ -55,7 +56,7 @@ class OutputTable:
     def activated_rows(self, ids: np.ndarray) -> np.ndarray | None:
         """Rows of the activated table (see :meth:`rows`)."""
         table = self._activated
-        if ids.size and int(ids.max()) >= table.shape[0]:
+        if ids.size and id_range(ids)[1] >= table.shape[0]:
             return None
         return table.take(ids, axis=0)
 

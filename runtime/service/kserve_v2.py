@@ -11,6 +11,7 @@ qgnn.runtime.service.kserve_repository.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,16 +44,27 @@ class Tensor:
     shape: tuple[int, ...]
 
 
-def model_tensors(entry: ModelEntry) -> tuple[list[Tensor], list[Tensor]]:
+def model_tensors(entry: ModelEntry) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
     """The KServe signature of a model: (inputs, outputs)."""
     b = entry.backend
-    d = int(b.embedding_dim)
-    if entry.manifest.model.task == "node":
-        return ([Tensor("node_ids", "INT64", (-1,))],
-                [Tensor("probabilities", "FP32", (-1, int(b.num_classes))),
+    return _signature(entry.manifest.model.task, int(b.num_classes), int(b.embedding_dim))
+
+
+@functools.lru_cache(maxsize=256)
+def _signature(task: str, num_classes: int, embedding_dim: int
+               ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """Built once per shape of model: every ModelInfer reads it."""
+    if task == "node":
+        return ((Tensor("node_ids", "INT64", (-1,)),),
+                (Tensor("probabilities", "FP32", (-1, num_classes)),
                  Tensor("predicted_class", "INT64", (-1,)),
-                 Tensor("embeddings", "FP32", (-1, d))])
-    return [Tensor("pairs", "INT64", (-1, 2))], [Tensor("scores", "FP32", (-1,))]
+                 Tensor("embeddings", "FP32", (-1, embedding_dim))))
+    return (Tensor("pairs", "INT64", (-1, 2)),), (Tensor("scores", "FP32", (-1,)),)
+
+
+@functools.lru_cache(maxsize=256)
+def _by_name(tensors: tuple[Tensor, ...]) -> dict[str, Tensor]:
+    return {t.name: t for t in tensors}
 
 
 def parse_version(name: str, version: str, fields: tuple[str, str] = ("name", "version")
@@ -71,13 +83,17 @@ def decode_inputs(request: kserve.ModelInferRequest, max_elements: int) -> dict[
                                   f"needs one entry per input ({len(request.inputs)})")
     out: dict[str, np.ndarray] = {}
     for i, tensor in enumerate(request.inputs):
-        where = f"inputs[{i}]({validation.clip(tensor.name)})"
-        if tensor.name in out:
-            raise InvalidRequestError(f"{where}.name", validation.clip(tensor.name),
+        name = tensor.name
+        where = f"inputs[{i}]({validation.clip(name)})"
+        if name in out:
+            raise InvalidRequestError(f"{where}.name", validation.clip(name),
                                       "input given twice")
-        dt = validation.datatype(tensor.datatype, f"{where}.datatype")
+        dt = validation.DATATYPES.get(tensor.datatype) or validation.datatype(
+            tensor.datatype, f"{where}.datatype")
         shape, count = validation.tensor_shape(tensor.shape, f"{where}.shape", max_elements)
-        given = [f for f in validation.CONTENTS_FIELDS if len(getattr(tensor.contents, f))]
+        # an unset contents message has no values (HasField spares reading eight fields)
+        given = [f for f in validation.CONTENTS_FIELDS
+                 if len(getattr(tensor.contents, f))] if tensor.HasField("contents") else []
         if raw:
             if given:
                 raise InvalidRequestError(f"{where}.contents.{given[0]}", "values",
@@ -95,7 +111,7 @@ def decode_inputs(request: kserve.ModelInferRequest, max_elements: int) -> dict[
                 raise InvalidRequestError(f"{where}.contents.{dt.contents_field}", len(values),
                                           f"shape {list(shape)} needs {count} values")
             arr = validation.typed_contents(values, dt, f"{where}.contents.{dt.contents_field}")
-        out[tensor.name] = arr.reshape(shape)
+        out[name] = arr if len(shape) == 1 else arr.reshape(shape)
     return out
 
 
@@ -221,7 +237,7 @@ class KServeService(kserve_grpc.GRPCInferenceServiceServicer):
                             fields=("model_name", "model_version"))
         pinned = ModelSelector(entry.name, entry.version)  # every output from one version
         _, outputs = model_tensors(entry)
-        known = {t.name: t for t in outputs}
+        known = _by_name(outputs)
         wanted = [o.name for o in request.outputs] or [
             t.name for t in outputs if t.name != "embeddings"]
         for i, name in enumerate(wanted):
