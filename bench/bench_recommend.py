@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import tempfile
 import time
@@ -32,6 +33,7 @@ import torch
 from qgnn.bench.harness import RESULTS_DIR, machine_info, markdown_table, write_result
 from qgnn.graph.datasets import load_dataset
 from qgnn.graph.io.interactions import load_interactions
+from qgnn.graph.io.ogbl import load_ogbl_npz
 from qgnn.graph.links import LinkData
 from qgnn.graph.synth import movielens_udata
 from qgnn.training.presets import preset
@@ -195,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ogb-recipe", dest="ogb_recipe", action="store_false",
                    help="ogbl section: start from the link presets, not OGB's ddi recipe")
     p.add_argument("--k", type=int, default=20)
+    p.add_argument("--ogbl", type=Path, help="an OGB link npz (default: data/ogbl-ddi)")
     p.add_argument("--movielens", type=Path, help="MovieLens-format training file")
     p.add_argument("--movielens-test", type=Path, help="its test file")
     p.add_argument("--min-rating", type=float, help="implicit feedback threshold")
@@ -206,11 +209,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--movielens and --movielens-test go together")
     torch.set_num_threads(args.threads)
     results: dict[str, Any] = {"settings": {k: (str(v) if isinstance(v, Path) else v)
-                                            for k, v in vars(args).items()}}
+                                            for k, v in vars(args).items()},
+                               "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                               "load_average_before": list(os.getloadavg())}
     tables = []
     for section in args.sections:
         if section == "ogbl":
-            data, source = load_dataset("ogbl-ddi"), "ogbl-ddi (data/ogbl-ddi)"
+            data, source = ((load_dataset("ogbl-ddi"), "ogbl-ddi (data/ogbl-ddi)")
+                            if args.ogbl is None else (load_ogbl_npz(args.ogbl), str(args.ogbl)))
         else:
             data, source = movielens_data(args)
         assert isinstance(data, LinkData)
@@ -218,12 +224,16 @@ def main(argv: list[str] | None = None) -> int:
         results[section] = {"data": source, "settings": settings_for(section, args),
                             "rows": rows}
         tables.append(f"### {section}: {source}\n\n{table(section, rows, args.k)}\n")
+    results["load_average_after"] = list(os.getloadavg())
     machine = machine_info()
     write_result(args.name, results, results_dir=args.results_dir, machine=machine)
     (args.results_dir / f"{args.name}.md").write_text(
         f"# {args.name}\n\n`python -m qgnn.bench.bench_recommend "
         f"{' '.join(argv if argv is not None else __import__('sys').argv[1:])}`\n\n"
-        f"CPU: {machine.get('cpu')}; seeds {args.seeds}\n\n" + "\n".join(tables))
+        f"CPU: {machine.get('cpu')} (torch {results['torch_cpu_capability']}), "
+        f"{args.threads} thread(s); load average before / after "
+        f"{results['load_average_before'][0]:.1f} / {results['load_average_after'][0]:.1f}; "
+        f"seeds {args.seeds}\n\n" + "\n".join(tables))
     print("\n".join(tables))
     return 0
 
