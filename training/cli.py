@@ -87,6 +87,10 @@ def _add_link_arguments(p: argparse.ArgumentParser) -> None:
                    help="negatives drawn per positive pair each epoch (items only on user-item "
                         "data)")
     g.add_argument("--decoder", choices=DECODERS, help="pair score: dot or mlp")
+    g.add_argument("--link-batch-size", type=positive_int,
+                   help="positive pairs per optimiser step, each step a full-graph forward "
+                        "(default: one step over all pairs per epoch)")
+    g.add_argument("--clip-grad-norm", type=float, help="clip the gradient norm each step")
     g.add_argument("--embedding-dim", type=positive_int,
                    help="width of the learned per-node embeddings of a featureless graph")
     g.add_argument("--metric", choices=METRICS,
@@ -187,7 +191,7 @@ def _configs(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
         model_fields["norm"] = None if args.norm == "none" else args.norm
     overrides = {name: getattr(args, name) for name in
                  ("epochs", "lr", "weight_decay", "patience", "seed", "split", "loss",
-                  "negatives", "decoder", "metric", "k")
+                  "negatives", "decoder", "metric", "k", "link_batch_size", "clip_grad_norm")
                  if getattr(args, name, None) is not None}
     return model_fields, dataclasses.replace(chosen.train, **overrides)
 

@@ -37,6 +37,10 @@ class TrainConfig:
     loss: str = "bce"
     negatives: int = 1  # link task: negatives drawn per positive pair each epoch
     k: int = 20  # link task: Recall@k / NDCG@k / HitRate@k (user-item), Hits@k (OGB)
+    # link task: positive pairs per optimiser step, each step a full-graph forward (OGB's ddi
+    # example steps every 64k edges); None = one step over all pairs per epoch
+    link_batch_size: int | None = None
+    clip_grad_norm: float | None = None  # link task: clip each part's gradient norm per step
 
     def __post_init__(self) -> None:
         for name in ("epochs", "seed", "split", "k", "negatives"):
@@ -49,6 +53,15 @@ class TrainConfig:
                                           or self.patience < 0):
             raise ValueError(f"TrainConfig.patience: expected an int >= 0 or None, got "
                              f"{self.patience!r}")
+        if self.link_batch_size is not None and (isinstance(self.link_batch_size, bool) or not
+                                                 isinstance(self.link_batch_size, int)
+                                                 or self.link_batch_size < 1):
+            raise ValueError(f"TrainConfig.link_batch_size: expected an int >= 1 or None, got "
+                             f"{self.link_batch_size!r}")
+        if self.clip_grad_norm is not None and (not isinstance(self.clip_grad_norm, int | float)
+                                                or not self.clip_grad_norm > 0):
+            raise ValueError(f"TrainConfig.clip_grad_norm: expected a positive number or None, "
+                             f"got {self.clip_grad_norm!r}")
         if not isinstance(self.lr, int | float) or not self.lr > 0:
             raise ValueError(f"TrainConfig.lr: expected a positive number, got {self.lr!r}")
         if not isinstance(self.weight_decay, int | float) or self.weight_decay < 0:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from qgnn.bench.bench_recommend import main
+import numpy as np
+from qgnn.bench.bench_recommend import OGBL_DDI, main
 from qgnn.graph.synth import movielens_udata
 
 
@@ -24,3 +25,30 @@ def test_movielens_section_writes_per_seed_figures(tmp_path):
     assert abs(rows["lightgcn/dq8"]["minus_fp32"]["mean"] - sum(diffs) / 2) < 1e-12
     assert 0.0 <= rows["lightgcn/fp32"]["most_popular"] <= 1.0
     assert "most-popular Recall@5" in (tmp_path / "out" / "rec.md").read_text()
+
+
+def tiny_ogbl(path):
+    """An OGB-format npz: a ring of 30 nodes with chords, fixed negatives."""
+    rng = np.random.default_rng(0)
+    ring = np.stack([np.arange(30), (np.arange(30) + 1) % 30], 1)
+    chords = np.stack([np.arange(30), (np.arange(30) + 2) % 30], 1)
+    neg = rng.integers(0, 30, (40, 2))
+    np.savez(path, train_pos=ring.astype(np.int16), valid_pos=chords[:15].astype(np.int16),
+             valid_neg=neg[:20].astype(np.int16), test_pos=chords[15:].astype(np.int16),
+             test_neg=neg[20:].astype(np.int16), num_nodes=np.int32(30))
+    return path
+
+
+def test_ogbl_section_uses_ogbs_recipe_with_flags_on_top(tmp_path):
+    npz = tiny_ogbl(tmp_path / "tiny.npz")
+    assert main(["--sections", "ogbl", "--ogbl", str(npz), "--models", "gcn",
+                 "--precisions", "fp32", "--seeds", "0", "--epochs", "2", "--hidden", "8",
+                 "--link-batch-size", "10", "--results-dir", str(tmp_path / "out"),
+                 "--name", "o"]) == 0
+    out = json.loads((tmp_path / "out" / "o.json").read_text())["results"]
+    settings = out["ogbl"]["settings"]
+    assert settings == {**OGBL_DDI, "epochs": 2, "hidden": 8, "link_batch_size": 10}
+    run = out["ogbl"]["rows"]["gcn/fp32"]["runs"][0]
+    assert run["epochs_run"] == 2 and len(run["val_per_epoch"]) == 2
+    assert 0.0 <= run["test"] <= 1.0
+    assert len(out["load_average_before"]) == 3

@@ -83,6 +83,40 @@ def test_bpr_loss_and_mlp_decoder_train():
     assert res.test_metric >= 0.85
 
 
+def test_link_batches_step_once_per_batch_and_clip_gradients(monkeypatch):
+    """``link_batch_size`` splits an epoch into one optimiser step per shuffled batch (OGB's ddi
+    recipe), each on a full-graph forward; the loss is their size-weighted mean."""
+    data = community_links()
+    cfg = link_model_config(data, "gcn", hidden=16)
+    steps = []
+    original = torch.optim.Adam.step
+
+    def counting(self, *args, **kwargs):
+        steps.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", counting)
+    batch = (len(data.train) + 2) // 3
+    res = train_link(data, cfg, TrainConfig(epochs=30, lr=0.02, weight_decay=0.0, patience=None,
+                                            link_batch_size=batch, clip_grad_norm=1.0),
+                     progress=False)
+    assert len(steps) == 30 * 3
+    assert res.test_metric >= 0.85
+    with pytest.raises(ValueError, match=r"TrainConfig.link_batch_size"):
+        TrainConfig(link_batch_size=0)
+    with pytest.raises(ValueError, match=r"TrainConfig.clip_grad_norm"):
+        TrainConfig(clip_grad_norm=-1.0)
+
+
+def test_link_batch_larger_than_the_pairs_is_one_full_batch_step():
+    data = community_links()
+    cfg = link_model_config(data, "gcn", hidden=16)
+    full = train_link(data, cfg, FAST, progress=False)
+    big = train_link(data, cfg, FAST.__class__(**{**FAST.to_dict(), "link_batch_size": 10**6}),
+                     progress=False)
+    assert full.history == big.history
+
+
 def recommender():
     return bipartite_recommender(40, 30, interactions_per_user=8, num_features=8, seed=0)
 

@@ -48,7 +48,15 @@ class Block:
         return None if self.protect is None else self.protect[: self.num_dst]
 
     def with_self_loops(self, fill: float = 1.0) -> Block:
-        """Append an edge (i, i) for every destination; loops carry weight ``fill``."""
+        """Append an edge (i, i) for every destination; loops carry weight ``fill``. Cached
+        on the (immutable) block, so a layer that loops the same block every pass reuses one
+        looped block (and its :mod:`spmm` plan)."""
+        cached = self.__dict__.setdefault("_looped_cache", {})
+        if fill not in cached:
+            cached[fill] = self._looped(fill)
+        return cached[fill]
+
+    def _looped(self, fill: float) -> Block:
         loops = torch.arange(self.num_dst, device=self.src.device)
         weight = None
         if self.edge_weight is not None:

@@ -13,6 +13,7 @@ import torch
 from qgnn.training.nn import shards
 from qgnn.training.nn.block import Block
 from qgnn.training.nn.quant_sites import QuantSites
+from qgnn.training.nn.spmm import sparse_aggregate
 
 Reduce = Literal["sum", "mean", "max"]
 REDUCERS: tuple[Reduce, ...] = ("sum", "mean", "max")
@@ -68,8 +69,11 @@ def propagate(x_src: torch.Tensor, block: Block, *, reduce: Reduce = "sum",
     """``out[v] = reduce_{(u,v)} message(x_src[u] * w_uv)``, quantisation sites ``msg``/``agg``.
 
     ``edge_weight`` scales each message (normalisation coefficients, importance weights) and is
-    itself a quantisation site (``edge_weight``) when ``q`` is given.
+    itself a quantisation site (``edge_weight``) when ``q`` is given. Without a quantising ``q``
+    (full precision) a sum or mean of plain messages is one sparse product (:mod:`spmm`).
     """
+    if _sparse_ok(x_src, reduce, message, edge_weight, q):
+        return sparse_aggregate(x_src, block, reduce, edge_weight)
     msg = gather(x_src, block.src)
     if edge_weight is not None:
         if q is not None:
@@ -83,6 +87,15 @@ def propagate(x_src: torch.Tensor, block: Block, *, reduce: Reduce = "sum",
     if q is not None:
         out = q("agg", out, block)
     return out
+
+
+def _sparse_ok(x_src: torch.Tensor, reduce: Reduce, message: MessageFn | None,
+               edge_weight: torch.Tensor | None, q: QuantSites | None) -> bool:
+    """Whether the sum can skip per-edge messages: no site would quantise them, no message
+    function, no weight gradient, and no edge-sharded pass."""
+    return (reduce in ("sum", "mean") and message is None and x_src.dim() == 2
+            and (q is None or type(q) is QuantSites) and shards.active() is None
+            and (edge_weight is None or not edge_weight.requires_grad))
 
 
 def edge_softmax(logits: torch.Tensor, dst: torch.Tensor, num_dst: int) -> torch.Tensor:

@@ -336,10 +336,8 @@ def train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig, *
         optimiser, tracker, history = optimiser_and_tracker(model, train_cfg)
         bar = epoch_bar(train_cfg.epochs, progress, f"{model_cfg.model} {graph.name} link")
         for epoch in bar:
-            neg = torch.from_numpy(sample_negatives(train_pairs, rng, n, items,
-                                                    train_cfg.negatives))
-            loss = _train_step(model, optimiser, x, block, torch.from_numpy(train_pairs), neg,
-                               train_cfg.loss, blocks_for)
+            loss = _train_epoch(model, optimiser, x, block, train_pairs, rng, n, items,
+                                train_cfg, blocks_for)
             h = _embed(model, x, block, blocks_for)
             with torch.no_grad():
                 val_logits = model.score(h, val_set.pairs)
@@ -370,16 +368,42 @@ def train_link(data: LinkData, model_cfg: ModelConfig, train_cfg: TrainConfig, *
         history=history, extra_metrics=extra, model=model)
 
 
+def _train_epoch(model: nn.Module, optimiser: torch.optim.Optimizer, x: torch.Tensor | None,
+                 block: Block, train_pairs: np.ndarray, rng: np.random.Generator, n: int,
+                 items: tuple[int, int] | None, cfg: TrainConfig, blocks_for: BlocksFor,
+                 ) -> float:
+    """One pass over the training pairs: a single full-batch step, or with
+    ``link_batch_size`` one step per shuffled batch (each a full-graph forward, as OGB's ddi
+    example trains); the mean loss weighted by batch size."""
+    if cfg.link_batch_size is None or cfg.link_batch_size >= len(train_pairs):
+        batches = [train_pairs]
+    else:
+        shuffled = train_pairs[rng.permutation(len(train_pairs))]
+        batches = [shuffled[s:s + cfg.link_batch_size]
+                   for s in range(0, len(shuffled), cfg.link_batch_size)]
+    total = 0.0
+    for pairs in batches:
+        neg = torch.from_numpy(sample_negatives(pairs, rng, n, items, cfg.negatives))
+        total += len(pairs) * _train_step(model, optimiser, x, block, torch.from_numpy(pairs),
+                                          neg, cfg, blocks_for)
+    return total / len(train_pairs)
+
+
 def _train_step(model: nn.Module, optimiser: torch.optim.Optimizer, x: torch.Tensor | None,
-                block: Block, pos: torch.Tensor, neg: torch.Tensor, loss_name: str,
+                block: Block, pos: torch.Tensor, neg: torch.Tensor, cfg: TrainConfig,
                 blocks_for: BlocksFor) -> float:
     model.train()
     optimiser.zero_grad(set_to_none=True)
     h = model(x, blocks_for(block, True))
-    loss = link_loss(model.score(h, pos), model.score(h, neg), loss_name)
+    loss = link_loss(model.score(h, pos), model.score(h, neg), cfg.loss)
     if not torch.isfinite(loss):
         raise ValueError(f"training loss became {loss.item()}; lower TrainConfig.lr (--lr)")
     loss.backward()
+    if cfg.clip_grad_norm is not None:  # per part (embedding, encoder, decoder), as OGB's
+        for part in model.children():  # ddi example clips each of them
+            grads = [p for p in part.parameters() if p.grad is not None]
+            if grads:
+                torch.nn.utils.clip_grad_norm_(grads, cfg.clip_grad_norm)
     optimiser.step()
     return float(loss.item())
 

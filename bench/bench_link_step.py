@@ -1,0 +1,129 @@
+"""Where one link-training step goes on ogbl-ddi: forward, pair scoring, backward, per path.
+
+One optimiser step of ``train_link``'s model (learned embedding, the encoder, the MLP decoder)
+on a batch of training positives and as many negatives, the OGB ddi recipe's unit of work:
+
+- ``sparse``: full precision as trained now (sum/mean as one sparse product, training/nn/spmm.py)
+- ``per-edge``: full precision through the per-edge gather/index_add path (what every pass used
+  before, and what quantised training still uses since it quantises each message)
+- ``dq8`` / ``dq4``: Degree-Quant with the model's quantisation preset
+
+Writes ``bench/results/<name>.json`` and ``.md`` with the median seconds of each phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from qgnn.bench.harness import RESULTS_DIR, machine_info, markdown_table, write_result
+from qgnn.graph.datasets import load_dataset
+from qgnn.graph.links import LinkData
+from qgnn.training.nn import propagate
+from qgnn.training.nn.block import full_graph_block
+from qgnn.training.quant.config import QuantConfig
+from qgnn.training.quant.hooks import make_hooks
+from qgnn.training.quant.options import model_quant_preset
+from qgnn.training.tasks.link import (
+    build_link_model,
+    link_loss,
+    link_model_config,
+    sample_negatives,
+)
+
+PATHS = ("sparse", "per-edge", "dq8", "dq4")
+
+
+def time_steps(data: LinkData, model: str, path: str, args: argparse.Namespace
+               ) -> dict[str, float]:
+    """Median seconds of each phase over ``args.repeat`` steps after one warm-up step."""
+    graph = data.graph
+    block = full_graph_block(graph)
+    cfg = link_model_config(data, model, hidden=args.hidden, embedding_dim=args.hidden,
+                            num_layers=2, dropout=0.5)
+    net: torch.nn.Module = build_link_model(cfg, "mlp", graph.num_nodes)
+    blocks_for = None
+    if path.startswith("dq"):
+        qcfg = QuantConfig(bits=int(path[2:]), **model_quant_preset(model, int(path[2:])))
+        prepare, blocks_for = make_hooks(qcfg, graph, num_layers=2,
+                                         generator=torch.Generator().manual_seed(0))
+        net = prepare(net)
+    optimiser = torch.optim.Adam(net.parameters(), lr=0.005)
+    rng = np.random.default_rng(0)
+    phases: dict[str, list[float]] = {"forward": [], "score": [], "backward": [], "step": []}
+    original = propagate._sparse_ok
+    if path == "per-edge":
+        propagate._sparse_ok = lambda *_: False  # type: ignore[assignment]
+    try:
+        for rep in range(args.repeat + 1):
+            pairs = data.train[rng.integers(0, len(data.train), args.batch)]
+            neg = torch.from_numpy(sample_negatives(pairs, rng, graph.num_nodes))
+            t0 = time.perf_counter()
+            net.train()
+            optimiser.zero_grad(set_to_none=True)
+            h = net(None, block if blocks_for is None else blocks_for(block, True))
+            t1 = time.perf_counter()
+            loss = link_loss(net.score(h, torch.from_numpy(pairs)), net.score(h, neg), "bce")
+            t2 = time.perf_counter()
+            loss.backward()
+            t3 = time.perf_counter()
+            optimiser.step()
+            t4 = time.perf_counter()
+            if rep:
+                for name, (a, b) in (("forward", (t0, t1)), ("score", (t1, t2)),
+                                     ("backward", (t2, t3)), ("step", (t0, t4))):
+                    phases[name].append(b - a)
+    finally:
+        propagate._sparse_ok = original
+    return {name: statistics.median(v) for name, v in phases.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="gcn,sage")
+    p.add_argument("--paths", default="sparse,per-edge")
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--batch", type=int, default=64 * 1024, help="positives per step")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--name", default="link-step")
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    args = p.parse_args(argv)
+    paths = [x for x in args.paths.split(",") if x]
+    if set(paths) - set(PATHS):
+        p.error(f"--paths: expected a subset of {PATHS}")
+    torch.set_num_threads(args.threads)
+    data = load_dataset("ogbl-ddi")
+    assert isinstance(data, LinkData)
+    before = list(os.getloadavg())
+    rows: dict[str, Any] = {}
+    for model in [m for m in args.models.split(",") if m]:
+        for path in paths:
+            rows[f"{model}/{path}"] = time_steps(data, model, path, args)
+            print(model, path, {k: round(v, 2) for k, v in rows[f"{model}/{path}"].items()},
+                  flush=True)
+    results = {"settings": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
+               "load_average_before": before, "load_average_after": list(os.getloadavg()),
+               "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    machine = machine_info()
+    write_result(args.name, results, results_dir=args.results_dir, machine=machine)
+    body = [[*key.split("/"), *(f"{v:.2f}" for v in r.values())] for key, r in rows.items()]
+    table = markdown_table(["model", "path", "forward s", "score s", "backward s", "step s"],
+                           body)
+    (args.results_dir / f"{args.name}.md").write_text(
+        f"# {args.name}\n\nogbl-ddi, width {args.hidden}, {args.batch} positives + as many "
+        f"negatives per step, {args.threads} thread(s), CPU {machine.get('cpu')} (torch "
+        f"{results['torch_cpu_capability']}), load average {before[0]:.1f} / "
+        f"{results['load_average_after'][0]:.1f}\n\n{table}\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
