@@ -57,13 +57,14 @@ def _run(shards: Path, world: int, graph: Any, run: str, args: argparse.Namespac
     from qgnn.training.nn.models import ModelConfig
     from qgnn.training.presets import TrainConfig
 
-    sampler, assignment = run.split("/")
+    sampler, assignment, *rest = run.split("/")
+    estimator = rest[0] if rest else args.estimator
     mc = ModelConfig(model=args.model, in_dim=graph.num_features, out_dim=graph.num_classes,
                      hidden=args.hidden, num_layers=len(args.fanouts))
     tc = TrainConfig(epochs=args.epochs, lr=args.lr, patience=None, seed=seed)
     # one global batch at every W (each rank takes batch / W seeds): the same number of
     # optimiser steps per epoch as the single-machine run, so accuracies compare
-    cfg = PartitionedConfig(sampler=sampler, fanouts=args.fanouts, estimator=args.estimator,
+    cfg = PartitionedConfig(sampler=sampler, fanouts=args.fanouts, estimator=estimator,
                             batch_size=max(1, args.batch_size // world),
                             cache_fraction=args.cache_fraction, assignment=assignment,
                             uncached_fanout=args.uncached_fanout)
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", default="tolokers,powerlaw")
     p.add_argument("--worlds", default="1,2,4")
-    p.add_argument("--runs", default=",".join(RUNS))
+    p.add_argument("--runs", default=",".join(RUNS),
+                   help="sampler/assignment[/estimator] pairs, e.g. gns/affinity/stratified")
     p.add_argument("--nodes", type=int, default=50_000, help="powerlaw graph size")
     p.add_argument("--features", type=int, default=64, help="powerlaw feature width")
     p.add_argument("--method", default="auto", help="partitioner: auto, metis, ldg, random")
@@ -99,6 +101,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="GNS stratified: uniform draws per destination for its non-held part")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--quant", choices=("fp32", "dq8"), default="fp32")
+    p.add_argument("--w1-once", action="store_true",
+                   help="at W = 1 train only the first of --runs, the single-machine reference "
+                        "every W > 1 row is compared with")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", default=None,
                    help="comma-separated seeds (partition and training); rows per seed plus a "
@@ -121,7 +126,10 @@ def main(argv: list[str] | None = None) -> None:
                     part = partition_graph(graph, world, args.method, seed=seed)
                     shards = Path(tmp) / dataset / f"s{seed}-w{world}"
                     write_shards(graph, part, shards)
-                    for run in [r.strip() for r in args.runs.split(",") if r.strip()]:
+                    runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+                    if world == 1 and args.w1_once:
+                        runs = runs[:1]  # one rank holds everything: the reference run
+                    for run in runs:
                         out = Path(tmp) / dataset / f"s{seed}-w{world}-{run.replace('/', '-')}"
                         r = _run(shards, world, graph, run, args, out, seed)
                         loads.append(os.getloadavg()[0])
@@ -144,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
         row["bytes_vs_uniform_owner"] = (row["feature_bytes"] / base["feature_bytes"]
                                          if base and base["feature_bytes"] else None)
         single = next((b for b in rows if b["dataset"] == row["dataset"] and b["world"] == 1
-                       and b["seed"] == row["seed"] and b["run"] == row["run"]), None)
+                       and b["seed"] == row["seed"]
+                       and (args.w1_once or b["run"] == row["run"])), None)
         row["test_minus_w1"] = None if single is None else row["test"] - single["test"]
     command = "python -m qgnn.bench.bench_partitioned " + " ".join(sys.argv[1:] if argv is None
                                                                     else argv)

@@ -141,8 +141,9 @@ def test_normalized_weights_sum_to_the_in_degree() -> None:
 def test_stratified_input_hop_is_unbiased_for_a_fixed_cache() -> None:
     """Requester 1 asks owner 0: held sources (part 1 or cached) and the others are each
     estimated by their own uniform draws, so for one fixed cache the weighted sums average to
-    the exact in-neighbour sums (no average over caches needed), which the normalized weights,
-    averaging the held sources only, do not."""
+    the exact in-neighbour sums (no average over caches needed). The normalized weights do
+    not: here no part-0 source is held (the mirrored cache holds part-1 nodes only, the common
+    case for a small cache), so they average part 1's sources alone."""
     g = powerlaw_communities(300, avg_degree=6, num_communities=3, num_features=2, seed=7,
                              homophily=0.9)
     part = partition_graph(g, 2, "ldg", seed=1)
