@@ -5,6 +5,7 @@ Each mode's ``main(argv)`` parses its own flags; ``--mode`` (default ``ddp``) pi
 
 from __future__ import annotations
 
+import faulthandler
 import sys
 from collections.abc import Callable
 from importlib import import_module
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     if mode not in MODES:
         sys.exit(f"python -m qgnn.training.distributed: --mode must be one of {sorted(MODES)}, "
                  f"got {mode!r}")
+    # a rank killed by SIGABRT (gloo's intermittent teardown abort) prints every thread's Python
+    # stack to stderr, so the phase it died in is on record
+    faulthandler.enable(all_threads=True)
     entry: Callable[[list[str]], None] = import_module(MODES[mode]).main
     entry(rest)
 
