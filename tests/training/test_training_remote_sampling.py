@@ -136,3 +136,40 @@ def test_normalized_weights_sum_to_the_in_degree() -> None:
     with pytest.raises(ValueError, match="'ratio'"):
         PartitionedSampler(shard, _Mirror(0), (3,), gns=True, cache_fraction=0.1,
                            ledger=MemoryLedger(None), estimator="ratio")
+
+
+def test_stratified_input_hop_is_unbiased_for_a_fixed_cache() -> None:
+    """Requester 1 asks owner 0: held sources (part 1 or cached) and the others are each
+    estimated by their own uniform draws, so for one fixed cache the weighted sums average to
+    the exact in-neighbour sums (no average over caches needed). The normalized weights do
+    not: here no part-0 source is held (the mirrored cache holds part-1 nodes only, the common
+    case for a small cache), so they average part 1's sources alone."""
+    g = powerlaw_communities(300, avg_degree=6, num_communities=3, num_features=2, seed=7,
+                             homophily=0.9)
+    part = partition_graph(g, 2, "ldg", seed=1)
+    shard = shard_of(g, part, 0)
+    x = np.where(part.parts == 1, 1.0, 0.0) + np.random.default_rng(0).random(g.num_nodes)
+    rows = np.argsort(-np.diff(shard.indptr))[:6]
+    ids = shard.owned[rows]
+    exact = np.array([x[g.csc.indices[g.csc.indptr[v]:g.csc.indptr[v + 1]]].sum()
+                      for v in ids])
+    means = {}
+    for estimator in ("stratified", "normalized"):
+        sampler = PartitionedSampler(shard, _Mirror(0), (3,), gns=True, cache_fraction=0.1,
+                                     ledger=MemoryLedger(None), estimator=estimator,
+                                     uncached_fanout=2)
+        sampler.fetch_rows = lambda ids, kind, table=None: torch.zeros((ids.size, 2))  # type: ignore[method-assign]
+        sampler.refresh(np.random.default_rng(3))
+        trials, total = 3000, np.zeros(ids.size)
+        rng = np.random.default_rng(1)
+        for _ in range(trials):
+            counts, nbr, w = sampler._serve(1, ids, 3, True, rng)
+            dst = np.repeat(np.arange(ids.size), counts)
+            total += np.bincount(dst, weights=w * x[nbr], minlength=ids.size)
+        means[estimator] = total / trials
+    assert np.allclose(means["stratified"], exact, rtol=0.04)
+    # held sources are mostly part 1's (x about 1 higher): the normalized mean leans on them
+    assert np.abs(means["normalized"] / exact - 1).max() > 0.1
+    with pytest.raises(ValueError, match="uncached-fanout"):
+        PartitionedSampler(shard, _Mirror(0), (3,), gns=True, cache_fraction=0.1,
+                           ledger=MemoryLedger(None), estimator="stratified", uncached_fanout=0)

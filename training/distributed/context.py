@@ -20,6 +20,7 @@ the rendezvous address from the environment torchrun sets.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import socket
 import time
@@ -117,6 +118,7 @@ def free_port() -> int:
 def _local_worker(rank: int, fn: Callable[..., Any], world_size: int, port: int,
                   backend: str, args: tuple[Any, ...]) -> None:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    faulthandler.enable(all_threads=True)  # a SIGABRT in gloo prints where each thread was
     # as torchrun does (OMP_NUM_THREADS=1 per rank): ranks must not fight over the cores
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     if backend == "nccl":

@@ -31,9 +31,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from qgnn.graph.container import Graph
+from qgnn.graph.edge_shards import EdgeShard, load_edge_shard
 from qgnn.training.distributed.context import (
     BACKENDS,
     DistContext,
@@ -238,15 +240,50 @@ def train_edge_sharded(ctx: DistContext, graph: Graph, model_cfg: ModelConfig,
     model); ``quant_cfg`` (a :class:`~qgnn.training.quant.config.QuantConfig`) turns on QAT or
     Degree-Quant. Returns the run and the collectives (their byte counts).
     """
+    check_backend(_backend())
+    full = full_graph_block(graph)  # global in-degrees, before the edges are cut
+    mine = shard_block(full, ctx.rank, ctx.world_size)
+    in_degree = full.src_in_degree().numpy()
+    del full
+    return _train_local(ctx, local_graph(graph, mine), mine, in_degree, model_cfg, train_cfg,
+                        quant_cfg, progress=progress)
+
+
+def block_of_shard(shard: EdgeShard) -> ShardedBlock:
+    """The :class:`ShardedBlock` of an edge shard file: what :func:`shard_block` cuts from the
+    whole graph, built from this rank's edges alone."""
+    n = shard.graph.num_nodes
+    weight = None if shard.edge_weight is None else torch.from_numpy(
+        np.ascontiguousarray(shard.edge_weight, np.float32))
+    first, last = shard.loop_range
+    return ShardedBlock(src=torch.from_numpy(np.ascontiguousarray(shard.src, np.int64)),
+                        dst=torch.from_numpy(np.ascontiguousarray(shard.dst, np.int64)),
+                        num_src=n, num_dst=n, edge_weight=weight, src_ids=torch.arange(n),
+                        in_degree=torch.from_numpy(np.asarray(shard.in_degree, np.int64)),
+                        protect=None, loop_nodes=torch.arange(first, last))
+
+
+def train_edge_shard(ctx: DistContext, shard: EdgeShard, model_cfg: ModelConfig,
+                     train_cfg: TrainConfig, quant_cfg: Any = None, *,
+                     progress: bool = False) -> tuple[RunResult, EdgeCollectives]:
+    """:func:`train_edge_sharded` from this rank's edge shard file
+    (:func:`qgnn.graph.edge_shards.load_edge_shard`): the rank never holds other ranks'
+    edges, from the file read to the last step."""
+    if shard.rank != ctx.rank or shard.world != ctx.world_size:
+        raise ValueError(f"edge shard of rank {shard.rank}/{shard.world} loaded by rank "
+                         f"{ctx.rank}/{ctx.world_size}")
+    return _train_local(ctx, shard.graph, block_of_shard(shard), shard.in_degree, model_cfg,
+                        train_cfg, quant_cfg, progress=progress)
+
+
+def _train_local(ctx: DistContext, local: Graph, mine: ShardedBlock, in_degree: np.ndarray,
+                 model_cfg: ModelConfig, train_cfg: TrainConfig, quant_cfg: Any, *,
+                 progress: bool) -> tuple[RunResult, EdgeCollectives]:
     from qgnn.training.quant.hooks import make_hooks
     from qgnn.training.tasks.node import train_node
 
     check_backend(_backend())
     device = torch.device("cpu")
-    full = full_graph_block(graph)  # global in-degrees, before the edges are cut
-    mine = shard_block(full, ctx.rank, ctx.world_size)
-    in_degree = full.src_in_degree().numpy()
-    del full
     comm = EdgeCollectives(ctx, seed=train_cfg.seed, device=device)
     hooks: dict[str, Any] = {}
     inner = None
@@ -258,7 +295,7 @@ def train_edge_sharded(ctx: DistContext, graph: Graph, model_cfg: ModelConfig,
         return mine if inner is None else inner(mine, training)
 
     with shards.sharded(comm):
-        result = train_node(local_graph(graph, mine), model_cfg, train_cfg, blocks_for=blocks_for,
+        result = train_node(local, model_cfg, train_cfg, blocks_for=blocks_for,
                             sync_grads=comm.average_grads, progress=progress and ctx.is_main,
                             **hooks)
     return result, comm
@@ -323,7 +360,12 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m qgnn.training.distributed --mode "
                                      "edge-sharded", description=main.__doc__)
-    parser.add_argument("--dataset", required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", help="every rank loads the whole dataset, then keeps its "
+                                          "edges (the whole edge list is held at start-up)")
+    source.add_argument("--edge-shards", default=None,
+                        help="folder written by python -m qgnn.graph.edge_shards for this world "
+                             "size: each rank reads the node data and its own edges only")
     parser.add_argument("--model", required=True)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -340,7 +382,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(exc))
     ctx = init_from_env(args.backend)
     try:
-        graph = load_dataset(args.dataset)
+        shard = None
+        if args.edge_shards is not None:
+            shard = load_edge_shard(args.edge_shards, ctx.rank, ctx.world_size)
+            graph = shard.graph
+        else:
+            graph = load_dataset(args.dataset)
         if not isinstance(graph, Graph):
             parser.error(f"--dataset {args.dataset!r}: edge-sharded mode trains node "
                          f"classification on a graph, got link-prediction pairs")
@@ -353,16 +400,28 @@ def main(argv: list[str] | None = None) -> None:
         if args.hidden is not None:
             model_fields["hidden"] = args.hidden
         model_cfg = node_model_config(graph, args.model, **model_fields)
-        result, comm = train_edge_sharded(ctx, graph, model_cfg, train_cfg, qcfg,
-                                          progress=False)
+        if shard is not None:
+            result, comm = train_edge_shard(ctx, shard, model_cfg, train_cfg, qcfg)
+            read = [int(shard.bytes_read), int(shard.src.size)]
+        else:
+            result, comm = train_edge_sharded(ctx, graph, model_cfg, train_cfg, qcfg,
+                                              progress=False)
+            read = [-1, -1]
+        got = [torch.zeros(2, dtype=torch.int64) for _ in range(ctx.world_size)]
+        dist.all_gather(got, torch.tensor(read, dtype=torch.int64))
         if ctx.is_main:
             summary = result.summary() | {"world_size": ctx.world_size,
                                           "bytes_reduced": dict(comm.bytes)}
+            if shard is not None:
+                summary["edge_shards"] = {"total_edges": shard.total_edges,
+                                          "bytes_read_per_rank": [int(g[0]) for g in got],
+                                          "edges_held_per_rank": [int(g[1]) for g in got]}
             if args.out is not None:
                 from qgnn.training.checkpoint import save_run
                 from qgnn.training.quant.state import quant_extra
 
-                save_run(args.out, result.model, task="node", dataset=args.dataset,
+                save_run(args.out, result.model, task="node",
+                         dataset=args.dataset or graph.name,
                          model_config=model_cfg, train_config=train_cfg,
                          metrics=result.summary(), extra=quant_extra(result.model) or None)
                 summary["checkpoint"] = args.out
@@ -373,6 +432,6 @@ def main(argv: list[str] | None = None) -> None:
         dist.destroy_process_group()
 
 
-__all__ = ["BYTE_KINDS", "EdgeCollectives", "ShardedBlock", "analytic_bytes", "check_backend",
-           "local_graph", "main", "shard_block", "shard_bounds", "train_and_save",
-           "train_edge_sharded"]
+__all__ = ["BYTE_KINDS", "EdgeCollectives", "ShardedBlock", "analytic_bytes", "block_of_shard",
+           "check_backend", "local_graph", "main", "shard_block", "shard_bounds",
+           "train_and_save", "train_edge_shard", "train_edge_sharded"]

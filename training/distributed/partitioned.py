@@ -41,6 +41,7 @@ from qgnn.training.distributed.exchange import ByteCounter, Exchanger
 from qgnn.training.distributed.memory import MemoryLedger, parse_bytes
 from qgnn.training.distributed.remote_sampling import (
     ASSIGNMENTS,
+    ESTIMATORS,
     Assignment,
     PartitionedSampler,
     relabel,
@@ -56,7 +57,7 @@ from qgnn.training.tasks.node import node_metric, optimiser_and_tracker, score
 from torch import nn
 from torch.nn import functional as F
 
-STREAM_ORDER, STREAM_BATCH, STREAM_CACHE, STREAM_ASSIGN = 11, 12, 13, 14
+STREAM_ORDER, STREAM_BATCH, STREAM_CACHE, STREAM_ASSIGN, STREAM_TORCH = 11, 12, 13, 14, 15
 FEATURE_KINDS = ("features", "cache")
 
 
@@ -70,7 +71,8 @@ class PartitionedConfig:
     cache_fraction: float = 0.05
     cache_refresh_period: int = 1
     assignment: Assignment = "affinity"
-    estimator: str = "unbiased"  # GNS input-hop weights: "unbiased" or "normalized"
+    estimator: str = "unbiased"  # GNS input-hop weights: "unbiased", "normalized", "stratified"
+    uncached_fanout: int = 4  # stratified: uniform draws per destination for its non-held part
     memory_budget: int | None = None  # bytes of graph data per rank
     eval_chunk: int = 4096  # destinations per chunk of layer-wise inference
 
@@ -82,7 +84,10 @@ class PartitionedConfig:
         if self.assignment not in ASSIGNMENTS:
             raise ValueError(f"--assignment: expected one of {ASSIGNMENTS}, got "
                              f"{self.assignment!r}")
-        for name in ("batch_size", "cache_refresh_period", "eval_chunk"):
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"--gns-estimator: expected one of {ESTIMATORS}, got "
+                             f"{self.estimator!r}")
+        for name in ("batch_size", "cache_refresh_period", "eval_chunk", "uncached_fanout"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"--{name.replace('_', '-')}: expected an int >= 1, got {v!r}")
@@ -241,7 +246,7 @@ def train_partitioned(ctx: DistContext, shard: GraphShard, model_cfg: ModelConfi
     ledger = MemoryLedger(cfg.memory_budget, ctx.rank)
     sampler = PartitionedSampler(shard, ex, cfg.fanouts, gns=cfg.sampler == "gns",
                                  cache_fraction=cfg.cache_fraction, ledger=ledger,
-                                 estimator=cfg.estimator)
+                                 estimator=cfg.estimator, uncached_fanout=cfg.uncached_fanout)
     halo = Halo(sampler, cfg.eval_chunk)
     classes = torch.cat(ex.all_gather_rows(torch.tensor([shard.num_classes]), "stats"))
     num_classes = int(classes.max())
@@ -255,6 +260,13 @@ def train_partitioned(ctx: DistContext, shard: GraphShard, model_cfg: ModelConfi
             net = prepare_model(net)
         model = wrap_model(net, ctx)
         optimiser, tracker, history = optimiser_and_tracker(model, train_cfg)
+        if ctx.rank > 0:
+            # the weights are built from the shared seed (DDP checks they agree); the rest of
+            # torch's stream (dropout, Degree-Quant masks) must differ per rank, or row i of
+            # every rank's batch gets the same dropout mask: rank 0 keeps the single-process
+            # stream, the others draw their own
+            torch.manual_seed(int(np.random.SeedSequence(
+                [train_cfg.seed, STREAM_TORCH, ctx.rank]).generate_state(1)[0]))
         for epoch in range(train_cfg.epochs):
             t0 = time.perf_counter()
             before = counter.snapshot()
@@ -408,8 +420,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-fraction", type=float, default=0.05)
     parser.add_argument("--cache-refresh-period", type=int, default=1)
     parser.add_argument("--assignment", choices=ASSIGNMENTS, default="affinity")
-    parser.add_argument("--gns-estimator", choices=("unbiased", "normalized"),
-                        default="unbiased")
+    parser.add_argument("--gns-estimator", choices=ESTIMATORS, default="unbiased")
+    parser.add_argument("--uncached-fanout", type=int, default=4,
+                        help="--gns-estimator stratified: uniform draws per input-hop "
+                             "destination for the sources the rank does not hold")
     parser.add_argument("--memory-budget", default=None,
                         help="graph data per rank, e.g. 64MiB (simulated: exceeding it stops "
                              "the run with the figures)")
@@ -425,6 +439,7 @@ def main(argv: list[str] | None = None) -> None:
                                 batch_size=args.batch_size, cache_fraction=args.cache_fraction,
                                 cache_refresh_period=args.cache_refresh_period,
                                 assignment=args.assignment, estimator=args.gns_estimator,
+                                uncached_fanout=args.uncached_fanout,
                                 memory_budget=parse_bytes(args.memory_budget))
         qcfg = quant_config_from_args(args)
     except ValueError as exc:

@@ -17,7 +17,13 @@ weight ``(1 - q_v) · (c_v / n_v) / pi_r(u)``, where ``pi_r(u) = 1`` for ``u`` i
 ``q_v`` is 0 when ``v`` has an in-neighbour in part ``r`` and ``prod_u (1 - pi_u)`` otherwise;
 destinations with no cached in-neighbour fall back to uniform draws (weight ``d_v / n_v``).
 ``estimator="normalized"`` rescales each cache-drawn destination's weights to sum to ``d_v``
-(biased, far less variance; docs/gns.md).
+(biased, far less variance; docs/gns.md). ``estimator="stratified"`` splits ``v``'s in-list
+into the part the requester holds (``c_v`` sources) and the rest: up to ``fanout`` draws from
+the held part weighted ``c_v / n_v``, plus ``uncached_fanout`` uniform draws from the whole list
+of which the non-held ones are kept with weight ``d_v / k`` (fetched from their owners). Given
+the cache, each stratum has its own unbiased uniform estimate, so no ``1 / pi`` weight and no
+bias toward the requester's partition: the normalized weights average only what the requester
+holds, and on a partitioned, homophilous graph that is mostly its own communities.
 
 **Cache affinity.** Before an epoch the owners score each training seed ``s`` for every rank
 ``r``: the share of ``s``'s in-edges whose source rank ``r`` holds (owned or cached). Seeds then
@@ -40,7 +46,7 @@ from qgnn.training.distributed.exchange import Exchanger
 from qgnn.training.distributed.memory import MemoryLedger
 from qgnn.training.sampling.cache import draw_cache, inclusion_probabilities, miss_probability
 
-ESTIMATORS = ("unbiased", "normalized")  # as qgnn.training.sampling.gns (no stratified here)
+ESTIMATORS = ("unbiased", "normalized", "stratified")  # as qgnn.training.sampling.gns
 Assignment = Literal["affinity", "random", "owner"]
 ASSIGNMENTS: tuple[Assignment, ...] = ("affinity", "random", "owner")
 
@@ -121,11 +127,16 @@ class PartitionedSampler:
 
     def __init__(self, shard: GraphShard, ex: Exchanger, fanouts: Sequence[int], *,
                  gns: bool, cache_fraction: float, ledger: MemoryLedger,
-                 estimator: str = "unbiased") -> None:
+                 estimator: str = "unbiased", uncached_fanout: int = 4) -> None:
         if estimator not in ESTIMATORS:
             raise ValueError(f"--gns-estimator: expected one of {ESTIMATORS}, got "
                              f"{estimator!r}")
+        if isinstance(uncached_fanout, bool) or not isinstance(uncached_fanout, int) \
+                or uncached_fanout < 1:
+            raise ValueError(f"--uncached-fanout: expected an int >= 1, got "
+                             f"{uncached_fanout!r}")
         self.estimator = estimator
+        self.uncached_fanout = uncached_fanout
         self.shard, self.ex, self.ledger = shard, ex, ledger
         self.fanouts = tuple(fanouts)
         self.gns = gns
@@ -262,18 +273,30 @@ class PartitionedSampler:
         nbr_c, pos_c, _ = sample_neighbors(adj, rc, fanout, rng)
         nbr_f, pos_f, _ = sample_neighbors(self.csc, rows[rf], fanout, rng)
         dst_c, dst_f = rc[pos_c], rf[pos_f]
-        drawn = np.bincount(dst_c, minlength=rows.size) + np.bincount(dst_f, minlength=rows.size)
-        q = np.where(self.neighbour_in_part[rows, requester], 0.0, self.miss[rows])
-        pi = np.where(self.parts[nbr_c] == requester, 1.0, self.inclusion[nbr_c])
-        w_c = (1.0 - q[dst_c]) * cdeg[dst_c] / drawn[dst_c] / pi
-        if self.estimator == "normalized":  # ratio form: each destination's weights sum to d_v
-            total = np.bincount(dst_c, weights=w_c, minlength=rows.size)
-            w_c = w_c * (full / np.where(total > 0, total, 1.0))[dst_c]
-        w_f = full[dst_f] / drawn[dst_f]
-        dst = np.concatenate([dst_c, dst_f])
+        drawn_c = np.bincount(dst_c, minlength=rows.size)
+        drawn_f = np.bincount(dst_f, minlength=rows.size)
+        parts = [(dst_f, nbr_f, full[dst_f] / np.maximum(drawn_f[dst_f], 1))]
+        if self.estimator == "stratified":
+            w_c = cdeg[dst_c] / drawn_c[dst_c]
+            nbr_u, pos_u, eid_u = sample_neighbors(self.csc, rows[rc], self.uncached_fanout, rng)
+            dst_u = rc[pos_u]
+            drawn_u = np.bincount(dst_u, minlength=rows.size)
+            out = ~self.held_by(requester, eid_u)
+            dst_u = dst_u[out]
+            parts.append((dst_u, nbr_u[out], full[dst_u] / drawn_u[dst_u]))
+        else:
+            q = np.where(self.neighbour_in_part[rows, requester], 0.0, self.miss[rows])
+            pi = np.where(self.parts[nbr_c] == requester, 1.0, self.inclusion[nbr_c])
+            w_c = (1.0 - q[dst_c]) * cdeg[dst_c] / drawn_c[dst_c] / pi
+            if self.estimator == "normalized":  # ratio form: each destination's sum is d_v
+                total = np.bincount(dst_c, weights=w_c, minlength=rows.size)
+                w_c = w_c * (full / np.where(total > 0, total, 1.0))[dst_c]
+        parts.insert(0, (dst_c, nbr_c, w_c))
+        dst = np.concatenate([p[0] for p in parts])
         order = np.argsort(dst, kind="stable")
-        nbr = np.concatenate([nbr_c, nbr_f])[order]
-        w = np.concatenate([w_c, w_f])[order]
+        drawn = np.bincount(dst, minlength=rows.size)
+        nbr = np.concatenate([p[1] for p in parts])[order]
+        w = np.concatenate([p[2] for p in parts])[order]
         return drawn, nbr, w.astype(np.float32)
 
     def _hop(self, nodes: np.ndarray, fanout: int, gns_hop: bool, key: Sequence[int]
