@@ -137,6 +137,7 @@ def test_link_task_takes_the_link_preset_and_flags_still_win():
     assert link("gcn", "--quant", "int8").ste == "plain"
     assert link("gcn", "--quant", "int8", "--quant-momentum", "0.1").momentum == 0.1
     assert parse_for("gcn", "--quant", "int8").momentum == 0.1  # node task unchanged
+    assert link("sage", "--quant", "int8").momentum == 0.5
     assert link("egc", "--quant", "int4").momentum == 0.25  # no link entry: the node one
     assert model_quant_preset("gcn", 8, "link") == {"ste": "plain", "momentum": 0.5}
     with pytest.raises(ValueError, match="task"):
