@@ -87,7 +87,7 @@ def run_one(data: LinkData, model: str, precision: str, seed: int, args: argpars
     hooks: dict[str, Any] = {}
     bits = PRECISIONS[precision]
     if bits is not None:
-        qcfg = QuantConfig(bits=bits, **model_quant_preset(model, bits))
+        qcfg = QuantConfig(bits=bits, **model_quant_preset(model, bits, "link"))
         prepare, blocks_for = make_hooks(qcfg, data.graph, num_layers=cfg.num_layers,
                                          generator=torch.Generator().manual_seed(seed))
         hooks = {"prepare_model": prepare, "blocks_for": blocks_for}

@@ -65,7 +65,8 @@ def quant_config_from_args(args: argparse.Namespace) -> QuantConfig | None:
     """The config the options describe, or ``None`` for full precision.
 
     ``args.model`` (when present, as in ``qgnn train``) picks the model's quantisation preset
-    at the chosen width; options given explicitly override it.
+    at the chosen width, for ``args.task`` (``link`` has its own presets); options given
+    explicitly override it.
     """
     from qgnn.training.quant.config import QuantConfig
 
@@ -93,5 +94,6 @@ def quant_config_from_args(args: argparse.Namespace) -> QuantConfig | None:
         return None
     if per_channel:
         given["per_channel"] = True
-    model_defaults = model_quant_preset(getattr(args, "model", None), bits)
+    model_defaults = model_quant_preset(getattr(args, "model", None), bits,
+                                        getattr(args, "task", None) or "node")
     return QuantConfig(bits=bits, **{**model_defaults, **given})

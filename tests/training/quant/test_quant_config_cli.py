@@ -123,11 +123,32 @@ def test_a_preset_may_set_per_channel_and_the_flag_agrees_with_it(monkeypatch):
     assert parse_for("gcn", "--quant", "int4").per_channel is False
 
 
+def test_link_task_takes_the_link_preset_and_flags_still_win():
+    from qgnn.training.quant.options import model_quant_preset
+
+    def link(model, *argv):
+        parser = add_quant_arguments(argparse.ArgumentParser())
+        parser.add_argument("--model")
+        parser.add_argument("--task", default="node")
+        return quant_config_from_args(parser.parse_args(["--model", model, "--task", "link",
+                                                         *argv]))
+
+    assert link("gcn", "--quant", "int8").momentum == 0.5
+    assert link("gcn", "--quant", "int8").ste == "plain"
+    assert link("gcn", "--quant", "int8", "--quant-momentum", "0.1").momentum == 0.1
+    assert parse_for("gcn", "--quant", "int8").momentum == 0.1  # node task unchanged
+    assert link("sage", "--quant", "int8").momentum == 0.5
+    assert link("egc", "--quant", "int4").momentum == 0.25  # no link entry: the node one
+    assert model_quant_preset("gcn", 8, "link") == {"ste": "plain", "momentum": 0.5}
+    with pytest.raises(ValueError, match="task"):
+        model_quant_preset("gcn", 8, "graph")
+
+
 def test_model_presets_name_real_options():
     from qgnn.training.cli import MODELS
-    from qgnn.training.quant.options import MODEL_QUANT_PRESETS
+    from qgnn.training.quant.options import LINK_QUANT_PRESETS, MODEL_QUANT_PRESETS
 
-    for (model, bits), options in MODEL_QUANT_PRESETS.items():
+    for (model, bits), options in [*MODEL_QUANT_PRESETS.items(), *LINK_QUANT_PRESETS.items()]:
         assert model in MODELS
         for method in ("dq", "qat"):
             QuantConfig(bits=bits, method=method, **options)  # raises on a bad name or value
