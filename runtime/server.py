@@ -209,7 +209,13 @@ class QgnnServer:
 
     def start(self) -> QgnnServer:
         """Binds, starts, loads the models (health NOT_SERVING meanwhile), then serves. A
-        single-bundle PATH that fails to load raises (the server stops again)."""
+        single-bundle PATH that fails to load raises (the server stops again).
+
+        A worker of ``--workers N`` loads first and binds after: the kernel hands each new
+        connection on the shared port (SO_REUSEPORT) to any listening worker, so a worker that
+        listened while loading would answer UNAVAILABLE to callers its loaded peers could serve
+        (seen by bench_serving's probe at start-up). Until it binds, its peers take every
+        connection."""
         try:
             self._metrics_http = MetricsHttpServer(self.metrics.registry, self.config.host,
                                                    self.config.metrics_port)
@@ -218,9 +224,12 @@ class QgnnServer:
                              f"{self.config.metrics_port} ({exc.strerror or exc})") from None
         self.metrics_port = self._metrics_http.port
         try:
+            if self.config.workers > 1:
+                self.repository.scan()
             self._grpc = self._build()
             self._grpc.start()
-            self.repository.scan()
+            if self.config.workers <= 1:
+                self.repository.scan()
             self.repository.start_polling(self.config.poll_interval_s)
             self.health.started()
         except BaseException:

@@ -49,6 +49,26 @@ def test_with_several_workers_graph_updates_are_refused_naming_the_flag(start_se
     assert len(client.predict_nodes("toy", [0, 1]).predicted_class) == 2
 
 
+def test_a_worker_loads_its_models_before_it_takes_connections(start_server, repo_dir,
+                                                              monkeypatch):
+    """With SO_REUSEPORT a listening worker gets connections; one still loading would answer
+    UNAVAILABLE where a loaded peer could serve, so a worker binds only once loaded."""
+    from qgnn.runtime.repository import ModelRepository
+    from qgnn.runtime.server import QgnnServer
+
+    order: list[str] = []
+    scan, build = ModelRepository.scan, QgnnServer._build
+    monkeypatch.setattr(ModelRepository, "scan",
+                        lambda self, *a, **k: (order.append("load"), scan(self, *a, **k))[1])
+    monkeypatch.setattr(QgnnServer, "_build",
+                        lambda self: (order.append("bind"), build(self))[1])
+    start_server(repo_dir, workers=2, grpc_port=_free_port())
+    assert order[:2] == ["load", "bind"]
+    order.clear()
+    start_server(repo_dir)  # one process: bind first, health NOT_SERVING while it loads
+    assert order[:2] == ["bind", "load"]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
