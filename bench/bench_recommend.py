@@ -51,9 +51,9 @@ SECTIONS = ("ogbl", "movielens")
 # positive, 200 epochs, no early stopping. Flags override each field.
 OGBL_DDI = {"hidden": 256, "layers": 2, "dropout": 0.5, "lr": 0.005, "weight_decay": 0.0,
             "link_batch_size": 64 * 1024, "clip_grad_norm": 1.0, "decoder": "mlp",
-            "loss": "bce", "epochs": 200, "patience": 0}
+            "loss": "bce", "epochs": 200, "patience": 0, "negative_pairs": "uniform"}
 TRAIN_FIELDS = ("epochs", "patience", "lr", "weight_decay", "link_batch_size",
-                "clip_grad_norm", "decoder", "loss")
+                "clip_grad_norm", "decoder", "loss", "negative_pairs")
 PRECISIONS = {"fp32": None, "dq8": 8, "dq4": 4}
 OGB_PUBLISHED = {"gcn": 0.3707, "sage": 0.5390}
 
@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loss", choices=("bce", "bpr", "softmax"), help="override the loss")
     p.add_argument("--link-batch-size", type=int, help="positive pairs per optimiser step")
     p.add_argument("--clip-grad-norm", type=float, help="clip each part's gradient norm")
+    p.add_argument("--negative-pairs", choices=("source", "uniform"),
+                   help="training negatives: keep the source, or both ends uniform (OGB)")
     p.add_argument("--no-ogb-recipe", dest="ogb_recipe", action="store_false",
                    help="ogbl section: start from the link presets, not OGB's ddi recipe")
     p.add_argument("--k", type=int, default=20)

@@ -78,7 +78,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_link_arguments(p: argparse.ArgumentParser) -> None:
-    from qgnn.training.presets import DECODERS, LOSSES, METRICS
+    from qgnn.training.presets import DECODERS, LOSSES, METRICS, NEGATIVE_PAIRS
 
     g = p.add_argument_group("link prediction and recommendation (--task link)")
     g.add_argument("--loss", choices=LOSSES, help="bce (pairs against sampled negatives), bpr "
@@ -87,6 +87,9 @@ def _add_link_arguments(p: argparse.ArgumentParser) -> None:
                    help="negatives drawn per positive pair each epoch (items only on user-item "
                         "data)")
     g.add_argument("--decoder", choices=DECODERS, help="pair score: dot or mlp")
+    g.add_argument("--negative-pairs", choices=NEGATIVE_PAIRS,
+                   help="training negatives: keep the positive's source (default) or draw both "
+                        "ends uniformly (OGB's sampling; not on user-item data)")
     g.add_argument("--link-batch-size", type=positive_int,
                    help="positive pairs per optimiser step, each step a full-graph forward "
                         "(default: one step over all pairs per epoch)")
@@ -191,7 +194,8 @@ def _configs(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
         model_fields["norm"] = None if args.norm == "none" else args.norm
     overrides = {name: getattr(args, name) for name in
                  ("epochs", "lr", "weight_decay", "patience", "seed", "split", "loss",
-                  "negatives", "decoder", "metric", "k", "link_batch_size", "clip_grad_norm")
+                  "negatives", "decoder", "metric", "k", "link_batch_size", "clip_grad_norm",
+                  "negative_pairs")
                  if getattr(args, name, None) is not None}
     return model_fields, dataclasses.replace(chosen.train, **overrides)
 

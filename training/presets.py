@@ -15,6 +15,7 @@ from typing import Any
 METRICS = ("auto", "accuracy", "roc_auc", "recall", "ndcg", "hit_rate", "hits")
 DECODERS = ("dot", "mlp")
 LOSSES = ("bce", "bpr", "softmax")
+NEGATIVE_PAIRS = ("source", "uniform")
 
 
 @dataclass
@@ -36,6 +37,11 @@ class TrainConfig:
     # softmax: each positive against its negatives)
     loss: str = "bce"
     negatives: int = 1  # link task: negatives drawn per positive pair each epoch
+    # link task, training negatives: "source" keeps the positive's source and draws the
+    # destination; "uniform" draws both ends uniformly, as OGB's ddi example samples (a model
+    # then also learns how likely each node is to have links, which Hits@K against random
+    # pairs rewards); "uniform" needs a graph that is not user-item
+    negative_pairs: str = "source"
     k: int = 20  # link task: Recall@k / NDCG@k / HitRate@k (user-item), Hits@k (OGB)
     # link task: positive pairs per optimiser step, each step a full-graph forward (OGB's ddi
     # example steps every 64k edges); None = one step over all pairs per epoch
@@ -67,7 +73,8 @@ class TrainConfig:
         if not isinstance(self.weight_decay, int | float) or self.weight_decay < 0:
             raise ValueError(f"TrainConfig.weight_decay: expected a number >= 0, got "
                              f"{self.weight_decay!r}")
-        for name, allowed in (("metric", METRICS), ("decoder", DECODERS), ("loss", LOSSES)):
+        for name, allowed in (("metric", METRICS), ("decoder", DECODERS), ("loss", LOSSES),
+                              ("negative_pairs", NEGATIVE_PAIRS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig.{name}: expected one of {allowed}, got "
                                  f"{getattr(self, name)!r}")

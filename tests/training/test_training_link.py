@@ -198,3 +198,19 @@ def test_evaluation_negatives_exist_when_a_user_has_every_item():
     assert not np.isin(neg[:, 0] * (users + items) + neg[:, 1], known).any()
     assert 0 not in set(neg[:, 0]) and set(neg[:, 0]) <= {1, 2}
     assert ((neg[:, 1] >= users) & (neg[:, 1] < users + items)).all()
+
+
+def test_uniform_negative_pairs_draw_both_ends_and_refuse_user_item_graphs():
+    from qgnn.training.tasks.link import sample_negatives
+
+    pairs = np.array([[0, 1]] * 2000)
+    rng = np.random.default_rng(0)
+    kept = sample_negatives(pairs, rng, 50, count=2)
+    assert kept.shape == (4000, 2) and (kept[:, 0] == 0).all()
+    both = sample_negatives(pairs, rng, 50, count=2, uniform_pairs=True)
+    assert both.shape == (4000, 2)
+    assert len(np.unique(both[:, 0])) == 50 and len(np.unique(both[:, 1])) == 50
+    with pytest.raises(ValueError, match="user-item"):
+        sample_negatives(pairs, rng, 50, item_range=(10, 50), uniform_pairs=True)
+    with pytest.raises(ValueError, match="negative_pairs"):
+        TrainConfig(negative_pairs="both")

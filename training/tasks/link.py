@@ -106,15 +106,23 @@ class LinkModel(nn.Module):
 
 
 def sample_negatives(pairs: np.ndarray, rng: np.random.Generator, num_nodes: int,
-                     item_range: tuple[int, int] | None = None, count: int = 1) -> np.ndarray:
+                     item_range: tuple[int, int] | None = None, count: int = 1,
+                     uniform_pairs: bool = False) -> np.ndarray:
     """``count`` negatives per positive ``(M, 2)`` -> ``(M * count, 2)``, positive ``i``'s at
-    rows ``i * count .. i * count + count - 1``: keep the source, draw the destination uniformly.
+    rows ``i * count .. i * count + count - 1``: keep the source, draw the destination uniformly
+    (``uniform_pairs``: draw the source uniformly too, OGB's sampling on homogeneous graphs).
 
     ``item_range = (first, end)`` draws destinations from the item side of a bipartite graph.
     Training negatives are not checked against positives (a collision is rare and only adds
     label noise), which keeps this O(M).
     """
     low, high = item_range if item_range is not None else (0, num_nodes)
+    if uniform_pairs:
+        if item_range is not None:
+            raise ValueError("negative_pairs='uniform' draws both ends from all nodes; a "
+                             "user-item graph needs 'source' (users keep their side)")
+        src = rng.integers(0, num_nodes, size=len(pairs) * count)
+        return np.stack([src, rng.integers(0, num_nodes, size=len(src))], axis=1)
     src = pairs[:, 0] if count == 1 else np.repeat(pairs[:, 0], count)
     return np.stack([src, rng.integers(low, high, size=len(src))], axis=1)
 
@@ -383,7 +391,8 @@ def _train_epoch(model: nn.Module, optimiser: torch.optim.Optimizer, x: torch.Te
                    for s in range(0, len(shuffled), cfg.link_batch_size)]
     total = 0.0
     for pairs in batches:
-        neg = torch.from_numpy(sample_negatives(pairs, rng, n, items, cfg.negatives))
+        neg = torch.from_numpy(sample_negatives(pairs, rng, n, items, cfg.negatives,
+                                                cfg.negative_pairs == "uniform"))
         total += len(pairs) * _train_step(model, optimiser, x, block, torch.from_numpy(pairs),
                                           neg, cfg, blocks_for)
     return total / len(train_pairs)
