@@ -257,3 +257,12 @@ def dataset_files(spec: str) -> list[Path]:
     if path.is_dir():
         return sorted(p for p in path.rglob("*") if p.is_file())
     return [path]
+
+
+def load_node_graph(spec: str, purpose: str) -> Graph:
+    """:func:`load_dataset` for tools that take node graphs only (partitioning, edge shards):
+    link data is refused with a ValueError naming ``purpose``."""
+    graph = load_dataset(spec)
+    if not isinstance(graph, Graph):
+        raise ValueError(f"--dataset: {purpose} needs a node graph, got link data")
+    return graph

@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     shard files of edge-sharded training (reads the whole graph once); prints them as JSON."""
     import argparse
 
-    from qgnn.graph.datasets import load_dataset
+    from qgnn.graph.datasets import load_node_graph
 
     parser = argparse.ArgumentParser(prog="python -m qgnn.graph.edge_shards",
                                      description=main.__doc__)
@@ -169,9 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="folder for nodes.npz and edges-<r>.npz")
     args = parser.parse_args(argv)
     try:
-        graph = load_dataset(args.dataset)
-        if not isinstance(graph, Graph):
-            parser.error("--dataset: edge-sharded training takes a node graph, got link data")
+        graph = load_node_graph(args.dataset, "edge-sharded training")
         paths = write_edge_shards(graph, args.world, args.out)
     except ValueError as exc:
         parser.exit(2, f"python -m qgnn.graph.edge_shards: error: {exc}\n")

@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import json
 
-    from qgnn.graph.datasets import load_dataset
+    from qgnn.graph.datasets import load_node_graph
 
     parser = argparse.ArgumentParser(prog="python -m qgnn.graph.partition",
                                      description=main.__doc__)
@@ -345,9 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="file (default: next to the dataset)")
     args = parser.parse_args(argv)
     try:
-        graph = load_dataset(args.dataset)
-        if not isinstance(graph, Graph):
-            parser.error("--dataset: partitioning needs a node graph, got link data")
+        graph = load_node_graph(args.dataset, "partitioning")
         part = partition_graph(graph, args.parts, args.method, seed=args.seed)
         out = Path(args.out) if args.out else partition_path(args.dataset, args.parts,
                                                              part.method)
