@@ -103,6 +103,7 @@ class Batcher:
         self._closed = False
         self._drain = True
         self.stats = BatchStats()
+        self._stats_lock = threading.Lock()  # the stats only (every precomputed lookup takes it)
         self._threads = [threading.Thread(target=self._work, name=f"qgnn-batch-{model}-{i}",
                                           daemon=True) for i in range(workers)]
         for thread in self._threads:
@@ -175,7 +176,7 @@ class Batcher:
         """Counts a request answered on its caller's thread without queueing (a precomputed
         lookup) in the statistics, as one request and one model call."""
         took = int((finished - started) * 1e9)
-        with self._cond:
+        with self._stats_lock:
             s = self.stats
             s.inference_count += 1
             s.execution_count += 1
@@ -353,7 +354,7 @@ class Batcher:
     def _record(self, batch: list[Job], outcomes: list[tuple[Any, BaseException | None]],
                 started: float, finished: float) -> None:
         compute_ns = int((finished - started) * 1e9)
-        with self._cond:
+        with self._stats_lock:
             s = self.stats
             s.execution_count += 1
             s.compute_ns += compute_ns

@@ -193,6 +193,8 @@ def raw_contents(data: bytes, dt: Datatype, count: int, shape: tuple[int, ...], 
 def as_ids(values: Any, field: str) -> np.ndarray:
     """Any integer sequence as int64 (n,); refuses floats, bools, non-1-D input and unsigned
     values past int64 (never wrapped negative)."""
+    if is_int64_ids(values):
+        return values
     arr = np.asarray(values)
     if arr.dtype == object or arr.dtype.kind not in "iu":
         if arr.size == 0:
@@ -204,6 +206,15 @@ def as_ids(values: Any, field: str) -> np.ndarray:
         i = int(np.argmax(arr > _INT64_MAX))
         raise InvalidRequestError(f"{field}[{i}]", int(arr[i]), "id does not fit in int64")
     return arr.astype(np.int64, copy=False)
+
+
+_INT64 = np.dtype(np.int64)
+
+
+def is_int64_ids(values: Any) -> bool:
+    """Whether ``values`` is already what :func:`as_ids` returns (a 1-D int64 array): the ids
+    both front ends decode, recognised without a conversion."""
+    return type(values) is np.ndarray and values.dtype is _INT64 and values.ndim == 1
 
 
 # Up to this many ids, Python's min/max over a list beat numpy's reductions, whose fixed cost

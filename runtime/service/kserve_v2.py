@@ -62,9 +62,51 @@ def _signature(task: str, num_classes: int, embedding_dim: int
     return (Tensor("pairs", "INT64", (-1, 2)),), (Tensor("scores", "FP32", (-1,)),)
 
 
-@functools.lru_cache(maxsize=256)
-def _by_name(tensors: tuple[Tensor, ...]) -> dict[str, Tensor]:
-    return {t.name: t for t in tensors}
+# Response templates kept per model version: one per (outputs asked for, their shapes), so a
+# server answering every batch size up to --max-ids-per-request keeps at most this many.
+_MAX_TEMPLATES = 64
+
+
+class _InferPlan:
+    """What ModelInfer reads from a model version on every call, built once per version (kept
+    in its entry's memo): the outputs by name, the default ones, and response templates (model
+    name, version and output metadata already set; a call copies one and adds its bytes)."""
+
+    def __init__(self, entry: ModelEntry) -> None:
+        _, outputs = model_tensors(entry)
+        self.name, self.version = entry.name, str(entry.version)
+        self.node_task = entry.manifest.model.task == "node"
+        self.outputs = {t.name: t for t in outputs}
+        self.default = [t.name for t in outputs if t.name != "embeddings"]
+        self._templates: dict[tuple[Any, ...], kserve.ModelInferResponse] = {}
+
+    @staticmethod
+    def of(entry: ModelEntry) -> _InferPlan:
+        plan = entry.memo.get("kserve_infer")
+        if plan is None:
+            plan = entry.memo["kserve_infer"] = _InferPlan(entry)
+        return plan
+
+    def response(self, wanted: list[str], arrays: dict[str, np.ndarray], request_id: str
+                 ) -> kserve.ModelInferResponse:
+        """The answer: the outputs ``wanted`` in order, as raw little-endian bytes."""
+        shapes = tuple(arrays[name].shape for name in wanted)
+        key = (*wanted, shapes)
+        template = self._templates.get(key)
+        if template is None:
+            template = kserve.ModelInferResponse(model_name=self.name, model_version=self.version)
+            for name, shape in zip(wanted, shapes, strict=True):
+                template.outputs.add(name=name, datatype=self.outputs[name].datatype,
+                                     shape=shape)
+            if len(self._templates) < _MAX_TEMPLATES:
+                self._templates[key] = template
+        response = kserve.ModelInferResponse()
+        response.CopyFrom(template)
+        if request_id:
+            response.id = request_id
+        response.raw_output_contents.extend(
+            [_raw(arrays[name], self.outputs[name].datatype) for name in wanted])
+        return response
 
 
 def parse_version(name: str, version: str, fields: tuple[str, str] = ("name", "version")
@@ -127,7 +169,7 @@ def _ids_input(inputs: dict[str, np.ndarray], name: str, ndim: int, width: int |
     if arr.ndim != ndim or (width is not None and arr.shape[-1] != width):
         want = "[n]" if ndim == 1 else f"[n, {width}]"
         raise InvalidRequestError(f"inputs({name}).shape", list(arr.shape), f"must be {want}")
-    extra = sorted(set(inputs) - {name})
+    extra = sorted(set(inputs) - {name}) if len(inputs) > 1 else None
     if extra:
         raise InvalidRequestError("inputs", [validation.clip(n) for n in extra],
                                   f"unknown input(s); this model takes only {name!r}")
@@ -135,7 +177,7 @@ def _ids_input(inputs: dict[str, np.ndarray], name: str, ndim: int, width: int |
 
 
 def _raw(arr: np.ndarray, datatype: str) -> bytes:
-    return np.ascontiguousarray(arr, dtype=DATATYPES[datatype][0]).tobytes()
+    return arr.astype(DATATYPES[datatype][0], copy=False).tobytes()  # C order, little-endian
 
 
 class KServeService(kserve_grpc.GRPCInferenceServiceServicer):
@@ -233,38 +275,33 @@ class KServeService(kserve_grpc.GRPCInferenceServiceServicer):
 
     def ModelInfer(self, request: kserve.ModelInferRequest, context: grpc.ServicerContext
                    ) -> kserve.ModelInferResponse:
-        entry = self._entry(request.model_name, request.model_version,
-                            fields=("model_name", "model_version"))
-        pinned = ModelSelector(entry.name, entry.version)  # every output from one version
-        _, outputs = model_tensors(entry)
-        known = _by_name(outputs)
-        wanted = [o.name for o in request.outputs] or [
-            t.name for t in outputs if t.name != "embeddings"]
-        for i, name in enumerate(wanted):
-            if name not in known:
-                raise InvalidRequestError(f"outputs[{i}].name", name,
-                                          f"unknown output; this model has {', '.join(known)}")
-        limit = self.plane.limits.max_ids_per_request * 2
-        inputs = decode_inputs(request, limit)
-        when = deadline(context)
-        arrays: dict[str, np.ndarray] = {}
-        if entry.manifest.model.task == "node":
-            ids = _ids_input(inputs, "node_ids", 1, None)
-            if {"probabilities", "predicted_class"} & set(wanted):
-                r = self.plane.predict_nodes(pinned, ids, deadline=when)
-                arrays["probabilities"], arrays["predicted_class"] = (r.probabilities,
-                                                                      r.predicted_class)
-            if "embeddings" in wanted:
-                arrays["embeddings"] = self.plane.embed(pinned, ids, deadline=when).embeddings
-        else:
-            pairs = _ids_input(inputs, "pairs", 2, 2)
-            arrays["scores"] = self.plane.predict_links(
-                pinned, pairs[:, 0], pairs[:, 1], deadline=when,
-                fields=("pairs[:, 0]", "pairs[:, 1]")).scores
-        response = kserve.ModelInferResponse(model_name=entry.name,
-                                             model_version=str(entry.version), id=request.id)
-        for name in wanted:
-            arr, t = arrays[name], known[name]
-            response.outputs.add(name=name, datatype=t.datatype, shape=arr.shape)
-            response.raw_output_contents.append(_raw(arr, t.datatype))
-        return response
+        sel = parse_version(request.model_name, request.model_version,
+                            ("model_name", "model_version"))
+        with self.plane.lease(sel) as entry:  # every output from this one version
+            plan = _InferPlan.of(entry)
+            known = plan.outputs
+            asked = request.outputs
+            wanted = [o.name for o in asked] if len(asked) else plan.default
+            for i, name in enumerate(wanted):
+                if name not in known:
+                    raise InvalidRequestError(f"outputs[{i}].name", name,
+                                              f"unknown output; this model has "
+                                              f"{', '.join(known)}")
+            inputs = decode_inputs(request, self.plane.limits.max_ids_per_request * 2)
+            when = deadline(context)
+            arrays: dict[str, np.ndarray] = {}
+            if plan.node_task:
+                ids = _ids_input(inputs, "node_ids", 1, None)
+                if "probabilities" in wanted or "predicted_class" in wanted:
+                    r = self.plane.predict_nodes_on(entry, ids, deadline=when)
+                    arrays["probabilities"], arrays["predicted_class"] = (r.probabilities,
+                                                                          r.predicted_class)
+                if "embeddings" in wanted:
+                    arrays["embeddings"] = self.plane.embed_on(entry, ids,
+                                                               deadline=when).embeddings
+            else:
+                pairs = _ids_input(inputs, "pairs", 2, 2)
+                arrays["scores"] = self.plane.predict_links_on(
+                    entry, pairs[:, 0], pairs[:, 1], deadline=when,
+                    fields=("pairs[:, 0]", "pairs[:, 1]")).scores
+            return plan.response(wanted, arrays, request.id)
