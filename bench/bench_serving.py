@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 from qgnn.bench.harness import RESULTS_DIR, machine_info, markdown_table, write_result
+from qgnn.runtime.config import ServeConfig
 
 BENCH = Path(__file__).resolve().parent
 DEFAULT_BUNDLE = Path("runs/demo/bundle")
@@ -225,11 +226,18 @@ def server_commands(args: argparse.Namespace, bundle: Path) -> list[tuple[str, s
 
 def server_counts(metrics_port: int) -> dict[str, dict[str, float]]:
     """qgnn's own counts: ModelInfer calls by status (summed over models; a call gRPC dropped
-    before qgnn read it has model ''), shed requests by reason, and ModelInfer refusals by
-    reason."""
+    before qgnn read it has model ''), shed requests by reason, ModelInfer refusals by reason,
+    and the cumulative buckets of its OK answers' qgnn_request_duration_seconds."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as page:
         text = page.read().decode()
-    out: dict[str, dict[str, float]] = {"answers": {}, "shed": {}, "rejected": {}}
+    out: dict[str, dict[str, float]] = {"answers": {}, "shed": {}, "rejected": {},
+                                        "ok_seconds_le": {}}
+    for m in re.finditer(r'^qgnn_request_duration_seconds_bucket\{([^}]*)\} (\S+)', text,
+                         re.MULTILINE):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m[1]))
+        if labels.get("method") == "ModelInfer" and labels.get("status") == "OK":
+            le = labels["le"]
+            out["ok_seconds_le"][le] = out["ok_seconds_le"].get(le, 0.0) + float(m[2])
     for m in re.finditer(r'^qgnn_requests_total\{[^}]*method="ModelInfer"[^}]*status="(\w+)"'
                          r'[^}]*\} (\S+)', text, re.MULTILINE):
         out["answers"][m[1]] = out["answers"].get(m[1], 0.0) + float(m[2])
@@ -239,6 +247,19 @@ def server_counts(metrics_port: int) -> dict[str, dict[str, float]]:
     for m in re.finditer(r'^qgnn_requests_rejected_total\{method="ModelInfer",reason="(\w+)"'
                          r'\} (\S+)', text, re.MULTILINE):
         out["rejected"][m[1]] = float(m[2])
+    return out
+
+
+def bucket_quantiles_ms(cumulative: dict[str, float]) -> dict[str, float | None]:
+    """p50 / p90 / p99 of a Prometheus histogram from its cumulative bucket counts (``le`` ->
+    count), each as the upper bound of the bucket it falls in (ms; None past the last finite
+    bucket or without observations)."""
+    bounds = sorted((float(le), n) for le, n in cumulative.items())
+    total = bounds[-1][1] if bounds else 0.0
+    out: dict[str, float | None] = {"count": total}
+    for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+        le = next((b for b, n in bounds if total and n >= q * total), None)
+        out[name] = None if le is None or le == float("inf") else round(le * 1e3, 3)
     return out
 
 
@@ -309,10 +330,15 @@ def measure(args: argparse.Namespace, bundle: Path) -> dict[str, Any]:
                 before = server_counts(metrics)
                 overload = run_overload(args, proc, target, model, num_nodes,
                                         row["scenarios"][at]["requests_per_s"])
+                # compute: what one call of that size took unloaded-but-busy (closed-loop p50)
+                overload["compute_ms"] = row["scenarios"][at]["latency_ms"]["p50"]
                 after = server_counts(metrics)
                 overload["server_counts"] = {
                     part: {k: v - before[part].get(k, 0.0) for k, v in after[part].items()
                            if v - before[part].get(k, 0.0)} for part in after}
+                overload["server_ok_ms"] = bucket_quantiles_ms(
+                    {le: v - before["ok_seconds_le"].get(le, 0.0)
+                     for le, v in after["ok_seconds_le"].items()})
     return {"model": model, "bundle": str(bundle), "num_nodes": num_nodes,
             "threads": args.threads, "clients": args.clients, "duration_s": args.duration_s,
             "rounds": args.rounds, "rows": rows, "overload": overload}
@@ -344,6 +370,7 @@ def run_overload(args: argparse.Namespace, proc: subprocess.Popen, target: str, 
         sampler.join()
     result["peak_rss_mib"] = round(peak[0] / 2**20, 1)
     result["capacity_rps"] = capacity
+    result["max_queue_ms"] = ServeConfig.max_queue_ms  # the default: the row sets none
     return result
 
 
@@ -413,6 +440,13 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         codes = ", ".join(f"{k} {v}" for k, v in sorted(over["codes"].items()))
         out.append(("overload: only OK / RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED", codes,
                     "yes" if set(over["codes"]) <= allowed else "no"))
+        limit = over.get("max_queue_ms", 500.0) + over.get("compute_ms", 0.0)
+        for what, key in (("client, from send", "ok_from_sent_ms"),
+                          ("server histogram", "server_ok_ms")):
+            p99 = over.get(key, {}).get("p99")
+            if p99 is not None:
+                out.append((f"overload: OK p99 ({what}) <= --max-queue-ms + compute "
+                            f"({limit:.0f} ms)", f"{p99:.0f} ms", "yes" if p99 <= limit else "no"))
     return out
 
 
@@ -456,6 +490,20 @@ def markdown(results: dict[str, Any], host: dict[str, Any]) -> str:
               "answers include the calls gRPC dropped before qgnn read them, their deadline "
               "past; a call whose deadline passed inside the client before it was sent never "
               "reaches the server).")
+        if "send_lag_ms" in over:
+            ms = over.get("server_ok_ms", {})
+            parts.append(
+                "Overload latency, split by who is responsible: OK answers measured from the "
+                f"moment each call was handed to gRPC p50 {over['ok_from_sent_ms']['p50']} / "
+                f"p99 {over['ok_from_sent_ms']['p99']} ms, from when it was due (open loop) p99 "
+                f"{over['ok_from_intended_ms']['p99']} ms; the generator's lag (sent - due) p50 "
+                f"{over['send_lag_ms']['p50']} / p99 {over['send_lag_ms']['p99']} / max "
+                f"{over['send_lag_ms']['max']} ms, its event loop ran due callbacks (and so "
+                f"noticed answers) late by p99 {over['loop_lag_ms']['p99']} / max "
+                f"{over['loop_lag_ms']['max']} ms; the server's own OK latency "
+                f"(qgnn_request_duration_seconds, from when gRPC handed the call to qgnn's "
+                f"thread pool; bucket upper bounds) p50 {ms.get('p50')} / p99 {ms.get('p99')} ms "
+                f"over {ms.get('count', 0):,.0f} answers.")
     goals = targets(results)
     if goals:
         parts.append(markdown_table(("target (issue 17)", "measured", "met"), goals,

@@ -44,7 +44,7 @@ from qgnn.runtime.errors import (
     ServingError,
     UnauthenticatedError,
 )
-from qgnn.runtime.metrics import ServingMetrics
+from qgnn.runtime.metrics import RequestSeries, ServingMetrics
 from qgnn.runtime.rejections import client_gone, reason_for
 
 log = logging.getLogger("qgnn.runtime.server")
@@ -343,23 +343,17 @@ class ServingInterceptor(grpc.ServerInterceptor):
             lambda: self._inflight_counts.get(model, 0))
         self._children[model] = True
 
-    def _series(self, model: str, rpc: str, code: str) -> tuple[Any, Any, Any]:
-        """The per-call metric children for these labels, looked up once (prometheus_client's
-        ``labels()`` costs a lock and a tuple per call; the serving path calls it per RPC)."""
+    def _series(self, model: str, rpc: str, code: str) -> RequestSeries:
+        """The request-metrics series of these labels, looked up once per label set."""
         key = (model, rpc, code)
         found = self._children.get(key)
         if found is None:
-            m = self._metrics
-            found = self._children[key] = (
-                m.request_duration.labels(*key), m.requests.labels(*key),
-                None if code == "OK" else m.request_errors.labels(*key))
+            found = self._children[key] = self._metrics.requests.series(*key)
         return found
 
     def _refused_by_grpc(self, rpc: str) -> None:
         if self._metrics is not None:
-            _, count, errors = self._series("", rpc, "RESOURCE_EXHAUSTED")
-            count.inc()
-            errors.inc()
+            self._metrics.requests.record(self._series("", rpc, "RESOURCE_EXHAUSTED"))
             self._metrics.reject("resource_exhausted", rpc)
 
     def record_dropped(self, rpc: str, reason: str) -> None:
@@ -369,10 +363,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
         request was never read) so that every call reaching the process is in the counts."""
         if self._metrics is None:
             return
-        code = reason.upper()
-        _, count, errors = self._series("", rpc, code)
-        count.inc()
-        errors.inc()
+        self._metrics.requests.record(self._series("", rpc, reason.upper()))
         self._metrics.reject(reason, rpc)
 
     def _admitting(self, parse: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
@@ -451,8 +442,10 @@ class ServingInterceptor(grpc.ServerInterceptor):
     def _call(self, behaviour: Callable, request: Any, context: grpc.ServicerContext, rpc: str,
               denied: ServingError | None, serialize: Callable[[Any], bytes] | None = None
               ) -> Any:
-        """Runs one call; with ``serialize`` the answer is returned serialised."""
-        started = time.perf_counter()
+        """Runs one call; with ``serialize`` the answer is returned serialised. Its duration
+        counts from when gRPC handed it to the RPC thread pool (its wait for a thread
+        included)."""
+        started = time.perf_counter() - thread_wait_s()
         ticket = None
         if type(request) is _Admitted:  # admitted while parsing; released in finally
             request, ticket = request.claim()
@@ -521,8 +514,5 @@ class ServingInterceptor(grpc.ServerInterceptor):
                     reason = reason_for(code, error)
                     if reason is not None:
                         self._metrics.reject(reason, rpc)
-                duration, count, errors = self._series(model, rpc, code)
-                duration.observe(time.perf_counter() - started)
-                count.inc()
-                if errors is not None:
-                    errors.inc()
+                self._metrics.requests.record(self._series(model, rpc, code),
+                                              time.perf_counter() - started)

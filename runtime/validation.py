@@ -42,9 +42,17 @@ def clip(text: str, limit: int = _SHOWN_CHARS) -> str:
 # Names and versions
 
 
+# Names that passed model_name (each request's name is checked; a set lookup is cheaper than the
+# pattern), bounded so that a client sending many distinct valid names cannot grow it.
+_PASSED: set[str] = set()
+_MAX_PASSED = 1024
+
+
 def model_name(name: str, field: str = "model.name", *, required: bool = True) -> str:
     """A model name a request may address: non-empty (when ``required``), no longer than a
     loadable name, and of the characters bundles allow."""
+    if name in _PASSED:
+        return name
     if not name:
         if required:
             raise InvalidRequestError(field, "", "a model name is required")
@@ -55,6 +63,8 @@ def model_name(name: str, field: str = "model.name", *, required: bool = True) -
     if not MODEL_NAME_PATTERN.fullmatch(name):
         raise InvalidRequestError(field, clip(name), f"not a model name (names match "
                                                      f"{MODEL_NAME_PATTERN.pattern})")
+    if len(_PASSED) < _MAX_PASSED:
+        _PASSED.add(name)
     return name
 
 
@@ -136,13 +146,23 @@ def datatype(name: str, field: str) -> Datatype:
     return DATATYPES[name]
 
 
+def vector_length(shape: Sequence[int], max_elements: int) -> int | None:
+    """The length of a rank-1 shape within ``max_elements``, the common case, decided at once;
+    None for any other shape (:func:`tensor_shape` checks those in full)."""
+    if len(shape) == 1:
+        size = shape[0]
+        if 0 <= size <= max_elements:
+            return int(size)
+    return None
+
+
 def tensor_shape(shape: Sequence[int], field: str, max_elements: int) -> tuple[tuple[int, ...],
                                                                               int]:
     """A declared shape and its element count. Rank and every dimension are bounded before the
     product is taken, so no shape reaches numpy that numpy cannot build (``[1] * 65``,
     ``[0, 2**63 - 1]``) and a product never overflows."""
-    if len(shape) == 1 and 0 <= shape[0] <= max_elements:  # the common case, decided at once
-        size = int(shape[0])
+    size = vector_length(shape, max_elements)
+    if size is not None:
         return (size,), size
     if len(shape) > MAX_RANK:
         raise InvalidRequestError(field, f"rank {len(shape)}", f"at most {MAX_RANK} dimensions")

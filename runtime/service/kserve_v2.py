@@ -78,6 +78,8 @@ class _InferPlan:
         self.node_task = entry.manifest.model.task == "node"
         self.outputs = {t.name: t for t in outputs}
         self.default = [t.name for t in outputs if t.name != "embeddings"]
+        # little-endian numpy dtype per output (tobytes() writes C order)
+        self._dtypes = {t.name: DATATYPES[t.datatype][0] for t in outputs}
         self._templates: dict[tuple[Any, ...], kserve.ModelInferResponse] = {}
 
     @staticmethod
@@ -90,7 +92,7 @@ class _InferPlan:
     def response(self, wanted: list[str], arrays: dict[str, np.ndarray], request_id: str
                  ) -> kserve.ModelInferResponse:
         """The answer: the outputs ``wanted`` in order, as raw little-endian bytes."""
-        shapes = tuple(arrays[name].shape for name in wanted)
+        shapes = tuple([arrays[name].shape for name in wanted])
         key = (*wanted, shapes)
         template = self._templates.get(key)
         if template is None:
@@ -104,8 +106,9 @@ class _InferPlan:
         response.CopyFrom(template)
         if request_id:
             response.id = request_id
+        dtypes = self._dtypes
         response.raw_output_contents.extend(
-            [_raw(arrays[name], self.outputs[name].datatype) for name in wanted])
+            [arrays[name].astype(dtypes[name], copy=False).tobytes() for name in wanted])
         return response
 
 
@@ -116,33 +119,45 @@ def parse_version(name: str, version: str, fields: tuple[str, str] = ("name", "v
                          validation.version_text(version, fields[1]))
 
 
+def _where(i: int, name: str) -> str:
+    return f"inputs[{i}]({validation.clip(name)})"
+
+
 def decode_inputs(request: kserve.ModelInferRequest, max_elements: int) -> dict[str, np.ndarray]:
     """The request's input tensors by name, from raw bytes or typed contents, checked against
-    their declared datatype and shape before anything is cast or allocated (validation)."""
+    their declared datatype and shape before anything is cast or allocated (validation). Field
+    names for error messages are built only when there is an error (every call decodes)."""
     raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
+    tensors = request.inputs
+    if raw and len(raw) != len(tensors):
         raise InvalidRequestError("raw_input_contents", len(raw),
-                                  f"needs one entry per input ({len(request.inputs)})")
+                                  f"needs one entry per input ({len(tensors)})")
     out: dict[str, np.ndarray] = {}
-    for i, tensor in enumerate(request.inputs):
+    for i, tensor in enumerate(tensors):
         name = tensor.name
-        where = f"inputs[{i}]({validation.clip(name)})"
         if name in out:
-            raise InvalidRequestError(f"{where}.name", validation.clip(name),
+            raise InvalidRequestError(f"{_where(i, name)}.name", validation.clip(name),
                                       "input given twice")
         dt = validation.DATATYPES.get(tensor.datatype) or validation.datatype(
-            tensor.datatype, f"{where}.datatype")
-        shape, count = validation.tensor_shape(tensor.shape, f"{where}.shape", max_elements)
+            tensor.datatype, f"{_where(i, name)}.datatype")
+        dims = tensor.shape
+        size = validation.vector_length(dims, max_elements)
+        if size is None:
+            shape, count = validation.tensor_shape(dims, f"{_where(i, name)}.shape",
+                                                   max_elements)
+        else:
+            shape, count = (size,), size
         # an unset contents message has no values (HasField spares reading eight fields)
         given = [f for f in validation.CONTENTS_FIELDS
                  if len(getattr(tensor.contents, f))] if tensor.HasField("contents") else []
         if raw:
             if given:
-                raise InvalidRequestError(f"{where}.contents.{given[0]}", "values",
+                raise InvalidRequestError(f"{_where(i, name)}.contents.{given[0]}", "values",
                                           "give an input's values in contents or in "
                                           "raw_input_contents, not both")
             arr = validation.raw_contents(raw[i], dt, count, shape, f"raw_input_contents[{i}]")
         else:
+            where = _where(i, name)
             wrong = [f for f in given if f != dt.contents_field]
             if wrong:
                 raise InvalidRequestError(f"{where}.contents.{wrong[0]}", "values",
@@ -174,10 +189,6 @@ def _ids_input(inputs: dict[str, np.ndarray], name: str, ndim: int, width: int |
         raise InvalidRequestError("inputs", [validation.clip(n) for n in extra],
                                   f"unknown input(s); this model takes only {name!r}")
     return arr
-
-
-def _raw(arr: np.ndarray, datatype: str) -> bytes:
-    return arr.astype(DATATYPES[datatype][0], copy=False).tobytes()  # C order, little-endian
 
 
 class KServeService(kserve_grpc.GRPCInferenceServiceServicer):
