@@ -346,8 +346,11 @@ def measure(args: argparse.Namespace, bundle: Path) -> dict[str, Any]:
 
 def run_overload(args: argparse.Namespace, proc: subprocess.Popen, target: str, model: str,
                  num_nodes: int, capacity: float) -> dict[str, Any]:
-    """Open loop at ``overload_factor`` x the measured 1-id capacity; codes, peak RSS, and the
-    server's shed counters."""
+    """Open loop at ``overload_factor`` x the measured capacity; codes, peak RSS, and the
+    server's shed counters. Alongside, a probe (its own process, ``--overload-probe-rate``
+    calls/s of the same size and deadline) measures what a client that is not itself
+    overloaded sees: the flood's generator falls behind and its latencies include its own
+    queueing, the probe's do not."""
     import threading
 
     peak = [rss_bytes(proc.pid)]
@@ -360,14 +363,26 @@ def run_overload(args: argparse.Namespace, proc: subprocess.Popen, target: str, 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     rate = max(capacity * args.overload_factor, 10.0)
+    spec = {"target": target, "model": model, "ids": args.overload_ids, "rate": rate,
+            "duration_s": args.overload_s, "deadline_s": args.overload_deadline_s,
+            "num_nodes": num_nodes}
+    probe = None
+    if args.overload_probe_rate > 0:
+        probe = subprocess.Popen(
+            [sys.executable, "-m", "qgnn.bench.serving_load", json.dumps(
+                {**spec, "rate": args.overload_probe_rate, "offset": 1})],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        result = run_load({"target": target, "model": model, "ids": args.overload_ids,
-                           "rate": rate,
-                           "duration_s": args.overload_s, "deadline_s": args.overload_deadline_s,
-                           "num_nodes": num_nodes})
+        result = run_load(spec)
+        if probe is not None:
+            out, _ = probe.communicate(timeout=args.overload_s + 120)
+            result["probe"] = json.loads(out.strip().splitlines()[-1])
     finally:
         done.set()
         sampler.join()
+        if probe is not None and probe.poll() is None:
+            probe.kill()
+            probe.wait()
     result["peak_rss_mib"] = round(peak[0] / 2**20, 1)
     result["capacity_rps"] = capacity
     result["max_queue_ms"] = ServeConfig.max_queue_ms  # the default: the row sets none
@@ -441,9 +456,11 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         out.append(("overload: only OK / RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED", codes,
                     "yes" if set(over["codes"]) <= allowed else "no"))
         limit = over.get("max_queue_ms", 500.0) + over.get("compute_ms", 0.0)
-        for what, key in (("client, from send", "ok_from_sent_ms"),
-                          ("server histogram", "server_ok_ms")):
-            p99 = over.get(key, {}).get("p99")
+        probe = over.get("probe", {})
+        for what, part in (("probe client", probe.get("ok_from_sent_ms", {})),
+                           ("flood generator, from send", over.get("ok_from_sent_ms", {})),
+                           ("server histogram", over.get("server_ok_ms", {}))):
+            p99 = part.get("p99")
             if p99 is not None:
                 out.append((f"overload: OK p99 ({what}) <= --max-queue-ms + compute "
                             f"({limit:.0f} ms)", f"{p99:.0f} ms", "yes" if p99 <= limit else "no"))
@@ -485,7 +502,8 @@ def markdown(results: dict[str, Any], host: dict[str, Any]) -> str:
             + "; refusals by reason "
             + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(
                 over.get("server_counts", {}).get("rejected", {}).items()))
-            + f". Of {over['sent']:,} calls sent, the server counted "
+            + f". Of {over['sent'] + over.get('probe', {}).get('sent', 0):,} calls sent "
+              f"(the probe's included), the server counted "
             + f"{sum(over.get('server_counts', {}).get('answers', {}).values()):,.0f} (its "
               "answers include the calls gRPC dropped before qgnn read them, their deadline "
               "past; a call whose deadline passed inside the client before it was sent never "
@@ -504,6 +522,16 @@ def markdown(results: dict[str, Any], host: dict[str, Any]) -> str:
                 f"(qgnn_request_duration_seconds, from when gRPC handed the call to qgnn's "
                 f"thread pool; bucket upper bounds) p50 {ms.get('p50')} / p99 {ms.get('p99')} ms "
                 f"over {ms.get('count', 0):,.0f} answers.")
+            probe = over.get("probe")
+            if probe:
+                parts.append(
+                    f"Probe client ({probe['rate_per_s']:g} calls/s of the same size and deadline, "
+                    "its own process, during the flood): "
+                    + ", ".join(f"{k} {v:,}" for k, v in sorted(probe["codes"].items()))
+                    + f"; OK p50 {probe['ok_from_sent_ms']['p50']} / p99 "
+                    f"{probe['ok_from_sent_ms']['p99']} / max {probe['ok_from_sent_ms']['max']} ms "
+                    f"(its own lag: send p99 {probe['send_lag_ms']['p99']} ms, event loop p99 "
+                    f"{probe['loop_lag_ms']['p99']} ms).")
     goals = targets(results)
     if goals:
         parts.append(markdown_table(("target (issue 17)", "measured", "met"), goals,
@@ -545,6 +573,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ids per request of the overload (64: a rate the Python "
                              "generator can sustain at 4x; 1 needs ~4x more requests/s)")
     parser.add_argument("--overload-deadline-s", type=float, default=1.0)
+    parser.add_argument("--overload-probe-rate", type=float, default=20.0,
+                        help="calls/s of the overload's probe client, its own process (0: none)")
     parser.add_argument("--kserve-python", help="python of a venv with kserve 0.21")
     parser.add_argument("--mlserver-python", help="python of a venv with mlserver 1.7.1")
     parser.add_argument("--baseline", type=Path,

@@ -170,7 +170,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     common = (spec["target"], spec["model"], spec["ids"])
     if spec.get("rate"):
         return asyncio.run(_open(*common, spec["rate"], spec["duration_s"], spec["deadline_s"],
-                                 spec["num_nodes"]))
+                                 spec["num_nodes"], offset=spec.get("offset", 0)))
     return asyncio.run(_closed(*common, spec["clients"], spec["duration_s"], spec["num_nodes"]))
 
 

@@ -42,11 +42,14 @@ class Ticket:
     """The bytes one accepted request holds, and the budget they count against (one per call:
     a plain class with slots, cheaper to build than a dataclass)."""
 
-    __slots__ = ("nbytes", "owner")
+    __slots__ = ("arrived", "nbytes", "owner")
 
-    def __init__(self, owner: Admission, nbytes: int = 0) -> None:
+    def __init__(self, owner: Admission, nbytes: int = 0, arrived: float | None = None) -> None:
         self.owner = owner
         self.nbytes = nbytes
+        # time.monotonic() when the call reached the server's RPC thread pool: every wait
+        # inside the server (for a thread, in a model queue) counts from here
+        self.arrived = time.monotonic() if arrived is None else arrived
 
     def __repr__(self) -> str:
         return f"Ticket(nbytes={self.nbytes})"
@@ -108,9 +111,11 @@ class Admission:
             return 0.0
         return self._count / self.capacity
 
-    def enter(self, nbytes: int, deadline_left_s: float | None = None) -> Ticket:
+    def enter(self, nbytes: int, deadline_left_s: float | None = None,
+              arrived: float | None = None) -> Ticket:
         """Admits a request of ``nbytes`` payload bytes or raises OverloadedError; the ticket
-        becomes the current one of this thread's call (:meth:`charge`)."""
+        becomes the current one of this thread's call (:meth:`charge`). ``arrived``: when the
+        call reached the server (time.monotonic(); default now)."""
         now = time.monotonic()
         with self._lock:
             if now - self._window_start >= _WINDOW_S:
@@ -132,7 +137,7 @@ class Admission:
                 raise self._refuse("inflight_bytes", self._bytes_message(nbytes))
             self._count += 1
             self._bytes += nbytes
-        ticket = Ticket(self, nbytes)
+        ticket = Ticket(self, nbytes, now if arrived is None else arrived)
         _CURRENT.set(ticket)
         return ticket
 
@@ -178,6 +183,14 @@ def bind(ticket: Ticket) -> None:
     """Makes ``ticket`` the current call's (for :func:`charge`) on this thread: the ticket may
     have been taken on another one (gRPC parses requests off the handler's thread)."""
     _CURRENT.set(ticket)
+
+
+def arrival() -> float | None:
+    """When the current call reached the server (time.monotonic()), None outside an admitted
+    call: a model queue bounds a request's whole wait in the server by this, not only its own
+    part."""
+    ticket = _CURRENT.get()
+    return None if ticket is None else ticket.arrived
 
 
 def charge(nbytes: int) -> None:

@@ -60,6 +60,13 @@ class Job:
     deadline: float | None  # time.monotonic() after which the caller no longer wants the answer
     enqueued: float = field(default_factory=time.monotonic)
     future: Future = field(default_factory=Future)
+    # when the request reached the server (its wait for an RPC thread and its validation came
+    # before the queue): --max-queue-ms bounds the whole wait from here
+    arrived: float | None = None
+
+    @property
+    def since(self) -> float:
+        return self.enqueued if self.arrived is None else min(self.arrived, self.enqueued)
 
 
 @dataclass
@@ -125,10 +132,11 @@ class Batcher:
                 self._cond.notify_all()
 
     def submit(self, key: Hashable | None, payload: Any, size: int,
-               deadline: float | None = None) -> Job:
+               deadline: float | None = None, arrived: float | None = None) -> Job:
         """Queues a job; raises OverloadedError when the queue is full and ModelUnavailableError
-        once the batcher is closed."""
-        job = Job(key, payload, max(int(size), 1), deadline)
+        once the batcher is closed. ``arrived``: when the request reached the server
+        (time.monotonic(); None: now), from which ``max_queue_s`` bounds its whole wait."""
+        job = Job(key, payload, max(int(size), 1), deadline, arrived=arrived)
         with self._cond:
             if self._closed:
                 raise ModelUnavailableError(f"model {self.model} is unloading; retry")
@@ -160,11 +168,13 @@ class Batcher:
             raise DeadlineExceededError(f"model {self.model}: the deadline had passed when the "
                                         f"request reached the queue")
         wait = self.estimated_wait_s(job.size)
-        if self.max_queue_s is not None and wait > self.max_queue_s:
+        waited = now - job.since  # in the server already, before this queue
+        if self.max_queue_s is not None and waited + wait > self.max_queue_s:
             self._count_shed("queue_time")
             raise OverloadedError(f"model {self.model}: overloaded, about {wait * 1e3:.0f} ms "
-                                  f"of work queued (--max-queue-ms "
-                                  f"{self.max_queue_s * 1e3:g}); retry with backoff")
+                                  f"of work queued after {waited * 1e3:.0f} ms in the server "
+                                  f"already (--max-queue-ms {self.max_queue_s * 1e3:g}); retry "
+                                  f"with backoff")
         if job.deadline is not None and now + wait + self.call_s > job.deadline:
             self._count_shed("queue_time")
             raise OverloadedError(f"model {self.model}: overloaded, the answer would take about "
@@ -239,12 +249,13 @@ class Batcher:
             self._metrics.queue_depth.labels(self.model).dec()
         if not job.future.set_running_or_notify_cancel():
             return False
-        if self.max_queue_s is not None and now - job.enqueued > self.max_queue_s and \
+        if self.max_queue_s is not None and now - job.since > self.max_queue_s and \
                 not self._closed:
             self._count_shed("queue_time")
             job.future.set_exception(OverloadedError(
                 f"model {self.model}: overloaded, the request waited "
-                f"{(now - job.enqueued) * 1e3:.0f} ms in the queue (--max-queue-ms "
+                f"{(now - job.since) * 1e3:.0f} ms in the server, "
+                f"{(now - job.enqueued) * 1e3:.0f} ms of it in the queue (--max-queue-ms "
                 f"{self.max_queue_s * 1e3:g}); it was not computed; retry with backoff"))
             return False
         if job.deadline is not None and now >= job.deadline:

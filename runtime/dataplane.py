@@ -129,11 +129,12 @@ class DataPlane:
             ids = self._ids(entry, ids, "node_ids", ind)
             admission.charge(work_bytes(len(ids), backend.num_classes))
             if ind is None:
-                job = batcher.submit("nodes", ids, len(ids), deadline)
+                job = batcher.submit("nodes", ids, len(ids), deadline, admission.arrival())
             else:
                 job = batcher.submit(None, lambda: checked_output(
                     backend.predict_nodes(ids, ind), np.float32,
-                    (len(ids), backend.num_classes), "probabilities"), len(ids), deadline)
+                    (len(ids), backend.num_classes), "probabilities"), len(ids), deadline,
+                    admission.arrival())
         probs = batcher.wait(job)
         return NodePredictions(entry.key, probs, np.argmax(probs, axis=1).astype(np.int64))
 
@@ -162,11 +163,11 @@ class DataPlane:
             pairs = np.stack([s, d], axis=1)
             admission.charge(work_bytes(len(pairs), 2 * backend.embedding_dim))
             if ind is None:
-                job = batcher.submit("links", pairs, len(pairs), deadline)
+                job = batcher.submit("links", pairs, len(pairs), deadline, admission.arrival())
             else:
                 job = batcher.submit(None, lambda: checked_output(
                     backend.predict_links(pairs, ind), np.float32, (len(pairs),), "scores"),
-                    len(pairs), deadline)
+                    len(pairs), deadline, admission.arrival())
         return LinkScores(entry.key, batcher.wait(job))
 
     def embed(self, model: ModelSelector, ids: Any, inductive: Sequence[InductiveSpec] = (), *,
@@ -184,11 +185,11 @@ class DataPlane:
             ids = self._ids(entry, ids, "node_ids", ind)
             admission.charge(work_bytes(len(ids), backend.embedding_dim))
             if ind is None:
-                job = batcher.submit("embed", ids, len(ids), deadline)
+                job = batcher.submit("embed", ids, len(ids), deadline, admission.arrival())
             else:
                 job = batcher.submit(None, lambda: checked_output(
                     backend.embed(ids, ind), np.float32, (len(ids), None), "embeddings"),
-                    len(ids), deadline)
+                    len(ids), deadline, admission.arrival())
         return Embeddings(entry.key, batcher.wait(job))
 
     def recommend(self, model: ModelSelector, user: int, k: int, exclude_seen: bool = False,
@@ -210,7 +211,7 @@ class DataPlane:
                 else:
                     run = self._known_user(entry, user, k, exclude_seen, candidates, inductive,
                                            who)
-                job = batcher.submit(None, run, 1, deadline)
+                job = batcher.submit(None, run, 1, deadline, admission.arrival())
             ids, scores = batcher.wait(job)
             external = None
             if catalogue is not None and catalogue.has_external_ids:

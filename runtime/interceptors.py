@@ -383,7 +383,9 @@ class ServingInterceptor(grpc.ServerInterceptor):
             if self.admission is None or self.closing.is_set():
                 return parse(data)
             try:
-                ticket = self.admission.enter(2 * size)  # the wire bytes and the parsed copy
+                # the wire bytes and the parsed copy; the call arrived when gRPC queued it for
+                # a thread
+                ticket = self.admission.enter(2 * size, arrived=_QUEUED.at)
             except OverloadedError as exc:  # counted by the admission
                 return _Refused(exc)
             return _Admitted(parse(data), ticket)
@@ -409,7 +411,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
         left = None if left is None or left > 1e6 else left  # 1e6+: no deadline
         if ticket is None:  # not admitted while parsing (a caller without the wrapper)
             size = request.ByteSize() if hasattr(request, "ByteSize") else 0
-            return self.admission.enter(2 * size, left)
+            return self.admission.enter(2 * size, left, arrived=_QUEUED.at)
         wait = self.admission.estimated_wait_s()
         if left is not None and wait > left:
             shed(self._metrics, "queue_time")
