@@ -17,10 +17,12 @@ the worker reruns each job of the batch alone so only the bad one fails.
 The queue is bounded by time, not only by count: :meth:`Batcher.submit` estimates how long a new
 job would wait (the model calls needed for the rows queued ahead, plus the one running, each
 costing the recent mean model-call time) and sheds it at once with RESOURCE_EXHAUSTED
-(:class:`OverloadedError`) when that exceeds ``max_queue_s`` or when the answer could not come
-before the caller's deadline; a deadline already past is DEADLINE_EXCEEDED. A job that still
-waited longer than ``max_queue_s`` (the estimate was low: a burst) is shed when the worker
-reaches it, so an OK answer never queued longer than ``max_queue_s``. A job whose deadline passed
+(:class:`OverloadedError`) when that, plus the time the request already spent in the server
+before the queue (``arrived``: waiting for an RPC thread, being validated), exceeds
+``max_queue_s``, or when the answer could not come before the caller's deadline; a deadline
+already past is DEADLINE_EXCEEDED. A job that is still in the server longer than ``max_queue_s``
+when the worker reaches it (the estimate was low: a burst) is shed then, so an OK answer never
+waited in the server longer than ``max_queue_s`` in all. A job whose deadline passed
 while it was queued is dropped, not computed. ``max_queue_size`` remains as a count backstop.
 """
 

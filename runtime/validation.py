@@ -42,17 +42,9 @@ def clip(text: str, limit: int = _SHOWN_CHARS) -> str:
 # Names and versions
 
 
-# Names that passed model_name (each request's name is checked; a set lookup is cheaper than the
-# pattern), bounded so that a client sending many distinct valid names cannot grow it.
-_PASSED: set[str] = set()
-_MAX_PASSED = 1024
-
-
 def model_name(name: str, field: str = "model.name", *, required: bool = True) -> str:
     """A model name a request may address: non-empty (when ``required``), no longer than a
     loadable name, and of the characters bundles allow."""
-    if name in _PASSED:
-        return name
     if not name:
         if required:
             raise InvalidRequestError(field, "", "a model name is required")
@@ -63,8 +55,6 @@ def model_name(name: str, field: str = "model.name", *, required: bool = True) -
     if not MODEL_NAME_PATTERN.fullmatch(name):
         raise InvalidRequestError(field, clip(name), f"not a model name (names match "
                                                      f"{MODEL_NAME_PATTERN.pattern})")
-    if len(_PASSED) < _MAX_PASSED:
-        _PASSED.add(name)
     return name
 
 

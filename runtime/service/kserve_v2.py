@@ -112,9 +112,11 @@ class _InferPlan:
         return response
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_version(name: str, version: str, fields: tuple[str, str] = ("name", "version")
                   ) -> ModelSelector:
-    """'' is the newest version; anything else must be ASCII decimal digits (validation)."""
+    """'' is the newest version; anything else must be ASCII decimal digits (validation).
+    Cached: every call names its model, and a refusal raises (never cached)."""
     return ModelSelector(validation.model_name(name, fields[0]),
                          validation.version_text(version, fields[1]))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,8 +35,13 @@ _DTYPES = {"float32": pb.DATA_TYPE_FLOAT32, "float16": pb.DATA_TYPE_FLOAT16,
 
 def selector(ref: pb.ModelRef) -> ModelSelector:
     """The model a request names, checked like KServe's (qgnn.runtime.validation)."""
-    return ModelSelector(validation.model_name(ref.name), validation.version_number(
-        ref.version if ref.HasField("version") else None))
+    return _selector(ref.name, ref.version if ref.HasField("version") else None)
+
+
+@functools.lru_cache(maxsize=1024)
+def _selector(name: str, version: int | None) -> ModelSelector:
+    """Cached: every call names its model, and a refusal raises (never cached)."""
+    return ModelSelector(validation.model_name(name), validation.version_number(version))
 
 
 def model_ref(key: ModelKey) -> pb.ModelRef:
