@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 from qgnn.bench.harness import RESULTS_DIR, machine_info, markdown_table, write_result
+from qgnn.runtime.config import ServeConfig
 
 BENCH = Path(__file__).resolve().parent
 DEFAULT_BUNDLE = Path("runs/demo/bundle")
@@ -225,11 +226,24 @@ def server_commands(args: argparse.Namespace, bundle: Path) -> list[tuple[str, s
 
 def server_counts(metrics_port: int) -> dict[str, dict[str, float]]:
     """qgnn's own counts: ModelInfer calls by status (summed over models; a call gRPC dropped
-    before qgnn read it has model ''), shed requests by reason, and ModelInfer refusals by
-    reason."""
+    before qgnn read it has model ''), shed requests by reason, ModelInfer refusals by reason,
+    and the cumulative buckets of its OK answers' qgnn_request_duration_seconds."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as page:
         text = page.read().decode()
-    out: dict[str, dict[str, float]] = {"answers": {}, "shed": {}, "rejected": {}}
+    out: dict[str, dict[str, float]] = {"answers": {}, "shed": {}, "rejected": {},
+                                        "ok_seconds_le": {}, "compute_seconds_le": {}}
+    for m in re.finditer(r'^qgnn_compute_duration_seconds_bucket\{([^}]*)\} (\S+)', text,
+                         re.MULTILINE):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m[1]))
+        if labels.get("stage") == "model":  # one whole model call
+            le = labels["le"]
+            out["compute_seconds_le"][le] = out["compute_seconds_le"].get(le, 0.0) + float(m[2])
+    for m in re.finditer(r'^qgnn_request_duration_seconds_bucket\{([^}]*)\} (\S+)', text,
+                         re.MULTILINE):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m[1]))
+        if labels.get("method") == "ModelInfer" and labels.get("status") == "OK":
+            le = labels["le"]
+            out["ok_seconds_le"][le] = out["ok_seconds_le"].get(le, 0.0) + float(m[2])
     for m in re.finditer(r'^qgnn_requests_total\{[^}]*method="ModelInfer"[^}]*status="(\w+)"'
                          r'[^}]*\} (\S+)', text, re.MULTILINE):
         out["answers"][m[1]] = out["answers"].get(m[1], 0.0) + float(m[2])
@@ -239,6 +253,21 @@ def server_counts(metrics_port: int) -> dict[str, dict[str, float]]:
     for m in re.finditer(r'^qgnn_requests_rejected_total\{method="ModelInfer",reason="(\w+)"'
                          r'\} (\S+)', text, re.MULTILINE):
         out["rejected"][m[1]] = float(m[2])
+    return out
+
+
+def bucket_quantiles_ms(cumulative: dict[str, float]) -> dict[str, float | None]:
+    """p50 / p90 / p99 of a Prometheus histogram from its cumulative bucket counts (``le`` ->
+    count), each as the upper bound of the bucket it falls in (ms; None past the last finite
+    bucket or without observations), and that bucket's lower bound (``p99_above``, ...)."""
+    bounds = sorted((float(le), n) for le, n in cumulative.items())
+    total = bounds[-1][1] if bounds else 0.0
+    out: dict[str, float | None] = {"count": total}
+    for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+        at = next((i for i, (_, n) in enumerate(bounds) if total and n >= q * total), None)
+        le = None if at is None else bounds[at][0]
+        out[name] = None if le is None or le == float("inf") else round(le * 1e3, 3)
+        out[f"{name}_above"] = None if not at else round(bounds[at - 1][0] * 1e3, 3)
     return out
 
 
@@ -313,6 +342,14 @@ def measure(args: argparse.Namespace, bundle: Path) -> dict[str, Any]:
                 overload["server_counts"] = {
                     part: {k: v - before[part].get(k, 0.0) for k, v in after[part].items()
                            if v - before[part].get(k, 0.0)} for part in after}
+                for part, key in (("ok_seconds_le", "server_ok_ms"),
+                                  ("compute_seconds_le", "server_compute_ms")):
+                    overload[key] = bucket_quantiles_ms(
+                        {le: v - before[part].get(le, 0.0) for le, v in after[part].items()})
+                # compute: one model call during the overload as the server timed it (the upper
+                # bound of its p99 bucket), else what a call took closed-loop (p50)
+                overload["compute_ms"] = overload["server_compute_ms"]["p99"] or \
+                    row["scenarios"][at]["latency_ms"]["p50"]
     return {"model": model, "bundle": str(bundle), "num_nodes": num_nodes,
             "threads": args.threads, "clients": args.clients, "duration_s": args.duration_s,
             "rounds": args.rounds, "rows": rows, "overload": overload}
@@ -320,8 +357,11 @@ def measure(args: argparse.Namespace, bundle: Path) -> dict[str, Any]:
 
 def run_overload(args: argparse.Namespace, proc: subprocess.Popen, target: str, model: str,
                  num_nodes: int, capacity: float) -> dict[str, Any]:
-    """Open loop at ``overload_factor`` x the measured 1-id capacity; codes, peak RSS, and the
-    server's shed counters."""
+    """Open loop at ``overload_factor`` x the measured capacity; codes, peak RSS, and the
+    server's shed counters. Alongside, a probe (its own process, ``--overload-probe-rate``
+    calls/s of the same size and deadline) measures what a client that is not itself
+    overloaded sees: the flood's generator falls behind and its latencies include its own
+    queueing, the probe's do not."""
     import threading
 
     peak = [rss_bytes(proc.pid)]
@@ -334,16 +374,29 @@ def run_overload(args: argparse.Namespace, proc: subprocess.Popen, target: str, 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     rate = max(capacity * args.overload_factor, 10.0)
+    spec = {"target": target, "model": model, "ids": args.overload_ids, "rate": rate,
+            "duration_s": args.overload_s, "deadline_s": args.overload_deadline_s,
+            "num_nodes": num_nodes}
+    probe = None
+    if args.overload_probe_rate > 0:
+        probe = subprocess.Popen(
+            [sys.executable, "-m", "qgnn.bench.serving_load", json.dumps(
+                {**spec, "rate": args.overload_probe_rate, "offset": 1})],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        result = run_load({"target": target, "model": model, "ids": args.overload_ids,
-                           "rate": rate,
-                           "duration_s": args.overload_s, "deadline_s": args.overload_deadline_s,
-                           "num_nodes": num_nodes})
+        result = run_load(spec)
+        if probe is not None:
+            out, _ = probe.communicate(timeout=args.overload_s + 120)
+            result["probe"] = json.loads(out.strip().splitlines()[-1])
     finally:
         done.set()
         sampler.join()
+        if probe is not None and probe.poll() is None:
+            probe.kill()
+            probe.wait()
     result["peak_rss_mib"] = round(peak[0] / 2**20, 1)
     result["capacity_rps"] = capacity
+    result["max_queue_ms"] = ServeConfig.max_queue_ms  # the default: the row sets none
     return result
 
 
@@ -358,7 +411,11 @@ def _best(rows: list[dict[str, Any]], kind: str, scenario: int, key: str) -> flo
 
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(target, measured, met?) for the issue's targets."""
+    """(target, measured, met?) for the issue's targets (those the run measured)."""
+    return _throughput_targets(results) + _overload_targets(results.get("overload"))
+
+
+def _throughput_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows = results["rows"]
     by = {r["server"]: r for r in rows if "scenarios" in r}
     qgnn = [r for r in rows if r["kind"] == "qgnn" and "scenarios" in r]
@@ -407,12 +464,31 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                1.25),
            row("64 ids: qgnn / best same-work anchor (node predictions/s)", best_q64 / same64, 3),
            row("64 ids: qgnn node predictions/s", best_q64, 50_000)]
-    over = results.get("overload")
+    return out
+
+
+def _overload_targets(over: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+    out: list[tuple[str, str, str]] = []
     if over:
         allowed = {"OK", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}
         codes = ", ".join(f"{k} {v}" for k, v in sorted(over["codes"].items()))
+        probe = over.get("probe", {})
+        seen = set(over["codes"]) | set(probe.get("codes", {}))
         out.append(("overload: only OK / RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED", codes,
-                    "yes" if set(over["codes"]) <= allowed else "no"))
+                    "yes" if seen <= allowed else "no"))
+        limit = over.get("max_queue_ms", 500.0) + over.get("compute_ms", 0.0)
+        for what, part in (("probe client", probe.get("ok_from_sent_ms", {})),
+                           ("flood generator, from send", over.get("ok_from_sent_ms", {})),
+                           ("server histogram", over.get("server_ok_ms", {}))):
+            p99, above = part.get("p99"), part.get("p99_above")
+            if p99 is None:
+                continue
+            shown, met = f"{p99:.0f} ms", "yes" if p99 <= limit else "no"
+            if above is not None:  # a histogram bucket: the p99 is somewhere in (above, p99]
+                shown = f"in ({above:.0f}, {p99:.0f}] ms"
+                met = met if p99 <= limit or above >= limit else "not resolved by the buckets"
+            out.append((f"overload: OK p99 ({what}) <= --max-queue-ms + compute "
+                        f"({limit:.0f} ms)", shown, met))
     return out
 
 
@@ -451,11 +527,38 @@ def markdown(results: dict[str, Any], host: dict[str, Any]) -> str:
             + "; refusals by reason "
             + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(
                 over.get("server_counts", {}).get("rejected", {}).items()))
-            + f". Of {over['sent']:,} calls sent, the server counted "
+            + f". Of {over['sent'] + over.get('probe', {}).get('sent', 0):,} calls sent "
+              f"(the probe's included), the server counted "
             + f"{sum(over.get('server_counts', {}).get('answers', {}).values()):,.0f} (its "
               "answers include the calls gRPC dropped before qgnn read them, their deadline "
               "past; a call whose deadline passed inside the client before it was sent never "
               "reaches the server).")
+        if "send_lag_ms" in over:
+            ms = over.get("server_ok_ms", {})
+            parts.append(
+                "Overload latency, split by who is responsible: OK answers measured from the "
+                f"moment each call was handed to gRPC p50 {over['ok_from_sent_ms']['p50']} / "
+                f"p99 {over['ok_from_sent_ms']['p99']} ms, from when it was due (open loop) p99 "
+                f"{over['ok_from_intended_ms']['p99']} ms; the generator's lag (sent - due) p50 "
+                f"{over['send_lag_ms']['p50']} / p99 {over['send_lag_ms']['p99']} / max "
+                f"{over['send_lag_ms']['max']} ms, its event loop ran due callbacks (and so "
+                f"noticed answers) late by p99 {over['loop_lag_ms']['p99']} / max "
+                f"{over['loop_lag_ms']['max']} ms; the server's own OK latency "
+                f"(qgnn_request_duration_seconds, from when gRPC handed the call to qgnn's "
+                f"thread pool; bucket upper bounds) p50 {ms.get('p50')} / p99 {ms.get('p99')} ms "
+                f"over {ms.get('count', 0):,.0f} answers; its model calls took p50 "
+                f"{over.get('server_compute_ms', {}).get('p50')} / p99 "
+                f"{over.get('server_compute_ms', {}).get('p99')} ms (bucket upper bounds).")
+            probe = over.get("probe")
+            if probe:
+                parts.append(
+                    f"Probe client ({probe['rate_per_s']:g} calls/s of the same size and deadline, "
+                    "its own process, during the flood): "
+                    + ", ".join(f"{k} {v:,}" for k, v in sorted(probe["codes"].items()))
+                    + f"; OK p50 {probe['ok_from_sent_ms']['p50']} / p99 "
+                    f"{probe['ok_from_sent_ms']['p99']} / max {probe['ok_from_sent_ms']['max']} ms "
+                    f"(its own lag: send p99 {probe['send_lag_ms']['p99']} ms, event loop p99 "
+                    f"{probe['loop_lag_ms']['p99']} ms).")
     goals = targets(results)
     if goals:
         parts.append(markdown_table(("target (issue 17)", "measured", "met"), goals,
@@ -497,6 +600,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ids per request of the overload (64: a rate the Python "
                              "generator can sustain at 4x; 1 needs ~4x more requests/s)")
     parser.add_argument("--overload-deadline-s", type=float, default=1.0)
+    parser.add_argument("--overload-probe-rate", type=float, default=20.0,
+                        help="calls/s of the overload's probe client, its own process (0: none)")
     parser.add_argument("--kserve-python", help="python of a venv with kserve 0.21")
     parser.add_argument("--mlserver-python", help="python of a venv with mlserver 1.7.1")
     parser.add_argument("--baseline", type=Path,

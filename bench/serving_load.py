@@ -97,17 +97,36 @@ async def _closed(target: str, model: str, ids: int, clients: int, duration_s: f
             **_summary(latencies, duration_s, ids)}
 
 
+def _quantiles_ms(values: list[float]) -> dict[str, float | None]:
+    arr = np.asarray(values) * 1e3
+    return {q: round(float(np.percentile(arr, p)), 3) if len(arr) else None
+            for q, p in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))}
+
+
+async def _loop_lag(stop: asyncio.Event, out: list[float], period_s: float = 0.005) -> None:
+    """How late this event loop runs a callback that is due: an answer that has arrived is
+    noticed (its completion time taken) that much later."""
+    while not stop.is_set():
+        due = time.perf_counter() + period_s
+        await asyncio.sleep(period_s)
+        out.append(max(time.perf_counter() - due, 0.0))
+
+
 async def _open(target: str, model: str, ids: int, rate: float, duration_s: float,
-                deadline_s: float, num_nodes: int, channels: int = 8) -> dict[str, Any]:
-    latencies: list[float] = []
+                deadline_s: float, num_nodes: int, channels: int = 8, offset: int = 0
+                ) -> dict[str, Any]:
+    """Open loop: call ``i`` is due at ``start + i / rate``. Each call records when it was due
+    (intended), when it was handed to gRPC (sent) and when its answer was seen (done): the
+    generator's own lag (sent - intended) is reported apart from the latency it measures
+    (done - sent), since at several thousand calls/s a Python generator falls behind."""
     codes: Counter[str] = Counter()
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(offset)
     chans = [grpc.aio.insecure_channel(target) for _ in range(channels)]
     stubs = [kserve_grpc.GRPCInferenceServiceStub(c).ModelInfer for c in chans]
-
     details: dict[str, str] = {}
+    calls: list[tuple[float, float, float, str]] = []  # (intended, sent, done, code)
 
-    async def one(i: int) -> None:
+    async def one(i: int, due: float) -> None:
         request = infer_request(model, rng.integers(0, num_nodes, ids))
         sent = time.perf_counter()
         try:
@@ -116,10 +135,11 @@ async def _open(target: str, model: str, ids: int, rate: float, duration_s: floa
         except grpc.RpcError as exc:
             code = exc.code().name
             details.setdefault(code, str(exc.details())[:200])
+        calls.append((due, sent, time.perf_counter(), code))
         codes[code] += 1
-        if code == "OK":
-            latencies.append(time.perf_counter() - sent)
 
+    stop, lag = asyncio.Event(), []
+    watcher = asyncio.ensure_future(_loop_lag(stop, lag))
     tasks = []
     start = time.perf_counter()
     i = 0
@@ -127,15 +147,22 @@ async def _open(target: str, model: str, ids: int, rate: float, duration_s: floa
         due = start + i / rate
         if due > now:
             await asyncio.sleep(due - now)
-        tasks.append(asyncio.ensure_future(one(i)))
+        tasks.append(asyncio.ensure_future(one(i, due)))
         i += 1
     await asyncio.gather(*tasks)
+    stop.set()
+    await watcher
     for c in chans:
         await c.close()
+    ok = [c for c in calls if c[3] == "OK"]
     return {"mode": "open", "ids_per_request": ids, "rate_per_s": rate, "seconds": duration_s,
             "deadline_s": deadline_s, "sent": i, "codes": dict(codes), "details": details,
             "errors": sum(v for k, v in codes.items() if k != "OK"),
-            **_summary(latencies, duration_s, ids)}
+            **_summary([done - sent for _, sent, done, _ in ok], duration_s, ids),
+            "ok_from_intended_ms": _quantiles_ms([done - due for due, _, done, _ in ok]),
+            "ok_from_sent_ms": _quantiles_ms([done - sent for _, sent, done, _ in ok]),
+            "send_lag_ms": _quantiles_ms([sent - due for due, sent, _, _ in calls]),
+            "loop_lag_ms": _quantiles_ms(lag)}
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +170,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     common = (spec["target"], spec["model"], spec["ids"])
     if spec.get("rate"):
         return asyncio.run(_open(*common, spec["rate"], spec["duration_s"], spec["deadline_s"],
-                                 spec["num_nodes"]))
+                                 spec["num_nodes"], offset=spec.get("offset", 0)))
     return asyncio.run(_closed(*common, spec["clients"], spec["duration_s"], spec["num_nodes"]))
 
 

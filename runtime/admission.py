@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from dataclasses import dataclass
 
 from qgnn.runtime.errors import OverloadedError
 from qgnn.runtime.metrics import ServingMetrics
@@ -39,12 +38,21 @@ REASONS = ("inflight_bytes", "inflight_requests", "queue_time", "queue_full", "d
            "message_bytes", "shutdown")
 
 
-@dataclass(eq=False)
 class Ticket:
-    """The bytes one accepted request holds, and the budget they count against."""
+    """The bytes one accepted request holds, and the budget they count against (one per call:
+    a plain class with slots, cheaper to build than a dataclass)."""
 
-    owner: Admission
-    nbytes: int = 0
+    __slots__ = ("arrived", "nbytes", "owner")
+
+    def __init__(self, owner: Admission, nbytes: int = 0, arrived: float | None = None) -> None:
+        self.owner = owner
+        self.nbytes = nbytes
+        # time.monotonic() when the call reached the server's RPC thread pool: every wait
+        # inside the server (for a thread, in a model queue) counts from here
+        self.arrived = time.monotonic() if arrived is None else arrived
+
+    def __repr__(self) -> str:
+        return f"Ticket(nbytes={self.nbytes})"
 
 
 SATURATED = 8  # requests in flight throughout a window for its completion rate to count
@@ -103,16 +111,21 @@ class Admission:
             return 0.0
         return self._count / self.capacity
 
-    def enter(self, nbytes: int, deadline_left_s: float | None = None) -> Ticket:
+    def enter(self, nbytes: int, deadline_left_s: float | None = None,
+              arrived: float | None = None) -> Ticket:
         """Admits a request of ``nbytes`` payload bytes or raises OverloadedError; the ticket
-        becomes the current one of this thread's call (:meth:`charge`)."""
+        becomes the current one of this thread's call (:meth:`charge`). ``arrived``: when the
+        call reached the server (time.monotonic(); default now)."""
+        now = time.monotonic()
         with self._lock:
-            self._tick(time.monotonic())
+            if now - self._window_start >= _WINDOW_S:
+                self._tick(now)
             wait = self.estimated_wait_s()
-            limit = float("inf") if self.max_queue_s is None else self.max_queue_s
-            if deadline_left_s is not None and deadline_left_s < limit:
-                limit = deadline_left_s
-            if wait > limit:
+            if (self.max_queue_s is not None and wait > self.max_queue_s) or (
+                    deadline_left_s is not None and wait > deadline_left_s):
+                limit = float("inf") if self.max_queue_s is None else self.max_queue_s
+                if deadline_left_s is not None and deadline_left_s < limit:
+                    limit = deadline_left_s
                 bound = "the deadline left" if limit == deadline_left_s else "--max-queue-ms"
                 raise self._refuse("queue_time", f"server overloaded: about {wait * 1e3:.0f} ms "
                                    f"of requests ahead ({self._count} in flight), more than "
@@ -124,7 +137,7 @@ class Admission:
                 raise self._refuse("inflight_bytes", self._bytes_message(nbytes))
             self._count += 1
             self._bytes += nbytes
-        ticket = Ticket(self, nbytes)
+        ticket = Ticket(self, nbytes, now if arrived is None else arrived)
         _CURRENT.set(ticket)
         return ticket
 
@@ -135,7 +148,8 @@ class Admission:
             self._bytes -= ticket.nbytes
             ticket.nbytes = 0
             self._window_done += 1
-            self._window_min = min(self._window_min, self._count)
+            if self._count < self._window_min:
+                self._window_min = self._count
         _CURRENT.set(None)
 
     def charge(self, ticket: Ticket, nbytes: int) -> None:
@@ -169,6 +183,14 @@ def bind(ticket: Ticket) -> None:
     """Makes ``ticket`` the current call's (for :func:`charge`) on this thread: the ticket may
     have been taken on another one (gRPC parses requests off the handler's thread)."""
     _CURRENT.set(ticket)
+
+
+def arrival() -> float | None:
+    """When the current call reached the server (time.monotonic()), None outside an admitted
+    call: a model queue bounds a request's whole wait in the server by this, not only its own
+    part."""
+    ticket = _CURRENT.get()
+    return None if ticket is None else ticket.arrived
 
 
 def charge(nbytes: int) -> None:

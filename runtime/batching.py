@@ -17,10 +17,12 @@ the worker reruns each job of the batch alone so only the bad one fails.
 The queue is bounded by time, not only by count: :meth:`Batcher.submit` estimates how long a new
 job would wait (the model calls needed for the rows queued ahead, plus the one running, each
 costing the recent mean model-call time) and sheds it at once with RESOURCE_EXHAUSTED
-(:class:`OverloadedError`) when that exceeds ``max_queue_s`` or when the answer could not come
-before the caller's deadline; a deadline already past is DEADLINE_EXCEEDED. A job that still
-waited longer than ``max_queue_s`` (the estimate was low: a burst) is shed when the worker
-reaches it, so an OK answer never queued longer than ``max_queue_s``. A job whose deadline passed
+(:class:`OverloadedError`) when that, plus the time the request already spent in the server
+before the queue (``arrived``: waiting for an RPC thread, being validated), exceeds
+``max_queue_s``, or when the answer could not come before the caller's deadline; a deadline
+already past is DEADLINE_EXCEEDED. A job that is still in the server longer than ``max_queue_s``
+when the worker reaches it (the estimate was low: a burst) is shed then, so an OK answer never
+waited in the server longer than ``max_queue_s`` in all. A job whose deadline passed
 while it was queued is dropped, not computed. ``max_queue_size`` remains as a count backstop.
 """
 
@@ -60,6 +62,13 @@ class Job:
     deadline: float | None  # time.monotonic() after which the caller no longer wants the answer
     enqueued: float = field(default_factory=time.monotonic)
     future: Future = field(default_factory=Future)
+    # when the request reached the server (its wait for an RPC thread and its validation came
+    # before the queue): --max-queue-ms bounds the whole wait from here
+    arrived: float | None = None
+
+    @property
+    def since(self) -> float:
+        return self.enqueued if self.arrived is None else min(self.arrived, self.enqueued)
 
 
 @dataclass
@@ -103,6 +112,7 @@ class Batcher:
         self._closed = False
         self._drain = True
         self.stats = BatchStats()
+        self._stats_lock = threading.Lock()  # the stats only (every precomputed lookup takes it)
         self._threads = [threading.Thread(target=self._work, name=f"qgnn-batch-{model}-{i}",
                                           daemon=True) for i in range(workers)]
         for thread in self._threads:
@@ -124,10 +134,11 @@ class Batcher:
                 self._cond.notify_all()
 
     def submit(self, key: Hashable | None, payload: Any, size: int,
-               deadline: float | None = None) -> Job:
+               deadline: float | None = None, arrived: float | None = None) -> Job:
         """Queues a job; raises OverloadedError when the queue is full and ModelUnavailableError
-        once the batcher is closed."""
-        job = Job(key, payload, max(int(size), 1), deadline)
+        once the batcher is closed. ``arrived``: when the request reached the server
+        (time.monotonic(); None: now), from which ``max_queue_s`` bounds its whole wait."""
+        job = Job(key, payload, max(int(size), 1), deadline, arrived=arrived)
         with self._cond:
             if self._closed:
                 raise ModelUnavailableError(f"model {self.model} is unloading; retry")
@@ -159,11 +170,13 @@ class Batcher:
             raise DeadlineExceededError(f"model {self.model}: the deadline had passed when the "
                                         f"request reached the queue")
         wait = self.estimated_wait_s(job.size)
-        if self.max_queue_s is not None and wait > self.max_queue_s:
+        waited = now - job.since  # in the server already, before this queue
+        if self.max_queue_s is not None and waited + wait > self.max_queue_s:
             self._count_shed("queue_time")
             raise OverloadedError(f"model {self.model}: overloaded, about {wait * 1e3:.0f} ms "
-                                  f"of work queued (--max-queue-ms "
-                                  f"{self.max_queue_s * 1e3:g}); retry with backoff")
+                                  f"of work queued after {waited * 1e3:.0f} ms in the server "
+                                  f"already (--max-queue-ms {self.max_queue_s * 1e3:g}); retry "
+                                  f"with backoff")
         if job.deadline is not None and now + wait + self.call_s > job.deadline:
             self._count_shed("queue_time")
             raise OverloadedError(f"model {self.model}: overloaded, the answer would take about "
@@ -175,7 +188,7 @@ class Batcher:
         """Counts a request answered on its caller's thread without queueing (a precomputed
         lookup) in the statistics, as one request and one model call."""
         took = int((finished - started) * 1e9)
-        with self._cond:
+        with self._stats_lock:
             s = self.stats
             s.inference_count += 1
             s.execution_count += 1
@@ -238,12 +251,13 @@ class Batcher:
             self._metrics.queue_depth.labels(self.model).dec()
         if not job.future.set_running_or_notify_cancel():
             return False
-        if self.max_queue_s is not None and now - job.enqueued > self.max_queue_s and \
+        if self.max_queue_s is not None and now - job.since > self.max_queue_s and \
                 not self._closed:
             self._count_shed("queue_time")
             job.future.set_exception(OverloadedError(
                 f"model {self.model}: overloaded, the request waited "
-                f"{(now - job.enqueued) * 1e3:.0f} ms in the queue (--max-queue-ms "
+                f"{(now - job.since) * 1e3:.0f} ms in the server, "
+                f"{(now - job.enqueued) * 1e3:.0f} ms of it in the queue (--max-queue-ms "
                 f"{self.max_queue_s * 1e3:g}); it was not computed; retry with backoff"))
             return False
         if job.deadline is not None and now >= job.deadline:
@@ -353,7 +367,7 @@ class Batcher:
     def _record(self, batch: list[Job], outcomes: list[tuple[Any, BaseException | None]],
                 started: float, finished: float) -> None:
         compute_ns = int((finished - started) * 1e9)
-        with self._cond:
+        with self._stats_lock:
             s = self.stats
             s.execution_count += 1
             s.compute_ns += compute_ns

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("qgnn.runtime.dataplane")
 
+
+_UNSET = object()
 
 TASK_OF = {"PredictNodes": ("node",), "PredictLinks": ("link",), "Recommend": ("link",),
            "Embed": ("node", "link")}
@@ -81,85 +84,113 @@ class DataPlane:
         check_count(len(ids), field, self.limits, allow_empty=allow_empty)
         check_ids(ids, field, entry.backend.num_nodes, entry.label,
                   None if inductive is None else inductive.ids)
-        held = getattr(entry.backend, "check_ids", None)  # a shard replica: ids it serves
+        held = entry.memo.get("check_ids", _UNSET)  # a shard replica: ids it serves
+        if held is _UNSET:  # looked up once per version (a missing attribute costs a raise)
+            held = entry.memo["check_ids"] = getattr(entry.backend, "check_ids", None)
         if held is not None:
             held(ids, field)
         return ids
 
     # -- predictions -----------------------------------------------------------------------------
 
+    def lease(self, model: ModelSelector) -> AbstractContextManager[ModelEntry]:
+        """The version that answers ``model``, kept open until the block ends. A front end
+        that answers one call with several data-plane calls (KServe's outputs) pins one version
+        this way and calls the ``*_on`` methods with it."""
+        return self.repository.lease(model)
+
     def predict_nodes(self, model: ModelSelector, ids: Any,
                       inductive: Sequence[InductiveSpec] = (), *,
                       deadline: float | None = None) -> NodePredictions:
         with self.repository.lease(model) as entry:
-            self._require_task(entry, "PredictNodes")
-            backend, batcher = entry.backend, entry.batcher
-            if not inductive and getattr(backend, "precomputed", False):
-                # precomputed rows: a gather on this thread, no queue (and not announced to
-                # the batcher, whose worker would wake for nothing)
-                started = time.monotonic()
-                checked = self._ids(entry, ids, "node_ids", None)
-                admission.charge(work_bytes(len(checked), backend.num_classes))
-                found = backend.lookup_nodes(checked)  # type: ignore[attr-defined]
-                if found is not None:
-                    probs = checked_output(found, np.float32, (len(checked), backend.num_classes),
-                                     "probabilities")
-                    batcher.record_inline(started, time.monotonic())
-                    return NodePredictions(entry.key, probs,
-                                           probs.argmax(axis=1).astype(np.int64, copy=False))
-            with batcher.arriving():
-                ind = self._inductive(entry, inductive)
-                ids = self._ids(entry, ids, "node_ids", ind)
-                admission.charge(work_bytes(len(ids), backend.num_classes))
-                if ind is None:
-                    job = batcher.submit("nodes", ids, len(ids), deadline)
-                else:
-                    job = batcher.submit(None, lambda: checked_output(
-                        backend.predict_nodes(ids, ind), np.float32,
-                        (len(ids), backend.num_classes), "probabilities"), len(ids), deadline)
-            probs = batcher.wait(job)
-            return NodePredictions(entry.key, probs, np.argmax(probs, axis=1).astype(np.int64))
+            return self.predict_nodes_on(entry, ids, inductive, deadline=deadline)
+
+    def predict_nodes_on(self, entry: ModelEntry, ids: Any,
+                         inductive: Sequence[InductiveSpec] = (), *,
+                         deadline: float | None = None) -> NodePredictions:
+        """:meth:`predict_nodes` on a version the caller holds a lease on (:meth:`lease`)."""
+        self._require_task(entry, "PredictNodes")
+        backend, batcher = entry.backend, entry.batcher
+        if not inductive and getattr(backend, "precomputed", False):
+            # precomputed rows: a gather on this thread, no queue (and not announced to the
+            # batcher, whose worker would wake for nothing)
+            started = time.monotonic()
+            checked = self._ids(entry, ids, "node_ids", None)
+            n, width = len(checked), backend.num_classes
+            admission.charge(work_bytes(n, width))
+            found = backend.lookup_nodes(checked)  # type: ignore[attr-defined]
+            if found is not None:
+                probs = checked_output(found, np.float32, (n, width), "probabilities")
+                batcher.record_inline(started, time.monotonic())
+                return NodePredictions(entry.key, probs,
+                                       probs.argmax(axis=1).astype(np.int64, copy=False))
+        with batcher.arriving():
+            ind = self._inductive(entry, inductive)
+            ids = self._ids(entry, ids, "node_ids", ind)
+            admission.charge(work_bytes(len(ids), backend.num_classes))
+            if ind is None:
+                job = batcher.submit("nodes", ids, len(ids), deadline, admission.arrival())
+            else:
+                job = batcher.submit(None, lambda: checked_output(
+                    backend.predict_nodes(ids, ind), np.float32,
+                    (len(ids), backend.num_classes), "probabilities"), len(ids), deadline,
+                    admission.arrival())
+        probs = batcher.wait(job)
+        return NodePredictions(entry.key, probs, np.argmax(probs, axis=1).astype(np.int64))
 
     def predict_links(self, model: ModelSelector, src: Any, dst: Any,
                       inductive: Sequence[InductiveSpec] = (), *,
                       deadline: float | None = None,
                       fields: tuple[str, str] = ("src_ids", "dst_ids")) -> LinkScores:
         with self.repository.lease(model) as entry:
-            self._require_task(entry, "PredictLinks")
-            backend, batcher = entry.backend, entry.batcher
-            with batcher.arriving():
-                ind = self._inductive(entry, inductive)
-                s = self._ids(entry, src, fields[0], ind)
-                d = self._ids(entry, dst, fields[1], ind)
-                if len(s) != len(d):
-                    raise InvalidRequestError(fields[1], len(d), f"must have as many entries as "
-                                                                 f"{fields[0]} ({len(s)})")
-                pairs = np.stack([s, d], axis=1)
-                admission.charge(work_bytes(len(pairs), 2 * backend.embedding_dim))
-                if ind is None:
-                    job = batcher.submit("links", pairs, len(pairs), deadline)
-                else:
-                    job = batcher.submit(None, lambda: checked_output(
-                        backend.predict_links(pairs, ind), np.float32, (len(pairs),), "scores"),
-                        len(pairs), deadline)
-            return LinkScores(entry.key, batcher.wait(job))
+            return self.predict_links_on(entry, src, dst, inductive, deadline=deadline,
+                                         fields=fields)
+
+    def predict_links_on(self, entry: ModelEntry, src: Any, dst: Any,
+                         inductive: Sequence[InductiveSpec] = (), *,
+                         deadline: float | None = None,
+                         fields: tuple[str, str] = ("src_ids", "dst_ids")) -> LinkScores:
+        """:meth:`predict_links` on a version the caller holds a lease on (:meth:`lease`)."""
+        self._require_task(entry, "PredictLinks")
+        backend, batcher = entry.backend, entry.batcher
+        with batcher.arriving():
+            ind = self._inductive(entry, inductive)
+            s = self._ids(entry, src, fields[0], ind)
+            d = self._ids(entry, dst, fields[1], ind)
+            if len(s) != len(d):
+                raise InvalidRequestError(fields[1], len(d), f"must have as many entries as "
+                                                             f"{fields[0]} ({len(s)})")
+            pairs = np.stack([s, d], axis=1)
+            admission.charge(work_bytes(len(pairs), 2 * backend.embedding_dim))
+            if ind is None:
+                job = batcher.submit("links", pairs, len(pairs), deadline, admission.arrival())
+            else:
+                job = batcher.submit(None, lambda: checked_output(
+                    backend.predict_links(pairs, ind), np.float32, (len(pairs),), "scores"),
+                    len(pairs), deadline, admission.arrival())
+        return LinkScores(entry.key, batcher.wait(job))
 
     def embed(self, model: ModelSelector, ids: Any, inductive: Sequence[InductiveSpec] = (), *,
               deadline: float | None = None) -> Embeddings:
         with self.repository.lease(model) as entry:
-            self._require_task(entry, "Embed")
-            backend, batcher = entry.backend, entry.batcher
-            with batcher.arriving():
-                ind = self._inductive(entry, inductive)
-                ids = self._ids(entry, ids, "node_ids", ind)
-                admission.charge(work_bytes(len(ids), backend.embedding_dim))
-                if ind is None:
-                    job = batcher.submit("embed", ids, len(ids), deadline)
-                else:
-                    job = batcher.submit(None, lambda: checked_output(
-                        backend.embed(ids, ind), np.float32, (len(ids), None), "embeddings"),
-                        len(ids), deadline)
-            return Embeddings(entry.key, batcher.wait(job))
+            return self.embed_on(entry, ids, inductive, deadline=deadline)
+
+    def embed_on(self, entry: ModelEntry, ids: Any, inductive: Sequence[InductiveSpec] = (), *,
+                 deadline: float | None = None) -> Embeddings:
+        """:meth:`embed` on a version the caller holds a lease on (:meth:`lease`)."""
+        self._require_task(entry, "Embed")
+        backend, batcher = entry.backend, entry.batcher
+        with batcher.arriving():
+            ind = self._inductive(entry, inductive)
+            ids = self._ids(entry, ids, "node_ids", ind)
+            admission.charge(work_bytes(len(ids), backend.embedding_dim))
+            if ind is None:
+                job = batcher.submit("embed", ids, len(ids), deadline, admission.arrival())
+            else:
+                job = batcher.submit(None, lambda: checked_output(
+                    backend.embed(ids, ind), np.float32, (len(ids), None), "embeddings"),
+                    len(ids), deadline, admission.arrival())
+        return Embeddings(entry.key, batcher.wait(job))
 
     def recommend(self, model: ModelSelector, user: int, k: int, exclude_seen: bool = False,
                   candidates: Any = (), inductive: Sequence[InductiveSpec] = (), *,
@@ -180,7 +211,7 @@ class DataPlane:
                 else:
                     run = self._known_user(entry, user, k, exclude_seen, candidates, inductive,
                                            who)
-                job = batcher.submit(None, run, 1, deadline)
+                job = batcher.submit(None, run, 1, deadline, admission.arrival())
             ids, scores = batcher.wait(job)
             external = None
             if catalogue is not None and catalogue.has_external_ids:

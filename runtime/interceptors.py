@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable
@@ -43,7 +44,7 @@ from qgnn.runtime.errors import (
     ServingError,
     UnauthenticatedError,
 )
-from qgnn.runtime.metrics import ServingMetrics
+from qgnn.runtime.metrics import RequestSeries, ServingMetrics
 from qgnn.runtime.rejections import client_gone, reason_for
 
 log = logging.getLogger("qgnn.runtime.server")
@@ -53,8 +54,16 @@ EXEMPT_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerRefle
                    "grpc.reflection.v1.ServerReflection")
 
 
-_QUEUED = threading.local()  # .at: when gRPC handed the running call to the executor;
-# .reached: whether that call reached qgnn's handler (see TimedExecutor)
+class _Queued(threading.local):
+    """Per RPC thread: ``at``, when gRPC handed the running call to the executor (None outside
+    one); ``reached``, whether that call reached qgnn's handler (see TimedExecutor). Class
+    defaults, so reading them never raises and catches AttributeError (every call reads)."""
+
+    at: float | None = None
+    reached: bool = False
+
+
+_QUEUED = _Queued()
 
 
 class _Admitted:
@@ -139,7 +148,7 @@ def _call_of(args: tuple[Any, ...]) -> tuple[str | None, float | None]:
 
 def thread_wait_s() -> float:
     """How long the current call waited for its thread (0 outside a TimedExecutor)."""
-    at = getattr(_QUEUED, "at", None)
+    at = _QUEUED.at
     return 0.0 if at is None else time.monotonic() - at
 
 
@@ -173,9 +182,7 @@ def _safe_deserializer(deserialize: Callable[[bytes], Any] | None, method: str
     return parse
 
 
-def request_model(request: Any) -> str:
-    """The model name a request addresses ('' when none): qgnn.v1 ``model.name``, KServe
-    ``model_name`` or ``name``."""
+def _model_of(request: Any) -> str:
     for attr in ("model_name", "name"):
         value = getattr(request, attr, None)
         if isinstance(value, str):
@@ -183,6 +190,47 @@ def request_model(request: Any) -> str:
     model = getattr(request, "model", None)
     name = getattr(model, "name", None)
     return name if isinstance(name, str) else ""
+
+
+def _reader_for(message_type: type) -> Callable[[Any], str]:
+    """How to read the model name from messages of one protobuf type: which field holds it is
+    fixed by the type, so it is looked up once (every call reads it)."""
+    fields = message_type.DESCRIPTOR.fields_by_name
+    for attr in ("model_name", "name"):
+        field = fields.get(attr)
+        if field is not None and field.type == field.TYPE_STRING and not _repeated(field):
+            return operator.attrgetter(attr)
+    model = fields.get("model")
+    if model is not None and model.message_type is not None and not _repeated(model):
+        name = model.message_type.fields_by_name.get("name")
+        if name is not None and name.type == name.TYPE_STRING and not _repeated(name):
+            return operator.attrgetter("model.name")
+    return lambda request: ""
+
+
+def _repeated(field: Any) -> bool:
+    flag = getattr(field, "is_repeated", None)  # protobuf >= 5; older ones only have label
+    return bool(flag) if flag is not None else field.label == field.LABEL_REPEATED
+
+
+_READERS: dict[type, Callable[[Any], str]] = {}
+
+
+def _serialized(data: bytes) -> bytes:
+    """The response serializer of a wrapped method: the handler already serialised."""
+    return data
+
+
+def request_model(request: Any) -> str:
+    """The model name a request addresses ('' when none): qgnn.v1 ``model.name``, KServe
+    ``model_name`` or ``name``."""
+    kind = type(request)
+    reader = _READERS.get(kind)
+    if reader is None:
+        if not hasattr(kind, "DESCRIPTOR"):  # not a protobuf message: read it field by field
+            return _model_of(request)
+        reader = _READERS[kind] = _reader_for(kind)
+    return reader(request)
 
 
 def read_token(path: Any) -> str:
@@ -207,7 +255,10 @@ class ServingInterceptor(grpc.ServerInterceptor):
         self.admission = admission
         self._max_message_bytes = max_message_bytes
         self._active = 0  # calls past the shutdown gate, not yet answered
-        self._active_cond = threading.Condition()
+        # calls being handled, by model label (qgnn_inflight_requests reads it at scrape time)
+        self._inflight_counts: dict[str, int] = {}
+        self._active_lock = threading.Lock()  # both counts; drain() waits on its condition
+        self._active_cond = threading.Condition(self._active_lock)
         # Set once gRPC has stopped taking new streams: calls that arrived in the shutdown
         # window wait for it before their UNAVAILABLE (see QgnnServer.stop).
         self.released = threading.Event()
@@ -216,8 +267,9 @@ class ServingInterceptor(grpc.ServerInterceptor):
         # (the RPC thread pool, gRPC's maximum_concurrent_rpcs), set by the server: calls gRPC
         # itself refuses for concurrency are counted too
         self.backstop: tuple[TimedExecutor, int] | None = None
-        # method -> (gRPC's handler, qgnn's wrapper of it) for calls that passed authentication
-        self._wrapped: dict[str, tuple[Any, grpc.RpcMethodHandler]] = {}
+        # method -> (gRPC's handler, qgnn's wrapper of it, RPC name) for calls that passed
+        # authentication
+        self._wrapped: dict[str, tuple[Any, grpc.RpcMethodHandler, str]] = {}
         self.hold_limit_s = 5.0
         self._token = None if token is None else token.encode()
         self._known_model = known_model
@@ -241,6 +293,13 @@ class ServingInterceptor(grpc.ServerInterceptor):
                           ) -> grpc.RpcMethodHandler | None:
         handler = continuation(details)
         method = details.method or ""
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler and self._token is None:
+            # the usual call: a known method, no token to check (this runs for every call, on
+            # gRPC's polling thread)
+            if self.backstop is not None and self.backstop[0].active >= self.backstop[1]:
+                self._refused_by_grpc(cached[2])
+            return cached[1]
         service, _, rpc = method.lstrip("/").partition("/")
         if handler is None and self._metrics is not None:
             self._metrics.reject("unimplemented")  # gRPC answers it; the name is the client's
@@ -255,49 +314,46 @@ class ServingInterceptor(grpc.ServerInterceptor):
             return self._wrap(handler, rpc, denied)
         # the wrapped handler of an authenticated call depends on the method only: built once
         # (every call passes here, on gRPC's polling thread)
-        cached = self._wrapped.get(method)
         if cached is None or cached[0] is not handler:
-            cached = self._wrapped[method] = (handler, self._wrap(handler, rpc, None))
+            cached = self._wrapped[method] = (handler, self._wrap(handler, rpc, None), rpc)
         return cached[1]
 
     def _wrap(self, handler: grpc.RpcMethodHandler, rpc: str, denied: ServingError | None
               ) -> grpc.RpcMethodHandler:
         behaviour = handler.unary_unary
+        serialize = handler.response_serializer
 
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             _QUEUED.reached = True
-            return self._call(behaviour, request, context, rpc, denied)
+            return self._call(behaviour, request, context, rpc, denied, serialize)
 
         call.qgnn_rpc = rpc  # type: ignore[attr-defined]  # for TimedExecutor's count
 
+        # the answer is serialised inside the call (its size is checked on the bytes), so
+        # gRPC gets the bytes as they are
         return grpc.unary_unary_rpc_method_handler(
             call, request_deserializer=self._admitting(
                 _safe_deserializer(handler.request_deserializer, rpc)),
-            response_serializer=handler.response_serializer)
+            response_serializer=None if serialize is None else _serialized)
 
-    def _inflight(self, model: str) -> Any:
-        child = self._children.get(model)
-        if child is None:
-            child = self._children[model] = self._metrics.inflight.labels(model)
-        return child
+    def _watch_inflight(self, model: str) -> None:
+        """Exposes the count of calls in flight for ``model`` as qgnn_inflight_requests, read at
+        scrape time (the count is kept under the lock every call takes anyway)."""
+        self._metrics.inflight.labels(model).set_function(
+            lambda: self._inflight_counts.get(model, 0))
+        self._children[model] = True
 
-    def _series(self, model: str, rpc: str, code: str) -> tuple[Any, Any, Any]:
-        """The per-call metric children for these labels, looked up once (prometheus_client's
-        ``labels()`` costs a lock and a tuple per call; the serving path calls it per RPC)."""
+    def _series(self, model: str, rpc: str, code: str) -> RequestSeries:
+        """The request-metrics series of these labels, looked up once per label set."""
         key = (model, rpc, code)
         found = self._children.get(key)
         if found is None:
-            m = self._metrics
-            found = self._children[key] = (
-                m.request_duration.labels(*key), m.requests.labels(*key),
-                None if code == "OK" else m.request_errors.labels(*key))
+            found = self._children[key] = self._metrics.requests.series(*key)
         return found
 
     def _refused_by_grpc(self, rpc: str) -> None:
         if self._metrics is not None:
-            _, count, errors = self._series("", rpc, "RESOURCE_EXHAUSTED")
-            count.inc()
-            errors.inc()
+            self._metrics.requests.record(self._series("", rpc, "RESOURCE_EXHAUSTED"))
             self._metrics.reject("resource_exhausted", rpc)
 
     def record_dropped(self, rpc: str, reason: str) -> None:
@@ -307,10 +363,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
         request was never read) so that every call reaching the process is in the counts."""
         if self._metrics is None:
             return
-        code = reason.upper()
-        _, count, errors = self._series("", rpc, code)
-        count.inc()
-        errors.inc()
+        self._metrics.requests.record(self._series("", rpc, reason.upper()))
         self._metrics.reject(reason, rpc)
 
     def _admitting(self, parse: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
@@ -330,7 +383,9 @@ class ServingInterceptor(grpc.ServerInterceptor):
             if self.admission is None or self.closing.is_set():
                 return parse(data)
             try:
-                ticket = self.admission.enter(2 * size)  # the wire bytes and the parsed copy
+                # the wire bytes and the parsed copy; the call arrived when gRPC queued it for
+                # a thread
+                ticket = self.admission.enter(2 * size, arrived=_QUEUED.at)
             except OverloadedError as exc:  # counted by the admission
                 return _Refused(exc)
             return _Admitted(parse(data), ticket)
@@ -356,7 +411,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
         left = None if left is None or left > 1e6 else left  # 1e6+: no deadline
         if ticket is None:  # not admitted while parsing (a caller without the wrapper)
             size = request.ByteSize() if hasattr(request, "ByteSize") else 0
-            return self.admission.enter(2 * size, left)
+            return self.admission.enter(2 * size, left, arrived=_QUEUED.at)
         wait = self.admission.estimated_wait_s()
         if left is not None and wait > left:
             shed(self._metrics, "queue_time")
@@ -365,12 +420,16 @@ class ServingInterceptor(grpc.ServerInterceptor):
                                   f"retry with backoff")
         return ticket
 
-    def _check_response(self, response: Any) -> None:
+    def _check_response(self, response: Any, size: int | None = None) -> None:
         """An answer over ``--max-message-bytes`` is refused here, named and counted (gRPC
-        would refuse to send it with a bare RESOURCE_EXHAUSTED that qgnn never sees)."""
-        if self._max_message_bytes is None or not hasattr(response, "ByteSize"):
+        would refuse to send it with a bare RESOURCE_EXHAUSTED that qgnn never sees).
+        ``size``: the answer's serialised size when known."""
+        if self._max_message_bytes is None:
             return
-        size = response.ByteSize()
+        if size is None:
+            if not hasattr(response, "ByteSize"):
+                return
+            size = response.ByteSize()
         if size > self._max_message_bytes:
             shed(self._metrics, "message_bytes")
             raise LimitExceededError("response bytes", size, self._max_message_bytes,
@@ -383,18 +442,24 @@ class ServingInterceptor(grpc.ServerInterceptor):
             return self._active_cond.wait_for(lambda: self._active == 0, timeout)
 
     def _call(self, behaviour: Callable, request: Any, context: grpc.ServicerContext, rpc: str,
-              denied: ServingError | None) -> Any:
-        started = time.perf_counter()
+              denied: ServingError | None, serialize: Callable[[Any], bytes] | None = None
+              ) -> Any:
+        """Runs one call; with ``serialize`` the answer is returned serialised. Its duration
+        counts from when gRPC handed it to the RPC thread pool (its wait for a thread
+        included)."""
+        started = time.perf_counter() - thread_wait_s()
         ticket = None
-        if isinstance(request, _Admitted):  # admitted while parsing; released in finally
+        if type(request) is _Admitted:  # admitted while parsing; released in finally
             request, ticket = request.claim()
             bind(ticket)
         name = "" if isinstance(request, (_Malformed, _Refused)) else request_model(request)
         model = name if name and self._known_model(name) else ""
-        if self._metrics is not None:
-            self._inflight(model).inc()
+        if self._metrics is not None and model not in self._children:
+            self._watch_inflight(model)
+        counts = self._inflight_counts
         code, error = "OK", None
-        with self._active_cond:
+        with self._active_lock:
+            counts[model] = counts.get(model, 0) + 1
             accepted = not self.closing.is_set()
             if accepted:
                 self._active += 1
@@ -415,7 +480,11 @@ class ServingInterceptor(grpc.ServerInterceptor):
                                               f"message: {request.error}")
                 ticket = self._admit(request, context, ticket)
                 response = behaviour(request, context)
-                self._check_response(response)
+                if serialize is None:
+                    self._check_response(response)
+                else:
+                    response = serialize(response)
+                    self._check_response(response, len(response))
             except ServingError as exc:
                 code, message, error = exc.code, str(exc), exc
             except BundleError as exc:
@@ -436,19 +505,16 @@ class ServingInterceptor(grpc.ServerInterceptor):
         finally:
             if ticket is not None and self.admission is not None:
                 self.admission.leave(ticket)
-            if accepted:
-                with self._active_cond:
+            with self._active_lock:
+                counts[model] -= 1
+                if accepted:
                     self._active -= 1
                     if self.closing.is_set():
                         self._active_cond.notify_all()
             if self._metrics is not None:
-                m = self._metrics
-                reason = reason_for(code, error)
-                if reason is not None:
-                    m.reject(reason, rpc)
-                self._inflight(model).dec()
-                duration, count, errors = self._series(model, rpc, code)
-                duration.observe(time.perf_counter() - started)
-                count.inc()
-                if errors is not None:
-                    errors.inc()
+                if code != "OK":
+                    reason = reason_for(code, error)
+                    if reason is not None:
+                        self._metrics.reject(reason, rpc)
+                self._metrics.requests.record(self._series(model, rpc, code),
+                                              time.perf_counter() - started)

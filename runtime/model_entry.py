@@ -4,6 +4,7 @@ repository builds every entry with."""
 from __future__ import annotations
 
 import enum
+import functools
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,12 +59,17 @@ class ModelEntry:
     retired: bool = False
     closing: bool = False
     closed: threading.Event = field(default_factory=threading.Event)
+    # what a front end derives from this version once and reads on every call (KServe's
+    # signature and response templates); it goes away with the entry
+    memo: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def key(self) -> ModelKey:
+        """Built once: every answer names the version that gave it (name and version never
+        change)."""
         return ModelKey(self.name, self.version)
 
-    @property
+    @functools.cached_property
     def label(self) -> str:
         return f"{self.name} v{self.version}"
 

@@ -136,13 +136,23 @@ def datatype(name: str, field: str) -> Datatype:
     return DATATYPES[name]
 
 
+def vector_length(shape: Sequence[int], max_elements: int) -> int | None:
+    """The length of a rank-1 shape within ``max_elements``, the common case, decided at once;
+    None for any other shape (:func:`tensor_shape` checks those in full)."""
+    if len(shape) == 1:
+        size = shape[0]
+        if 0 <= size <= max_elements:
+            return int(size)
+    return None
+
+
 def tensor_shape(shape: Sequence[int], field: str, max_elements: int) -> tuple[tuple[int, ...],
                                                                               int]:
     """A declared shape and its element count. Rank and every dimension are bounded before the
     product is taken, so no shape reaches numpy that numpy cannot build (``[1] * 65``,
     ``[0, 2**63 - 1]``) and a product never overflows."""
-    if len(shape) == 1 and 0 <= shape[0] <= max_elements:  # the common case, decided at once
-        size = int(shape[0])
+    size = vector_length(shape, max_elements)
+    if size is not None:
         return (size,), size
     if len(shape) > MAX_RANK:
         raise InvalidRequestError(field, f"rank {len(shape)}", f"at most {MAX_RANK} dimensions")
@@ -193,6 +203,8 @@ def raw_contents(data: bytes, dt: Datatype, count: int, shape: tuple[int, ...], 
 def as_ids(values: Any, field: str) -> np.ndarray:
     """Any integer sequence as int64 (n,); refuses floats, bools, non-1-D input and unsigned
     values past int64 (never wrapped negative)."""
+    if is_int64_ids(values):
+        return values
     arr = np.asarray(values)
     if arr.dtype == object or arr.dtype.kind not in "iu":
         if arr.size == 0:
@@ -204,6 +216,15 @@ def as_ids(values: Any, field: str) -> np.ndarray:
         i = int(np.argmax(arr > _INT64_MAX))
         raise InvalidRequestError(f"{field}[{i}]", int(arr[i]), "id does not fit in int64")
     return arr.astype(np.int64, copy=False)
+
+
+_INT64 = np.dtype(np.int64)
+
+
+def is_int64_ids(values: Any) -> bool:
+    """Whether ``values`` is already what :func:`as_ids` returns (a 1-D int64 array): the ids
+    both front ends decode, recognised without a conversion."""
+    return type(values) is np.ndarray and values.dtype is _INT64 and values.ndim == 1
 
 
 # Up to this many ids, Python's min/max over a list beat numpy's reductions, whose fixed cost

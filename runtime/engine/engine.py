@@ -38,7 +38,7 @@ from qgnn.runtime.engine.signature import IN_DEGREE, ModelSignature
 from qgnn.runtime.engine.store import GraphStore, Snapshot, check_edges
 from qgnn.runtime.engine.subgraph import Extractor, Layer, Subgraph
 from qgnn.runtime.errors import BundleError, FailedPreconditionError, InvalidRequestError
-from qgnn.runtime.validation import id_range
+from qgnn.runtime.validation import id_range, is_int64_ids
 
 log = logging.getLogger("qgnn.runtime.engine")
 
@@ -150,6 +150,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def check_ids(ids: Any, field: str, num_nodes: int) -> np.ndarray:
     """``ids`` as int64 (n,), each in [0, num_nodes), or InvalidRequestError naming the first
     bad one."""
+    if is_int64_ids(ids):  # what the data plane passes: only the range to check
+        lo, hi = id_range(ids) if len(ids) else (0, -1)
+        if lo >= 0 and hi < num_nodes:
+            return ids
     arr = np.asarray(ids)
     if arr.dtype.kind not in "iu" or arr.ndim != 1:
         if arr.size == 0 and arr.ndim == 1:
@@ -488,7 +492,8 @@ class Engine:
         table = self.outputs
         if table is None:
             return None
-        return table.activated_rows(check_ids(ids, "node_ids", self.store.snapshot().num_nodes))
+        num_nodes = self.store.snapshot().num_nodes
+        return table.activated_rows(check_ids(ids, "node_ids", num_nodes), below=num_nodes)
 
     def _require(self, task: str, method: str) -> None:
         if self.task != task:

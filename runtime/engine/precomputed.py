@@ -53,10 +53,12 @@ class OutputTable:
     def values(self) -> np.ndarray:
         return self._values
 
-    def activated_rows(self, ids: np.ndarray) -> np.ndarray | None:
-        """Rows of the activated table (see :meth:`rows`)."""
+    def activated_rows(self, ids: np.ndarray, below: int | None = None) -> np.ndarray | None:
+        """Rows of the activated table (see :meth:`rows`); ``below``: a bound the caller already
+        checked every id against (a table that long needs no second check)."""
         table = self._activated
-        if ids.size and id_range(ids)[1] >= table.shape[0]:
+        if (below is None or below > table.shape[0]) and ids.size and \
+                id_range(ids)[1] >= table.shape[0]:
             return None
         return table.take(ids, axis=0)
 

@@ -62,45 +62,104 @@ def _signature(task: str, num_classes: int, embedding_dim: int
     return (Tensor("pairs", "INT64", (-1, 2)),), (Tensor("scores", "FP32", (-1,)),)
 
 
-@functools.lru_cache(maxsize=256)
-def _by_name(tensors: tuple[Tensor, ...]) -> dict[str, Tensor]:
-    return {t.name: t for t in tensors}
+# Response templates kept per model version: one per (outputs asked for, their shapes), so a
+# server answering every batch size up to --max-ids-per-request keeps at most this many.
+_MAX_TEMPLATES = 64
 
 
+class _InferPlan:
+    """What ModelInfer reads from a model version on every call, built once per version (kept
+    in its entry's memo): the outputs by name, the default ones, and response templates (model
+    name, version and output metadata already set; a call copies one and adds its bytes)."""
+
+    def __init__(self, entry: ModelEntry) -> None:
+        _, outputs = model_tensors(entry)
+        self.name, self.version = entry.name, str(entry.version)
+        self.node_task = entry.manifest.model.task == "node"
+        self.outputs = {t.name: t for t in outputs}
+        self.default = [t.name for t in outputs if t.name != "embeddings"]
+        # little-endian numpy dtype per output (tobytes() writes C order)
+        self._dtypes = {t.name: DATATYPES[t.datatype][0] for t in outputs}
+        self._templates: dict[tuple[Any, ...], kserve.ModelInferResponse] = {}
+
+    @staticmethod
+    def of(entry: ModelEntry) -> _InferPlan:
+        plan = entry.memo.get("kserve_infer")
+        if plan is None:
+            plan = entry.memo["kserve_infer"] = _InferPlan(entry)
+        return plan
+
+    def response(self, wanted: list[str], arrays: dict[str, np.ndarray], request_id: str
+                 ) -> kserve.ModelInferResponse:
+        """The answer: the outputs ``wanted`` in order, as raw little-endian bytes."""
+        shapes = tuple([arrays[name].shape for name in wanted])
+        key = (*wanted, shapes)
+        template = self._templates.get(key)
+        if template is None:
+            template = kserve.ModelInferResponse(model_name=self.name, model_version=self.version)
+            for name, shape in zip(wanted, shapes, strict=True):
+                template.outputs.add(name=name, datatype=self.outputs[name].datatype,
+                                     shape=shape)
+            if len(self._templates) < _MAX_TEMPLATES:
+                self._templates[key] = template
+        response = kserve.ModelInferResponse()
+        response.CopyFrom(template)
+        if request_id:
+            response.id = request_id
+        dtypes = self._dtypes
+        response.raw_output_contents.extend(
+            [arrays[name].astype(dtypes[name], copy=False).tobytes() for name in wanted])
+        return response
+
+
+@functools.lru_cache(maxsize=1024)
 def parse_version(name: str, version: str, fields: tuple[str, str] = ("name", "version")
                   ) -> ModelSelector:
-    """'' is the newest version; anything else must be ASCII decimal digits (validation)."""
+    """'' is the newest version; anything else must be ASCII decimal digits (validation).
+    Cached: every call names its model, and a refusal raises (never cached)."""
     return ModelSelector(validation.model_name(name, fields[0]),
                          validation.version_text(version, fields[1]))
 
 
+def _where(i: int, name: str) -> str:
+    return f"inputs[{i}]({validation.clip(name)})"
+
+
 def decode_inputs(request: kserve.ModelInferRequest, max_elements: int) -> dict[str, np.ndarray]:
     """The request's input tensors by name, from raw bytes or typed contents, checked against
-    their declared datatype and shape before anything is cast or allocated (validation)."""
+    their declared datatype and shape before anything is cast or allocated (validation). Field
+    names for error messages are built only when there is an error (every call decodes)."""
     raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
+    tensors = request.inputs
+    if raw and len(raw) != len(tensors):
         raise InvalidRequestError("raw_input_contents", len(raw),
-                                  f"needs one entry per input ({len(request.inputs)})")
+                                  f"needs one entry per input ({len(tensors)})")
     out: dict[str, np.ndarray] = {}
-    for i, tensor in enumerate(request.inputs):
+    for i, tensor in enumerate(tensors):
         name = tensor.name
-        where = f"inputs[{i}]({validation.clip(name)})"
         if name in out:
-            raise InvalidRequestError(f"{where}.name", validation.clip(name),
+            raise InvalidRequestError(f"{_where(i, name)}.name", validation.clip(name),
                                       "input given twice")
         dt = validation.DATATYPES.get(tensor.datatype) or validation.datatype(
-            tensor.datatype, f"{where}.datatype")
-        shape, count = validation.tensor_shape(tensor.shape, f"{where}.shape", max_elements)
+            tensor.datatype, f"{_where(i, name)}.datatype")
+        dims = tensor.shape
+        size = validation.vector_length(dims, max_elements)
+        if size is None:
+            shape, count = validation.tensor_shape(dims, f"{_where(i, name)}.shape",
+                                                   max_elements)
+        else:
+            shape, count = (size,), size
         # an unset contents message has no values (HasField spares reading eight fields)
         given = [f for f in validation.CONTENTS_FIELDS
                  if len(getattr(tensor.contents, f))] if tensor.HasField("contents") else []
         if raw:
             if given:
-                raise InvalidRequestError(f"{where}.contents.{given[0]}", "values",
+                raise InvalidRequestError(f"{_where(i, name)}.contents.{given[0]}", "values",
                                           "give an input's values in contents or in "
                                           "raw_input_contents, not both")
             arr = validation.raw_contents(raw[i], dt, count, shape, f"raw_input_contents[{i}]")
         else:
+            where = _where(i, name)
             wrong = [f for f in given if f != dt.contents_field]
             if wrong:
                 raise InvalidRequestError(f"{where}.contents.{wrong[0]}", "values",
@@ -127,15 +186,11 @@ def _ids_input(inputs: dict[str, np.ndarray], name: str, ndim: int, width: int |
     if arr.ndim != ndim or (width is not None and arr.shape[-1] != width):
         want = "[n]" if ndim == 1 else f"[n, {width}]"
         raise InvalidRequestError(f"inputs({name}).shape", list(arr.shape), f"must be {want}")
-    extra = sorted(set(inputs) - {name})
+    extra = sorted(set(inputs) - {name}) if len(inputs) > 1 else None
     if extra:
         raise InvalidRequestError("inputs", [validation.clip(n) for n in extra],
                                   f"unknown input(s); this model takes only {name!r}")
     return arr
-
-
-def _raw(arr: np.ndarray, datatype: str) -> bytes:
-    return np.ascontiguousarray(arr, dtype=DATATYPES[datatype][0]).tobytes()
 
 
 class KServeService(kserve_grpc.GRPCInferenceServiceServicer):
@@ -233,38 +288,33 @@ class KServeService(kserve_grpc.GRPCInferenceServiceServicer):
 
     def ModelInfer(self, request: kserve.ModelInferRequest, context: grpc.ServicerContext
                    ) -> kserve.ModelInferResponse:
-        entry = self._entry(request.model_name, request.model_version,
-                            fields=("model_name", "model_version"))
-        pinned = ModelSelector(entry.name, entry.version)  # every output from one version
-        _, outputs = model_tensors(entry)
-        known = _by_name(outputs)
-        wanted = [o.name for o in request.outputs] or [
-            t.name for t in outputs if t.name != "embeddings"]
-        for i, name in enumerate(wanted):
-            if name not in known:
-                raise InvalidRequestError(f"outputs[{i}].name", name,
-                                          f"unknown output; this model has {', '.join(known)}")
-        limit = self.plane.limits.max_ids_per_request * 2
-        inputs = decode_inputs(request, limit)
-        when = deadline(context)
-        arrays: dict[str, np.ndarray] = {}
-        if entry.manifest.model.task == "node":
-            ids = _ids_input(inputs, "node_ids", 1, None)
-            if {"probabilities", "predicted_class"} & set(wanted):
-                r = self.plane.predict_nodes(pinned, ids, deadline=when)
-                arrays["probabilities"], arrays["predicted_class"] = (r.probabilities,
-                                                                      r.predicted_class)
-            if "embeddings" in wanted:
-                arrays["embeddings"] = self.plane.embed(pinned, ids, deadline=when).embeddings
-        else:
-            pairs = _ids_input(inputs, "pairs", 2, 2)
-            arrays["scores"] = self.plane.predict_links(
-                pinned, pairs[:, 0], pairs[:, 1], deadline=when,
-                fields=("pairs[:, 0]", "pairs[:, 1]")).scores
-        response = kserve.ModelInferResponse(model_name=entry.name,
-                                             model_version=str(entry.version), id=request.id)
-        for name in wanted:
-            arr, t = arrays[name], known[name]
-            response.outputs.add(name=name, datatype=t.datatype, shape=arr.shape)
-            response.raw_output_contents.append(_raw(arr, t.datatype))
-        return response
+        sel = parse_version(request.model_name, request.model_version,
+                            ("model_name", "model_version"))
+        with self.plane.lease(sel) as entry:  # every output from this one version
+            plan = _InferPlan.of(entry)
+            known = plan.outputs
+            asked = request.outputs
+            wanted = [o.name for o in asked] if len(asked) else plan.default
+            for i, name in enumerate(wanted):
+                if name not in known:
+                    raise InvalidRequestError(f"outputs[{i}].name", name,
+                                              f"unknown output; this model has "
+                                              f"{', '.join(known)}")
+            inputs = decode_inputs(request, self.plane.limits.max_ids_per_request * 2)
+            when = deadline(context)
+            arrays: dict[str, np.ndarray] = {}
+            if plan.node_task:
+                ids = _ids_input(inputs, "node_ids", 1, None)
+                if "probabilities" in wanted or "predicted_class" in wanted:
+                    r = self.plane.predict_nodes_on(entry, ids, deadline=when)
+                    arrays["probabilities"], arrays["predicted_class"] = (r.probabilities,
+                                                                          r.predicted_class)
+                if "embeddings" in wanted:
+                    arrays["embeddings"] = self.plane.embed_on(entry, ids,
+                                                               deadline=when).embeddings
+            else:
+                pairs = _ids_input(inputs, "pairs", 2, 2)
+                arrays["scores"] = self.plane.predict_links_on(
+                    entry, pairs[:, 0], pairs[:, 1], deadline=when,
+                    fields=("pairs[:, 0]", "pairs[:, 1]")).scores
+            return plan.response(wanted, arrays, request.id)

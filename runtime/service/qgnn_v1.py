@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ from qgnn.runtime.bundle.manifest import TensorSpec
 from qgnn.runtime.dataplane import DataPlane
 from qgnn.runtime.messages import (
     GraphSummary,
+    InductiveSpec,
     ModelKey,
     ModelSelector,
     RecommendUser,
@@ -33,8 +35,13 @@ _DTYPES = {"float32": pb.DATA_TYPE_FLOAT32, "float16": pb.DATA_TYPE_FLOAT16,
 
 def selector(ref: pb.ModelRef) -> ModelSelector:
     """The model a request names, checked like KServe's (qgnn.runtime.validation)."""
-    return ModelSelector(validation.model_name(ref.name), validation.version_number(
-        ref.version if ref.HasField("version") else None))
+    return _selector(ref.name, ref.version if ref.HasField("version") else None)
+
+
+@functools.lru_cache(maxsize=1024)
+def _selector(name: str, version: int | None) -> ModelSelector:
+    """Cached: every call names its model, and a refusal raises (never cached)."""
+    return ModelSelector(validation.model_name(name), validation.version_number(version))
 
 
 def model_ref(key: ModelKey) -> pb.ModelRef:
@@ -47,6 +54,21 @@ def deadline(context: grpc.ServicerContext) -> float | None:
 
 def _ids(values: Any) -> np.ndarray:
     return np.fromiter(values, np.int64, len(values))
+
+
+def _inductive(nodes: Any) -> list[InductiveSpec]:
+    return inductive_specs(nodes) if len(nodes) else []  # most requests have none
+
+
+def _nodes_template(entry: ModelEntry, num_classes: int) -> pb.PredictNodesResponse:
+    """PredictNodesResponse with the model and num_classes set, built once per version (a
+    call copies it and adds its values)."""
+    key = ("qgnn.v1.PredictNodesResponse", num_classes)
+    template = entry.memo.get(key)
+    if template is None:
+        template = entry.memo[key] = pb.PredictNodesResponse(model=model_ref(entry.key),
+                                                             num_classes=num_classes)
+    return template
 
 
 def graph_info(summary: GraphSummary) -> pb.GraphInfo:
@@ -96,19 +118,21 @@ class GraphInferenceService(pb_grpc.GraphInferenceServicer):
 
     def PredictNodes(self, request: pb.PredictNodesRequest, context: grpc.ServicerContext
                      ) -> pb.PredictNodesResponse:
-        r = self.plane.predict_nodes(selector(request.model), _ids(request.node_ids),
-                                     inductive_specs(request.inductive_nodes),
-                                     deadline=deadline(context))
-        return pb.PredictNodesResponse(model=model_ref(r.model),
-                                       num_classes=r.probabilities.shape[1],
-                                       probabilities=r.probabilities.ravel().tolist(),
-                                       predicted_class=r.predicted_class.tolist())
+        sel, ids = selector(request.model), _ids(request.node_ids)
+        inductive = _inductive(request.inductive_nodes)
+        with self.plane.lease(sel) as entry:
+            r = self.plane.predict_nodes_on(entry, ids, inductive, deadline=deadline(context))
+            response = pb.PredictNodesResponse()
+            response.CopyFrom(_nodes_template(entry, r.probabilities.shape[1]))
+        response.probabilities.extend(r.probabilities.ravel().tolist())
+        response.predicted_class.extend(r.predicted_class.tolist())
+        return response
 
     def PredictLinks(self, request: pb.PredictLinksRequest, context: grpc.ServicerContext
                      ) -> pb.PredictLinksResponse:
         r = self.plane.predict_links(selector(request.model), _ids(request.src_ids),
                                      _ids(request.dst_ids),
-                                     inductive_specs(request.inductive_nodes),
+                                     _inductive(request.inductive_nodes),
                                      deadline=deadline(context))
         return pb.PredictLinksResponse(model=model_ref(r.model), scores=r.scores.tolist())
 
@@ -120,7 +144,7 @@ class GraphInferenceService(pb_grpc.GraphInferenceServicer):
             list(request.new_user_item_external_ids))
         r = self.plane.recommend(selector(request.model), request.user_id, request.k,
                                  request.exclude_seen, _ids(request.candidate_ids),
-                                 inductive_specs(request.inductive_nodes),
+                                 _inductive(request.inductive_nodes),
                                  deadline=deadline(context), who=who)
         return pb.RecommendResponse(model=model_ref(r.model), item_ids=r.item_ids.tolist(),
                                     scores=r.scores.tolist(),
@@ -129,7 +153,7 @@ class GraphInferenceService(pb_grpc.GraphInferenceServicer):
     def Embed(self, request: pb.EmbedRequest, context: grpc.ServicerContext
               ) -> pb.EmbedResponse:
         r = self.plane.embed(selector(request.model), _ids(request.node_ids),
-                             inductive_specs(request.inductive_nodes),
+                             _inductive(request.inductive_nodes),
                              deadline=deadline(context))
         return pb.EmbedResponse(model=model_ref(r.model), dim=r.embeddings.shape[1],
                                 embeddings=r.embeddings.ravel().tolist())

@@ -62,6 +62,11 @@ def test_anchor_answers_equal_the_engine_and_the_generator_counts_every_answer(
     lat = closed["latency_ms"]
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
     assert opened["sent"] == sum(opened["codes"].values()) and opened["codes"]["OK"] > 5
+    # the open loop keeps its own lag apart from the latency it measures
+    assert opened["send_lag_ms"]["p50"] >= 0 and opened["loop_lag_ms"]["max"] >= 0
+    sent = opened["ok_from_sent_ms"]
+    assert 0 < sent["p50"] <= sent["p99"] <= sent["max"]
+    assert opened["ok_from_intended_ms"]["max"] >= sent["max"] - opened["send_lag_ms"]["max"]
 
 
 def test_the_report_states_the_targets_from_the_rows():
@@ -101,3 +106,22 @@ def test_the_report_states_the_targets_from_the_rows():
     assert strict[1].startswith("1.18") and strict[2] == "no"  # 2000 / 1700
     host = {"cpu": "c", "usable_cores": 2, "load_average_1m": 1, "python": "3"}
     assert "qgnn precomputed" in bs.markdown(results, host)
+
+
+def test_the_overload_report_splits_the_generator_from_what_the_server_answers_for():
+    q = bs.bucket_quantiles_ms({"0.256": 10, "0.512": 60, "1.0": 100, "+Inf": 100})
+    assert (q["p50_above"], q["p50"], q["p99_above"], q["p99"]) == (256.0, 512.0, 512.0, 1000.0)
+    assert bs.bucket_quantiles_ms({"1.0": 0, "+Inf": 0})["p99"] is None
+    over = {"codes": {"OK": 90, "RESOURCE_EXHAUSTED": 10}, "max_queue_ms": 500.0,
+            "compute_ms": 100.0, "ok_from_sent_ms": {"p99": 2500.0},  # the flood's, lag in it
+            "probe": {"codes": {"OK": 5}, "ok_from_sent_ms": {"p99": 420.0}},
+            "server_ok_ms": q}
+    goals = bs.targets({"rows": [], "overload": over})
+    met = {what.split("(")[1].split(")")[0]: (shown, ok) for what, shown, ok in goals[1:]}
+    assert goals[0][2] == "yes"
+    assert met["probe client"] == ("420 ms", "yes")
+    assert met["flood generator, from send"] == ("2500 ms", "no")
+    # 600 ms is inside the p99 bucket (512, 1000]: the buckets cannot tell
+    assert met["server histogram"] == ("in (512, 1000] ms", "not resolved by the buckets")
+    over["probe"]["codes"]["CANCELLED"] = 1
+    assert bs.targets({"rows": [], "overload": over})[0][2] == "no"

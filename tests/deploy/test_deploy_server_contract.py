@@ -95,7 +95,12 @@ def test_the_server_declares_the_metrics_the_rules_and_dashboard_read(validate):
     declared = {}
     for collector in vars(metrics.ServingMetrics.create()).values():
         if isinstance(collector, MetricWrapperBase):
-            suffix = "_total" if collector._type == "counter" else ""
-            declared[collector._name + suffix] = (collector._type,
-                                                  frozenset(collector._labelnames))
+            families = [(collector._name, collector._type, collector._labelnames)]
+        elif hasattr(collector, "describe"):  # a custom collector (RequestMetrics)
+            families = [(f.name, f.type, f._labelnames) for f in collector.describe()]
+        else:
+            continue
+        for name, kind, labels in families:
+            suffix = "_total" if kind == "counter" else ""
+            declared[name + suffix] = (kind, frozenset(labels))
     assert declared == validate.METRICS

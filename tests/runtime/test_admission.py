@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -119,3 +120,16 @@ def test_a_ticket_bound_on_another_thread_is_the_one_charged():
     assert taken[0].nbytes == 100 and budget.inflight_bytes == 100
     budget.leave(taken[0])
     assert budget.inflight_bytes == 0
+
+
+def test_a_ticket_knows_when_its_call_reached_the_server():
+    # model queues bound a request's whole wait in the server from this time
+    budget = Admission(1000, 4)
+    before = time.monotonic()
+    ticket = budget.enter(10)
+    assert before <= admission.arrival() == ticket.arrived <= time.monotonic()
+    budget.leave(ticket)
+    assert admission.arrival() is None
+    ticket = budget.enter(10, arrived=before - 1.0)  # e.g. it waited a second for a thread
+    assert admission.arrival() == before - 1.0
+    budget.leave(ticket)

@@ -332,3 +332,37 @@ def test_a_job_that_waited_past_max_queue_time_is_shed_when_reached_never_comput
         assert len(run.calls) == 1 and _shed(metrics, "queue_time") == 1
     finally:
         b.close()
+
+
+def test_max_queue_time_bounds_the_whole_wait_in_the_server_not_only_the_queue():
+    # a request that already waited in the server (for an RPC thread) before reaching the queue
+    # has that wait counted: --max-queue-ms bounds its whole wait, not each queue's share
+    metrics = ServingMetrics.create(CollectorRegistry())
+    b = Batcher("m", Sleeper(0.05), max_batch_size=1, max_queue_delay_s=0.0, max_queue_size=100,
+                metrics=metrics, max_queue_s=0.5)
+    try:
+        b.call("nodes", np.array([1]), 1)  # teaches the batcher a call costs ~50 ms
+        ahead = [b.submit("nodes", np.array([i]), 1) for i in range(2)]
+        with pytest.raises(OverloadedError, match="in the server already"):
+            b.submit("nodes", np.array([7]), 1, arrived=time.monotonic() - 0.45)
+        fresh = b.submit("nodes", np.array([8]), 1, arrived=time.monotonic())
+        assert _shed(metrics, "queue_time") == 1
+        assert [int(b.wait(j)[0]) for j in (*ahead, fresh)] == [0, 2, 16]
+    finally:
+        b.close()
+    run = Recorder(hold_first=True)
+    b = Batcher("m", run, max_batch_size=1, max_queue_delay_s=0.0, max_queue_size=100,
+                metrics=metrics, max_queue_s=0.5)
+    try:
+        first = b.submit("nodes", np.array([0]), 1)
+        assert run.entered.wait(5)
+        # no estimate yet: admitted, but it reached the server 0.45 s ago
+        late = b.submit("nodes", np.array([5]), 1, arrived=time.monotonic() - 0.45)
+        time.sleep(0.1)
+        run.gate.set()
+        assert int(b.wait(first)[0]) == 0
+        with pytest.raises(OverloadedError, match="in the server"):
+            b.wait(late)
+        assert len(run.calls) == 1 and _shed(metrics, "queue_time") == 2
+    finally:
+        b.close()

@@ -35,16 +35,34 @@ CONTRACT = {
 
 def test_every_contract_metric_is_declared_with_its_labels():
     m = ServingMetrics.create(CollectorRegistry())
-    declared = {metric._name: (metric._type, set(metric._labelnames)) for metric in (
-        m.request_duration, m.requests, m.request_errors, m.inflight, m.queue_duration,
-        m.compute_duration, m.batch_size, m.subgraph_nodes, m.subgraph_edges,
-        m.model_load_duration, m.model_info, m.model_ready, m.queue_depth, m.shed_requests,
-        m.requests_rejected)}
-    assert declared == CONTRACT
+    # every series of every metric, so that each family shows its label names
+    m.requests.record(m.requests.series("m", "PredictNodes", "INTERNAL"), 0.001)
+    for metric in (m.inflight, m.queue_duration, m.batch_size, m.subgraph_nodes,
+                   m.subgraph_edges, m.model_load_duration, m.queue_depth, m.shed_requests):
+        metric.labels(*["x"] * len(metric._labelnames))
+    m.compute_duration.labels("m", "model")
+    m.model_info.labels("m", "1", "node", "int8", "")
+    m.model_ready.labels("m", "1")
+    m.requests_rejected.labels("PredictNodes", "internal")
+    declared = {}
+    for family in m.registry.collect():
+        labels = {k for s in family.samples for k in s.labels if k not in ("le", "quantile")}
+        declared[family.name] = (family.type, labels)
+    assert {k: v for k, v in declared.items() if k in CONTRACT} == CONTRACT
     assert LATENCY_BUCKETS[0] == 0.0001
-    m.request_duration.labels("m", "PredictNodes", "OK").observe(0.00005)
-    assert m.registry.get_sample_value("qgnn_request_duration_seconds_bucket", {
-        "model": "m", "method": "PredictNodes", "status": "OK", "le": "0.0001"}) == 1
+    m.requests.record(m.requests.series("m", "PredictNodes", "OK"), 0.00005)
+    ok = {"model": "m", "method": "PredictNodes", "status": "OK"}
+    assert m.registry.get_sample_value("qgnn_request_duration_seconds_bucket",
+                                       {**ok, "le": "0.0001"}) == 1
+    assert m.registry.get_sample_value("qgnn_request_duration_seconds_bucket",
+                                       {**ok, "le": "0.00005"}) is None
+    assert m.registry.get_sample_value("qgnn_requests_total", ok) == 1
+    assert m.registry.get_sample_value("qgnn_request_errors_total", {
+        "model": "m", "method": "PredictNodes", "code": "INTERNAL"}) == 1
+    # a call refused before qgnn timed it is counted, not timed
+    m.requests.record(m.requests.series("m", "PredictNodes", "OK"))
+    assert m.registry.get_sample_value("qgnn_requests_total", ok) == 2
+    assert m.registry.get_sample_value("qgnn_request_duration_seconds_count", ok) == 1
 
 
 def _v(server, name: str, **labels) -> float:
