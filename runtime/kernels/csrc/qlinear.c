@@ -50,6 +50,8 @@ typedef struct {
     const int32_t *offset; /* bias[m] - x_zp * colsum[m], as uint32 bit patterns */
     const float *mult;
     int32_t y_zp, qmax;
+    const uint8_t *table; /* NULL, or a byte table applied to each output (qgnn_lut_apply) */
+    int64_t table_stride; /* 256 per column, 0 shared */
     uint8_t *y;
 } qlinear_ctx;
 
@@ -77,6 +79,8 @@ QGNN_INLINE void qlinear_requant(const qlinear_ctx *c, const int32_t *acc, int64
         v = v > qmax ? qmax : v;
         out[j] = (uint8_t)(int32_t)v;
     }
+    if (c->table) /* after the loop, so the loop above still vectorises */
+        qgnn_lut_apply(out, cols, c->table + j0 * c->table_stride, c->table_stride, out);
 }
 
 /* tmp is written in full (the vectors past nv as zeros) so reading `cols` of it is defined. */
@@ -401,13 +405,22 @@ static void column_offsets(const int8_t *w, int64_t K, int64_t M, int32_t x_zp,
 int qgnn_qlinear(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp, const int8_t *w,
                  int64_t M, const int32_t *bias, const float *mult, int32_t y_zp, int bits,
                  uint8_t *y, int num_threads) {
+    return qgnn_qlinear_table(x, N, K, x_zp, w, M, bias, mult, y_zp, bits, NULL, 0, y,
+                              num_threads);
+}
+
+int qgnn_qlinear_table(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp, const int8_t *w,
+                       int64_t M, const int32_t *bias, const float *mult, int32_t y_zp, int bits,
+                       const uint8_t *table, int table_per_column, uint8_t *y,
+                       int num_threads) {
     if (N == 0 || M == 0) return 0;
     /* Parts are whole multiples of QL_RB rows so blocks never straddle two threads. */
     const int64_t blocks = (N + QL_RB - 1) / QL_RB;
     const int nparts = qgnn_parts_for(N * K * M / 8, num_threads);
     const int64_t Mp = (M + 15) / 16 * 16, Kq = (K + 3) / 4;
     qlinear_ctx c = {.x = x, .N = N, .K = K, .M = M, .Kq = Kq, .Mp = Mp, .mult = mult,
-                     .y_zp = y_zp, .qmax = (1 << bits) - 1, .y = y};
+                     .y_zp = y_zp, .qmax = (1 << bits) - 1, .table = table,
+                     .table_stride = table_per_column ? 256 : 0, .y = y};
     int32_t *offset = malloc((size_t)M * sizeof(int32_t));
     void *packed = NULL, *scratch = NULL;
     int scratch_missing = 0;
