@@ -184,10 +184,12 @@ QGNN_INLINE void gcna_groups(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t 
  * CVTPS2DQ is exact only below 2^31, so this path needs |p * msg_mult| < 2^31: msg_mult below
  * 32768 (gcna_ctx.msg_fast). The clamped messages (|c| <= 255) are summed in int16 for up to 128
  * terms (|sum| <= 32,640) and then added into the int32 sums. So each 8 columns of a term cost
- * 14 instructions where the 4-lane float path (gcna_groups) spent about 24. */
+ * 14 instructions where the 4-lane float path (gcna_groups) spent about 24. Messages go 64
+ * columns a pass over the terms (each source row's cache line read once), plain products 32
+ * (their int32 sums need twice the registers); 128 columns a pass measured no faster. */
 #define GCNA_I16_TERMS 128
 
-/* columns [f0, f0 + 16 * nb) of terms [t0, t1) into acc, nb <= 2 */
+/* columns [f0, f0 + 16 * nb) of terms [t0, t1) into acc, nb <= 4 */
 QGNN_INLINE void gcna_sse2_blocks(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t e,
                                   int64_t v, const int16_t *w, int64_t f0, int nb, int has_msg,
                                   int32_t *acc) {
@@ -196,12 +198,13 @@ QGNN_INLINE void gcna_sse2_blocks(const gcna_ctx *c, int64_t t0, int64_t t1, int
     const __m128i zero = _mm_setzero_si128(), zp = _mm_set1_epi16((int16_t)c->x_zp);
     const __m128 mult = _mm_set1_ps(c->msg.mult);
     const __m128i lo = _mm_set1_epi16((int16_t)c->msg.lo), hi = _mm_set1_epi16((int16_t)c->msg.hi);
-    __m128i even[2][2], odd[2][2]; /* [block][half]: int32 sums of columns 2k / 2k + 1 */
+    __m128i even[4][2], odd[4][2]; /* [block][half]: int32 sums of columns 2k / 2k + 1 */
     for (int b = 0; b < nb; b++)
         for (int h = 0; h < 2; h++) even[b][h] = odd[b][h] = zero;
     for (int64_t tb = t0; tb < t1; tb += GCNA_I16_TERMS) {
         const int64_t te = has_msg && t1 - tb > GCNA_I16_TERMS ? tb + GCNA_I16_TERMS : t1;
-        __m128i s16[2][2] = {{zero, zero}, {zero, zero}}; /* messages: int16 sums, even | odd */
+        __m128i s16[4][2]; /* messages: int16 sums, lanes 0-3 even columns, 4-7 odd */
+        for (int b = 0; b < nb; b++) s16[b][0] = s16[b][1] = zero;
         for (int64_t t = tb; t < te; t++) {
             const uint8_t *p = x + gcna_row(c, t, e, v) * F;
             qgnn_prefetch_row((const char *)x, F, c->src, t, c->n_edges, c->n_src, 16 * nb);
@@ -294,6 +297,8 @@ QGNN_INLINE void gcna_cols(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t e,
     if (width >= 4) { /* 16 columns at a time in four 4-lane registers, then a short tail */
         int f = 0;
         if (!c->has_msg || c->msg_fast) { /* whole 16-byte blocks: PMADDWD (above) */
+            for (; f + 64 <= width && c->has_msg; f += 64)
+                gcna_sse2_blocks(c, t0, t1, e, v, w, f0 + f, 4, 1, acc + f);
             for (; f + 32 <= width; f += 32) {
                 if (c->has_msg) gcna_sse2_blocks(c, t0, t1, e, v, w, f0 + f, 2, 1, acc + f);
                 else gcna_sse2_blocks(c, t0, t1, e, v, w, f0 + f, 2, 0, acc + f);
