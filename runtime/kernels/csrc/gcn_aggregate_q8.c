@@ -388,11 +388,9 @@ static void gcna_part(void *vctx, int64_t d0, int64_t d1, int part) {
                 gcna_cols(c, b, e + 1, e, v, w, f0, width, acc);
             }
             qmsg_requant(acc, width, c->mult, c->y_lo, c->y_hi, c->y_zp, out + f0);
-            if (c->table)
-                qgnn_lut_apply(out + f0, width, c->table + f0 * c->table_stride, c->table_stride,
-                               out + f0);
             f0 += width;
         }
+        if (c->table) qgnn_lut_apply(out, F, c->table, c->table_stride, out); /* row in L1 */
     }
     free(w);
 }

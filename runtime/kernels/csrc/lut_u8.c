@@ -7,8 +7,6 @@
  * step's by construction, and two chained steps compose into one table. One pass of table loads
  * replaces a dequantise, the ops, a division and a clamp per value.
  */
-#include <string.h>
-
 #include "qgnn_kernels.h"
 
 typedef struct {
@@ -17,21 +15,6 @@ typedef struct {
     int per_column;
     uint8_t *y;
 } lut_ctx;
-
-/* Eight bytes at a time: one 8-byte load, then a table load and a byte store per value (4.4 ms
- * per 12.8M values on one Zen 4 thread at baseline, against 5.2 ms assembling the eight outputs
- * into one 8-byte store and 8.7 ms for a plain byte loop). */
-void qgnn_lut_apply(const uint8_t *x, int64_t n, const uint8_t *lut, int64_t stride,
-                    uint8_t *y) {
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t v;
-        memcpy(&v, x + i, sizeof v);
-        const uint8_t *t = lut + i * stride;
-        for (int k = 0; k < 8; k++) y[i + k] = t[k * stride + ((v >> (8 * k)) & 0xFF)];
-    }
-    for (; i < n; i++) y[i] = lut[i * stride + x[i]];
-}
 
 static void lut_part(void *vctx, int64_t begin, int64_t end, int part) {
     (void)part;

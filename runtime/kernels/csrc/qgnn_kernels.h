@@ -212,9 +212,22 @@ int qgnn_float_step_q8_table(const uint8_t *a, const uint8_t *b, int64_t rows, i
 void qgnn_lut_u8(const uint8_t *x, int64_t rows, int64_t F, const uint8_t *lut, int per_column,
                  uint8_t *y, int num_threads);
 /* One run of n values: y[i] = lut[i * stride + x[i]] (stride 256: the tables of consecutive
- * columns; 0: one table). y may be x (in place). */
-void qgnn_lut_apply(const uint8_t *x, int64_t n, const uint8_t *lut, int64_t stride,
-                    uint8_t *y);
+ * columns; 0: one table). y may be x (in place). Inline: the kernels that fold a table call it
+ * per tile of 16-64 outputs, where a call costs as much as the lookups. Eight bytes at a
+ * time: one 8-byte load, then a table load and a byte store per value (4.4 ms per 12.8M values
+ * on one Zen 4 thread at baseline, against 5.2 ms assembling the eight outputs into one 8-byte
+ * store and 8.7 ms for a plain byte loop). */
+QGNN_INLINE void qgnn_lut_apply(const uint8_t *x, int64_t n, const uint8_t *lut, int64_t stride,
+                                uint8_t *y) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        __builtin_memcpy(&v, x + i, sizeof v);
+        const uint8_t *t = lut + i * stride;
+        for (int k = 0; k < 8; k++) y[i + k] = t[k * stride + ((v >> (8 * k)) & 0xFF)];
+    }
+    for (; i < n; i++) y[i] = lut[i * stride + x[i]];
+}
 
 /* GAT's attention logits (gat_logits.c): per edge e and head h, LeakyRelu(slope) of
  * score_src[src[e], h] + score_dst[dst[e], h], quantised (scale, zp, bits) into q (E, H) uint8,
