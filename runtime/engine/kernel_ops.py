@@ -181,10 +181,11 @@ def _gcn_params(args: _Args, tensors: Mapping[str, np.ndarray] | None
             zero["y"])
 
 
-def _gcn_aggregate(spec: KernelNodeSpec, args: _Args, threads: int,
-                   mod: ModuleType) -> KernelFn:
+def _gcn_aggregate(spec: KernelNodeSpec, args: _Args, threads: int, mod: ModuleType,
+                   isa: str) -> KernelFn:
     """GCN's normalised sum over A + I with the edge weights built in the kernel; constant
-    scales are folded here, at load."""
+    scales are folded here, at load; folded one-input float steps (``output_steps``,
+    output_tables.py) map its output bytes in the same pass."""
     attrs = spec.attributes
     bits, w_bits = int(attrs.get("bits", 8)), int(attrs.get("w_bits", 8))
     msg_bits = int(attrs.get("msg_bits", 8))
@@ -192,14 +193,35 @@ def _gcn_aggregate(spec: KernelNodeSpec, args: _Args, threads: int,
                           for what in ("scale", "zero_point"))
     fixed = _gcn_params(args, None) if args.is_constant(*scalar_inputs) else None
 
+    steps = attrs.get("output_steps", [])
+    tables: dict[int, np.ndarray] = {}
+
     def run(tensors: Mapping[str, np.ndarray]) -> np.ndarray:
         s_w, msg_mult, mult, zp_x, zp_w, zp_m, zp_y = fixed or _gcn_params(args, tensors)
+        x = _tensor(args, tensors, "x_q")
+        table = None
+        if steps and x is not None and x.ndim == 2:
+            table = tables.get(x.shape[1])
+            if table is None:
+                table = tables[x.shape[1]] = step_table(steps, x.shape[1], isa)
         return mod.gcn_aggregate(
-            _tensor(args, tensors, "x_q"), zp_x, _tensor(args, tensors, "indptr"),
+            x, zp_x, _tensor(args, tensors, "indptr"),
             _tensor(args, tensors, "src"), _tensor(args, tensors, "inv_sqrt_degree"), s_w, zp_w,
-            w_bits, msg_mult, zp_m, msg_bits, mult, zp_y, bits, threads)
+            w_bits, msg_mult, zp_m, msg_bits, mult, zp_y, bits, threads,
+            *(() if table is None else (table,)))
 
     return run
+
+
+def step_table(steps: list[dict[str, Any]], columns: int, isa: str) -> np.ndarray:
+    """One-input float steps (FloatStep params, applied in order) as one byte table for rows
+    of ``columns`` values (output_tables.py)."""
+    table = None
+    for p in steps:
+        t = kernels.float_step_table(p["a_scale"], p["a_zero_point"], p["ops"], p["y_scale"],
+                                     p["y_zero_point"], columns, bits=p["bits"], isa=isa)
+        table = t if table is None else kernels.compose_tables(table, t)
+    return table
 
 
 def _tensor(args: _Args, tensors: Mapping[str, np.ndarray] | None,
@@ -219,7 +241,7 @@ def compile_kernel(spec: KernelNodeSpec, constants: Mapping[str, np.ndarray],
     args = _Args(spec, constants)
     mod = ext(isa)
     if spec.op_type == "QLinear":
-        return _qlinear(spec, threads, mod)
+        return _qlinear(spec, threads, mod, isa)
     if spec.op_type == "FloatStep":
         return _float_step(spec, threads, isa)
     if spec.op_type in ("GatLogits", "GatLogitsF32"):
@@ -229,7 +251,7 @@ def compile_kernel(spec: KernelNodeSpec, constants: Mapping[str, np.ndarray],
     if spec.op_type == "QMessageAggregate":
         return _message_aggregate(spec, args, threads, mod)
     if spec.op_type == "QGCNAggregate":
-        return _gcn_aggregate(spec, args, threads, mod)
+        return _gcn_aggregate(spec, args, threads, mod, isa)
     if spec.op_type in ("LoopedIndptr", "LoopedSrc"):
         return _self_loops(spec, args, threads, mod)
     reduce = str(spec.attributes.get("reduce", "sum"))
@@ -262,49 +284,80 @@ def _self_loops(spec: KernelNodeSpec, args: _Args, threads: int, mod: ModuleType
     return lambda t: kernel(_tensor(args, t, "indptr"), _tensor(args, t, "src"), drop, threads)
 
 
-def _qlinear(spec: KernelNodeSpec, threads: int, mod: ModuleType) -> KernelFn:
+def _qlinear(spec: KernelNodeSpec, threads: int, mod: ModuleType, isa: str) -> KernelFn:
     """The fused ``MatMulInteger`` + requantisation chain: uint8 (..., K) -> uint8 (..., J)
-    (leading dimensions batch, as MatMulInteger's do)."""
+    (leading dimensions batch, as MatMulInteger's do), folded one-input float steps
+    (``output_steps``, output_tables.py) mapping its output bytes in the same pass."""
     p = spec.attributes
     weight, bias = p["weight"], p["bias"]
     mult = np.ascontiguousarray(p["multiplier"], np.float32)
     x_zp, y_zp, bits = p["x_zero_point"], p["y_zero_point"], p["bits"]
     name = spec.inputs[0]
+    steps = p.get("output_steps", [])
+    table = (step_table(steps, weight.shape[1], isa),) if steps else ()
 
     def run(tensors: Mapping[str, np.ndarray]) -> np.ndarray:
         x = tensors[name]
         if x.ndim == 2:
-            return mod.qlinear(x, x_zp, weight, bias, mult, y_zp, bits, threads)
+            return mod.qlinear(x, x_zp, weight, bias, mult, y_zp, bits, threads, *table)
         flat = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
-        out = mod.qlinear(flat, x_zp, weight, bias, mult, y_zp, bits, threads)
+        out = mod.qlinear(flat, x_zp, weight, bias, mult, y_zp, bits, threads, *table)
         return out.reshape(*x.shape[:-1], weight.shape[1])
 
     return run
 
 
 def _float_step(spec: KernelNodeSpec, threads: int, isa: str) -> KernelFn:
-    """The fused DequantizeLinear -> float ops -> QuantizeLinear chain (float_step.py). Inputs
-    and constants broadcast as onnxruntime would broadcast them; the op table is built once per
-    row width."""
-    p = spec.attributes
-    names = [n for n in spec.inputs if n]
-    programs: dict[int, kernels.FloatStepProgram] = {}
+    """The fused DequantizeLinear -> float ops -> QuantizeLinear chain (float_step.py), then
+    any one-input steps merged after it (``then``, output_tables.py). Inputs and constants
+    broadcast as onnxruntime would broadcast them; the op table is built once per row width.
 
-    def run(tensors: Mapping[str, np.ndarray]) -> np.ndarray:
-        inputs = [tensors[n] for n in names]
-        full = np.broadcast_shapes(*(x.shape for x in inputs), *p["const_shapes"])
+    A one-input chain whose input already has the output's shape runs as one byte table
+    (``lut_u8``) where that is faster: at ``baseline``, where the float arithmetic is the cost,
+    and for two or more steps at any level (one pass instead of several). A two-input step maps
+    its output through the table of the steps merged after it in the same pass."""
+    p = spec.attributes
+    stages = [p, *p.get("then", [])]
+    names = [n for n in spec.inputs if n]
+    shapes = [s for stage in stages for s in stage["const_shapes"]]
+    use_table = len(names) == 1 and (isa == "baseline" or len(stages) > 1)
+    programs: dict[tuple[int, int], kernels.FloatStepProgram] = {}
+    tables: dict[int, np.ndarray] = {}
+
+    def step(k: int, inputs: list[np.ndarray], table: np.ndarray | None = None) -> np.ndarray:
+        q = stages[k]
+        full = np.broadcast_shapes(*(x.shape for x in inputs), *q["const_shapes"])
         shape = full or (1,)
         inputs = [x if x.shape == shape else np.ascontiguousarray(np.broadcast_to(x, shape))
                   for x in inputs]
-        program = programs.get(shape[-1])
+        program = programs.get((k, shape[-1]))
         if program is None:
-            program = programs[shape[-1]] = kernels.compile_float_step(p["ops"], shape[-1])
-        y = kernels.float_step_q8(inputs[0], p["a_scale"], p["a_zero_point"], program,
-                                  p["y_scale"], p["y_zero_point"],
+            program = programs[k, shape[-1]] = kernels.compile_float_step(q["ops"], shape[-1])
+        y = kernels.float_step_q8(inputs[0], q["a_scale"], q["a_zero_point"], program,
+                                  q["y_scale"], q["y_zero_point"],
                                   b=inputs[1] if len(inputs) > 1 else None,
-                                  b_scale=p["b_scale"], b_zp=p["b_zero_point"], bits=p["bits"],
-                                  num_threads=threads, isa=isa)
+                                  b_scale=q["b_scale"], b_zp=q["b_zero_point"], bits=q["bits"],
+                                  num_threads=threads, table=table, isa=isa)
         return y.reshape(full)
+
+    def run(tensors: Mapping[str, np.ndarray]) -> np.ndarray:
+        inputs = [tensors[n] for n in names]
+        x = inputs[0]
+        if use_table and x.ndim >= 1 and np.broadcast_shapes(x.shape, *shapes) == x.shape:
+            table = tables.get(x.shape[-1])
+            if table is None:
+                table = tables[x.shape[-1]] = step_table(stages, x.shape[-1], isa)
+            return kernels.lut_u8(x, table, num_threads=threads, isa=isa)
+        full = np.broadcast_shapes(*(x.shape for x in inputs), *p["const_shapes"])
+        if len(stages) > 1 and full and np.broadcast_shapes(full, *shapes) == full:
+            rest = tables.get(-full[-1])  # the later steps, as one table on the first's output
+            if rest is None:
+                rest = tables[-full[-1]] = step_table(stages[1:], full[-1], isa)
+            return step(0, inputs, rest)
+        y = step(0, inputs)
+        for k in range(1, len(stages)):
+            y = step(k, [y])
+        return y
 
     return run
 

@@ -23,6 +23,7 @@ from qgnn.runtime.engine import onnx_proto as op
 from qgnn.runtime.engine.float_step import fuse_float_steps
 from qgnn.runtime.engine.fusion import FusedLinear, fuse_linear
 from qgnn.runtime.engine.gat_fusion import fuse_gat_logits
+from qgnn.runtime.engine.output_tables import fold_output_steps
 
 # Output element type and rank of each ai.qgnn op (docs/onnx-ops.md).
 KERNEL_OUTPUTS: dict[str, tuple[int, int | None]] = {
@@ -237,7 +238,8 @@ def partition(model_bytes: bytes | Any, *, fuse: bool = True) -> Plan:
     changed); see the module docstring for the split rule. ``fuse``
     hands requantised integer linear layers to the qlinear kernel (fusion.py), elementwise
     float steps to the float_step kernel (float_step.py) and GAT's attention logits to the
-    gat_logits kernel (gat_fusion.py)."""
+    gat_logits kernel (gat_fusion.py), then folds one-input float steps into the step or
+    aggregate before them as byte tables (output_tables.py)."""
     model = op.load_model(bytes(model_bytes)) if isinstance(
         model_bytes, bytes | bytearray | memoryview) else model_bytes
     graph = model.graph
@@ -264,6 +266,8 @@ def partition(model_bytes: bytes | Any, *, fuse: bool = True) -> Plan:
         others = fuse_linear(others, values, readers, set(graph_outputs))
         others = fuse_float_steps(others, values, readers, set(graph_outputs))
         others = fuse_gat_logits(others, values, readers, set(graph_outputs))
+        others = fold_output_steps(others, readers, set(graph_outputs),
+                                   lambda node: dict(_kernel_spec(node).attributes))
     available = set(input_infos) | set(initializers) | set(constant_nodes)
     order = _topological(others, available)
 

@@ -20,7 +20,12 @@ from qgnn.runtime.kernels._ext import (
 from qgnn.runtime.kernels.dense import qlinear
 from qgnn.runtime.kernels.float_step import Program as FloatStepProgram
 from qgnn.runtime.kernels.float_step import compile_program as compile_float_step
-from qgnn.runtime.kernels.float_step import float_step_q8
+from qgnn.runtime.kernels.float_step import (
+    compose_tables,
+    float_step_q8,
+    float_step_table,
+    lut_u8,
+)
 from qgnn.runtime.kernels.graph_ops import (
     aggregate_f32,
     aggregate_padded_f32,
@@ -48,16 +53,19 @@ __all__ = [
     "available",
     "build_info",
     "compile_float_step",
+    "compose_tables",
     "default_level",
     "dequantize_u8",
     "edge_softmax_f32",
     "float_step_q8",
+    "float_step_table",
     "gat_logits",
     "gcn_aggregate",
     "head_scores",
     "int8_topk",
     "levels_built",
     "levels_supported",
+    "lut_u8",
     "message_aggregate",
     "qaggregate",
     "qaggregate_padded",

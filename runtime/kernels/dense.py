@@ -9,14 +9,17 @@ from qgnn.runtime.kernels._ext import ext
 
 def qlinear(x_q: np.ndarray, x_zp: int, w_q: np.ndarray, bias_int32: np.ndarray | None,
             multiplier: float | np.ndarray, y_zp: int, *, bits: int = 8,
-            num_threads: int = 2, isa: str | None = None) -> np.ndarray:
+            num_threads: int = 2, table: np.ndarray | None = None,
+            isa: str | None = None) -> np.ndarray:
     """uint8 (N, K) x int8 (K, M) -> uint8 (N, M).
 
     ``w_q`` is (K, M), the layout of ONNX MatMulInteger's B, so an exported initializer is passed
     as is. ``acc = sum_k (x_q - x_zp) * w_q + bias_int32`` in int32 (wrapping modulo 2^32 like
     MatMulInteger + Add; it cannot overflow without bias while K <= 65,793);
     ``y = clamp(rint(float32(acc) * multiplier[m]) + y_zp, 0, 2^bits - 1)`` with ``multiplier``
-    a scalar (per-tensor weights) or (M,) (per-output-channel), rounded to float32.
+    a scalar (per-tensor weights) or (M,) (per-output-channel), rounded to float32. ``table``
+    ((1, 256) or (M, 256) uint8) then maps each output byte as
+    :func:`qgnn.runtime.kernels.lut_u8` would, in the same pass.
     """
     fn = "qlinear"
     w = ck.tensor(fn, "w_q", w_q, np.int8, 2)
@@ -32,4 +35,5 @@ def qlinear(x_q: np.ndarray, x_zp: int, w_q: np.ndarray, bias_int32: np.ndarray 
     return ext(isa).qlinear(
         ck.tensor(fn, "x_q", x_q, np.uint8, 2), ck.zero_point(fn, "x_zp", x_zp), w,
         ck.optional_tensor(fn, "bias_int32", bias_int32, np.int32, 1), mult,
-        ck.zero_point(fn, "y_zp", y_zp), ck.bits(fn, bits), ck.threads(fn, num_threads))
+        ck.zero_point(fn, "y_zp", y_zp), ck.bits(fn, bits), ck.threads(fn, num_threads),
+        *(() if table is None else (ck.tensor(fn, "table", table, np.uint8, 2),)))

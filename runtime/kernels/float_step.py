@@ -11,6 +11,12 @@ the combine). Names: ``add``/``sub``/``mul``/``div`` (``v op c``), ``rsub`` (``c
 float32 scalar or per-column ``(F,)`` constant; ``relu``; ``affine_f64`` with ``(alpha, beta)``
 float64 per-column, ``float32(float64(v) * alpha + beta)`` (the exporter's eval BatchNorm);
 ``add_b`` (``a += b``, once, with two inputs).
+
+With one input the step is a function of the column and the input byte alone, so
+:func:`float_step_table` tabulates it (by running the step on the 256 bytes of each column) and
+:func:`lut_u8` applies the table: the same outputs by construction, one table load per value
+instead of the float arithmetic, and chained steps compose into one table
+(:func:`compose_tables`).
 """
 
 from __future__ import annotations
@@ -73,9 +79,10 @@ def compile_program(ops: Sequence[Op], columns: int) -> Program:
 def float_step_q8(a: np.ndarray, a_scale: float, a_zp: int, ops: Sequence[Op] | Program,
                   y_scale: float, y_zp: int, *, b: np.ndarray | None = None,
                   b_scale: float = 1.0, b_zp: int = 0, bits: int = 8, num_threads: int = 2,
-                  isa: str | None = None) -> np.ndarray:
+                  table: np.ndarray | None = None, isa: str | None = None) -> np.ndarray:
     """uint8 ``a`` (and ``b``, same shape) of any rank >= 1 -> uint8 of that shape; constants
-    apply per column of the last axis."""
+    apply per column of the last axis. ``table`` ((1, 256) or (F, 256) uint8) then maps each
+    output byte as :func:`lut_u8` would, in the same pass."""
     fn = "float_step"
     a = ck.tensor(fn, "a_q", a, np.uint8, None)
     if a.ndim < 1:
@@ -94,5 +101,47 @@ def float_step_q8(a: np.ndarray, a_scale: float, a_zp: int, ops: Sequence[Op] | 
         ck.zero_point(fn, "a_zp", a_zp), ck.positive_f32(fn, "b_scale", b_scale),
         ck.zero_point(fn, "b_zp", b_zp), program.steps, program.floats, program.doubles,
         ck.positive_f32(fn, "y_scale", y_scale), ck.zero_point(fn, "y_zp", y_zp),
-        ck.bits(fn, bits), ck.threads(fn, num_threads))
+        ck.bits(fn, bits), ck.threads(fn, num_threads),
+        *(() if table is None else (ck.tensor(fn, "table", table, np.uint8, 2),)))
     return y.reshape(a.shape)
+
+
+def float_step_table(a_scale: float, a_zp: int, ops: Sequence[Op], y_scale: float, y_zp: int,
+                     columns: int, *, bits: int = 8, isa: str | None = None) -> np.ndarray:
+    """The one-input step as a (columns, 256) uint8 table, row f holding column f's output for
+    input bytes 0..255, computed by :func:`float_step_q8` itself; (1, 256) when every column
+    maps alike."""
+    grid = np.ascontiguousarray(np.broadcast_to(np.arange(256, dtype=np.uint8)[:, None],
+                                                (256, columns)))
+    y = float_step_q8(grid, a_scale, a_zp, compile_program(ops, columns), y_scale, y_zp,
+                      bits=bits, num_threads=1, isa=isa)
+    return shrink_table(np.ascontiguousarray(y.T))
+
+
+def shrink_table(table: np.ndarray) -> np.ndarray:
+    """``table`` as one row when all its rows are equal (a shared table stays in L1)."""
+    return table[:1].copy() if (table == table[:1]).all() else table
+
+
+def compose_tables(first: np.ndarray, then: np.ndarray) -> np.ndarray:
+    """The table of ``then`` applied after ``first`` (each (1, 256) or (F, 256))."""
+    rows = max(len(first), len(then))
+    first = np.broadcast_to(first, (rows, 256))
+    then = np.broadcast_to(then, (rows, 256))
+    return shrink_table(np.ascontiguousarray(np.take_along_axis(then, first.astype(np.intp),
+                                                                axis=1)))
+
+
+def lut_u8(x: np.ndarray, table: np.ndarray, *, num_threads: int = 2,
+           isa: str | None = None) -> np.ndarray:
+    """uint8 ``x`` of rank >= 1 mapped byte by byte: ``table[0][x]`` for a (1, 256) table,
+    ``table[f][x[..., f]]`` for an (F, 256) one."""
+    fn = "lut_u8"
+    if np.ndim(x) < 1:
+        raise ValueError(f"{fn}: x_q must have at least one dimension")
+    x = ck.tensor(fn, "x_q", x, np.uint8, None)
+    table = ck.tensor(fn, "table", table, np.uint8, 2)
+    if x.size == 0:
+        return np.zeros(x.shape, np.uint8)
+    y = ext(isa).lut_u8(x.reshape(-1, x.shape[-1]), table, ck.threads(fn, num_threads))
+    return y.reshape(x.shape)

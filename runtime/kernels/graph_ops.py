@@ -68,7 +68,7 @@ def gcn_aggregate(x_q: np.ndarray, x_zp: int, indptr: np.ndarray, src: np.ndarra
                   inv_sqrt_degree: np.ndarray, w_scale: float, w_zp: int,
                   msg_multiplier: float | None, msg_zp: int, multiplier: float, y_zp: int, *,
                   bits: int = 8, w_bits: int = 8, msg_bits: int = 8, num_threads: int = 2,
-                  isa: str | None = None) -> np.ndarray:
+                  table: np.ndarray | None = None, isa: str | None = None) -> np.ndarray:
     """QGCNAggregate: the sum over each destination's in-edges plus one self-loop (row v,
     appended last; destinations are the first D sources), each edge u -> v weighted by
     ``q_w = clamp(rint(float32(inv[u] * inv[v]) / w_scale) + w_zp, 0, 2^w_bits - 1)``, the
@@ -79,7 +79,8 @@ def gcn_aggregate(x_q: np.ndarray, x_zp: int, indptr: np.ndarray, src: np.ndarra
     :func:`message_aggregate`'s message and ``multiplier`` is ``requant_multiplier(s_m, s_y)``;
     with None the term is ``(x_q[u] - x_zp) * (q_w - w_zp)`` and ``multiplier`` is
     ``requant_multiplier(s_x, s_y, s_w)`` (weighted :func:`qaggregate`). ``inv_sqrt_degree`` is
-    float32 with at least N_src finite entries.
+    float32 with at least N_src finite entries. ``table`` ((1, 256) or (F, 256) uint8) maps
+    each output byte as :func:`qgnn.runtime.kernels.lut_u8` would, in the same pass.
     """
     fn = "gcn_aggregate"
     msg_mult = (None if msg_multiplier is None
@@ -91,7 +92,8 @@ def gcn_aggregate(x_q: np.ndarray, x_zp: int, indptr: np.ndarray, src: np.ndarra
         ck.positive_f32(fn, "w_scale", w_scale), ck.zero_point(fn, "w_zp", w_zp),
         ck.integer(fn, "w_bits", w_bits, 1, 8), msg_mult, ck.zero_point(fn, "msg_zp", msg_zp),
         ck.integer(fn, "msg_bits", msg_bits, 1, 8), ck.positive_f32(fn, "multiplier", multiplier),
-        ck.zero_point(fn, "y_zp", y_zp), ck.bits(fn, bits), ck.threads(fn, num_threads))
+        ck.zero_point(fn, "y_zp", y_zp), ck.bits(fn, bits), ck.threads(fn, num_threads),
+        *(() if table is None else (ck.tensor(fn, "table", table, np.uint8, 2),)))
 
 
 def aggregate_f32(x: np.ndarray, indptr: np.ndarray, src: np.ndarray, reduce: Reduce = "sum",

@@ -259,15 +259,25 @@ static PyObject *py_message_aggregate(PyObject *self, PyObject *args) {
     return (PyObject *)y;
 }
 
+/* A byte table for rows of F values: (1, 256) shared, or (F, 256), one per column. */
+static int want_table(PyArrayObject *table, npy_intp F, const char *fn) {
+    const npy_intp T = PyArray_DIM(table, 0);
+    if (PyArray_DIM(table, 1) == 256 && (T == 1 || T == F)) return 1;
+    PyErr_Format(PyExc_ValueError, "%s: table must be (1, 256) or (%zd, 256) (one row per "
+                 "column), got (%zd, %zd)", fn, (Py_ssize_t)F, (Py_ssize_t)T,
+                 (Py_ssize_t)PyArray_DIM(table, 1));
+    return 0;
+}
+
 static PyObject *py_gcn_aggregate(PyObject *self, PyObject *args) {
     (void)self;
     static const char *fn = "gcn_aggregate";
-    PyObject *ox, *oindptr, *osrc, *oinv, *omsg_mult;
+    PyObject *ox, *oindptr, *osrc, *oinv, *omsg_mult, *otable = Py_None;
     int x_zp, w_zp, w_bits, msg_zp, msg_bits, y_zp, bits, threads;
     float w_scale, mult, msg_mult = 1.0f;
-    if (!PyArg_ParseTuple(args, "OiOOOfiiOiifiii", &ox, &x_zp, &oindptr, &osrc, &oinv, &w_scale,
-                          &w_zp, &w_bits, &omsg_mult, &msg_zp, &msg_bits, &mult, &y_zp, &bits,
-                          &threads))
+    if (!PyArg_ParseTuple(args, "OiOOOfiiOiifiii|O", &ox, &x_zp, &oindptr, &osrc, &oinv,
+                          &w_scale, &w_zp, &w_bits, &omsg_mult, &msg_zp, &msg_bits, &mult, &y_zp,
+                          &bits, &threads, &otable))
         return NULL;
     const int has_msg = omsg_mult != Py_None;
     if (has_msg) {
@@ -279,8 +289,11 @@ static PyObject *py_gcn_aggregate(PyObject *self, PyObject *args) {
     PyArrayObject *indptr = x ? want_array(oindptr, fn, "indptr", NPY_INT64, 1) : NULL;
     PyArrayObject *src = indptr ? want_array(osrc, fn, "src", NPY_INT64, 1) : NULL;
     PyArrayObject *inv = src ? want_array(oinv, fn, "inv_sqrt_degree", NPY_FLOAT32, 1) : NULL;
-    if (!inv) return NULL;
+    int ok = 1;
+    PyArrayObject *table = inv ? want_optional(otable, fn, "table", NPY_UINT8, 2, &ok) : NULL;
+    if (!inv || !ok) return NULL;
     const npy_intp E = PyArray_DIM(src, 0), N = PyArray_DIM(x, 0), F = PyArray_DIM(x, 1);
+    if (table && !want_table(table, F, fn)) return NULL;
     if (!want_zero_point(x_zp, fn, "x_zp") || !want_zero_point(w_zp, fn, "w_zp") ||
         !want_zero_point(msg_zp, fn, "msg_zp") || !want_zero_point(y_zp, fn, "y_zp") ||
         !want_positive(w_scale, fn, "w_scale") || !want_positive(mult, fn, "multiplier") ||
@@ -306,7 +319,9 @@ static PyObject *py_gcn_aggregate(PyObject *self, PyObject *args) {
     bad_inv = qgnn_gcn_aggregate_q8(PyArray_DATA(x), N, F, x_zp, PyArray_DATA(indptr), D,
                                     PyArray_DATA(src), PyArray_DATA(inv), w_scale, w_zp, w_bits,
                                     has_msg, msg_mult, msg_zp, msg_bits, mult, y_zp, bits,
-                                    PyArray_DATA(y), threads, &status);
+                                    table ? PyArray_DATA(table) : NULL,
+                                    table && PyArray_DIM(table, 0) != 1, PyArray_DATA(y),
+                                    threads, &status);
     Py_END_ALLOW_THREADS
     if (bad_inv == -2) {
         Py_DECREF(y);
@@ -471,18 +486,21 @@ static PyObject *py_looped_src(PyObject *self, PyObject *args) {
 static PyObject *py_qlinear(PyObject *self, PyObject *args) {
     (void)self;
     static const char *fn = "qlinear";
-    PyObject *ox, *ow, *obias, *omult;
+    PyObject *ox, *ow, *obias, *omult, *otable = Py_None;
     int x_zp, y_zp, bits, threads;
-    if (!PyArg_ParseTuple(args, "OiOOOiii", &ox, &x_zp, &ow, &obias, &omult, &y_zp, &bits,
-                          &threads))
+    if (!PyArg_ParseTuple(args, "OiOOOiii|O", &ox, &x_zp, &ow, &obias, &omult, &y_zp, &bits,
+                          &threads, &otable))
         return NULL;
     int ok = 1;
     PyArrayObject *x = want_array(ox, fn, "x_q", NPY_UINT8, 2);
     PyArrayObject *w = x ? want_array(ow, fn, "w_q", NPY_INT8, 2) : NULL;
     PyArrayObject *mult = w ? want_array(omult, fn, "multiplier", NPY_FLOAT32, 1) : NULL;
     PyArrayObject *bias = mult ? want_optional(obias, fn, "bias_int32", NPY_INT32, 1, &ok) : NULL;
+    PyArrayObject *table = mult && ok ? want_optional(otable, fn, "table", NPY_UINT8, 2, &ok)
+                                      : NULL;
     if (!mult || !ok) return NULL;
     const npy_intp N = PyArray_DIM(x, 0), K = PyArray_DIM(x, 1), M = PyArray_DIM(w, 1);
+    if (table && !want_table(table, M, fn)) return NULL;
     if (!want_len(w, K, fn, "w_q", "(K, M) with K = x_q.shape[1]") ||
         !want_len(mult, M, fn, "multiplier", "one per output column M") ||
         (bias && !want_len(bias, M, fn, "bias_int32", "one per output column M")) ||
@@ -500,8 +518,10 @@ static PyObject *py_qlinear(PyObject *self, PyObject *args) {
     if (y == NULL) return NULL;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = qgnn_qlinear(PyArray_DATA(x), N, K, x_zp, PyArray_DATA(w), M,
-                      bias ? PyArray_DATA(bias) : NULL, m, y_zp, bits, PyArray_DATA(y), threads);
+    rc = qgnn_qlinear_table(PyArray_DATA(x), N, K, x_zp, PyArray_DATA(w), M,
+                            bias ? PyArray_DATA(bias) : NULL, m, y_zp, bits,
+                            table ? PyArray_DATA(table) : NULL,
+                            table && PyArray_DIM(table, 0) != 1, PyArray_DATA(y), threads);
     Py_END_ALLOW_THREADS
     if (rc != 0) {
         Py_DECREF(y);
@@ -732,11 +752,11 @@ static int want_program(PyArrayObject *prog, int two, npy_intp nf, npy_intp nd, 
 static PyObject *py_float_step(PyObject *self, PyObject *args) {
     (void)self;
     static const char *fn = "float_step";
-    PyObject *oa, *ob, *oprog, *ofc, *odc;
+    PyObject *oa, *ob, *oprog, *ofc, *odc, *otable = Py_None;
     float a_scale, b_scale, y_scale;
     int a_zp, b_zp, y_zp, bits, threads;
-    if (!PyArg_ParseTuple(args, "OOfifiOOOfiii", &oa, &ob, &a_scale, &a_zp, &b_scale, &b_zp,
-                          &oprog, &ofc, &odc, &y_scale, &y_zp, &bits, &threads))
+    if (!PyArg_ParseTuple(args, "OOfifiOOOfiii|O", &oa, &ob, &a_scale, &a_zp, &b_scale, &b_zp,
+                          &oprog, &ofc, &odc, &y_scale, &y_zp, &bits, &threads, &otable))
         return NULL;
     int ok = 1;
     PyArrayObject *a = want_array(oa, fn, "a_q", NPY_UINT8, 2);
@@ -744,8 +764,10 @@ static PyObject *py_float_step(PyObject *self, PyObject *args) {
     PyArrayObject *prog = a && ok ? want_array(oprog, fn, "program", NPY_INT32, 2) : NULL;
     PyArrayObject *fc = prog ? want_array(ofc, fn, "float_constants", NPY_FLOAT32, 2) : NULL;
     PyArrayObject *dc = fc ? want_array(odc, fn, "double_constants", NPY_FLOAT64, 2) : NULL;
-    if (!dc) return NULL;
+    PyArrayObject *table = dc ? want_optional(otable, fn, "table", NPY_UINT8, 2, &ok) : NULL;
+    if (!dc || !ok) return NULL;
     const npy_intp R = PyArray_DIM(a, 0), F = PyArray_DIM(a, 1);
+    if (table && !want_table(table, F, fn)) return NULL;
     if (b && (PyArray_DIM(b, 0) != R || PyArray_DIM(b, 1) != F))
         return PyErr_Format(PyExc_ValueError, "%s: b_q has shape (%zd, %zd), a_q (%zd, %zd): "
                             "they must be equal", fn, (Py_ssize_t)PyArray_DIM(b, 0),
@@ -766,15 +788,38 @@ static PyObject *py_float_step(PyObject *self, PyObject *args) {
     if (y == NULL) return NULL;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = qgnn_float_step_q8(PyArray_DATA(a), b ? PyArray_DATA(b) : NULL, R, F, a_scale, a_zp,
-                            b_scale, b_zp, PyArray_DATA(prog), (int)PyArray_DIM(prog, 0),
-                            PyArray_DATA(fc), PyArray_DIM(fc, 0), PyArray_DATA(dc),
-                            PyArray_DIM(dc, 0), y_scale, y_zp, bits, PyArray_DATA(y), threads);
+    rc = qgnn_float_step_q8_table(PyArray_DATA(a), b ? PyArray_DATA(b) : NULL, R, F, a_scale,
+                                  a_zp, b_scale, b_zp, PyArray_DATA(prog),
+                                  (int)PyArray_DIM(prog, 0), PyArray_DATA(fc),
+                                  PyArray_DIM(fc, 0), PyArray_DATA(dc), PyArray_DIM(dc, 0),
+                                  y_scale, y_zp, bits, table ? PyArray_DATA(table) : NULL,
+                                  table && PyArray_DIM(table, 0) != 1, PyArray_DATA(y),
+                                  threads);
     Py_END_ALLOW_THREADS
     if (rc != 0) {
         Py_DECREF(y);
         return PyErr_NoMemory();
     }
+    return (PyObject *)y;
+}
+
+static PyObject *py_lut_u8(PyObject *self, PyObject *args) {
+    (void)self;
+    static const char *fn = "lut_u8";
+    PyObject *ox, *olut;
+    int threads;
+    if (!PyArg_ParseTuple(args, "OOi", &ox, &olut, &threads)) return NULL;
+    PyArrayObject *x = want_array(ox, fn, "x_q", NPY_UINT8, 2);
+    PyArrayObject *lut = x ? want_array(olut, fn, "table", NPY_UINT8, 2) : NULL;
+    if (!lut || !want_threads(threads, fn)) return NULL;
+    const npy_intp R = PyArray_DIM(x, 0), F = PyArray_DIM(x, 1), T = PyArray_DIM(lut, 0);
+    if (!want_table(lut, F, fn)) return NULL;
+    PyArrayObject *y = (PyArrayObject *)PyArray_SimpleNew(2, PyArray_DIMS(x), NPY_UINT8);
+    if (y == NULL) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    qgnn_lut_u8(PyArray_DATA(x), R, F, PyArray_DATA(lut), T != 1,
+                PyArray_DATA(y), threads);
+    Py_END_ALLOW_THREADS
     return (PyObject *)y;
 }
 
@@ -868,8 +913,9 @@ static PyMethodDef methods[] = {
      "msg_zp, msg_bits, multiplier, y_zp, bits, reduce, num_threads) -> uint8 (D, F)"},
     {"gcn_aggregate", py_gcn_aggregate, METH_VARARGS,
      "gcn_aggregate(x_q, x_zp, indptr, src, inv_sqrt_degree float32, w_scale, w_zp, w_bits, "
-     "msg_multiplier or None, msg_zp, msg_bits, multiplier, y_zp, bits, num_threads) -> uint8 "
-     "(D, F): QGCNAggregate over the edges plus one self-loop per destination"},
+     "msg_multiplier or None, msg_zp, msg_bits, multiplier, y_zp, bits, num_threads[, table]) -> "
+     "uint8 (D, F): QGCNAggregate over the edges plus one self-loop per destination, each output "
+     "byte then mapped by table ((1, 256) or (F, 256) uint8, as lut_u8) when given"},
     {"aggregate_f32", py_aggregate_f32, METH_VARARGS,
      "aggregate_f32(x, indptr, src, reduce, w, num_threads) -> float32 (D, F)"},
     {"edge_softmax_f32", py_edge_softmax_f32, METH_VARARGS,
@@ -880,7 +926,8 @@ static PyMethodDef methods[] = {
      "looped_src(indptr, src, drop_existing, num_threads) -> int64 (E' + D,)"},
     {"qlinear", py_qlinear, METH_VARARGS,
      "qlinear(x_q, x_zp, w_q (K, M), bias int32 (M,) or None, multiplier float32 (M,), y_zp, "
-     "bits, num_threads) -> uint8 (N, M)"},
+     "bits, num_threads[, table]) -> uint8 (N, M), each output byte then mapped by table "
+     "((1, 256) or (M, 256) uint8, as lut_u8) when given"},
     {"topk_s8", py_topk_s8, METH_VARARGS,
      "topk_s8(query int8|int32 (D,), table int8 (N, D), k, exclude (strictly increasing int64) "
      "or None, candidates (int64, no duplicates) or None, num_threads) -> (ids, scores)"},
@@ -890,10 +937,14 @@ static PyMethodDef methods[] = {
      "quantize_s8(x float32, scale, num_threads) -> int8"},
     {"dequantize_u8", py_dequantize_u8, METH_VARARGS,
      "dequantize_u8(q uint8, scale, zero_point, num_threads) -> float32"},
+    {"lut_u8", py_lut_u8, METH_VARARGS,
+     "lut_u8(x_q (R, F) uint8, table (1, 256) or (F, 256) uint8, num_threads) -> (R, F) uint8: "
+     "table[0][x] or table[f][x] per column f"},
     {"float_step", py_float_step, METH_VARARGS,
      "float_step(a_q (R, F), b_q (R, F) or None, a_scale, a_zp, b_scale, b_zp, program int32 "
      "(steps, 3), float_constants float32 (nf, F), double_constants float64 (nd, F), y_scale, "
-     "y_zp, bits, num_threads) -> uint8 (R, F)"},
+     "y_zp, bits, num_threads[, table]) -> uint8 (R, F), each output byte then mapped by table "
+     "((1, 256) or (F, 256) uint8, as lut_u8) when given"},
     {"gat_logits", py_gat_logits, METH_VARARGS,
      "gat_logits(score_src float32 (Ns, H), score_dst float32 (Nd, H), src int64 (E,), dst int64 "
      "(E,), slope, scale, zp, bits, dequantize, num_threads) -> uint8 (E, H), or float32 when "

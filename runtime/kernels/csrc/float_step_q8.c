@@ -30,7 +30,9 @@ typedef struct {
     int nops;
     const float *ftile;  /* (nf, T) */
     const double *dtile; /* (nd, T) */
-    int64_t T;
+    int64_t T, F;
+    const uint8_t *table; /* NULL, or a byte table applied to each output (qgnn_lut_apply) */
+    int64_t table_stride; /* 256 per column, 0 shared */
     uint8_t *y;
 } fs_ctx;
 
@@ -173,6 +175,13 @@ static void fs_part(void *vctx, int64_t begin, int64_t end, int part) {
             apply(op, reg ? B : A, B, ct, alpha, beta, n);
         }
         quantize(A, n, c->y_scale, c->y_zp, c->qmax, c->y + s);
+        for (int64_t i = 0; c->table && i < n;) { /* in pieces that stay within one row */
+            const int64_t col = (off + i) % c->F;
+            const int64_t len = c->F - col < n - i ? c->F - col : n - i;
+            qgnn_lut_apply(c->y + s + i, len, c->table + col * c->table_stride, c->table_stride,
+                           c->y + s + i);
+            i += len;
+        }
         s += n;
     }
 }
@@ -182,6 +191,17 @@ int qgnn_float_step_q8(const uint8_t *a, const uint8_t *b, int64_t rows, int64_t
                        const int32_t *prog, int nops, const float *fconst, int64_t nf,
                        const double *dconst, int64_t nd, float y_scale, int32_t y_zp, int bits,
                        uint8_t *y, int num_threads) {
+    return qgnn_float_step_q8_table(a, b, rows, F, a_scale, a_zp, b_scale, b_zp, prog, nops,
+                                    fconst, nf, dconst, nd, y_scale, y_zp, bits, NULL, 0, y,
+                                    num_threads);
+}
+
+int qgnn_float_step_q8_table(const uint8_t *a, const uint8_t *b, int64_t rows, int64_t F,
+                             float a_scale, int32_t a_zp, float b_scale, int32_t b_zp,
+                             const int32_t *prog, int nops, const float *fconst, int64_t nf,
+                             const double *dconst, int64_t nd, float y_scale, int32_t y_zp,
+                             int bits, const uint8_t *table, int table_per_column, uint8_t *y,
+                             int num_threads) {
     const int64_t total = rows * F;
     if (total == 0) return 0;
     const int64_t T = F * (F >= FS_BLOCK ? 1 : FS_BLOCK / F);
@@ -198,7 +218,8 @@ int qgnn_float_step_q8(const uint8_t *a, const uint8_t *b, int64_t rows, int64_t
         for (int64_t i = 0; i < T; i++) dtile[k * T + i] = dconst[k * F + i % F];
     fs_ctx c = {.a = a, .b = b, .a_scale = a_scale, .b_scale = b_scale, .y_scale = y_scale,
                 .a_zp = a_zp, .b_zp = b_zp, .y_zp = y_zp, .qmax = (1 << bits) - 1,
-                .prog = prog, .nops = nops, .ftile = ftile, .dtile = dtile, .T = T, .y = y};
+                .prog = prog, .nops = nops, .ftile = ftile, .dtile = dtile, .T = T, .F = F,
+                .table = table, .table_stride = table_per_column ? 256 : 0, .y = y};
     /* parts cut at row boundaries keep every block's column offset s % T aligned to its tile */
     int64_t bounds[QGNN_MAX_PARTS + 1];
     const int nparts = qgnn_parts_for(total * (2 + nops), num_threads);

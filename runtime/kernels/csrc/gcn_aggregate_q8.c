@@ -41,9 +41,12 @@ typedef struct {
     float w_scale, w_lo, w_hi; /* centred weights: -w_zp, qmax_w - w_zp */
     int has_msg;  /* 1: QMessageAggregate's messages; 0: plain weighted products */
     qmsg_site msg;
+    int msg_fast; /* msg.mult < 32768: every |p * mult| < 2^31 (the baseline PMADDWD path) */
     float mult, y_lo, y_hi; /* outputs: -y_zp, qmax - y_zp */
     int32_t y_zp;
     int64_t safe_terms;
+    const uint8_t *table; /* NULL, or the output table (qgnn_lut_apply) */
+    int64_t table_stride; /* 256 per column, 0 shared */
     uint8_t *y;
     int64_t n_edges;
     int64_t bad_src[QGNN_MAX_PARTS];
@@ -168,6 +171,87 @@ QGNN_INLINE void gcna_groups(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t 
 }
 #endif
 
+#if QMSG_SSE2
+/* ---- baseline (SSE2), whole 16-byte column blocks ------------------------------------------
+ * The centred x and weight are int16 (|x - x_zp|, |wc| <= 255), so PMADDWD forms the exact
+ * int32 products of 4 columns in one instruction, against the weight as (wc, 0) pairs (even
+ * columns) or (0, wc) pairs (odd columns): the sums are kept as even and odd columns and put
+ * back in order at the end. With a message site each product p is then converted (exact:
+ * |p| <= 65,025 < 2^24), multiplied by msg_mult and rounded by CVTPS2DQ, which rounds half to
+ * even under the default rounding mode exactly as the magic-number rounder does; the clamp to
+ * the message range is applied after rounding, on int16 (PACKSSDW, PMAXSW, PMINSW: 8 lanes an
+ * instruction), which gives the same integers since the bounds are integers (message_q8.h).
+ * CVTPS2DQ is exact only below 2^31, so this path needs |p * msg_mult| < 2^31: msg_mult below
+ * 32768 (gcna_ctx.msg_fast). The clamped messages (|c| <= 255) are summed in int16 for up to 128
+ * terms (|sum| <= 32,640) and then added into the int32 sums. So each 8 columns of a term cost
+ * 14 instructions where the 4-lane float path (gcna_groups) spent about 24. Messages go 64
+ * columns a pass over the terms (each source row's cache line read once), plain products 32
+ * (their int32 sums need twice the registers); 128 columns a pass measured no faster. */
+#define GCNA_I16_TERMS 128
+
+/* columns [f0, f0 + 16 * nb) of terms [t0, t1) into acc, nb <= 4 */
+QGNN_INLINE void gcna_sse2_blocks(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t e,
+                                  int64_t v, const int16_t *w, int64_t f0, int nb, int has_msg,
+                                  int32_t *acc) {
+    const int64_t F = c->F;
+    const uint8_t *x = c->x + f0;
+    const __m128i zero = _mm_setzero_si128(), zp = _mm_set1_epi16((int16_t)c->x_zp);
+    const __m128 mult = _mm_set1_ps(c->msg.mult);
+    const __m128i lo = _mm_set1_epi16((int16_t)c->msg.lo), hi = _mm_set1_epi16((int16_t)c->msg.hi);
+    __m128i even[4][2], odd[4][2]; /* [block][half]: int32 sums of columns 2k / 2k + 1 */
+    for (int b = 0; b < nb; b++)
+        for (int h = 0; h < 2; h++) even[b][h] = odd[b][h] = zero;
+    for (int64_t tb = t0; tb < t1; tb += GCNA_I16_TERMS) {
+        const int64_t te = has_msg && t1 - tb > GCNA_I16_TERMS ? tb + GCNA_I16_TERMS : t1;
+        __m128i s16[4][2]; /* messages: int16 sums, lanes 0-3 even columns, 4-7 odd */
+        for (int b = 0; b < nb; b++) s16[b][0] = s16[b][1] = zero;
+        for (int64_t t = tb; t < te; t++) {
+            const uint8_t *p = x + gcna_row(c, t, e, v) * F;
+            qgnn_prefetch_row((const char *)x, F, c->src, t, c->n_edges, c->n_src, 16 * nb);
+            const uint32_t wc = (uint16_t)w[t - t0];
+            const __m128i w_even = _mm_set1_epi32((int32_t)wc);
+            const __m128i w_odd = _mm_set1_epi32((int32_t)(wc << 16));
+            for (int b = 0; b < nb; b++) {
+                const __m128i bytes = _mm_loadu_si128((const __m128i *)(p + 16 * b));
+                for (int h = 0; h < 2; h++) {
+                    const __m128i xc = _mm_sub_epi16(h ? _mm_unpackhi_epi8(bytes, zero)
+                                                       : _mm_unpacklo_epi8(bytes, zero), zp);
+                    const __m128i pe = _mm_madd_epi16(xc, w_even);
+                    const __m128i po = _mm_madd_epi16(xc, w_odd);
+                    if (has_msg) {
+                        const __m128i me = _mm_cvtps_epi32(_mm_mul_ps(_mm_cvtepi32_ps(pe), mult));
+                        const __m128i mo = _mm_cvtps_epi32(_mm_mul_ps(_mm_cvtepi32_ps(po), mult));
+                        const __m128i m = _mm_min_epi16(_mm_max_epi16(_mm_packs_epi32(me, mo), lo),
+                                                        hi);
+                        s16[b][h] = _mm_add_epi16(s16[b][h], m);
+                    } else {
+                        even[b][h] = _mm_add_epi32(even[b][h], pe);
+                        odd[b][h] = _mm_add_epi32(odd[b][h], po);
+                    }
+                }
+            }
+        }
+        if (has_msg) /* widen: lanes 0-3 are the even columns, 4-7 the odd ones */
+            for (int b = 0; b < nb; b++)
+                for (int h = 0; h < 2; h++) {
+                    const __m128i s = s16[b][h];
+                    even[b][h] = _mm_add_epi32(even[b][h],
+                                               _mm_srai_epi32(_mm_unpacklo_epi16(s, s), 16));
+                    odd[b][h] = _mm_add_epi32(odd[b][h],
+                                              _mm_srai_epi32(_mm_unpackhi_epi16(s, s), 16));
+                }
+        else
+            break; /* int32 sums need no blocks */
+    }
+    for (int b = 0; b < nb; b++)
+        for (int h = 0; h < 2; h++) {
+            int32_t *out = acc + 16 * b + 8 * h;
+            _mm_storeu_si128((__m128i *)out, _mm_unpacklo_epi32(even[b][h], odd[b][h]));
+            _mm_storeu_si128((__m128i *)(out + 4), _mm_unpackhi_epi32(even[b][h], odd[b][h]));
+        }
+}
+#endif
+
 /* acc[0 .. 16) for columns [f0, f0 + 16). */
 QGNN_INLINE void gcna_vec16(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t e, int64_t v,
                             const int16_t *w, int64_t f0, int has_msg, int32_t *acc) {
@@ -212,6 +296,19 @@ QGNN_INLINE void gcna_cols(const gcna_ctx *c, int64_t t0, int64_t t1, int64_t e,
 #elif QMSG_SSE2
     if (width >= 4) { /* 16 columns at a time in four 4-lane registers, then a short tail */
         int f = 0;
+        if (!c->has_msg || c->msg_fast) { /* whole 16-byte blocks: PMADDWD (above) */
+            for (; f + 64 <= width && c->has_msg; f += 64)
+                gcna_sse2_blocks(c, t0, t1, e, v, w, f0 + f, 4, 1, acc + f);
+            for (; f + 32 <= width; f += 32) {
+                if (c->has_msg) gcna_sse2_blocks(c, t0, t1, e, v, w, f0 + f, 2, 1, acc + f);
+                else gcna_sse2_blocks(c, t0, t1, e, v, w, f0 + f, 2, 0, acc + f);
+            }
+            if (f + 16 <= width) {
+                if (c->has_msg) gcna_sse2_blocks(c, t0, t1, e, v, w, f0 + f, 1, 1, acc + f);
+                else gcna_sse2_blocks(c, t0, t1, e, v, w, f0 + f, 1, 0, acc + f);
+                f += 16;
+            }
+        }
         for (; f + 4 <= width; f += 16) {
             const int groups = width - f >= 16 ? 4 : (width - f) / 4;
             if (groups == 4 && c->has_msg) gcna_groups(c, t0, t1, e, v, w, f0 + f, 4, 1, acc + f);
@@ -293,6 +390,7 @@ static void gcna_part(void *vctx, int64_t d0, int64_t d1, int part) {
             qmsg_requant(acc, width, c->mult, c->y_lo, c->y_hi, c->y_zp, out + f0);
             f0 += width;
         }
+        if (c->table) qgnn_lut_apply(out, F, c->table, c->table_stride, out); /* row in L1 */
     }
     free(w);
 }
@@ -301,7 +399,8 @@ int64_t qgnn_gcn_aggregate_q8(const uint8_t *x, int64_t n_src, int64_t F, int32_
                               const int64_t *indptr, int64_t D, const int64_t *src,
                               const float *inv, float w_scale, int32_t w_zp, int w_bits,
                               int has_msg, float msg_mult, int32_t msg_zp, int msg_bits,
-                              float mult, int32_t y_zp, int bits, uint8_t *y, int num_threads,
+                              float mult, int32_t y_zp, int bits, const uint8_t *table,
+                              int table_per_column, uint8_t *y, int num_threads,
                               qgnn_qagg_status *status) {
     status->bad_src = -1;
     status->overflow_dst = -1;
@@ -313,8 +412,10 @@ int64_t qgnn_gcn_aggregate_q8(const uint8_t *x, int64_t n_src, int64_t F, int32_
                   .inv = inv, .w_scale = w_scale, .w_lo = (float)-w_zp,
                   .w_hi = (float)(w_qmax - w_zp), .has_msg = has_msg,
                   .msg = {.mult = msg_mult, .lo = (float)-msg_zp, .hi = (float)(msg_qmax - msg_zp)},
+                  .msg_fast = msg_mult < 32768.0f,
                   .mult = mult, .y_lo = (float)-y_zp, .y_hi = (float)(qmax - y_zp), .y_zp = y_zp,
-                  .safe_terms = has_msg ? GCNA_SAFE_MSG : GCNA_SAFE_WEIGHTED, .y = y,
+                  .safe_terms = has_msg ? GCNA_SAFE_MSG : GCNA_SAFE_WEIGHTED, .table = table,
+                  .table_stride = table_per_column ? 256 : 0, .y = y,
                   .n_edges = indptr[D]};
     if (D == 0 || F == 0) {
         status->bad_src = qgnn_first_bad_id(src, 0, indptr[D], n_src);

@@ -147,6 +147,22 @@ FUSED_FLOAT_STEPS = {
 }
 
 
+# The kernel each step runs in (output_tables.py): one-input steps fold into the aggregate or
+# linear layer before them, or merge into the float step before them, where nothing else reads
+# the tensor in between.
+FOLDED_INTO = {
+    "gcn": dict.fromkeys(FUSED_FLOAT_STEPS["gcn"], "QGCNAggregate"),
+    "sage": dict.fromkeys(FUSED_FLOAT_STEPS["sage"], "FloatStep"),
+    "gin": {"layers.0/msg": "FloatStep", "layers.0/combined": "FloatStep",
+            "layers.0/hidden": "QLinear", "layers.0/next_x": "QLinear",
+            "layers.1/msg": "FloatStep", "layers.1/combined": "FloatStep",
+            "layers.1/hidden": "QLinear"},
+    "gat": dict.fromkeys(FUSED_FLOAT_STEPS["gat"], "FloatStep"),
+    "egc": {"layers.0/msg": "QLinear", "layers.0/next_x": "FloatStep",
+            "layers.1/msg": "QLinear"},
+}
+
+
 @pytest.mark.parametrize(("kind", "kwargs"), [("gcn", {}), ("sage", {}), ("gin", {}),
                                               ("gat", {"heads": 2}),
                                               ("egc", {"heads": 2, "bases": 2})])
@@ -154,7 +170,14 @@ def test_exported_float_steps_run_fused_with_the_exporters_answers(tmp_path: Pat
                                                                    kwargs: dict) -> None:
     path = _export(tmp_path, kind, **kwargs)
     plan = Engine(load_bundle(path)).executor.plan
-    fused = {k.output: [op[0] for op in k.attributes["ops"]] for phase in plan.kernels
-             for k in phase if k.op_type == "FloatStep"}
+    fused, hosts = {}, {}
+    for spec in (k for phase in plan.kernels for k in phase):
+        steps = [spec.attributes] if spec.op_type == "FloatStep" else []
+        steps += spec.attributes.get("then", []) + spec.attributes.get("output_steps", [])
+        for step in steps:
+            name = step.get("output", spec.output)
+            fused[name] = [op[0] for op in step["ops"]]
+            hosts[name] = spec.op_type
     assert fused == FUSED_FLOAT_STEPS[kind]
+    assert hosts == FOLDED_INTO[kind]
     _check_node_bundle(path)

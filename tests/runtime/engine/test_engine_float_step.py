@@ -189,3 +189,41 @@ def test_inexact_patterns_are_left_to_onnxruntime() -> None:
     _not_fused(m.model(m.op("Add", [m.dq("a"), m.const(np.ones((3, 1), np.float32))])))
     m = _Model(False)  # an op outside the whitelist
     _not_fused(m.model(m.op("Sigmoid", [m.dq("a")])))
+
+
+def _two_steps(mid_is_output: bool = False) -> onnx.ModelProto:
+    """GCN's layer tail: requantise with a per-column bias (out), then ReLU and requantise
+    again (next_x), the second step reading the first's uint8 output."""
+    m = _Model(True)
+    m.inits += [numpy_helper.from_array(np.float32(0.5), "s_mid"),
+                numpy_helper.from_array(np.uint8(120), "zp_mid")]
+    mid = m.op("QuantizeLinear", [m.op("Add", [m.dq("a"), m.const(m.column())]), "s_mid",
+                                  "zp_mid"])
+    second = m.op("Relu", [m.op("DequantizeLinear", [mid, "s_mid", "zp_mid"])])
+    if mid_is_output:
+        m.nodes.append(helper.make_node("Identity", [mid], ["mid"]))
+    model = m.model(second)
+    if mid_is_output:
+        model.graph.output.append(helper.make_tensor_value_info("mid", TensorProto.UINT8, None))
+    return model
+
+
+@needs_kernels
+def test_chained_one_input_steps_merge_into_one_table() -> None:
+    """Two one-input steps in a row become one FloatStep (the second in ``then``) that runs as
+    one byte table, equal to stock onnxruntime at every level and thread count."""
+    model = _two_steps()
+    (spec,) = [k for phase in partition(model.SerializeToString()).kernels for k in phase]
+    assert spec.op_type == "FloatStep" and [o[0] for o in spec.attributes["ops"]] == ["add"]
+    assert [[o[0] for o in s["ops"]] for s in spec.attributes["then"]] == [["relu"]]
+    stock = _run_everywhere(model, _feeds(30_000, False))
+    assert stock.min() == 128 and stock.max() == 255  # ReLU's floor at zp_y, and saturation
+
+
+@needs_kernels
+def test_steps_are_not_merged_when_the_middle_is_an_output() -> None:
+    model = _two_steps(mid_is_output=True)
+    fused = [k for phase in partition(model.SerializeToString()).kernels for k in phase]
+    assert [k.op_type for k in fused] == ["FloatStep", "FloatStep"]
+    assert not any("then" in k.attributes for k in fused)
+    _run_everywhere(model, _feeds(500, False))

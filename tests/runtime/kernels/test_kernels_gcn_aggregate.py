@@ -266,3 +266,51 @@ def test_reads_only_its_inputs(guarded, feats, message):
     np.testing.assert_array_equal(
         gcn_aggregate(guarded(x), 3, guarded(indptr), guarded(src), guarded(inv), *args),
         gcn_aggregate(x, 3, indptr, src, inv, *args))
+
+
+@pytest.mark.parametrize("message", [True, False])
+def test_output_table_maps_each_byte(make_csr, message):
+    """A table (the engine's folded float steps) gives what lut_u8 gives on the plain output,
+    shared or per column, hub destinations included."""
+    rng = np.random.default_rng(21)
+    csr = with_loops(rng, make_csr(200, 3_000, 200, empty_frac=0.1))
+    feeds = make_feeds(rng, csr, 200, 70, message)
+    plain = kernel(feeds)
+    s = {k: feeds[f"{k}_scale"][()] for k in ("x", "w", "y")}
+    zp = {k: int(feeds[f"{k}_zero_point"]) for k in ("x", "w", "y")}
+    if message:
+        msg = (requant_multiplier(s["x"], feeds["m_scale"][()], s["w"]),
+               int(feeds["m_zero_point"]),
+               requant_multiplier(feeds["m_scale"][()], s["y"]))
+    else:
+        msg = (None, 0, requant_multiplier(s["x"], s["y"], s["w"]))
+    for rows in (1, 70):
+        table = rng.integers(0, 256, (rows, 256)).astype(np.uint8)
+        got = gcn_aggregate(feeds["x_q"], zp["x"], feeds["indptr"], feeds["src"],
+                            feeds["inv_sqrt_degree"], s["w"], zp["w"], msg[0], msg[1], msg[2],
+                            zp["y"], table=table)
+        np.testing.assert_array_equal(got, kernels.lut_u8(plain, table))
+    with pytest.raises(ValueError, match=r"table must be \(1, 256\) or \(70, 256\)"):
+        gcn_aggregate(feeds["x_q"], zp["x"], feeds["indptr"], feeds["src"],
+                      feeds["inv_sqrt_degree"], s["w"], zp["w"], msg[0], msg[1], msg[2],
+                      zp["y"], table=np.zeros((3, 256), np.uint8))
+
+
+def test_large_message_multipliers_and_long_message_sums(make_csr):
+    """Message multipliers on both sides of 32768 (the baseline's integer rounding holds below
+    it only), and a destination of 1,001 messages of +-127 (far beyond one int16 block)."""
+    rng = np.random.default_rng(4)
+    csr = with_loops(rng, make_csr(40, 500, 50, empty_frac=0.1))
+    for ratio in (3e4, 3.3e4, 1e6):
+        feeds = make_feeds(rng, csr, 50, 48, True)
+        feeds["m_scale"] = np.array(feeds["x_scale"] * feeds["w_scale"] / ratio, np.float32)
+        np.testing.assert_array_equal(kernel(feeds), reference(feeds))
+    hub = _hub(1_000, 1 / 255) | {"x_q": np.array([[255, 0] * 24, [9, 9] * 24], np.uint8),
+                                  "m_scale": np.array(1.0, np.float32),
+                                  "m_zero_point": np.array(128, np.uint8),
+                                  "x_zero_point": np.array(128, np.uint8),
+                                  "y_scale": np.array(2000.0, np.float32),
+                                  "y_zero_point": np.array(128, np.uint8)}
+    got = kernel(hub)
+    np.testing.assert_array_equal(got, reference(hub))
+    assert got[0, 0] == 128 + 64 and got[0, 1] == 128 - 64  # 1001 * +-127 / 2000, rounded
