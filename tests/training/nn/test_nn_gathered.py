@@ -88,7 +88,11 @@ def test_a_watched_seam_sees_every_per_edge_message():
     """Forward hooks (export parity reads each site's integers) get the per-edge tensors."""
     block = graph()
     layer = quantize_model(torch.nn.Sequential(GCNConv(16, 8)), QuantConfig(bits=8))[0]
-    seen = {}
-    layer.q.register_forward_hook(lambda mod, args, out: seen.setdefault(args[0], out.shape))
+    seen: dict[str, torch.Size] = {}
+
+    def record(mod, args, out):
+        seen[args[0]] = out.shape
+
+    layer.q.register_forward_hook(record)
     layer(torch.randn(block.num_src, 16), block)
     assert seen["msg"] == (block.with_self_loops().num_edges, 8)
