@@ -8,9 +8,9 @@ messages. The CSR structure of ``A`` and of ``A^T`` (for the gradient) is built 
 kept on it; only the values are recomputed, since normalisation weights may change per pass.
 
 A block dense enough (:func:`dense_ok`) takes a dense ``A`` instead: ogbl-ddi's looped adjacency
-fills 11.7% of its 4,267 x 4,267 entries, and a dense GEMM over it is several times faster than
-the CSR product (``bench/bench_link_step.py`` measures both). Both routes compute the same sums up
-to float summation order.
+fills 11.7% of its 4,267 x 4,267 entries, and a dense GEMM over it is 1.5x faster than the CSR
+product (``bench/bench_link_step.py --aggregation`` measures both). Both routes compute the same
+sums up to float summation order.
 """
 
 from __future__ import annotations
@@ -67,12 +67,13 @@ def _csr_tensor(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor,
 
 
 # The dense route: ``A`` must fit in this many bytes and have at least this share of its
-# entries as edges. Measured on the 2-core Zen 4 host at width 256 (4,267 x 4,267, random
-# edges, docs/recommenders.md): the dense GEMM costs the same at any density, about as much as
-# the CSR product at 4-5% density; building ``A`` costs about as much again, which a cached
-# ``A`` (same values as the previous pass, the full-precision case) saves.
+# entries as edges. Measured on ogbl-ddi (4,267 nodes, 11.7% dense with self-loops), width 256,
+# one thread of the shared Zen 4 host (`bench_link_step --aggregation`): forward + backward
+# 0.28 CPU-s dense (the same at any density) against 0.44 CSR, whose cost grows with the edge
+# count, so the two meet near 7.5%. Building ``A`` adds about 0.13 s, saved while the values
+# stay those of the previous pass (full precision); a quantised pass rebuilds it.
 DENSE_MAX_BYTES = 256 * 2**20
-DENSE_MIN_DENSITY = 0.05
+DENSE_MIN_DENSITY = 0.08
 
 
 def dense_ok(block: Block, itemsize: int = 4) -> bool:
