@@ -68,7 +68,7 @@ def _csr_tensor(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor,
 
 # The dense route: ``A`` must fit in this many bytes and have at least this share of its
 # entries as edges. Measured on ogbl-ddi (4,267 nodes, 11.7% dense with self-loops), width 256,
-# one thread of the shared Zen 4 host (`bench_link_step --aggregation`): forward + backward
+# one thread of the shared 2-core AMD EPYC host, AVX2 (`bench_link_step --aggregation`): fwd + bwd
 # 0.28 CPU-s dense (the same at any density) against 0.44 CSR, whose cost grows with the edge
 # count, so the two meet near 7.5%. Building ``A`` adds about 0.13 s, saved while the values
 # stay those of the previous pass (full precision); a quantised pass rebuilds it.
