@@ -44,17 +44,20 @@ def run(layer: torch.nn.Module, block: Block, x: torch.Tensor, train_steps: int,
 
 @pytest.mark.parametrize("layer_type", [GCNConv, SAGEConv])
 @pytest.mark.parametrize("bits", [8, 4])
-@pytest.mark.parametrize("max_samples", [64, 2**16])  # sampled ranges, whole-tensor ranges
+@pytest.mark.parametrize(("range_kind", "max_samples"),  # sampled, whole-tensor, min/max
+                         [("percentile", 64), ("percentile", 2**16), ("momentum", 2**16)])
 @pytest.mark.parametrize("protected", [False, True])
-def test_same_outputs_gradients_and_ranges_as_per_edge_messages(layer_type, bits, max_samples,
-                                                                 protected, monkeypatch):
+def test_same_outputs_gradients_and_ranges_as_per_edge_messages(layer_type, bits, range_kind,
+                                                                 max_samples, protected,
+                                                                 monkeypatch):
     block = graph()
     if protected:
         protection = DegreeProtection(block.dst_degree(), 0.1, 0.5)
         block = block.replace(protect=protection.draw(block, torch.Generator().manual_seed(3)))
     torch.manual_seed(1)
     fast = quantize_model(torch.nn.Sequential(layer_type(16, 8).double()),
-                          QuantConfig(bits=bits, max_samples=max_samples))[0]
+                          QuantConfig(bits=bits, range=range_kind,
+                                      max_samples=max_samples))[0]
     slow = copy.deepcopy(fast)
     x = torch.randn(block.num_src, 16, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(2))
