@@ -46,14 +46,16 @@ def run(layer: torch.nn.Module, block: Block, x: torch.Tensor, train_steps: int,
 @pytest.mark.parametrize("bits", [8, 4])
 @pytest.mark.parametrize(("range_kind", "max_samples"),  # sampled, whole-tensor, min/max
                          [("percentile", 64), ("percentile", 2**16), ("momentum", 2**16)])
-@pytest.mark.parametrize("protected", [False, True])
+@pytest.mark.parametrize("protected", ["none", "some", "all"])
 def test_same_outputs_gradients_and_ranges_as_per_edge_messages(layer_type, bits, range_kind,
                                                                  max_samples, protected,
                                                                  monkeypatch):
     block = graph()
-    if protected:
+    if protected == "some":
         protection = DegreeProtection(block.dst_degree(), 0.1, 0.5)
         block = block.replace(protect=protection.draw(block, torch.Generator().manual_seed(3)))
+    if protected == "all":
+        block = block.replace(protect=torch.ones(block.num_src, dtype=torch.bool))
     torch.manual_seed(1)
     fast = quantize_model(torch.nn.Sequential(layer_type(16, 8).double()),
                           QuantConfig(bits=bits, range=range_kind,
