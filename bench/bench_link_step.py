@@ -3,30 +3,43 @@
 One optimiser step of ``train_link``'s model (learned embedding, the encoder, the MLP decoder)
 on a batch of training positives and as many negatives, the OGB ddi recipe's unit of work:
 
-- ``sparse``: full precision as trained now (sum/mean as one sparse product, training/nn/spmm.py)
+- ``sparse``: full precision as trained now (sum/mean as one matrix product, training/nn/spmm.py:
+  a dense ``A`` on ogbl-ddi, which is dense enough)
+- ``csr``: the same product forced onto the CSR route (what ``sparse`` was before the dense route)
 - ``per-edge``: full precision through the per-edge gather/index_add path (what every pass used
-  before, and what quantised training still uses since it quantises each message)
-- ``dq8`` / ``dq4``: Degree-Quant with the model's quantisation preset
+  before the matrix product)
+- ``dq8`` / ``dq4``: Degree-Quant with the model's quantisation preset, as trained now (the
+  quantised messages built once per distinct (source, weight) row, training/nn/gathered.py)
+- ``dq8-per-edge`` / ``dq4-per-edge``: the same with one quantised message row per edge (what
+  quantised training did before; same figures, up to float summation order)
 
-Writes ``bench/results/<name>.json`` and ``.md`` with the median seconds of each phase.
+Writes ``bench/results/<name>.json`` and ``.md`` with the median wall seconds of each phase and
+the step's median process CPU seconds (the host is shared; CPU time is the steadier figure).
+``--epochs N`` also times N epochs of ``train_link`` with OGB's recipe per path (17 steps,
+validation each epoch, the final test scoring). ``--aggregation`` times only the aggregation
+(GCN's normalised sum, SAGE's mean; forward + backward), dense against CSR, interleaved.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from qgnn.bench.bench_recommend import OGBL_DDI, run_one
 from qgnn.bench.harness import RESULTS_DIR, machine_info, markdown_table, write_result
 from qgnn.graph.datasets import load_dataset
 from qgnn.graph.links import LinkData
-from qgnn.training.nn import propagate
+from qgnn.training.nn import propagate, spmm
 from qgnn.training.nn.block import full_graph_block
+from qgnn.training.nn.layers.gcn import gcn_norm
 from qgnn.training.quant.config import QuantConfig
 from qgnn.training.quant.hooks import make_hooks
 from qgnn.training.quant.options import model_quant_preset
@@ -37,7 +50,7 @@ from qgnn.training.tasks.link import (
     sample_negatives,
 )
 
-PATHS = ("sparse", "per-edge", "dq8", "dq4")
+PATHS = ("sparse", "csr", "per-edge", "dq8", "dq4", "dq8-per-edge", "dq4-per-edge")
 
 
 def time_steps(data: LinkData, model: str, path: str, args: argparse.Namespace
@@ -50,21 +63,20 @@ def time_steps(data: LinkData, model: str, path: str, args: argparse.Namespace
     net: torch.nn.Module = build_link_model(cfg, "mlp", graph.num_nodes)
     blocks_for = None
     if path.startswith("dq"):
-        qcfg = QuantConfig(bits=int(path[2:]), **model_quant_preset(model, int(path[2:])))
+        bits = int(path.removesuffix("-per-edge")[2:])
+        qcfg = QuantConfig(bits=bits, **model_quant_preset(model, bits))
         prepare, blocks_for = make_hooks(qcfg, graph, num_layers=2,
                                          generator=torch.Generator().manual_seed(0))
         net = prepare(net)
     optimiser = torch.optim.Adam(net.parameters(), lr=0.005)
     rng = np.random.default_rng(0)
-    phases: dict[str, list[float]] = {"forward": [], "score": [], "backward": [], "step": []}
-    original = propagate._sparse_ok
-    if path == "per-edge":
-        propagate._sparse_ok = lambda *_: False  # type: ignore[assignment]
-    try:
+    phases: dict[str, list[float]] = {"forward": [], "score": [], "backward": [], "step": [],
+                                      "step_cpu": []}
+    with route(path):
         for rep in range(args.repeat + 1):
             pairs = data.train[rng.integers(0, len(data.train), args.batch)]
             neg = torch.from_numpy(sample_negatives(pairs, rng, graph.num_nodes))
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             net.train()
             optimiser.zero_grad(set_to_none=True)
             h = net(None, block if blocks_for is None else blocks_for(block, True))
@@ -74,14 +86,62 @@ def time_steps(data: LinkData, model: str, path: str, args: argparse.Namespace
             loss.backward()
             t3 = time.perf_counter()
             optimiser.step()
-            t4 = time.perf_counter()
+            t4, c4 = time.perf_counter(), time.process_time()
             if rep:
+                phases["step_cpu"].append(c4 - c0)
                 for name, (a, b) in (("forward", (t0, t1)), ("score", (t1, t2)),
                                      ("backward", (t2, t3)), ("step", (t0, t4))):
                     phases[name].append(b - a)
-    finally:
-        propagate._sparse_ok = original
     return {name: statistics.median(v) for name, v in phases.items()}
+
+
+@contextlib.contextmanager
+def route(path: str) -> Iterator[None]:
+    """Force the aggregation route a path names (``per-edge``, ``csr``, ``dq*-per-edge``);
+    others as trained."""
+    saved = propagate._sparse_ok, spmm.dense_ok, propagate.gathered_propagate
+    if path == "per-edge":
+        propagate._sparse_ok = lambda *_: False  # type: ignore[assignment]
+    if path.endswith("-per-edge"):
+        propagate.gathered_propagate = lambda *_: None  # type: ignore[assignment]
+    if path == "csr":
+        spmm.dense_ok = lambda *_: False  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        propagate._sparse_ok, spmm.dense_ok, propagate.gathered_propagate = saved
+
+
+def time_aggregation(data: LinkData, repeat: int, width: int) -> dict[str, dict[str, float]]:
+    """Median CPU seconds of one aggregation forward + backward on ogbl-ddi at ``width``: GCN's
+    normalised sum over the looped graph and SAGE's mean, dense and CSR routes interleaved."""
+    block = full_graph_block(data.graph)
+    looped = block.with_self_loops()
+    cases = {"gcn": (looped, "sum", gcn_norm(looped, block.src_in_degree())),
+             "sage": (block, "mean", None)}
+    x = torch.randn(data.graph.num_nodes, width, requires_grad=True)
+    seconds: dict[str, list[float]] = {f"{m}/{r}": [] for m in cases for r in ("dense", "csr")}
+    for rep in range(repeat + 1):
+        for key in seconds:
+            graph, reduce, weight = cases[key.split("/")[0]]
+            c0 = time.process_time()
+            spmm.sparse_aggregate(x, graph, reduce, weight,
+                                  dense=key.endswith("dense")).sum().backward()
+            if rep:
+                seconds[key].append(time.process_time() - c0)
+    return {key: {"aggregate_cpu": statistics.median(v)} for key, v in seconds.items()}
+
+
+def time_epochs(data: LinkData, model: str, path: str, epochs: int) -> dict[str, float]:
+    """Wall and CPU seconds per epoch of ``train_link`` with OGB's ddi recipe (one seed)."""
+    precision = path.removesuffix("-per-edge") if path.startswith("dq") else "fp32"
+    args = argparse.Namespace(k=20)
+    settings = {**OGBL_DDI, "epochs": epochs}
+    with route(path):
+        c0, t0 = time.process_time(), time.perf_counter()
+        run = run_one(data, model, precision, 0, args, settings)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"epoch": wall / epochs, "epoch_cpu": cpu / epochs, "val": run["val"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--batch", type=int, default=64 * 1024, help="positives per step")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--aggregation", action="store_true",
+                   help="time only the aggregation (forward + backward), dense against CSR")
+    p.add_argument("--epochs", type=int, default=0,
+                   help="also time this many train_link epochs per path (0: steps only)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--name", default="link-step")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
@@ -103,9 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     assert isinstance(data, LinkData)
     before = list(os.getloadavg())
     rows: dict[str, Any] = {}
-    for model in [m for m in args.models.split(",") if m]:
+    if args.aggregation:
+        rows = time_aggregation(data, args.repeat, args.hidden)
+        print(rows, flush=True)
+    for model in [m for m in args.models.split(",") if m and not args.aggregation]:
         for path in paths:
             rows[f"{model}/{path}"] = time_steps(data, model, path, args)
+            if args.epochs > 0:
+                rows[f"{model}/{path}"].update(time_epochs(data, model, path, args.epochs))
             print(model, path, {k: round(v, 2) for k, v in rows[f"{model}/{path}"].items()},
                   flush=True)
     results = {"settings": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
@@ -114,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     write_result(args.name, results, results_dir=args.results_dir, machine=machine)
     body = [[*key.split("/"), *(f"{v:.2f}" for v in r.values())] for key, r in rows.items()]
-    table = markdown_table(["model", "path", "forward s", "score s", "backward s", "step s"],
+    names = {"forward": "forward s", "score": "score s", "backward": "backward s",
+             "step": "step s", "step_cpu": "step CPU s", "epoch": "epoch s",
+             "epoch_cpu": "epoch CPU s", "val": "val Hits@20",
+             "aggregate_cpu": "aggregation fwd+bwd CPU s"}
+    table = markdown_table(["model", "path", *(names[k] for k in next(iter(rows.values())))],
                            body)
     (args.results_dir / f"{args.name}.md").write_text(
         f"# {args.name}\n\nogbl-ddi, width {args.hidden}, {args.batch} positives + as many "

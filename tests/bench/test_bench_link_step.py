@@ -1,20 +1,30 @@
-"""bench_link_step times each phase of one ogbl-ddi link step on both aggregation paths."""
+"""bench_link_step times each phase of one ogbl-ddi link step on every aggregation route, and
+the aggregation alone on the dense and CSR routes."""
 
 from __future__ import annotations
 
 import json
 
 from qgnn.bench.bench_link_step import main
-from qgnn.training.nn import propagate
+from qgnn.training.nn import propagate, spmm
 
 
-def test_both_paths_write_phase_timings(tmp_path):
-    original = propagate._sparse_ok
-    assert main(["--models", "gcn", "--paths", "sparse,per-edge", "--hidden", "4",
-                 "--batch", "64", "--repeat", "1", "--results-dir", str(tmp_path),
-                 "--name", "s"]) == 0
-    assert propagate._sparse_ok is original  # the per-edge switch is undone
+def test_every_route_writes_phase_timings_and_is_undone(tmp_path):
+    saved = propagate._sparse_ok, spmm.dense_ok, propagate.gathered_propagate
+    assert main(["--models", "gcn", "--paths", "sparse,csr,per-edge,dq8,dq8-per-edge",
+                 "--hidden", "4", "--batch", "64", "--repeat", "1",
+                 "--results-dir", str(tmp_path), "--name", "s"]) == 0
+    assert (propagate._sparse_ok, spmm.dense_ok, propagate.gathered_propagate) == saved
     rows = json.loads((tmp_path / "s.json").read_text())["results"]["rows"]
-    assert set(rows) == {"gcn/sparse", "gcn/per-edge"}
-    assert all(set(r) == {"forward", "score", "backward", "step"} for r in rows.values())
+    assert set(rows) == {"gcn/sparse", "gcn/csr", "gcn/per-edge", "gcn/dq8", "gcn/dq8-per-edge"}
+    assert all(set(r) == {"forward", "score", "backward", "step", "step_cpu"}
+               for r in rows.values())
     assert "| gcn" in (tmp_path / "s.md").read_text()
+
+
+def test_aggregation_times_dense_against_csr(tmp_path):
+    assert main(["--aggregation", "--hidden", "4", "--repeat", "1",
+                 "--results-dir", str(tmp_path), "--name", "a"]) == 0
+    rows = json.loads((tmp_path / "a.json").read_text())["results"]["rows"]
+    assert set(rows) == {"gcn/dense", "gcn/csr", "sage/dense", "sage/csr"}
+    assert all(r["aggregate_cpu"] > 0 for r in rows.values())

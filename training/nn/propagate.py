@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 from qgnn.training.nn import shards
 from qgnn.training.nn.block import Block
+from qgnn.training.nn.gathered import gathered_propagate
 from qgnn.training.nn.quant_sites import QuantSites
 from qgnn.training.nn.spmm import sparse_aggregate
 
@@ -70,10 +71,16 @@ def propagate(x_src: torch.Tensor, block: Block, *, reduce: Reduce = "sum",
 
     ``edge_weight`` scales each message (normalisation coefficients, importance weights) and is
     itself a quantisation site (``edge_weight``) when ``q`` is given. Without a quantising ``q``
-    (full precision) a sum or mean of plain messages is one sparse product (:mod:`spmm`).
+    (full precision) a sum or mean of plain messages is one sparse product (:mod:`spmm`); with
+    one that quantises gathered rows exactly (``q.gathers()``), the quantised messages are built
+    once per distinct (source, weight) pair, not per edge (:mod:`gathered`).
     """
     if _sparse_ok(x_src, reduce, message, edge_weight, q):
         return sparse_aggregate(x_src, block, reduce, edge_weight)
+    if q is not None and q.gathers() and _sparse_ok(x_src, reduce, message, edge_weight, None):
+        out = gathered_propagate(x_src, block, reduce, edge_weight, q)
+        if out is not None:
+            return out
     msg = gather(x_src, block.src)
     if edge_weight is not None:
         if q is not None:

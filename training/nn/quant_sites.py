@@ -44,6 +44,25 @@ class QuantSites(nn.Module):
             raise KeyError(f"QuantSites: {name!r} is not a declared site ({sorted(self.sites)})")
         return tensor
 
+    def gathers(self) -> bool:
+        """Whether :meth:`gathered` may stand in for :meth:`forward` on per-edge tensors: only
+        a seam whose quantisation is elementwise with one scale per tensor says yes; others
+        (and this full-precision one, which never quantises messages) get every per-edge
+        message built."""
+        return False
+
+    def protected(self, name: str, block: Block | None) -> torch.Tensor | None:
+        """Rows of site ``name`` that bypass quantisation this pass; none in full precision."""
+        return None
+
+    def gathered(self, name: str, table: torch.Tensor, index: torch.Tensor,
+                 block: Block | None = None) -> torch.Tensor:
+        """Site ``name`` applied to ``table[index]`` without building it: returns the table
+        whose rows at ``index`` are the result (the table itself in full precision)."""
+        if name not in self.sites:
+            raise KeyError(f"QuantSites: {name!r} is not a declared site ({sorted(self.sites)})")
+        return table
+
     def extra_repr(self) -> str:
         return ", ".join(f"{k}:{v}" for k, v in self.sites.items())
 

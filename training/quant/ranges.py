@@ -3,7 +3,9 @@
 A tracker observes tensors in training mode and is frozen in eval mode (it returns the stored
 range and never updates). The range lives in buffers so it is saved with the ``state_dict``.
 ``rows`` (a bool mask over the first dimension) restricts the statistics to some rows, which is
-how Degree-Quant leaves protected nodes out of the ranges.
+how Degree-Quant leaves protected nodes out of the ranges. ``index`` says that the observed
+tensor is ``x[index]`` (one row per edge gathered from a table of distinct rows) without
+building it: the statistics are those of ``x[index]``, random samples included.
 """
 
 from __future__ import annotations
@@ -61,20 +63,37 @@ def percentiles(values: torch.Tensor, lower: float, upper: float) -> tuple[torch
 
 
 def sample_values(x: torch.Tensor, rows: torch.Tensor | None, max_samples: int,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None,
+                  index: torch.Tensor | None = None) -> torch.Tensor:
     """At most ``max_samples`` values of ``x`` (uniform with replacement), from ``rows`` only.
 
     Small tensors are used whole. Rows outside the mask are dropped from the sample, so the
     sample can be smaller when many rows are excluded. ``generator``: the random stream (torch's
-    global one when ``None``).
+    global one when ``None``). ``index``: sample ``x[index]`` instead, with the same draws and
+    values as if it had been built.
     """
-    flat = x.reshape(-1)
-    if flat.numel() <= max_samples:
-        return flat if rows is None else x[rows].reshape(-1)
-    idx = torch.randint(flat.numel(), (max_samples,), device=x.device, generator=generator)
+    num_rows = x.shape[0] if index is None else index.numel()
+    width = math.prod(x.shape[1:])
+    numel = num_rows * width
+    if numel <= max_samples:
+        if index is not None:
+            return x[index if rows is None else index[rows]].reshape(-1)
+        return x.reshape(-1) if rows is None else x[rows].reshape(-1)
+    idx = torch.randint(numel, (max_samples,), device=x.device, generator=generator)
     if rows is not None:
-        idx = idx[rows[idx // max(1, flat.numel() // x.shape[0])]]
-    return flat[idx]
+        idx = idx[rows[idx // max(1, width)]]
+    if index is None:
+        return x.reshape(-1)[idx]
+    return x.reshape(x.shape[0], -1)[index[idx // width], idx % width]
+
+
+def distinct_rows(x: torch.Tensor, rows: torch.Tensor | None,
+                  index: torch.Tensor | None) -> torch.Tensor:
+    """The rows of ``x`` (or of ``x[index]``) that ``rows`` keeps, each distinct row once: what
+    order-free statistics (min, max) need."""
+    if index is None:
+        return x if rows is None else x[rows]
+    return x[torch.unique(index if rows is None else index[rows])]
 
 
 class RangeTracker(LazyBuffers):
@@ -91,15 +110,21 @@ class RangeTracker(LazyBuffers):
         return self.lo.numel() > 0
 
     def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None,
-                across: CrossShard | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+                across: CrossShard | None = None,
+                index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``across``: ``x`` is this rank's share of a per-edge tensor (edge-sharded training);
-        the statistic is then taken over every rank's share, so all ranks store one range."""
+        the statistic is then taken over every rank's share, so all ranks store one range.
+        ``index``: observe ``x[index]`` (module docstring)."""
+        if index is not None and (across is not None or self.per_channel):
+            raise ValueError("RangeTracker: a gathered tensor (index) takes neither per-channel "
+                             "ranges nor cross-shard statistics")
         if self.training:
             observed = None
             if across is not None:
                 observed = self.observe_across(x.detach(), rows, across)
-            elif x.numel() > 0 and (rows is None or bool(rows.any())):
-                observed = self.observe(x.detach(), rows)
+            elif (x.numel() > 0 and (index is None or index.numel() > 0)
+                  and (rows is None or bool(rows.any()))):
+                observed = self.observe(x.detach(), rows, index)
             if observed is not None:
                 lo, hi = observed
                 if self.initialised:
@@ -122,12 +147,11 @@ class RangeTracker(LazyBuffers):
         lo, hi = across.min_max(lo, hi)
         return None if bool(lo > hi) else (lo, hi)
 
-    def observe(self, x: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor,
-                                                                             torch.Tensor]:
+    def observe(self, x: torch.Tensor, rows: torch.Tensor | None,
+                index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """This step's statistic: min/max (per channel along dim 0 when ``per_channel`` and
         ``x`` is a matrix or more; vectors and scalars get one range)."""
-        if rows is not None:
-            x = x[rows]
+        x = distinct_rows(x, rows, index)
         if self.per_channel and x.dim() >= 2:
             lo, hi = torch.aminmax(x.reshape(x.shape[0], -1), dim=1)
             return lo, hi
@@ -193,12 +217,12 @@ class PercentileRange(MomentumRange):
             raise ValueError(f"max_samples: expected >= 1, got {max_samples!r}")
         self.lower, self.upper, self.max_samples = lower, upper, max_samples
 
-    def observe(self, x: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor,
-                                                                             torch.Tensor]:
-        values = sample_values(x, rows, self.max_samples)
+    def observe(self, x: torch.Tensor, rows: torch.Tensor | None,
+                index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        values = sample_values(x, rows, self.max_samples, index=index)
         nonzero = values[values != 0]
         if nonzero.numel() == 0:
-            return torch.aminmax(x if rows is None else x[rows])
+            return torch.aminmax(distinct_rows(x, rows, index))
         return percentiles(nonzero, self.lower, self.upper)
 
     def observe_across(self, x: torch.Tensor, rows: torch.Tensor | None, across: CrossShard

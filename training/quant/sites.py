@@ -72,11 +72,15 @@ class SiteQuantizer(LazyBuffers):
     def per_channel(self) -> bool:
         return self.scale.dim() == 1 and self.calibrated
 
-    def forward(self, x: torch.Tensor, stats_rows: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, stats_rows: torch.Tensor | None = None,
+                index: torch.Tensor | None = None) -> torch.Tensor:
+        """Fake-quantised ``x``. ``index``: the tensor at this site is ``x[index]`` (one row per
+        edge, gathered from distinct rows); the range is observed on it as if it had been built,
+        and ``x`` is quantised elementwise, which gives the rows of the quantised ``x[index]``."""
         gain = self.dropout_gain if self.training else 1.0
         if self.training:
             across = shards.active() if self.role == "edge" else None
-            observed = self.tracker(x if gain == 1.0 else x / gain, stats_rows, across)
+            observed = self.tracker(x if gain == 1.0 else x / gain, stats_rows, across, index)
             if observed is not None:
                 self.scale, self.zero_point = quant_params(*observed, self.bits, self.signed)
         if not self.calibrated:
@@ -86,6 +90,9 @@ class SiteQuantizer(LazyBuffers):
                                "training step before evaluating a quantised model")
         scale, zero_point = self.scale, self.zero_point
         if scale.dim() == 1:
+            if index is not None:
+                raise ValueError("SiteQuantizer: a gathered tensor takes one scale, not "
+                                 "per-channel scales")
             if x.dim() == 0 or x.shape[0] != scale.numel():
                 raise ValueError(f"SiteQuantizer: {scale.numel()} channel scales do not match "
                                  f"a tensor of shape {tuple(x.shape)}")
@@ -109,11 +116,33 @@ class QuantizedSites(QuantSites):
         self.quantizers = nn.ModuleDict({name: SiteQuantizer(role, cfg)
                                          for name, role in self.sites.items()})
 
+    def gathers(self) -> bool:
+        """Yes, unless forward hooks watch this seam or its quantisers: those (export parity,
+        tests) read each site's tensor, so they get the per-edge messages built."""
+        watched = [self, *self.quantizers.values()]
+        return not any(m._forward_hooks or m._forward_pre_hooks for m in watched)
+
+    def protected(self, name: str, block: Block | None) -> torch.Tensor | None:
+        """Rows of site ``name`` that bypass quantisation this pass (Degree-Quant training)."""
+        if self.training and self.cfg.method == "dq":
+            return protection_rows(self.sites[name], block)
+        return None
+
+    def gathered(self, name: str, table: torch.Tensor, index: torch.Tensor,
+                 block: Block | None = None) -> torch.Tensor:
+        """The quantised ``table``, whose rows at ``index`` are what :meth:`forward` gives for
+        ``table[index]``, except on protected rows, which the caller routes separately; their
+        ``index`` entries are never read. Ranges are observed as :meth:`forward` observes them."""
+        super().gathered(name, table, index, block)
+        protect = self.protected(name, block)
+        if protect is not None and protect.shape[0] != index.shape[0]:
+            raise ValueError(f"QuantizedSites: site {name!r} got {index.shape[0]} gathered rows "
+                             f"but the block protects {protect.shape[0]} rows")
+        return self.quantizers[name](table, None if protect is None else ~protect, index)
+
     def forward(self, name: str, tensor: torch.Tensor, block: Block | None = None) -> torch.Tensor:
         super().forward(name, tensor, block)  # validates the name
-        protect = None
-        if self.training and self.cfg.method == "dq":
-            protect = protection_rows(self.sites[name], block)
+        protect = self.protected(name, block)
         if protect is not None and (tensor.dim() == 0 or protect.shape[0] != tensor.shape[0]):
             raise ValueError(f"QuantizedSites: site {name!r} (role {self.sites[name]!r}) got a "
                              f"tensor of shape {tuple(tensor.shape)} but the block protects "

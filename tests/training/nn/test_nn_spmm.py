@@ -1,5 +1,6 @@
-"""The sparse-product aggregation against the per-edge gather/index_add path it replaces in
-full precision: same sums and means, same gradients, and the quantised path left per-edge."""
+"""The matrix-product aggregation (CSR and dense routes) against the per-edge gather/index_add
+path it replaces in full precision: same sums and means, same gradients, and the quantised path
+left per-edge."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 from qgnn.training.nn import propagate as prop
 from qgnn.training.nn.block import Block
 from qgnn.training.nn.quant_sites import QuantSites
-from qgnn.training.nn.spmm import csr_plan, sparse_aggregate
+from qgnn.training.nn.spmm import DENSE_MIN_DENSITY, csr_plan, dense_ok, sparse_aggregate
 
 
 def random_block(seed: int = 0, num_src: int = 30, num_dst: int = 20, edges: int = 200) -> Block:
@@ -27,23 +28,60 @@ def per_edge(x: torch.Tensor, block: Block, reduce: str, weight: torch.Tensor | 
     return out
 
 
+@pytest.mark.parametrize("dense", [False, True])
 @pytest.mark.parametrize("reduce", ["sum", "mean"])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_values_and_gradients_match_the_per_edge_sum(reduce, weighted):
+def test_values_and_gradients_match_the_per_edge_sum(reduce, weighted, dense):
     block = random_block()
     gen = torch.Generator().manual_seed(1)
     weight = torch.rand(block.num_edges, generator=gen, dtype=torch.float64) if weighted else None
     x = torch.randn(block.num_src, 5, generator=gen, dtype=torch.float64, requires_grad=True)
     x_ref = x.detach().clone().requires_grad_(True)
-    out = sparse_aggregate(x, block, reduce, weight)
+    out = sparse_aggregate(x, block, reduce, weight, dense=dense)
     ref = per_edge(x_ref, block, reduce, weight)
     torch.testing.assert_close(out, ref)
     upstream = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
     (out * upstream).sum().backward()
     (ref * upstream).sum().backward()
     torch.testing.assert_close(x.grad, x_ref.grad)
-    assert torch.autograd.gradcheck(lambda t: sparse_aggregate(t, block, reduce, weight),
-                                    (x.detach().requires_grad_(True),))
+    assert torch.autograd.gradcheck(
+        lambda t: sparse_aggregate(t, block, reduce, weight, dense=dense),
+        (x.detach().requires_grad_(True),))
+
+
+def test_dense_and_csr_routes_agree_in_float32_on_a_dense_graph():
+    """ogbl-ddi-like: duplicate edges and self-loops, float32, relative 1e-5 values and grads."""
+    block = random_block(seed=3, num_src=300, num_dst=300, edges=20_000).with_self_loops()
+    gen = torch.Generator().manual_seed(4)
+    weight = torch.rand(block.num_edges, generator=gen)
+    grads, outs = [], []
+    for dense in (False, True):
+        x = torch.randn(300, 64, generator=torch.Generator().manual_seed(5), requires_grad=True)
+        out = sparse_aggregate(x, block, "sum", weight, dense=dense)
+        out.pow(2).sum().backward()
+        outs.append(out.detach())
+        grads.append(x.grad)
+    for dense, csr in ((outs[1], outs[0]), (grads[1], grads[0])):  # summation order only:
+        scale = float(csr.abs().max())  # relative 1e-5 of the tensor's magnitude
+        torch.testing.assert_close(dense, csr, rtol=1e-5, atol=1e-5 * scale)
+
+
+def test_dense_route_is_chosen_by_density_and_size_and_reuses_its_matrix():
+    sparse = random_block(num_src=1000, num_dst=1000, edges=100)
+    assert not dense_ok(sparse)
+    full = random_block(num_src=100, num_dst=100, edges=int(DENSE_MIN_DENSITY * 10_000) + 1)
+    assert dense_ok(full)
+    assert not dense_ok(Block(src=torch.zeros(10**8, dtype=torch.int64),
+                              dst=torch.zeros(10**8, dtype=torch.int64),
+                              num_src=100_000, num_dst=100_000))  # 40 GB: over the cap
+    x = torch.randn(100, 3, dtype=torch.float64)
+    first = sparse_aggregate(x, full, "sum", None)
+    kept = csr_plan(full).dense[1]
+    sparse_aggregate(x, full, "sum", None)
+    assert csr_plan(full).dense[1] is kept  # same values: the matrix is reused
+    weight = torch.full((full.num_edges,), 2.0, dtype=torch.float64)
+    torch.testing.assert_close(sparse_aggregate(x, full, "sum", weight), 2 * first)
+    assert csr_plan(full).dense[1] is not kept  # new values: rebuilt
 
 
 def test_plan_is_built_once_per_block_and_looped_blocks_are_reused():
