@@ -54,6 +54,15 @@ TASK_OF = {"PredictNodes": ("node",), "PredictLinks": ("link",), "Recommend": ("
            "Embed": ("node", "link")}
 
 
+def _submit(batcher: Any, kind: str, rows: np.ndarray, inductive: InductiveNodes | None,
+            deadline: float | None, compute: Callable[[], np.ndarray]) -> Any:
+    """Queues ``rows`` for batching under ``kind``; a request with inductive nodes cannot
+    merge with others, so it queues its own ``compute`` instead."""
+    if inductive is None:
+        return batcher.submit(kind, rows, len(rows), deadline, admission.arrival())
+    return batcher.submit(None, compute, len(rows), deadline, admission.arrival())
+
+
 class DataPlane:
     """Validates, batches and answers requests against the models of a repository."""
 
@@ -128,13 +137,9 @@ class DataPlane:
             ind = self._inductive(entry, inductive)
             ids = self._ids(entry, ids, "node_ids", ind)
             admission.charge(work_bytes(len(ids), backend.num_classes))
-            if ind is None:
-                job = batcher.submit("nodes", ids, len(ids), deadline, admission.arrival())
-            else:
-                job = batcher.submit(None, lambda: checked_output(
-                    backend.predict_nodes(ids, ind), np.float32,
-                    (len(ids), backend.num_classes), "probabilities"), len(ids), deadline,
-                    admission.arrival())
+            job = _submit(batcher, "nodes", ids, ind, deadline, lambda: checked_output(
+                backend.predict_nodes(ids, ind), np.float32,
+                (len(ids), backend.num_classes), "probabilities"))
         probs = batcher.wait(job)
         return NodePredictions(entry.key, probs, np.argmax(probs, axis=1).astype(np.int64))
 
@@ -162,12 +167,8 @@ class DataPlane:
                                                              f"{fields[0]} ({len(s)})")
             pairs = np.stack([s, d], axis=1)
             admission.charge(work_bytes(len(pairs), 2 * backend.embedding_dim))
-            if ind is None:
-                job = batcher.submit("links", pairs, len(pairs), deadline, admission.arrival())
-            else:
-                job = batcher.submit(None, lambda: checked_output(
-                    backend.predict_links(pairs, ind), np.float32, (len(pairs),), "scores"),
-                    len(pairs), deadline, admission.arrival())
+            job = _submit(batcher, "links", pairs, ind, deadline, lambda: checked_output(
+                backend.predict_links(pairs, ind), np.float32, (len(pairs),), "scores"))
         return LinkScores(entry.key, batcher.wait(job))
 
     def embed(self, model: ModelSelector, ids: Any, inductive: Sequence[InductiveSpec] = (), *,
@@ -184,12 +185,8 @@ class DataPlane:
             ind = self._inductive(entry, inductive)
             ids = self._ids(entry, ids, "node_ids", ind)
             admission.charge(work_bytes(len(ids), backend.embedding_dim))
-            if ind is None:
-                job = batcher.submit("embed", ids, len(ids), deadline, admission.arrival())
-            else:
-                job = batcher.submit(None, lambda: checked_output(
-                    backend.embed(ids, ind), np.float32, (len(ids), None), "embeddings"),
-                    len(ids), deadline, admission.arrival())
+            job = _submit(batcher, "embed", ids, ind, deadline, lambda: checked_output(
+                backend.embed(ids, ind), np.float32, (len(ids), None), "embeddings"))
         return Embeddings(entry.key, batcher.wait(job))
 
     def recommend(self, model: ModelSelector, user: int, k: int, exclude_seen: bool = False,
