@@ -294,14 +294,15 @@ def _qlinear(spec: KernelNodeSpec, threads: int, mod: ModuleType, isa: str) -> K
     x_zp, y_zp, bits = p["x_zero_point"], p["y_zero_point"], p["bits"]
     name = spec.inputs[0]
     steps = p.get("output_steps", [])
-    table = (step_table(steps, weight.shape[1], isa),) if steps else ()
+    table = step_table(steps, weight.shape[1], isa) if steps else None
+    packed = mod.qlinear_pack(weight)  # once per step, not per call: the weight is constant
 
     def run(tensors: Mapping[str, np.ndarray]) -> np.ndarray:
         x = tensors[name]
         if x.ndim == 2:
-            return mod.qlinear(x, x_zp, weight, bias, mult, y_zp, bits, threads, *table)
+            return mod.qlinear(x, x_zp, weight, bias, mult, y_zp, bits, threads, table, packed)
         flat = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
-        out = mod.qlinear(flat, x_zp, weight, bias, mult, y_zp, bits, threads, *table)
+        out = mod.qlinear(flat, x_zp, weight, bias, mult, y_zp, bits, threads, table, packed)
         return out.reshape(*x.shape[:-1], weight.shape[1])
 
     return run

@@ -17,7 +17,7 @@ from qgnn.runtime.kernels._ext import (
     levels_supported,
     resolve_level,
 )
-from qgnn.runtime.kernels.dense import qlinear
+from qgnn.runtime.kernels.dense import qlinear, qlinear_pack
 from qgnn.runtime.kernels.float_step import Program as FloatStepProgram
 from qgnn.runtime.kernels.float_step import compile_program as compile_float_step
 from qgnn.runtime.kernels.float_step import (
@@ -70,6 +70,7 @@ __all__ = [
     "qaggregate",
     "qaggregate_padded",
     "qlinear",
+    "qlinear_pack",
     "quantize_s8",
     "quantize_u8",
     "requant_multiplier",

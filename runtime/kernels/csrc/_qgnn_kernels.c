@@ -483,13 +483,35 @@ static PyObject *py_looped_src(PyObject *self, PyObject *args) {
 
 /* ---- dense and retrieval kernels ------------------------------------------------------------ */
 
+#define QLINEAR_PACK_CAPSULE "qgnn.qlinear_pack." QGNN_LEVEL_NAME
+
+static void qlinear_pack_destroy(PyObject *capsule) {
+    qgnn_qlinear_pack_free(PyCapsule_GetPointer(capsule, QLINEAR_PACK_CAPSULE));
+}
+
+static PyObject *py_qlinear_pack(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *ow;
+    if (!PyArg_ParseTuple(args, "O", &ow)) return NULL;
+    PyArrayObject *w = want_array(ow, "qlinear_pack", "w_q", NPY_INT8, 2);
+    if (w == NULL) return NULL;
+    qgnn_qlinear_packed *pk;
+    Py_BEGIN_ALLOW_THREADS
+    pk = qgnn_qlinear_pack(PyArray_DATA(w), PyArray_DIM(w, 0), PyArray_DIM(w, 1));
+    Py_END_ALLOW_THREADS
+    if (pk == NULL) return PyErr_NoMemory();
+    PyObject *capsule = PyCapsule_New(pk, QLINEAR_PACK_CAPSULE, qlinear_pack_destroy);
+    if (capsule == NULL) qgnn_qlinear_pack_free(pk);
+    return capsule;
+}
+
 static PyObject *py_qlinear(PyObject *self, PyObject *args) {
     (void)self;
     static const char *fn = "qlinear";
-    PyObject *ox, *ow, *obias, *omult, *otable = Py_None;
+    PyObject *ox, *ow, *obias, *omult, *otable = Py_None, *opacked = Py_None;
     int x_zp, y_zp, bits, threads;
-    if (!PyArg_ParseTuple(args, "OiOOOiii|O", &ox, &x_zp, &ow, &obias, &omult, &y_zp, &bits,
-                          &threads, &otable))
+    if (!PyArg_ParseTuple(args, "OiOOOiii|OO", &ox, &x_zp, &ow, &obias, &omult, &y_zp, &bits,
+                          &threads, &otable, &opacked))
         return NULL;
     int ok = 1;
     PyArrayObject *x = want_array(ox, fn, "x_q", NPY_UINT8, 2);
@@ -513,15 +535,38 @@ static PyObject *py_qlinear(PyObject *self, PyObject *args) {
         snprintf(name, sizeof name, "multiplier[%zd]", (Py_ssize_t)j);
         if (!want_positive(m[j], fn, name)) return NULL;
     }
+    const qgnn_qlinear_packed *pk = NULL;
+    if (opacked != Py_None) {
+        pk = PyCapsule_GetPointer(opacked, QLINEAR_PACK_CAPSULE);
+        if (pk == NULL) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "%s: packed must come from this module's "
+                         "qlinear_pack (%s)", fn, QLINEAR_PACK_CAPSULE);
+            return NULL;
+        }
+        if (pk->K != K || pk->M != M) {
+            PyErr_Format(PyExc_ValueError, "%s: packed holds a (%lld, %lld) weight, w_q is "
+                         "(%lld, %lld)", fn, (long long)pk->K, (long long)pk->M, (long long)K,
+                         (long long)M);
+            return NULL;
+        }
+    }
     npy_intp dims[2] = {N, M};
     PyArrayObject *y = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_UINT8);
     if (y == NULL) return NULL;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = qgnn_qlinear_table(PyArray_DATA(x), N, K, x_zp, PyArray_DATA(w), M,
-                            bias ? PyArray_DATA(bias) : NULL, m, y_zp, bits,
-                            table ? PyArray_DATA(table) : NULL,
-                            table && PyArray_DIM(table, 0) != 1, PyArray_DATA(y), threads);
+    if (pk != NULL)
+        rc = qgnn_qlinear_prepacked(PyArray_DATA(x), N, K, x_zp, pk, M,
+                                    bias ? PyArray_DATA(bias) : NULL, m, y_zp, bits,
+                                    table ? PyArray_DATA(table) : NULL,
+                                    table && PyArray_DIM(table, 0) != 1, PyArray_DATA(y),
+                                    threads);
+    else
+        rc = qgnn_qlinear_table(PyArray_DATA(x), N, K, x_zp, PyArray_DATA(w), M,
+                                bias ? PyArray_DATA(bias) : NULL, m, y_zp, bits,
+                                table ? PyArray_DATA(table) : NULL,
+                                table && PyArray_DIM(table, 0) != 1, PyArray_DATA(y), threads);
     Py_END_ALLOW_THREADS
     if (rc != 0) {
         Py_DECREF(y);
@@ -926,8 +971,12 @@ static PyMethodDef methods[] = {
      "looped_src(indptr, src, drop_existing, num_threads) -> int64 (E' + D,)"},
     {"qlinear", py_qlinear, METH_VARARGS,
      "qlinear(x_q, x_zp, w_q (K, M), bias int32 (M,) or None, multiplier float32 (M,), y_zp, "
-     "bits, num_threads[, table]) -> uint8 (N, M), each output byte then mapped by table "
-     "((1, 256) or (M, 256) uint8, as lut_u8) when given"},
+     "bits, num_threads[, table[, packed]]) -> uint8 (N, M), each output byte then mapped by "
+     "table ((1, 256) or (M, 256) uint8, as lut_u8) when given (None for none); packed: "
+     "qlinear_pack(w_q) from this module, which skips packing w_q again"},
+    {"qlinear_pack", py_qlinear_pack, METH_VARARGS,
+     "qlinear_pack(w_q int8 (K, M)) -> an opaque pack of w_q for qlinear's packed argument "
+     "(this module's layout; it holds its own copy)"},
     {"topk_s8", py_topk_s8, METH_VARARGS,
      "topk_s8(query int8|int32 (D,), table int8 (N, D), k, exclude (strictly increasing int64) "
      "or None, candidates (int64, no duplicates) or None, num_threads) -> (ids, scores)"},

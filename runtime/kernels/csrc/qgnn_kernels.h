@@ -185,6 +185,23 @@ int qgnn_qlinear_table(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp, con
                        const uint8_t *table, int table_per_column, uint8_t *y,
                        int num_threads);
 
+/* w (K, M) in this build's packed layout plus its column sums: what every qlinear call on that
+ * weight repeats (packing a 1433 x 64 weight costs more than a 16-row product). A pack holds
+ * its own copy, so w may go; it is only valid with the module (ISA level) that made it. */
+typedef struct qgnn_qlinear_packed {
+    int64_t K, M;
+    int32_t *colsum; /* sum_k w[k, m] */
+    void *packed;
+} qgnn_qlinear_packed;
+qgnn_qlinear_packed *qgnn_qlinear_pack(const int8_t *w, int64_t K, int64_t M);
+void qgnn_qlinear_pack_free(qgnn_qlinear_packed *pk);
+/* qgnn_qlinear_table on a pack of w: the same bytes. pk->K == K and pk->M == M are the
+ * caller's to check. */
+int qgnn_qlinear_prepacked(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp,
+                           const qgnn_qlinear_packed *pk, int64_t M, const int32_t *bias,
+                           const float *mult, int32_t y_zp, int bits, const uint8_t *table,
+                           int table_per_column, uint8_t *y, int num_threads);
+
 /* Elementwise float step (float_step_q8.c): a, b (rows, F) uint8 (b NULL for one input) ->
  * y (rows, F) uint8. prog: nops triplets (opcode, register 0 = A / 1 = B, constant row or -1);
  * float ops read row `arg` of fconst (nf, F), AFFINE_F64 rows arg (alpha) and arg + 1 (beta) of

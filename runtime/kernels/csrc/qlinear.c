@@ -5,7 +5,8 @@
  * y[n, m]   = clamp(nearbyintf(float(acc) * mult[m]) + y_zp, 0, 2^bits - 1)
  * w is (K, M), the layout of ONNX MatMulInteger's B, so an exported initializer is used as is.
  *
- * One inner kernel per ISA level, chosen at compile time, w repacked once per call:
+ * One inner kernel per ISA level, chosen at compile time, on w packed by qgnn_qlinear_pack
+ * (once per call, or once per weight where the caller keeps the pack: qgnn_qlinear_prepacked):
  *  - avx512_vnni: w as [K/4][Mp][4] int8 so one vpdpbusd multiplies 4 consecutive k of a
  *    broadcast x quad with 16 columns (64 MACs / instruction), 4 rows x 64 columns a block;
  *  - other x86 levels (SSE2, AVX2, AVX-512BW): pmaddwd on int16 pairs. A block's 4 rows of x
@@ -408,13 +409,10 @@ static void qlinear_part_madd(void *vctx, int64_t n0, int64_t n1, int part) {
 #endif
 
 /* Bias and zero-point correction per column: bias[m] - x_zp * sum_k w[k, m] (mod 2^32). */
-static void column_offsets(const int8_t *w, int64_t K, int64_t M, int32_t x_zp,
+static void column_offsets(const int32_t *colsum, int64_t M, int32_t x_zp,
                            const int32_t *bias, int32_t *offset) {
-    for (int64_t j = 0; j < M; j++) offset[j] = 0;
-    for (int64_t k = 0; k < K; k++)
-        for (int64_t j = 0; j < M; j++) offset[j] += w[k * M + j];
     for (int64_t j = 0; j < M; j++)
-        offset[j] = (int32_t)((bias ? (uint32_t)bias[j] : 0u) - (uint32_t)x_zp * (uint32_t)offset[j]);
+        offset[j] = (int32_t)((bias ? (uint32_t)bias[j] : 0u) - (uint32_t)x_zp * (uint32_t)colsum[j]);
 }
 
 int qgnn_qlinear(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp, const int8_t *w,
@@ -424,10 +422,80 @@ int qgnn_qlinear(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp, const int
                               num_threads);
 }
 
+/* w in this level's packed layout (module comment), or NULL when memory ran out. */
+static void *qlinear_pack_w(const int8_t *w, int64_t K, int64_t M) {
+    const int64_t Mp = (M + 15) / 16 * 16;
+#if defined(QGNN_HAVE_VNNI_PATH)
+    /* calloc zero-fills the padding columns and the last quad's padding. */
+    const int64_t Kq = (K + 3) / 4;
+    int8_t *quads = calloc((size_t)(Kq * Mp * 4) + 64, 1);
+    if (quads != NULL)
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t j = 0; j < M; j++) quads[((k / 4) * Mp + j) * 4 + k % 4] = w[k * M + j];
+    return quads;
+#elif defined(QGNN_HAVE_MADD_PATH)
+    /* K rounded up to pairs; the zero pad pairs x's odd last k with a zero w. */
+    (void)Mp;
+    const int64_t Kh = (K + 1) / 2, tiles = (M + QL_TILE - 1) / QL_TILE;
+    const size_t pair_bytes = (size_t)(tiles * Kh * 2 * QL_TILE) * sizeof(int16_t);
+    void *packed = NULL;
+    if (posix_memalign(&packed, 64, pair_bytes) != 0) return NULL;
+    int16_t *pairs = packed;
+    memset(pairs, 0, pair_bytes);
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t j = 0; j < M; j++)
+            pairs[(((j / QL_TILE) * Kh + k / 2) * QL_TILE + j % QL_TILE) * 2 + k % 2] =
+                w[k * M + j];
+    return pairs;
+#else
+    int32_t *wide = calloc((size_t)(K * Mp) + 1, sizeof(int32_t));
+    if (wide != NULL)
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t j = 0; j < M; j++) wide[k * Mp + j] = w[k * M + j];
+    return wide;
+#endif
+}
+
+qgnn_qlinear_packed *qgnn_qlinear_pack(const int8_t *w, int64_t K, int64_t M) {
+    qgnn_qlinear_packed *pk = calloc(1, sizeof *pk);
+    if (pk == NULL) return NULL;
+    pk->K = K;
+    pk->M = M;
+    pk->colsum = calloc((size_t)(M > 0 ? M : 1), sizeof(int32_t));
+    pk->packed = K > 0 && M > 0 ? qlinear_pack_w(w, K, M) : NULL;
+    if (pk->colsum == NULL || (K > 0 && M > 0 && pk->packed == NULL)) {
+        qgnn_qlinear_pack_free(pk);
+        return NULL;
+    }
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t j = 0; j < M; j++) pk->colsum[j] += w[k * M + j];
+    return pk;
+}
+
+void qgnn_qlinear_pack_free(qgnn_qlinear_packed *pk) {
+    if (pk == NULL) return;
+    free(pk->colsum);
+    free(pk->packed);
+    free(pk);
+}
+
 int qgnn_qlinear_table(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp, const int8_t *w,
                        int64_t M, const int32_t *bias, const float *mult, int32_t y_zp, int bits,
                        const uint8_t *table, int table_per_column, uint8_t *y,
                        int num_threads) {
+    if (N == 0 || M == 0) return 0;
+    qgnn_qlinear_packed *pk = qgnn_qlinear_pack(w, K, M);
+    if (pk == NULL) return -1;
+    const int rc = qgnn_qlinear_prepacked(x, N, K, x_zp, pk, M, bias, mult, y_zp, bits, table,
+                                          table_per_column, y, num_threads);
+    qgnn_qlinear_pack_free(pk);
+    return rc;
+}
+
+int qgnn_qlinear_prepacked(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp,
+                           const qgnn_qlinear_packed *pk, int64_t M, const int32_t *bias,
+                           const float *mult, int32_t y_zp, int bits, const uint8_t *table,
+                           int table_per_column, uint8_t *y, int num_threads) {
     if (N == 0 || M == 0) return 0;
     /* Parts are whole multiples of QL_RB rows so blocks never straddle two threads. */
     const int64_t blocks = (N + QL_RB - 1) / QL_RB;
@@ -437,63 +505,40 @@ int qgnn_qlinear_table(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp, con
                      .y_zp = y_zp, .qmax = (1 << bits) - 1, .table = table,
                      .table_stride = table_per_column ? 256 : 0, .y = y};
     int32_t *offset = malloc((size_t)M * sizeof(int32_t));
-    void *packed = NULL, *scratch = NULL;
-    int scratch_missing = 0;
+    void *scratch = NULL;
     qgnn_part_fn fn;
 #if defined(QGNN_HAVE_VNNI_PATH)
-    /* calloc zero-fills the padding columns and the last quad's padding. */
-    int8_t *quads = packed = calloc((size_t)(Kq * Mp * 4) + 64, 1);
-    if (quads != NULL)
-        for (int64_t k = 0; k < K; k++)
-            for (int64_t j = 0; j < M; j++) quads[((k / 4) * Mp + j) * 4 + k % 4] = w[k * M + j];
-    c.quads = quads;
+    c.quads = pk->packed;
     fn = qlinear_part_vnni;
 #elif defined(QGNN_HAVE_MADD_PATH)
-    /* K rounded up to pairs, each part's x rows padded to whole 64-byte lines (no false
-     * sharing); the zero pad pairs x's odd last k with a zero w. */
-    const int64_t Kh = (K + 1) / 2, tiles = (M + QL_TILE - 1) / QL_TILE;
+    /* each part's x rows padded to whole 64-byte lines (no false sharing) */
+    const int64_t Kh = (K + 1) / 2;
     c.Kh = Kh;
     c.stride = (2 * Kh + 31) / 32 * 32;
-    const size_t pair_bytes = (size_t)(tiles * Kh * 2 * QL_TILE) * sizeof(int16_t);
-    int16_t *pairs = NULL;
-    if (posix_memalign(&packed, 64, pair_bytes) == 0) {
-        pairs = packed;
-        memset(pairs, 0, pair_bytes);
-    } else {
-        packed = NULL;
-    }
     int16_t *xw = scratch = calloc((size_t)(nparts * QL_MRB * c.stride), sizeof(int16_t));
-    if (pairs != NULL)
-        for (int64_t k = 0; k < K; k++)
-            for (int64_t j = 0; j < M; j++)
-                pairs[(((j / QL_TILE) * Kh + k / 2) * QL_TILE + j % QL_TILE) * 2 + k % 2] =
-                    w[k * M + j];
-    c.pairs = pairs;
+    c.pairs = pk->packed;
     c.scratch = xw;
-    scratch_missing = xw == NULL;
     fn = qlinear_part_madd;
 #else
-    int32_t *wide = packed = calloc((size_t)(K * Mp) + 1, sizeof(int32_t));
-    if (wide != NULL)
-        for (int64_t k = 0; k < K; k++)
-            for (int64_t j = 0; j < M; j++) wide[k * Mp + j] = w[k * M + j];
-    c.wide = wide;
+    c.wide = pk->packed;
     fn = qlinear_part_c;
 #endif
-    if (offset == NULL || packed == NULL || scratch_missing) {
+#if defined(QGNN_HAVE_MADD_PATH)
+    if (offset == NULL || scratch == NULL) {
+#else
+    if (offset == NULL) {
+#endif
         free(offset);
-        free(packed);
         free(scratch);
         return -1;
     }
-    column_offsets(w, K, M, x_zp, bias, offset);
+    column_offsets(pk->colsum, M, x_zp, bias, offset);
     c.offset = offset;
     int64_t bounds[QGNN_MAX_PARTS + 1];
     qgnn_split_even(blocks, nparts, bounds);
     for (int t = 0; t <= nparts; t++) bounds[t] = bounds[t] * QL_RB < N ? bounds[t] * QL_RB : N;
     qgnn_run_parts(fn, &c, bounds, nparts);
     free(scratch);
-    free(packed);
     free(offset);
     return 0;
 }

@@ -110,3 +110,42 @@ def test_bad_inputs(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         qlinear(**args)
+
+
+@pytest.mark.parametrize("k, m", [(1, 1), (3, 17), (129, 40), (1433, 64)])
+def test_a_kept_pack_gives_the_same_bytes_call_after_call(isa, k, m):
+    """The engine packs each weight once and passes the pack on every call: the bytes must be
+    those of packing per call, for every row count, with and without an output table, and the
+    pack must outlive the array it was made from (it holds its own copy)."""
+    from qgnn.runtime.kernels import qlinear_pack
+
+    rng = np.random.default_rng(k * 7 + m)
+    w = rng.integers(-128, 128, (k, m), dtype=np.int8)
+    bias = rng.integers(-5000, 5000, m).astype(np.int32)
+    mult = rng.uniform(1e-4, 5e-3, m).astype(np.float32)
+    packed = qlinear_pack(w.copy())
+    table = rng.integers(0, 256, (m, 256), dtype=np.uint8)
+    for n in (1, 2, 5, 16, 67):
+        x = rng.integers(0, 256, (n, k), dtype=np.uint8)
+        want = oracle(x, 37, w, bias, mult, 90)
+        np.testing.assert_array_equal(qlinear(x, 37, w, bias, mult, 90, packed=packed), want)
+        np.testing.assert_array_equal(
+            qlinear(x, 37, w, bias, mult, 90, table=table, packed=packed),
+            qlinear(x, 37, w, bias, mult, 90, table=table))
+
+
+def test_a_pack_of_another_shape_or_level_is_refused(isa):
+    from qgnn.runtime import kernels
+    from qgnn.runtime.kernels import qlinear_pack
+
+    w = np.ones((4, 3), np.int8)
+    x = np.ones((2, 4), np.uint8)
+    with pytest.raises(ValueError, match=r"packed holds a \(3, 3\) weight, w_q is \(4, 3\)"):
+        qlinear(x, 0, w, None, 0.1, 0, packed=qlinear_pack(np.ones((3, 3), np.int8)))
+    with pytest.raises(ValueError, match="must come from this module's qlinear_pack"):
+        qlinear(x, 0, w, None, 0.1, 0, packed=object())
+    built = kernels.build_info()["isa_built"]
+    others = [lv for lv in kernels.levels_supported() if lv != isa and lv in built]
+    for other in others:
+        with pytest.raises(ValueError, match="must come from this module's qlinear_pack"):
+            qlinear(x, 0, w, None, 0.1, 0, packed=qlinear_pack(w, isa=other))
