@@ -121,11 +121,10 @@ class Admission:
             if now - self._window_start >= _WINDOW_S:
                 self._tick(now)
             wait = self.estimated_wait_s()
-            if (self.max_queue_s is not None and wait > self.max_queue_s) or (
-                    deadline_left_s is not None and wait > deadline_left_s):
-                limit = float("inf") if self.max_queue_s is None else self.max_queue_s
-                if deadline_left_s is not None and deadline_left_s < limit:
-                    limit = deadline_left_s
+            limit = float("inf") if self.max_queue_s is None else self.max_queue_s
+            if deadline_left_s is not None and deadline_left_s < limit:
+                limit = deadline_left_s
+            if wait > limit:
                 bound = "the deadline left" if limit == deadline_left_s else "--max-queue-ms"
                 raise self._refuse("queue_time", f"server overloaded: about {wait * 1e3:.0f} ms "
                                    f"of requests ahead ({self._count} in flight), more than "

@@ -297,13 +297,13 @@ class ServingInterceptor(grpc.ServerInterceptor):
         if cached is not None and cached[0] is handler and self._token is None:
             # the usual call: a known method, no token to check (this runs for every call, on
             # gRPC's polling thread)
-            if self.backstop is not None and self.backstop[0].active >= self.backstop[1]:
+            if self._grpc_refuses_next():
                 self._refused_by_grpc(cached[2])
             return cached[1]
         service, _, rpc = method.lstrip("/").partition("/")
         if handler is None and self._metrics is not None:
             self._metrics.reject("unimplemented")  # gRPC answers it; the name is the client's
-        elif self.backstop is not None and self.backstop[0].active >= self.backstop[1]:
+        elif self._grpc_refuses_next():
             # gRPC refuses this call next (RESOURCE_EXHAUSTED "Concurrent RPC limit
             # exceeded!", its maximum_concurrent_rpcs) without running a handler: count it
             self._refused_by_grpc(rpc)
@@ -350,6 +350,10 @@ class ServingInterceptor(grpc.ServerInterceptor):
         if found is None:
             found = self._children[key] = self._metrics.requests.series(*key)
         return found
+
+    def _grpc_refuses_next(self) -> bool:
+        """Whether gRPC's own concurrency limit (``backstop``) refuses the call now arriving."""
+        return self.backstop is not None and self.backstop[0].active >= self.backstop[1]
 
     def _refused_by_grpc(self, rpc: str) -> None:
         if self._metrics is not None:

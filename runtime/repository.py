@@ -108,9 +108,7 @@ class ModelRepository:
             shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
             raise ModelNotFoundError(f"no model named {sel.name!r} is loaded (loaded: "
                                      f"{shown or 'none'})")
-        if sel.version is None and len(versions) == 1:  # the usual case: one version loaded
-            (entry,) = versions.values()
-        elif sel.version is None:
+        if sel.version is None:
             serving = [v for v, e in versions.items() if e.state is ModelState.READY]
             if serving:
                 return versions[max(serving)]

@@ -201,9 +201,7 @@ def _gcn_aggregate(spec: KernelNodeSpec, args: _Args, threads: int, mod: ModuleT
         x = _tensor(args, tensors, "x_q")
         table = None
         if steps and x is not None and x.ndim == 2:
-            table = tables.get(x.shape[1])
-            if table is None:
-                table = tables[x.shape[1]] = step_table(steps, x.shape[1], isa)
+            table = _memo_table(tables, x.shape[1], steps, x.shape[1], isa)
         return mod.gcn_aggregate(
             x, zp_x, _tensor(args, tensors, "indptr"),
             _tensor(args, tensors, "src"), _tensor(args, tensors, "inv_sqrt_degree"), s_w, zp_w,
@@ -211,6 +209,16 @@ def _gcn_aggregate(spec: KernelNodeSpec, args: _Args, threads: int, mod: ModuleT
             *(() if table is None else (table,)))
 
     return run
+
+
+def _memo_table(tables: dict[int, np.ndarray], key: int, steps: list[dict[str, Any]],
+                columns: int, isa: str) -> np.ndarray:
+    """``step_table(steps, columns, isa)``, built on a kernel's first call with that row width
+    and kept in ``tables`` under ``key``."""
+    table = tables.get(key)
+    if table is None:
+        table = tables[key] = step_table(steps, columns, isa)
+    return table
 
 
 def step_table(steps: list[dict[str, Any]], columns: int, isa: str) -> np.ndarray:
@@ -345,15 +353,12 @@ def _float_step(spec: KernelNodeSpec, threads: int, isa: str) -> KernelFn:
         inputs = [tensors[n] for n in names]
         x = inputs[0]
         if use_table and x.ndim >= 1 and np.broadcast_shapes(x.shape, *shapes) == x.shape:
-            table = tables.get(x.shape[-1])
-            if table is None:
-                table = tables[x.shape[-1]] = step_table(stages, x.shape[-1], isa)
+            table = _memo_table(tables, x.shape[-1], stages, x.shape[-1], isa)
             return kernels.lut_u8(x, table, num_threads=threads, isa=isa)
         full = np.broadcast_shapes(*(x.shape for x in inputs), *p["const_shapes"])
         if len(stages) > 1 and full and np.broadcast_shapes(full, *shapes) == full:
-            rest = tables.get(-full[-1])  # the later steps, as one table on the first's output
-            if rest is None:
-                rest = tables[-full[-1]] = step_table(stages[1:], full[-1], isa)
+            # the later steps, as one table on the first's output
+            rest = _memo_table(tables, -full[-1], stages[1:], full[-1], isa)
             return step(0, inputs, rest)
         y = step(0, inputs)
         for k in range(1, len(stages)):
