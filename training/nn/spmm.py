@@ -121,15 +121,14 @@ class _SpMM(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, plan: CsrPlan, values: torch.Tensor,
                 num_dst: int) -> torch.Tensor:
         ctx.plan, ctx.values, ctx.num_src = plan, values, x.shape[0]
-        a = _csr_tensor(plan.crow, plan.col, values[plan.order],
-                                    (num_dst, x.shape[0]))
+        a = _csr_tensor(plan.crow, plan.col, values[plan.order], (num_dst, x.shape[0]))
         return a @ x
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
         plan = ctx.plan
         at = _csr_tensor(plan.crow_t, plan.col_t, ctx.values[plan.order_t],
-                                     (ctx.num_src, grad.shape[0]))
+                         (ctx.num_src, grad.shape[0]))
         return at @ grad.contiguous(), None, None, None
 
 
