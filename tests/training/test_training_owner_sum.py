@@ -209,3 +209,17 @@ def test_torchrun_trains_with_owner_sum(tmp_path: Path) -> None:
     assert summary["world_size"] == 2 and summary["epochs_run"] == 1
     assert summary["partial_sum_rows"] > 0 and summary["cross_rank_feature_bytes_per_epoch"] > 0
     assert summary["config"]["estimator"] == "owner-sum"
+
+
+@pytest.mark.parametrize(("extra", "match"), [(["--model", "gat"], "'gat'"),
+                                              (["--model", "sage", "--quant", "int8"],
+                                               "Degree-Quant")])
+def test_cli_refuses_before_any_rank_starts(tmp_path: Path, capsys, extra: list[str],
+                                            match: str) -> None:
+    from qgnn.training.distributed.partitioned import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--shards", str(tmp_path), "--out", str(tmp_path / "out"), "--gns-estimator",
+              "owner-sum", *extra])
+    assert exit_info.value.code == 2
+    assert match in capsys.readouterr().err

@@ -438,7 +438,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-fraction", type=float, default=0.05)
     parser.add_argument("--cache-refresh-period", type=int, default=1)
     parser.add_argument("--assignment", choices=ASSIGNMENTS, default="affinity")
-    parser.add_argument("--gns-estimator", choices=ESTIMATORS, default="unbiased")
+    parser.add_argument("--gns-estimator", choices=ESTIMATORS, default="unbiased",
+                        help="GNS input-hop weights; owner-sum: each destination's owner sends "
+                             "one partial-sum row over the in-neighbours it owns (FP32 sage, "
+                             "gcn or gin; docs/partitioned.md)")
     parser.add_argument("--uncached-fanout", type=int, default=4,
                         help="--gns-estimator stratified: uniform draws per input-hop "
                              "destination for the sources the rank does not hold")
@@ -460,6 +463,9 @@ def main(argv: list[str] | None = None) -> None:
                                 uncached_fanout=args.uncached_fanout,
                                 memory_budget=parse_bytes(args.memory_budget))
         qcfg = quant_config_from_args(args)
+        if cfg.sampler == "gns" and cfg.estimator == OWNER_SUM:  # before any rank starts
+            check_owner_sum(ModelConfig(model=args.model, in_dim=1, out_dim=1),
+                            qcfg is not None)
     except ValueError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     ctx = init_from_env(args.backend)
