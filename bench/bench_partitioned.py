@@ -13,6 +13,10 @@ so every W takes the same optimiser steps per epoch), model and seed:
   owner (the locality-friendly baseline);
 - ``uniform/random``: the same with seeds dealt out at random.
 
+A third field picks the GNS input-hop estimator, e.g. ``gns/affinity/normalized`` or
+``gns/affinity/owner-sum`` (owners send one partial-sum row per input-hop destination over the
+in-neighbours they own; docs/partitioned.md).
+
 Per row: feature bytes received from other ranks per epoch (batch rows plus cache fills, all
 ranks together), the ratio to ``uniform/owner`` at the same W, the share of input rows read from
 a cache and fetched remotely, structure bytes (ids, neighbour lists), the test metric and its
@@ -36,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from qgnn.bench.harness import RESULTS_DIR, machine_info, markdown_table, write_result
+from qgnn.training.distributed.remote_sampling import ESTIMATORS
 
 RUNS = ("gns/affinity", "gns/random", "uniform/owner", "uniform/random")
 
@@ -95,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="global seeds per step (each of W ranks takes batch / W)")
     p.add_argument("--cache-fraction", type=float, default=0.05)
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--estimator", choices=("unbiased", "normalized", "stratified"),
+    p.add_argument("--estimator", choices=ESTIMATORS,
                    default="unbiased", help="GNS input-hop weights")
     p.add_argument("--uncached-fanout", type=int, default=4,
                    help="GNS stratified: uniform draws per destination for its non-held part")
@@ -141,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
                                "structure_bytes": r["cross_rank_structure_bytes_per_epoch"],
                                "cache_hit_rate": r["cache_hit_rate"],
                                "remote_input_rate": r["remote_input_rate"],
+                               "partial_sum_rows": r.get("partial_sum_rows", 0.0),
                                "epoch_seconds": r["epoch_seconds"],
                                "peak_graph_bytes_max_rank": r["peak_graph_bytes_max_rank"],
                                "wall_seconds": r["wall_seconds"], "loadavg_1m": loads[-1]}

@@ -98,3 +98,25 @@ def test_data_parallel_full_graph_training_is_refused():
     with pytest.raises(ValueError, match="single-process"):
         train_minibatch(g, cfg, train, SamplingConfig(sampler="full"), progress=False,
                         distributed=TwoRanks())
+
+
+def _threads_job(ctx, out_dir: str) -> None:
+    from pathlib import Path
+
+    Path(out_dir, f"threads.rank{ctx.rank}").write_text(str(torch.get_num_threads()))
+
+
+@pytest.mark.parametrize(("omp", "want"), [("3", 3), (None, None)])
+def test_launch_local_ranks_take_omp_num_threads(tmp_path, monkeypatch, omp, want):
+    """A bench on a shared machine pins one thread per rank with OMP_NUM_THREADS; without it
+    the ranks split the cores."""
+    import os
+
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        want = max(1, (os.cpu_count() or 1) // WORLD)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    launch_local(_threads_job, WORLD, str(tmp_path), timeout_s=60)
+    for r in range(WORLD):
+        assert int((tmp_path / f"threads.rank{r}").read_text()) == want

@@ -119,8 +119,11 @@ def _local_worker(rank: int, fn: Callable[..., Any], world_size: int, port: int,
                   backend: str, args: tuple[Any, ...]) -> None:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     faulthandler.enable(all_threads=True)  # a SIGABRT in gloo prints where each thread was
-    # as torchrun does (OMP_NUM_THREADS=1 per rank): ranks must not fight over the cores
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    # as torchrun does (OMP_NUM_THREADS=1 per rank): ranks must not fight over the cores; an
+    # OMP_NUM_THREADS the caller set wins (benches on a shared machine pin 1 per rank)
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    torch.set_num_threads(int(threads) if threads.isdigit() and int(threads) > 0
+                          else max(1, (os.cpu_count() or 1) // world_size))
     if backend == "nccl":
         torch.cuda.set_device(rank)
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,

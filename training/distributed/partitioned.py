@@ -39,9 +39,11 @@ from qgnn.training.distributed.context import (
 )
 from qgnn.training.distributed.exchange import ByteCounter, Exchanger
 from qgnn.training.distributed.memory import MemoryLedger, parse_bytes
+from qgnn.training.distributed.owner_sum import check_owner_sum, input_block, source_scale
 from qgnn.training.distributed.remote_sampling import (
     ASSIGNMENTS,
     ESTIMATORS,
+    OWNER_SUM,
     Assignment,
     PartitionedSampler,
     relabel,
@@ -71,7 +73,9 @@ class PartitionedConfig:
     cache_fraction: float = 0.05
     cache_refresh_period: int = 1
     assignment: Assignment = "affinity"
-    estimator: str = "unbiased"  # GNS input-hop weights: "unbiased", "normalized", "stratified"
+    # GNS input hop: "unbiased", "normalized", "stratified" weights, or "owner-sum" (owners
+    # send partial-sum rows; linear input layers in FP32 only)
+    estimator: str = "unbiased"
     uncached_fanout: int = 4  # stratified: uniform draws per destination for its non-held part
     memory_budget: int | None = None  # bytes of graph data per rank
     eval_chunk: int = 4096  # destinations per chunk of layer-wise inference
@@ -111,6 +115,7 @@ class EpochCounts:
     input_nodes: int = 0
     cache_hits: int = 0
     remote_rows: int = 0
+    partial_rows: int = 0  # owner-sum: partial-sum rows, owned ones included
     bytes: dict[str, int] = field(default_factory=dict)
 
 
@@ -241,12 +246,17 @@ def train_partitioned(ctx: DistContext, shard: GraphShard, model_cfg: ModelConfi
                          f"fanouts, got {list(cfg.fanouts)}")
     if train_cfg.row_normalize:
         shard = GraphShard(**{**shard.__dict__, "x": _row_normalize(shard.x)})
+    owner_sum = cfg.sampler == "gns" and cfg.estimator == OWNER_SUM
+    if owner_sum:
+        check_owner_sum(model_cfg, prepare_model is not None or blocks_for is not None)
     counter = ByteCounter()
     ex = Exchanger(ctx, counter)
     ledger = MemoryLedger(cfg.memory_budget, ctx.rank)
     sampler = PartitionedSampler(shard, ex, cfg.fanouts, gns=cfg.sampler == "gns",
                                  cache_fraction=cfg.cache_fraction, ledger=ledger,
-                                 estimator=cfg.estimator, uncached_fanout=cfg.uncached_fanout)
+                                 estimator=cfg.estimator, uncached_fanout=cfg.uncached_fanout,
+                                 source_scale=source_scale(model_cfg, shard) if owner_sum
+                                 else None)
     halo = Halo(sampler, cfg.eval_chunk)
     classes = torch.cat(ex.all_gather_rows(torch.tensor([shard.num_classes]), "stats"))
     num_classes = int(classes.max())
@@ -282,9 +292,15 @@ def train_partitioned(ctx: DistContext, shard: GraphShard, model_cfg: ModelConfi
             losses = []
             for b, s in enumerate(range(0, seeds.size, cfg.batch_size)):
                 batch, y = seeds[s:s + cfg.batch_size], labels[s:s + cfg.batch_size]
-                sampled = sampler.sample(batch, (train_cfg.seed, STREAM_BATCH, epoch, b))
+                sampled, sums = sampler.sample_with_sums(
+                    batch, (train_cfg.seed, STREAM_BATCH, epoch, b))
                 x, hits, remote = sampler.input_rows(sampled[0].node_ids)
                 blocks = [to_block(sb, shard.in_degree, convention) for sb in sampled]
+                if sums is not None and x is not None:
+                    blocks[0] = input_block(sampled[0], sums, shard.in_degree, convention)
+                    x = torch.cat([x, sums.rows])
+                    ledger.charge("batch-rows", x.numel() * 4)
+                    counts.partial_rows += sums.dst.size
                 model.train()
                 logits = model(x, per_layer_blocks(blocks_for, blocks, True))
                 loss = F.cross_entropy(logits, torch.from_numpy(y))
@@ -306,10 +322,11 @@ def train_partitioned(ctx: DistContext, shard: GraphShard, model_cfg: ModelConfi
             sync_buffers(net, ctx)
             logits = halo.outputs(net, x_local, blocks_for)
             m = _metrics(ex, shard, logits, metric)
-            feature_b, struct_b, hits_all, remote_all, inputs_all, loss_sum = _sum_over_ranks(
-                ex, [sum(counts.bytes.get(k, 0) for k in FEATURE_KINDS),
-                     counts.bytes.get("structure", 0), counts.cache_hits, counts.remote_rows,
-                     counts.input_nodes, counts.loss])
+            feature_b, struct_b, hits_all, remote_all, inputs_all, partial_all, loss_sum = \
+                _sum_over_ranks(ex, [sum(counts.bytes.get(k, 0) for k in FEATURE_KINDS),
+                                     counts.bytes.get("structure", 0), counts.cache_hits,
+                                     counts.remote_rows, counts.input_nodes,
+                                     counts.partial_rows, counts.loss])
             row = {"epoch": epoch, "loss": loss_sum / ctx.world_size,
                    "epoch_seconds": counts.seconds, "steps": counts.steps,
                    "cross_rank_feature_bytes": feature_b,
@@ -317,7 +334,8 @@ def train_partitioned(ctx: DistContext, shard: GraphShard, model_cfg: ModelConfi
                        ex, [counts.bytes.get("cache", 0)])[0]),
                    "cross_rank_structure_bytes": struct_b,
                    "cache_hit_rate": hits_all / max(inputs_all, 1),
-                   "remote_input_rate": remote_all / max(inputs_all, 1), **m}
+                   "remote_input_rate": remote_all / max(inputs_all, 1),
+                   "partial_sum_rows": partial_all, **m}
             history.append(row)
             tracker.update(epoch, m["val"], m["val_loss"], net)
             if tracker.should_stop:  # identical on every rank: the metrics were gathered
@@ -344,7 +362,7 @@ def _summary(history: list[dict[str, float]]) -> dict[str, float]:
         return {}
     keys = ("cross_rank_feature_bytes", "cross_rank_cache_fill_bytes",
             "cross_rank_structure_bytes", "cache_hit_rate", "remote_input_rate",
-            "epoch_seconds")
+            "partial_sum_rows", "epoch_seconds")
     return {f"{k}_per_epoch" if k.endswith("bytes") else k:
             float(np.median([h[k] for h in history])) for k in keys}
 
@@ -420,7 +438,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-fraction", type=float, default=0.05)
     parser.add_argument("--cache-refresh-period", type=int, default=1)
     parser.add_argument("--assignment", choices=ASSIGNMENTS, default="affinity")
-    parser.add_argument("--gns-estimator", choices=ESTIMATORS, default="unbiased")
+    parser.add_argument("--gns-estimator", choices=ESTIMATORS, default="unbiased",
+                        help="GNS input-hop weights; owner-sum: each destination's owner sends "
+                             "one partial-sum row over the in-neighbours it owns (FP32 sage, "
+                             "gcn or gin; docs/partitioned.md)")
     parser.add_argument("--uncached-fanout", type=int, default=4,
                         help="--gns-estimator stratified: uniform draws per input-hop "
                              "destination for the sources the rank does not hold")
@@ -442,6 +463,9 @@ def main(argv: list[str] | None = None) -> None:
                                 uncached_fanout=args.uncached_fanout,
                                 memory_budget=parse_bytes(args.memory_budget))
         qcfg = quant_config_from_args(args)
+        if cfg.sampler == "gns" and cfg.estimator == OWNER_SUM:  # before any rank starts
+            check_owner_sum(ModelConfig(model=args.model, in_dim=1, out_dim=1),
+                            qcfg is not None)
     except ValueError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     ctx = init_from_env(args.backend)

@@ -25,6 +25,14 @@ the cache, each stratum has its own unbiased uniform estimate, so no ``1 / pi`` 
 bias toward the requester's partition: the normalized weights average only what the requester
 holds, and on a partitioned, homophilous graph that is mostly its own communities.
 
+``estimator="owner-sum"`` aggregates at the owner instead (:mod:`.owner_sum`): the owner of
+``v`` sums the features of *all* of ``v``'s in-neighbours it owns into one partial-sum row
+(sum-form weight 1) and samples only the rest, from what the requester holds, with the normalized
+weights rescaled to sum to the count of that rest. With nothing held in the rest, the row's weight
+is ``d_v / c_own`` (the ratio form); with no owned in-neighbour, the held ones sum to ``d_v``.
+One row replaces the sampled rows of the owner's sources, which on a partition that cuts few edges
+are most of ``v``'s neighbourhood. Only linear input aggregations can take it.
+
 **Cache affinity.** Before an epoch the owners score each training seed ``s`` for every rank
 ``r``: the share of ``s``'s in-edges whose source rank ``r`` holds (owned or cached). Seeds then
 go to their best-scoring rank under equal capacities (:func:`balanced_assign`); ``random``
@@ -46,7 +54,9 @@ from qgnn.training.distributed.exchange import Exchanger
 from qgnn.training.distributed.memory import MemoryLedger
 from qgnn.training.sampling.cache import draw_cache, inclusion_probabilities, miss_probability
 
-ESTIMATORS = ("unbiased", "normalized", "stratified")  # as qgnn.training.sampling.gns
+# qgnn.training.sampling.gns's three, and owner-side aggregation (partitioned training only)
+ESTIMATORS = ("unbiased", "normalized", "stratified", "owner-sum")
+OWNER_SUM = "owner-sum"
 Assignment = Literal["affinity", "random", "owner"]
 ASSIGNMENTS: tuple[Assignment, ...] = ("affinity", "random", "owner")
 
@@ -93,6 +103,18 @@ def balanced_assign(scores: np.ndarray, capacity: int) -> np.ndarray:
 
 
 @dataclass(eq=False)
+class PartialSums:
+    """The owner-sum input hop's partial-sum rows: row ``k`` is the (scaled) feature sum of the
+    in-neighbours that destination ``dst[k]`` (a position among the input hop's destinations)
+    has in rank ``sender[k]``'s part, to enter the aggregation with sum-form ``weight[k]``."""
+
+    dst: np.ndarray  # (k,) int64
+    weight: np.ndarray  # (k,) float32
+    rows: torch.Tensor  # (k, F)
+    sender: np.ndarray  # (k,) int64, the owner that summed the row
+
+
+@dataclass(eq=False)
 class RemoteCache:
     """This rank's cache of remote nodes: sorted ids and their feature rows."""
 
@@ -127,7 +149,8 @@ class PartitionedSampler:
 
     def __init__(self, shard: GraphShard, ex: Exchanger, fanouts: Sequence[int], *,
                  gns: bool, cache_fraction: float, ledger: MemoryLedger,
-                 estimator: str = "unbiased", uncached_fanout: int = 4) -> None:
+                 estimator: str = "unbiased", uncached_fanout: int = 4,
+                 source_scale: torch.Tensor | None = None) -> None:
         if estimator not in ESTIMATORS:
             raise ValueError(f"--gns-estimator: expected one of {ESTIMATORS}, got "
                              f"{estimator!r}")
@@ -137,6 +160,8 @@ class PartitionedSampler:
                              f"{uncached_fanout!r}")
         self.estimator = estimator
         self.uncached_fanout = uncached_fanout
+        # owner-sum: a factor per owned node applied before summing (GCN's (d_u + 1)^-1/2)
+        self.source_scale = source_scale
         self.shard, self.ex, self.ledger = shard, ex, ledger
         self.fanouts = tuple(fanouts)
         self.gns = gns
@@ -299,40 +324,119 @@ class PartitionedSampler:
         w = np.concatenate([p[2] for p in parts])[order]
         return drawn, nbr, w.astype(np.float32)
 
+    def _serve_owner_sum(self, requester: int, ids: np.ndarray, fanout: int,
+                         rng: np.random.Generator
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, torch.Tensor]:
+        """Owner side of the owner-sum input hop for owned ``ids``: ``(counts, neighbours,
+        sum-form weights)`` of the sources drawn from the rest (not owned here), the weight of
+        each id's partial-sum row (0: no row) and the rows of the ids that have one."""
+        shard = self.shard
+        if shard.x is None:
+            raise ValueError("--gns-estimator owner-sum: the shards need features")
+        rows = shard.local_index(ids)
+        full = self.deg[rows]
+        row, edges = _segments(shard.indptr, rows)
+        own = self.edge_owner[edges] == self.rank
+        c_own = np.bincount(row[own], minlength=rows.size)
+        keep = ~own & self.held_by(requester, edges)
+        c_held = np.bincount(row[keep], minlength=rows.size)
+        indptr = np.zeros(rows.size + 1, np.int64)
+        np.cumsum(c_held, out=indptr[1:])
+        kept = edges[keep]
+        rc = np.flatnonzero(c_held > 0)
+        nbr_c, pos_c, _ = sample_neighbors(Adjacency(indptr, self.csc.indices[kept], kept), rc,
+                                           fanout, rng)
+        dst_c = rc[pos_c]
+        drawn_c = np.bincount(dst_c, minlength=rows.size)
+        pi = np.where(self.parts[nbr_c] == requester, 1.0, self.inclusion[nbr_c])
+        w_c = c_held[dst_c] / drawn_c[dst_c] / pi
+        rest = full - c_own  # the sources not owned here: the held ones stand for them
+        total = np.bincount(dst_c, weights=w_c, minlength=rows.size)
+        w_c = w_c * (rest / np.where(total > 0, total, 1.0))[dst_c]
+        # neither an owned nor a held source: uniform draws over the whole list, fetched
+        rf = np.flatnonzero((c_own == 0) & (c_held == 0) & (full > 0))
+        nbr_f, pos_f, _ = sample_neighbors(self.csc, rows[rf], fanout, rng)
+        dst_f = rf[pos_f]
+        drawn_f = np.bincount(dst_f, minlength=rows.size)
+        dst = np.concatenate([dst_c, dst_f])
+        order = np.argsort(dst, kind="stable")
+        nbr = np.concatenate([nbr_c, nbr_f])[order]
+        w = np.concatenate([w_c, full[dst_f] / np.maximum(drawn_f[dst_f], 1)])[order]
+        row_w = np.where(c_own == 0, 0.0,
+                         np.where(c_held > 0, 1.0, full / np.maximum(c_own, 1)))
+        src = shard.local_index(self.csc.indices[edges[own]])
+        xs = torch.from_numpy(shard.x).index_select(0, torch.from_numpy(src))
+        if self.source_scale is not None:
+            xs = xs * self.source_scale[torch.from_numpy(src)].unsqueeze(1)
+        sums = xs.new_zeros((rows.size, xs.shape[1])).index_add_(
+            0, torch.from_numpy(row[own]), xs)
+        has = row_w > 0
+        return (np.bincount(dst, minlength=rows.size), nbr, w.astype(np.float32),
+                row_w.astype(np.float32), sums[torch.from_numpy(has)])
+
     def _hop(self, nodes: np.ndarray, fanout: int, gns_hop: bool, key: Sequence[int]
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(dst position in nodes, neighbour id, weight)`` for every node, grouped by dst."""
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, PartialSums | None]:
+        """``(dst position in nodes, neighbour id, weight)`` for every node, grouped by dst,
+        and the owner-sum hop's partial-sum rows (``None`` on other hops)."""
         owner = self.parts[nodes]
         sel = [np.flatnonzero(owner == r) for r in range(self.world)]
         asks = self.ex.exchange([torch.from_numpy(nodes[s]) for s in sel], "structure")
-        replies_i, replies_w = [], []
+        summed = gns_hop and self.estimator == OWNER_SUM
+        replies_i, replies_w, replies_x = [], [], []
         for r, ask in enumerate(asks):
             rng = np.random.default_rng([*key, self.rank, r])
-            counts, nbr, w = self._serve(r, ask.numpy(), fanout, gns_hop, rng)
+            if summed:
+                counts, nbr, w, row_w, sums = self._serve_owner_sum(r, ask.numpy(), fanout, rng)
+                w = np.concatenate([w, row_w])  # one more weight per asked id: its row's
+                replies_x.append(sums)
+            else:
+                counts, nbr, w = self._serve(r, ask.numpy(), fanout, gns_hop, rng)
             replies_i.append(torch.from_numpy(np.concatenate([counts, nbr]).astype(np.int64)))
             replies_w.append(torch.from_numpy(w))
         got_i = self.ex.exchange(replies_i, "structure")
         got_w = self.ex.exchange(replies_w, "structure")
-        pos, nbr, w = [], [], []
+        got_x = self.ex.exchange(replies_x, "features") if summed else []
+        pos, nbr, w, sums = [], [], [], []
         for r, s in enumerate(sel):
             body = got_i[r].numpy()
             counts = body[: s.size]
             pos.append(np.repeat(s, counts))
             nbr.append(body[s.size:])
-            w.append(got_w[r].numpy())
+            weights = got_w[r].numpy()
+            w.append(weights[: nbr[-1].size])
+            if summed:
+                row_w = weights[nbr[-1].size:]
+                sums.append((s[row_w > 0], row_w[row_w > 0]))
         p = np.concatenate(pos)
         order = np.argsort(p, kind="stable")
-        return p[order], np.concatenate(nbr)[order], np.concatenate(w)[order]
+        partial = None
+        if summed:
+            partial = PartialSums(
+                dst=np.concatenate([d for d, _ in sums]),
+                weight=np.concatenate([rw for _, rw in sums]).astype(np.float32),
+                rows=torch.cat(got_x),
+                sender=np.concatenate([np.full(d.size, r, np.int64)
+                                       for r, (d, _) in enumerate(sums)]))
+        return p[order], np.concatenate(nbr)[order], np.concatenate(w)[order], partial
 
     def sample(self, seeds: np.ndarray, key: Sequence[int]) -> list[SampledBlock]:
         """Blocks for ``seeds`` (distinct global ids), input layer first, like
         :func:`~qgnn.graph.neighbourhood.khop_blocks`; the input hop draws from the caches
         under GNS."""
+        return self.sample_with_sums(seeds, key)[0]
+
+    def sample_with_sums(self, seeds: np.ndarray, key: Sequence[int]
+                         ) -> tuple[list[SampledBlock], PartialSums | None]:
+        """:meth:`sample`, and the input hop's partial-sum rows under ``owner-sum`` (their
+        ``dst`` index the input block's destinations; :func:`.owner_sum.input_block` joins
+        them to it)."""
         nodes = np.asarray(seeds, np.int64)
         hops = []
+        partial = None
         last = len(self.fanouts) - 1
         for h, fanout in enumerate(self.fanouts):
-            dst, nbr, w = self._hop(nodes, fanout, self.gns and h == last, (*key, h))
+            dst, nbr, w, got = self._hop(nodes, fanout, self.gns and h == last, (*key, h))
+            partial = got if got is not None else partial
             node_ids, src = relabel(nodes, nbr)
             hops.append((nodes.size, src, dst, w))
             nodes = node_ids
@@ -342,7 +446,7 @@ class PartitionedSampler:
                                        num_dst=num_dst, edge_ids=np.zeros(src.size, np.int64),
                                        edge_weight=w))
             num_src = num_dst
-        return blocks
+        return blocks, partial
 
     # ------------------------------------------------------------- rows from owners
 

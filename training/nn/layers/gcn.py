@@ -11,6 +11,13 @@ from qgnn.training.nn.quant_sites import PROPAGATE_SITES, QuantSites, Role
 from torch import nn
 
 
+def gcn_source_scale(in_degree: torch.Tensor) -> torch.Tensor:
+    """``(d_u + 1)^-1/2``: each node's factor in the symmetric normalisation. Owner-side
+    aggregation (docs/partitioned.md) applies it to sources before summing them; a row with
+    in-degree 0 then passes through with factor 1."""
+    return (in_degree.to(torch.float32) + 1.0).rsqrt()
+
+
 def gcn_norm(looped: Block, in_degree: torch.Tensor) -> torch.Tensor:
     """Per-edge ``(d_u + 1)^-1/2 (d_v + 1)^-1/2`` on a block that already has self-loops.
 
@@ -18,7 +25,7 @@ def gcn_norm(looped: Block, in_degree: torch.Tensor) -> torch.Tensor:
     block knows it, so a sampled block normalises exactly as the full graph does. Importance
     weights in ``edge_weight`` multiply in.
     """
-    inv_sqrt = (in_degree.to(torch.float32) + 1.0).rsqrt()
+    inv_sqrt = gcn_source_scale(in_degree)
     norm = inv_sqrt[looped.src] * inv_sqrt[looped.dst]
     if looped.edge_weight is not None:
         norm = norm * looped.edge_weight

@@ -1,0 +1,225 @@
+"""Owner-side aggregation of the partitioned GNS input hop (``--gns-estimator owner-sum``): the
+first layer over a block with partial-sum rows equals the same layer over the expanded block
+(every summed source as its own edge) or over the full neighbourhood, the feature bytes are the
+rows that crossed, and the mode trains on 2 loopback ranks under torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from qgnn.graph.neighbourhood import SampledBlock
+from qgnn.graph.partition import partition_graph
+from qgnn.graph.shards import load_shard, shard_of, write_shards
+from qgnn.graph.synth import powerlaw_communities
+from qgnn.training.distributed.context import DistContext, launch_local
+from qgnn.training.distributed.exchange import ByteCounter, Exchanger
+from qgnn.training.distributed.memory import MemoryLedger
+from qgnn.training.distributed.owner_sum import check_owner_sum, input_block, source_scale
+from qgnn.training.distributed.remote_sampling import PartialSums, PartitionedSampler, relabel
+from qgnn.training.nn.block import full_graph_block
+from qgnn.training.nn.models import ModelConfig, build_model
+from qgnn.training.nn.propagate import propagate
+from qgnn.training.sampling.blocks import to_block, weight_convention
+
+
+class _Mirror:
+    """A 2-rank exchanger whose other rank asks and answers exactly what this one does."""
+
+    def __init__(self, rank: int) -> None:
+        self.ctx = DistContext(rank, 2)
+        self.counter = ByteCounter()
+        self.world = 2
+
+    def exchange(self, send, kind):
+        return list(send)
+
+    def all_gather_rows(self, t, kind):
+        return [t, t]
+
+
+def _graph():
+    return powerlaw_communities(300, avg_degree=6, num_communities=3, num_features=5, seed=7,
+                                homophily=0.8)
+
+
+def _owner(g, cache_fraction: float, mc: ModelConfig) -> tuple[PartitionedSampler, object]:
+    part = partition_graph(g, 2, "ldg", seed=1)
+    shard = shard_of(g, part, 0)
+    sampler = PartitionedSampler(shard, _Mirror(0), (3,), gns=True,
+                                 cache_fraction=cache_fraction, ledger=MemoryLedger(None),
+                                 estimator="owner-sum", source_scale=source_scale(mc, shard))
+    sampler.fetch_rows = lambda ids, kind, table=None: torch.zeros((ids.size, 5))  # type: ignore[method-assign]
+    sampler.refresh(np.random.default_rng(3))
+    return sampler, part
+
+
+def _served(sampler: PartitionedSampler, requester: int, ids: np.ndarray, fanout: int
+            ) -> tuple[SampledBlock, PartialSums]:
+    counts, nbr, w, row_w, rows = sampler._serve_owner_sum(requester, ids, fanout,
+                                                           np.random.default_rng(5))
+    node_ids, src = relabel(ids, nbr)
+    sampled = SampledBlock(node_ids=node_ids, src=src,
+                           dst=np.repeat(np.arange(ids.size), counts), num_dst=ids.size,
+                           edge_ids=np.zeros(src.size, np.int64), edge_weight=w)
+    has = row_w > 0
+    return sampled, PartialSums(dst=np.flatnonzero(has), weight=row_w[has], rows=rows,
+                                sender=np.zeros(int(has.sum()), np.int64))
+
+
+def _expanded(g, part, sampled: SampledBlock, sums: PartialSums) -> SampledBlock:
+    """The same estimate with every owned source as its own edge, weight = its row's."""
+    ids = sampled.node_ids[: sampled.num_dst]
+    extra_dst, extra_nbr, extra_w = [], [], []
+    for k, pos in enumerate(sums.dst):
+        v = ids[pos]
+        nbrs = g.csc.indices[g.csc.indptr[v]:g.csc.indptr[v + 1]]
+        owned = nbrs[part.parts[nbrs] == part.parts[v]]
+        extra_dst.append(np.full(owned.size, pos))
+        extra_nbr.append(owned)
+        extra_w.append(np.full(owned.size, sums.weight[k]))
+    nbr = np.concatenate([sampled.node_ids[sampled.src], *extra_nbr])
+    dst = np.concatenate([sampled.dst, *extra_dst])
+    w = np.concatenate([sampled.edge_weight, *extra_w]).astype(np.float32)
+    order = np.argsort(dst, kind="stable")
+    node_ids, src = relabel(ids, nbr[order])
+    return SampledBlock(node_ids=node_ids, src=src, dst=dst[order], num_dst=ids.size,
+                        edge_ids=np.zeros(src.size, np.int64), edge_weight=w[order])
+
+
+@pytest.mark.parametrize("model", ["sage", "gcn", "gin"])
+@pytest.mark.parametrize("requester", [0, 1])
+def test_partial_sum_rows_equal_the_expanded_block(model: str, requester: int) -> None:
+    """Requester 1: remote destinations (rows cross); requester 0: its own (rows stay)."""
+    g = _graph()
+    mc = ModelConfig(model=model, in_dim=5, out_dim=3, hidden=4, num_layers=1)
+    sampler, part = _owner(g, 0.1, mc)
+    ids = sampler.shard.owned[np.argsort(-np.diff(sampler.shard.indptr))[:30]]
+    sampled, sums = _served(sampler, requester, ids, 3)
+    assert sums.dst.size > 20 and sampled.src.size > 0  # rows and drawn sources both present
+    conv = weight_convention(mc)
+    x = torch.from_numpy(g.x)
+    layer = build_model(mc).layers[0].eval()
+    with torch.no_grad():
+        got = layer(torch.cat([x[sampled.node_ids], sums.rows]),
+                    input_block(sampled, sums, g.in_degree(), conv))
+        ref_block = _expanded(g, part, sampled, sums)
+        want = layer(x[ref_block.node_ids], to_block(ref_block, g.in_degree(), conv))
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_with_everything_held_it_is_the_full_neighbourhood() -> None:
+    """Cache fraction 1 and a fanout past the largest degree: the SAGE mean over the block
+    with partial sums equals the mean over the full in-neighbourhood (one process, whole
+    graph)."""
+    g = _graph()
+    mc = ModelConfig(model="sage", in_dim=5, out_dim=3, hidden=4, num_layers=1)
+    sampler, _ = _owner(g, 1.0, mc)
+    ids = sampler.shard.owned
+    sampled, sums = _served(sampler, 1, ids, int(np.diff(g.csc.indptr).max()))
+    x = torch.from_numpy(g.x)
+    block = input_block(sampled, sums, g.in_degree(), "mean")
+    got = propagate(torch.cat([x[sampled.node_ids], sums.rows]), block, reduce="mean",
+                    edge_weight=block.edge_weight)
+    full = full_graph_block(g)
+    want = propagate(x, full, reduce="mean")[torch.from_numpy(ids)]
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("model", "proj", "quantised", "match"), [
+    ("gat", False, False, "'gat'"), ("egc", False, False, "'egc'"),
+    ("sage", True, False, "input projection"), ("gcn", False, True, "Degree-Quant")])
+def test_refuses_input_layers_that_are_not_linear(model: str, proj: bool, quantised: bool,
+                                                  match: str) -> None:
+    mc = ModelConfig(model=model, in_dim=5, out_dim=3, input_proj=proj)
+    with pytest.raises(ValueError, match=match):
+        check_owner_sum(mc, quantised)
+
+
+def _bytes_job(ctx, shard_dir: str, out_dir: str) -> None:
+    """One owner-sum batch per rank: its feature bytes and the first layer's SAGE mean."""
+    shard = load_shard(shard_dir, ctx.rank)
+    counter = ByteCounter()
+    sampler = PartitionedSampler(shard, Exchanger(ctx, counter), (4, 3), gns=True,
+                                 cache_fraction=0.05, ledger=MemoryLedger(None),
+                                 estimator="owner-sum")
+    sampler.refresh(np.random.default_rng([ctx.rank, 1]))
+    seeds = shard.owned[np.flatnonzero(shard.masks["train"])[:40]]
+    before = counter.snapshot().get("features", 0)
+    sampled, sums = sampler.sample_with_sums(seeds, (0, 1))
+    x, _, remote = sampler.input_rows(sampled[0].node_ids)
+    moved = counter.snapshot().get("features", 0) - before
+    block = input_block(sampled[0], sums, shard.in_degree, "mean")
+    agg = propagate(torch.cat([x, sums.rows]), block, reduce="mean",
+                    edge_weight=block.edge_weight)
+    s0 = sampled[0]
+    np.savez(Path(out_dir) / f"rank{ctx.rank}.npz", moved=moved, remote=remote,
+             crossed=int((sums.sender != ctx.rank).sum()), width=x.shape[1],
+             ids=s0.node_ids, src=s0.src, dst=s0.dst, w=s0.edge_weight, row_dst=sums.dst,
+             row_w=sums.weight, row_sender=sums.sender, agg=agg.numpy())
+
+
+def test_two_ranks_count_the_rows_and_aggregate_like_one_process(tmp_path: Path) -> None:
+    g = powerlaw_communities(600, avg_degree=8, num_communities=4, num_features=6,
+                             homophily=0.8, seed=5)
+    part = partition_graph(g, 2, "ldg", seed=2)
+    write_shards(g, part, tmp_path / "shards")
+    launch_local(_bytes_job, 2, str(tmp_path / "shards"), str(tmp_path), timeout_s=120)
+    x = g.x.astype(np.float64)
+    for r in range(2):
+        got = np.load(tmp_path / f"rank{r}.npz")
+        assert got["crossed"] > 0
+        # feature bytes: the partial-sum rows from the other rank and the fetched input rows
+        assert int(got["moved"]) == (int(got["crossed"]) + int(got["remote"])) \
+            * int(got["width"]) * 4
+        ids, num_dst = got["ids"], got["agg"].shape[0]
+        dest = ids[:num_dst]
+        total = np.zeros((num_dst, x.shape[1]))
+        np.add.at(total, got["dst"], got["w"][:, None] * x[ids[got["src"]]])
+        for pos, w, sender in zip(got["row_dst"], got["row_w"], got["row_sender"], strict=True):
+            v = dest[pos]
+            nbrs = g.csc.indices[g.csc.indptr[v]:g.csc.indptr[v + 1]]
+            assert part.parts[v] == sender
+            total[pos] += w * x[nbrs[part.parts[nbrs] == sender]].sum(0)
+        mean = total / np.maximum(g.in_degree()[dest], 1)[:, None]
+        assert np.allclose(got["agg"], mean, rtol=1e-5, atol=1e-6)
+
+
+def test_torchrun_trains_with_owner_sum(tmp_path: Path) -> None:
+    g = powerlaw_communities(1500, avg_degree=8, num_communities=4, num_features=16,
+                             homophily=0.85, seed=5)
+    write_shards(g, partition_graph(g, 2, "ldg"), tmp_path / "shards")
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m",
+         "qgnn.training.distributed", "--mode", "partitioned", "--shards",
+         str(tmp_path / "shards"), "--model", "sage", "--hidden", "16", "--epochs", "1",
+         "--fanouts", "4,4", "--sampler", "gns", "--gns-estimator", "owner-sum",
+         "--batch-size", "64", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["world_size"] == 2 and summary["epochs_run"] == 1
+    assert summary["partial_sum_rows"] > 0 and summary["cross_rank_feature_bytes_per_epoch"] > 0
+    assert summary["config"]["estimator"] == "owner-sum"
+
+
+@pytest.mark.parametrize(("extra", "match"), [(["--model", "gat"], "'gat'"),
+                                              (["--model", "sage", "--quant", "int8"],
+                                               "Degree-Quant")])
+def test_cli_refuses_before_any_rank_starts(tmp_path: Path, capsys, extra: list[str],
+                                            match: str) -> None:
+    from qgnn.training.distributed.partitioned import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--shards", str(tmp_path), "--out", str(tmp_path / "out"), "--gns-estimator",
+              "owner-sum", *extra])
+    assert exit_info.value.code == 2
+    assert match in capsys.readouterr().err
