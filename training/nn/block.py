@@ -52,8 +52,14 @@ class Block:
         return torch.bincount(self.dst, minlength=self.num_dst)
 
     def protect_edges(self) -> torch.Tensor | None:
-        """Edges whose source is protected run in full precision (Degree-Quant)."""
-        return None if self.protect is None else self.protect[self.src]
+        """Edges whose source is protected run in full precision (Degree-Quant). Built once
+        per block: every edge site of a layer asks for it each pass."""
+        if self.protect is None:
+            return None
+        edges = self.__dict__.get("_protect_edges")
+        if edges is None:
+            edges = self.__dict__["_protect_edges"] = self.protect[self.src]
+        return edges
 
     def protect_dst(self) -> torch.Tensor | None:
         return None if self.protect is None else self.protect[: self.num_dst]
