@@ -92,7 +92,7 @@ def time_steps(data: LinkData, model: str, path: str, args: argparse.Namespace,
         optimiser.step()
         return c0, t0, t1, t2, t3, time.perf_counter(), time.process_time()
 
-    with route(path):
+    with route(path, args.table_part_bytes):
         for rep in range(args.repeat + 1):
             c0, t0, t1, t2, t3, t4, c4 = step()
             if rep:
@@ -118,10 +118,14 @@ def top_operators(step: Callable[[], object], count: int) -> list[dict[str, Any]
 
 
 @contextlib.contextmanager
-def route(path: str) -> Iterator[None]:
+def route(path: str, table_part_bytes: int | None = None) -> Iterator[None]:
     """Force the aggregation route a path names (``per-edge``, ``csr``, ``dq*-per-edge``);
-    others as trained."""
+    others as trained. ``table_part_bytes``: the quantised paths' table ranges
+    (:data:`~qgnn.training.nn.spmm.TABLE_PART_BYTES`) meanwhile."""
     saved = propagate._sparse_ok, spmm.dense_ok, propagate.gathered_propagate
+    saved_part = spmm.TABLE_PART_BYTES
+    if table_part_bytes is not None:
+        spmm.TABLE_PART_BYTES = table_part_bytes
     if path == "per-edge":
         propagate._sparse_ok = lambda *_: False  # type: ignore[assignment]
     if path.endswith("-per-edge"):
@@ -132,6 +136,7 @@ def route(path: str) -> Iterator[None]:
         yield
     finally:
         propagate._sparse_ok, spmm.dense_ok, propagate.gathered_propagate = saved
+        spmm.TABLE_PART_BYTES = saved_part
 
 
 def time_aggregation(data: LinkData, repeat: int, width: int) -> dict[str, dict[str, float]]:
@@ -159,7 +164,7 @@ def time_epochs(data: LinkData, model: str, path: str, epochs: int) -> dict[str,
     precision = path.removesuffix("-per-edge") if path.startswith("dq") else "fp32"
     args = argparse.Namespace(k=20)
     settings = {**OGBL_DDI, "epochs": epochs}
-    with route(path):
+    with route(path, args.table_part_bytes):
         c0, t0 = time.process_time(), time.perf_counter()
         run = run_one(data, model, precision, 0, args, settings)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -192,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", type=int, default=0, metavar="K",
                    help="also profile one more step per path and list its K operators of most "
                         "self CPU time")
+    p.add_argument("--table-part-bytes", type=int, default=spmm.TABLE_PART_BYTES,
+                   help="bytes of each row range in which quantised paths sum their message "
+                        "table (a huge value: the whole table in one product)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--name", default="link-step")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
@@ -199,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = [x for x in args.paths.split(",") if x]
     if set(paths) - set(PATHS):
         p.error(f"--paths: expected a subset of {PATHS}")
+    if args.table_part_bytes < 1:
+        p.error("--table-part-bytes: expected >= 1")
     torch.set_num_threads(args.threads)
     data = load_dataset("ogbl-ddi")
     assert isinstance(data, LinkData)

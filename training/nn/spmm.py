@@ -182,10 +182,13 @@ def table_plan(row: torch.Tensor, dst: torch.Tensor, num_rows: int, num_dst: int
     crow_t = torch.zeros(num_rows + 1, dtype=torch.int64, device=row.device)
     crow_t[1:] = torch.cumsum(torch.bincount(row, minlength=num_rows), 0)
     span = max(1, TABLE_PART_BYTES // max(1, row_bytes))
-    part = row // span
+    # each range costs a row pointer as long as the destinations: no more ranges than edges
+    # per destination
+    span = max(span, -(-num_rows * num_dst // max(1, row.numel())))
+    by_part = torch.argsort(row // span, stable=True)  # each range's edges, still by dst
     parts = []
-    for lo in range(0, num_rows, span):  # a few ranges: one pass each keeps the dst order
-        edges = (part == lo // span).nonzero().view(-1)
+    for lo in range(0, num_rows, span):
+        edges = by_part[int(crow_t[lo]):int(crow_t[min(lo + span, num_rows)])]
         crow = torch.zeros(num_dst + 1, dtype=torch.int64, device=row.device)
         crow[1:] = torch.cumsum(torch.bincount(dst[edges], minlength=num_dst), 0)
         parts.append((lo, min(lo + span, num_rows), crow, row[edges] - lo))
