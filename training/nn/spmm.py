@@ -154,9 +154,10 @@ def sparse_aggregate(x: torch.Tensor, block: Block, reduce: str,
 # A table of messages (training/nn/gathered.py: one row per distinct (source, quantised weight)
 # pair, 111k x 256 on ogbl-ddi, 114 MB) is summed in column ranges of at most this many bytes,
 # one CSR product each: a range stays in cache while every destination reads its rows. One
-# product over the whole table reads rows at random from memory; measured on ogbl-ddi (one
-# thread of the shared 2-core AMD EPYC host, AVX2), 0.47 CPU-s whole against 0.13 in 13 MB
-# ranges (0.15 in 6.6 MB, 0.17 in 3.3 MB).
+# product over the whole table reads rows at random from memory. A DQ INT8 GCN step on
+# ogbl-ddi (one thread of the shared 2-core AMD EPYC host, AVX2; `bench_link_step --models gcn
+# --paths dq8 --table-part-bytes B`): 6.22 CPU-s with the whole table in one product, 4.35 in
+# 16 MB ranges.
 TABLE_PART_BYTES = 16 * 2**20
 
 
