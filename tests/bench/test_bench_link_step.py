@@ -28,3 +28,15 @@ def test_aggregation_times_dense_against_csr(tmp_path):
     rows = json.loads((tmp_path / "a.json").read_text())["results"]["rows"]
     assert set(rows) == {"gcn/dense", "gcn/csr", "sage/dense", "sage/csr"}
     assert all(r["aggregate_cpu"] > 0 for r in rows.values())
+
+
+def test_profile_lists_the_costliest_operators_of_a_step(tmp_path):
+    part = spmm.TABLE_PART_BYTES
+    assert main(["--models", "gcn", "--paths", "dq8", "--hidden", "4", "--batch", "64",
+                 "--repeat", "1", "--profile", "3", "--table-part-bytes", "64",
+                 "--results-dir", str(tmp_path), "--name", "p"]) == 0
+    assert part == spmm.TABLE_PART_BYTES  # the table ranges were set for the run only
+    ops = json.loads((tmp_path / "p.json").read_text())["results"]["profiles"]["gcn/dq8"]
+    assert len(ops) == 3 and all(o["self_cpu_s"] >= 0 and o["calls"] >= 1 for o in ops)
+    assert [o["self_cpu_s"] for o in ops] == sorted((o["self_cpu_s"] for o in ops), reverse=True)
+    assert "self CPU s" in (tmp_path / "p.md").read_text()

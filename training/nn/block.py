@@ -34,15 +34,32 @@ class Block:
         return int(self.src.numel())
 
     def replace(self, **changes: object) -> Block:
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes``. A copy that only changes ``protect`` (Degree-Quant draws a
+        mask per pass) has the same edges, so it shares :meth:`cache`: the looped block, the
+        :mod:`spmm` plan and the like are built once, not once per pass."""
+        new = dataclasses.replace(self, **changes)
+        if changes.keys() <= {"protect"}:
+            new.__dict__["_cache"] = self.cache()
+        return new
+
+    def cache(self) -> dict[str, object]:
+        """What is derived from the block's structure (edges, sizes, weights), never from
+        ``protect``; filled on first use by the modules that need it."""
+        return self.__dict__.setdefault("_cache", {})
 
     def dst_degree(self) -> torch.Tensor:
         """In-degree of each destination within this block."""
         return torch.bincount(self.dst, minlength=self.num_dst)
 
     def protect_edges(self) -> torch.Tensor | None:
-        """Edges whose source is protected run in full precision (Degree-Quant)."""
-        return None if self.protect is None else self.protect[self.src]
+        """Edges whose source is protected run in full precision (Degree-Quant). Built once
+        per block: every edge site of a layer asks for it each pass."""
+        if self.protect is None:
+            return None
+        edges = self.__dict__.get("_protect_edges")
+        if edges is None:
+            edges = self.__dict__["_protect_edges"] = self.protect[self.src]
+        return edges
 
     def protect_dst(self) -> torch.Tensor | None:
         return None if self.protect is None else self.protect[: self.num_dst]
@@ -50,11 +67,13 @@ class Block:
     def with_self_loops(self, fill: float = 1.0) -> Block:
         """Append an edge (i, i) for every destination; loops carry weight ``fill``. Cached
         on the (immutable) block, so a layer that loops the same block every pass reuses one
-        looped block (and its :mod:`spmm` plan)."""
-        cached = self.__dict__.setdefault("_looped_cache", {})
+        looped block (and its :mod:`spmm` plan); the loops keep ``protect``."""
+        cached = self.cache().setdefault("looped", {})
+        assert isinstance(cached, dict)
         if fill not in cached:
-            cached[fill] = self._looped(fill)
-        return cached[fill]
+            cached[fill] = self._looped(fill).replace(protect=None)
+        looped = cached[fill]
+        return looped if self.protect is None else looped.replace(protect=self.protect)
 
     def _looped(self, fill: float) -> Block:
         loops = torch.arange(self.num_dst, device=self.src.device)

@@ -13,7 +13,12 @@ as if the per-edge tensor had been built, with the same random samples
 (:func:`qgnn.training.quant.ranges.sample_values`).
 
 Edges whose source Degree-Quant protects this pass keep their full-precision weight and message;
-they are summed by a second product over the same block.
+they are summed by a second product over those edges only.
+
+What a pass costs beyond the products: the table's rows are found without sorting floats (the
+edges' order by full-precision weight is kept on the block, and quantisation keeps that order),
+and one sort of the (source, weight) keys gives both the table and the order of the gradient's
+product (:func:`qgnn.training.nn.spmm.table_plan`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ from __future__ import annotations
 import torch
 from qgnn.training.nn.block import Block
 from qgnn.training.nn.quant_sites import QuantSites
-from qgnn.training.nn.spmm import sparse_aggregate
+from qgnn.training.nn.spmm import (
+    TablePlan,
+    csr_plan,
+    sparse_aggregate,
+    table_plan,
+    table_sum,
+)
 
 # More distinct weights than this on quantised edges means the weights are not on a grid (a
 # site not yet calibrated): the caller builds the per-edge messages instead.
@@ -33,6 +44,7 @@ def gathered_propagate(x_src: torch.Tensor, block: Block, reduce: str,
     """``propagate``'s sum or mean with sites ``edge_weight``/``msg``/``agg`` for a quantising
     ``q`` that :meth:`~QuantSites.gathers`; ``None`` when the weights are not few enough."""
     protect = q.protected("msg", block)
+    raw = edge_weight
     if edge_weight is not None:
         edge_weight = q("edge_weight", edge_weight, block)
     if edge_weight is None:  # the messages are the source rows: quantise those
@@ -40,36 +52,71 @@ def gathered_propagate(x_src: torch.Tensor, block: Block, reduce: str,
         kept = None if protect is None else (~protect).to(x_src.dtype)
         out = sparse_aggregate(quantised, block, "sum", kept)
     else:
-        keep = (torch.arange(block.num_edges, device=block.src.device) if protect is None
-                else (~protect).nonzero().view(-1))
-        grouped = _pairs(x_src, block, edge_weight, keep)
+        assert raw is not None
+        grouped = _pairs(x_src, block, raw, edge_weight, protect)
         if grouped is None:
             return None
-        table, pair = grouped
-        index = torch.zeros(block.num_edges, dtype=torch.int64, device=block.src.device)
-        index[keep] = pair
-        quantised = q.gathered("msg", table, index, block)
-        out = sparse_aggregate(quantised, Block(src=pair, dst=block.dst[keep],
-                                                num_src=table.shape[0], num_dst=block.num_dst),
-                               "sum", None)
+        table, index, plan = grouped
+        out = table_sum(q.gathered("msg", table, index, block), plan)
     if protect is not None and bool(protect.any()):
-        raw = protect.to(x_src.dtype)
-        out = out + sparse_aggregate(x_src, block, "sum",
-                                     raw if edge_weight is None else edge_weight * raw)
+        edges = protect.nonzero().view(-1)
+        only = Block(src=block.src[edges], dst=block.dst[edges], num_src=block.num_src,
+                     num_dst=block.num_dst)
+        out = out + sparse_aggregate(x_src, only, "sum",
+                                     None if edge_weight is None else edge_weight[edges])
     if reduce == "mean":  # as the per-edge path: the sum over all edges, then the division
         out = out / block.dst_degree().clamp(min=1).to(out.dtype).unsqueeze(1)
     return q("agg", out, block)
 
 
-def _pairs(x_src: torch.Tensor, block: Block, weight: torch.Tensor, keep: torch.Tensor
-           ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The table of distinct ``x_src[u] * w`` rows over the kept edges and each kept edge's
-    row in it; ``None`` when the kept edges carry too many distinct weights."""
-    distinct, code = torch.unique(weight[keep], return_inverse=True)
+def _pairs(x_src: torch.Tensor, block: Block, raw: torch.Tensor, weight: torch.Tensor,
+           protect: torch.Tensor | None
+           ) -> tuple[torch.Tensor, torch.Tensor, TablePlan] | None:
+    """The table of distinct ``x_src[u] * w`` rows over the unprotected edges (ascending by
+    source, then weight), each edge's row in it (protected edges: 0, never read) and the plan
+    that sums the rows into destinations; ``None`` when those edges carry too many distinct
+    quantised weights ``weight``."""
+    by_weight = _by_value(block, raw)
+    if protect is not None:
+        by_weight = by_weight[~protect[by_weight]]
+    values = weight[by_weight]
+    if bool((values[1:] < values[:-1]).any()):  # a quantiser that does not keep the order
+        by_weight = by_weight[torch.argsort(values, stable=True)]
+        values = weight[by_weight]
+    first = torch.ones(values.numel(), dtype=torch.bool, device=values.device)
+    first[1:] = values[1:] != values[:-1]
+    distinct = values[first]
     if distinct.numel() > MAX_DISTINCT_WEIGHTS:
         return None
-    key = block.src[keep] * distinct.numel() + code
-    pairs, pair = torch.unique(key, return_inverse=True)
+    code = torch.zeros(block.num_edges, dtype=torch.int64, device=block.src.device)
+    code[by_weight] = torch.cumsum(first, 0) - 1
+    kept = csr_plan(block).order  # by destination, as the plan takes them
+    if protect is not None:
+        kept = kept[~protect[kept]]
+    key, by_pair = torch.sort(block.src[kept] * distinct.numel() + code[kept], stable=True)
+    first = torch.ones(key.numel(), dtype=torch.bool, device=key.device)
+    first[1:] = key[1:] != key[:-1]
+    pairs = key[first]
+    pair = torch.empty_like(key)
+    pair[by_pair] = torch.cumsum(first, 0) - 1
     src, code = pairs // distinct.numel(), pairs % distinct.numel()
-    table = x_src.index_select(0, src) * distinct.detach()[code].unsqueeze(1)
-    return table, pair
+    table = x_src.index_select(0, src).mul_(distinct.detach()[code].unsqueeze(1))
+    index = torch.zeros(block.num_edges, dtype=torch.int64, device=block.src.device)
+    index[kept] = pair
+    plan = table_plan(pair, block.dst[kept], table.shape[0], block.num_dst,
+                      table.shape[1] * table.element_size(), by_pair)
+    return table, index, plan
+
+
+def _by_value(block: Block, weight: torch.Tensor) -> torch.Tensor:
+    """The block's edges in ascending order of ``weight``, sorted once and kept on the block
+    while the weights stay the same (GCN's normalisation is recomputed, equal, every pass)."""
+    kept = block.cache().get("by_weight")
+    if isinstance(kept, tuple):
+        values, order = kept
+        if (values.dtype == weight.dtype and values.device == weight.device
+                and values.shape == weight.shape and torch.equal(values, weight)):
+            return order
+    order = torch.argsort(weight.detach(), stable=True)
+    block.cache()["by_weight"] = (weight.detach().clone(), order)
+    return order

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from qgnn.training.nn import propagate as prop
+from qgnn.training.nn import spmm
 from qgnn.training.nn.block import Block
 from qgnn.training.nn.quant_sites import QuantSites
 from qgnn.training.nn.spmm import DENSE_MIN_DENSITY, csr_plan, dense_ok, sparse_aggregate
@@ -89,7 +90,19 @@ def test_plan_is_built_once_per_block_and_looped_blocks_are_reused():
     assert csr_plan(block) is csr_plan(block)
     assert block.with_self_loops() is block.with_self_loops()
     assert block.with_self_loops(2.0) is not block.with_self_loops()
-    assert block.replace(num_dst=20).__dict__.get("_csr_plan") is None
+    assert "csr_plan" not in block.replace(num_dst=20).cache()
+
+
+def test_a_new_protection_mask_reuses_the_plan_and_the_loops():
+    """Degree-Quant draws a mask per pass: the edges, so the plan and the loops, are the same."""
+    block = random_block()
+    looped = block.with_self_loops()
+    mask = torch.arange(block.num_src) % 3 == 0
+    protected = block.replace(protect=mask)
+    assert csr_plan(protected) is csr_plan(block)
+    assert csr_plan(protected.with_self_loops()) is csr_plan(looped)
+    assert torch.equal(protected.with_self_loops().protect, mask)
+    assert looped.protect is None and torch.equal(protected.with_self_loops().src, looped.src)
 
 
 class Doubling(QuantSites):
@@ -110,3 +123,23 @@ def test_propagate_takes_the_sparse_path_only_in_full_precision(monkeypatch):
     monkeypatch.undo()
     doubled = prop.propagate(x, block, reduce="sum", q=Doubling(sites))
     torch.testing.assert_close(doubled, 2 * per_edge(x, block, "sum", None))
+
+
+@pytest.mark.parametrize("part_bytes", [1, 3 * 5 * 8, 2**30])  # a row per range, 3, all
+def test_table_sum_in_row_ranges_matches_the_per_edge_sum(part_bytes, monkeypatch):
+    """Summing a table range by range (kept in cache) gives the per-edge sums and gradients."""
+    monkeypatch.setattr(spmm, "TABLE_PART_BYTES", part_bytes)
+    gen = torch.Generator().manual_seed(4)
+    row = torch.randint(0, 11, (300,), generator=gen)
+    dst = torch.randint(0, 9, (300,), generator=gen).sort().values  # 9 gets nothing
+    table = torch.randn(11, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    ref_table = table.detach().clone().requires_grad_(True)
+    plan = spmm.table_plan(row, dst, 11, 10, 5 * 8)
+    assert len(plan.parts) == {1: 11, 120: 4, 2**30: 1}[part_bytes]
+    out = spmm.table_sum(table, plan)
+    ref = torch.zeros(10, 5, dtype=torch.float64).index_add(0, dst, ref_table[row])
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn(10, 5, generator=gen, dtype=torch.float64)
+    out.backward(grad)
+    ref.backward(grad)
+    torch.testing.assert_close(table.grad, ref_table.grad)
