@@ -5,20 +5,17 @@ rows that crossed, and the mode trains on 2 loopback ranks under torchrun."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from distributed_testkit import MirrorExchanger, torchrun_partitioned
 from qgnn.graph.neighbourhood import SampledBlock
 from qgnn.graph.partition import partition_graph
 from qgnn.graph.shards import load_shard, shard_of, write_shards
 from qgnn.graph.synth import powerlaw_communities
-from qgnn.training.distributed.context import DistContext, launch_local
+from qgnn.training.distributed.context import launch_local
 from qgnn.training.distributed.exchange import ByteCounter, Exchanger
 from qgnn.training.distributed.memory import MemoryLedger
 from qgnn.training.distributed.owner_sum import check_owner_sum, input_block, source_scale
@@ -29,21 +26,6 @@ from qgnn.training.nn.propagate import propagate
 from qgnn.training.sampling.blocks import to_block, weight_convention
 
 
-class _Mirror:
-    """A 2-rank exchanger whose other rank asks and answers exactly what this one does."""
-
-    def __init__(self, rank: int) -> None:
-        self.ctx = DistContext(rank, 2)
-        self.counter = ByteCounter()
-        self.world = 2
-
-    def exchange(self, send, kind):
-        return list(send)
-
-    def all_gather_rows(self, t, kind):
-        return [t, t]
-
-
 def _graph():
     return powerlaw_communities(300, avg_degree=6, num_communities=3, num_features=5, seed=7,
                                 homophily=0.8)
@@ -52,7 +34,7 @@ def _graph():
 def _owner(g, cache_fraction: float, mc: ModelConfig) -> tuple[PartitionedSampler, object]:
     part = partition_graph(g, 2, "ldg", seed=1)
     shard = shard_of(g, part, 0)
-    sampler = PartitionedSampler(shard, _Mirror(0), (3,), gns=True,
+    sampler = PartitionedSampler(shard, MirrorExchanger(0), (3,), gns=True,
                                  cache_fraction=cache_fraction, ledger=MemoryLedger(None),
                                  estimator="owner-sum", source_scale=source_scale(mc, shard))
     sampler.fetch_rows = lambda ids, kind, table=None: torch.zeros((ids.size, 5))  # type: ignore[method-assign]
@@ -195,18 +177,8 @@ def test_torchrun_trains_with_owner_sum(tmp_path: Path) -> None:
     g = powerlaw_communities(1500, avg_degree=8, num_communities=4, num_features=16,
                              homophily=0.85, seed=5)
     write_shards(g, partition_graph(g, 2, "ldg"), tmp_path / "shards")
-    torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-    proc = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m",
-         "qgnn.training.distributed", "--mode", "partitioned", "--shards",
-         str(tmp_path / "shards"), "--model", "sage", "--hidden", "16", "--epochs", "1",
-         "--fanouts", "4,4", "--sampler", "gns", "--gns-estimator", "owner-sum",
-         "--batch-size", "64", "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=240, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["world_size"] == 2 and summary["epochs_run"] == 1
+    summary = torchrun_partitioned(tmp_path / "shards", tmp_path / "out", "--sampler", "gns",
+                                   "--gns-estimator", "owner-sum", "--batch-size", "64")
     assert summary["partial_sum_rows"] > 0 and summary["cross_rank_feature_bytes_per_epoch"] > 0
     assert summary["config"]["estimator"] == "owner-sum"
 

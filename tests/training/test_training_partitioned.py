@@ -5,14 +5,12 @@ equal the trained model run on the whole graph in one process."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from distributed_testkit import torchrun_partitioned
 from qgnn.graph.partition import partition_graph
 from qgnn.graph.shards import load_shard, shard_of, write_shards
 from qgnn.graph.synth import powerlaw_communities
@@ -136,15 +134,5 @@ def test_shard_replica_through_the_data_plane(trained: dict) -> None:
 def test_torchrun_launch(tmp_path: Path) -> None:
     g = _graph()
     write_shards(g, partition_graph(g, 2, "ldg"), tmp_path / "shards")
-    torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-    proc = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m",
-         "qgnn.training.distributed", "--mode", "partitioned", "--shards",
-         str(tmp_path / "shards"), "--model", "sage", "--hidden", "16", "--epochs", "1",
-         "--fanouts", "4,4", "--sampler", "uniform", "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=240, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["world_size"] == 2 and summary["epochs_run"] == 1
+    torchrun_partitioned(tmp_path / "shards", tmp_path / "out", "--sampler", "uniform")
     assert load_shard(tmp_path / "shards", 1).num_parts == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from distributed_testkit import MirrorExchanger
 from qgnn.graph.container import Graph
 from qgnn.graph.partition import Partition, partition_graph
 from qgnn.graph.shards import shard_of
@@ -62,28 +63,13 @@ def test_ledger_refuses_past_the_budget_and_tracks_the_peak() -> None:
         ledger.charge("c", 200)
 
 
-class _Mirror:
-    """A 2-rank exchanger whose other rank asks and answers exactly what this one does."""
-
-    def __init__(self, rank: int) -> None:
-        self.ctx = DistContext(rank, 2)
-        self.counter = ByteCounter()
-        self.world = 2
-
-    def exchange(self, send, kind):
-        return list(send)
-
-    def all_gather_rows(self, t, kind):
-        return [t, t]
-
-
 def test_cross_rank_gns_input_hop_is_unbiased() -> None:
     """Owner 0 sampling for requester 0 from cache-restricted lists: over cache and neighbour
     draws, sum_u w_uv x_u averages to the exact in-neighbour sum."""
     g = powerlaw_communities(300, avg_degree=6, num_communities=3, num_features=2, seed=7)
     part = partition_graph(g, 2, "random", seed=1)
     shard = shard_of(g, part, 0)
-    sampler = PartitionedSampler(shard, _Mirror(0), (3,), gns=True, cache_fraction=0.1,
+    sampler = PartitionedSampler(shard, MirrorExchanger(0), (3,), gns=True, cache_fraction=0.1,
                                  ledger=MemoryLedger(None))
     # cached rows' features play no part in the estimator; the mirror cannot serve them
     sampler.fetch_rows = lambda ids, kind, table=None: torch.zeros((ids.size, 2))  # type: ignore[method-assign]
@@ -124,7 +110,7 @@ def test_partition_nodes_refuses_a_part_out_of_range() -> None:
 def test_normalized_weights_sum_to_the_in_degree() -> None:
     g = powerlaw_communities(300, avg_degree=6, num_communities=3, num_features=2, seed=7)
     shard = shard_of(g, partition_graph(g, 2, "random", seed=1), 0)
-    sampler = PartitionedSampler(shard, _Mirror(0), (3,), gns=True, cache_fraction=0.1,
+    sampler = PartitionedSampler(shard, MirrorExchanger(0), (3,), gns=True, cache_fraction=0.1,
                                  ledger=MemoryLedger(None), estimator="normalized")
     sampler.fetch_rows = lambda ids, kind, table=None: torch.zeros((ids.size, 2))  # type: ignore[method-assign]
     sampler.refresh(np.random.default_rng(0))
@@ -134,7 +120,7 @@ def test_normalized_weights_sum_to_the_in_degree() -> None:
     degree = np.diff(shard.indptr)[:40]
     assert np.allclose(sums[counts > 0], degree[counts > 0], rtol=1e-5)
     with pytest.raises(ValueError, match="'ratio'"):
-        PartitionedSampler(shard, _Mirror(0), (3,), gns=True, cache_fraction=0.1,
+        PartitionedSampler(shard, MirrorExchanger(0), (3,), gns=True, cache_fraction=0.1,
                            ledger=MemoryLedger(None), estimator="ratio")
 
 
@@ -155,7 +141,7 @@ def test_stratified_input_hop_is_unbiased_for_a_fixed_cache() -> None:
                       for v in ids])
     means = {}
     for estimator in ("stratified", "normalized"):
-        sampler = PartitionedSampler(shard, _Mirror(0), (3,), gns=True, cache_fraction=0.1,
+        sampler = PartitionedSampler(shard, MirrorExchanger(0), (3,), gns=True, cache_fraction=0.1,
                                      ledger=MemoryLedger(None), estimator=estimator,
                                      uncached_fanout=2)
         sampler.fetch_rows = lambda ids, kind, table=None: torch.zeros((ids.size, 2))  # type: ignore[method-assign]
@@ -171,5 +157,5 @@ def test_stratified_input_hop_is_unbiased_for_a_fixed_cache() -> None:
     # held sources are mostly part 1's (x about 1 higher): the normalized mean leans on them
     assert np.abs(means["normalized"] / exact - 1).max() > 0.1
     with pytest.raises(ValueError, match="uncached-fanout"):
-        PartitionedSampler(shard, _Mirror(0), (3,), gns=True, cache_fraction=0.1,
+        PartitionedSampler(shard, MirrorExchanger(0), (3,), gns=True, cache_fraction=0.1,
                            ledger=MemoryLedger(None), estimator="stratified", uncached_fanout=0)
