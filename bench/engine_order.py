@@ -13,7 +13,8 @@
   again under ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=17179869184`` (glibc keeps freed
   memory for reuse instead of unmapping it) to see what faulting in fresh pages costs.
 
-Writes ``bench/results/<name>.json`` and prints the tables (docs/benchmarks.md, "Order effects").
+Writes ``bench/results/<name>.json`` and ``.md`` (the printed tables); docs/benchmarks.md,
+"Order effects".
 """
 
 from __future__ import annotations
@@ -173,9 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         res = measure(args.model, args.nodes, args.degree, args.repeat, Path(tmp))
-    print(render(res))
+    text = render(res)
+    print(text)
     path = write_result(args.name, res, results_dir=args.results_dir)
-    print(f"\nwritten {path}")
+    path.with_suffix(".md").write_text(text + "\n")
+    print(f"\nwritten {path} and its .md")
     return 0
 
 

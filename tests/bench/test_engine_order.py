@@ -23,3 +23,4 @@ def test_tiny_run_writes_every_table(tmp_path: Path, capsys: pytest.CaptureFixtu
     text = capsys.readouterr().out
     assert "engine_feeds" in text and "int8_engine -> int8_executor -> pyg" in text
     assert (tmp_path / "engine-order.json").exists()
+    assert "engine_feeds" in (tmp_path / "engine-order.md").read_text()
