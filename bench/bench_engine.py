@@ -11,7 +11,7 @@ Sections (``--sections``):
 
 - ``whole``: the whole-graph forward of 2-layer GCN, SAGE, GIN, GAT and EGC (128 -> 128 -> C) on
   power-law graphs (``qgnn.graph.synth.powerlaw_communities``; 100k nodes / 1M edges and 300k
-  nodes / 4.8M edges). Candidates, timed round-robin in one process at 2 intra-op threads: the
+  nodes / 4.8M edges). Candidates, interleaved in one process at 2 intra-op threads: the
   INT8 engine (``Engine.infer_all``), its partitioned executor on full-graph feeds, the INT8
   file on stock onnxruntime, the FP32 export on qgnn's float kernels and on stock onnxruntime,
   torch.sparse.mm over a cached CSR (GCN, SAGE, GIN) and torch_geometric with ``edge_index``.
@@ -455,7 +455,7 @@ def _targets(kind: str, vs_fp32: float, vs_pyg: float) -> dict[str, Any] | None:
 def bench_whole(exp: Exported, graph: Graph, g: FullGraph, threads: int, repeat: int,
                 stock_max_edges: int | None = None) -> dict[str, Any]:
     """Check every candidate's answer (its first call, also the warm-up), then time them
-    round-robin and break the INT8 run down step by step. Above ``stock_max_edges`` edges the
+    interleaved and break the INT8 run down step by step. Above ``stock_max_edges`` edges the
     stock onnxruntime routes are skipped (their function bodies hold E x F int64 tensors: GBs
     per tensor on large graphs), and the record says so."""
     run = whole_candidates(exp, g, threads)
@@ -701,7 +701,8 @@ def _render_whole(results: dict[str, Any]) -> list[str]:
                      "pass" if c["passed"] else "FAIL", round(r["export_s"], 1)])
     lines = ["### Whole-graph forward (ms, medians of interleaved rounds; 2 threads)", "",
              "Stock onnxruntime routes are timed apart (each session built, timed and freed in "
-             "turn: their arenas keep several GB); the others round-robin. '-' where a route "
+             "turn: their arenas keep several GB); the others interleaved, every candidate once "
+             "per round in balanced orders. '-' where a route "
              "does not exist for the model or was skipped (`--stock-max-edges`).", "",
              markdown_table(["model", "graph", *names, "best FP32", "x best FP32", "x PyG",
                              "targets (x FP32 / x PyG)", "argmax = FP32", "checks",

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 from qgnn.bench.harness import Timing, interleave, markdown_table, time_repeated, write_result
+from qgnn.contract.weights import WEIGHT_STORAGE_OFFSET, weight_storage
 from qgnn.runtime import kernels
 from qgnn.runtime.kernels.float_step import float_step_q8
 
@@ -194,20 +195,25 @@ def bench_topk(rng: np.random.Generator, n: int, dim: int, k: int, threads: int,
 def _ort_qlinear_sessions(w: np.ndarray, bias: np.ndarray, mult: float, threads: int
                           ) -> dict[str, Any] | None:
     """onnxruntime sessions for MatMulInteger alone and MatMulInteger + Add + Cast + Mul +
-    QuantizeLinear (the same computation as qlinear), or None without onnx."""
+    QuantizeLinear (the same computation as qlinear), or None without onnx. The weight is
+    stored as ``qgnn export`` stores it (uint8 ``w + 128``, zero point 128: qgnn.contract.weights),
+    so onnxruntime runs its exact uint8 x uint8 kernel, not the uint8 x int8 one that saturates
+    on AVX2."""
     try:
         import onnx
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
     except ImportError:
         return None
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.uint8(3), "x_zp"),
+    inits = [numpy_helper.from_array(weight_storage(w), "w"),
+             numpy_helper.from_array(np.uint8(WEIGHT_STORAGE_OFFSET), "w_zp"),
+             numpy_helper.from_array(np.uint8(3), "x_zp"),
              numpy_helper.from_array(bias, "bias"),
              numpy_helper.from_array(np.float32(mult), "mult"),
              numpy_helper.from_array(np.float32(1.0), "one"),
              numpy_helper.from_array(np.uint8(128), "y_zp")]
     x_in = helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", w.shape[0]])
-    mm = helper.make_node("MatMulInteger", ["x", "w", "x_zp"], ["acc"])
+    mm = helper.make_node("MatMulInteger", ["x", "w", "x_zp", "w_zp"], ["acc"])
     full = [mm, helper.make_node("Add", ["acc", "bias"], ["acc_b"]),
             helper.make_node("Cast", ["acc_b"], ["acc_f"], to=TensorProto.FLOAT),
             helper.make_node("Mul", ["acc_f", "mult"], ["scaled"]),
@@ -357,6 +363,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                              "supports and built; default: the default level)")
     parser.add_argument("--only", nargs="+", choices=FIGURES, default=None,
                         help="run only these figures (the aggregations bring bandwidth along)")
+    parser.add_argument("--name", default=None,
+                        help="result name (default: kernels[-quick][-<only figures>])")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -399,7 +407,8 @@ def run_cli(args: argparse.Namespace) -> None:
                                  100 // scale)
     if "qlinear" in only:
         res["qlinear"] = bench_qlinear(
-            rng, [(nodes, 64, 64), (nodes, 128, 128), (nodes, 256, 256), (1_000, 128, 128)],
+            rng, [(nodes, 64, 64), (nodes, 128, 128), (3 * nodes, 128, 128), (nodes, 256, 256),
+                  (1_000, 128, 128)],
             args.threads, args.repeat, levels)
     if "float_step" in only:
         res["float_step"] = bench_float_step(rng, nodes, 128, args.threads, args.repeat, levels)
@@ -408,10 +417,13 @@ def run_cli(args: argparse.Namespace) -> None:
     command = (f"python -m qgnn.bench.bench_kernels --threads {args.threads} "
                f"--repeat {args.repeat}" + (" --quick" if args.quick else "")
                + (f" --isa {' '.join(args.isa)}" if args.isa else "")
-               + (f" --only {' '.join(args.only)}" if args.only else ""))
+               + (f" --only {' '.join(args.only)}" if args.only else "")
+               + (f" --name {args.name}" if args.name else ""))
     name = "kernels-quick" if args.quick else "kernels"
     if args.only:
         name += "-" + "-".join(sorted(set(args.only)))
+    if args.name:
+        name = args.name
     path = write_result(name, res, results_dir=args.results_dir, command=command)
     print(f"\nwritten {path}")
 

@@ -3,8 +3,8 @@
 - :func:`machine_info` describes the host (CPU, cores, memory, library versions, allocator and
   threading environment), read without importing torch or onnxruntime.
 - :func:`time_repeated` runs a callable after warm-up and keeps every sample; figures quote the
-  median. :func:`interleave` times A/B candidates round-robin so drift (thermal, other tenants)
-  hits each alike.
+  median. :func:`interleave` times A/B candidates round by round, in orders that balance who
+  runs after whom, so drift (thermal, other tenants) and order effects hit each alike.
 - :func:`write_result` writes ``bench/results/<name>.json`` atomically with the machine block.
 - :func:`markdown_table` renders rows for docs and terminals.
 """
@@ -28,7 +28,8 @@ from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Environment variables that change allocation or threading, recorded with every result.
-ENV_KEYS = ("MALLOC_ARENA_MAX", "LD_PRELOAD", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+ENV_KEYS = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES",
+            "LD_PRELOAD", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
             "OMP_WAIT_POLICY", "KMP_AFFINITY", "PYTORCH_NO_CUDA_MEMORY_CACHING")
 PACKAGES = ("numpy", "torch", "onnx", "onnxruntime", "grpcio", "qgnn")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -146,14 +147,33 @@ def time_repeated(fn: Callable[[], object], *, repeat: int = 10, warmup: int = 2
     return Timing(tuple(samples))
 
 
+def round_orders(count: int) -> list[list[int]]:
+    """Candidate orders for successive rounds (a Williams design): over ``len(result)`` rounds
+    every candidate runs right after every other one equally often, and in each position
+    equally often. A plain rotation (A B C, B C A, C A B) never changes who runs right after
+    whom, so a candidate that leaves the host in a costly state (a PyTorch route freeing GBs,
+    spinning OpenMP workers) slowed the same neighbour in every round (docs/benchmarks.md)."""
+    if count < 1:
+        raise ValueError(f"count: expected >= 1, got {count}")
+    base, low, high = [0], 1, count - 1
+    while low <= high:
+        base.append(low)
+        low += 1
+        if low <= high:
+            base.append(high)
+            high -= 1
+    rows = [[(b + r) % count for b in base] for r in range(count)]
+    if count % 2:  # odd: the mirror images complete the balance
+        rows += [row[::-1] for row in rows]
+    return rows
+
+
 def interleave(candidates: Mapping[str, Callable[[], object]], *, repeat: int = 10,
                warmup: int = 2, clock: Callable[[], float] = time.perf_counter
                ) -> dict[str, Timing]:
-    """Time several candidates round by round (A B C, B C A, C A B, ...).
-
-    Each round runs every candidate once, starting one later than the round before, so slow
-    drift and order effects (a warm cache left by the previous candidate) are shared out.
-    """
+    """Time several candidates round by round, in the orders of :func:`round_orders`, so slow
+    drift and order effects (what the previous candidate left behind: a warm cache, freed
+    memory, busy threads) are shared out."""
     _check_counts(repeat, warmup)
     if not candidates:
         raise ValueError("candidates: nothing to time")
@@ -161,10 +181,10 @@ def interleave(candidates: Mapping[str, Callable[[], object]], *, repeat: int = 
     for _ in range(warmup):
         for name in names:
             candidates[name]()
+    orders = round_orders(len(names))
     samples: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeat):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in (names[i] for i in orders[r % len(orders)]):
             start = clock()
             candidates[name]()
             samples[name].append(clock() - start)

@@ -365,10 +365,9 @@ class Engine:
                       np.asarray(snapshot.base_indices, np.int64))
         sub = Subgraph(np.arange(n, dtype=np.int64), (layer,) * self.signature.num_layers)
         degree = snapshot.base_degree if self.signature.has_degree else None
-        features = snapshot.base_features
-        if isinstance(features, np.memmap):  # the model gathers rows at random: one read
-            features = np.array(features)  # beats page faults (SAGE at 300k nodes: 2.4x)
-        feeds = self.signature.feeds(sub, features, degree)
+        # the stored arrays as they are (memory-mapped bundle files): the same steps and the
+        # same time as in-memory copies (docs/engine.md, "Whole-graph runs")
+        feeds = self.signature.feeds(sub, snapshot.base_features, degree)
         mid = time.perf_counter()
         out = self.executor.run(feeds, [self.signature.output])[self.signature.output]
         self.observer.subgraph(n, snapshot.num_edges)

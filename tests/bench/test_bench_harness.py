@@ -2,6 +2,7 @@ import json
 import math
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 from qgnn.bench.harness import (
@@ -9,6 +10,7 @@ from qgnn.bench.harness import (
     interleave,
     machine_info,
     markdown_table,
+    round_orders,
     time_repeated,
     write_result,
 )
@@ -51,12 +53,33 @@ def test_timing_quantiles_interpolate():
     assert d["median_s"] == 3.0 and d["repeat"] == 5
 
 
-def test_interleave_rotates_the_order_each_round():
+def test_interleave_runs_each_candidate_once_per_round_after_the_warmup():
     order = []
     res = interleave({"a": lambda: order.append("a"), "b": lambda: order.append("b"),
                       "c": lambda: order.append("c")}, repeat=3, warmup=1)
-    assert order == list("abc") + list("abc") + list("bca") + list("cab")
+    assert order[:3] == list("abc")
+    assert all(sorted(order[i:i + 3]) == list("abc") for i in range(3, 12, 3))
     assert set(res) == {"a", "b", "c"} and all(len(t.samples) == 3 for t in res.values())
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 6, 7])
+def test_round_orders_balance_who_runs_after_whom(count):
+    rows = round_orders(count)
+    assert all(sorted(row) == list(range(count)) for row in rows)
+    after = Counter((row[i], row[i + 1]) for row in rows for i in range(count - 1))
+    pairs = [(a, b) for a in range(count) for b in range(count) if a != b]
+    assert all(after[p] == after[pairs[0]] for p in pairs)
+    places = Counter((row[i], i) for row in rows for i in range(count))
+    assert set(places.values()) == {len(rows) // count}
+
+
+def test_interleave_does_not_keep_one_candidate_after_another():
+    order = []
+    names = ["engine", "executor", "fp32", "torch", "pyg"]
+    interleave({n: (lambda n=n: order.append(n)) for n in names}, repeat=10, warmup=0)
+    followers = Counter(order[i + 1] for i in range(len(order) - 1) if order[i] == "pyg"
+                        and i % 5 != 4)
+    assert followers["engine"] < sum(followers.values())
 
 
 def test_counts_are_validated():
