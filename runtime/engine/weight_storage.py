@@ -40,6 +40,18 @@ def _constant_int8(name: str, initializers: dict[str, Any],
     return op.tensor_to_array(tensor)
 
 
+def _uint8_zero_point(node: Any, initializers: dict[str, Any],
+                      constants: dict[str, Any]) -> bool:
+    """True when ``node``'s weight zero point is a uint8 constant: ONNX gives ``B`` and its zero
+    point one type, so a computed weight is then uint8 (EGC's mixing step), which every
+    onnxruntime CPU kernel multiplies exactly."""
+    name = node.input[3] if len(node.input) > 3 else ""
+    tensor = initializers.get(name)
+    if tensor is None and name in constants:
+        tensor = next((a.t for a in constants[name].attribute if a.name == "value"), None)
+    return tensor is not None and tensor.data_type == UINT8
+
+
 def store_weights_as_uint8(model_bytes: bytes) -> bytes:
     """``model_bytes`` with every int8 constant weight of a top-level ``MatMulInteger`` stored
     as uint8 ``w + 128`` (the bytes unchanged when there is none)."""
@@ -62,7 +74,8 @@ def rewrite_weights_as_uint8(model: Any) -> bool:
             continue
         weight = _constant_int8(node.input[1], initializers, constants)
         if weight is None:
-            if node.input[1] not in initializers and node.input[1] not in constants:
+            if (node.input[1] not in initializers and node.input[1] not in constants
+                    and not _uint8_zero_point(node, initializers, constants)):
                 log.warning("MatMulInteger %r: its weight %r is computed in the graph; if it is "
                             "int8 it may saturate on CPUs without AVX-512 VNNI", node.name,
                             node.input[1])

@@ -93,6 +93,21 @@ def test_a_computed_weight_is_left_alone(caplog) -> None:
     assert "computed in the graph" in caplog.text
 
 
+def test_a_computed_uint8_weight_is_exact_and_not_reported(caplog) -> None:
+    """EGC mixes with a computed uint8 activation: its uint8 zero point says so, no warning."""
+    nodes = [helper.make_node("Identity", ["w0"], ["w"]),
+             helper.make_node("MatMulInteger", ["x", "w", "", "zp"], ["acc"])]
+    graph = helper.make_graph(nodes, "g", [
+        helper.make_tensor_value_info("x", TensorProto.UINT8, [None, 2]),
+        helper.make_tensor_value_info("w0", TensorProto.UINT8, [2, 2])],
+        [helper.make_tensor_value_info("acc", TensorProto.INT32, None)],
+        [helper.make_tensor("zp", TensorProto.UINT8, [], [7])])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                             ir_version=9).SerializeToString()
+    assert store_weights_as_uint8(data) == data
+    assert "computed in the graph" not in caplog.text
+
+
 @pytest.mark.parametrize("executor", [
     PortableExecutor,
     pytest.param(PartitionedExecutor, marks=pytest.mark.skipif(
