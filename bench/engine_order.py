@@ -36,7 +36,7 @@ from qgnn.bench.bench_engine import (
     full_graph,
     pyg_route,
 )
-from qgnn.bench.harness import RESULTS_DIR, markdown_table, write_result
+from qgnn.bench.harness import ENV_KEYS, RESULTS_DIR, markdown_table, write_result
 from qgnn.graph.synth import powerlaw_communities
 from qgnn.runtime.bundle.reader import load_bundle
 from qgnn.runtime.engine import Engine, EngineConfig
@@ -134,9 +134,9 @@ def measure(model: str, nodes: int, degree: float, repeat: int, root: Path) -> d
             "repeat": repeat, "steps": steps, "order": order,
             "forward_median_s": dict(zip(("wall", "user", "sys"),
                                          np.median(forward, axis=0).tolist(), strict=True)),
-            "malloc_env": {k: os.environ[k] for k in ("MALLOC_MMAP_MAX_",
-                                                      "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
-                           if k in os.environ}}
+            "malloc_env": {k: os.environ[k] for k in ENV_KEYS
+                           if k.startswith(("MALLOC_MMAP", "MALLOC_TRIM", "GLIBC_"))
+                           and k in os.environ}}
 
 
 def render(res: dict[str, Any]) -> str:

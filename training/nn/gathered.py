@@ -83,22 +83,18 @@ def _pairs(x_src: torch.Tensor, block: Block, raw: torch.Tensor, weight: torch.T
     if bool((values[1:] < values[:-1]).any()):  # a quantiser that does not keep the order
         by_weight = by_weight[torch.argsort(values, stable=True)]
         values = weight[by_weight]
-    first = torch.ones(values.numel(), dtype=torch.bool, device=values.device)
-    first[1:] = values[1:] != values[:-1]
-    distinct = values[first]
+    distinct, rank = torch.unique_consecutive(values, return_inverse=True)
     if distinct.numel() > MAX_DISTINCT_WEIGHTS:
         return None
     code = torch.zeros(block.num_edges, dtype=torch.int64, device=block.src.device)
-    code[by_weight] = torch.cumsum(first, 0) - 1
+    code[by_weight] = rank
     kept = csr_plan(block).order  # by destination, as the plan takes them
     if protect is not None:
         kept = kept[~protect[kept]]
     key, by_pair = torch.sort(block.src[kept] * distinct.numel() + code[kept], stable=True)
-    first = torch.ones(key.numel(), dtype=torch.bool, device=key.device)
-    first[1:] = key[1:] != key[:-1]
-    pairs = key[first]
+    pairs, rank = torch.unique_consecutive(key, return_inverse=True)
     pair = torch.empty_like(key)
-    pair[by_pair] = torch.cumsum(first, 0) - 1
+    pair[by_pair] = rank
     src, code = pairs // distinct.numel(), pairs % distinct.numel()
     table = x_src.index_select(0, src).mul_(distinct.detach()[code].unsqueeze(1))
     index = torch.zeros(block.num_edges, dtype=torch.int64, device=block.src.device)

@@ -152,7 +152,7 @@ def sparse_aggregate(x: torch.Tensor, block: Block, reduce: str,
 
 
 # A table of messages (training/nn/gathered.py: one row per distinct (source, quantised weight)
-# pair, 111k x 256 on ogbl-ddi, 114 MB) is summed in column ranges of at most this many bytes,
+# pair, 111k x 256 on ogbl-ddi, 114 MB) is summed in row ranges of at most this many bytes,
 # one CSR product each: a range stays in cache while every destination reads its rows. One
 # product over the whole table reads rows at random from memory. A DQ INT8 GCN step on
 # ogbl-ddi (one thread of the shared 2-core AMD EPYC host, AVX2; `bench_link_step --models gcn
