@@ -62,6 +62,8 @@ def test_calls_grpc_refuses_for_its_concurrency_limit_are_counted():
                 t.join(10)
     finally:
         server.stop(0)
+        # a worker counts itself out after its answer is sent: wait for the pool to drain
+        executor.shutdown(wait=True)
     assert codes == {"OK": limit, "RESOURCE_EXHAUSTED": 3}, codes
     sample = metrics.registry.get_sample_value
     assert sample("qgnn_requests_total", {"model": "", "method": "Slow",
