@@ -70,7 +70,8 @@ KERNEL_DIR = "runtime/kernels/csrc"
 # Every level compiles every file here: a new kernel is one more name in this list.
 KERNEL_SOURCES = ("_qgnn_kernels", "parallel", "aggregate_q8", "message_aggregate_q8",
                   "gcn_aggregate_q8", "aggregate_f32", "edge_softmax", "qlinear", "topk",
-                  "quantize", "cpu", "self_loops", "float_step_q8", "gat_logits", "lut_u8")
+                  "quantize", "cpu", "self_loops", "float_step_q8", "gat_logits", "lut_u8",
+                  "buffer_pool")
 _levels = runpy.run_path(str(ROOT / "runtime/kernels/_levels.py"))
 LEVEL_FLAGS: dict[str, tuple[str, ...]] = {}
 kernels: list[Extension] = []

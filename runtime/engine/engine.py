@@ -26,6 +26,7 @@ from qgnn.runtime.bundle.manifest import Manifest
 from qgnn.runtime.bundle.reader import Bundle
 from qgnn.runtime.catalogue import USER, Catalogue, load_catalogue
 from qgnn.runtime.engine import onnx_proto
+from qgnn.runtime.engine.buffers import BufferPool, make_pool
 from qgnn.runtime.engine.embeddings import EmbeddingIndex, quantize_rows, sigmoid
 from qgnn.runtime.engine.executor import Executor, make_executor
 from qgnn.runtime.engine.graph_data import load_graph
@@ -44,6 +45,8 @@ log = logging.getLogger("qgnn.runtime.engine")
 
 DEFAULT_FANOUT = 64
 DEFAULT_CHUNK = 2048  # seeds per model call when a request or a refresh is larger
+# what an engine's forwards keep of their large freed arrays for the next forward (buffers.py)
+DEFAULT_BUFFER_POOL_BYTES = 1 << 30
 METHODS = ("auto", "layerwise", "khop")  # full-graph inference (iter_outputs)
 
 
@@ -68,7 +71,9 @@ class EngineConfig:
     takes the manifest's ``serving.fanouts`` or ``DEFAULT_FANOUT`` per hop. ``seed`` fixes the
     capped samples. ``chunk_size`` bounds the seeds of one model call. ``isa`` picks the compiled
     kernels' ISA level (docs/kernels.md); None takes ``$QGNN_ISA`` or the best this host has.
-    ``precompute`` (auto, on, off): node outputs materialised at load (precomputed.py)."""
+    ``precompute`` (auto, on, off): node outputs materialised at load (precomputed.py).
+    ``buffer_pool_bytes``: the most this engine keeps of its forwards' freed arrays of 1 MiB and
+    more for the next forward to reuse (buffers.py; 0: none, every forward maps fresh pages)."""
 
     threads: int = 2
     portable: bool = False
@@ -78,8 +83,13 @@ class EngineConfig:
     chunk_size: int = DEFAULT_CHUNK
     isa: str | None = None
     precompute: str = "off"
+    buffer_pool_bytes: int = DEFAULT_BUFFER_POOL_BYTES
 
     def __post_init__(self) -> None:
+        if isinstance(self.buffer_pool_bytes, bool) or not isinstance(self.buffer_pool_bytes, int) \
+                or self.buffer_pool_bytes < 0:
+            raise ValueError(f"EngineConfig.buffer_pool_bytes: expected an int >= 0, got "
+                             f"{self.buffer_pool_bytes!r}")
         if self.precompute not in ("auto", "on", "off"):
             raise ValueError(f"EngineConfig.precompute: expected auto, on or off, got "
                              f"{self.precompute!r}")
@@ -192,10 +202,12 @@ class Engine:
         session = SessionConfig(threads=self.config.threads,
                                 optimization=self.config.optimization)
         self.kernel_isa = _kernel_level(self.config)
+        # one pool for every executor and thread of this engine; freed at close()
+        self.buffers: BufferPool | None = make_pool(self.config.buffer_pool_bytes)
 
         def build(model: Any) -> Executor:  # the whole model's and each layer's executor
             return make_executor(model, session, portable=self.config.portable,
-                                 isa=self.kernel_isa)
+                                 isa=self.kernel_isa, buffers=self.buffers)
 
         self.executor: Executor = build(proto)
         try:
@@ -844,6 +856,8 @@ class Engine:
             return new_ids
 
     def close(self) -> None:
-        """Drops the sessions and the bundle's mapped arrays."""
+        """Drops the sessions, the bundle's mapped arrays and the buffer pool's cache."""
         self.executor = None  # type: ignore[assignment]
+        if self.buffers is not None:
+            self.buffers.close()
         self.bundle.close()

@@ -22,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 from qgnn.runtime import kernels
 from qgnn.runtime.engine import onnx_proto as op
+from qgnn.runtime.engine.buffers import BufferPool, pooled
 from qgnn.runtime.engine.kernel_ops import KernelFn, compile_kernel
 from qgnn.runtime.engine.partition import KERNEL_OUTPUTS, KernelNodeSpec, partition
 from qgnn.runtime.engine.session import SessionConfig, make_session
@@ -46,6 +47,7 @@ class PortableExecutor:
     """The whole model in one onnxruntime session (function bodies inlined by onnxruntime)."""
 
     mode = "portable"
+    buffers: BufferPool | None = None  # the engine's buffer pool, active while run() runs
 
     def __init__(self, model: bytes | Any, config: SessionConfig) -> None:
         """``model``: serialized, or a parsed onnx_proto ModelProto (see :func:`_parsed`)."""
@@ -59,7 +61,8 @@ class PortableExecutor:
             timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
         names = list(outputs or self.output_names)
         start = time.perf_counter()
-        values = self.session.run(names, {k: feeds[k] for k in self.input_names})
+        with pooled(self.buffers):
+            values = self.session.run(names, {k: feeds[k] for k in self.input_names})
         if timings is not None:
             timings["onnxruntime"] = timings.get("onnxruntime", 0.0) + time.perf_counter() - start
         return dict(zip(names, values, strict=True))
@@ -85,6 +88,7 @@ class PartitionedExecutor:
     """Standard-op segments in onnxruntime, ``ai.qgnn`` nodes in qgnn's C kernels."""
 
     mode = "partitioned"
+    buffers: BufferPool | None = None  # the engine's buffer pool, active while run() runs
 
     def __init__(self, model: bytes | Any, config: SessionConfig, isa: str | None = None
                  ) -> None:
@@ -126,6 +130,11 @@ class PartitionedExecutor:
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
             raise ValueError(f"model inputs {missing} were not given")
+        with pooled(self.buffers):
+            return self._run(feeds, outputs, timings)
+
+    def _run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None,
+             timings: dict[str, float] | None) -> dict[str, np.ndarray]:
         tensors: dict[str, np.ndarray] = dict(self.constants)
         tensors.update(feeds)
         for step in self.steps:
@@ -151,15 +160,20 @@ def _parsed(model: bytes | Any) -> Any:
 
 
 def make_executor(model: bytes | Any, config: SessionConfig, *, portable: bool = False,
-                  isa: str | None = None) -> Executor:
+                  isa: str | None = None, buffers: BufferPool | None = None) -> Executor:
     """The fast partitioned executor with the kernels of ISA level ``isa`` (None: the default
     level), or the portable one when asked or when the compiled kernels are missing (logged as a
-    warning: the model still serves, more slowly)."""
+    warning: the model still serves, more slowly). ``buffers``: the pool its runs allocate
+    from (buffers.py)."""
+    executor: PortableExecutor | PartitionedExecutor
     if portable:
-        return PortableExecutor(model, config)
-    if not kernels.available():
+        executor = PortableExecutor(model, config)
+    elif not kernels.available():
         log.warning("qgnn's compiled kernels are not available on this host; serving with the "
                     "portable onnxruntime path (stock function bodies, slower). Reinstall qgnn "
                     "with a C compiler to enable them.")
-        return PortableExecutor(model, config)
-    return PartitionedExecutor(model, config, isa)
+        executor = PortableExecutor(model, config)
+    else:
+        executor = PartitionedExecutor(model, config, isa)
+    executor.buffers = buffers
+    return executor

@@ -1017,7 +1017,11 @@ static struct PyModuleDef module = {
     .m_methods = methods,
 };
 
+int qgnn_buffer_pool_init(PyObject *module); /* buffer_pool.c */
+
 PyMODINIT_FUNC QGNN_CAT(PyInit__qgnn_kernels_, QGNN_LEVEL)(void) {
     import_array();
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && qgnn_buffer_pool_init(m) < 0) Py_CLEAR(m);
+    return m;
 }
