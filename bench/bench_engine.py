@@ -15,7 +15,9 @@ Sections (``--sections``):
   INT8 engine (``Engine.infer_all``), its partitioned executor on full-graph feeds, the INT8
   file on stock onnxruntime, the FP32 export on qgnn's float kernels and on stock onnxruntime,
   torch.sparse.mm over a cached CSR (GCN, SAGE, GIN) and torch_geometric with ``edge_index``.
-  Answers are checked before timing; the INT8 run is broken down step by step.
+  Answers are checked before timing; the INT8 run is broken down step by step. The INT8 engine
+  and executor and both FP32 executors allocate through an engine's default buffer pool
+  (runtime/engine/buffers.py).
 - ``latency``: single-node p50/p99 and batches of 256 through exported GCN, SAGE and GAT bundles,
   on Cora and the 1M-edge graph, with the bundle's fanouts and with 10/10.
 - ``topk``: top-20 over INT8 embeddings against float32 numpy.
@@ -61,6 +63,7 @@ from qgnn.runtime import kernels
 from qgnn.runtime.bundle.layout import GRAPH_FEATURES, GRAPH_IN_DEGREE, GRAPH_INDICES, GRAPH_INDPTR
 from qgnn.runtime.bundle.reader import Bundle, load_bundle
 from qgnn.runtime.engine import EmbeddingIndex, Engine, EngineConfig, quantize_rows
+from qgnn.runtime.engine.buffers import make_pool
 from qgnn.runtime.engine.executor import PartitionedExecutor, PortableExecutor
 from qgnn.runtime.engine.kernel_ops import FORMAL
 from qgnn.runtime.engine.session import SessionConfig
@@ -385,6 +388,9 @@ def whole_candidates(exp: Exported, g: FullGraph, threads: int) -> WholeRun:
         fp32_model = bundle.model_path("model_fp32.onnx").read_bytes()
     session = SessionConfig(threads=threads)
     fp32_fast = PartitionedExecutor(fp32_model, session)
+    # the buffer pool an engine gives its executors (buffers.py), so that INT8 against FP32
+    # compares the arithmetic, not page faults
+    fp32_fast.buffers = make_pool(EngineConfig().buffer_pool_bytes)
     n, out = g.num_nodes, engine.executor.output_names[0]
     int8_feeds, fp32_feeds = g.feeds(g.x_int8), g.feeds(g.x_float)
     candidates: dict[str, Callable[[], np.ndarray]] = {
@@ -403,6 +409,7 @@ def whole_candidates(exp: Exported, g: FullGraph, threads: int) -> WholeRun:
 
     def fp32_stock() -> Callable[[], np.ndarray]:
         portable = PortableExecutor(fp32_model, session)
+        portable.buffers = make_pool(EngineConfig().buffer_pool_bytes)
         return lambda: portable.run(fp32_feeds, [out])[out]
 
     return WholeRun(candidates, {"int8_stock": int8_stock, "fp32_stock": fp32_stock},
