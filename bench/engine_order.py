@@ -42,7 +42,13 @@ from qgnn.bench.bench_engine import (
     full_graph,
     pyg_route,
 )
-from qgnn.bench.harness import ENV_KEYS, RESULTS_DIR, markdown_table, write_result
+from qgnn.bench.harness import (
+    ENV_KEYS,
+    RESULTS_DIR,
+    machine_info,
+    markdown_table,
+    write_result,
+)
 from qgnn.graph.synth import powerlaw_communities
 from qgnn.runtime.bundle.reader import load_bundle
 from qgnn.runtime.engine import Engine, EngineConfig
@@ -159,6 +165,7 @@ def measure(model: str, nodes: int, degree: float, repeat: int, root: Path,
     in_memory = g.feeds(g.x_int8)
     res: dict[str, Any] = {"model": model, "nodes": nodes, "edges": int(g.indices.size),
                            "hidden": HIDDEN, "repeat": repeat, "buffer_pool_bytes": pool_bytes,
+                           "cpu": machine_info()["cpu"], "isa": engine.isa,
                            "malloc_env": {k: os.environ[k] for k in ENV_KEYS
                                           if k.startswith(("MALLOC_MMAP", "MALLOC_TRIM",
                                                            "GLIBC_")) and k in os.environ}}
@@ -212,7 +219,8 @@ def render(res: dict[str, Any]) -> str:
     ms = 1e3
     lines = [f"{res['model']}, {res['nodes']} nodes / {res['edges']} edges, "
              f"{res['repeat']} rounds; load average {os.getloadavg()[0]:.1f}; "
-             f"buffer_pool_bytes {res['buffer_pool_bytes']}"]
+             f"buffer_pool_bytes {res['buffer_pool_bytes']}; {res['cpu']}, kernels at "
+             f"{res['isa']}"]
     if "pool" in res:
         lines += ["", *render_pool(res["pool"])]
     if "steps" in res:
