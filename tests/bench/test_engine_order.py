@@ -22,5 +22,21 @@ def test_tiny_run_writes_every_table(tmp_path: Path, capsys: pytest.CaptureFixtu
                               "--repeat", "2", "--results-dir", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "engine_feeds" in text and "int8_engine -> int8_executor -> pyg" in text
+    assert "int8_engine/no_pool" in text and "Pool at the end" in text
     assert (tmp_path / "engine-order.json").exists()
     assert "engine_feeds" in (tmp_path / "engine-order.md").read_text()
+
+
+@pytest.mark.skipif(not kernels.available(), reason="compiled kernels not built")
+def test_sections_pick_the_tables(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert engine_order.main(["--model", "gin", "--nodes", "300", "--degree", "4",
+                              "--repeat", "2", "--sections", "pool", "--results-dir",
+                              str(tmp_path), "--name", "pool-only"]) == 0
+    text = capsys.readouterr().out
+    assert "int8_executor/pool" in text and "engine_feeds" not in text
+    with pytest.raises(SystemExit):
+        engine_order.main(["--sections", "pool,nonsense"])
+    with pytest.raises(SystemExit, match="buffer pool"):
+        engine_order.main(["--model", "gin", "--nodes", "300", "--degree", "4", "--repeat", "1",
+                           "--sections", "pool", "--buffer-pool-bytes", "0",
+                           "--results-dir", str(tmp_path)])
