@@ -256,6 +256,8 @@ class Engine:
             log.info("model %s v%d: %d node outputs precomputed in %.2f s (%d bytes)",
                      self.name, self.version, self.outputs.num_rows,
                      time.perf_counter() - started, self.outputs.nbytes)
+        if self.buffers is not None:  # a server idles after load: give the refresh's blocks back
+            self.buffers.clear()
 
     # -- properties ------------------------------------------------------------------------------
 

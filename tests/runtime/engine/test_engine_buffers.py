@@ -290,3 +290,16 @@ def test_concurrent_forwards_give_the_right_answers(int8_case) -> None:
         t.join()
     assert not errors
     assert engine.buffers.stats()["hits"] > 0
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_a_serving_engine_keeps_no_blocks_after_its_load_time_refresh(int8_case) -> None:
+    """A server precomputes at load and then idles on small requests: the whole-graph
+    forward's blocks must not stay cached in its RSS."""
+    engine = _load(int8_case)(precompute="on")
+    assert engine.precomputed
+    stats = engine.buffers.stats()
+    assert stats["peak_cached_bytes"] > 0 and stats["cached_bytes"] == 0
+    np.testing.assert_array_equal(engine.infer_all(chunk_size=10_000),
+                                  _load(int8_case)(buffer_pool_bytes=0).infer_all(
+                                      chunk_size=10_000))
