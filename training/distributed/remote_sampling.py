@@ -197,7 +197,7 @@ class PartitionedSampler:
             fits = max(0.0, (room - fixed) / (4 * f + 8 + 8 * self.world))
             want = min(want, 0.5 * fits)  # the rest: halo tables and batch rows
         agreed = torch.tensor([want], dtype=torch.float64)
-        got = self.ex.all_gather_rows(agreed, "structure")
+        got = self.ex.all_gather_rows(agreed, "structure", "cache-size")
         self.cache_size = float(min(t.item() for t in got))
         if self.cache_size < 1.0:
             raise ValueError(f"rank {self.rank}: no room for a GNS cache within "
@@ -218,7 +218,7 @@ class PartitionedSampler:
         ids = ids[self.parts[ids] != self.rank]
         self.ledger.release("cache")
         self.cache = RemoteCache(np.zeros(0, np.int64), None)
-        announced = self.ex.all_gather_rows(torch.from_numpy(ids), "structure")
+        announced = self.ex.all_gather_rows(torch.from_numpy(ids), "structure", "cache-ids")
         self.caches_of = [np.sort(c.numpy()) for c in announced]
         self.ledger.charge("caches-of-ranks", sum(c.nbytes for c in self.caches_of))
         x = self.fetch_rows(ids, "cache")
@@ -380,7 +380,8 @@ class PartitionedSampler:
         and the owner-sum hop's partial-sum rows (``None`` on other hops)."""
         owner = self.parts[nodes]
         sel = [np.flatnonzero(owner == r) for r in range(self.world)]
-        asks = self.ex.exchange([torch.from_numpy(nodes[s]) for s in sel], "structure")
+        asks = self.ex.exchange([torch.from_numpy(nodes[s]) for s in sel], "structure",
+                                "hop-requests")
         summed = gns_hop and self.estimator == OWNER_SUM
         replies_i, replies_w, replies_x = [], [], []
         for r, ask in enumerate(asks):
@@ -393,9 +394,9 @@ class PartitionedSampler:
                 counts, nbr, w = self._serve(r, ask.numpy(), fanout, gns_hop, rng)
             replies_i.append(torch.from_numpy(np.concatenate([counts, nbr]).astype(np.int64)))
             replies_w.append(torch.from_numpy(w))
-        got_i = self.ex.exchange(replies_i, "structure")
-        got_w = self.ex.exchange(replies_w, "structure")
-        got_x = self.ex.exchange(replies_x, "features") if summed else []
+        got_i = self.ex.exchange(replies_i, "structure", "hop-neighbours")
+        got_w = self.ex.exchange(replies_w, "structure", "hop-weights")
+        got_x = self.ex.exchange(replies_x, "features", "partial-sums") if summed else []
         pos, nbr, w, sums = [], [], [], []
         for r, s in enumerate(sel):
             body = got_i[r].numpy()
@@ -460,10 +461,11 @@ class PartitionedSampler:
             return None
         owner = self.parts[ids]
         sel = [np.flatnonzero(owner == r) for r in range(self.world)]
-        asks = self.ex.exchange([torch.from_numpy(ids[s]) for s in sel], "structure")
+        asks = self.ex.exchange([torch.from_numpy(ids[s]) for s in sel], "structure",
+                                f"{kind}-requests")
         replies = [local_table.index_select(0, torch.from_numpy(
             self.shard.local_index(a.numpy()))) for a in asks]
-        got = self.ex.exchange(replies, kind)
+        got = self.ex.exchange(replies, kind, f"{kind}-rows")
         out = torch.empty((ids.size, local_table.shape[1]), dtype=local_table.dtype)
         for s, rows in zip(sel, got, strict=True):
             out[torch.from_numpy(s)] = rows
