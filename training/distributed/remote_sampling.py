@@ -447,7 +447,7 @@ class PartitionedSampler:
         """Per asked id, whether its owned sources go to ``requester`` as edges instead of a
         partial-sum row: every one of them is in the requester's cache or among ``ids`` (rows
         it holds or fetches anyway), the row is not already in the requester's memo, and the
-        edges (an id and a weight each) cost fewer bytes than the row."""
+        edges (an id and a weight each) cost no more bytes than the row."""
         free = _member(self.caches_of[requester], own_src) | _member(np.sort(ids), own_src)
         blocked = np.bincount(own_row[~free], minlength=ids.size) > 0
         width = 0 if self.shard.x is None else self.shard.x.shape[1]
