@@ -97,6 +97,20 @@ def test_partial_sum_rows_equal_the_expanded_block(model: str, requester: int) -
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+
+def test_under_a_budget_the_cache_leaves_room_for_the_row_memo() -> None:
+    """Each cached node may bring a remembered partial-sum row too, so under the same
+    --memory-budget owner-sum draws a smaller cache than the other estimators."""
+    g = _graph()
+    shard = shard_of(g, partition_graph(g, 2, "ldg", seed=1), 0)
+    sizes = {}
+    for estimator in ("normalized", "owner-sum"):
+        ledger = MemoryLedger(sum(shard.nbytes().values()) + 20_000)
+        sizes[estimator] = PartitionedSampler(
+            shard, MirrorExchanger(0), (3,), gns=True, cache_fraction=1.0, ledger=ledger,
+            estimator=estimator).cache_size
+    assert 0 < sizes["owner-sum"] < sizes["normalized"]
+
 def test_with_everything_held_it_is_the_full_neighbourhood() -> None:
     """Cache fraction 1 and a fanout past the largest degree: the SAGE mean over the block
     with partial sums equals the mean over the full in-neighbourhood (one process, whole

@@ -228,10 +228,12 @@ class PartitionedSampler:
         want = cache_fraction * n
         room = self.ledger.room()
         # inclusion (N x 8 B), miss and part-neighbour tables, then per cached node its row,
-        # its id here and its id at every owner
+        # its id here and its id at every owner; owner-sum's row memo holds up to as many rows
+        # again (a row and its id here, its id at the owner)
         fixed = n * 8 + self.shard.num_local * (8 + self.world)
+        memo = 4 * f + 16 if self.estimator == OWNER_SUM else 0
         if room is not None:
-            fits = max(0.0, (room - fixed) / (4 * f + 8 + 8 * self.world))
+            fits = max(0.0, (room - fixed) / (4 * f + 8 + 8 * self.world + memo))
             want = min(want, 0.5 * fits)  # the rest: halo tables and batch rows
         agreed = torch.tensor([want], dtype=torch.float64)
         got = self.ex.all_gather_rows(agreed, "structure", "cache-size")
