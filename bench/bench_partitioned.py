@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
                                "cache_hit_rate": r["cache_hit_rate"],
                                "remote_input_rate": r["remote_input_rate"],
                                "partial_sum_rows": r.get("partial_sum_rows", 0.0),
+                               "bytes_by_part": {k.split(":", 1)[1]: v for k, v in r.items()
+                                                 if k.startswith("bytes_per_epoch:")},
                                "epoch_seconds": r["epoch_seconds"],
                                "peak_graph_bytes_max_rank": r["peak_graph_bytes_max_rank"],
                                "wall_seconds": r["wall_seconds"], "loadavg_1m": loads[-1]}

@@ -22,10 +22,10 @@ class MirrorExchanger:
         self.counter = ByteCounter()
         self.world = 2
 
-    def exchange(self, send: list[Any], kind: str) -> list[Any]:
+    def exchange(self, send: list[Any], kind: str, part: str | None = None) -> list[Any]:
         return list(send)
 
-    def all_gather_rows(self, t: Any, kind: str) -> list[Any]:
+    def all_gather_rows(self, t: Any, kind: str, part: str | None = None) -> list[Any]:
         return [t, t]
 
 

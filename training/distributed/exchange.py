@@ -9,7 +9,9 @@ implements ``all_to_all_single`` on CPU tensors; NCCL on GPU tensors (that path 
 
 The rank's own slot never leaves the process and is not counted. Bytes are counted on the
 receiving side, by ``kind`` (``structure``: ids, counts, neighbour lists; ``features``: rows
-for a batch; ``cache``: rows filling a GNS cache; ``assignment``; ``eval``; ``stats``).
+for a batch; ``cache``: rows filling a GNS cache; ``assignment``; ``eval``; ``stats``), and
+within a kind by ``part`` (what the round carried, e.g. ``hop-requests`` or ``partial-sums``),
+so a figure can say where its bytes went.
 """
 
 from __future__ import annotations
@@ -22,16 +24,22 @@ from qgnn.training.distributed.context import DistContext
 
 
 class ByteCounter:
-    """Bytes received from other ranks, by kind."""
+    """Bytes received from other ranks, by kind, and by ``kind:part``."""
 
     def __init__(self) -> None:
         self.totals: dict[str, int] = {}
+        self.parts: dict[str, int] = {}
 
-    def add(self, kind: str, num_bytes: int) -> None:
+    def add(self, kind: str, num_bytes: int, part: str | None = None) -> None:
         self.totals[kind] = self.totals.get(kind, 0) + int(num_bytes)
+        key = f"{kind}:{part or kind}"
+        self.parts[key] = self.parts.get(key, 0) + int(num_bytes)
 
     def snapshot(self) -> dict[str, int]:
         return dict(self.totals)
+
+    def parts_snapshot(self) -> dict[str, int]:
+        return dict(self.parts)
 
     @staticmethod
     def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
@@ -50,8 +58,10 @@ class Exchanger:
     def world(self) -> int:
         return self.ctx.world_size
 
-    def exchange(self, send: Sequence[torch.Tensor], kind: str) -> list[torch.Tensor]:
-        """``send[r]`` goes to rank ``r``; returns ``recv[r]``, what rank ``r`` sent here.
+    def exchange(self, send: Sequence[torch.Tensor], kind: str, part: str | None = None
+                 ) -> list[torch.Tensor]:
+        """``send[r]`` goes to rank ``r``; returns ``recv[r]``, what rank ``r`` sent here
+        (counted under ``kind`` and ``kind:part``).
 
         All tensors of one round share dtype and trailing shape (rows are split on dim 0).
         """
@@ -77,10 +87,11 @@ class Exchanger:
         parts = list(torch.split(recv, in_rows.tolist()))
         row_bytes = recv.element_size() * (int(torch.tensor(tail).prod()) if tail else 1)
         foreign = int(in_rows.sum()) - int(in_rows[rank])
-        self.counter.add(kind, foreign * row_bytes)
+        self.counter.add(kind, foreign * row_bytes, part)
         return parts
 
-    def all_gather_rows(self, t: torch.Tensor, kind: str) -> list[torch.Tensor]:
+    def all_gather_rows(self, t: torch.Tensor, kind: str, part: str | None = None
+                        ) -> list[torch.Tensor]:
         """Every rank's ``t`` (rows may differ per rank), as one all-to-all with ``t`` sent to
         everyone."""
-        return self.exchange([t] * self.world, kind)
+        return self.exchange([t] * self.world, kind, part)

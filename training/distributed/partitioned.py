@@ -61,6 +61,11 @@ from torch.nn import functional as F
 
 STREAM_ORDER, STREAM_BATCH, STREAM_CACHE, STREAM_ASSIGN, STREAM_TORCH = 11, 12, 13, 14, 15
 FEATURE_KINDS = ("features", "cache")
+# what the training rounds carry (``kind:part``, exchange.py), reported per epoch
+BYTE_PARTS = ("structure:hop-requests", "structure:hop-neighbours", "structure:hop-weights",
+              "structure:features-requests", "structure:cache-requests", "structure:cache-ids",
+              "structure:cache-size", "features:partial-sums", "features:features-rows",
+              "cache:cache-rows")
 
 
 @dataclass
@@ -280,6 +285,7 @@ def train_partitioned(ctx: DistContext, shard: GraphShard, model_cfg: ModelConfi
         for epoch in range(train_cfg.epochs):
             t0 = time.perf_counter()
             before = counter.snapshot()
+            before_parts = counter.parts_snapshot()
             if epoch % cfg.cache_refresh_period == 0:
                 sampler.refresh(np.random.default_rng([train_cfg.seed, STREAM_CACHE, epoch,
                                                        ctx.rank]))
@@ -318,6 +324,9 @@ def train_partitioned(ctx: DistContext, shard: GraphShard, model_cfg: ModelConfi
             counts.steps = len(losses)
             counts.seconds = time.perf_counter() - t0
             counts.bytes = ByteCounter.delta(counter.snapshot(), before)
+            moved = ByteCounter.delta(counter.parts_snapshot(), before_parts)
+            by_part = dict(zip(BYTE_PARTS, _sum_over_ranks(
+                ex, [moved.get(k, 0) for k in BYTE_PARTS]), strict=True))
             counts.loss = float(np.mean(losses)) if losses else math.nan
             sync_buffers(net, ctx)
             logits = halo.outputs(net, x_local, blocks_for)
@@ -335,7 +344,7 @@ def train_partitioned(ctx: DistContext, shard: GraphShard, model_cfg: ModelConfi
                    "cross_rank_structure_bytes": struct_b,
                    "cache_hit_rate": hits_all / max(inputs_all, 1),
                    "remote_input_rate": remote_all / max(inputs_all, 1),
-                   "partial_sum_rows": partial_all, **m}
+                   "partial_sum_rows": partial_all, "cross_rank_bytes_by_part": by_part, **m}
             history.append(row)
             tracker.update(epoch, m["val"], m["val_loss"], net)
             if tracker.should_stop:  # identical on every rank: the metrics were gathered
@@ -363,8 +372,12 @@ def _summary(history: list[dict[str, float]]) -> dict[str, float]:
     keys = ("cross_rank_feature_bytes", "cross_rank_cache_fill_bytes",
             "cross_rank_structure_bytes", "cache_hit_rate", "remote_input_rate",
             "partial_sum_rows", "epoch_seconds")
-    return {f"{k}_per_epoch" if k.endswith("bytes") else k:
-            float(np.median([h[k] for h in history])) for k in keys}
+    out = {f"{k}_per_epoch" if k.endswith("bytes") else k:
+           float(np.median([h[k] for h in history])) for k in keys}
+    for k in BYTE_PARTS:  # flat keys: extra metrics are numbers
+        out[f"bytes_per_epoch:{k}"] = float(np.median([h["cross_rank_bytes_by_part"][k]
+                                                      for h in history]))
+    return out
 
 
 # ---------------------------------------------------------------- one rank's whole job

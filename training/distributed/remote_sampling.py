@@ -31,7 +31,12 @@ holds, and on a partitioned, homophilous graph that is mostly its own communitie
 weights rescaled to sum to the count of that rest. With nothing held in the rest, the row's weight
 is ``d_v / c_own`` (the ratio form); with no owned in-neighbour, the held ones sum to ``d_v``.
 One row replaces the sampled rows of the owner's sources, which on a partition that cuts few edges
-are most of ``v``'s neighbourhood. Only linear input aggregations can take it.
+are most of ``v``'s neighbourhood. Only linear input aggregations can take it. Three things keep
+its rows from crossing without changing a sum: a destination whose owned sources the requester
+holds or fetches anyway gets them as edges (when those cost fewer bytes than the row); a row
+that crossed once in a cache period is kept by the requester (:mod:`.row_memo`, as many rows
+as its cache); and a cached row crosses the first time a batch reads it, not at the refresh
+(for every estimator). Ids cross as int32 when the node count allows.
 
 **Cache affinity.** Before an epoch the owners score each training seed ``s`` for every rank
 ``r``: the share of ``s``'s in-edges whose source rank ``r`` holds (owned or cached). Seeds then
@@ -52,6 +57,7 @@ from qgnn.graph.neighbourhood import SampledBlock, sample_neighbors
 from qgnn.graph.shards import GraphShard
 from qgnn.training.distributed.exchange import Exchanger
 from qgnn.training.distributed.memory import MemoryLedger
+from qgnn.training.distributed.row_memo import RowMemo
 from qgnn.training.sampling.cache import draw_cache, inclusion_probabilities, miss_probability
 
 # qgnn.training.sampling.gns's three, and owner-side aggregation (partitioned training only)
@@ -116,10 +122,36 @@ class PartialSums:
 
 @dataclass(eq=False)
 class RemoteCache:
-    """This rank's cache of remote nodes: sorted ids and their feature rows."""
+    """This rank's cache of remote nodes: sorted ids and their feature rows. A row is fetched
+    the first time a batch reads it (``loaded``), not at the refresh: rows no batch of the
+    period reads never cross, and the cache's membership (what sampling sees) is the same."""
 
     ids: np.ndarray  # (m,) int64 sorted, none owned by this rank
     x: torch.Tensor | None  # (m, F)
+    loaded: np.ndarray | None = None  # (m,) bool: row fetched; None: every row present
+
+    @classmethod
+    def empty_rows(cls, ids: np.ndarray, width: int | None) -> RemoteCache:
+        """Cached ``ids`` whose rows are still at their owners."""
+        ids = np.sort(ids)
+        x = None if width is None else torch.zeros((ids.size, width), dtype=torch.float32)
+        return cls(ids, x, np.zeros(ids.size, np.bool_))
+
+    def missing(self, slots: np.ndarray) -> np.ndarray:
+        """Which of ``slots`` (cache positions) have no row yet."""
+        return np.zeros(slots.size, np.bool_) if self.loaded is None else ~self.loaded[slots]
+
+    def fill(self, slots: np.ndarray, rows: torch.Tensor) -> None:
+        if self.x is None or self.loaded is None:
+            raise ValueError("RemoteCache.fill: this cache keeps no rows")
+        self.x[torch.from_numpy(slots)] = rows
+        self.loaded[slots] = True
+
+    def loaded_bytes(self) -> int:
+        if self.x is None:
+            return 0
+        rows = self.ids.size if self.loaded is None else int(self.loaded.sum())
+        return rows * self.x.shape[1] * self.x.element_size()
 
     def slots(self, ids: np.ndarray) -> np.ndarray:
         """Position in the cache of each id, ``-1`` when not cached."""
@@ -174,6 +206,11 @@ class PartitionedSampler:
             np.int8 if self.world < 128 else np.int32)
         ledger.charge("shard", sum(shard.nbytes().values()) + self.edge_owner.nbytes)
         self.cache = RemoteCache(np.zeros(0, np.int64), None)
+        # ids cross as int32 when every global id fits (they are what the shards number)
+        self.id_dtype = np.dtype(np.int32 if shard.num_nodes < 2**31 else np.int64)
+        # owner-sum: partial-sum rows each requester keeps (out: the ids this owner sent,
+        # in: the rows this rank received), reset at every refresh
+        self.row_memo_out, self.row_memo_in = RowMemo(self.world), RowMemo(self.world)
         # every rank's cached remote ids (sorted): an owner restricts in-lists on the fly
         self.caches_of: list[np.ndarray] = [np.zeros(0, np.int64)] * self.world
         self.inclusion = np.zeros(0)
@@ -191,13 +228,15 @@ class PartitionedSampler:
         want = cache_fraction * n
         room = self.ledger.room()
         # inclusion (N x 8 B), miss and part-neighbour tables, then per cached node its row,
-        # its id here and its id at every owner
+        # its id here and its id at every owner; owner-sum's row memo holds up to as many rows
+        # again (a row and its id here, its id at the owner)
         fixed = n * 8 + self.shard.num_local * (8 + self.world)
+        memo = 4 * f + 16 if self.estimator == OWNER_SUM else 0
         if room is not None:
-            fits = max(0.0, (room - fixed) / (4 * f + 8 + 8 * self.world))
+            fits = max(0.0, (room - fixed) / (4 * f + 8 + 8 * self.world + memo))
             want = min(want, 0.5 * fits)  # the rest: halo tables and batch rows
         agreed = torch.tensor([want], dtype=torch.float64)
-        got = self.ex.all_gather_rows(agreed, "structure")
+        got = self.ex.all_gather_rows(agreed, "structure", "cache-size")
         self.cache_size = float(min(t.item() for t in got))
         if self.cache_size < 1.0:
             raise ValueError(f"rank {self.rank}: no room for a GNS cache within "
@@ -211,19 +250,35 @@ class PartitionedSampler:
                            + self.neighbour_in_part.nbytes)
 
     def refresh(self, rng: np.random.Generator) -> None:
-        """Draw this rank's remote cache, tell every owner, and fetch the cached rows."""
+        """Draw this rank's remote cache and tell every owner; the cached rows are fetched when
+        a batch first reads them. Empties the owner-sum row memos."""
         if not self.gns:
             return
         ids = draw_cache(self.inclusion, rng)
-        ids = ids[self.parts[ids] != self.rank]
+        self.use_cache(ids[self.parts[ids] != self.rank])
+
+    def use_cache(self, ids: np.ndarray) -> None:
+        """Make ``ids`` (remote nodes) this rank's cache and tell every owner (a collective:
+        every rank calls it). :meth:`refresh` draws them; a test may name them."""
+        if not self.gns:
+            raise ValueError("use_cache: only the GNS sampler keeps a cache")
+        ids = np.asarray(ids, np.int64)
+        if (self.parts[ids] == self.rank).any():
+            raise ValueError(f"use_cache: rank {self.rank} would cache nodes it owns")
         self.ledger.release("cache")
         self.cache = RemoteCache(np.zeros(0, np.int64), None)
-        announced = self.ex.all_gather_rows(torch.from_numpy(ids), "structure")
-        self.caches_of = [np.sort(c.numpy()) for c in announced]
+        announced = self.ex.all_gather_rows(torch.from_numpy(ids.astype(self.id_dtype)),
+                                            "structure", "cache-ids")
+        self.caches_of = [np.sort(c.numpy().astype(np.int64)) for c in announced]
         self.ledger.charge("caches-of-ranks", sum(c.nbytes for c in self.caches_of))
-        x = self.fetch_rows(ids, "cache")
-        self.ledger.charge("cache", ids.nbytes + (0 if x is None else x.numel() * 4))
-        self.cache = RemoteCache(ids, x)
+        width = None if self.shard.x is None else self.shard.x.shape[1]
+        self.cache = RemoteCache.empty_rows(ids, width)  # rows come on first use
+        self.ledger.charge("cache", ids.nbytes)
+        per_peer = max(self.world - 1, 1)
+        self.row_memo_out.reset([c.size // per_peer for c in self.caches_of])
+        self.row_memo_in.reset([ids.size // per_peer] * self.world)
+        self.ledger.release("row-memo")
+        self.ledger.release("row-memo-ids")
 
     # ------------------------------------------------------------- seed assignment
 
@@ -359,20 +414,47 @@ class PartitionedSampler:
         dst_f = rf[pos_f]
         drawn_f = np.bincount(dst_f, minlength=rows.size)
         dst = np.concatenate([dst_c, dst_f])
-        order = np.argsort(dst, kind="stable")
-        nbr = np.concatenate([nbr_c, nbr_f])[order]
-        w = np.concatenate([w_c, full[dst_f] / np.maximum(drawn_f[dst_f], 1)])[order]
+        nbr = np.concatenate([nbr_c, nbr_f])
+        w = np.concatenate([w_c, full[dst_f] / np.maximum(drawn_f[dst_f], 1)])
         row_w = np.where(c_own == 0, 0.0,
                          np.where(c_held > 0, 1.0, full / np.maximum(c_own, 1)))
-        src = shard.local_index(self.csc.indices[edges[own]])
+        own_row, own_src = row[own], self.csc.indices[edges[own]]
+        if requester != self.rank:
+            # a destination whose owned sources the requester holds or fetches anyway (its
+            # cache, or the asked destinations' own rows) gets them as edges of the row's
+            # weight instead of a row: the same sum, fewer feature bytes
+            spare = self._spare_rows(requester, ids, own_row, own_src, c_own,
+                                     self.row_memo_out.known(requester, ids))
+            edge = spare[own_row]
+            dst = np.concatenate([dst, own_row[edge]])
+            nbr = np.concatenate([nbr, own_src[edge]])
+            w = np.concatenate([w, row_w[own_row[edge]]])
+            row_w = np.where(spare, 0.0, row_w)
+        order = np.argsort(dst, kind="stable")
+        has = row_w > 0
+        summed = has[own_row]
+        src = shard.local_index(own_src[summed])
         xs = torch.from_numpy(shard.x).index_select(0, torch.from_numpy(src))
         if self.source_scale is not None:
             xs = xs * self.source_scale[torch.from_numpy(src)].unsqueeze(1)
-        sums = xs.new_zeros((rows.size, xs.shape[1])).index_add_(
-            0, torch.from_numpy(row[own]), xs)
-        has = row_w > 0
-        return (np.bincount(dst, minlength=rows.size), nbr, w.astype(np.float32),
-                row_w.astype(np.float32), sums[torch.from_numpy(has)])
+        slot = np.cumsum(has) - 1  # row of each destination among those with one
+        sums = xs.new_zeros((int(has.sum()), xs.shape[1])).index_add_(
+            0, torch.from_numpy(slot[own_row[summed]]), xs)
+        return (np.bincount(dst, minlength=rows.size), nbr[order], w[order].astype(np.float32),
+                row_w.astype(np.float32), sums)
+
+    def _spare_rows(self, requester: int, ids: np.ndarray, own_row: np.ndarray,
+                    own_src: np.ndarray, c_own: np.ndarray, remembered: np.ndarray
+                    ) -> np.ndarray:
+        """Per asked id, whether its owned sources go to ``requester`` as edges instead of a
+        partial-sum row: every one of them is in the requester's cache or among ``ids`` (rows
+        it holds or fetches anyway), the row is not already in the requester's memo, and the
+        edges (an id and a weight each) cost no more bytes than the row."""
+        free = _member(self.caches_of[requester], own_src) | _member(np.sort(ids), own_src)
+        blocked = np.bincount(own_row[~free], minlength=ids.size) > 0
+        width = 0 if self.shard.x is None else self.shard.x.shape[1]
+        cheap = c_own * (self.id_dtype.itemsize + 4) <= width * 4
+        return (c_own > 0) & ~blocked & cheap & ~remembered
 
     def _hop(self, nodes: np.ndarray, fanout: int, gns_hop: bool, key: Sequence[int]
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, PartialSums | None]:
@@ -380,25 +462,33 @@ class PartitionedSampler:
         and the owner-sum hop's partial-sum rows (``None`` on other hops)."""
         owner = self.parts[nodes]
         sel = [np.flatnonzero(owner == r) for r in range(self.world)]
-        asks = self.ex.exchange([torch.from_numpy(nodes[s]) for s in sel], "structure")
+        asks = self.ex.exchange([torch.from_numpy(nodes[s].astype(self.id_dtype)) for s in sel],
+                                "structure", "hop-requests")
         summed = gns_hop and self.estimator == OWNER_SUM
         replies_i, replies_w, replies_x = [], [], []
         for r, ask in enumerate(asks):
             rng = np.random.default_rng([*key, self.rank, r])
+            ids = ask.numpy().astype(np.int64)
             if summed:
-                counts, nbr, w, row_w, sums = self._serve_owner_sum(r, ask.numpy(), fanout, rng)
+                counts, nbr, w, row_w, sums = self._serve_owner_sum(r, ids, fanout, rng)
                 w = np.concatenate([w, row_w])  # one more weight per asked id: its row's
+                if r != self.rank:  # rows the requester remembers do not cross again
+                    with_row = ids[row_w > 0]
+                    known = self.row_memo_out.known(r, with_row)
+                    sums = sums[torch.from_numpy(~known)]
+                    self.row_memo_out.admit(r, with_row[~known])
+                    self.ledger.charge("row-memo-ids", self.row_memo_out.nbytes())
                 replies_x.append(sums)
             else:
-                counts, nbr, w = self._serve(r, ask.numpy(), fanout, gns_hop, rng)
-            replies_i.append(torch.from_numpy(np.concatenate([counts, nbr]).astype(np.int64)))
+                counts, nbr, w = self._serve(r, ids, fanout, gns_hop, rng)
+            replies_i.append(torch.from_numpy(np.concatenate([counts, nbr]).astype(self.id_dtype)))
             replies_w.append(torch.from_numpy(w))
-        got_i = self.ex.exchange(replies_i, "structure")
-        got_w = self.ex.exchange(replies_w, "structure")
-        got_x = self.ex.exchange(replies_x, "features") if summed else []
+        got_i = self.ex.exchange(replies_i, "structure", "hop-neighbours")
+        got_w = self.ex.exchange(replies_w, "structure", "hop-weights")
+        got_x = self.ex.exchange(replies_x, "features", "partial-sums") if summed else []
         pos, nbr, w, sums = [], [], [], []
         for r, s in enumerate(sel):
-            body = got_i[r].numpy()
+            body = got_i[r].numpy().astype(np.int64)
             counts = body[: s.size]
             pos.append(np.repeat(s, counts))
             nbr.append(body[s.size:])
@@ -407,6 +497,8 @@ class PartitionedSampler:
             if summed:
                 row_w = weights[nbr[-1].size:]
                 sums.append((s[row_w > 0], row_w[row_w > 0]))
+                if r != self.rank:
+                    got_x[r] = self._remembered_rows(r, nodes[s[row_w > 0]], got_x[r])
         p = np.concatenate(pos)
         order = np.argsort(p, kind="stable")
         partial = None
@@ -418,6 +510,24 @@ class PartitionedSampler:
                 sender=np.concatenate([np.full(d.size, r, np.int64)
                                        for r, (d, _) in enumerate(sums)]))
         return p[order], np.concatenate(nbr)[order], np.concatenate(w)[order], partial
+
+    def _remembered_rows(self, owner: int, with_row: np.ndarray, crossed: torch.Tensor
+                         ) -> torch.Tensor:
+        """Requester side: the partial-sum rows of ``with_row`` (destinations owned by
+        ``owner`` that have one, in reply order), the remembered ones from the memo and the
+        others from ``crossed``, which are then remembered while there is room."""
+        memo = self.row_memo_in
+        known = memo.known(owner, with_row)
+        if not known.any():
+            memo.admit(owner, with_row, crossed)
+            self.ledger.charge("row-memo", memo.nbytes())
+            return crossed
+        out = crossed.new_empty((with_row.size, crossed.shape[1]))
+        out[torch.from_numpy(known)] = memo.lookup(owner, with_row[known])
+        out[torch.from_numpy(~known)] = crossed
+        memo.admit(owner, with_row[~known], crossed)
+        self.ledger.charge("row-memo", memo.nbytes())
+        return out
 
     def sample(self, seeds: np.ndarray, key: Sequence[int]) -> list[SampledBlock]:
         """Blocks for ``seeds`` (distinct global ids), input layer first, like
@@ -460,24 +570,38 @@ class PartitionedSampler:
             return None
         owner = self.parts[ids]
         sel = [np.flatnonzero(owner == r) for r in range(self.world)]
-        asks = self.ex.exchange([torch.from_numpy(ids[s]) for s in sel], "structure")
+        asks = self.ex.exchange([torch.from_numpy(ids[s].astype(self.id_dtype)) for s in sel],
+                                "structure", f"{kind}-requests")
         replies = [local_table.index_select(0, torch.from_numpy(
-            self.shard.local_index(a.numpy()))) for a in asks]
-        got = self.ex.exchange(replies, kind)
+            self.shard.local_index(a.numpy().astype(np.int64)))) for a in asks]
+        got = self.ex.exchange(replies, kind, f"{kind}-rows")
         out = torch.empty((ids.size, local_table.shape[1]), dtype=local_table.dtype)
         for s, rows in zip(sel, got, strict=True):
             out[torch.from_numpy(s)] = rows
         return out
 
+    def _load_cache_rows(self, slots: np.ndarray) -> None:
+        """Fetch the cached rows among ``slots`` that no batch has read yet (every rank takes
+        part in the round, with nothing to ask when all are loaded)."""
+        if not self.gns:
+            return
+        need = np.unique(slots[self.cache.missing(slots)])
+        rows = self.fetch_rows(self.cache.ids[need], "cache")
+        if rows is not None and need.size:
+            self.cache.fill(need, rows)
+            self.ledger.charge("cache", self.cache.ids.nbytes + self.cache.loaded_bytes())
+
     def input_rows(self, input_ids: np.ndarray) -> tuple[torch.Tensor | None, int, int]:
-        """Features of a batch's input nodes: ``(rows, cache hits, remote fetches)``; owned and
-        cached rows cost no communication."""
+        """Features of a batch's input nodes: ``(rows, cache hits, remote fetches)``; owned rows
+        cost no communication, cached rows only the first time a batch of the period reads them
+        (counted as ``cache`` bytes)."""
         if self.shard.x is None:
             return None, 0, 0
         out = torch.empty((input_ids.size, self.shard.x.shape[1]), dtype=torch.float32)
         owned = self.parts[input_ids] == self.rank
         slot = self.cache.slots(input_ids)
         hit = (slot >= 0) & ~owned
+        self._load_cache_rows(slot[hit])
         if owned.any():
             out[torch.from_numpy(owned)] = torch.from_numpy(
                 self.shard.x[self.shard.local_index(input_ids[owned])])
