@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from qgnn.contract.ops import OP_INPUTS
+from qgnn.contract.softmax import check_table
 from qgnn.runtime import kernels
 from qgnn.runtime.engine.partition import KernelNodeSpec, PartitionError
 from qgnn.runtime.kernels._checks import REDUCE_CODES
@@ -279,7 +280,21 @@ def compile_kernel(spec: KernelNodeSpec, constants: Mapping[str, np.ndarray],
     if spec.op_type == "EdgeSoftmax":
         return lambda t: mod.edge_softmax_f32(_tensor(args, t, "logits"),
                                                 _tensor(args, t, "indptr"), threads)
+    if spec.op_type == "QEdgeSoftmax":
+        return _q_edge_softmax(spec, args, threads, mod)
     return lambda t: edge_dst(_tensor(args, t, "indptr"))
+
+
+def _q_edge_softmax(spec: KernelNodeSpec, args: _Args, threads: int,
+                    mod: ModuleType) -> KernelFn:
+    """GAT's exact softmax of quantised logits; a constant table is checked once, at load."""
+    if args.is_constant("table"):
+        try:
+            check_table(args.const("table"), f"QEdgeSoftmax node {spec.name!r}")
+        except ValueError as exc:
+            raise PartitionError(str(exc)) from None
+    return lambda t: mod.q_edge_softmax(_tensor(args, t, "logits_q"), _tensor(args, t, "indptr"),
+                                        _tensor(args, t, "table"), threads)
 
 
 def _self_loops(spec: KernelNodeSpec, args: _Args, threads: int, mod: ModuleType) -> KernelFn:

@@ -29,7 +29,8 @@ from qgnn.runtime.engine.output_tables import fold_output_steps
 KERNEL_OUTPUTS: dict[str, tuple[int, int | None]] = {
     "Aggregate": (1, 2), "QAggregate": (2, 2), "AggregatePadded": (1, 2),
     "QAggregatePadded": (2, 2), "QMessageAggregate": (2, 2), "QGCNAggregate": (2, 2),
-    "EdgeSoftmax": (1, 2), "EdgeDst": (7, 1), "LoopedIndptr": (7, 1), "LoopedSrc": (7, 1),
+    "EdgeSoftmax": (1, 2), "QEdgeSoftmax": (1, 2), "EdgeDst": (7, 1), "LoopedIndptr": (7, 1),
+    "LoopedSrc": (7, 1),
     "QLinear": (2, None),  # QLinear: the fused requantised linear layer (fusion.py)
     "FloatStep": (2, None),  # FloatStep: a fused elementwise float step (float_step.py)
     "GatLogits": (2, None), "GatLogitsF32": (1, None)}  # GAT's logits (gat_fusion.py)

@@ -162,6 +162,18 @@ def edge_softmax_f32(logits: np.ndarray, indptr: np.ndarray, *,
         ck.threads(fn, num_threads))
 
 
+def q_edge_softmax(logits_q: np.ndarray, indptr: np.ndarray, table: np.ndarray, *,
+                   num_threads: int = 2, isa: str | None = None) -> np.ndarray:
+    """QEdgeSoftmax: uint8 (E, H) quantised logits -> float32 (E, H) alphas per destination and
+    head through the contract's integer table (qgnn.contract.softmax): ``t = T[max - q]``, an
+    int64 sum per destination, ``float32(float64(t) / float64(sum))``. Bit-identical to the op's
+    reference and function body at every ISA level and thread count."""
+    fn = "q_edge_softmax"
+    return ext(isa).q_edge_softmax(
+        ck.tensor(fn, "logits_q", logits_q, np.uint8, 2), ck.ids(fn, "indptr", indptr),
+        ck.tensor(fn, "table", table, np.int64, 1), ck.threads(fn, num_threads))
+
+
 def looped_indptr(indptr: np.ndarray, src: np.ndarray, drop_existing: bool = False, *,
                   num_threads: int = 2, isa: str | None = None) -> np.ndarray:
     """LoopedIndptr: (D + 1,) pointer of the CSR with one self-loop v -> v appended as the last

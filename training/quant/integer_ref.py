@@ -16,11 +16,13 @@ from typing import Any
 
 import numpy as np
 from qgnn.contract import (
+    edge_softmax_q,
     head_scores,
     mean_multiplier,
     multiplier,
     quantize_bias,
     score_scale,
+    softmax_table,
 )
 from qgnn.contract.layers import LAYERS
 
@@ -180,20 +182,6 @@ def segment_mean_f32(values: np.ndarray, dst: np.ndarray, num_dst: int) -> np.nd
                      count.reshape(-1, *[1] * (values.ndim - 1)), dtype=np.float32)
 
 
-def edge_softmax_np(logits: np.ndarray, dst: np.ndarray, num_dst: int) -> np.ndarray:
-    """Float32 softmax of ``(E, H)`` logits over each destination's in-edges: the destination's
-    largest logit subtracted, ``exp``, divided by the destination's sum (as training's
-    ``edge_softmax``). ``exp`` is numpy's float32 one, so a weight may differ from another
-    implementation's in the last bit."""
-    info = np.finfo(np.float32)
-    peak = np.full((num_dst, *logits.shape[1:]), -np.inf, dtype=np.float32)
-    np.maximum.at(peak, dst, logits)
-    peak = np.maximum(np.where(np.isneginf(peak), np.float32(0.0), peak), info.min)
-    weight = np.exp(logits - peak[dst]).astype(np.float32)
-    total = np.maximum(segment_sum_f32(weight, dst, num_dst), info.tiny)
-    return np.divide(weight, total[dst], dtype=np.float32)
-
-
 BATCH_NORM_EPS = 1e-5  # nn.BatchNorm1d's default, which GINConv's MLP norm uses (not in state_dict)
 
 
@@ -338,7 +326,8 @@ def gat_layer(x_q: np.ndarray, params: Mapping[str, np.ndarray], sites: Mapping[
     src_l, dst_l = np.concatenate([src[keep], loops]), np.concatenate([dst[keep], loops])
     logits = leaky_relu(score_src[src_l] + score_dst[dst_l], negative_slope)  # (E', H)
     trace["logits"] = logits_q = quantize(logits, s["logits"])
-    alpha = edge_softmax_np(dequantize(logits_q, s["logits"]), dst_l, num_nodes)
+    table = softmax_table(s["logits"].scale, s["logits"].qmax.bit_length())  # unsigned site
+    alpha = edge_softmax_q(logits_q.astype(np.uint8), dst_l, num_nodes, table, "gat_layer")
     trace["edge_weight"] = alpha_q = quantize(alpha, s["edge_weight"])
     trace["msg"] = msg_q = int_edge_scale(lin_q, s["lin"], src_l, alpha_q, s["edge_weight"],
                                           s["msg"])

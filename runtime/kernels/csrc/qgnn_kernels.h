@@ -162,6 +162,19 @@ int64_t qgnn_gcn_aggregate_q8(const uint8_t *x, int64_t n_src, int64_t F, int32_
 int64_t qgnn_edge_softmax_f32(const float *logits, int64_t H, const int64_t *indptr, int64_t D,
                               float *out, int num_threads);
 
+/* qgnn.contract.softmax's ONE (T[0]) and MAX_DEGREE; tests hold the two definitions equal. */
+#define QGNN_SOFTMAX_ONE ((int64_t)1 << 30)
+#define QGNN_SOFTMAX_MAX_DEGREE (((int64_t)1 << 23) - 1)
+
+/* QEdgeSoftmax: out (E, H) float32 alphas of the uint8 logits over each destination's edge
+ * segment, per head, through the contract's integer table (qgnn.contract.softmax), exactly. The
+ * caller checks the table (table_size = 2^bits entries, T[0] = 2^30, non-increasing, >= 0) and the
+ * in-degrees (< 2^23). Returns the flat index of the first logit >= table_size (out then
+ * unspecified), or -1. */
+int64_t qgnn_q_edge_softmax(const uint8_t *logits_q, int64_t H, const int64_t *indptr, int64_t D,
+                            const int64_t *table, int64_t table_size, float *out,
+                            int num_threads);
+
 /* LoopedIndptr: out (D + 1,) the pointer of the CSR with one self-loop appended to each
  * destination, after dropping the stored loops src == v when `drop`. Returns the first edge
  * whose source id is negative (out then unspecified), or -1. */

@@ -73,9 +73,12 @@ def test_exported_gat_runs_attention_and_per_head_weights_in_fused_kernels(tmp_p
                                                                           ) -> None:
     path = _export(tmp_path, "gat", heads=2)
     plan = Engine(load_bundle(path)).executor.plan
-    logits = [k for phase in plan.kernels for k in phase if k.op_type == "GatLogitsF32"]
-    assert "QMessageAggregate" in {k.op_type for phase in plan.kernels for k in phase}
+    kernels = [k for phase in plan.kernels for k in phase]
+    logits = [k for k in kernels if k.op_type == "GatLogits"]  # uint8: QEdgeSoftmax reads them
     assert len(logits) == 2 and all(k.attributes["scores"] is not None for k in logits)
+    ops = [k.op_type for k in kernels]
+    assert ops.count("QEdgeSoftmax") == 2 and "EdgeSoftmax" not in ops
+    assert "QMessageAggregate" in ops
     left = {n.op_type for s in plan.segments for n in s.nodes}
     assert not left & {"LeakyRelu", "Gather", "MatMulInteger"}
     _check_node_bundle(path)
