@@ -14,9 +14,10 @@ same floats with C multiply-adds per head and one pass over the edges. The parti
 the chain by one engine-internal node when every link is exactly that: scalar scale and uint8
 zero point constants, each intermediate read by the next link only, never a graph output.
 
-* ``GatLogits`` writes the uint8 logits; ``GatLogitsF32`` also takes in the trailing
-  ``DequantizeLinear`` (what ``EdgeSoftmax`` reads) when it has the quantiser's own scale and
-  zero point and the uint8 logits have no other reader, and writes the dequantised floats.
+* ``GatLogits`` writes the uint8 logits (what ``QEdgeSoftmax`` reads in current exports);
+  ``GatLogitsF32`` also takes in a trailing ``DequantizeLinear`` (what ``EdgeSoftmax`` reads in
+  bundles exported before the exact softmax) when it has the quantiser's own scale and zero
+  point and the uint8 logits have no other reader, and writes the dequantised floats.
 * When both scores are such products (constant block-diagonal ``A``, constant scalar or (H,)
   ``c``), the node reads the two uint8 ``lin`` tensors; otherwise it reads the two float score
   tensors and only the edge part is fused.
