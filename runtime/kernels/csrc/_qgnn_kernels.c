@@ -439,9 +439,12 @@ static int want_softmax_table(PyArrayObject *table, const char *fn) {
 static PyObject *py_q_edge_softmax(PyObject *self, PyObject *args) {
     (void)self;
     static const char *fn = "q_edge_softmax";
-    PyObject *ologits, *oindptr, *otable;
-    int threads;
-    if (!PyArg_ParseTuple(args, "OOOi", &ologits, &oindptr, &otable, &threads)) return NULL;
+    PyObject *ologits, *oindptr, *otable, *oscale = Py_None;
+    int threads, bits = 8;
+    long zp = 0;
+    if (!PyArg_ParseTuple(args, "OOOi|Oli", &ologits, &oindptr, &otable, &threads, &oscale, &zp,
+                          &bits))
+        return NULL;
     PyArrayObject *logits = want_array(ologits, fn, "logits_q", NPY_UINT8, 2);
     PyArrayObject *indptr = logits ? want_array(oindptr, fn, "indptr", NPY_INT64, 1) : NULL;
     PyArrayObject *table = indptr ? want_array(otable, fn, "table", NPY_INT64, 1) : NULL;
@@ -449,6 +452,16 @@ static PyObject *py_q_edge_softmax(PyObject *self, PyObject *args) {
         !want_indptr(indptr, PyArray_DIM(logits, 0), fn, "len(logits_q)") ||
         !want_softmax_table(table, fn))
         return NULL;
+    const int quantise = oscale != Py_None;
+    float scale = 0.0f;
+    if (quantise) {
+        scale = (float)PyFloat_AsDouble(oscale);
+        if (PyErr_Occurred() || !want_positive(scale, fn, "scale") ||
+            !want_zero_point(zp, fn, "zero_point"))
+            return NULL;
+        if (bits < 1 || bits > 8)
+            return PyErr_Format(PyExc_ValueError, "%s: bits must be in [1, 8], got %d", fn, bits);
+    }
     const npy_intp H = PyArray_DIM(logits, 1), D = PyArray_DIM(indptr, 0) - 1;
     const int64_t *p = PyArray_DATA(indptr);
     for (npy_intp v = 0; v < D; v++) {
@@ -458,12 +471,18 @@ static PyObject *py_q_edge_softmax(PyObject *self, PyObject *args) {
                                 "float64 sums would not be exact)", fn, (Py_ssize_t)v,
                                 (long long)(p[v + 1] - p[v]), (long long)QGNN_SOFTMAX_MAX_DEGREE);
     }
-    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, PyArray_DIMS(logits), NPY_FLOAT32);
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, PyArray_DIMS(logits),
+                                                            quantise ? NPY_UINT8 : NPY_FLOAT32);
     if (out == NULL) return NULL;
     int64_t bad;
     Py_BEGIN_ALLOW_THREADS
-    bad = qgnn_q_edge_softmax(PyArray_DATA(logits), H, p, D, PyArray_DATA(table),
-                              PyArray_DIM(table, 0), PyArray_DATA(out), threads);
+    if (quantise)
+        bad = qgnn_q_edge_softmax_q8(PyArray_DATA(logits), H, p, D, PyArray_DATA(table),
+                                     PyArray_DIM(table, 0), scale, (int32_t)zp, bits,
+                                     PyArray_DATA(out), threads);
+    else
+        bad = qgnn_q_edge_softmax(PyArray_DATA(logits), H, p, D, PyArray_DATA(table),
+                                  PyArray_DIM(table, 0), PyArray_DATA(out), threads);
     Py_END_ALLOW_THREADS
     if (bad >= 0) {
         const int value = ((const uint8_t *)PyArray_DATA(logits))[bad];
@@ -1031,7 +1050,8 @@ static PyMethodDef methods[] = {
     {"edge_softmax_f32", py_edge_softmax_f32, METH_VARARGS,
      "edge_softmax_f32(logits, indptr, num_threads) -> float32 (E, H)"},
     {"q_edge_softmax", py_q_edge_softmax, METH_VARARGS,
-     "q_edge_softmax(logits_q, indptr, table, num_threads) -> float32 (E, H), exact"},
+     "q_edge_softmax(logits_q, indptr, table, num_threads[, scale, zero_point, bits]) -> "
+     "float32 (E, H) exact alphas, or uint8 (E, H) their QuantizeLinear"},
     {"looped_indptr", py_looped_indptr, METH_VARARGS,
      "looped_indptr(indptr, src, drop_existing, num_threads) -> int64 (D + 1,)"},
     {"looped_src", py_looped_src, METH_VARARGS,

@@ -92,19 +92,23 @@ int64_t qgnn_edge_softmax_f32(const float *logits, int64_t H, const int64_t *ind
  * out[e, h] = (float)((double)t_e / (double)sum). The table (checked by the caller: T[0] = 2^30,
  * entries in [0, 2^30], in-degree below 2^23) keeps both operands exact in double, so the one
  * correctly rounded division and the round-to-nearest conversion give the same bits everywhere:
- * integer work and one division per value, no exp. */
+ * integer work and one division per value, no exp. With a uint8 output the alphas are quantised
+ * on the spot as onnxruntime's QuantizeLinear would (GAT's edge weights). */
 typedef struct {
     const uint8_t *q;
     int64_t H;
     const int64_t *indptr;
     const int64_t *table;
     int64_t size;                      /* table entries: every q must be below it */
-    float *out;
+    float *out;                        /* float32 alphas, or */
+    uint8_t *out_q;                    /* their QuantizeLinear(scale, zp, qmax) */
+    float scale, fzp, fmax;
     int64_t first_bad[QGNN_MAX_PARTS]; /* flat index of the first logit beyond the table, or -1 */
 } qsoftmax_ctx;
 
-/* Heads [h0, h0 + w) of the segment [b, e), e > b. */
-QGNN_INLINE void qsoftmax_chunk(const qsoftmax_ctx *c, int64_t b, int64_t e, int64_t h0, int w) {
+/* Heads [h0, h0 + w) of the segment [b, e), e > b; quantised output when `quantise`. */
+QGNN_INLINE void qsoftmax_chunk(const qsoftmax_ctx *c, int64_t b, int64_t e, int64_t h0, int w,
+                                const int quantise) {
     const int64_t H = c->H;
     const int64_t *T = c->table;
     uint8_t mx[QGNN_CH];
@@ -125,8 +129,33 @@ QGNN_INLINE void qsoftmax_chunk(const qsoftmax_ctx *c, int64_t b, int64_t e, int
     for (int h = 0; h < w; h++) total[h] = (double)sum[h];
     for (int64_t i = b; i < e; i++) {
         const uint8_t *l = c->q + i * H + h0;
-        float *o = c->out + i * H + h0;
-        for (int h = 0; h < w; h++) o[h] = (float)((double)T[mx[h] - l[h]] / total[h]);
+        if (quantise) {
+            uint8_t *o = c->out_q + i * H + h0;
+            for (int h = 0; h < w; h++) {
+                const float alpha = (float)((double)T[mx[h] - l[h]] / total[h]);
+                o[h] = (uint8_t)(int32_t)qgnn_quantize_linear(alpha, c->scale, c->fzp, c->fmax);
+            }
+        } else {
+            float *o = c->out + i * H + h0;
+            for (int h = 0; h < w; h++) o[h] = (float)((double)T[mx[h] - l[h]] / total[h]);
+        }
+    }
+}
+
+QGNN_INLINE void qsoftmax_segments(const qsoftmax_ctx *c, int64_t d0, int64_t d1,
+                                   const int quantise) {
+    for (int64_t v = d0; v < d1; v++) {
+        const int64_t b = c->indptr[v], e = c->indptr[v + 1];
+        if (e == b) continue;
+        for (int64_t h0 = 0; h0 < c->H; h0 += QGNN_CH) {
+            const int w = c->H - h0 < QGNN_CH ? (int)(c->H - h0) : QGNN_CH;
+            /* constant widths for the usual head counts: unrolled, the divisions vectorised */
+            if (w == 1) qsoftmax_chunk(c, b, e, h0, 1, quantise);
+            else if (w == 2) qsoftmax_chunk(c, b, e, h0, 2, quantise);
+            else if (w == 4) qsoftmax_chunk(c, b, e, h0, 4, quantise);
+            else if (w == 8) qsoftmax_chunk(c, b, e, h0, 8, quantise);
+            else qsoftmax_chunk(c, b, e, h0, w, quantise);
+        }
     }
 }
 
@@ -146,15 +175,18 @@ static void qsoftmax_part(void *vctx, int64_t d0, int64_t d1, int part) {
             }
         }
     }
-    for (int64_t v = d0; v < d1; v++) {
-        const int64_t b = c->indptr[v], e = c->indptr[v + 1];
-        if (e == b) continue;
-        for (int64_t h0 = 0; h0 < c->H; h0 += QGNN_CH) {
-            const int w = c->H - h0 < QGNN_CH ? (int)(c->H - h0) : QGNN_CH;
-            if (w == 1) qsoftmax_chunk(c, b, e, h0, 1);
-            else qsoftmax_chunk(c, b, e, h0, w);
-        }
-    }
+    if (c->out_q) qsoftmax_segments(c, d0, d1, 1);
+    else qsoftmax_segments(c, d0, d1, 0);
+}
+
+static int64_t qsoftmax_run(qsoftmax_ctx *c, int64_t D, int num_threads) {
+    if (D == 0 || c->H == 0) return -1;
+    int64_t bounds[QGNN_MAX_PARTS + 1];
+    /* a max, a lookup-add and a lookup-divide per value */
+    const int nparts = qgnn_parts_for((c->indptr[D] + D) * c->H * 4, num_threads);
+    qgnn_split_csr(c->indptr, D, nparts, bounds);
+    qgnn_run_parts(qsoftmax_part, c, bounds, nparts);
+    return qgnn_first_error(c->first_bad, nparts);
 }
 
 int64_t qgnn_q_edge_softmax(const uint8_t *logits_q, int64_t H, const int64_t *indptr, int64_t D,
@@ -162,11 +194,14 @@ int64_t qgnn_q_edge_softmax(const uint8_t *logits_q, int64_t H, const int64_t *i
                             int num_threads) {
     qsoftmax_ctx c = {.q = logits_q, .H = H, .indptr = indptr, .table = table,
                       .size = table_size, .out = out};
-    if (D == 0 || H == 0) return -1;
-    int64_t bounds[QGNN_MAX_PARTS + 1];
-    /* a max, a lookup-add and a lookup-divide per value */
-    const int nparts = qgnn_parts_for((indptr[D] + D) * H * 4, num_threads);
-    qgnn_split_csr(indptr, D, nparts, bounds);
-    qgnn_run_parts(qsoftmax_part, &c, bounds, nparts);
-    return qgnn_first_error(c.first_bad, nparts);
+    return qsoftmax_run(&c, D, num_threads);
+}
+
+int64_t qgnn_q_edge_softmax_q8(const uint8_t *logits_q, int64_t H, const int64_t *indptr,
+                               int64_t D, const int64_t *table, int64_t table_size, float scale,
+                               int32_t zp, int bits, uint8_t *q, int num_threads) {
+    qsoftmax_ctx c = {.q = logits_q, .H = H, .indptr = indptr, .table = table,
+                      .size = table_size, .out_q = q, .scale = scale, .fzp = (float)zp,
+                      .fmax = (float)((1u << bits) - 1u)};
+    return qsoftmax_run(&c, D, num_threads);
 }

@@ -83,7 +83,8 @@ def test_exported_gat_runs_attention_and_per_head_weights_in_fused_kernels(tmp_p
     logits = [k for k in nodes if k.op_type == "GatLogits"]  # uint8: QEdgeSoftmax reads them
     assert len(logits) == 2 and all(k.attributes["scores"] is not None for k in logits)
     ops = [k.op_type for k in nodes]
-    assert ops.count("QEdgeSoftmax") == 2 and "EdgeSoftmax" not in ops
+    # the exact softmax with the edge weights' QuantizeLinear: one kernel per layer
+    assert ops.count("QEdgeSoftmaxQ") == 2 and not {"EdgeSoftmax", "QEdgeSoftmax"} & set(ops)
     assert "QMessageAggregate" in ops
     left = {n.op_type for s in plan.segments for n in s.nodes}
     assert not left & {"LeakyRelu", "Gather", "MatMulInteger"}

@@ -96,9 +96,32 @@ def test_edge_weights_at_a_quantisation_tie_are_equal_everywhere() -> None:
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     outs = [session.run(None, {"alpha": a})[0] for a in (
         stock(q, indptr, table), q_edge_softmax(q, indptr, table), reference(q, indptr, table))]
+    outs.append(q_edge_softmax(q, indptr, table, scale=scale, zero_point=0))  # fused
     assert outs[0][0, 0] == k + (k % 2)  # half to even
     for out in outs[1:]:
         np.testing.assert_array_equal(out, outs[0])
+
+
+def quantise(alpha: np.ndarray, scale: float, zp: int, bits: int) -> np.ndarray:
+    """onnxruntime's QuantizeLinear (float32 division, half to even) and the Clip of bits < 8."""
+    q = np.rint(np.divide(alpha, f32(scale), dtype=f32)) + zp
+    return np.clip(q, 0, 2**bits - 1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantised_output_is_quantize_linear_of_the_alphas(make_csr, bits) -> None:
+    indptr, _, _ = make_csr(3000, 30011, 1, 0.2)
+    rng = np.random.default_rng(bits)
+    q = rng.integers(0, 256, (30011, 4)).astype(np.uint8)
+    table = softmax_table(f32(0.03), 8)
+    alpha = reference(q, indptr, table)
+    for scale, zp in ((1 / 255, 0), (0.0625, 3), (0.004, 9), (1e-30, 0), (7.0, 200)):
+        want = quantise(alpha, scale, zp, bits)
+        for threads in (1, 2):
+            got = q_edge_softmax(q, indptr, table, scale=scale, zero_point=zp, bits=bits,
+                                 num_threads=threads)
+            assert got.dtype == np.uint8
+            np.testing.assert_array_equal(got, want, err_msg=f"{scale} {zp}")
 
 
 def test_degree_limit_is_the_contracts() -> None:
@@ -141,6 +164,14 @@ def test_degree_limit_is_the_contracts() -> None:
      r"logit 16 at \[1, 0\] is beyond the table of 16 entries"),
     (lambda: q_edge_softmax(np.zeros((3, 1), np.uint8), [0, 3], softmax_table(0.1, 8),
                             num_threads=0), "num_threads"),
+    (lambda: q_edge_softmax(np.zeros((3, 1), np.uint8), [0, 3], softmax_table(0.1, 8),
+                            scale=0.0), "scale must be a finite float32 > 0"),
+    (lambda: q_edge_softmax(np.zeros((3, 1), np.uint8), [0, 3], softmax_table(0.1, 8),
+                            scale=np.nan), "scale must be a finite float32 > 0"),
+    (lambda: q_edge_softmax(np.zeros((3, 1), np.uint8), [0, 3], softmax_table(0.1, 8),
+                            scale=0.1, zero_point=256), "zero_point must be in"),
+    (lambda: q_edge_softmax(np.zeros((3, 1), np.uint8), [0, 3], softmax_table(0.1, 8),
+                            scale=0.1, bits=9), "bits must be in"),
 ])
 def test_bad_input_is_a_clear_value_error(call, match) -> None:
     with pytest.raises(ValueError, match=match):
