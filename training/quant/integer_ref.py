@@ -5,7 +5,8 @@ The oracle for the exporter: it reads only the model's float parameters and ``qu
 tensors (uint8/int8 values held in int32) and the contract's float32 requantisation. Covers GCN,
 GraphSAGE (mean), GIN (with or without its MLP's BatchNorm), GAT and EGC (every aggregator) stacks
 on the full graph (no input projection, output head, residuals or normalisation between layers).
-Float islands (GAT's attention softmax, EGC's var/std) are float32 numpy steps between sites.
+Float islands (GAT's attention logits, EGC's var/std) are float32 numpy steps between sites; GAT's
+softmax is the contract's exact integer-table form (qgnn.contract.softmax).
 """
 
 from __future__ import annotations
@@ -301,10 +302,11 @@ def gat_layer(x_q: np.ndarray, params: Mapping[str, np.ndarray], sites: Mapping[
               concat: bool = True, negative_slope: float = 0.2) -> np.ndarray:
     """GAT: ``x`` -> ``lin`` ``(N, H*C)``; per-head scores of ``lin`` and the quantised
     ``att_src``/``att_dst`` (qgnn.contract.attention); float island: LeakyReLU of source plus
-    destination score per edge -> ``logits``; edge softmax of the dequantised logits ->
-    ``edge_weight`` ``(E', H)``; ``lin[src] * alpha`` per head -> ``msg`` -> summed ``agg``;
-    heads concatenated (``concat``) or averaged, ``+ bias`` -> ``out``. Edges: self-loops dropped,
-    then one per node appended after all edges (``with_fresh_self_loops``)."""
+    destination score per edge -> ``logits``; the contract's exact softmax of the quantised
+    logits (qgnn.contract.softmax) -> ``edge_weight`` ``(E', H)``; ``lin[src] * alpha`` per
+    head -> ``msg`` -> summed ``agg``; heads concatenated (``concat``) or averaged, ``+ bias`` ->
+    ``out``. Edges: self-loops dropped, then one per node appended after all edges
+    (``with_fresh_self_loops``)."""
     s = sites
     att_src, att_dst = params["att_src"], params["att_dst"]
     heads, dim = att_src.shape
