@@ -160,14 +160,15 @@ def test_exposed_intermediates_stay_in_onnxruntime(expose: str, fused: str | Non
     _check(model, _feeds(False))
 
 
-def _softmax_model(*, bits: int = 8, expose_alpha: bool = False,
-                   scale: float = 0.01) -> onnx.ModelProto:
+def _softmax_model(*, bits: int = 8, expose_alpha: bool = False, scale: float = 0.01,
+                   table: np.ndarray | None = None) -> onnx.ModelProto:
     """logits_q (E, H) uint8, indptr -> QEdgeSoftmax -> QuantizeLinear [-> Clip]: the exporter's
     edge weights."""
     from qgnn.contract import softmax_table
     from qgnn.exporter.ops import function_protos, make_op_node
 
-    inits = [numpy_helper.from_array(softmax_table(np.float32(0.07), 8), "table"),
+    table = softmax_table(np.float32(0.07), 8) if table is None else table
+    inits = [numpy_helper.from_array(table, "table"),
              numpy_helper.from_array(np.float32(scale), "s"),
              numpy_helper.from_array(np.uint8(3), "zp")]
     nodes = [make_op_node("QEdgeSoftmax", ["logits_q", "indptr", "table"], ["alpha"]),
@@ -216,3 +217,12 @@ def test_a_softmax_read_elsewhere_keeps_its_float_alphas() -> None:
     assert [k.op_type for k in kernel_nodes] == ["QEdgeSoftmax"]
     assert left == ["QuantizeLinear", "Identity"]
     _check(model, _softmax_feeds())
+
+
+@needs_kernels
+def test_a_bad_softmax_table_is_refused_at_load() -> None:
+    from qgnn.contract import softmax_table
+
+    model = _softmax_model(table=softmax_table(np.float32(0.07), 8)[:100])
+    with pytest.raises(ValueError, match=r"QEdgeSoftmaxQ node .*table must hold 2\^bits"):
+        PartitionedExecutor(model.SerializeToString(), SessionConfig())
