@@ -106,7 +106,12 @@ typedef struct {
     int64_t first_bad[QGNN_MAX_PARTS]; /* flat index of the first logit beyond the table, or -1 */
 } qsoftmax_ctx;
 
-/* Heads [h0, h0 + w) of the segment [b, e), e > b; quantised output when `quantise`. */
+#define QS_BLOCK 256 /* values per flat block of the division pass (2 KiB of doubles each) */
+
+/* Heads [h0, h0 + w) of the segment [b, e), e > b; quantised output when `quantise`. The table
+ * lookups are gathers the compiler leaves scalar, so from 4 heads on the last pass collects each
+ * block's t values and divisors into flat buffers first: the divisions (and the quantisation)
+ * then run as one vectorised loop. Fewer heads divide in place. */
 QGNN_INLINE void qsoftmax_chunk(const qsoftmax_ctx *c, int64_t b, int64_t e, int64_t h0, int w,
                                 const int quantise) {
     const int64_t H = c->H;
@@ -127,17 +132,43 @@ QGNN_INLINE void qsoftmax_chunk(const qsoftmax_ctx *c, int64_t b, int64_t e, int
         for (int h = 0; h < w; h++) sum[h] += T[mx[h] - l[h]];
     }
     for (int h = 0; h < w; h++) total[h] = (double)sum[h];
-    for (int64_t i = b; i < e; i++) {
-        const uint8_t *l = c->q + i * H + h0;
-        if (quantise) {
-            uint8_t *o = c->out_q + i * H + h0;
+    if (w < 4) { /* too few values per edge for the flat blocks to pay: divide in place */
+        for (int64_t i = b; i < e; i++) {
+            const uint8_t *l = c->q + i * H + h0;
             for (int h = 0; h < w; h++) {
-                const float alpha = (float)((double)T[mx[h] - l[h]] / total[h]);
-                o[h] = (uint8_t)(int32_t)qgnn_quantize_linear(alpha, c->scale, c->fzp, c->fmax);
+                const float a = (float)((double)T[mx[h] - l[h]] / total[h]);
+                if (quantise)
+                    c->out_q[i * H + h0 + h] =
+                        (uint8_t)(int32_t)qgnn_quantize_linear(a, c->scale, c->fzp, c->fmax);
+                else
+                    c->out[i * H + h0 + h] = a;
             }
+        }
+        return;
+    }
+    const int64_t rows = QS_BLOCK / w; /* w <= QGNN_CH < QS_BLOCK */
+    double t[QS_BLOCK], den[QS_BLOCK];
+    float alpha[QS_BLOCK];
+    for (int64_t r0 = b; r0 < e; r0 += rows) {
+        const int64_t r1 = e - r0 < rows ? e : r0 + rows;
+        int n = 0;
+        for (int64_t i = r0; i < r1; i++) {
+            const uint8_t *l = c->q + i * H + h0;
+            for (int h = 0; h < w; h++, n++) {
+                t[n] = (double)T[mx[h] - l[h]];
+                den[n] = total[h];
+            }
+        }
+        for (int k = 0; k < n; k++) alpha[k] = (float)(t[k] / den[k]);
+        if (quantise) {
+            uint8_t qa[QS_BLOCK];
+            for (int k = 0; k < n; k++)
+                qa[k] = (uint8_t)(int32_t)qgnn_quantize_linear(alpha[k], c->scale, c->fzp, c->fmax);
+            for (int64_t i = r0, k = 0; i < r1; i++)
+                for (int h = 0; h < w; h++, k++) c->out_q[i * H + h0 + h] = qa[k];
         } else {
-            float *o = c->out + i * H + h0;
-            for (int h = 0; h < w; h++) o[h] = (float)((double)T[mx[h] - l[h]] / total[h]);
+            for (int64_t i = r0, k = 0; i < r1; i++)
+                for (int h = 0; h < w; h++, k++) c->out[i * H + h0 + h] = alpha[k];
         }
     }
 }
