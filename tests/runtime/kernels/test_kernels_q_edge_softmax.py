@@ -109,10 +109,11 @@ def quantise(alpha: np.ndarray, scale: float, zp: int, bits: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("bits", [8, 4])
-def test_quantised_output_is_quantize_linear_of_the_alphas(make_csr, bits) -> None:
-    indptr, _, _ = make_csr(3000, 30011, 1, 0.2)
+@pytest.mark.parametrize("heads", [1, 4, 7, 70])
+def test_quantised_output_is_quantize_linear_of_the_alphas(make_csr, bits, heads) -> None:
+    indptr, _, _ = make_csr(300, 3011, 1, 0.2)
     rng = np.random.default_rng(bits)
-    q = rng.integers(0, 256, (30011, 4)).astype(np.uint8)
+    q = rng.integers(0, 256, (3011, heads)).astype(np.uint8)
     table = softmax_table(f32(0.03), 8)
     alpha = reference(q, indptr, table)
     for scale, zp in ((1 / 255, 0), (0.0625, 3), (0.004, 9), (1e-30, 0), (7.0, 200)):
