@@ -31,7 +31,8 @@ def bits_of(a: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("num_dst", "edges", "heads", "empty"), [
-    (1, 1, 1, 0.0), (50, 333, 4, 0.3), (2000, 20011, 8, 0.1), (40, 7, 3, 0.5), (30, 400, 70, 0.0)])
+    (1, 1, 1, 0.0), (50, 333, 4, 0.3), (2000, 20011, 8, 0.1), (40, 7, 3, 0.5), (30, 400, 70, 0.0),
+    (5, 2000, 4, 0.0)])  # the last: segments of ~400 edges, several blocks of values each
 @pytest.mark.parametrize("bits", [8, 4])
 def test_equals_reference_and_stock_onnxruntime(make_csr, guarded, num_dst, edges, heads, empty,
                                                 bits) -> None:
