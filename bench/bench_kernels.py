@@ -314,7 +314,9 @@ def bench_edge_softmax(rng: np.random.Generator, nodes: int, edges: int, heads: 
     (``edges`` random edges plus one self-loop per node, ``heads`` heads): ``q_edge_softmax``
     (the exact integer-table form current exports run) on uint8 logits against
     ``edge_softmax_f32`` (glibc ``expf``, what bundles exported before it run) on the same
-    logits dequantised. Wall time at ``threads`` threads and CPU time of 1-thread calls."""
+    logits dequantised; and each followed by the edge weights' quantisation (the engine's
+    ``QEdgeSoftmaxQ`` does it in the same pass). Wall time at ``threads`` threads and CPU time of
+    1-thread calls."""
     from qgnn.contract import softmax_table
 
     indptr, _, _ = random_csr(rng, nodes, edges + nodes)
@@ -323,13 +325,22 @@ def bench_edge_softmax(rng: np.random.Generator, nodes: int, edges: int, heads: 
     table = softmax_table(scale, 8)
     logits = (q.astype(np.float32) - np.float32(zp)) * scale
 
-    def call(exact: bool, lvl: str, t: int) -> Callable[[], object]:
-        if exact:
+    w_scale = np.float32(1 / 255)
+
+    def call(form: str, lvl: str, t: int) -> Callable[[], object]:
+        if form == "q_edge_softmax":
             return lambda: kernels.q_edge_softmax(q, indptr, table, num_threads=t, isa=lvl)
+        if form == "q_edge_softmax, quantised":
+            return lambda: kernels.q_edge_softmax(q, indptr, table, scale=w_scale,
+                                                  num_threads=t, isa=lvl)
+        if form == "edge_softmax_f32, then quantize_u8":
+            return lambda: kernels.quantize_u8(kernels.edge_softmax_f32(
+                logits, indptr, num_threads=t, isa=lvl), w_scale, 0, num_threads=t, isa=lvl)
         return lambda: kernels.edge_softmax_f32(logits, indptr, num_threads=t, isa=lvl)
 
-    names = {(exact, lvl): f"{'q_edge_softmax' if exact else 'edge_softmax_f32'} [{lvl}]"
-             for lvl in levels for exact in (False, True)}
+    forms = ("edge_softmax_f32", "q_edge_softmax", "edge_softmax_f32, then quantize_u8",
+             "q_edge_softmax, quantised")
+    names = {(form, lvl): f"{form} [{lvl}]" for lvl in levels for form in forms}
     timings = interleave({n: call(*k, threads) for k, n in names.items()}, repeat=repeat)
     cpu = interleave({n: call(*k, 1) for k, n in names.items()}, repeat=repeat,
                      clock=time.process_time)
