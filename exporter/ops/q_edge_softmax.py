@@ -54,8 +54,8 @@ def build_function(variant: Variant) -> FunctionProto:
     """Integer segmented max scan, table Gather, int64 CumSum sums, float64 divide, float32."""
     b = Body()
     csr = Csr(b, "indptr")
-    q = b.op("Cast", "logits_q", to=TensorProto.INT64)  # (E, H)
-    top = segment_max(b, pad_front(b, q, 2), csr, TensorProto.INT64)  # (D, H)
+    q = b.op("Cast", "logits_q", to=TensorProto.INT32)  # (E, H); half int64's bytes to scan
+    top = segment_max(b, pad_front(b, q, 2), csr, TensorProto.INT32)  # (D, H)
     gap = b.op("Sub", b.op("Gather", top, csr.dst, axis=0), q)  # (E, H) in [0, 2^bits)
     weight = b.op("Gather", "table", gap, axis=0)  # (E, H) int64
     total = segment_sum(b, pad_front(b, weight, 2), csr)  # (D, H) int64, exact
