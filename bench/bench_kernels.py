@@ -9,7 +9,9 @@
   the recall@20 of INT8 retrieval against exact float32 retrieval;
 - ``qlinear`` at each ISA level asked for (``--isa``) against onnxruntime's MatMulInteger
   (alone, and with the requantisation ops that make it the same computation), with the GB/s of
-  the bytes each one reads and writes.
+  the bytes each one reads and writes;
+- ``edge_softmax``: GAT's exact ``q_edge_softmax`` against the float ``edge_softmax_f32`` it
+  replaced, 1.1M edges x 4 heads, at each level asked for.
 
 Single-kernel microbenchmarks only: the onnxruntime graphs built here hold one MatMulInteger
 (and its requantisation ops) to compare against one qgnn kernel. Every model-level figure comes
@@ -306,6 +308,54 @@ def bench_float_step(rng: np.random.Generator, n: int, f: int, threads: int, rep
     return rows
 
 
+def bench_edge_softmax(rng: np.random.Generator, nodes: int, edges: int, heads: int,
+                       threads: int, repeat: int, levels: list[str]) -> dict[str, Any]:
+    """GAT's softmax step at each of ``levels``, interleaved in one process on the same graph
+    (``edges`` random edges plus one self-loop per node, ``heads`` heads): ``q_edge_softmax``
+    (the exact integer-table form current exports run) on uint8 logits against
+    ``edge_softmax_f32`` (glibc ``expf``, what bundles exported before it run) on the same
+    logits dequantised; and each followed by the edge weights' quantisation (the engine's
+    ``QEdgeSoftmaxQ`` does it in the same pass). Wall time at ``threads`` threads and CPU time of
+    1-thread calls."""
+    from qgnn.contract import softmax_table
+
+    indptr, _, _ = random_csr(rng, nodes, edges + nodes)
+    q = rng.integers(60, 200, (int(indptr[-1]), heads), dtype=np.uint8)
+    scale, zp = np.float32(0.05), 128
+    table = softmax_table(scale, 8)
+    logits = (q.astype(np.float32) - np.float32(zp)) * scale
+
+    w_scale = np.float32(1 / 255)
+
+    def call(form: str, lvl: str, t: int) -> Callable[[], object]:
+        if form == "q_edge_softmax":
+            return lambda: kernels.q_edge_softmax(q, indptr, table, num_threads=t, isa=lvl)
+        if form == "q_edge_softmax, quantised":
+            return lambda: kernels.q_edge_softmax(q, indptr, table, scale=w_scale,
+                                                  num_threads=t, isa=lvl)
+        if form == "edge_softmax_f32, then quantize_u8":
+            return lambda: kernels.quantize_u8(kernels.edge_softmax_f32(
+                logits, indptr, num_threads=t, isa=lvl), w_scale, 0, num_threads=t, isa=lvl)
+        return lambda: kernels.edge_softmax_f32(logits, indptr, num_threads=t, isa=lvl)
+
+    forms = ("edge_softmax_f32", "q_edge_softmax", "edge_softmax_f32, then quantize_u8",
+             "q_edge_softmax, quantised")
+    names = {(form, lvl): f"{form} [{lvl}]" for lvl in levels for form in forms}
+    timings = interleave({n: call(*k, threads) for k, n in names.items()}, repeat=repeat)
+    cpu = interleave({n: call(*k, 1) for k, n in names.items()}, repeat=repeat,
+                     clock=time.process_time)
+    exact = [kernels.q_edge_softmax(q, indptr, table, isa=lvl) for lvl in levels]
+    float_alpha = kernels.edge_softmax_f32(logits, indptr)
+    return {"nodes": nodes, "edges": int(indptr[-1]), "heads": heads, "threads": threads,
+            "levels": levels,
+            "exact_bit_identical_across_levels": all(np.array_equal(e, exact[0]) for e in exact),
+            "max_relative_difference_float_vs_exact": float(
+                np.max(np.abs(float_alpha.astype(np.float64) - exact[0]) / exact[0])),
+            "median_s": {k: t.median for k, t in timings.items()},
+            "cpu_s_1thread": {k: t.median for k, t in cpu.items()},
+            "timings": {k: t.to_dict() for k, t in timings.items()}}
+
+
 def summary(res: dict[str, Any]) -> str:
     ms = 1e3
     rows = []
@@ -346,10 +396,22 @@ def summary(res: dict[str, Any]) -> str:
             rows.append([f"{name} {fs['n']}x{fs['f']} ({fs['threads']} thr)", f"{t * ms:.2f} ms",
                          "levels bit-identical" if fs["bit_identical_across_levels"] else
                          "LEVELS DIFFER"])
+    if "edge_softmax" in res:
+        es = res["edge_softmax"]
+        shape = f"{es['edges']:,} x {es['heads']}"
+        for name, t in es["median_s"].items():
+            rows.append([f"{name} {shape} ({es['threads']} thr)", f"{t * ms:.2f} ms", ""])
+        for name, t in es["cpu_s_1thread"].items():
+            rows.append([f"{name} {shape}, CPU time", f"{t * ms:.2f} ms", ""])
+        rows.append(["q_edge_softmax across levels",
+                     "bit-identical" if es["exact_bit_identical_across_levels"] else "DIFFER",
+                     f"float path within {es['max_relative_difference_float_vs_exact']:.1e} "
+                     "relative"])
     return markdown_table(["figure", "value", "note"], rows, ["l", "r", "l"])
 
 
-FIGURES = ("bandwidth", "qaggregate", "aggregate_f32", "topk", "qlinear", "float_step")
+FIGURES = ("bandwidth", "qaggregate", "aggregate_f32", "topk", "qlinear", "float_step",
+           "edge_softmax")
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -359,8 +421,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sizes / 10, written as kernels-quick.json (a smoke run)")
     parser.add_argument("--results-dir", help="folder for the JSON (default bench/results)")
     parser.add_argument("--isa", nargs="+", default=None, metavar="LEVEL",
-                        help="ISA levels to run qlinear at ('all': every level this host "
-                             "supports and built; default: the default level)")
+                        help="ISA levels to run qlinear, float_step and edge_softmax at "
+                             "('all': every level this host supports and built; default: the "
+                             "default level)")
     parser.add_argument("--only", nargs="+", choices=FIGURES, default=None,
                         help="run only these figures (the aggregations bring bandwidth along)")
     parser.add_argument("--name", default=None,
@@ -412,6 +475,9 @@ def run_cli(args: argparse.Namespace) -> None:
             args.threads, args.repeat, levels)
     if "float_step" in only:
         res["float_step"] = bench_float_step(rng, nodes, 128, args.threads, args.repeat, levels)
+    if "edge_softmax" in only:
+        res["edge_softmax"] = bench_edge_softmax(rng, nodes, edges, 4, args.threads, args.repeat,
+                                                 levels)
     res["load_average_after"] = list(os.getloadavg())
     print(summary(res))
     command = (f"python -m qgnn.bench.bench_kernels --threads {args.threads} "

@@ -12,6 +12,7 @@ from qgnn.contract.arithmetic import (
     requantise,
 )
 from qgnn.contract.attention import attention_matrix, head_scores, score_scale
+from qgnn.contract.softmax import check_table, edge_softmax_q, softmax_table
 from qgnn.contract.weights import (
     WEIGHT_STORAGE_OFFSET,
     weight_storage,
@@ -21,12 +22,15 @@ from qgnn.contract.weights import (
 __all__ = [
     "WEIGHT_STORAGE_OFFSET",
     "attention_matrix",
+    "check_table",
+    "edge_softmax_q",
     "head_scores",
     "mean_multiplier",
     "multiplier",
     "quantize_bias",
     "requantise",
     "score_scale",
+    "softmax_table",
     "weight_storage",
     "weight_values",
 ]

@@ -74,7 +74,7 @@ LAYERS: dict[str, LayerSpec] = {spec.name: spec for spec in (
     _spec("gcn", {"QGCNAggregate", "EdgeDst"}, degree="always"),
     _spec("sage", {"QAggregate"}),
     _spec("gin", {"QAggregate"}),
-    _spec("gat", {"QMessageAggregate", "EdgeDst", "EdgeSoftmax", *LOOP_OPS}),
+    _spec("gat", {"QMessageAggregate", "EdgeDst", "QEdgeSoftmax", *LOOP_OPS}),
     _spec("egc", {"QGCNAggregate", "QAggregate", "EdgeDst", *LOOP_OPS}, degree="symnorm",
           default_aggregators=("symnorm",)),
     # He et al. (SIGIR 2020): weight-free symmetric propagation, layer mean; the INT8 export

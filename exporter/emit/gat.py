@@ -4,7 +4,8 @@ INT8: ``x`` -> rule 2 -> ``lin`` (N, H*C). Scores (qgnn.contract.attention): per
 exact integer dot of the centred ``lin`` and the int8 ``att_src``/``att_dst`` (one
 ``MatMulInteger`` with a block-diagonal weight each) times ``float32(s_lin * s_att)``; float
 island (rule 6): LeakyReLU of the source plus destination score per edge -> rule 1 ->
-``logits``; ``ai.qgnn::EdgeSoftmax`` of the dequantised logits -> rule 1 -> ``edge_weight``
+``logits``; ``ai.qgnn::QEdgeSoftmax`` of the quantised logits through the contract's integer
+table (qgnn.contract.softmax, exact by construction) -> rule 1 -> ``edge_weight``
 (attention); rule 3 per head -> ``msg``; rule 4 (sum) -> ``agg`` (rules 3 and 4 as one
 ``QMessageAggregate`` with per-head weights, so no E x F tensor outside a debug export); heads
 concatenated (hidden layers) or averaged (output layer), + bias, rule 5 -> ``out``. Edges:
@@ -15,7 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 from onnx import TensorProto
-from qgnn.contract import WEIGHT_STORAGE_OFFSET, attention_matrix, score_scale, weight_storage
+from qgnn.contract import (
+    WEIGHT_STORAGE_OFFSET,
+    attention_matrix,
+    score_scale,
+    softmax_table,
+    weight_storage,
+)
 from qgnn.exporter.emit.common import Emitter, LayerInput, to_numpy
 from qgnn.exporter.quant_params import LayerSites, Site, quantize_weight
 from qgnn.training.nn.layers.gat import GATConv
@@ -37,6 +44,14 @@ def _scores(em: Emitter, lin: str, lin_site: Site, vector: np.ndarray, att: Site
         scale = g.const(score_scale(lin_site.scale, att.scale).reshape(-1), "scale")
         return g.op("Mul", [g.op("Cast", [dots], "dots_f32", to=TensorProto.FLOAT), scale],
                     "scores")
+
+
+def _per_tensor(site: Site) -> np.float32:
+    """The logits site's one scale (the softmax table needs a single one)."""
+    if site.per_channel:
+        raise ValueError(f"quant_state[{site.key!r}]: the attention logits need one scale, got "
+                         f"{site.scale.shape}")
+    return np.float32(site.scale)
 
 
 def emit(em: Emitter, layer: GATConv, x: str, inp: LayerInput, sites: LayerSites | None) -> str:
@@ -73,8 +88,9 @@ def emit(em: Emitter, layer: GATConv, x: str, inp: LayerInput, sites: LayerSites
         agg = g.qgnn("Aggregate", [msg, looped.indptr, looped.edge_ids], "agg", reduce="sum")
     else:
         logits_q = em.quantize(logits, s["logits"], "logits")
-        alpha = g.qgnn("EdgeSoftmax", [em.dequantize(logits_q, s["logits"], "logits_dq"),
-                                       looped.indptr], "alpha")
+        table = g.const(softmax_table(_per_tensor(s["logits"]), s["logits"].bits),
+                        "softmax_table")
+        alpha = g.qgnn("QEdgeSoftmax", [logits_q, looped.indptr, table], "alpha")
         alpha_q = em.quantize(alpha, s["edge_weight"], "edge_weight")  # (E, H)
         agg_q = em.q_message_aggregate(lin, s["lin"], looped, alpha_q, s["edge_weight"],
                                        s["msg"], s["agg"], "sum", "agg")

@@ -16,6 +16,7 @@ import time
 import numpy as np
 import onnxruntime as ort
 from onnx import helper
+from qgnn.contract.softmax import softmax_table
 from qgnn.exporter.ops.model import make_op_model
 from qgnn.exporter.ops.registry import OPS
 
@@ -36,6 +37,8 @@ def random_inputs(edges: int, nodes: int, features: int, seed: int = 0) -> dict[
         "w": rng.normal(size=edges).astype(np.float32),
         "w_q": rng.integers(0, 256, edges).astype(np.uint8),
         "logits": rng.normal(size=(edges, 4)).astype(np.float32),
+        "logits_q": rng.integers(0, 256, (edges, 4)).astype(np.uint8),
+        "table": softmax_table(np.float32(0.05), 8),
         "inv_sqrt_degree": (1.0 / np.sqrt(1.0 + np.bincount(dst, minlength=nodes))).astype(
             np.float32),
         "nbr": nbr,

@@ -14,12 +14,19 @@ same floats with C multiply-adds per head and one pass over the edges. The parti
 the chain by one engine-internal node when every link is exactly that: scalar scale and uint8
 zero point constants, each intermediate read by the next link only, never a graph output.
 
-* ``GatLogits`` writes the uint8 logits; ``GatLogitsF32`` also takes in the trailing
-  ``DequantizeLinear`` (what ``EdgeSoftmax`` reads) when it has the quantiser's own scale and
-  zero point and the uint8 logits have no other reader, and writes the dequantised floats.
+* ``GatLogits`` writes the uint8 logits (what ``QEdgeSoftmax`` reads in current exports);
+  ``GatLogitsF32`` also takes in a trailing ``DequantizeLinear`` (what ``EdgeSoftmax`` reads in
+  bundles exported before the exact softmax) when it has the quantiser's own scale and zero
+  point and the uint8 logits have no other reader, and writes the dequantised floats.
 * When both scores are such products (constant block-diagonal ``A``, constant scalar or (H,)
   ``c``), the node reads the two uint8 ``lin`` tensors; otherwise it reads the two float score
   tensors and only the edge part is fused.
+
+The exact softmax of those logits (``QEdgeSoftmax``) is followed by the ``QuantizeLinear`` [->
+``Clip``] of the edge weights; when the alphas have no other reader, the two become one
+``QEdgeSoftmaxQ`` node whose kernel quantises each alpha as it computes it (the same float32
+division and half-to-even rounding), so no float (E, H) tensor and no onnxruntime call remain
+between the logits and ``QMessageAggregate``.
 
 Anything else is left to onnxruntime.
 """
@@ -30,6 +37,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from qgnn.contract.ops import QGNN_DOMAIN
 from qgnn.runtime.engine.float_step import _link
 from qgnn.runtime.engine.fusion import (
     FLOAT,
@@ -148,3 +156,28 @@ def fuse_gat_logits(nodes: list[Any], constants: Mapping[str, np.ndarray],
     """``nodes`` (graph order) with every matched chain replaced, where its last link was, by
     one ``GatLogits`` node (arguments as :func:`qgnn.runtime.engine.fusion.fuse_linear`)."""
     return fuse_chains(nodes, constants, readers, outputs, "QuantizeLinear", match)
+
+
+def match_softmax(quantize: Any, graph: _Graph) -> tuple[FusedLinear, list[Any]] | None:
+    """The ``QEdgeSoftmaxQ`` node and the nodes it replaces, if ``quantize`` (with its Clip)
+    quantises the output of a ``QEdgeSoftmax`` that nothing else reads."""
+    tail = quantize_tail(graph, quantize)
+    alpha = quantize.input[0]
+    if tail is None or alpha in graph.outputs or graph.readers.get(alpha, 0) != 1:
+        return None
+    softmax = graph.producer.get(alpha)
+    if (softmax is None or softmax.op_type != "QEdgeSoftmax" or softmax.domain != QGNN_DOMAIN
+            or len(softmax.input) != 3 or not all(softmax.input) or softmax.attribute):
+        return None
+    links, scale, zp, bits = tail
+    fused = FusedLinear(quantize.name or quantize.output[0], list(softmax.input),
+                        [links[-1].output[0]], {"scale": scale, "zero_point": zp, "bits": bits},
+                        op_type="QEdgeSoftmaxQ")
+    return fused, [softmax, *links]
+
+
+def fuse_edge_softmax(nodes: list[Any], constants: Mapping[str, np.ndarray],
+                      readers: Mapping[str, int], outputs: set[str]) -> list[Any]:
+    """``nodes`` with every ``QEdgeSoftmax -> QuantizeLinear [-> Clip]`` replaced by one
+    ``QEdgeSoftmaxQ`` node (arguments as :func:`fuse_gat_logits`)."""
+    return fuse_chains(nodes, constants, readers, outputs, "QuantizeLinear", match_softmax)

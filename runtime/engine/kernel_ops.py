@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from qgnn.contract.ops import OP_INPUTS
+from qgnn.contract.softmax import check_table
 from qgnn.runtime import kernels
 from qgnn.runtime.engine.partition import KernelNodeSpec, PartitionError
 from qgnn.runtime.kernels._checks import REDUCE_CODES
@@ -35,6 +36,8 @@ FORMAL: dict[str, tuple[str, ...]] = {
     # engine-internal: GAT's attention logits, uint8 / dequantised float32 (gat_fusion.py)
     "GatLogits": ("score_src", "score_dst", "src", "dst"),
     "GatLogitsF32": ("score_src", "score_dst", "src", "dst"),
+    # engine-internal: QEdgeSoftmax with the edge weights' QuantizeLinear (gat_fusion.py)
+    "QEdgeSoftmaxQ": OP_INPUTS["QEdgeSoftmax"],
 }
 
 
@@ -279,7 +282,25 @@ def compile_kernel(spec: KernelNodeSpec, constants: Mapping[str, np.ndarray],
     if spec.op_type == "EdgeSoftmax":
         return lambda t: mod.edge_softmax_f32(_tensor(args, t, "logits"),
                                                 _tensor(args, t, "indptr"), threads)
+    if spec.op_type in ("QEdgeSoftmax", "QEdgeSoftmaxQ"):
+        return _q_edge_softmax(spec, args, threads, mod)
     return lambda t: edge_dst(_tensor(args, t, "indptr"))
+
+
+def _q_edge_softmax(spec: KernelNodeSpec, args: _Args, threads: int,
+                    mod: ModuleType) -> KernelFn:
+    """GAT's exact softmax of quantised logits (``QEdgeSoftmaxQ``: quantised as the edge
+    weights in the same pass); a constant table is checked once, at load."""
+    if args.is_constant("table"):
+        try:
+            check_table(args.const("table"), f"{spec.op_type} node {spec.name!r}")
+        except ValueError as exc:
+            raise PartitionError(str(exc)) from None
+    p = spec.attributes
+    quantise = (() if spec.op_type == "QEdgeSoftmax"
+                else (float(p["scale"]), int(p["zero_point"]), int(p["bits"])))
+    return lambda t: mod.q_edge_softmax(_tensor(args, t, "logits_q"), _tensor(args, t, "indptr"),
+                                        _tensor(args, t, "table"), threads, *quantise)
 
 
 def _self_loops(spec: KernelNodeSpec, args: _Args, threads: int, mod: ModuleType) -> KernelFn:

@@ -22,17 +22,19 @@ from qgnn.contract.ops import QGNN_DOMAIN
 from qgnn.runtime.engine import onnx_proto as op
 from qgnn.runtime.engine.float_step import fuse_float_steps
 from qgnn.runtime.engine.fusion import FusedLinear, fuse_linear
-from qgnn.runtime.engine.gat_fusion import fuse_gat_logits
+from qgnn.runtime.engine.gat_fusion import fuse_edge_softmax, fuse_gat_logits
 from qgnn.runtime.engine.output_tables import fold_output_steps
 
 # Output element type and rank of each ai.qgnn op (docs/onnx-ops.md).
 KERNEL_OUTPUTS: dict[str, tuple[int, int | None]] = {
     "Aggregate": (1, 2), "QAggregate": (2, 2), "AggregatePadded": (1, 2),
     "QAggregatePadded": (2, 2), "QMessageAggregate": (2, 2), "QGCNAggregate": (2, 2),
-    "EdgeSoftmax": (1, 2), "EdgeDst": (7, 1), "LoopedIndptr": (7, 1), "LoopedSrc": (7, 1),
+    "EdgeSoftmax": (1, 2), "QEdgeSoftmax": (1, 2), "EdgeDst": (7, 1), "LoopedIndptr": (7, 1),
+    "LoopedSrc": (7, 1),
     "QLinear": (2, None),  # QLinear: the fused requantised linear layer (fusion.py)
     "FloatStep": (2, None),  # FloatStep: a fused elementwise float step (float_step.py)
-    "GatLogits": (2, None), "GatLogitsF32": (1, None)}  # GAT's logits (gat_fusion.py)
+    "GatLogits": (2, None), "GatLogitsF32": (1, None),  # GAT's logits (gat_fusion.py)
+    "QEdgeSoftmaxQ": (2, 2)}  # QEdgeSoftmax and the edge weights' QuantizeLinear (gat_fusion.py)
 
 
 class PartitionError(ValueError):
@@ -266,6 +268,7 @@ def partition(model_bytes: bytes | Any, *, fuse: bool = True) -> Plan:
         others = fuse_linear(others, values, readers, set(graph_outputs))
         others = fuse_float_steps(others, values, readers, set(graph_outputs))
         others = fuse_gat_logits(others, values, readers, set(graph_outputs))
+        others = fuse_edge_softmax(others, values, readers, set(graph_outputs))
         others = fold_output_steps(others, readers, set(graph_outputs),
                                    lambda node: dict(_kernel_spec(node).attributes))
     available = set(input_infos) | set(initializers) | set(constant_nodes)

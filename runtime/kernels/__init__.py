@@ -34,6 +34,7 @@ from qgnn.runtime.kernels.graph_ops import (
     gcn_aggregate,
     head_scores,
     message_aggregate,
+    q_edge_softmax,
     qaggregate,
     qaggregate_padded,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "levels_supported",
     "lut_u8",
     "message_aggregate",
+    "q_edge_softmax",
     "qaggregate",
     "qaggregate_padded",
     "qlinear",

@@ -162,6 +162,26 @@ def edge_softmax_f32(logits: np.ndarray, indptr: np.ndarray, *,
         ck.threads(fn, num_threads))
 
 
+def q_edge_softmax(logits_q: np.ndarray, indptr: np.ndarray, table: np.ndarray, *,
+                   scale: float | None = None, zero_point: int = 0, bits: int = 8,
+                   num_threads: int = 2, isa: str | None = None) -> np.ndarray:
+    """QEdgeSoftmax: uint8 (E, H) quantised logits -> float32 (E, H) alphas per destination and
+    head through the contract's integer table (qgnn.contract.softmax): ``t = T[max - q]``, an
+    int64 sum per destination, ``float32(float64(t) / float64(sum))``. Bit-identical to the op's
+    reference and function body at every ISA level and thread count.
+
+    With ``scale``, uint8 (E, H) ``clamp(rint(alpha / scale) + zero_point, 0, 2^bits - 1)``
+    instead: onnxruntime's ``QuantizeLinear`` [+ ``Clip``] of the alphas (GAT's edge weights),
+    in the same pass."""
+    fn = "q_edge_softmax"
+    extra = () if scale is None else (ck.positive_f32(fn, "scale", scale),
+                                       ck.zero_point(fn, "zero_point", zero_point),
+                                       ck.bits(fn, bits))
+    return ext(isa).q_edge_softmax(
+        ck.tensor(fn, "logits_q", logits_q, np.uint8, 2), ck.ids(fn, "indptr", indptr),
+        ck.tensor(fn, "table", table, np.int64, 1), ck.threads(fn, num_threads), *extra)
+
+
 def looped_indptr(indptr: np.ndarray, src: np.ndarray, drop_existing: bool = False, *,
                   num_threads: int = 2, isa: str | None = None) -> np.ndarray:
     """LoopedIndptr: (D + 1,) pointer of the CSR with one self-loop v -> v appended as the last

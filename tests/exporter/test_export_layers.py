@@ -103,7 +103,7 @@ def test_int8_outputs_track_the_fake_quantised_model(name):
 
 
 @pytest.mark.parametrize(("name", "bits", "per_channel"), [
-    ("gcn", 8, False), ("sage", 4, True), ("gin", 8, False), ("gat", 4, True),
+    ("gcn", 8, False), ("sage", 4, True), ("gin", 8, False), ("gat", 4, True), ("gat", 8, False),
     pytest.param("gcn", 8, True, marks=pytest.mark.slow),
     pytest.param("gcn", 4, False, marks=pytest.mark.slow),
     pytest.param("sage", 8, False, marks=pytest.mark.slow)])

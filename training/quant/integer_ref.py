@@ -5,7 +5,8 @@ The oracle for the exporter: it reads only the model's float parameters and ``qu
 tensors (uint8/int8 values held in int32) and the contract's float32 requantisation. Covers GCN,
 GraphSAGE (mean), GIN (with or without its MLP's BatchNorm), GAT and EGC (every aggregator) stacks
 on the full graph (no input projection, output head, residuals or normalisation between layers).
-Float islands (GAT's attention softmax, EGC's var/std) are float32 numpy steps between sites.
+Float islands (GAT's attention logits, EGC's var/std) are float32 numpy steps between sites; GAT's
+softmax is the contract's exact integer-table form (qgnn.contract.softmax).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from typing import Any
 
 import numpy as np
 from qgnn.contract import (
+    edge_softmax_q,
     head_scores,
     mean_multiplier,
     multiplier,
     quantize_bias,
     score_scale,
+    softmax_table,
 )
 from qgnn.contract.layers import LAYERS
 
@@ -180,20 +183,6 @@ def segment_mean_f32(values: np.ndarray, dst: np.ndarray, num_dst: int) -> np.nd
                      count.reshape(-1, *[1] * (values.ndim - 1)), dtype=np.float32)
 
 
-def edge_softmax_np(logits: np.ndarray, dst: np.ndarray, num_dst: int) -> np.ndarray:
-    """Float32 softmax of ``(E, H)`` logits over each destination's in-edges: the destination's
-    largest logit subtracted, ``exp``, divided by the destination's sum (as training's
-    ``edge_softmax``). ``exp`` is numpy's float32 one, so a weight may differ from another
-    implementation's in the last bit."""
-    info = np.finfo(np.float32)
-    peak = np.full((num_dst, *logits.shape[1:]), -np.inf, dtype=np.float32)
-    np.maximum.at(peak, dst, logits)
-    peak = np.maximum(np.where(np.isneginf(peak), np.float32(0.0), peak), info.min)
-    weight = np.exp(logits - peak[dst]).astype(np.float32)
-    total = np.maximum(segment_sum_f32(weight, dst, num_dst), info.tiny)
-    return np.divide(weight, total[dst], dtype=np.float32)
-
-
 BATCH_NORM_EPS = 1e-5  # nn.BatchNorm1d's default, which GINConv's MLP norm uses (not in state_dict)
 
 
@@ -313,10 +302,11 @@ def gat_layer(x_q: np.ndarray, params: Mapping[str, np.ndarray], sites: Mapping[
               concat: bool = True, negative_slope: float = 0.2) -> np.ndarray:
     """GAT: ``x`` -> ``lin`` ``(N, H*C)``; per-head scores of ``lin`` and the quantised
     ``att_src``/``att_dst`` (qgnn.contract.attention); float island: LeakyReLU of source plus
-    destination score per edge -> ``logits``; edge softmax of the dequantised logits ->
-    ``edge_weight`` ``(E', H)``; ``lin[src] * alpha`` per head -> ``msg`` -> summed ``agg``;
-    heads concatenated (``concat``) or averaged, ``+ bias`` -> ``out``. Edges: self-loops dropped,
-    then one per node appended after all edges (``with_fresh_self_loops``)."""
+    destination score per edge -> ``logits``; the contract's exact softmax of the quantised
+    logits (qgnn.contract.softmax) -> ``edge_weight`` ``(E', H)``; ``lin[src] * alpha`` per
+    head -> ``msg`` -> summed ``agg``; heads concatenated (``concat``) or averaged, ``+ bias`` ->
+    ``out``. Edges: self-loops dropped, then one per node appended after all edges
+    (``with_fresh_self_loops``)."""
     s = sites
     att_src, att_dst = params["att_src"], params["att_dst"]
     heads, dim = att_src.shape
@@ -338,7 +328,8 @@ def gat_layer(x_q: np.ndarray, params: Mapping[str, np.ndarray], sites: Mapping[
     src_l, dst_l = np.concatenate([src[keep], loops]), np.concatenate([dst[keep], loops])
     logits = leaky_relu(score_src[src_l] + score_dst[dst_l], negative_slope)  # (E', H)
     trace["logits"] = logits_q = quantize(logits, s["logits"])
-    alpha = edge_softmax_np(dequantize(logits_q, s["logits"]), dst_l, num_nodes)
+    table = softmax_table(s["logits"].scale, s["logits"].qmax.bit_length())  # unsigned site
+    alpha = edge_softmax_q(logits_q.astype(np.uint8), dst_l, num_nodes, table, "gat_layer")
     trace["edge_weight"] = alpha_q = quantize(alpha, s["edge_weight"])
     trace["msg"] = msg_q = int_edge_scale(lin_q, s["lin"], src_l, alpha_q, s["edge_weight"],
                                           s["msg"])

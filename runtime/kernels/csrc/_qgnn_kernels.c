@@ -410,6 +410,90 @@ static PyObject *py_edge_softmax_f32(PyObject *self, PyObject *args) {
     return (PyObject *)out;
 }
 
+/* The contract's softmax table (qgnn.contract.softmax.check_table): 2^k entries, k in 1..8,
+ * T[0] = 2^30, non-increasing, none below 0. */
+static int want_softmax_table(PyArrayObject *table, const char *fn) {
+    const int64_t *t = PyArray_DATA(table);
+    const npy_intp n = PyArray_DIM(table, 0);
+    if (n < 2 || n > 256 || (n & (n - 1))) {
+        PyErr_Format(PyExc_ValueError, "%s: table must hold 2^bits entries (bits 1..8), got %zd",
+                     fn, (Py_ssize_t)n);
+        return 0;
+    }
+    if (t[0] != QGNN_SOFTMAX_ONE) {
+        PyErr_Format(PyExc_ValueError, "%s: table[0] must be 2^30 = %lld, got %lld", fn,
+                     (long long)QGNN_SOFTMAX_ONE, (long long)t[0]);
+        return 0;
+    }
+    for (npy_intp i = 1; i < n; i++) {
+        if (t[i] > t[i - 1] || t[i] < 0) {
+            PyErr_Format(PyExc_ValueError, "%s: table entries must be >= 0 and non-increasing, "
+                         "got table[%zd] = %lld after %lld", fn, (Py_ssize_t)i, (long long)t[i],
+                         (long long)t[i - 1]);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static PyObject *py_q_edge_softmax(PyObject *self, PyObject *args) {
+    (void)self;
+    static const char *fn = "q_edge_softmax";
+    PyObject *ologits, *oindptr, *otable, *oscale = Py_None;
+    int threads, bits = 8;
+    long zp = 0;
+    if (!PyArg_ParseTuple(args, "OOOi|Oli", &ologits, &oindptr, &otable, &threads, &oscale, &zp,
+                          &bits))
+        return NULL;
+    PyArrayObject *logits = want_array(ologits, fn, "logits_q", NPY_UINT8, 2);
+    PyArrayObject *indptr = logits ? want_array(oindptr, fn, "indptr", NPY_INT64, 1) : NULL;
+    PyArrayObject *table = indptr ? want_array(otable, fn, "table", NPY_INT64, 1) : NULL;
+    if (!table || !want_threads(threads, fn) ||
+        !want_indptr(indptr, PyArray_DIM(logits, 0), fn, "len(logits_q)") ||
+        !want_softmax_table(table, fn))
+        return NULL;
+    const int quantise = oscale != Py_None;
+    float scale = 0.0f;
+    if (quantise) {
+        scale = (float)PyFloat_AsDouble(oscale);
+        if (PyErr_Occurred() || !want_positive(scale, fn, "scale") ||
+            !want_zero_point(zp, fn, "zero_point"))
+            return NULL;
+        if (bits < 1 || bits > 8)
+            return PyErr_Format(PyExc_ValueError, "%s: bits must be in [1, 8], got %d", fn, bits);
+    }
+    const npy_intp H = PyArray_DIM(logits, 1), D = PyArray_DIM(indptr, 0) - 1;
+    const int64_t *p = PyArray_DATA(indptr);
+    for (npy_intp v = 0; v < D; v++) {
+        if (p[v + 1] - p[v] > QGNN_SOFTMAX_MAX_DEGREE)
+            return PyErr_Format(PyExc_ValueError,
+                                "%s: destination %zd has %lld in-edges, more than %lld (the "
+                                "float64 sums would not be exact)", fn, (Py_ssize_t)v,
+                                (long long)(p[v + 1] - p[v]), (long long)QGNN_SOFTMAX_MAX_DEGREE);
+    }
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, PyArray_DIMS(logits),
+                                                            quantise ? NPY_UINT8 : NPY_FLOAT32);
+    if (out == NULL) return NULL;
+    int64_t bad;
+    Py_BEGIN_ALLOW_THREADS
+    if (quantise)
+        bad = qgnn_q_edge_softmax_q8(PyArray_DATA(logits), H, p, D, PyArray_DATA(table),
+                                     PyArray_DIM(table, 0), scale, (int32_t)zp, bits,
+                                     PyArray_DATA(out), threads);
+    else
+        bad = qgnn_q_edge_softmax(PyArray_DATA(logits), H, p, D, PyArray_DATA(table),
+                                  PyArray_DIM(table, 0), PyArray_DATA(out), threads);
+    Py_END_ALLOW_THREADS
+    if (bad >= 0) {
+        const int value = ((const uint8_t *)PyArray_DATA(logits))[bad];
+        Py_DECREF(out);
+        return PyErr_Format(PyExc_ValueError, "%s: logit %d at [%lld, %lld] is beyond the table "
+                            "of %zd entries (2^bits)", fn, value, (long long)(bad / H),
+                            (long long)(bad % H), (Py_ssize_t)PyArray_DIM(table, 0));
+    }
+    return (PyObject *)out;
+}
+
 /* indptr, src and drop of a self-loop call, checked; NULL-free on success. */
 static int want_loops(PyObject *oindptr, PyObject *osrc, int drop, int threads, const char *fn,
                       PyArrayObject **indptr, PyArrayObject **src) {
@@ -965,6 +1049,9 @@ static PyMethodDef methods[] = {
      "aggregate_f32(x, indptr, src, reduce, w, num_threads) -> float32 (D, F)"},
     {"edge_softmax_f32", py_edge_softmax_f32, METH_VARARGS,
      "edge_softmax_f32(logits, indptr, num_threads) -> float32 (E, H)"},
+    {"q_edge_softmax", py_q_edge_softmax, METH_VARARGS,
+     "q_edge_softmax(logits_q, indptr, table, num_threads[, scale, zero_point, bits]) -> "
+     "float32 (E, H) exact alphas, or uint8 (E, H) their QuantizeLinear"},
     {"looped_indptr", py_looped_indptr, METH_VARARGS,
      "looped_indptr(indptr, src, drop_existing, num_threads) -> int64 (D + 1,)"},
     {"looped_src", py_looped_src, METH_VARARGS,

@@ -16,7 +16,6 @@
 #include "qgnn_kernels.h"
 
 #define GL_VALUES 1024 /* floats per block (4 KiB, in L1) */
-#define GL_ROUNDER 12582912.0f /* 1.5 * 2^23: rint for |t| <= 2^22 (qlinear.c QL_ROUNDER) */
 
 typedef struct {
     const float *s, *t;
@@ -28,14 +27,6 @@ typedef struct {
     float *f;
     int64_t first_bad[QGNN_MAX_PARTS]; /* first edge with an index out of range, or -1 */
 } gl_ctx;
-
-QGNN_INLINE float gl_quantize(float v, float scale, float fzp, float fmax) {
-    const float t = v / scale;
-    float r = ((t + GL_ROUNDER) - GL_ROUNDER) + fzp;
-    r = r < 0.0f ? 0.0f : r;
-    r = r > fmax ? fmax : r;
-    return r == r ? r : 0.0f;
-}
 
 /* Edges [e0, e1) with H heads (a constant where the caller specialises); returns the first edge
  * with an index out of range, or -1. In blocks of edges: the gathered sums a + b go to an L1
@@ -79,7 +70,7 @@ QGNN_INLINE int64_t gl_edges(const gl_ctx *c, int64_t e0, int64_t e1, const int6
                 const int32_t keep = -(int32_t)(v >= 0.0f), bx = (bv & keep) | (bl & ~keep);
                 float x;
                 memcpy(&x, &bx, sizeof x);
-                buf[i] = gl_quantize(x, scale, fzp, fmax);
+                buf[i] = qgnn_quantize_linear(x, scale, fzp, fmax);
             }
             if (w == H) { /* whole rows: the block is contiguous in the output */
                 if (f)

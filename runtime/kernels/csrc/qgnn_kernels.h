@@ -162,6 +162,25 @@ int64_t qgnn_gcn_aggregate_q8(const uint8_t *x, int64_t n_src, int64_t F, int32_
 int64_t qgnn_edge_softmax_f32(const float *logits, int64_t H, const int64_t *indptr, int64_t D,
                               float *out, int num_threads);
 
+/* qgnn.contract.softmax's ONE (T[0]) and MAX_DEGREE; tests hold the two definitions equal. */
+#define QGNN_SOFTMAX_ONE ((int64_t)1 << 30)
+#define QGNN_SOFTMAX_MAX_DEGREE (((int64_t)1 << 23) - 1)
+
+/* QEdgeSoftmax: out (E, H) float32 alphas of the uint8 logits over each destination's edge
+ * segment, per head, through the contract's integer table (qgnn.contract.softmax), exactly. The
+ * caller checks the table (table_size = 2^bits entries, T[0] = 2^30, non-increasing, >= 0) and the
+ * in-degrees (< 2^23). Returns the flat index of the first logit >= table_size (out then
+ * unspecified), or -1. */
+int64_t qgnn_q_edge_softmax(const uint8_t *logits_q, int64_t H, const int64_t *indptr, int64_t D,
+                            const int64_t *table, int64_t table_size, float *out,
+                            int num_threads);
+
+/* The same alphas quantised as onnxruntime's QuantizeLinear(scale, zp) [-> Clip to 2^bits - 1]
+ * would (qgnn_quantize_linear) into q (E, H) uint8: GAT's edge weights in one pass. */
+int64_t qgnn_q_edge_softmax_q8(const uint8_t *logits_q, int64_t H, const int64_t *indptr,
+                               int64_t D, const int64_t *table, int64_t table_size, float scale,
+                               int32_t zp, int bits, uint8_t *q, int num_threads);
+
 /* LoopedIndptr: out (D + 1,) the pointer of the CSR with one self-loop appended to each
  * destination, after dropping the stored loops src == v when `drop`. Returns the first edge
  * whose source id is negative (out then unspecified), or -1. */
@@ -244,6 +263,19 @@ QGNN_INLINE void qgnn_lut_apply(const uint8_t *x, int64_t n, const uint8_t *lut,
         for (int k = 0; k < 8; k++) y[i + k] = t[k * stride + ((v >> (8 * k)) & 0xFF)];
     }
     for (; i < n; i++) y[i] = lut[i * stride + x[i]];
+}
+
+/* onnxruntime's QuantizeLinear of one float32 v, as a float: clamp(rint(v / scale) + zp, 0, fmax)
+ * with a true division and half-to-even rounding (the 1.5 * 2^23 rounder, exact for
+ * |v / scale| <= 2^22; beyond that the value saturates either way); NaN gives 0. Shared by
+ * gat_logits.c and edge_softmax.c, whose outputs equal onnxruntime's bit for bit. */
+#define QGNN_ROUNDER 12582912.0f
+QGNN_INLINE float qgnn_quantize_linear(float v, float scale, float fzp, float fmax) {
+    const float t = v / scale;
+    float r = ((t + QGNN_ROUNDER) - QGNN_ROUNDER) + fzp;
+    r = r < 0.0f ? 0.0f : r;
+    r = r > fmax ? fmax : r;
+    return r == r ? r : 0.0f;
 }
 
 /* GAT's attention logits (gat_logits.c): per edge e and head h, LeakyRelu(slope) of

@@ -18,6 +18,7 @@ torch = pytest.importorskip("torch")
 
 import engine_testkit as tk  # noqa: E402
 from qgnn.graph.synth import powerlaw_communities  # noqa: E402
+from qgnn.runtime import kernels  # noqa: E402
 from qgnn.runtime.bundle.reader import load_bundle  # noqa: E402
 from qgnn.runtime.engine import Engine, EngineConfig, quantize_rows, softmax  # noqa: E402
 
@@ -27,17 +28,22 @@ def _export(root: Path, kind: str, task: str = "node", **layer_kwargs) -> Path:
     return tk.export_calibrated(root, graph, kind, task, layer_kwargs=layer_kwargs)
 
 
-def _onnxruntime_full_graph(bundle_path: Path) -> np.ndarray:
-    """The exported model on the whole graph, straight through onnxruntime (default options)."""
-    bundle = load_bundle(bundle_path)
+def _full_feeds(bundle) -> dict[str, np.ndarray]:
+    """The whole graph as the exported model's inputs."""
     indptr, indices = np.asarray(bundle.array("graph/indptr")), np.asarray(
         bundle.array("graph/indices"))
     feeds = {"x": np.asarray(bundle.array("graph/features")),
              "in_degree": np.diff(indptr).astype(np.int64)}
     for i in range(bundle.manifest.model.num_layers):
         feeds[f"indptr_{i}"], feeds[f"src_{i}"] = indptr, indices
+    return feeds
+
+
+def _onnxruntime_full_graph(bundle_path: Path) -> np.ndarray:
+    """The exported model on the whole graph, straight through onnxruntime (default options)."""
+    bundle = load_bundle(bundle_path)
     session = ort.InferenceSession(str(bundle.model_path()), providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)[0]
+    return session.run(None, _full_feeds(bundle))[0]
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +79,77 @@ def test_exported_gat_runs_attention_and_per_head_weights_in_fused_kernels(tmp_p
                                                                           ) -> None:
     path = _export(tmp_path, "gat", heads=2)
     plan = Engine(load_bundle(path)).executor.plan
-    logits = [k for phase in plan.kernels for k in phase if k.op_type == "GatLogitsF32"]
-    assert "QMessageAggregate" in {k.op_type for phase in plan.kernels for k in phase}
+    nodes = [k for phase in plan.kernels for k in phase]
+    logits = [k for k in nodes if k.op_type == "GatLogits"]  # uint8: QEdgeSoftmax reads them
     assert len(logits) == 2 and all(k.attributes["scores"] is not None for k in logits)
+    ops = [k.op_type for k in nodes]
+    # the exact softmax with the edge weights' QuantizeLinear: one kernel per layer
+    assert ops.count("QEdgeSoftmaxQ") == 2 and not {"EdgeSoftmax", "QEdgeSoftmax"} & set(ops)
+    assert "QMessageAggregate" in ops
     left = {n.op_type for s in plan.segments for n in s.nodes}
     assert not left & {"LeakyRelu", "Gather", "MatMulInteger"}
     _check_node_bundle(path)
+    expected = _onnxruntime_full_graph(path)
+    levels = [lvl for lvl in kernels.levels_supported() if lvl in kernels.levels_built()]
+    for level in levels:  # the exact softmax: the same bits at every level
+        engine = Engine(load_bundle(path), EngineConfig(isa=level))
+        np.testing.assert_array_equal(engine.infer_all(chunk_size=64), expected, err_msg=level)
+
+
+def _legacy_gat(model_bytes: bytes) -> bytes:
+    """The model as the exporter wrote GAT before the exact softmax: each ``QEdgeSoftmax`` of
+    the uint8 logits replaced by ``EdgeSoftmax`` of their ``DequantizeLinear``."""
+    import onnx
+    from qgnn.exporter.ops import function_protos, make_op_node
+
+    model = onnx.ModelProto.FromString(model_bytes)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type != "QEdgeSoftmax":
+            nodes.append(node)
+            continue
+        logits_q, indptr, _ = node.input
+        quantize = producers[logits_q]
+        while quantize.op_type != "QuantizeLinear":  # the Clip of bits < 8
+            quantize = producers[quantize.input[0]]
+        dq = f"{logits_q}_legacy_dq"
+        nodes.append(onnx.helper.make_node("DequantizeLinear",
+                                           [logits_q, *quantize.input[1:3]], [dq]))
+        nodes.append(make_op_node("EdgeSoftmax", [dq, indptr], list(node.output)))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    tables = {n.input[2] for n in producers.values() if n.op_type == "QEdgeSoftmax"}
+    kept = [t for t in model.graph.initializer if t.name not in tables]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    del model.functions[:]
+    model.functions.extend(function_protos(n for n in nodes if n.domain == "ai.qgnn"))
+    return model.SerializeToString()
+
+
+def test_a_legacy_float_softmax_gat_keeps_its_answers(tmp_path: Path) -> None:
+    """Bundles exported before QEdgeSoftmax hold EdgeSoftmax of dequantised logits: they still
+    load, run it in its own kernel (after the fused GatLogitsF32) and answer as stock
+    onnxruntime does on the same file."""
+    from qgnn.runtime.engine.executor import PartitionedExecutor, PortableExecutor
+    from qgnn.runtime.engine.session import SessionConfig
+
+    path = _export(tmp_path, "gat", heads=2)
+    bundle = load_bundle(path)
+    legacy = _legacy_gat(bundle.model_path().read_bytes())
+    feeds = _full_feeds(bundle)
+    session = ort.InferenceSession(legacy, providers=["CPUExecutionProvider"])
+    want = session.run(None, feeds)[0]
+    fast = PartitionedExecutor(legacy, SessionConfig())
+    ops = [k.op_type for phase in fast.plan.kernels for k in phase]
+    assert ops.count("EdgeSoftmax") == 2 and ops.count("GatLogitsF32") == 2
+    assert "QEdgeSoftmax" not in ops
+    for executor in (fast, PortableExecutor(legacy, SessionConfig())):
+        np.testing.assert_array_equal(executor.run(feeds)["logits"], want)
+    new = _onnxruntime_full_graph(path)
+    # the two softmaxes agree to ~1e-7: an edge weight moves only next to a rounding boundary
+    assert (new == want).mean() >= 0.99
 
 
 def test_exported_gcn_capped_partitioned_equals_portable(gcn_bundle: Path) -> None:

@@ -158,3 +158,71 @@ def test_exposed_intermediates_stay_in_onnxruntime(expose: str, fused: str | Non
     if fused:
         assert (kernel_nodes[0].attributes["scores"] is not None) == scores
     _check(model, _feeds(False))
+
+
+def _softmax_model(*, bits: int = 8, expose_alpha: bool = False, scale: float = 0.01,
+                   table: np.ndarray | None = None) -> onnx.ModelProto:
+    """logits_q (E, H) uint8, indptr -> QEdgeSoftmax -> QuantizeLinear [-> Clip]: the exporter's
+    edge weights."""
+    from qgnn.contract import softmax_table
+    from qgnn.exporter.ops import function_protos, make_op_node
+
+    table = softmax_table(np.float32(0.07), 8) if table is None else table
+    inits = [numpy_helper.from_array(table, "table"),
+             numpy_helper.from_array(np.float32(scale), "s"),
+             numpy_helper.from_array(np.uint8(3), "zp")]
+    nodes = [make_op_node("QEdgeSoftmax", ["logits_q", "indptr", "table"], ["alpha"]),
+             helper.make_node("QuantizeLinear", ["alpha", "s", "zp"], ["w"])]
+    last = "w"
+    if bits < 8:
+        inits += [numpy_helper.from_array(np.uint8(0), "lo"),
+                  numpy_helper.from_array(np.uint8(2**bits - 1), "hi")]
+        nodes.append(helper.make_node("Clip", ["w", "lo", "hi"], ["wc"]))
+        last = "wc"
+    nodes.append(helper.make_node("Identity", [last], ["y"]))
+    outputs = [helper.make_tensor_value_info("y", TensorProto.UINT8, None)]
+    if expose_alpha:
+        outputs.append(helper.make_tensor_value_info("alpha", TensorProto.FLOAT, None))
+    graph = helper.make_graph(
+        nodes, "softmax", [helper.make_tensor_value_info("logits_q", TensorProto.UINT8,
+                                                         [None, HEADS]),
+                           helper.make_tensor_value_info("indptr", TensorProto.INT64, [None])],
+        outputs, inits)
+    return helper.make_model(graph, opset_imports=opset_imports(), ir_version=IR_VERSION,
+                             functions=function_protos(n for n in nodes if n.domain))
+
+
+def _softmax_feeds() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(5)
+    deg = rng.choice([0, 1, 2, 3, 9, 40], D)
+    return {"logits_q": rng.integers(0, 256, (int(deg.sum()), HEADS)).astype(np.uint8),
+            "indptr": np.concatenate([[0], np.cumsum(deg)]).astype(np.int64)}
+
+
+@needs_kernels
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("scale", [0.01, 1 / 64, 0.3])
+def test_softmax_and_edge_weight_quantiser_are_one_kernel_node(bits: int, scale: float) -> None:
+    model = _softmax_model(bits=bits, scale=scale)
+    kernel_nodes, left = _plan(model)
+    assert [k.op_type for k in kernel_nodes] == ["QEdgeSoftmaxQ"]
+    assert kernel_nodes[0].attributes["bits"] == bits and left == ["Identity"]
+    _check(model, _softmax_feeds())
+
+
+@needs_kernels
+def test_a_softmax_read_elsewhere_keeps_its_float_alphas() -> None:
+    model = _softmax_model(expose_alpha=True)
+    kernel_nodes, left = _plan(model)
+    assert [k.op_type for k in kernel_nodes] == ["QEdgeSoftmax"]
+    assert left == ["QuantizeLinear", "Identity"]
+    _check(model, _softmax_feeds())
+
+
+@needs_kernels
+def test_a_bad_softmax_table_is_refused_at_load() -> None:
+    from qgnn.contract import softmax_table
+
+    model = _softmax_model(table=softmax_table(np.float32(0.07), 8)[:100])
+    with pytest.raises(ValueError, match=r"QEdgeSoftmaxQ node .*table must hold 2\^bits"):
+        PartitionedExecutor(model.SerializeToString(), SessionConfig())

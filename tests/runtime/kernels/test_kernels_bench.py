@@ -33,6 +33,15 @@ def test_embeddings_have_the_requested_shape_and_structure():
     assert (sv[:16] ** 2).sum() / (sv**2).sum() > 0.8
 
 
+def test_edge_softmax_figure_times_both_forms_and_checks_the_exact_one(isa):
+    res = bk.bench_edge_softmax(np.random.default_rng(0), 500, 4000, 4, 2, 2, [isa])
+    assert res["edges"] == 4500 and res["exact_bit_identical_across_levels"]
+    assert set(res["median_s"]) == {f"{form} [{isa}]" for form in (
+        "edge_softmax_f32", "q_edge_softmax", "edge_softmax_f32, then quantize_u8",
+        "q_edge_softmax, quantised")}
+    assert 0 <= res["max_relative_difference_float_vs_exact"] < 1e-5
+
+
 @pytest.mark.slow
 def test_quick_run_writes_the_json(tmp_path):
     bk.main(["--quick", "--repeat", "2", "--results-dir", str(tmp_path)])
@@ -41,3 +50,4 @@ def test_quick_run_writes_the_json(tmp_path):
     assert set(res["topk"]["recall_at_k"]) >= {"int8 query", "int32 query"}
     assert all(q["bit_identical_to_ort"] in (True, None) for q in res["qlinear"])
     assert all(q["bit_identical_across_levels"] for q in res["qlinear"])
+    assert res["edge_softmax"]["exact_bit_identical_across_levels"]
