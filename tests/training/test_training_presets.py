@@ -49,6 +49,16 @@ def test_link_preset_is_patient_and_unregularised():
     for model in ("gcn", "sage", "gin"):
         chosen = preset(model, "anything", "link")
         assert chosen.model["dropout"] == 0.0 and chosen.train.weight_decay == 0.0
-        assert chosen.train.patience >= 100 and chosen.train.epochs >= 300
+        assert chosen.train.patience is None or chosen.train.patience >= 100
+        assert chosen.train.epochs >= 300
     assert preset("gcn", "cora", "node").model["dropout"] == 0.5  # node presets unchanged
     assert preset("lightgcn", "x", "link").train.loss == "bpr"
+
+
+def test_gcn_link_preset_never_stops_early_and_keeps_the_best_epoch():
+    """GCN's validation recall can sit at the popularity level for 150+ epochs before it
+    rises; stopping after 100 flat epochs kept a popularity-level model on 2 seeds of 3."""
+    gcn = preset("gcn", "anything", "link").train
+    assert gcn.patience is None and gcn.epochs == 300
+    assert preset("sage", "anything", "link").train.patience == 100
+    assert preset("gcn", "cora", "node").train.patience == 50  # node presets unchanged
