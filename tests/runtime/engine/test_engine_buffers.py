@@ -27,6 +27,15 @@ def _address(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
 
 
+def _run_in_threads(work: Callable[[int], None], count: int) -> None:
+    """``work(k)`` for k in 0..count-1, each on its own thread, all started before any join."""
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def test_a_freed_block_is_reused_by_the_next_fitting_allocation() -> None:
     pool = BufferPool(16 * MIB)
     with pool.active():
@@ -148,11 +157,7 @@ def test_threads_sharing_one_pool_keep_their_data() -> None:
             if not ((a == k * 100 + r).all() and (b == k * 100 + r + 1).all()):
                 errors.append(f"thread {k} round {r}")
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _run_in_threads(work, 4)
     assert not errors
     stats = pool.stats()
     assert stats["hits"] + stats["misses"] == 4 * 30 * 2 and stats["hits"] > 0
@@ -283,11 +288,7 @@ def test_concurrent_forwards_give_the_right_answers(int8_case) -> None:
             if not np.array_equal(engine.predict_nodes(id_sets[k]), expected[k]):
                 errors.append(f"thread {k} round {r}: predict_nodes")
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _run_in_threads(work, 4)
     assert not errors
     assert engine.buffers.stats()["hits"] > 0
 
