@@ -36,12 +36,7 @@ class RowMemo:
 
     def known(self, peer: int, ids: np.ndarray) -> np.ndarray:
         """Whether each of ``ids`` is remembered for ``peer``."""
-        held = self.ids[peer]
-        if not held.size:
-            return np.zeros(ids.size, np.bool_)
-        order = np.argsort(held, kind="stable")
-        pos = np.minimum(np.searchsorted(held[order], ids), held.size - 1)
-        return held[order][pos] == ids
+        return np.isin(ids, self.ids[peer])
 
     def admit(self, peer: int, ids: np.ndarray, rows: torch.Tensor | None = None) -> None:
         """Remember the first of ``ids`` (rows that just crossed, none already known) until
