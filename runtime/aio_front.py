@@ -63,9 +63,6 @@ class _LoopContext:
     def is_active(self) -> bool:
         return not self._context.done()
 
-    def invocation_metadata(self) -> Any:
-        return self._context.invocation_metadata()
-
 
 class AioInterceptor(grpc.aio.ServerInterceptor):
     """Routes each call like the thread-pool server's interceptor, with handlers that run on

@@ -1,9 +1,11 @@
 """``qgnn serve``: the gRPC server process.
 
 One port serves qgnn.v1 (GraphInference + ModelAdmin), KServe v2, grpc.health.v1 and server
-reflection; Prometheus metrics have their own HTTP port. Requests run on a thread pool (one
-thread per RPC in flight, which mostly waits on its model's batcher); each model version's
-batcher computes on its own worker thread, and numpy/onnxruntime release the GIL there.
+reflection; Prometheus metrics have their own HTTP port. Two front ends (``--grpc-server``):
+``sync``, where requests run on a thread pool (one thread per RPC in flight, which mostly waits
+on its model's batcher), and ``aio`` (runtime/aio_front.py), where an event loop runs them and
+they suspend while their model computes. Each model version's batcher computes on its own
+worker thread, and numpy/onnxruntime release the GIL there.
 
 Life cycle: :meth:`QgnnServer.start` binds both ports, answers health with NOT_SERVING while it
 loads the models, then turns SERVING. :meth:`QgnnServer.stop` (SIGTERM) turns health
