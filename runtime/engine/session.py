@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
 OPTIMIZATION_LEVELS = {
@@ -65,3 +66,11 @@ def make_session(model: bytes | str | Path, config: SessionConfig) -> ort.Infere
     source = str(model) if isinstance(model, Path) else model
     return ort.InferenceSession(source, session_options(config),
                                 providers=["CPUExecutionProvider"])
+
+
+def decoder_logits(session: ort.InferenceSession, h_src: np.ndarray, h_dst: np.ndarray
+                   ) -> np.ndarray:
+    """An MLP link decoder's logits float64 (n,) of aligned float32 embeddings (n, D)."""
+    out = session.run(None, {"h_src": np.ascontiguousarray(h_src, np.float32),
+                             "h_dst": np.ascontiguousarray(h_dst, np.float32)})[0]
+    return out.astype(np.float64).reshape(-1)
