@@ -1,0 +1,164 @@
+"""Sharded link bundles against the unsharded bundle of the same run: bit-identical embeddings,
+pair scores and top-k (ids, order, scores; exclude-seen and candidates) from a replica of every
+shard; a replica of one shard answers what it owns exactly and refuses the rest naming the
+owning shard; bad bundles are refused.
+
+Both bundles come from the real pipelines (tests/sharded_links_testkit.py): ``qgnn export`` for
+the unsharded one, ``--mode infer`` on W = 2 and 3 spawned gloo ranks for the sharded ones.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+import sharded_links_testkit as sk  # noqa: E402
+from qgnn.runtime.bundle.reader import load_bundle  # noqa: E402
+from qgnn.runtime.bundle.writer import write_bundle  # noqa: E402
+from qgnn.runtime.engine import Engine  # noqa: E402
+from qgnn.runtime.engine.shard_book import ShardNotServedError, shard_file  # noqa: E402
+from qgnn.runtime.engine.sharded_links import ShardedLinkBackend  # noqa: E402
+from qgnn.runtime.errors import (  # noqa: E402
+    BundleError,
+    FailedPreconditionError,
+    InvalidRequestError,
+)
+
+CASES = {"gcn-dot-2": ("gcn", "dot", 2), "sage-mlp-3": ("sage", "mlp", 3),
+         "lightgcn-dot-3": ("lightgcn", "dot", 3)}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return sk.recommender_data()
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, data
+         ) -> sk.ShardedCase:
+    kind, decoder, parts = CASES[request.param]
+    return sk.sharded_case(tmp_path_factory.mktemp(request.param), data, kind, decoder, parts)
+
+
+def _both(case: sk.ShardedCase, held: str = "all") -> tuple[Engine, ShardedLinkBackend]:
+    return Engine(load_bundle(case.bundle)), ShardedLinkBackend(load_bundle(case.sharded(held)))
+
+
+def test_every_shard_holds_the_unsharded_embedding_rows(case: sk.ShardedCase) -> None:
+    bundle = load_bundle(case.bundle)
+    values = np.asarray(bundle.array("embeddings/values"))
+    scales = np.asarray(bundle.array("embeddings/scales"))
+    with load_bundle(case.sharded(), verify=True) as sharded:
+        assert sharded.manifest.sharding["held"] == list(range(case.parts))
+        for p in range(case.parts):
+            nodes = np.asarray(sharded.array(shard_file(p, "nodes")))
+            np.testing.assert_array_equal(sharded.array(shard_file(p, "embeddings")),
+                                          values[nodes])
+            np.testing.assert_array_equal(sharded.array(shard_file(p, "embedding_scales")),
+                                          scales[nodes])
+
+
+def test_all_shards_score_pairs_bit_for_bit(case: sk.ShardedCase) -> None:
+    engine, sharded = _both(case)
+    n = engine.num_nodes
+    pairs = np.random.default_rng(1).integers(0, n, (400, 2))
+    np.testing.assert_array_equal(sharded.predict_links(pairs), engine.predict_links(pairs))
+    ids = np.arange(n)
+    np.testing.assert_array_equal(sharded.embed(ids), engine.embed(ids))
+    assert sharded.embedding_dim == engine.embedding_dim and sharded.num_nodes == n
+
+
+def test_all_shards_recommend_what_the_unsharded_bundle_does(case: sk.ShardedCase) -> None:
+    engine, sharded = _both(case)
+    users = case.data.num_users
+    rng = np.random.default_rng(2)
+    for user in range(users):
+        for exclude_seen in (False, True):
+            want = engine.recommend(user, 7, exclude_seen=exclude_seen)
+            got = sharded.recommend(user, 7, exclude_seen=exclude_seen)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+        cand = rng.choice(np.arange(users, engine.num_nodes), 15, replace=False)
+        want = engine.recommend(user, 5, exclude_seen=True, candidates=cand)
+        got = sharded.recommend(user, 5, exclude_seen=True, candidates=cand)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_exclude_seen_drops_train_and_held_out_items(case: sk.ShardedCase) -> None:
+    _, sharded = _both(case)
+    data = case.data
+    pairs = np.concatenate([data.train, data.val, data.test])
+    for user in range(0, data.num_users, 3):
+        ids, _ = sharded.recommend(user, 50, exclude_seen=True)
+        assert not np.isin(ids, pairs[pairs[:, 0] == user, 1]).any()
+        assert (ids >= data.num_users).all()
+
+
+def test_one_shard_answers_what_it_owns_and_names_the_owner_of_the_rest(
+        case: sk.ShardedCase) -> None:
+    engine, one = _both(case, "shard-1")
+    owner, users = case.owner, case.data.num_users
+    mine = np.flatnonzero(owner == 1)
+    foreign = np.flatnonzero(owner != 1)
+    pairs = np.stack([mine[:20], mine[::-1][:20]], 1)
+    np.testing.assert_array_equal(one.predict_links(pairs), engine.predict_links(pairs))
+    other = int(foreign[0])
+    with pytest.raises(ShardNotServedError,
+                       match=rf"pairs\[1\]: node {other} belongs to shard {owner[other]} of "
+                             rf"{case.parts}; .* serves shard\(s\) \[1\]"):
+        one.predict_links(np.array([[int(mine[0]), other]]))
+    user = int(mine[mine < users][0])
+    items = mine[mine >= users]
+    want = engine.recommend(user, 4, exclude_seen=True, candidates=items)
+    got = one.recommend(user, 4, exclude_seen=True, candidates=items)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    with pytest.raises(ShardNotServedError, match=r"needs shard\(s\) \[0"):
+        one.recommend(user, 4)
+    far_user = int(foreign[foreign < users][0])
+    with pytest.raises(ShardNotServedError, match=rf"user_id\[0\]: node {far_user} belongs "
+                                                  rf"to shard {owner[far_user]}"):
+        one.recommend(far_user, 4, candidates=items)
+    with pytest.raises(ShardNotServedError, match="candidate_ids"):
+        one.recommend(user, 4, candidates=[int(foreign[foreign >= users][0])])
+
+
+def test_users_items_and_what_a_shard_cannot_serve(case: sk.ShardedCase) -> None:
+    _, sharded = _both(case)
+    users = case.data.num_users
+    with pytest.raises(InvalidRequestError, match="is an item, not a user"):
+        sharded.recommend(users + 1, 3)
+    with pytest.raises(InvalidRequestError, match="is a user, not an item"):
+        sharded.recommend(0, 3, candidates=[1, users + 2])
+    assert sharded.catalogue.has_external_ids
+    with pytest.raises(FailedPreconditionError, match="UpdateGraph needs the ONNX engine"):
+        sharded.update_graph(None, np.array([[0, users]]))
+
+
+def test_a_tampered_shard_file_is_refused(case: sk.ShardedCase, tmp_path: Path) -> None:
+    copy = tmp_path / "b"
+    shutil.copytree(case.sharded("shard-0"), copy)
+    target = copy / shard_file(0, "embeddings")
+    raw = bytearray(target.read_bytes())
+    raw[-1] ^= 0x01
+    target.write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match=r"shards/0/embeddings.npy"):
+        load_bundle(copy, verify=True)
+
+
+def test_an_unknown_shard_is_refused(case: sk.ShardedCase, tmp_path: Path) -> None:
+    src = load_bundle(case.sharded("shard-0"))
+    manifest = {k: v for k, v in src.manifest.raw.items() if k != "files"}
+    manifest["sharding"] = {**manifest["sharding"], "held": [case.parts]}
+    files = {name: src.path / name for name in src.files}
+    path = write_bundle(tmp_path / "b", manifest, files)
+    with pytest.raises(BundleError, match=rf"must name shards in \[0, {case.parts}\)"):
+        ShardedLinkBackend(load_bundle(path))
+    assert json.loads((src.path / "manifest.json").read_text())["model"]["task"] == "link"
