@@ -62,14 +62,15 @@ def write_link_shards(run_dir: str | Path, out: str | Path, num_parts: int,
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m qgnn.exporter.link_shards --run RUN --parts K --out DIR``: partition a link
-    run's serving graph and write one shard file per part (then ``torchrun ... -m
+    """``python -m qgnn.exporter.link_shards --checkpoint RUN --parts K --out DIR``: partition
+    a link run's serving graph and write one shard file per part (then ``torchrun ... -m
     qgnn.training.distributed --mode infer``); prints the partition report as JSON."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m qgnn.exporter.link_shards",
                                      description=main.__doc__)
-    parser.add_argument("--run", required=True, help="the link run (qgnn train --task link)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="the link run's folder (qgnn train --task link --out)")
     parser.add_argument("--parts", type=int, required=True)
     parser.add_argument("--out", required=True, help="shard folder")
     parser.add_argument("--method", choices=METHODS, default="auto")
@@ -78,8 +79,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="the run's dataset when it moved (as qgnn export --dataset)")
     args = parser.parse_args(argv)
     try:
-        report = write_link_shards(args.run, args.out, args.parts, args.method, seed=args.seed,
-                                   dataset=args.dataset)
+        report = write_link_shards(args.checkpoint, args.out, args.parts, args.method,
+                                   seed=args.seed, dataset=args.dataset)
     except (ValueError, OSError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     print(json.dumps(report))

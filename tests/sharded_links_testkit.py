@@ -78,7 +78,8 @@ def sharded_case(root: Path, data: Any, kind: str, decoder: str, parts: int) -> 
     from qgnn.training.distributed.infer import run_rank
 
     run = link_run(root, data, kind, decoder)
-    bundle = export_run(run, root / "unsharded", graph=data, parity=False).bundle
+    bundle = export_run(run, root / "unsharded", name="partitioned", graph=data,
+                        parity=False).bundle
     write_link_shards(run, root / "shards", parts, "ldg", data=data)
     launch_local(run_rank, parts, str(run), str(root / "shards"), str(root / "bundles"),
                  "partitioned", 1, 16, timeout_s=300)

@@ -1,4 +1,4 @@
-"""The ``infer`` mode: distributed layer-wise INT8 inference of a saved run into a sharded bundle.
+"""The ``infer`` mode: distributed layer-wise INT8 inference of a link run into a sharded bundle.
 
 Each rank loads one graph shard (its partition's nodes, in-edges, out-edges and features;
 exporter/link_shards.py writes them for a link run) and runs the run's *exported* model, the
@@ -154,6 +154,10 @@ def run_rank(ctx: DistContext, run_dir: str, shard_dir: str, bundle_out: str,
                          f"run one rank per part")
     started = time.perf_counter()
     run = load_run_model(run_dir)
+    if run.task != "link":
+        raise ValueError(f"{run_dir}: a {run.task!r} run; --mode infer writes link models' "
+                         f"sharded bundles (node models write theirs at the end of "
+                         f"--mode partitioned, with --bundle-out)")
     main, _ = export_models(run, name=name)
     if shard.x is None:
         raise ValueError(f"{shard_dir}: part {shard.part} has no features")
@@ -172,7 +176,7 @@ def run_rank(ctx: DistContext, run_dir: str, shard_dir: str, bundle_out: str,
     if ctx.is_main:
         written = assemble(Path(bundle_out), run_dir, shard.num_parts, shard.num_nodes,
                            name=name, version=version,
-                           link_shards=shard_dir if run.task == "link" else None)
+                           link_shards=shard_dir)
         summary["bundles"] = [str(p) for p in written]
     if ctx.world_size > 1:
         dist.barrier()
@@ -180,14 +184,15 @@ def run_rank(ctx: DistContext, run_dir: str, shard_dir: str, bundle_out: str,
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``torchrun --nproc-per-node W -m qgnn.training.distributed --mode infer --run RUN
-    --shards DIR --bundle-out DIR``: one rank per part; prints rank 0's summary as JSON."""
+    """``torchrun --nproc-per-node W -m qgnn.training.distributed --mode infer --checkpoint RUN
+    --shards DIR --bundle-out DIR``: one rank per part of a link run's shards; prints rank 0's
+    summary as JSON."""
     parser = argparse.ArgumentParser(prog="python -m qgnn.training.distributed --mode infer",
                                      description=main.__doc__)
-    parser.add_argument("--run", required=True, help="the saved run (qgnn train)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="the link run's folder (qgnn train --task link --out)")
     parser.add_argument("--shards", required=True,
-                        help="folder of part-<r>.npz files (link runs: python -m "
-                             "qgnn.exporter.link_shards)")
+                        help="folder of part-<r>.npz files (python -m qgnn.exporter.link_shards)")
     parser.add_argument("--bundle-out", required=True, help="where the sharded bundles go")
     parser.add_argument("--name", default="partitioned", help="the served model's name")
     parser.add_argument("--version", type=int, default=1)
@@ -200,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"{parser.prog}: error: --chunk, --threads and --version must be >= 1\n")
     ctx = init_from_env(args.backend)
     try:
-        summary = run_rank(ctx, args.run, args.shards, args.bundle_out, args.name,
+        summary = run_rank(ctx, args.checkpoint, args.shards, args.bundle_out, args.name,
                            args.version, args.chunk, args.threads)
         if ctx.is_main:
             json.dump(summary, sys.stdout)

@@ -18,13 +18,13 @@ import pytest
 
 pytest.importorskip("torch")
 
-import sharded_links_testkit as sk  # noqa: E402
-from qgnn.runtime.bundle.reader import load_bundle  # noqa: E402
-from qgnn.runtime.bundle.writer import write_bundle  # noqa: E402
-from qgnn.runtime.engine import Engine  # noqa: E402
-from qgnn.runtime.engine.shard_book import ShardNotServedError, shard_file  # noqa: E402
-from qgnn.runtime.engine.sharded_links import ShardedLinkBackend  # noqa: E402
-from qgnn.runtime.errors import (  # noqa: E402
+import sharded_links_testkit as sk
+from qgnn.runtime.bundle.reader import load_bundle
+from qgnn.runtime.bundle.writer import write_bundle
+from qgnn.runtime.engine import Engine
+from qgnn.runtime.engine.shard_book import ShardNotServedError, shard_file
+from qgnn.runtime.engine.sharded_links import ShardedLinkBackend
+from qgnn.runtime.errors import (
     BundleError,
     FailedPreconditionError,
     InvalidRequestError,
