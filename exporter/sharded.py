@@ -43,7 +43,7 @@ from qgnn.runtime.bundle.reader import load_bundle
 from qgnn.runtime.bundle.writer import write_bundle
 from qgnn.runtime.engine.embeddings import quantize_rows
 from qgnn.runtime.engine.sharded import OWNER, SHARD_FILES, SHARDED_FORMAT, shard_file
-from qgnn.runtime.engine.sharded_links import LINK_SHARD_FILES
+from qgnn.runtime.engine.sharded_links import IN_EDGES, LINK_SHARD_FILES, OUT_EDGE_FILES
 
 PARTS = ".parts"
 
@@ -81,6 +81,15 @@ def write_part(staging: str | Path, shard: GraphShard, outputs: np.ndarray, *,
     return folder
 
 
+def _out_is_in(folder: Path) -> bool:
+    """Whether a link part's out-edges are its in-edges, list for list (a symmetric graph)."""
+    def load(name: str) -> np.ndarray:
+        return np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+
+    return bool(np.array_equal(load("graph/out_indptr"), load("graph/indptr"))
+                and np.array_equal(load("graph/out_indices"), load("graph/indices")))
+
+
 def assemble(out: str | Path, run_dir: str | Path, num_parts: int, num_nodes: int, *,
              name: str = "partitioned", version: int = 1,
              metrics: dict[str, Any] | None = None, keep_parts: bool = False,
@@ -112,6 +121,10 @@ def assemble(out: str | Path, run_dir: str | Path, num_parts: int, num_nodes: in
             shared[f"graph/{path.name}"] = path
         node_types = json.loads((Path(link_shards) / LINK_INFO).read_text()).get("node_types")
     part_files = LINK_SHARD_FILES if run.task == "link" else SHARD_FILES
+    symmetric = run.task == "link" and all(_out_is_in(_part_dir(staging, p))
+                                           for p in range(num_parts))
+    if symmetric:  # every out-list is the in-list: the bundle stores the edges once
+        part_files = tuple(f for f in part_files if f not in OUT_EDGE_FILES)
     num_edges = sum(int(np.load(_part_dir(staging, p) / "graph/indices.npy", mmap_mode="r",
                                 allow_pickle=False).shape[0]) for p in range(num_parts))
     cfg = run.gnn.cfg
@@ -144,6 +157,7 @@ def assemble(out: str | Path, run_dir: str | Path, num_parts: int, num_nodes: in
                 doc["link"]["decoder_file"] = DECODER_FILE
             if node_types is not None:
                 doc["graph"]["node_types"] = node_types
+            doc["sharding"]["out_edges"] = IN_EDGES if symmetric else "stored"
         return doc
 
     def files(held: list[int]) -> dict[str, Any]:

@@ -34,6 +34,20 @@ def recommender_data(num_users: int = 40, num_items: int = 60, seed: int = 0) ->
                                  num_features=12, seed=seed)
 
 
+def directed_data(num_nodes: int = 90, seed: int = 1) -> Any:
+    """Link data of a directed graph without node types (every node is an item): its out-lists
+    differ from its in-lists, so sharded bundles store both."""
+    from qgnn.graph.container import Graph
+    from qgnn.graph.links import split_edges
+
+    rng = np.random.default_rng(seed)
+    src, dst = rng.integers(0, num_nodes, 500), rng.integers(0, num_nodes, 500)
+    keep = src != dst
+    x = rng.standard_normal((num_nodes, 12)).astype(np.float32)
+    graph = Graph.from_edges(src[keep], dst[keep], num_nodes, x=x)
+    return split_edges(graph, seed=seed)
+
+
 def link_run(root: Path, data: Any, kind: str, decoder: str = "dot") -> Path:
     """A Degree-Quant INT8 link model of ``kind`` (hidden 8, 2 layers) with ``decoder``, its
     ranges calibrated by three forward passes on the message graph, saved as a run (training

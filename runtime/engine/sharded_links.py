@@ -18,7 +18,10 @@ bundle carries (the catalogue, like the partition book).
 
 Files per held shard ``p`` (besides ``nodes.npy``): ``embeddings.npy`` int8 (n_p, D),
 ``embedding_scales.npy`` float32 (n_p,), ``graph/{indptr,indices}.npy`` (in-edges) and
-``graph/{out_indptr,out_indices}.npy`` (out-edges: what exclude-seen drops), global ids.
+``graph/{out_indptr,out_indices}.npy`` (out-edges: what exclude-seen drops), global ids. A
+symmetric graph (every out-list equal to the in-list, as a user-item graph's both-way edges
+give) stores its edges once: ``sharding.out_edges`` is ``"in-edges"`` and the out-edge files
+are left out.
 """
 
 from __future__ import annotations
@@ -46,8 +49,10 @@ from qgnn.runtime.engine.shard_book import (
 )
 from qgnn.runtime.errors import BundleError, FailedPreconditionError, InvalidRequestError
 
+OUT_EDGE_FILES = ("graph/out_indptr", "graph/out_indices")
 LINK_SHARD_FILES = ("nodes", "embeddings", "embedding_scales", "graph/indptr", "graph/indices",
-                    "graph/out_indptr", "graph/out_indices")
+                    *OUT_EDGE_FILES)
+IN_EDGES = "in-edges"  # sharding.out_edges of a symmetric graph: out-lists are the in-lists
 DECODER_CHUNK = 1 << 16  # items scored per MLP decoder call (the engine's chunk)
 
 
@@ -66,6 +71,7 @@ class ShardedLinkBackend:
         self.index: dict[int, EmbeddingIndex] = {}
         self._out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         dims = set()
+        symmetric = self.manifest.sharding.get("out_edges") == IN_EDGES
         for p in self.held:
             n = self.book.nodes[p].size
             values = np.asarray(bundle.array(shard_file(p, "embeddings")))
@@ -78,11 +84,12 @@ class ShardedLinkBackend:
                                                isa=options.isa)
             except ValueError as exc:
                 raise BundleError(shard_file(p, "embeddings"), str(exc)) from None
-            out_indptr = np.asarray(bundle.array(shard_file(p, "graph/out_indptr")))
+            edges = "" if symmetric else "out_"
+            out_indptr = np.asarray(bundle.array(shard_file(p, f"graph/{edges}indptr")))
             if out_indptr.shape != (n + 1,):
-                raise BundleError(shard_file(p, "graph/out_indptr"),
+                raise BundleError(shard_file(p, f"graph/{edges}indptr"),
                                   f"must be ({n + 1},), got {out_indptr.shape}")
-            self._out[p] = (out_indptr, bundle.array(shard_file(p, "graph/out_indices")))
+            self._out[p] = (out_indptr, bundle.array(shard_file(p, f"graph/{edges}indices")))
             dims.add(int(values.shape[1]))
         if len(dims) != 1:
             raise BundleError(shard_file(self.held[0], "embeddings"),

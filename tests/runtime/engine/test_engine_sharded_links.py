@@ -56,6 +56,8 @@ def test_every_shard_holds_the_unsharded_embedding_rows(case: sk.ShardedCase) ->
     scales = np.asarray(bundle.array("embeddings/scales"))
     with load_bundle(case.sharded(), verify=True) as sharded:
         assert sharded.manifest.sharding["held"] == list(range(case.parts))
+        assert sharded.manifest.sharding["out_edges"] == "in-edges"  # user-item: both ways
+        assert shard_file(0, "graph/out_indptr") not in sharded.files
         for p in range(case.parts):
             nodes = np.asarray(sharded.array(shard_file(p, "nodes")))
             np.testing.assert_array_equal(sharded.array(shard_file(p, "embeddings")),
@@ -162,3 +164,22 @@ def test_an_unknown_shard_is_refused(case: sk.ShardedCase, tmp_path: Path) -> No
     with pytest.raises(BundleError, match=rf"must name shards in \[0, {case.parts}\)"):
         ShardedLinkBackend(load_bundle(path))
     assert json.loads((src.path / "manifest.json").read_text())["model"]["task"] == "link"
+
+
+def test_a_directed_graph_keeps_its_out_edges_for_exclude_seen(tmp_path: Path) -> None:
+    data = sk.directed_data()
+    case = sk.sharded_case(tmp_path, data, "sage", "dot", 2)
+    engine, sharded = _both(case)
+    assert sharded.manifest.sharding["out_edges"] == "stored"
+    assert not sharded.catalogue.typed
+    n = engine.num_nodes
+    for user in range(0, n, 3):
+        for exclude_seen in (False, True):
+            want = engine.recommend(user, 6, exclude_seen=exclude_seen)
+            got = sharded.recommend(user, 6, exclude_seen=exclude_seen)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+    g = data.graph
+    linked = g.csr.indices[g.csr.indptr[5]:g.csr.indptr[6]]
+    assert linked.size and not np.isin(sharded.recommend(5, n, exclude_seen=True)[0],
+                                       linked).any()
