@@ -59,8 +59,11 @@ def link_run(data: Any, kind: str, decoder: str, hidden: int, out: Path) -> Path
                               quant=quant, train=TrainConfig(decoder=decoder))
 
 
-def _bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+def _bytes(path: Path, shared_only: bool = False) -> int:
+    """A bundle's bytes on disk; ``shared_only``: only what every shard bundle carries whole
+    (model, partition book, recommender arrays, manifest), not ``shards/``."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()
+               and not (shared_only and f.relative_to(path).parts[0] == "shards"))
 
 
 def build(data: Any, args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -152,7 +155,9 @@ def measure(data: Any, built: dict[str, Any], args: argparse.Namespace) -> dict[
     bytes_by = {name: _bytes(path) for name, path in paths.items()}
     bytes_by.update({f"shard-{p}": _bytes(repos / f"shard-{p}" / "partitioned" / "1")
                      for p in range(1, args.parts)})
-    return {"bit_exact": exact, "recommend_mismatches": int(mismatches),
+    return {"bit_exact": exact,
+            "shared_bytes_per_shard_bundle": _bytes(paths["shard-0"], True),
+            "recommend_mismatches": int(mismatches),
             "recommend_compared": len(answers["all"]),
             "isa": engine.isa, "num_nodes": n, "bytes": bytes_by,
             "load": {k: t.to_dict() for k, t in loads.items()},
@@ -204,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
                             "Recommend p99 ms"], rows, ["l", "r", "r", "r", "r"])
     note = (f"{args.model}/{args.decoder}, hidden {args.hidden}, W = {args.parts} (LDG, edge cut "
             f"{results['edge_cut']:.3f}), {results['train_interactions']} train interactions, "
-            f"k = {args.k}, ISA {results['isa']}; bit-exact rows: {results['bit_exact']}, "
+            f"k = {args.k}, ISA {results['isa']}; of each shard bundle "
+            f"{results['shared_bytes_per_shard_bundle']} bytes are shared (model, partition "
+            f"book, recommender arrays); bit-exact rows: {results['bit_exact']}, "
             f"Recommend mismatches: {results['recommend_mismatches']}; export "
             f"{results['export_s']:.1f} s, link shards {results['link_shards_s']:.1f} s, "
             f"distributed inference {results['infer_s']:.1f} s; 1-minute load average "
