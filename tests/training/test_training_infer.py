@@ -62,3 +62,19 @@ def test_flags_are_checked_before_any_rank_starts(capsys) -> None:
         main(["--checkpoint", "r", "--shards", "s", "--bundle-out", "b", "--chunk", "0"])
     assert info.value.code == 2
     assert "--chunk" in capsys.readouterr().err
+
+
+def test_an_empty_part_is_refused_on_every_rank(run, tmp_path: Path) -> None:
+    import numpy as np
+    from qgnn.exporter.export import load_run_model, serving_data
+    from qgnn.graph.partition import Partition
+    from qgnn.graph.shards import write_shards
+
+    run_dir, data = run
+    served = serving_data(load_run_model(run_dir), data)
+    graph = served.graph.replace(x=served.features)
+    write_shards(graph, Partition(np.zeros(graph.num_nodes, np.int64), 2, "random", ""),
+                 tmp_path / "shards", out_edges=True)
+    with pytest.raises(Exception, match=r"part\(s\) \[1\] own no nodes"):
+        launch_local(run_rank, 2, str(run_dir), str(tmp_path / "shards"),
+                     str(tmp_path / "bundles"), timeout_s=120)

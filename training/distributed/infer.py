@@ -113,8 +113,12 @@ def infer_shard(ex: Exchanger, shard: GraphShard, model: bytes, num_layers: int,
 
     layers = cut(onnx_proto.load_model(model), num_layers)
     n = shard.num_local
-    mine = torch.tensor([math.ceil(n / chunk_size)], dtype=torch.int64)
-    num_chunks = int(torch.cat(ex.all_gather_rows(mine, "stats")).max())
+    mine = torch.tensor([[n, math.ceil(n / chunk_size)]], dtype=torch.int64)
+    counts = torch.cat(ex.all_gather_rows(mine, "stats"))
+    if int(counts[:, 0].min()) == 0:  # every rank refuses, so none waits in a collective
+        empty = torch.nonzero(counts[:, 0] == 0).flatten().tolist()
+        raise ValueError(f"part(s) {empty} own no nodes; partition into fewer parts")
+    num_chunks = int(counts[:, 1].max())
     tables: dict[str, np.ndarray] = {FEATURES: x}
     for layer in layers:
         executor = make_executor(layer.model, SessionConfig(threads=threads))
@@ -125,17 +129,14 @@ def infer_shard(ex: Exchanger, shard: GraphShard, model: bytes, num_layers: int,
         produced: dict[str, np.ndarray] = {}
         for k in range(num_chunks):
             a, b = min(k * chunk_size, n), min((k + 1) * chunk_size, n)
-            feeds = _chunk_feeds(shard, layer, a, b, halo)
-            if b == a:
+            feeds = _chunk_feeds(shard, layer, a, b, halo)  # every rank fetches, in lockstep
+            if b == a:  # this rank has fewer chunks than the busiest one
                 continue
             out = LayerwiseRunner.checked(layer, executor.run(feeds, list(layer.outputs)), b - a)
             for name, value in out.items():
                 if name not in produced:
                     produced[name] = np.empty((n, value.shape[1]), value.dtype)
                 produced[name][a:b] = value
-        if n == 0:  # a rank without nodes still took part in every round
-            produced = {name: np.zeros((0, 0), dtype) for name, dtype
-                        in zip(layer.outputs, layer.dtypes, strict=True)}
         tables = produced
     return tables[layers[-1].outputs[0]]
 
