@@ -41,9 +41,16 @@ from qgnn.graph.shards import GraphShard
 from qgnn.runtime.bundle.layout import MODEL_FILE
 from qgnn.runtime.bundle.reader import load_bundle
 from qgnn.runtime.bundle.writer import write_bundle
+from qgnn.runtime.catalogue import ITEM
 from qgnn.runtime.engine.embeddings import quantize_rows
 from qgnn.runtime.engine.sharded import OWNER, SHARD_FILES, SHARDED_FORMAT, shard_file
-from qgnn.runtime.engine.sharded_links import IN_EDGES, LINK_SHARD_FILES, OUT_EDGE_FILES
+from qgnn.runtime.engine.sharded_links import (
+    IN_EDGES,
+    ITEM_FILES,
+    ITEMS_REPLICATED,
+    LINK_SHARD_FILES,
+    OUT_EDGE_FILES,
+)
 
 PARTS = ".parts"
 
@@ -90,13 +97,34 @@ def _out_is_in(folder: Path) -> bool:
                 and np.array_equal(load("graph/out_indices"), load("graph/indices")))
 
 
+def _item_table(staging: Path, num_parts: int, node_type: np.ndarray) -> dict[str, np.ndarray]:
+    """Every item's row, in id order, gathered from the parts (``items/*.npy``)."""
+    ids, values, scales = [], [], []
+    for p in range(num_parts):
+        folder = _part_dir(staging, p)
+        nodes = np.load(folder / "nodes.npy", allow_pickle=False)
+        mine = node_type[nodes] == ITEM
+        ids.append(nodes[mine])
+        values.append(np.load(folder / "embeddings.npy", mmap_mode="r", allow_pickle=False)[mine])
+        scales.append(np.load(folder / "embedding_scales.npy", mmap_mode="r",
+                              allow_pickle=False)[mine])
+    all_ids = np.concatenate(ids)
+    order = np.argsort(all_ids, kind="stable")
+    return {ITEM_FILES["nodes"]: all_ids[order],
+            ITEM_FILES["embeddings"]: np.concatenate(values)[order],
+            ITEM_FILES["embedding_scales"]: np.concatenate(scales)[order]}
+
+
 def assemble(out: str | Path, run_dir: str | Path, num_parts: int, num_nodes: int, *,
              name: str = "partitioned", version: int = 1,
              metrics: dict[str, Any] | None = None, keep_parts: bool = False,
-             link_shards: str | Path | None = None) -> list[Path]:
+             link_shards: str | Path | None = None, replicate_items: bool = False
+             ) -> list[Path]:
     """Bundles from the parts under ``out/.parts`` and the run in ``run_dir`` (module
     docstring); returns the bundle directories, the all-shard one first. A link run needs
-    ``link_shards``, the shard folder its parts came from (its ``catalogue``)."""
+    ``link_shards``, the shard folder its parts came from (its ``catalogue``);
+    ``replicate_items`` (bipartite link runs) puts every item's row into each ``shard-<p>``
+    bundle, so one shard's replica answers its users over the whole catalogue."""
     out = Path(out)
     staging = out / PARTS
     missing = [p for p in range(num_parts) if not (_part_dir(staging, p) / "nodes.npy").is_file()]
@@ -120,6 +148,13 @@ def assemble(out: str | Path, run_dir: str | Path, num_parts: int, num_nodes: in
         for path in sorted((Path(link_shards) / CATALOGUE).glob("*.npy")):
             shared[f"graph/{path.name}"] = path
         node_types = json.loads((Path(link_shards) / LINK_INFO).read_text()).get("node_types")
+    items: dict[str, Any] = {}
+    if replicate_items:
+        type_file = None if link_shards is None else Path(link_shards) / CATALOGUE / "node_type.npy"
+        if type_file is None or not type_file.is_file():
+            raise ValueError("assemble: replicate_items needs a bipartite link run (node types "
+                             "in its link shards' catalogue)")
+        items = _item_table(staging, num_parts, np.load(type_file, allow_pickle=False))
     part_files = LINK_SHARD_FILES if run.task == "link" else SHARD_FILES
     symmetric = run.task == "link" and all(_out_is_in(_part_dir(staging, p))
                                            for p in range(num_parts))
@@ -158,6 +193,8 @@ def assemble(out: str | Path, run_dir: str | Path, num_parts: int, num_nodes: in
             if node_types is not None:
                 doc["graph"]["node_types"] = node_types
             doc["sharding"]["out_edges"] = IN_EDGES if symmetric else "stored"
+            if items and len(held) < num_parts:
+                doc["sharding"]["items"] = ITEMS_REPLICATED
         return doc
 
     def files(held: list[int]) -> dict[str, Any]:
@@ -165,6 +202,8 @@ def assemble(out: str | Path, run_dir: str | Path, num_parts: int, num_nodes: in
         for p in held:
             for f in part_files:
                 entries[shard_file(p, f)] = _part_dir(staging, p) / f"{f}.npy"
+        if len(held) < num_parts:  # the all-shard bundle has every item already
+            entries.update(items)
         return entries
 
     written = []

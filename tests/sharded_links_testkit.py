@@ -83,7 +83,8 @@ def link_run(root: Path, data: Any, kind: str, decoder: str = "dot") -> Path:
     return run
 
 
-def sharded_case(root: Path, data: Any, kind: str, decoder: str, parts: int) -> ShardedCase:
+def sharded_case(root: Path, data: Any, kind: str, decoder: str, parts: int, *,
+                 replicate_items: bool = False) -> ShardedCase:
     """The run, its unsharded export and its ``parts``-way sharded bundles (LDG parts)."""
     from qgnn.exporter.export import export_run
     from qgnn.exporter.link_shards import write_link_shards
@@ -96,6 +97,6 @@ def sharded_case(root: Path, data: Any, kind: str, decoder: str, parts: int) -> 
                         parity=False).bundle
     write_link_shards(run, root / "shards", parts, "ldg", data=data)
     launch_local(run_rank, parts, str(run), str(root / "shards"), str(root / "bundles"),
-                 "partitioned", 1, 16, timeout_s=300)
+                 "partitioned", 1, 16, 1, replicate_items, timeout_s=300)
     owner = load_shard(root / "shards", 0).parts
     return ShardedCase(data, run, bundle, root / "bundles", owner, parts)

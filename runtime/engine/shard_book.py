@@ -69,10 +69,14 @@ class ShardBook:
         """A node this replica serves, for the load check's trial request."""
         return int(self.nodes[self.held[0]][0])
 
-    def not_served(self, ids: np.ndarray, field: str, what: str = "node") -> None:
-        """ShardNotServedError naming the first of ``ids`` whose shard is not held here."""
+    def not_served(self, ids: np.ndarray, field: str, what: str = "node",
+                   also: np.ndarray | None = None) -> None:
+        """ShardNotServedError naming the first of ``ids`` whose shard is not held here
+        (``also``: a mask of ids served anyway, e.g. replicated item rows)."""
         owners = self.owner[ids]
         foreign = ~np.isin(owners, self.held)
+        if also is not None:
+            foreign &= ~also
         if foreign.any():
             first = int(np.flatnonzero(foreign)[0])
             raise ShardNotServedError(
@@ -90,12 +94,6 @@ class ShardBook:
             at = np.flatnonzero(owners == p)
             out.append((p, at, np.searchsorted(self.nodes[p], ids[at])))
         return out
-
-    def local(self, part: int, ids: np.ndarray) -> np.ndarray:
-        """Rows in shard ``part`` of the sorted ``ids`` it owns (others dropped)."""
-        nodes = self.nodes[part]
-        mine = ids[self.owner[ids] == part]
-        return np.searchsorted(nodes, mine)
 
     def close(self) -> None:
         self.nodes.clear()

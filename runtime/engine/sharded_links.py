@@ -13,7 +13,11 @@ A replica holding some shards answers only what it can answer exactly: pairs who
 it holds, users it holds, and (Recommend) only when every eligible item is on a held shard
 (candidate_ids from held shards, or a replica of every shard). Anything else is NOT_FOUND
 naming the shard that owns the node (:class:`~.shard_book.ShardNotServedError`, the node
-path's error). Node types, external ids and serving-only seen items are global arrays every
+path's error). A bipartite run's shard bundles may also replicate the item table
+(``sharding.items: "replicated"``, ``items/{nodes,embeddings,embedding_scales}.npy``: every
+item's row, in id order): such a replica holds every item, so it answers its users'
+Recommend over the whole catalogue and any (its user, item) pair, with one top-k over that
+table. Node types, external ids and serving-only seen items are global arrays every
 bundle carries (the catalogue, like the partition book).
 
 Files per held shard ``p`` (besides ``nodes.npy``): ``embeddings.npy`` int8 (n_p, D),
@@ -53,6 +57,9 @@ OUT_EDGE_FILES = ("graph/out_indptr", "graph/out_indices")
 LINK_SHARD_FILES = ("nodes", "embeddings", "embedding_scales", "graph/indptr", "graph/indices",
                     *OUT_EDGE_FILES)
 IN_EDGES = "in-edges"  # sharding.out_edges of a symmetric graph: out-lists are the in-lists
+ITEMS_REPLICATED = "replicated"  # sharding.items of a shard bundle holding every item's row
+ITEM_FILES = {"nodes": "items/nodes.npy", "embeddings": "items/embeddings.npy",
+              "embedding_scales": "items/embedding_scales.npy"}
 DECODER_CHUNK = 1 << 16  # items scored per MLP decoder call (the engine's chunk)
 
 
@@ -97,6 +104,29 @@ class ShardedLinkBackend:
         self._dim = dims.pop()
         self.catalogue = load_catalogue(bundle, self.book.num_nodes)
         self.decoder = self._load_decoder(bundle, options)
+        self.items: tuple[np.ndarray, EmbeddingIndex] | None = None
+        if self.manifest.sharding.get("items") == ITEMS_REPLICATED:
+            self.items = self._load_items(bundle, options)
+
+    def _load_items(self, bundle: Bundle, options: BackendOptions
+                    ) -> tuple[np.ndarray, EmbeddingIndex]:
+        """The replicated item table: every item's row, in id order."""
+        rel = ITEM_FILES["nodes"]
+        if not self.catalogue.typed:
+            raise BundleError(rel, "replicated items need node types (graph/node_type.npy)")
+        nodes = np.asarray(bundle.array(rel))
+        if not np.array_equal(nodes, self.catalogue.item_ids()):
+            raise BundleError(rel, "must list every item node id, ascending")
+        values = np.asarray(bundle.array(ITEM_FILES["embeddings"]))
+        scales = np.asarray(bundle.array(ITEM_FILES["embedding_scales"]), np.float32)
+        if values.shape != (nodes.size, self._dim):
+            raise BundleError(ITEM_FILES["embeddings"], f"must be ({nodes.size}, {self._dim}), "
+                                                        f"got {values.shape}")
+        try:
+            return nodes, EmbeddingIndex(values, scales, threads=options.threads,
+                                         isa=options.isa)
+        except ValueError as exc:
+            raise BundleError(ITEM_FILES["embeddings"], str(exc)) from None
 
     def _load_decoder(self, bundle: Bundle, options: BackendOptions) -> Any:
         link = self.manifest.link
@@ -153,9 +183,14 @@ class ShardedLinkBackend:
 
     # -- requests ----------------------------------------------------------------------------
 
+    def _replicated(self, ids: np.ndarray) -> np.ndarray | None:
+        """Which ids are items of the replicated item table (None: there is none)."""
+        return None if self.items is None else np.isin(ids, self.items[0])
+
     def check_ids(self, ids: np.ndarray, field: str) -> None:
-        """The data plane's hook: ids of shards not held here are refused before batching."""
-        self.book.not_served(ids, field)
+        """The data plane's hook: ids of shards not held here are refused before batching
+        (items too, unless this bundle replicates the item rows)."""
+        self.book.not_served(ids, field, also=self._replicated(ids))
 
     def _precomputed_only(self, inductive: Any) -> None:
         if inductive is not None and len(inductive):
@@ -167,8 +202,15 @@ class ShardedLinkBackend:
         """(int8 (n, D), float32 (n,)) stored rows of ``ids`` (all held)."""
         values = np.empty((ids.size, self._dim), np.int8)
         scales = np.empty(ids.size, np.float32)
-        for p, at, rows in self.book.rows(ids):
-            values[at], scales[at] = self.index[p].rows(rows)
+        held = np.isin(self.book.owner[ids], self.held)
+        mine = np.flatnonzero(held)
+        for p, at, rows in self.book.rows(ids[mine]):
+            values[mine[at]], scales[mine[at]] = self.index[p].rows(rows)
+        if not held.all():
+            assert self.items is not None  # check_ids let only replicated items through
+            rest = np.flatnonzero(~held)
+            nodes, index = self.items
+            values[rest], scales[rest] = index.rows(np.searchsorted(nodes, ids[rest]))
         return values, scales
 
     def embed(self, ids: np.ndarray, inductive: Any = None) -> np.ndarray:
@@ -210,7 +252,8 @@ class ShardedLinkBackend:
             raise ShardNotServedError(
                 f"Recommend over {what} needs shard(s) {missing} of {self.book.num_shards}; "
                 f"this replica of {self.book.label} serves shard(s) {self.held}: ask a replica "
-                f"of every shard, or give candidate_ids of shard(s) {self.held}")
+                f"of every shard, or give candidate_ids of shard(s) {self.held} (bipartite "
+                f"runs: or write the shards with --replicate-items)")
         return [int(p) for p in needed]
 
     def recommend(self, user: int, k: int, exclude_seen: bool = False,
@@ -234,22 +277,26 @@ class ShardedLinkBackend:
         if exclude_seen:
             exclude = np.union1d(exclude, self.seen(user))
         query, query_scale = self._rows(np.asarray([user], np.int64))
+        if self.items is not None and allowed is not None:  # every item is here, in one table
+            tables = [self.items]
+        else:
+            tables = [(self.book.nodes[p], self.index[p]) for p in self._shards_for(allowed)]
         ids, logits = [], []
-        for p in self._shards_for(allowed):
-            found = self._shard_topk(p, query[0], float(query_scale[0]), int(k), exclude,
-                                     allowed)
+        for nodes, index in tables:
+            found = self._topk(nodes, index, query[0], float(query_scale[0]), int(k), exclude,
+                               allowed)
             ids.append(found[0])
             logits.append(found[1])
         top_ids, top_logits = best_k(np.concatenate(ids), np.concatenate(logits), int(k))
         return top_ids, sigmoid(top_logits)
 
-    def _shard_topk(self, p: int, query: np.ndarray, query_scale: float, k: int,
-                    exclude: np.ndarray, allowed: np.ndarray | None
-                    ) -> tuple[np.ndarray, np.ndarray]:
-        """Shard ``p``'s best ``k``: (global ids, logits float64)."""
-        nodes, index = self.book.nodes[p], self.index[p]
-        cand = None if allowed is None else self.book.local(p, allowed)
-        hidden = self.book.local(p, exclude)
+    def _topk(self, nodes: np.ndarray, index: EmbeddingIndex, query: np.ndarray,
+              query_scale: float, k: int, exclude: np.ndarray, allowed: np.ndarray | None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """The best ``k`` of one table (rows of the sorted ``nodes``): (global ids, logits
+        float64)."""
+        cand = None if allowed is None else _rows_in(nodes, allowed)
+        hidden = _rows_in(nodes, exclude)
         if self.decoder is None:
             rows, scaled = index.topk(query, k, exclude=hidden, candidates=cand)
             return nodes[rows], scaled * query_scale
@@ -272,8 +319,17 @@ class ShardedLinkBackend:
     def close(self) -> None:
         self.book.close()
         self.index.clear()
+        self.items = None
         self._out.clear()
         self.decoder = None
+
+
+def _rows_in(nodes: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Rows in the sorted ``nodes`` of those of the sorted ``ids`` it lists (others dropped)."""
+    if not nodes.size:
+        return np.zeros(0, np.int64)
+    at = np.minimum(np.searchsorted(nodes, ids), nodes.size - 1)
+    return at[nodes[at] == ids]
 
 
 def load_sharded_links(bundle: Bundle, options: BackendOptions) -> ModelBackend:

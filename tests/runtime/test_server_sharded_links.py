@@ -91,3 +91,27 @@ def test_sharded_servers_serve_a_link_model(clients) -> None:
     for name in ("all", "shard-0"):  # loaded through the load check's trial pair
         code, message = _error(lambda c=clients[name]: c.predict_nodes("partitioned", [0]))
         assert code == grpc.StatusCode.FAILED_PRECONDITION and "link model" in message
+
+
+@pytest.fixture(scope="module")
+def replicated(tmp_path_factory: pytest.TempPathFactory) -> sk.ShardedCase:
+    return sk.sharded_case(tmp_path_factory.mktemp("replicated"), sk.recommender_data(),
+                           "gcn", "dot", 2, replicate_items=True)
+
+
+def test_a_shard_with_replicated_items_recommends_by_external_id(
+        start_server, client_for, replicated) -> None:
+    from qgnn.runtime.bundle.reader import load_bundle
+    from qgnn.runtime.engine import Engine
+
+    engine = Engine(load_bundle(replicated.bundle))
+    one = client_for(start_server(replicated.repos / "shard-1"))
+    users = replicated.data.num_users
+    for user in np.flatnonzero(replicated.owner[:users] == 1)[:8].tolist():
+        ids, scores = engine.recommend(user, 6, exclude_seen=True)
+        got = one.recommend("partitioned", k=6, exclude_seen=True, user_external_id=str(user))
+        np.testing.assert_array_equal(got.item_ids, ids)
+        np.testing.assert_array_equal(got.scores, scores)
+    other = int(np.flatnonzero(replicated.owner[:users] == 0)[0])
+    code, message = _error(lambda: one.recommend("partitioned", other, 3))
+    assert code == grpc.StatusCode.NOT_FOUND and f"node {other} belongs to shard 0" in message

@@ -143,12 +143,17 @@ def infer_shard(ex: Exchanger, shard: GraphShard, model: bytes, num_layers: int,
 
 def run_rank(ctx: DistContext, run_dir: str, shard_dir: str, bundle_out: str,
              name: str = "partitioned", version: int = 1, chunk_size: int = 4096,
-             threads: int = 1) -> dict[str, Any]:
+             threads: int = 1, replicate_items: bool = False) -> dict[str, Any]:
     """Load this rank's shard, infer its rows, write its part; rank 0 assembles the bundles
-    and returns the summary (other ranks: their own figures)."""
+    (``replicate_items``: every item's row in each shard's bundle) and returns the summary
+    (other ranks: their own figures)."""
     from qgnn.exporter.export import export_models, load_run_model
+    from qgnn.exporter.link_shards import CATALOGUE
     from qgnn.exporter.sharded import assemble, write_part
 
+    if replicate_items and not (Path(shard_dir) / CATALOGUE / "node_type.npy").is_file():
+        raise ValueError(f"{shard_dir}: --replicate-items needs a bipartite link run (node "
+                         f"types in the shards' catalogue)")
     shard = load_shard(shard_dir, ctx.rank)
     if shard.num_parts != ctx.world_size:
         raise ValueError(f"{shard_dir}: {shard.num_parts} parts for {ctx.world_size} ranks; "
@@ -177,7 +182,7 @@ def run_rank(ctx: DistContext, run_dir: str, shard_dir: str, bundle_out: str,
     if ctx.is_main:
         written = assemble(Path(bundle_out), run_dir, shard.num_parts, shard.num_nodes,
                            name=name, version=version,
-                           link_shards=shard_dir)
+                           link_shards=shard_dir, replicate_items=replicate_items)
         summary["bundles"] = [str(p) for p in written]
     if ctx.world_size > 1:
         dist.barrier()
@@ -199,6 +204,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--version", type=int, default=1)
     parser.add_argument("--chunk", type=int, default=4096, help="destinations per model call")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per rank")
+    parser.add_argument("--replicate-items", action="store_true",
+                        help="bipartite runs: every item's row in each shard's bundle, so one "
+                             "shard's replica recommends to its users over every item")
     parser.add_argument("--backend", choices=("gloo",), default="gloo",
                         help="gloo only: the exchanges run on CPU tensors")
     args = parser.parse_args(argv)
@@ -207,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     ctx = init_from_env(args.backend)
     try:
         summary = run_rank(ctx, args.checkpoint, args.shards, args.bundle_out, args.name,
-                           args.version, args.chunk, args.threads)
+                           args.version, args.chunk, args.threads, args.replicate_items)
         if ctx.is_main:
             json.dump(summary, sys.stdout)
             sys.stdout.write("\n")

@@ -183,3 +183,53 @@ def test_a_directed_graph_keeps_its_out_edges_for_exclude_seen(tmp_path: Path) -
     linked = g.csr.indices[g.csr.indptr[5]:g.csr.indptr[6]]
     assert linked.size and not np.isin(sharded.recommend(5, n, exclude_seen=True)[0],
                                        linked).any()
+
+
+@pytest.fixture(scope="module", params=["dot", "mlp"])
+def replicated(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, data
+               ) -> sk.ShardedCase:
+    return sk.sharded_case(tmp_path_factory.mktemp(f"items-{request.param}"), data, "gcn",
+                           request.param, 3, replicate_items=True)
+
+
+def test_replicated_items_let_one_shard_recommend_to_its_users_over_every_item(
+        replicated: sk.ShardedCase) -> None:
+    case = replicated
+    engine, one = _both(case, "shard-1")
+    owner, users, n = case.owner, case.data.num_users, int(case.owner.size)
+    assert one.manifest.sharding["items"] == "replicated" and one.items is not None
+    assert "items" not in ShardedLinkBackend(load_bundle(case.sharded())).manifest.sharding
+    rng = np.random.default_rng(4)
+    for user in np.flatnonzero(owner[:users] == 1).tolist():
+        for exclude_seen in (False, True):
+            want = engine.recommend(user, 8, exclude_seen=exclude_seen)
+            got = one.recommend(user, 8, exclude_seen=exclude_seen)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+        cand = rng.choice(np.arange(users, n), 12, replace=False)  # items of every shard
+        want = engine.recommend(user, 4, exclude_seen=True, candidates=cand)
+        got = one.recommend(user, 4, exclude_seen=True, candidates=cand)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    mine = int(np.flatnonzero(owner[:users] == 1)[0])
+    pairs = np.stack([np.full(n - users, mine), np.arange(users, n)], 1)
+    np.testing.assert_array_equal(one.predict_links(pairs), engine.predict_links(pairs))
+    other = int(np.flatnonzero(owner[:users] != 1)[0])
+    one.check_ids(np.arange(users, n), "candidate_ids")  # every item is served here
+    with pytest.raises(ShardNotServedError, match=rf"node {other} belongs to shard"):
+        one.check_ids(np.array([mine, other]), "src_ids")
+    with pytest.raises(ShardNotServedError, match=rf"user_id\[0\]: node {other}"):
+        one.recommend(other, 3)
+
+
+def test_replicated_items_need_node_types(tmp_path: Path) -> None:
+    from qgnn.exporter.link_shards import write_link_shards
+    from qgnn.training.distributed import launch_local
+    from qgnn.training.distributed.infer import run_rank
+
+    data = sk.directed_data()
+    run = sk.link_run(tmp_path, data, "sage")
+    write_link_shards(run, tmp_path / "shards", 2, "ldg", data=data)
+    with pytest.raises(Exception, match="--replicate-items needs a bipartite link run"):
+        launch_local(run_rank, 2, str(run), str(tmp_path / "shards"), str(tmp_path / "b"),
+                     "partitioned", 1, 16, 1, True, timeout_s=120)
