@@ -16,11 +16,11 @@ Then, in one process, interleaved round by round (``harness.interleave``):
   ``shard-0/`` (bundle opened with hash verification, as ``qgnn serve`` does, then closed);
 - Recommend (top ``--k``, exclude-seen) of a random user per call: the unsharded engine and the
   all-shard replica (the same users, answers compared every call), and the shard-0 replica for
-  its own users over its own items (``candidate_ids``), with the unsharded engine given the
-  same candidates for reference.
+  its own users over its own items (``candidate_ids``; with ``--replicate-items`` over every
+  item), with the unsharded engine asked the same next to it.
 
     python -m qgnn.bench.bench_sharded_links [--users 6040] [--num-items 3706] [--parts 2]
-        [--model gcn] [--decoder dot] [--repeat 50] [--name sharded-links]
+        [--model gcn] [--decoder dot] [--replicate-items] [--repeat 50] [--name sharded-links]
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def link_run(data: Any, kind: str, decoder: str, hidden: int, out: Path) -> Path
 
 def _bytes(path: Path, shared_only: bool = False) -> int:
     """A bundle's bytes on disk; ``shared_only``: only what every shard bundle carries whole
-    (model, partition book, recommender arrays, manifest), not ``shards/``."""
+    (model, partition book, recommender arrays, replicated items, manifest), not ``shards/``."""
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()
                and not (shared_only and f.relative_to(path).parts[0] == "shards"))
 
@@ -83,7 +83,7 @@ def build(data: Any, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     shards_s = time.perf_counter() - start
     start = time.perf_counter()
     launch_local(run_rank, args.parts, str(run), str(root / "shards"), str(root / "bundles"),
-                 "partitioned", 1, 4096, timeout_s=1800)
+                 "partitioned", 1, 4096, 1, args.replicate_items, timeout_s=1800)
     infer_s = time.perf_counter() - start
     return {"bundle": bundle, "repos": root / "bundles", "export_s": export_s,
             "link_shards_s": shards_s, "infer_s": infer_s, "edge_cut": report["edge_cut"],
@@ -142,7 +142,8 @@ def measure(data: Any, built: dict[str, Any], args: argparse.Namespace) -> dict[
         def run() -> None:
             u = int(own_draws[state["j"] // 2])
             state["j"] += 1
-            backend.recommend(u, args.k, exclude_seen=True, candidates=own_items)
+            backend.recommend(u, args.k, exclude_seen=True,
+                              candidates=None if args.replicate_items else own_items)
         return run
 
     recs = interleave({"unsharded": recommend("unsharded", engine),
@@ -178,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=50)
     p.add_argument("--load-repeat", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--replicate-items", action="store_true",
+                   help="every item's row in each shard bundle: shard-0 then recommends to "
+                        "its users over every item")
     p.add_argument("--name", default="sharded-links")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = p.parse_args(argv)
@@ -190,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                                "items": args.num_items, "parts": args.parts,
                                "model": args.model, "decoder": args.decoder,
                                "hidden": args.hidden, "k": args.k, "threads": args.threads,
+                               "replicate_items": args.replicate_items,
                                "train_interactions": int(data.train.shape[0])}
     with tempfile.TemporaryDirectory() as tmp:
         built = build(data, args, Path(tmp))
@@ -201,8 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         timing = results[section].get(name)
         return None if timing is None else timing[stat] * 1e3
 
-    rows = [[name, results["bytes"].get(name), ms("load", name, "median_s"),
-             ms("recommend", name, "median_s"), ms("recommend", name, "p99_s")]
+    rows = [[name if name != "unsharded, shard-0 candidates" or not args.replicate_items
+             else "unsharded, shard-0 users", results["bytes"].get(name),
+             ms("load", name, "median_s"), ms("recommend", name, "median_s"),
+             ms("recommend", name, "p99_s")]
             for name in ["unsharded", "all", *[f"shard-{q}" for q in range(args.parts)],
                          "unsharded, shard-0 candidates"]]
     table = markdown_table(["bundle / replica", "bytes", "load p50 ms", "Recommend p50 ms",
@@ -211,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{results['edge_cut']:.3f}), {results['train_interactions']} train interactions, "
             f"k = {args.k}, ISA {results['isa']}; of each shard bundle "
             f"{results['shared_bytes_per_shard_bundle']} bytes are shared (model, partition "
-            f"book, recommender arrays); bit-exact rows: {results['bit_exact']}, "
+            f"book, recommender arrays{', item table' if args.replicate_items else ''}); "
+            f"bit-exact rows: {results['bit_exact']}, "
             f"Recommend mismatches: {results['recommend_mismatches']}; export "
             f"{results['export_s']:.1f} s, link shards {results['link_shards_s']:.1f} s, "
             f"distributed inference {results['infer_s']:.1f} s; 1-minute load average "
