@@ -41,7 +41,11 @@ from qgnn.runtime.engine.layer_cache import LayerCache
 from qgnn.runtime.engine.layerwise import LayerwiseRunner, NotLayerwise, cut
 from qgnn.runtime.engine.partition import node_reads
 from qgnn.runtime.engine.precomputed import OutputTable, wanted
-from qgnn.runtime.engine.session import SessionConfig, decoder_logits, make_session
+from qgnn.runtime.engine.session import (
+    SessionConfig,
+    decoder_logits,
+    decoder_session,
+)
 from qgnn.runtime.engine.signature import IN_DEGREE, ModelSignature
 from qgnn.runtime.engine.store import GraphStore, Snapshot, check_edges
 from qgnn.runtime.engine.subgraph import Extractor, Layer, Subgraph
@@ -253,7 +257,7 @@ class Engine:
         self.decoder: ort.InferenceSession | None = None
         if self.task == "link":
             self.index = self._load_embeddings()
-            self.decoder = self._load_decoder(session)
+            self.decoder = decoder_session(bundle, session)
             if self.node_type is not None and self.cache_pays():
                 self.layer_cache().tables()  # cold-start users must not pay the build
         self.outputs: OutputTable | None = None
@@ -538,17 +542,6 @@ class Engine:
                  EMBEDDINGS)
         values, scales = quantize_rows(self.infer_all())
         return EmbeddingIndex(values, scales, threads=self.config.threads, isa=self.kernel_isa)
-
-    def _load_decoder(self, session: SessionConfig) -> ort.InferenceSession | None:
-        """The MLP decoder's session (``link.decoder == "mlp"``), None for the dot product."""
-        link = self.manifest.link
-        kind = link.get("decoder", "dot")
-        if kind == "dot":
-            return None
-        if kind != "mlp" or "decoder_file" not in link:
-            raise BundleError("manifest.json", f"link.decoder {kind!r} needs a decoder_file; "
-                                               f"known decoders: 'dot', 'mlp'")
-        return make_session(self.bundle.model_path(link["decoder_file"]), session)
 
     def _decode(self, h_src: np.ndarray, h_dst: np.ndarray) -> np.ndarray:
         """Decoder logits (n,) float64 of aligned float32 embeddings (MLP decoder)."""

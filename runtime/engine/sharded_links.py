@@ -44,7 +44,7 @@ from qgnn.runtime.engine.embeddings import (
     pair_logits,
     sigmoid,
 )
-from qgnn.runtime.engine.session import SessionConfig, decoder_logits, make_session
+from qgnn.runtime.engine.session import SessionConfig, decoder_logits, decoder_session
 from qgnn.runtime.engine.shard_book import (
     SHARDED_FORMAT,
     ShardBook,
@@ -103,7 +103,7 @@ class ShardedLinkBackend:
                               f"shards disagree on the embedding width: {sorted(dims)}")
         self._dim = dims.pop()
         self.catalogue = load_catalogue(bundle, self.book.num_nodes)
-        self.decoder = self._load_decoder(bundle, options)
+        self.decoder = decoder_session(bundle, SessionConfig(threads=options.threads))
         self.items: tuple[np.ndarray, EmbeddingIndex] | None = None
         if self.manifest.sharding.get("items") == ITEMS_REPLICATED:
             self.items = self._load_items(bundle, options)
@@ -127,17 +127,6 @@ class ShardedLinkBackend:
                                          isa=options.isa)
         except ValueError as exc:
             raise BundleError(ITEM_FILES["embeddings"], str(exc)) from None
-
-    def _load_decoder(self, bundle: Bundle, options: BackendOptions) -> Any:
-        link = self.manifest.link
-        kind = link.get("decoder", "dot")
-        if kind == "dot":
-            return None
-        if kind != "mlp" or "decoder_file" not in link:
-            raise BundleError("manifest.json", f"link.decoder {kind!r} needs a decoder_file; "
-                                               f"known decoders: 'dot', 'mlp'")
-        return make_session(bundle.model_path(link["decoder_file"]),
-                            SessionConfig(threads=options.threads))
 
     # -- sizes -------------------------------------------------------------------------------
 
