@@ -10,11 +10,13 @@ graph once as the node shards' step does, partitions it and writes:
   them before input quantisation, and the owned nodes' out-edges (exclude-seen);
 - ``catalogue/*.npy``: the recommender arrays every bundle carries whole (node types, external
   ids, serving-only seen items; docs/bundle-format.md), as ``qgnn export`` writes them;
-- ``link.json``: the run it was made for, the partition report, ``node_types``.
+- ``link.json``: the run it was made for (its path and the SHA-256 of its config and weights,
+  which ``--mode infer`` checks), the partition report, ``node_types``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,32 @@ from qgnn.graph.shards import write_shards
 
 CATALOGUE = "catalogue"
 LINK_INFO = "link.json"
+
+
+def run_fingerprint(run_dir: str | Path) -> str:
+    """SHA-256 of a run's config and weights: the shards' features (a learned table's rows,
+    or the features as this run transforms them) and graph split belong to this run only."""
+    from qgnn.training.checkpoint import CONFIG, WEIGHTS
+
+    digest = hashlib.sha256()
+    for name in (CONFIG, WEIGHTS):
+        with open(Path(run_dir) / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def check_run(shard_dir: str | Path, run_dir: str | Path) -> None:
+    """ValueError unless the shards under ``shard_dir`` were written for ``run_dir``."""
+    info = Path(shard_dir) / LINK_INFO
+    if not info.is_file():
+        raise ValueError(f"{shard_dir}: no {LINK_INFO}; write link shards with python -m "
+                         f"qgnn.exporter.link_shards")
+    recorded = json.loads(info.read_text()).get("run_fingerprint")
+    actual = run_fingerprint(run_dir)
+    if recorded != actual:
+        raise ValueError(f"{shard_dir} holds shards of run {recorded}, not of {run_dir} "
+                         f"({actual}); write its shards with python -m qgnn.exporter.link_shards")
 
 
 def write_link_shards(run_dir: str | Path, out: str | Path, num_parts: int,
@@ -56,6 +84,7 @@ def write_link_shards(run_dir: str | Path, out: str | Path, num_parts: int,
             if rel != EDGE_WEIGHT:  # in the unsharded graph's CSC order: no shard's order
                 np.save(catalogue / Path(rel).name, arr, allow_pickle=False)
     report = {**partition.report(graph), "run": str(Path(run_dir).resolve()),
+              "run_fingerprint": run_fingerprint(run_dir),
               "node_types": node_types_manifest(served.link), "shards": str(out)}
     (out / LINK_INFO).write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -71,10 +71,20 @@ def test_an_empty_part_is_refused_on_every_rank(run, tmp_path: Path) -> None:
     from qgnn.graph.shards import write_shards
 
     run_dir, data = run
+    write_link_shards(run_dir, tmp_path / "shards", 2, "random", data=data)
     served = serving_data(load_run_model(run_dir), data)
     graph = served.graph.replace(x=served.features)
     write_shards(graph, Partition(np.zeros(graph.num_nodes, np.int64), 2, "random", ""),
                  tmp_path / "shards", out_edges=True)
     with pytest.raises(Exception, match=r"part\(s\) \[1\] own no nodes"):
+        launch_local(run_rank, 2, str(run_dir), str(tmp_path / "shards"),
+                     str(tmp_path / "bundles"), timeout_s=120)
+
+
+def test_shards_of_another_run_are_refused(run, tmp_path: Path) -> None:
+    run_dir, data = run
+    other = sk.link_run(tmp_path, data, "gcn")
+    write_link_shards(other, tmp_path / "shards", 2, "random", data=data)
+    with pytest.raises(Exception, match=r"holds shards of run .*, not of"):
         launch_local(run_rank, 2, str(run_dir), str(tmp_path / "shards"),
                      str(tmp_path / "bundles"), timeout_s=120)

@@ -148,9 +148,10 @@ def run_rank(ctx: DistContext, run_dir: str, shard_dir: str, bundle_out: str,
     (``replicate_items``: every item's row in each shard's bundle) and returns the summary
     (other ranks: their own figures)."""
     from qgnn.exporter.export import export_models, load_run_model
-    from qgnn.exporter.link_shards import CATALOGUE
+    from qgnn.exporter.link_shards import CATALOGUE, check_run
     from qgnn.exporter.sharded import assemble, write_part
 
+    check_run(shard_dir, run_dir)  # on every rank, before any collective
     if replicate_items and not (Path(shard_dir) / CATALOGUE / "node_type.npy").is_file():
         raise ValueError(f"{shard_dir}: --replicate-items needs a bipartite link run (node "
                          f"types in the shards' catalogue)")
