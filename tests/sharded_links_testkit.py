@@ -48,10 +48,12 @@ def directed_data(num_nodes: int = 90, seed: int = 1) -> Any:
     return split_edges(graph, seed=seed)
 
 
-def link_run(root: Path, data: Any, kind: str, decoder: str = "dot") -> Path:
+def link_run(root: Path, data: Any, kind: str, decoder: str = "dot", *, quant: bool = True
+             ) -> Path:
     """A Degree-Quant INT8 link model of ``kind`` (hidden 8, 2 layers) with ``decoder``, its
     ranges calibrated by three forward passes on the message graph, saved as a run (training
-    would only change the weights). A layer-mean kind (LightGCN) learns an embedding table."""
+    would only change the weights); ``quant=False``: the FP32 model. A layer-mean kind
+    (LightGCN) learns an embedding table."""
     import torch
     from qgnn.contract.layers import layer_spec
     from qgnn.training.checkpoint import save_run
@@ -65,26 +67,27 @@ def link_run(root: Path, data: Any, kind: str, decoder: str = "dot") -> Path:
     graph = data.graph
     in_dim = 8 if learned else int(graph.num_features)
     cfg = ModelConfig(model=kind, in_dim=in_dim, out_dim=8, hidden=8, num_layers=2)
-    quant = QuantConfig(bits=8)
+    config = QuantConfig(bits=8)
     torch.manual_seed(0)
-    model = quantize_model(build_link_model(cfg, decoder, graph.num_nodes if learned else None),
-                           quant)
-    model.train()
-    x = None if learned else torch.from_numpy(graph.x)
-    with torch.no_grad():
-        for _ in range(3):
-            model(x, full_graph_block(graph))
+    model = build_link_model(cfg, decoder, graph.num_nodes if learned else None)
+    if quant:
+        model = quantize_model(model, config)
+        model.train()
+        x = None if learned else torch.from_numpy(graph.x)
+        with torch.no_grad():
+            for _ in range(3):
+                model(x, full_graph_block(graph))
     model.eval()
-    run = root / f"run-{kind}-{decoder}"
+    run = root / f"run-{kind}-{decoder}-{'int8' if quant else 'fp32'}"
+    extra = {"quant": {"config": config.to_dict(), "state": quant_state(model)}} if quant else {}
     save_run(run, model, task="link", dataset="synthetic:bipartite_recommender",
              model_config=cfg, train_config=TrainConfig(decoder=decoder), metrics={},
-             num_embeddings=graph.num_nodes if learned else None,
-             extra={"quant": {"config": quant.to_dict(), "state": quant_state(model)}})
+             num_embeddings=graph.num_nodes if learned else None, extra=extra)
     return run
 
 
 def sharded_case(root: Path, data: Any, kind: str, decoder: str, parts: int, *,
-                 replicate_items: bool = False) -> ShardedCase:
+                 replicate_items: bool = False, quant: bool = True) -> ShardedCase:
     """The run, its unsharded export and its ``parts``-way sharded bundles (LDG parts)."""
     from qgnn.exporter.export import export_run
     from qgnn.exporter.link_shards import write_link_shards
@@ -92,7 +95,7 @@ def sharded_case(root: Path, data: Any, kind: str, decoder: str, parts: int, *,
     from qgnn.training.distributed import launch_local
     from qgnn.training.distributed.infer import run_rank
 
-    run = link_run(root, data, kind, decoder)
+    run = link_run(root, data, kind, decoder, quant=quant)
     bundle = export_run(run, root / "unsharded", name="partitioned", graph=data,
                         parity=False).bundle
     write_link_shards(run, root / "shards", parts, "ldg", data=data)

@@ -30,8 +30,9 @@ from qgnn.runtime.errors import (
     InvalidRequestError,
 )
 
-CASES = {"gcn-dot-2": ("gcn", "dot", 2), "sage-mlp-3": ("sage", "mlp", 3),
-         "lightgcn-dot-3": ("lightgcn", "dot", 3)}
+CASES = {"gcn-dot-2": ("gcn", "dot", 2, True), "sage-mlp-3": ("sage", "mlp", 3, True),
+         "lightgcn-dot-3": ("lightgcn", "dot", 3, True),
+         "gcn-fp32-dot-2": ("gcn", "dot", 2, False)}
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,9 @@ def data():
 @pytest.fixture(scope="module", params=list(CASES))
 def case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, data
          ) -> sk.ShardedCase:
-    kind, decoder, parts = CASES[request.param]
-    return sk.sharded_case(tmp_path_factory.mktemp(request.param), data, kind, decoder, parts)
+    kind, decoder, parts, quant = CASES[request.param]
+    return sk.sharded_case(tmp_path_factory.mktemp(request.param), data, kind, decoder, parts,
+                           quant=quant)
 
 
 def _both(case: sk.ShardedCase, held: str = "all") -> tuple[Engine, ShardedLinkBackend]:
