@@ -37,6 +37,10 @@ class GraphShard:
     in_degree: np.ndarray  # (N,) int64 global
     out_degree: np.ndarray  # (N,) int64 global
     name: str = "graph"
+    # out-edges of the owned nodes (CSR over owned rows, global destination ids), written for
+    # link models' sharded bundles (exclude-seen drops what a user links to); None otherwise
+    out_indptr: np.ndarray | None = None
+    out_indices: np.ndarray | None = None
 
     @property
     def num_nodes(self) -> int:
@@ -76,19 +80,30 @@ class GraphShard:
         return {"structure": own, "features": feats, "labels": labels, "book": book}
 
 
-def shard_of(graph: Graph, partition: Partition, part: int, split: int = 0) -> GraphShard:
-    """Part ``part`` of ``graph`` in memory (what :func:`write_shards` stores)."""
+def _rows_of(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR of ``rows`` of a CSR (their lists in order), int64."""
+    counts = indptr[rows + 1] - indptr[rows]
+    out_ptr = np.zeros(rows.size + 1, np.int64)
+    np.cumsum(counts, out=out_ptr[1:])
+    starts = np.repeat(indptr[rows] - out_ptr[:-1], counts)
+    return out_ptr, indices[starts + np.arange(int(out_ptr[-1]), dtype=np.int64)].astype(np.int64)
+
+
+def shard_of(graph: Graph, partition: Partition, part: int, split: int = 0, *,
+             out_edges: bool = False) -> GraphShard:
+    """Part ``part`` of ``graph`` in memory (what :func:`write_shards` stores); ``out_edges``
+    adds the owned nodes' out-edges."""
     if partition.num_nodes != graph.num_nodes:
         raise ValueError(f"shard_of: partition covers {partition.num_nodes} nodes, graph has "
                          f"{graph.num_nodes}")
     g = graph.with_split(split) if graph.num_splits > 1 else graph
     owned = partition.nodes(part)
     csc = g.csc
-    counts = csc.indptr[owned + 1] - csc.indptr[owned]
-    indptr = np.zeros(owned.size + 1, np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    starts = np.repeat(csc.indptr[owned] - indptr[:-1], counts)
-    indices = csc.indices[starts + np.arange(int(indptr[-1]), dtype=np.int64)]
+    indptr, indices = _rows_of(csc.indptr, csc.indices, owned)
+    out_indptr = out_indices = None
+    if out_edges:
+        out_indptr, out_indices = _rows_of(g.csr.indptr, g.csr.indices, owned)
     masks = {}
     for name in ("train", "val", "test"):
         m = getattr(g, f"{name}_mask")
@@ -100,7 +115,8 @@ def shard_of(graph: Graph, partition: Partition, part: int, split: int = 0) -> G
                       y=None if g.y is None else np.asarray(g.y)[owned].astype(np.int64),
                       masks=masks, parts=partition.parts.astype(np.int32),
                       in_degree=g.in_degree().astype(np.int64),
-                      out_degree=g.out_degree().astype(np.int64), name=g.name)
+                      out_degree=g.out_degree().astype(np.int64), name=g.name,
+                      out_indptr=out_indptr, out_indices=out_indices)
 
 
 def shard_path(directory: str | Path, part: int) -> Path:
@@ -108,13 +124,13 @@ def shard_path(directory: str | Path, part: int) -> Path:
 
 
 def write_shards(graph: Graph, partition: Partition, directory: str | Path,
-                 split: int = 0) -> list[Path]:
+                 split: int = 0, *, out_edges: bool = False) -> list[Path]:
     """One ``part-<p>.npz`` per part under ``directory`` (atomic per file)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for p in range(partition.num_parts):
-        s = shard_of(graph, partition, p, split)
+        s = shard_of(graph, partition, p, split, out_edges=out_edges)
         arrays = {"part": np.int64(p), "num_parts": np.int64(s.num_parts),
                   "version": np.int64(SHARD_VERSION), "name": np.array(s.name),
                   "fingerprint": np.array(partition.fingerprint),
@@ -125,6 +141,8 @@ def write_shards(graph: Graph, partition: Partition, directory: str | Path,
         if s.y is not None:
             arrays["y"] = s.y
         arrays.update({f"{k}_mask": v for k, v in s.masks.items()})
+        if s.out_indptr is not None and s.out_indices is not None:
+            arrays["out_indptr"], arrays["out_indices"] = s.out_indptr, s.out_indices
         path = shard_path(directory, p)
         tmp = path.with_name(f".{path.name}.tmp")
         with open(tmp, "wb") as f:
@@ -152,10 +170,16 @@ def load_shard(directory: str | Path, part: int) -> GraphShard:
             y=z["y"] if "y" in z.files else None,
             masks={k: z[f"{k}_mask"] for k in ("train", "val", "test") if f"{k}_mask" in z.files},
             parts=z["parts"], in_degree=z["in_degree"], out_degree=z["out_degree"],
-            name=str(z["name"]))
+            name=str(z["name"]),
+            out_indptr=z["out_indptr"] if "out_indptr" in z.files else None,
+            out_indices=z["out_indices"] if "out_indices" in z.files else None)
     n = shard.num_local
     if shard.indptr.shape != (n + 1,) or int(shard.indptr[-1]) != shard.indices.size:
         raise ValueError(f"graph shard {path}: indptr does not match {n} owned nodes")
+    if shard.out_indptr is not None and (
+            shard.out_indptr.shape != (n + 1,) or shard.out_indices is None
+            or int(shard.out_indptr[-1]) != shard.out_indices.size):
+        raise ValueError(f"graph shard {path}: out_indptr does not match {n} owned nodes")
     if shard.x is not None and shard.x.shape[0] != n:
         raise ValueError(f"graph shard {path}: features have {shard.x.shape[0]} rows, "
                          f"{n} nodes owned")

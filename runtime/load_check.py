@@ -12,8 +12,9 @@ the same three steps before calling a bundle good:
    onnxruntime's own graph resolution is the check the serving host can run, and the one that
    matters, since it is what serves the file.
 2. **Load**: the backend loader builds the model (any error becomes a :class:`BundleError`).
-3. **Trial run**: the backend answers one tiny request (node 0, or the pair (0, 0)), and the
-   answer must have the right shape and be finite (probabilities in [0, 1]).
+3. **Trial run**: the backend answers one tiny request (node 0, or the pair (0, 0); a shard
+   replica asks about its first node instead), and the answer must have the right shape and
+   be finite (probabilities in [0, 1]).
 
 Each failure is one :class:`BundleError` naming the file and the reason (INVALID_ARGUMENT on
 the admin RPCs, one line and exit code 2 on the command line), never a traceback or INTERNAL;
@@ -92,10 +93,11 @@ def trial_run(backend: Any) -> None:
         if (probs < 0).any() or (probs > 1).any():
             raise ValueError(f"probabilities of node {node} are outside [0, 1]")
     else:
-        scores = _finite(backend.predict_links(np.zeros((1, 2), np.int64)),
-                         "score of the pair (0, 0)", (1,))
+        pair = f"({node}, {node})"
+        scores = _finite(backend.predict_links(np.full((1, 2), node, np.int64)),
+                         f"score of the pair {pair}", (1,))
         if (scores < 0).any() or (scores > 1).any():
-            raise ValueError("score of the pair (0, 0) is outside [0, 1]")
+            raise ValueError(f"score of the pair {pair} is outside [0, 1]")
     if int(backend.embedding_dim) > 0:  # 0: the backend serves no embeddings (sharded bundles)
         _finite(backend.embed(ids), f"embedding of node {node}", (1, None))
 

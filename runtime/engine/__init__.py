@@ -15,11 +15,13 @@ from qgnn.runtime.engine.executor import (
 from qgnn.runtime.engine.partition import PartitionError, partition
 from qgnn.runtime.engine.session import SessionConfig, make_session
 from qgnn.runtime.engine.sharded import register as register_sharded
+from qgnn.runtime.engine.sharded_links import register as register_sharded_links
 from qgnn.runtime.engine.store import GraphStore, Snapshot
 from qgnn.runtime.engine.subgraph import Extractor, Subgraph
 
 register()
 register_sharded()
+register_sharded_links()
 
 __all__ = [
     "EmbeddingIndex",

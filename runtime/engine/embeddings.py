@@ -55,6 +55,26 @@ def sigmoid(logit: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def pair_logits(values: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Dot-decoder logits float64 (n,) of pairs given as int8 rows (n, 2, D) and their scales
+    (n, 2): ``s_u s_v (q_u . q_v)``, the integer dot exact and both scales applied once."""
+    q = values.astype(np.int32)
+    s = scales.astype(np.float64)
+    return s[:, 0] * s[:, 1] * np.einsum("nd,nd->n", q[:, 0], q[:, 1])
+
+
+def dequantize(values: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """float32 (n, D) ``s_i * q_i`` of int8 rows."""
+    return values.astype(np.float32) * scales[:, None]
+
+
+def best_k(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best (ids, scores) by descending score, ties by ascending id: the one order
+    every top-k answer uses, so partial top-k lists (per chunk, per shard) merge exactly."""
+    order = np.lexsort((ids, -scores))[:k]
+    return ids[order], scores[order]
+
+
 @dataclass(frozen=True)
 class _Base:
     """The bundle's rows plus the common-scale shortlist table (module docstring)."""
@@ -140,8 +160,7 @@ class EmbeddingIndex:
 
     def dequantized(self, ids: np.ndarray) -> np.ndarray:
         """(n, D) float32 ``s_i * q_i``."""
-        values, scales = self.rows(ids)
-        return values.astype(np.float32) * scales[:, None]
+        return dequantize(*self.rows(ids))
 
     def update(self, ids: np.ndarray, values: np.ndarray, scales: np.ndarray) -> None:
         """Sets the rows of ``ids`` (existing ids, or ids from ``num_rows`` on, which grow the
@@ -210,8 +229,7 @@ class EmbeddingIndex:
             scores = np.concatenate([fixed_scores, base.scales.take(listed).astype(np.float64)
                                      * (base.values.take(listed, axis=0).astype(np.int32)
                                         @ q32)])
-            order = np.lexsort((ids, -scores))[:k]
-            ids, scores = ids[order], scores[order]
+            ids, scores = best_k(ids, scores, k)
             if listed.size < depth:  # every eligible base row was listed
                 return ids, scores
             bound = base.common_scale * float(dots[-1]) + slack

@@ -27,14 +27,25 @@ from qgnn.runtime.bundle.reader import Bundle
 from qgnn.runtime.catalogue import USER, Catalogue, load_catalogue
 from qgnn.runtime.engine import onnx_proto
 from qgnn.runtime.engine.buffers import BufferPool, make_pool
-from qgnn.runtime.engine.embeddings import EmbeddingIndex, quantize_rows, sigmoid
+from qgnn.runtime.engine.embeddings import (
+    EmbeddingIndex,
+    best_k,
+    dequantize,
+    pair_logits,
+    quantize_rows,
+    sigmoid,
+)
 from qgnn.runtime.engine.executor import Executor, make_executor
 from qgnn.runtime.engine.graph_data import load_graph
 from qgnn.runtime.engine.layer_cache import LayerCache
 from qgnn.runtime.engine.layerwise import LayerwiseRunner, NotLayerwise, cut
 from qgnn.runtime.engine.partition import node_reads
 from qgnn.runtime.engine.precomputed import OutputTable, wanted
-from qgnn.runtime.engine.session import SessionConfig, make_session
+from qgnn.runtime.engine.session import (
+    SessionConfig,
+    decoder_logits,
+    decoder_session,
+)
 from qgnn.runtime.engine.signature import IN_DEGREE, ModelSignature
 from qgnn.runtime.engine.store import GraphStore, Snapshot, check_edges
 from qgnn.runtime.engine.subgraph import Extractor, Layer, Subgraph
@@ -246,7 +257,7 @@ class Engine:
         self.decoder: ort.InferenceSession | None = None
         if self.task == "link":
             self.index = self._load_embeddings()
-            self.decoder = self._load_decoder(session)
+            self.decoder = decoder_session(bundle, session)
             if self.node_type is not None and self.cache_pays():
                 self.layer_cache().tables()  # cold-start users must not pay the build
         self.outputs: OutputTable | None = None
@@ -532,23 +543,10 @@ class Engine:
         values, scales = quantize_rows(self.infer_all())
         return EmbeddingIndex(values, scales, threads=self.config.threads, isa=self.kernel_isa)
 
-    def _load_decoder(self, session: SessionConfig) -> ort.InferenceSession | None:
-        """The MLP decoder's session (``link.decoder == "mlp"``), None for the dot product."""
-        link = self.manifest.link
-        kind = link.get("decoder", "dot")
-        if kind == "dot":
-            return None
-        if kind != "mlp" or "decoder_file" not in link:
-            raise BundleError("manifest.json", f"link.decoder {kind!r} needs a decoder_file; "
-                                               f"known decoders: 'dot', 'mlp'")
-        return make_session(self.bundle.model_path(link["decoder_file"]), session)
-
     def _decode(self, h_src: np.ndarray, h_dst: np.ndarray) -> np.ndarray:
         """Decoder logits (n,) float64 of aligned float32 embeddings (MLP decoder)."""
         assert self.decoder is not None
-        out = self.decoder.run(None, {"h_src": np.ascontiguousarray(h_src, np.float32),
-                                      "h_dst": np.ascontiguousarray(h_dst, np.float32)})[0]
-        return out.astype(np.float64).reshape(-1)
+        return decoder_logits(self.decoder, h_src, h_dst)
 
     def _rows(self, snapshot: Snapshot, ids: np.ndarray, local: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray]:
@@ -600,8 +598,7 @@ class Engine:
             snapshot, _, (ids,) = self._overlay(self.store.snapshot(), inductive, ids)
             return self.forward(snapshot, ids)
         snapshot, local, (ids,) = self._local_view(inductive, ids)
-        values, scales = self._rows(snapshot, ids, local)
-        return values.astype(np.float32) * scales[:, None]
+        return dequantize(*self._rows(snapshot, ids, local))
 
     def predict_links(self, pairs: Any, inductive: Any | None = None) -> np.ndarray:
         """Edge probabilities float32 (n,): sigmoid of ``s_u s_v (q_u . q_v)``."""
@@ -613,13 +610,10 @@ class Engine:
         uniq, inverse = np.unique(flat, return_inverse=True)
         values, scales = self._rows(snapshot, uniq, local)
         if self.decoder is not None:
-            h = (values.astype(np.float32) * scales[:, None])[inverse].reshape(
-                -1, 2, self.output_dim)
+            h = dequantize(values, scales)[inverse].reshape(-1, 2, self.output_dim)
             return sigmoid(self._decode(h[:, 0], h[:, 1]))
-        q = values.astype(np.int32)[inverse].reshape(-1, 2, self.output_dim)
-        s = scales.astype(np.float64)[inverse].reshape(-1, 2)
-        logits = s[:, 0] * s[:, 1] * np.einsum("nd,nd->n", q[:, 0], q[:, 1])
-        return sigmoid(logits)
+        return sigmoid(pair_logits(values[inverse].reshape(-1, 2, self.output_dim),
+                                   scales[inverse].reshape(-1, 2)))
 
     def items(self, snapshot: Snapshot) -> np.ndarray | None:
         """Sorted candidate item ids, or None when the graph has no node types (every node is
@@ -824,12 +818,10 @@ class Engine:
                 at = np.searchsorted(extra[0], chunk)
                 hit = (at < extra[0].size) & (extra[0][np.minimum(at, extra[0].size - 1)]
                                                == chunk)
-                h[hit] = extra[1][at[hit]].astype(np.float32) * extra[2][at[hit], None]
+                h[hit] = dequantize(extra[1][at[hit]], extra[2][at[hit]])
             logits = self._decode(np.broadcast_to(h_user, h.shape), h)
-            ids = np.concatenate([best_ids, chunk])
-            logits = np.concatenate([best_logits, logits])
-            order = np.lexsort((ids, -logits))[:k]
-            best_ids, best_logits = ids[order], logits[order]
+            best_ids, best_logits = best_k(np.concatenate([best_ids, chunk]),
+                                           np.concatenate([best_logits, logits]), k)
         return best_ids, best_logits
 
     # -- updates ---------------------------------------------------------------------------------

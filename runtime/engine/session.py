@@ -17,7 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
+from qgnn.runtime.bundle.reader import Bundle
+from qgnn.runtime.errors import BundleError
 
 OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -65,3 +68,24 @@ def make_session(model: bytes | str | Path, config: SessionConfig) -> ort.Infere
     source = str(model) if isinstance(model, Path) else model
     return ort.InferenceSession(source, session_options(config),
                                 providers=["CPUExecutionProvider"])
+
+
+def decoder_logits(session: ort.InferenceSession, h_src: np.ndarray, h_dst: np.ndarray
+                   ) -> np.ndarray:
+    """An MLP link decoder's logits float64 (n,) of aligned float32 embeddings (n, D)."""
+    out = session.run(None, {"h_src": np.ascontiguousarray(h_src, np.float32),
+                             "h_dst": np.ascontiguousarray(h_dst, np.float32)})[0]
+    return out.astype(np.float64).reshape(-1)
+
+
+def decoder_session(bundle: Bundle, config: SessionConfig) -> ort.InferenceSession | None:
+    """A link bundle's MLP decoder (``link.decoder == "mlp"``, ``link.decoder_file``) as a
+    session, None for the dot product; another decoder is a BundleError."""
+    link = bundle.manifest.link
+    kind = link.get("decoder", "dot")
+    if kind == "dot":
+        return None
+    if kind != "mlp" or "decoder_file" not in link:
+        raise BundleError("manifest.json", f"link.decoder {kind!r} needs a decoder_file; "
+                                           f"known decoders: 'dot', 'mlp'")
+    return make_session(bundle.model_path(link["decoder_file"]), config)

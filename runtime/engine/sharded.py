@@ -12,6 +12,8 @@ Files (docs/partitioned.md): ``sharding/owner.npy`` int32 (N,); per held shard `
 ``shards/<p>/nodes.npy`` int64 sorted ids, ``shards/<p>/predictions.npy`` int8 (n_p, C),
 ``shards/<p>/scales.npy`` float32 (n_p,), ``shards/<p>/graph/{indptr,indices}.npy`` (in-edges,
 global source ids). The manifest's ``sharding`` object says ``num_shards`` and ``held``.
+Which shard owns which node is :mod:`.shard_book`'s; link bundles are served by
+:mod:`.sharded_links`.
 """
 
 from __future__ import annotations
@@ -20,21 +22,19 @@ import numpy as np
 from qgnn.runtime.backend import BackendOptions, ModelBackend
 from qgnn.runtime.backend_loaders import register_backend_loader
 from qgnn.runtime.bundle.reader import Bundle
-from qgnn.runtime.errors import BundleError, FailedPreconditionError, ServingError
+from qgnn.runtime.engine.shard_book import (
+    OWNER,
+    SHARDED_FORMAT,
+    ShardBook,
+    ShardNotServedError,
+    shard_file,
+)
+from qgnn.runtime.errors import BundleError, FailedPreconditionError
 
-SHARDED_FORMAT = "qgnn-sharded"
-OWNER = "sharding/owner.npy"
 SHARD_FILES = ("nodes", "predictions", "scales", "graph/indptr", "graph/indices")
 
-
-def shard_file(part: int, name: str) -> str:
-    return f"shards/{part}/{name}.npy"
-
-
-class ShardNotServedError(ServingError, LookupError):
-    """Ids of a shard this replica does not hold; the message names the owning shard."""
-
-    code = "NOT_FOUND"
+__all__ = ["OWNER", "SHARDED_FORMAT", "SHARD_FILES", "ShardNotServedError", "ShardedBackend",
+           "load_sharded", "register", "shard_file"]
 
 
 class ShardedBackend:
@@ -44,31 +44,23 @@ class ShardedBackend:
         self.manifest = bundle.manifest
         task = self.manifest.model.task
         if task != "node":
-            raise BundleError("manifest.json", f"{SHARDED_FORMAT} bundles serve node "
-                                               f"predictions; model.task is {task!r}")
-        sharding = self.manifest.sharding
-        if not isinstance(sharding, dict) or not isinstance(sharding.get("held"), list):
-            raise BundleError("manifest.json", "a qgnn-sharded bundle needs sharding.held "
-                                               "(the shards it holds) and sharding.num_shards")
-        self.num_shards = int(sharding["num_shards"])
-        self.held = sorted(int(p) for p in sharding["held"])
-        if not self.held or not all(0 <= p < self.num_shards for p in self.held):
-            raise BundleError("manifest.json", f"sharding.held {self.held} must name shards "
-                                               f"in [0, {self.num_shards})")
-        self.owner = bundle.array(OWNER)
-        self._nodes, self._q, self._scale = {}, {}, {}
+            raise BundleError("manifest.json", f"the node backend of {SHARDED_FORMAT} bundles "
+                                               f"serves node predictions; model.task is "
+                                               f"{task!r}")
+        self.book = ShardBook(bundle)
+        self.held = self.book.held
+        self.num_shards = self.book.num_shards
+        self.owner = self.book.owner
+        self._q, self._scale = {}, {}
         for p in self.held:
-            nodes = bundle.array(shard_file(p, "nodes"))
+            n = self.book.nodes[p].size
             q, scale = bundle.array(shard_file(p, "predictions")), bundle.array(
                 shard_file(p, "scales"))
-            if q.shape[0] != nodes.size or scale.shape != (nodes.size,):
+            if q.shape[0] != n or scale.shape != (n,):
                 raise BundleError(shard_file(p, "predictions"),
                                   f"{q.shape[0]} rows and {scale.shape} scales for "
-                                  f"{nodes.size} nodes")
-            if not np.array_equal(np.flatnonzero(self.owner == p), nodes):
-                raise BundleError(shard_file(p, "nodes"), f"disagrees with {OWNER} on the "
-                                                          f"nodes of shard {p}")
-            self._nodes[p], self._q[p], self._scale[p] = nodes, q, scale
+                                  f"{n} nodes")
+            self._q[p], self._scale[p] = q, scale
         self._classes = int(self._q[self.held[0]].shape[1])
         self._edges = self.manifest.graph.num_edges
 
@@ -88,7 +80,7 @@ class ShardedBackend:
 
     @property
     def num_nodes(self) -> int:
-        return int(self.owner.size)
+        return self.book.num_nodes
 
     @property
     def num_edges(self) -> int:
@@ -113,22 +105,14 @@ class ShardedBackend:
     @property
     def trial_node(self) -> int:
         """A node this replica serves, for the load check's trial request."""
-        return int(self._nodes[self.held[0]][0])
+        return self.book.trial_node
 
     # -- requests ----------------------------------------------------------------------------
 
     def check_ids(self, ids: np.ndarray, field: str) -> None:
         """Refuse ids of shards not held here, before they join a batch (the data plane's
         hook), naming the shard that serves them."""
-        owners = self.owner[ids]
-        foreign = ~np.isin(owners, self.held)
-        if foreign.any():
-            first = int(np.flatnonzero(foreign)[0])
-            raise ShardNotServedError(
-                f"{field}[{first}]: node {int(ids[first])} belongs to shard "
-                f"{int(owners[first])} of {self.num_shards}; this replica of "
-                f"{self.name} v{self.version} serves shard(s) {self.held} "
-                f"({int(foreign.sum())} of {len(ids)} ids are elsewhere)")
+        self.book.not_served(ids, field)
 
     def predict_nodes(self, ids: np.ndarray, inductive: object = None) -> np.ndarray:
         if inductive is not None:
@@ -136,10 +120,7 @@ class ShardedBackend:
                                           f"predictions; inductive nodes need the ONNX engine")
         self.check_ids(ids, "node_ids")
         logits = np.empty((ids.size, self._classes), np.float64)
-        owners = self.owner[ids]
-        for p in np.unique(owners).tolist():
-            at = np.flatnonzero(owners == p)
-            rows = np.searchsorted(self._nodes[p], ids[at])
+        for p, at, rows in self.book.rows(ids):
             logits[at] = self._q[p][rows].astype(np.float64) * self._scale[p][rows, None]
         logits -= logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
@@ -163,7 +144,7 @@ class ShardedBackend:
         raise self._node_only("UpdateGraph")
 
     def close(self) -> None:
-        self._nodes.clear()
+        self.book.close()
         self._q.clear()
         self._scale.clear()
 

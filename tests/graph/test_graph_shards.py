@@ -39,3 +39,21 @@ def test_cli_partitions_once_and_writes_shards(tmp_path, monkeypatch, capsys) ->
     assert load_shard(report["shards"], 1).num_parts == 2
     with pytest.raises(SystemExit):
         main(["--dataset", spec, "--parts", "0"])
+
+
+def test_out_edges_are_the_owned_nodes_out_lists(tmp_path) -> None:
+    g = powerlaw_communities(300, avg_degree=5, num_communities=3, num_features=4, seed=3)
+    part = partition_graph(g, 2, "ldg")
+    write_shards(g, part, tmp_path, out_edges=True)
+    total = 0
+    for p in range(2):
+        s = load_shard(tmp_path, p)
+        assert s.out_indptr is not None and s.out_indices is not None
+        for row in (0, s.num_local - 1):
+            v = int(s.owned[row])
+            assert np.array_equal(s.out_indices[s.out_indptr[row]:s.out_indptr[row + 1]],
+                                  g.csr.indices[g.csr.indptr[v]:g.csr.indptr[v + 1]])
+        total += s.out_indices.size
+    assert total == g.num_edges
+    write_shards(g, part, tmp_path / "plain")
+    assert load_shard(tmp_path / "plain", 0).out_indptr is None

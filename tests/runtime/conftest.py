@@ -53,8 +53,11 @@ def start_server(grpc_server: str) -> Iterator[Callable[..., QgnnServer]]:
     servers: list[QgnnServer] = []
 
     def start(path: Path | None, **overrides: Any) -> QgnnServer:
+        # a loaded test host can hold a call for a thread past the 500 ms default and shed it;
+        # tests of admission set their own limit
         settings = {"host": "127.0.0.1", "grpc_port": 0, "metrics_port": 0,
-                    "grace_period_s": 5.0, "grpc_server": grpc_server, **overrides}
+                    "grace_period_s": 5.0, "max_queue_ms": 10_000.0, "grpc_server": grpc_server,
+                    **overrides}
         server = QgnnServer(ServeConfig(path=path, **settings), registry=CollectorRegistry())
         servers.append(server)
         return server.start()

@@ -7,6 +7,8 @@ Modes, chosen with ``python -m qgnn.training.distributed --mode M`` under torchr
   state and 1/W of the edges (docs/distributed.md).
 - ``partitioned`` (:mod:`.partitioned`): minibatch GNS training; every rank holds one partition's
   nodes, features and in-edges and fetches the rest from their owners (docs/partitioned.md).
+- ``infer`` (:mod:`.infer`): distributed layer-wise INT8 inference of a link run over
+  partitions into a sharded bundle, bit for bit the unsharded export's embedding rows.
 
 :mod:`.context` holds what every mode shares: the process group, local launch, torchrun's
 environment.

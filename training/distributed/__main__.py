@@ -15,6 +15,7 @@ MODES: dict[str, str] = {
     "ddp": "qgnn.training.distributed.ddp",
     "edge-sharded": "qgnn.training.distributed.edge_sharded",
     "partitioned": "qgnn.training.distributed.partitioned",
+    "infer": "qgnn.training.distributed.infer",
 }
 
 
