@@ -191,6 +191,11 @@ def server_commands(args: argparse.Namespace, bundle: Path) -> list[tuple[str, s
     rows: list[tuple[str, str, Any]] = [
         ("qgnn per-request", "qgnn", qgnn("--precompute", "off")),
         ("qgnn precomputed", "qgnn", qgnn("--precompute", "on")),
+        # the asyncio front end (--grpc-server aio; the default is sync: docs/serving.md)
+        ("qgnn per-request, aio server", "qgnn",
+         qgnn("--precompute", "off", "--grpc-server", "aio")),
+        ("qgnn precomputed, aio server", "qgnn",
+         qgnn("--precompute", "on", "--grpc-server", "aio")),
     ]
     if args.workers > 1:
         rows.append((f"qgnn precomputed x{args.workers} workers", "qgnn",
@@ -287,7 +292,7 @@ def measure(args: argparse.Namespace, bundle: Path) -> dict[str, Any]:
     reference = None
     rows: list[dict[str, Any]] = []
     live: list[tuple[dict[str, Any], subprocess.Popen, str, int]] = []
-    overload: dict[str, Any] | None = None
+    overloads: dict[str, dict[str, Any]] = {}  # per-request row -> its overload run
     with contextlib.ExitStack() as stack:
         for name, kind, command in server_commands(args, bundle):
             if args.only and not re.search(args.only, name):
@@ -333,11 +338,20 @@ def measure(args: argparse.Namespace, bundle: Path) -> dict[str, Any]:
                     scenario[f"{side}_cpu_us_median"] = float(np.median(
                         [r[f"{side}_cpu_us"] for r in runs]))
             row["rss_mib"] = round(rss_bytes(proc.pid) / 2**20, 1)
-            if row["server"] == "qgnn per-request" and args.overload_s > 0:
+            if row["kind"] == "ceiling" and "qgnn per-request" in overloads:
+                # the same flood at the no-op server: what any Python gRPC server on this host
+                # can take in at that rate, doing nothing (a reference, not a target)
+                base = overloads["qgnn per-request"]
+                overloads[row["server"]] = {**run_overload(
+                    args, proc, target, model, num_nodes,
+                    base["rate_per_s"] / args.overload_factor),
+                    "compute_ms": base["compute_ms"]}
+            if row["server"].startswith("qgnn per-request") and args.overload_s > 0:
                 at = 0 if args.overload_ids == 1 else 1
                 before = server_counts(metrics)
                 overload = run_overload(args, proc, target, model, num_nodes,
                                         row["scenarios"][at]["requests_per_s"])
+                overloads[row["server"]] = overload
                 after = server_counts(metrics)
                 overload["server_counts"] = {
                     part: {k: v - before[part].get(k, 0.0) for k, v in after[part].items()
@@ -352,7 +366,9 @@ def measure(args: argparse.Namespace, bundle: Path) -> dict[str, Any]:
                     row["scenarios"][at]["latency_ms"]["p50"]
     return {"model": model, "bundle": str(bundle), "num_nodes": num_nodes,
             "threads": args.threads, "clients": args.clients, "duration_s": args.duration_s,
-            "rounds": args.rounds, "rows": rows, "overload": overload}
+            "rounds": args.rounds, "rows": rows,
+            # the default server's overload run (the target), and every per-request row's
+            "overload": overloads.get("qgnn per-request"), "overloads": overloads}
 
 
 def run_overload(args: argparse.Namespace, proc: subprocess.Popen, target: str, model: str,
@@ -412,7 +428,13 @@ def _best(rows: list[dict[str, Any]], kind: str, scenario: int, key: str) -> flo
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(target, measured, met?) for the issue's targets (those the run measured)."""
-    return _throughput_targets(results) + _overload_targets(results.get("overload"))
+    out = _throughput_targets(results)
+    for name, over in _overload_runs(results).items():
+        if not name.startswith("qgnn"):  # the no-op's run is a reference, not a target
+            continue
+        out += [(f"{what} [{name}]", measured, met)
+                for what, measured, met in _overload_targets(over)]
+    return out
 
 
 def _throughput_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -446,6 +468,14 @@ def _throughput_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                                                                        float("nan"))
 
     cpu_ratio = cpu(by["grpcio no-op (ceiling)"]) / min(cpu(r) for r in qgnn)
+    # the lookup target from CPU per call too: the requests/s ratio a host with cores to spare
+    # for the generator would show (on 2 shared cores requests/s of rows this close move 20 %)
+    lookups = {r["server"]: cpu(r) for r in rows if r["kind"] == "lookup" and "scenarios" in r}
+    framework_cpu = min((v for k, v in lookups.items() if k.startswith(("kserve", "mlserver"))),
+                        default=float("nan"))
+    grpcio_cpu = min((v for k, v in lookups.items() if k.startswith("grpcio")),
+                     default=float("nan"))
+    pre_cpu = min((cpu(r) for r in pre), default=float("nan"))
 
     def row(what: str, value: float, goal: float) -> tuple[str, str, str]:
         if np.isnan(value):  # e.g. no --kserve-python / --mlserver-python: no such anchor
@@ -462,6 +492,10 @@ def _throughput_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                pre1 / framework_look1, 1.25),
            row("1 id: qgnn precomputed / bare grpcio lookup (stricter)", pre1 / grpcio_look1,
                1.25),
+           row("1 id: qgnn precomputed / best KServe or MLServer lookup, from CPU per call "
+               "(server + generator)", framework_cpu / pre_cpu, 1.25),
+           row("1 id: qgnn precomputed / bare grpcio lookup, from CPU per call (server + "
+               "generator)", grpcio_cpu / pre_cpu, 1.25),
            row("64 ids: qgnn / best same-work anchor (node predictions/s)", best_q64 / same64, 3),
            row("64 ids: qgnn node predictions/s", best_q64, 50_000)]
     return out
@@ -509,16 +543,39 @@ def markdown(results: dict[str, Any], host: dict[str, Any]) -> str:
                          f"{s['node_predictions_per_s']:,.0f}", s["errors"],
                          s.get("server_cpu_us_median", "-"), r["rss_mib"], diff_s))
     parts = [markdown_table(headers, rows, align=["l"] + ["r"] * (len(headers) - 1))]
-    over = results.get("overload")
+    for name, over in _overload_runs(results).items():
+        parts += _overload_text(name, over)
+    goals = targets(results)
+    if goals:
+        parts.append(markdown_table(("target (issue 17)", "measured", "met"), goals,
+                                    align=["l", "r", "l"]))
+    parts.append(_machine_text(results, host))
+    return "\n\n".join(parts) + "\n"
+
+
+def _overload_runs(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Overload runs by row name (results written before the per-row runs have one)."""
+    runs = results.get("overloads")
+    if runs is None and results.get("overload"):
+        runs = {"qgnn per-request": results["overload"]}
+    return runs or {}
+
+
+def _overload_text(name: str, over: dict[str, Any]) -> list[str]:
+    """The paragraphs on one overload run."""
+    parts = []
     if over:
         parts.append(
-            f"Overload (qgnn per-request, {over['ids_per_request']} ids per request): open loop "
+            f"Overload ({name}, {over['ids_per_request']} ids per request): open loop "
             f"at {over['rate_per_s']:,.0f} requests/s "
             f"({over['rate_per_s'] / max(over['capacity_rps'], 1):.1f}x its capacity) for "
             f"{over['seconds']:g} s, deadline {over['deadline_s']:g} s: "
             + ", ".join(f"{k} {v:,}" for k, v in sorted(over["codes"].items()))
             + f"; OK p50 {over['latency_ms']['p50']} ms, p99 {over['latency_ms']['p99']} ms; "
-              f"peak RSS {over['peak_rss_mib']} MiB. The server's own counts: answers "
+              f"peak RSS {over['peak_rss_mib']} MiB."
+            + (" (A reference server with no counts of its own; the rate is 4x qgnn "
+               "per-request's capacity.)" if "server_counts" not in over else
+               " The server's own counts: answers "
             + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(
                 over.get("server_counts", {}).get("answers", {}).items()))
             + "; shed by reason "
@@ -532,7 +589,7 @@ def markdown(results: dict[str, Any], host: dict[str, Any]) -> str:
             + f"{sum(over.get('server_counts', {}).get('answers', {}).values()):,.0f} (its "
               "answers include the calls gRPC dropped before qgnn read them, their deadline "
               "past; a call whose deadline passed inside the client before it was sent never "
-              "reaches the server).")
+              "reaches the server)."))
         if "send_lag_ms" in over:
             ms = over.get("server_ok_ms", {})
             parts.append(
@@ -559,11 +616,11 @@ def markdown(results: dict[str, Any], host: dict[str, Any]) -> str:
                     f"{probe['ok_from_sent_ms']['p99']} / max {probe['ok_from_sent_ms']['max']} ms "
                     f"(its own lag: send p99 {probe['send_lag_ms']['p99']} ms, event loop p99 "
                     f"{probe['loop_lag_ms']['p99']} ms).")
-    goals = targets(results)
-    if goals:
-        parts.append(markdown_table(("target (issue 17)", "measured", "met"), goals,
-                                    align=["l", "r", "l"]))
-    parts.append(
+    return parts
+
+
+def _machine_text(results: dict[str, Any], host: dict[str, Any]) -> str:
+    return (
         f"Machine: {host['cpu']}, {host['usable_cores']} usable cores, load average "
         f"{host['load_average_1m']} at the start (a shared machine: other tenants take CPU from "
         f"servers and generator alike), Python {host['python']}. {results['clients']} "
@@ -574,7 +631,6 @@ def markdown(results: dict[str, Any], host: dict[str, Any]) -> str:
         f"{results['threads']} intra-op threads unless named. Model {results['model']} "
         f"({results['num_nodes']} nodes) from {results['bundle']}. max |diff|: probabilities "
         f"against qgnn per-request on {PROBE_IDS} ids (classes equal in every timed row).")
-    return "\n\n".join(parts) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ while it was queued is dropped, not computed. ``max_queue_size`` remains as a co
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -211,6 +212,21 @@ class Batcher:
             job.future.cancel()
             raise DeadlineExceededError(f"model {self.model}: the deadline passed before the "
                                         f"request was answered") from None
+
+    async def wait_async(self, job: Job) -> Any:
+        """:meth:`wait` on an event loop: suspended, not blocking, until the worker has the
+        result. A caller that goes away (its task cancelled) cancels a job still queued."""
+        timeout = None if job.deadline is None else max(job.deadline - time.monotonic(), 0.0)
+        waiting = asyncio.wrap_future(job.future)
+        try:
+            return await asyncio.wait_for(waiting, timeout)
+        except TimeoutError:
+            job.future.cancel()
+            raise DeadlineExceededError(f"model {self.model}: the deadline passed before the "
+                                        f"request was answered") from None
+        except asyncio.CancelledError:
+            job.future.cancel()
+            raise
 
     def call(self, key: Hashable | None, payload: Any, size: int,
              deadline: float | None = None) -> Any:

@@ -30,6 +30,7 @@ _KIND_NAMES = {int: "an integer", float: "a number", Path: "a path", str: "a str
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 PRECOMPUTE = ("auto", "on", "off")
+GRPC_SERVERS = ("aio", "sync")
 _SIZES = ("max_message_bytes", "max_inflight_bytes")
 
 
@@ -50,6 +51,7 @@ class ServeConfig:
     max_queue_ms: float = 500.0
     precompute: str = "auto"
     workers: int = 1
+    grpc_server: str = "sync"
     grace_period_s: float = 20.0
     poll_interval_s: float = 0.0
     threads: int = 2
@@ -117,6 +119,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("workers", int, "server processes sharing the port (SO_REUSEPORT, Linux) and the "
                            "memory-mapped bundles; graph updates then reach one worker only "
                            "(docs/serving.md)", 1, 64),
+    Option("grpc_server", str, "gRPC server: aio (an event loop takes every call as it "
+                               "arrives and answers precomputed lookups on it; model work runs "
+                               "on a thread pool) or sync (a thread pool fed by one polling "
+                               "thread; docs/serving.md)"),
     Option("grace_period_s", float, "on SIGTERM, how long accepted calls may take to finish",
            0, 3600),
     Option("poll_interval_s", float, "seconds between scans of PATH for new, changed or removed "
@@ -148,6 +154,9 @@ def check_config(cfg: ServeConfig) -> None:
     if cfg.precompute not in PRECOMPUTE:
         raise ValueError(f"--precompute must be one of {', '.join(PRECOMPUTE)}, got "
                          f"{cfg.precompute!r}")
+    if cfg.grpc_server not in GRPC_SERVERS:
+        raise ValueError(f"--grpc-server must be one of {', '.join(GRPC_SERVERS)}, got "
+                         f"{cfg.grpc_server!r}")
     if cfg.isa and cfg.isa not in LEVELS:
         raise ValueError(f"--isa: unknown ISA level {cfg.isa!r}; valid here: {', '.join(LEVELS)}")
     if (cfg.tls_cert is None) != (cfg.tls_key is None):

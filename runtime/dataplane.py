@@ -39,6 +39,7 @@ from qgnn.runtime.messages import (
     work_bytes,
 )
 from qgnn.runtime.request_checks import as_features, check_count, pack_inductive
+from qgnn.runtime.stepwise import Steps, drive
 from qgnn.runtime.validation import as_ids, check_ids
 
 if TYPE_CHECKING:
@@ -118,6 +119,13 @@ class DataPlane:
                          inductive: Sequence[InductiveSpec] = (), *,
                          deadline: float | None = None) -> NodePredictions:
         """:meth:`predict_nodes` on a version the caller holds a lease on (:meth:`lease`)."""
+        return drive(self.predict_nodes_steps(entry, ids, inductive, deadline=deadline))
+
+    def predict_nodes_steps(self, entry: ModelEntry, ids: Any,
+                            inductive: Sequence[InductiveSpec] = (), *,
+                            deadline: float | None = None) -> Steps:
+        """:meth:`predict_nodes_on` as steps (runtime/stepwise.py): it yields its wait for the
+        batcher (a precomputed lookup answers without one)."""
         self._require_task(entry, "PredictNodes")
         backend, batcher = entry.backend, entry.batcher
         if not inductive and getattr(backend, "precomputed", False):
@@ -140,7 +148,7 @@ class DataPlane:
             job = _submit(batcher, "nodes", ids, ind, deadline, lambda: checked_output(
                 backend.predict_nodes(ids, ind), np.float32,
                 (len(ids), backend.num_classes), "probabilities"))
-        probs = batcher.wait(job)
+        probs = yield batcher, job
         return NodePredictions(entry.key, probs, np.argmax(probs, axis=1).astype(np.int64))
 
     def predict_links(self, model: ModelSelector, src: Any, dst: Any,
@@ -156,6 +164,14 @@ class DataPlane:
                          deadline: float | None = None,
                          fields: tuple[str, str] = ("src_ids", "dst_ids")) -> LinkScores:
         """:meth:`predict_links` on a version the caller holds a lease on (:meth:`lease`)."""
+        return drive(self.predict_links_steps(entry, src, dst, inductive, deadline=deadline,
+                                              fields=fields))
+
+    def predict_links_steps(self, entry: ModelEntry, src: Any, dst: Any,
+                            inductive: Sequence[InductiveSpec] = (), *,
+                            deadline: float | None = None,
+                            fields: tuple[str, str] = ("src_ids", "dst_ids")) -> Steps:
+        """:meth:`predict_links_on` as steps (runtime/stepwise.py)."""
         self._require_task(entry, "PredictLinks")
         backend, batcher = entry.backend, entry.batcher
         with batcher.arriving():
@@ -169,7 +185,8 @@ class DataPlane:
             admission.charge(work_bytes(len(pairs), 2 * backend.embedding_dim))
             job = _submit(batcher, "links", pairs, ind, deadline, lambda: checked_output(
                 backend.predict_links(pairs, ind), np.float32, (len(pairs),), "scores"))
-        return LinkScores(entry.key, batcher.wait(job))
+        scores = yield batcher, job
+        return LinkScores(entry.key, scores)
 
     def embed(self, model: ModelSelector, ids: Any, inductive: Sequence[InductiveSpec] = (), *,
               deadline: float | None = None) -> Embeddings:
@@ -179,6 +196,11 @@ class DataPlane:
     def embed_on(self, entry: ModelEntry, ids: Any, inductive: Sequence[InductiveSpec] = (), *,
                  deadline: float | None = None) -> Embeddings:
         """:meth:`embed` on a version the caller holds a lease on (:meth:`lease`)."""
+        return drive(self.embed_steps(entry, ids, inductive, deadline=deadline))
+
+    def embed_steps(self, entry: ModelEntry, ids: Any, inductive: Sequence[InductiveSpec] = (),
+                    *, deadline: float | None = None) -> Steps:
+        """:meth:`embed_on` as steps (runtime/stepwise.py)."""
         self._require_task(entry, "Embed")
         backend, batcher = entry.backend, entry.batcher
         with batcher.arriving():
@@ -187,7 +209,8 @@ class DataPlane:
             admission.charge(work_bytes(len(ids), backend.embedding_dim))
             job = _submit(batcher, "embed", ids, ind, deadline, lambda: checked_output(
                 backend.embed(ids, ind), np.float32, (len(ids), None), "embeddings"))
-        return Embeddings(entry.key, batcher.wait(job))
+        embeddings = yield batcher, job
+        return Embeddings(entry.key, embeddings)
 
     def recommend(self, model: ModelSelector, user: int, k: int, exclude_seen: bool = False,
                   candidates: Any = (), inductive: Sequence[InductiveSpec] = (), *,

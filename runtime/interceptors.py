@@ -23,6 +23,7 @@ counted in ``qgnn_requests_shed_total`` by reason.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import operator
@@ -46,6 +47,7 @@ from qgnn.runtime.errors import (
 )
 from qgnn.runtime.metrics import RequestSeries, ServingMetrics
 from qgnn.runtime.rejections import client_gone, reason_for
+from qgnn.runtime.stepwise import Steps, drive, steps_of
 
 log = logging.getLogger("qgnn.runtime.server")
 
@@ -152,6 +154,17 @@ def thread_wait_s() -> float:
     return 0.0 if at is None else time.monotonic() - at
 
 
+class CallStatus(Exception):
+    """The non-OK status a call is answered with (raised by :meth:`ServingInterceptor.run`):
+    the front end sends it, ``context.abort`` on the thread-pool server, ``await
+    context.abort`` on the asyncio one (runtime/aio_front.py)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+
 class _Malformed:
     """Stands in for a request whose bytes did not parse, so the error is INVALID_ARGUMENT
     (grpc would answer a bare INTERNAL 'Exception deserializing request!')."""
@@ -166,6 +179,15 @@ class _Refused:
 
     def __init__(self, error: ServingError) -> None:
         self.error = error
+
+
+def unwrap(request: Any) -> Any:
+    """The parsed message of a request as a handler receives it (None when it was refused
+    from its size or did not parse)."""
+    if type(request) is _Admitted:
+        request = request.message
+    kind = type(request)
+    return None if kind is _Refused or kind is _Malformed else request
 
 
 def _safe_deserializer(deserialize: Callable[[bytes], Any] | None, method: str
@@ -291,7 +313,15 @@ class ServingInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails
                           ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(details)
+        return self.route(continuation(details), details, self._wrap)
+
+    def route(self, handler: grpc.RpcMethodHandler | None, details: grpc.HandlerCallDetails,
+              wrap: Callable[[grpc.RpcMethodHandler, str, ServingError | None],
+                             grpc.RpcMethodHandler]) -> grpc.RpcMethodHandler | None:
+        """The handler a call runs: gRPC's own for health, reflection and unknown methods,
+        else ``wrap(handler, rpc, denied)`` (``denied``: the authentication error, if any),
+        built once per method when no token is checked. Shared by both front ends; ``wrap``
+        is the front end's (this class's :meth:`_wrap`, or the asyncio one's)."""
         method = details.method or ""
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler and self._token is None:
@@ -311,11 +341,11 @@ class ServingInterceptor(grpc.ServerInterceptor):
             return handler
         denied = self._authenticate(details.invocation_metadata)
         if denied is not None:
-            return self._wrap(handler, rpc, denied)
+            return wrap(handler, rpc, denied)
         # the wrapped handler of an authenticated call depends on the method only: built once
         # (every call passes here, on gRPC's polling thread)
         if cached is None or cached[0] is not handler:
-            cached = self._wrapped[method] = (handler, self._wrap(handler, rpc, None), rpc)
+            cached = self._wrapped[method] = (handler, wrap(handler, rpc, None), rpc)
         return cached[1]
 
     def _wrap(self, handler: grpc.RpcMethodHandler, rpc: str, denied: ServingError | None
@@ -325,16 +355,22 @@ class ServingInterceptor(grpc.ServerInterceptor):
 
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             _QUEUED.reached = True
-            return self._call(behaviour, request, context, rpc, denied, serialize)
+            try:
+                return self.run(behaviour, request, context, rpc, denied, serialize)
+            except CallStatus as status:
+                context.abort(grpc.StatusCode[status.code], status.message)
 
         call.qgnn_rpc = rpc  # type: ignore[attr-defined]  # for TimedExecutor's count
-
-        # the answer is serialised inside the call (its size is checked on the bytes), so
-        # gRPC gets the bytes as they are
         return grpc.unary_unary_rpc_method_handler(
-            call, request_deserializer=self._admitting(
-                _safe_deserializer(handler.request_deserializer, rpc)),
+            call, request_deserializer=self.deserializer(handler, rpc),
             response_serializer=None if serialize is None else _serialized)
+
+    def deserializer(self, handler: grpc.RpcMethodHandler, rpc: str
+                     ) -> Callable[[bytes], Any] | None:
+        """The request parser of a wrapped method: admission from the wire size first, then a
+        parse whose failure is INVALID_ARGUMENT. (The answer is serialised inside the call,
+        where its size is checked on the bytes, so gRPC's serializer passes them through.)"""
+        return self._admitting(_safe_deserializer(handler.request_deserializer, rpc))
 
     def _watch_inflight(self, model: str) -> None:
         """Exposes the count of calls in flight for ``model`` as qgnn_inflight_requests, read at
@@ -445,12 +481,25 @@ class ServingInterceptor(grpc.ServerInterceptor):
         with self._active_cond:
             return self._active_cond.wait_for(lambda: self._active == 0, timeout)
 
-    def _call(self, behaviour: Callable, request: Any, context: grpc.ServicerContext, rpc: str,
-              denied: ServingError | None, serialize: Callable[[Any], bytes] | None = None
-              ) -> Any:
-        """Runs one call; with ``serialize`` the answer is returned serialised. Its duration
-        counts from when gRPC handed it to the RPC thread pool (its wait for a thread
-        included)."""
+    def run(self, behaviour: Callable, request: Any, context: grpc.ServicerContext, rpc: str,
+            denied: ServingError | None, serialize: Callable[[Any], bytes] | None = None,
+            *, hold: bool = True) -> Any:
+        """Runs one call on this thread (blocking while its model computes) and returns its
+        answer (serialised, with ``serialize``), or raises :class:`CallStatus` with the status
+        to send. See :meth:`run_steps`."""
+        return drive(self.run_steps(behaviour, request, context, rpc, denied, serialize,
+                                    hold=hold))
+
+    def run_steps(self, behaviour: Callable, request: Any, context: grpc.ServicerContext,
+                  rpc: str, denied: ServingError | None,
+                  serialize: Callable[[Any], bytes] | None = None, *, hold: bool = True
+                  ) -> Steps:
+        """One call as steps (runtime/stepwise.py): the servicer's own steps when it has them
+        (it then yields its waits for a batcher), else its blocking method. The call's
+        duration counts from when it was handed to the RPC thread pool (its wait for a thread
+        included). A call arriving in the shutdown window is held until gRPC stops taking
+        streams (see QgnnServer.stop); ``hold=False`` answers it at once (an event loop must
+        never wait)."""
         started = time.perf_counter() - thread_wait_s()
         ticket = None
         if type(request) is _Admitted:  # admitted while parsing; released in finally
@@ -471,7 +520,8 @@ class ServingInterceptor(grpc.ServerInterceptor):
             try:
                 if not accepted:
                     shed(self._metrics, "shutdown")
-                    self.released.wait(self.hold_limit_s)
+                    if hold:
+                        self.released.wait(self.hold_limit_s)
                     raise ModelUnavailableError("the server is shutting down; retry (another "
                                                 "replica)")
                 if denied is not None:
@@ -483,12 +533,19 @@ class ServingInterceptor(grpc.ServerInterceptor):
                                               f"not a valid {request.message_type} request "
                                               f"message: {request.error}")
                 ticket = self._admit(request, context, ticket)
-                response = behaviour(request, context)
+                steps = steps_of(behaviour)
+                if steps is None:
+                    response = behaviour(request, context)
+                else:
+                    response = yield from steps(request, context)
                 if serialize is None:
                     self._check_response(response)
                 else:
                     response = serialize(response)
                     self._check_response(response, len(response))
+            except asyncio.CancelledError:  # on the event loop: the caller went away
+                code = client_gone(context) or "CANCELLED"
+                raise
             except ServingError as exc:
                 code, message, error = exc.code, str(exc), exc
             except BundleError as exc:
@@ -505,7 +562,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
             else:
                 code = client_gone(context) or code  # the client left: it never sees OK
                 return response
-            context.abort(grpc.StatusCode[code], message)
+            raise CallStatus(code, message)
         finally:
             if ticket is not None and self.admission is not None:
                 self.admission.leave(ticket)

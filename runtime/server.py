@@ -1,9 +1,11 @@
 """``qgnn serve``: the gRPC server process.
 
 One port serves qgnn.v1 (GraphInference + ModelAdmin), KServe v2, grpc.health.v1 and server
-reflection; Prometheus metrics have their own HTTP port. Requests run on a thread pool (one
-thread per RPC in flight, which mostly waits on its model's batcher); each model version's
-batcher computes on its own worker thread, and numpy/onnxruntime release the GIL there.
+reflection; Prometheus metrics have their own HTTP port. Two front ends (``--grpc-server``):
+``sync``, where requests run on a thread pool (one thread per RPC in flight, which mostly waits
+on its model's batcher), and ``aio`` (runtime/aio_front.py), where an event loop runs them and
+they suspend while their model computes. Each model version's batcher computes on its own
+worker thread, and numpy/onnxruntime release the GIL there.
 
 Life cycle: :meth:`QgnnServer.start` binds both ports, answers health with NOT_SERVING while it
 loads the models, then turns SERVING. :meth:`QgnnServer.stop` (SIGTERM) turns health
@@ -38,6 +40,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import CollectorRegistry
 from qgnn.runtime import kernels
 from qgnn.runtime.admission import Admission
+from qgnn.runtime.aio_front import AioInterceptor, AioServer
 from qgnn.runtime.backend_loaders import import_backends
 from qgnn.runtime.config import ServeConfig
 from qgnn.runtime.dataplane import DataPlane
@@ -165,14 +168,23 @@ class QgnnServer:
                                               max_message_bytes=config.max_message_bytes)
         self._credentials = server_credentials(config)
         self._grpc: grpc.Server | None = None
+        self._aio: AioServer | None = None
         self._metrics_http: MetricsHttpServer | None = None
         self.grpc_port = 0
         self.metrics_port = 0
         self._stopped = threading.Event()
 
-    def _build(self) -> grpc.Server:
-        workers = self.pool_size
+    def _options(self) -> list[tuple[str, int]]:
         size = self.config.max_message_bytes
+        return [("grpc.max_receive_message_length", min(2 * size, 2**31 - 1)),
+                ("grpc.max_send_message_length", size),
+                ("grpc.server.max_pending_requests", _MAX_PENDING_CALLS),
+                ("grpc.server.max_pending_requests_hard_limit", _MAX_PENDING_CALLS),
+                ("grpc.so_reuseport", 1 if self.config.workers > 1 else 0)]
+
+    def _build(self) -> grpc.Server:
+        """The thread-pool server (``--grpc-server sync``)."""
+        workers = self.pool_size
         executor = TimedExecutor(max_workers=workers, thread_name_prefix="qgnn-rpc",
                                  on_dropped=self.interceptor.record_dropped)
         self.interceptor.backstop = (executor, workers * _BACKSTOP_FACTOR)
@@ -180,11 +192,22 @@ class QgnnServer:
             executor,
             interceptors=[self.interceptor],
             maximum_concurrent_rpcs=workers * _BACKSTOP_FACTOR,
-            options=[("grpc.max_receive_message_length", min(2 * size, 2**31 - 1)),
-                     ("grpc.max_send_message_length", size),
-                     ("grpc.server.max_pending_requests", _MAX_PENDING_CALLS),
-                     ("grpc.server.max_pending_requests_hard_limit", _MAX_PENDING_CALLS),
-                     ("grpc.so_reuseport", 1 if self.config.workers > 1 else 0)])
+            options=self._options())
+        self._add_services(server)
+        return server
+
+    def _build_aio(self) -> grpc.aio.Server:
+        """The asyncio server (``--grpc-server aio``, runtime/aio_front.py), built on its
+        loop. No gRPC concurrency limit: every call reaches qgnn's admission at arrival, whose
+        request budget (the pool less the reserve) is the limit."""
+        executor = TimedExecutor(max_workers=self.pool_size, thread_name_prefix="qgnn-rpc")
+        front = AioInterceptor(self.interceptor, executor)
+        server = grpc.aio.server(executor, interceptors=[front], options=self._options())
+        self._add_services(server)
+        return server
+
+    def _add_services(self, server: grpc.Server | grpc.aio.Server) -> None:
+        """Registers every service on ``server`` and binds the gRPC port."""
         pb_grpc.add_GraphInferenceServicer_to_server(GraphInferenceService(self.plane), server)
         pb_grpc.add_ModelAdminServicer_to_server(ModelAdminService(self.plane), server)
         kserve_grpc.add_GRPCInferenceServiceServicer_to_server(
@@ -205,7 +228,20 @@ class QgnnServer:
             raise ValueError(f"--grpc-port: cannot listen on {address} (in use, or not an "
                              f"address of this host)")
         self.grpc_port = port
-        return server
+
+    def _start_grpc(self) -> None:
+        if self.config.grpc_server == "aio":
+            self._aio = AioServer()
+            try:
+                self._aio.build(self._build_aio)
+                self._aio.start()
+            except BaseException:
+                self._aio.close()
+                self._aio = None
+                raise
+        else:
+            self._grpc = self._build()
+            self._grpc.start()
 
     def start(self) -> QgnnServer:
         """Binds, starts, loads the models (health NOT_SERVING meanwhile), then serves. A
@@ -226,8 +262,7 @@ class QgnnServer:
         try:
             if self.config.workers > 1:
                 self.repository.scan()
-            self._grpc = self._build()
-            self._grpc.start()
+            self._start_grpc()
             if self.config.workers <= 1:
                 self.repository.scan()
             self.repository.start_polling(self.config.poll_interval_s)
@@ -251,7 +286,7 @@ class QgnnServer:
         self.health.shutdown()
         self.interceptor.closing.set()  # from here new calls are UNAVAILABLE
         self.repository.stop_polling()
-        if self._grpc is not None:
+        if self._grpc is not None or self._aio is not None:
             # Why this order: gRPC's own stop() cancels (CANCELLED) every call that reached the
             # transport but no handler yet, and every call still running after the grace.
             # So accepted calls finish first, with gRPC running. Calls arriving meanwhile
@@ -264,9 +299,16 @@ class QgnnServer:
                 log.warning("grace period (%g s) over with calls still running: they are "
                             "cancelled", grace)
             time.sleep(min(_LINGER_S, max(end - time.monotonic(), 0.0)))
-            stopped = self._grpc.stop(max(end - time.monotonic(), 0.1))
-            self.interceptor.released.set()
-            stopped.wait()
+            left = max(end - time.monotonic(), 0.1)
+            if self._aio is not None:
+                stopping = self._aio.stop(left)
+                self.interceptor.released.set()
+                stopping.result()
+                self._aio.close()
+            else:
+                stopped = self._grpc.stop(left)
+                self.interceptor.released.set()
+                stopped.wait()
         self.repository.close()
         if self._metrics_http is not None:
             self._metrics_http.close()

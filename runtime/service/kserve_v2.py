@@ -27,6 +27,7 @@ from qgnn.runtime.proto_gen.inference import grpc_service_pb2_grpc as kserve_grp
 from qgnn.runtime.proto_gen.inference import model_config_pb2 as mc
 from qgnn.runtime.service import kserve_repository
 from qgnn.runtime.service.qgnn_v1 import deadline
+from qgnn.runtime.stepwise import Steps, stepwise
 
 from qgnn import __version__
 
@@ -286,8 +287,9 @@ class KServeService(kserve_grpc.GRPCInferenceServiceServicer):
         kserve_repository.unload_model(self.plane.repository, request.model_name)
         return kserve.RepositoryModelUnloadResponse()
 
+    @stepwise
     def ModelInfer(self, request: kserve.ModelInferRequest, context: grpc.ServicerContext
-                   ) -> kserve.ModelInferResponse:
+                   ) -> Steps:
         sel = parse_version(request.model_name, request.model_version,
                             ("model_name", "model_version"))
         with self.plane.lease(sel) as entry:  # every output from this one version
@@ -306,15 +308,16 @@ class KServeService(kserve_grpc.GRPCInferenceServiceServicer):
             if plan.node_task:
                 ids = _ids_input(inputs, "node_ids", 1, None)
                 if "probabilities" in wanted or "predicted_class" in wanted:
-                    r = self.plane.predict_nodes_on(entry, ids, deadline=when)
+                    r = yield from self.plane.predict_nodes_steps(entry, ids, deadline=when)
                     arrays["probabilities"], arrays["predicted_class"] = (r.probabilities,
                                                                           r.predicted_class)
                 if "embeddings" in wanted:
-                    arrays["embeddings"] = self.plane.embed_on(entry, ids,
-                                                               deadline=when).embeddings
+                    e = yield from self.plane.embed_steps(entry, ids, deadline=when)
+                    arrays["embeddings"] = e.embeddings
             else:
                 pairs = _ids_input(inputs, "pairs", 2, 2)
-                arrays["scores"] = self.plane.predict_links_on(
+                links = yield from self.plane.predict_links_steps(
                     entry, pairs[:, 0], pairs[:, 1], deadline=when,
-                    fields=("pairs[:, 0]", "pairs[:, 1]")).scores
+                    fields=("pairs[:, 0]", "pairs[:, 1]"))
+                arrays["scores"] = links.scores
             return plan.response(wanted, arrays, request.id)

@@ -24,6 +24,7 @@ from qgnn.runtime.messages import (
 from qgnn.runtime.model_entry import ModelEntry, ModelState
 from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2 as pb
 from qgnn.runtime.proto_gen.qgnn.v1 import qgnn_pb2_grpc as pb_grpc
+from qgnn.runtime.stepwise import Steps, stepwise
 
 _TASKS = {"node": pb.TASK_NODE, "link": pb.TASK_LINK}
 _STATES = {ModelState.LOADING: pb.MODEL_STATE_LOADING, ModelState.READY: pb.MODEL_STATE_READY,
@@ -116,24 +117,29 @@ class GraphInferenceService(pb_grpc.GraphInferenceServicer):
     def __init__(self, plane: DataPlane) -> None:
         self.plane = plane
 
+    @stepwise
     def PredictNodes(self, request: pb.PredictNodesRequest, context: grpc.ServicerContext
-                     ) -> pb.PredictNodesResponse:
+                     ) -> Steps:
         sel, ids = selector(request.model), _ids(request.node_ids)
         inductive = _inductive(request.inductive_nodes)
         with self.plane.lease(sel) as entry:
-            r = self.plane.predict_nodes_on(entry, ids, inductive, deadline=deadline(context))
+            r = yield from self.plane.predict_nodes_steps(entry, ids, inductive,
+                                                          deadline=deadline(context))
             response = pb.PredictNodesResponse()
             response.CopyFrom(_nodes_template(entry, r.probabilities.shape[1]))
         response.probabilities.extend(r.probabilities.ravel().tolist())
         response.predicted_class.extend(r.predicted_class.tolist())
         return response
 
+    @stepwise
     def PredictLinks(self, request: pb.PredictLinksRequest, context: grpc.ServicerContext
-                     ) -> pb.PredictLinksResponse:
-        r = self.plane.predict_links(selector(request.model), _ids(request.src_ids),
-                                     _ids(request.dst_ids),
-                                     _inductive(request.inductive_nodes),
-                                     deadline=deadline(context))
+                     ) -> Steps:
+        sel = selector(request.model)
+        src, dst = _ids(request.src_ids), _ids(request.dst_ids)
+        inductive = _inductive(request.inductive_nodes)
+        with self.plane.lease(sel) as entry:
+            r = yield from self.plane.predict_links_steps(entry, src, dst, inductive,
+                                                          deadline=deadline(context))
         return pb.PredictLinksResponse(model=model_ref(r.model), scores=r.scores.tolist())
 
     def Recommend(self, request: pb.RecommendRequest, context: grpc.ServicerContext
@@ -150,11 +156,13 @@ class GraphInferenceService(pb_grpc.GraphInferenceServicer):
                                     scores=r.scores.tolist(),
                                     item_external_ids=r.item_external_ids or [])
 
-    def Embed(self, request: pb.EmbedRequest, context: grpc.ServicerContext
-              ) -> pb.EmbedResponse:
-        r = self.plane.embed(selector(request.model), _ids(request.node_ids),
-                             _inductive(request.inductive_nodes),
-                             deadline=deadline(context))
+    @stepwise
+    def Embed(self, request: pb.EmbedRequest, context: grpc.ServicerContext) -> Steps:
+        sel, ids = selector(request.model), _ids(request.node_ids)
+        inductive = _inductive(request.inductive_nodes)
+        with self.plane.lease(sel) as entry:
+            r = yield from self.plane.embed_steps(entry, ids, inductive,
+                                                  deadline=deadline(context))
         return pb.EmbedResponse(model=model_ref(r.model), dim=r.embeddings.shape[1],
                                 embeddings=r.embeddings.ravel().tolist())
 

@@ -104,6 +104,10 @@ def test_the_report_states_the_targets_from_the_rows():
     assert issue[1].startswith("1.33") and issue[2] == "yes"  # 2000 / 1500
     strict = goals["1 id: qgnn precomputed / bare grpcio lookup (stricter)"]
     assert strict[1].startswith("1.18") and strict[2] == "no"  # 2000 / 1700
+    # the same from CPU per call (server + generator): every row here costs 100 + 50 us
+    by_cpu = goals["1 id: qgnn precomputed / best KServe or MLServer lookup, from CPU per call "
+                   "(server + generator)"]
+    assert by_cpu[1].startswith("1.00") and by_cpu[2] == "no"
     host = {"cpu": "c", "usable_cores": 2, "load_average_1m": 1, "python": "3"}
     assert "qgnn precomputed" in bs.markdown(results, host)
 
@@ -125,3 +129,19 @@ def test_the_overload_report_splits_the_generator_from_what_the_server_answers_f
     assert met["server histogram"] == ("in (512, 1000] ms", "not resolved by the buckets")
     over["probe"]["codes"]["CANCELLED"] = 1
     assert bs.targets({"rows": [], "overload": over})[0][2] == "no"
+
+
+def test_each_front_end_overload_is_a_target_and_the_no_op_flood_only_a_reference():
+    base = {"codes": {"OK": 90, "RESOURCE_EXHAUSTED": 10}, "max_queue_ms": 500.0,
+            "compute_ms": 100.0, "ok_from_sent_ms": {"p99": 700.0}, "ids_per_request": 64,
+            "rate_per_s": 400.0, "capacity_rps": 100.0, "seconds": 10, "deadline_s": 1.0,
+            "sent": 100, "latency_ms": {"p50": 1, "p99": 700.0}, "peak_rss_mib": 1}
+    runs = {"qgnn per-request": base, "qgnn per-request, aio server": base,
+            "grpcio no-op (ceiling)": {**base, "ok_from_sent_ms": {"p99": 300.0}}}
+    goals = bs.targets({"rows": [], "overloads": runs, "overload": base})
+    names = [what for what, _, _ in goals]
+    assert any(n.endswith("[qgnn per-request]") for n in names)
+    assert any(n.endswith("[qgnn per-request, aio server]") for n in names)
+    assert not any("no-op" in n for n in names)  # a reference, never a target
+    text = "\n".join(bs._overload_text(name, over)[0] for name, over in runs.items())
+    assert "grpcio no-op (ceiling)" in text and "A reference server" in text

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import serving_testkit as tk
 from prometheus_client import CollectorRegistry
 from qgnn.runtime.client import QgnnClient
-from qgnn.runtime.config import ServeConfig
+from qgnn.runtime.config import GRPC_SERVERS, ServeConfig
 from qgnn.runtime.server import QgnnServer
 
 
@@ -39,8 +39,15 @@ def repo_dir(tmp_path_factory: pytest.TempPathFactory, node_params: tk.ModelPara
     return root
 
 
+@pytest.fixture(params=GRPC_SERVERS)
+def grpc_server(request: pytest.FixtureRequest) -> str:
+    """Each live-server test runs on both front ends (--grpc-server aio and sync): they must
+    answer, refuse and count the same calls the same way."""
+    return request.param
+
+
 @pytest.fixture
-def start_server() -> Iterator[Callable[..., QgnnServer]]:
+def start_server(grpc_server: str) -> Iterator[Callable[..., QgnnServer]]:
     """Starts QgnnServers on free loopback ports with fresh metric registries; stops them all
     at the end of the test."""
     servers: list[QgnnServer] = []
@@ -49,7 +56,8 @@ def start_server() -> Iterator[Callable[..., QgnnServer]]:
         # a loaded test host can hold a call for a thread past the 500 ms default and shed it;
         # tests of admission set their own limit
         settings = {"host": "127.0.0.1", "grpc_port": 0, "metrics_port": 0,
-                    "grace_period_s": 5.0, "max_queue_ms": 10_000.0, **overrides}
+                    "grace_period_s": 5.0, "max_queue_ms": 10_000.0, "grpc_server": grpc_server,
+                    **overrides}
         server = QgnnServer(ServeConfig(path=path, **settings), registry=CollectorRegistry())
         servers.append(server)
         return server.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -365,4 +366,36 @@ def test_max_queue_time_bounds_the_whole_wait_in_the_server_not_only_the_queue()
             b.wait(late)
         assert len(run.calls) == 1 and _shed(metrics, "queue_time") == 2
     finally:
+        b.close()
+
+
+def test_an_event_loop_caller_gets_the_result_or_gives_up_at_its_deadline_uncomputed():
+    """wait_async: the event loop's wait (--grpc-server aio) answers like wait, and a job still
+    queued when its caller gives up (deadline, or the caller's task cancelled) is never
+    computed."""
+    run = Recorder(hold_first=True)
+    b = _batcher(run)
+
+    async def scenario() -> None:
+        first = b.submit("nodes", np.array([1]), 1)
+        assert run.entered.wait(5)
+        late = b.submit("nodes", np.array([5]), 1, deadline=time.monotonic() + 0.05)
+        with pytest.raises(DeadlineExceededError, match="deadline"):
+            await b.wait_async(late)
+        gone = b.submit("nodes", np.array([7]), 1)
+        waiter = asyncio.ensure_future(b.wait_async(gone))
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        run.gate.set()
+        assert list(await b.wait_async(first)) == [2]
+        assert list(await b.wait_async(b.submit("nodes", np.array([3]), 1))) == [6]
+
+    try:
+        asyncio.run(scenario())
+        computed = np.concatenate([p for _, payloads in run.calls for p in payloads])
+        assert 5 not in computed and 7 not in computed
+    finally:
+        run.gate.set()
         b.close()

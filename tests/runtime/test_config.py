@@ -32,6 +32,8 @@ def test_defaults_are_the_contracts():
     assert (cfg.max_ids_per_request, cfg.max_message_bytes) == (4096, 4 * 2**20)
     assert (cfg.grace_period_s, cfg.poll_interval_s, cfg.threads) == (20.0, 0.0, 2)
     assert cfg.path is None and not cfg.portable and not cfg.allow_insecure_token
+    assert cfg.grpc_server == "sync"  # the measured default (docs/serving.md)
+    assert resolve_config(_flags(), env={"QGNN_GRPC_SERVER": "aio"}).grpc_server == "aio"
 
 
 def test_flags_win_over_env_which_wins_over_the_file(tmp_path: Path):
@@ -80,6 +82,7 @@ def test_config_files_in_yaml_toml_and_json(tmp_path: Path, suffix: str, text: s
     ({"QGNN_TLS_CERT": "/c.pem"}, "--tls-cert and --tls-key go together"),
     ({"QGNN_TLS_CLIENT_CA": "/ca.pem"}, "needs --tls-cert"),
     ({"QGNN_AUTH_TOKEN_FILE": "/t"}, "clear text"),
+    ({"QGNN_GRPC_SERVER": "asyncio"}, "--grpc-server must be one of aio, sync, got 'asyncio'"),
 ])
 def test_bad_settings_are_refused_naming_the_setting(env: dict, needle: str):
     with pytest.raises(ValueError) as info:

@@ -41,7 +41,7 @@ def test_health_is_serving_overall_and_per_model(served):
     assert _status(server.grpc_port) == SERVING  # links still serves
 
 
-def test_health_is_not_serving_while_models_load(tmp_path: Path):
+def test_health_is_not_serving_while_models_load(tmp_path: Path, grpc_server: str):
     gate, loading = threading.Event(), threading.Event()
 
     def slow_loader(bundle: Bundle, options: BackendOptions):
@@ -53,7 +53,8 @@ def test_health_is_not_serving_while_models_load(tmp_path: Path):
     tk.write_test_bundle(tmp_path / "slow" / "1", tk.random_params(num_nodes=20), name="slow",
                          fmt="slow")
     server = QgnnServer(ServeConfig(path=tmp_path, host="127.0.0.1", grpc_port=0,
-                                    metrics_port=0), registry=CollectorRegistry())
+                                    metrics_port=0, grpc_server=grpc_server),
+                        registry=CollectorRegistry())
     starter = threading.Thread(target=server.start)
     try:
         starter.start()
@@ -103,10 +104,12 @@ def test_reflection_lists_and_describes_every_service(served):
         assert infer.name == "inference/grpc_service.proto"
 
 
-def test_a_server_with_a_broken_single_bundle_refuses_to_start(tmp_path: Path):
+def test_a_server_with_a_broken_single_bundle_refuses_to_start(tmp_path: Path,
+                                                              grpc_server: str):
     tk.write_test_bundle(tmp_path / "b", tk.random_params(num_nodes=20), name="b", fmt="nope")
     server = QgnnServer(ServeConfig(path=tmp_path / "b", host="127.0.0.1", grpc_port=0,
-                                    metrics_port=0), registry=CollectorRegistry())
+                                    metrics_port=0, grpc_server=grpc_server),
+                        registry=CollectorRegistry())
     started = time.monotonic()
     with pytest.raises(Exception, match=r"model\.format='nope'"):
         server.start()

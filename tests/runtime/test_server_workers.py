@@ -57,11 +57,11 @@ def test_a_worker_loads_its_models_before_it_takes_connections(start_server, rep
     from qgnn.runtime.server import QgnnServer
 
     order: list[str] = []
-    scan, build = ModelRepository.scan, QgnnServer._build
+    scan, bind = ModelRepository.scan, QgnnServer._start_grpc
     monkeypatch.setattr(ModelRepository, "scan",
                         lambda self, *a, **k: (order.append("load"), scan(self, *a, **k))[1])
-    monkeypatch.setattr(QgnnServer, "_build",
-                        lambda self: (order.append("bind"), build(self))[1])
+    monkeypatch.setattr(QgnnServer, "_start_grpc",
+                        lambda self: (order.append("bind"), bind(self))[1])
     start_server(repo_dir, workers=2, grpc_port=_free_port())
     assert order[:2] == ["load", "bind"]
     order.clear()
