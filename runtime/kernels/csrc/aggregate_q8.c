@@ -153,6 +153,54 @@ static inline void qagg_sum64_avx2(const qagg_ctx *c, int64_t b, int64_t e, int6
 }
 #endif
 
+#if defined(__SSE2__) && !defined(__AVX2__)
+#include <emmintrin.h>
+/* The unweighted sum of 64 columns at the baseline (SSE2) level, in column order, as the avx2
+ * path does it at half the width: each row's 64 bytes are widened to uint16 by unpacking
+ * against zero into eight registers (the 16-lane vector types of the generic path would live on
+ * the stack here), flushed into the uint32 sums in memory every U16_ROWS rows. The same
+ * wrapping sums as the generic path. */
+static inline void qagg_sum64_sse2(const qagg_ctx *c, int64_t b, int64_t e, int64_t f0,
+                                   int32_t *acc) {
+    const int64_t F = c->F;
+    const uint8_t *x = c->x + f0;
+    const int64_t *src = c->src;
+    const __m128i zero = _mm_setzero_si128();
+    __m128i sum[16];
+    for (int g = 0; g < 16; g++) sum[g] = zero;
+    for (int64_t i = b; i < e;) {
+        const int64_t stop = e - i > U16_ROWS ? i + U16_ROWS : e;
+        __m128i h0 = zero, h1 = zero, h2 = zero, h3 = zero, h4 = zero, h5 = zero, h6 = zero,
+                h7 = zero;
+        for (; i < stop; i++) {
+            const uint8_t *p = x + src[i] * F;
+            qgnn_prefetch_row((const char *)x, F, src, i, c->n_edges, c->n_src, 64);
+            const __m128i v0 = _mm_loadu_si128((const __m128i *)p);
+            const __m128i v1 = _mm_loadu_si128((const __m128i *)(p + 16));
+            const __m128i v2 = _mm_loadu_si128((const __m128i *)(p + 32));
+            const __m128i v3 = _mm_loadu_si128((const __m128i *)(p + 48));
+            h0 = _mm_add_epi16(h0, _mm_unpacklo_epi8(v0, zero));
+            h1 = _mm_add_epi16(h1, _mm_unpackhi_epi8(v0, zero));
+            h2 = _mm_add_epi16(h2, _mm_unpacklo_epi8(v1, zero));
+            h3 = _mm_add_epi16(h3, _mm_unpackhi_epi8(v1, zero));
+            h4 = _mm_add_epi16(h4, _mm_unpacklo_epi8(v2, zero));
+            h5 = _mm_add_epi16(h5, _mm_unpackhi_epi8(v2, zero));
+            h6 = _mm_add_epi16(h6, _mm_unpacklo_epi8(v3, zero));
+            h7 = _mm_add_epi16(h7, _mm_unpackhi_epi8(v3, zero));
+        }
+        const __m128i h[8] = {h0, h1, h2, h3, h4, h5, h6, h7};
+        for (int k = 0; k < 8; k++) {
+            sum[2 * k] = _mm_add_epi32(sum[2 * k], _mm_unpacklo_epi16(h[k], zero));
+            sum[2 * k + 1] = _mm_add_epi32(sum[2 * k + 1], _mm_unpackhi_epi16(h[k], zero));
+        }
+    }
+    const __m128i offset = _mm_set1_epi32((int32_t)(uint32_t)((uint64_t)(e - b) *
+                                                              (uint64_t)c->x_zp));
+    for (int g = 0; g < 16; g++)
+        _mm_storeu_si128((__m128i *)(acc + 4 * g), _mm_sub_epi32(sum[g], offset));
+}
+#endif
+
 /* acc[0 .. 64) for columns [f0, f0 + 64): the same sums as qagg_vec, in stride-4 lanes. */
 QGNN_INLINE void qagg_vec64(const qagg_ctx *c, int64_t b, int64_t e, int64_t f0, int32_t *acc) {
     const int64_t F = c->F;
@@ -161,6 +209,11 @@ QGNN_INLINE void qagg_vec64(const qagg_ctx *c, int64_t b, int64_t e, int64_t f0,
 #if defined(__AVX2__) && !defined(__AVX512F__)
     if (c->reduce != QGNN_MAX && c->w == NULL) {
         qagg_sum64_avx2(c, b, e, f0, acc);
+        return;
+    }
+#elif defined(__SSE2__) && !defined(__AVX2__)
+    if (c->reduce != QGNN_MAX && c->w == NULL) {
+        qagg_sum64_sse2(c, b, e, f0, acc);
         return;
     }
 #endif
