@@ -7,7 +7,8 @@ after a change) as separate modules, checks that both give identical outputs, an
 layer-sized calls of the whole-graph benchmark round-robin (``harness.interleave``): ``qlinear``
 100k x 128 -> 128, ``qaggregate`` mean over 1M power-law edges x 128 columns, and
 ``float_step_q8`` (add + relu, the SAGE/GIN layer output) over 100k x 128, ``gcn_aggregate``
-(GCN's layer: A + I, with and without a message site) over the same graph, and ``lut_u8``
+(GCN's layer: A + I, with and without a message site) and ``message_aggregate`` with 4 heads
+(GAT's layer) over the same graph, and ``lut_u8``
 (a one-input float step as a byte table) where both builds have it. Prints a table and writes
 ``bench/results/<name>.json``.
 """
@@ -58,6 +59,7 @@ def _calls(threads: int) -> dict[str, Callable[[], np.ndarray]]:
     indptr, src = graph.indptr, graph.indices
     inv = (1.0 / np.sqrt(np.diff(indptr) + 1.0)).astype(np.float32)
     table = rng.integers(0, 256, (f, 256), dtype=np.uint8)
+    heads = rng.integers(0, 256, (len(src), 4), dtype=np.uint8)  # GAT's per-head edge weights
     return {
         "qlinear 100k x 128 -> 128": lambda: dense.qlinear(
             x, 3, w, bias, 2.5e-4, 7, num_threads=threads),
@@ -70,6 +72,8 @@ def _calls(threads: int) -> dict[str, Callable[[], np.ndarray]]:
             x, 3, indptr, src, inv, 1 / 255, 0, 0.004, 128, 0.3, 128, num_threads=threads),
         "gcn_aggregate weighted 1M edges x 128": lambda: graph_ops.gcn_aggregate(
             x, 3, indptr, src, inv, 1 / 255, 0, None, 0, 1e-4, 128, num_threads=threads),
+        "message_aggregate 4 heads 1M edges x 128": lambda: graph_ops.message_aggregate(
+            x, 3, indptr, src, heads, 128, 0.004, 128, 0.3, 128, num_threads=threads),
         "lut_u8 per column 100k x 128": lambda: float_step.lut_u8(x, table, num_threads=threads),
     }
 
@@ -95,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="cpu: process CPU time (all threads), steadier on a loaded host")
+    parser.add_argument("--only", nargs="*", default=None, metavar="WORD",
+                        help="time only the calls whose label contains one of these words")
     parser.add_argument("--name", default="kernels-ab")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
@@ -104,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     rows, record = [], []
     for label, call in _calls(args.threads).items():
         if label.startswith("lut_u8") and not all(hasattr(m, "lut_u8") for m in builds.values()):
+            continue
+        if args.only and not any(word in label for word in args.only):
             continue
         fns = {k: _with(m, call) for k, m in builds.items()}
         same = bool(np.array_equal(fns["before"](), fns["after"]()))

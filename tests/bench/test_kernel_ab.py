@@ -3,6 +3,7 @@ answers."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -28,3 +29,13 @@ def test_a_loaded_build_gives_the_installed_answers() -> None:
 def test_a_folder_without_the_build_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         kernel_ab.load_build(tmp_path, "baseline")
+
+
+@needs_kernels
+def test_only_times_the_named_calls(tmp_path: Path) -> None:
+    assert kernel_ab.main(["--before", str(BUILD_DIR), "--after", str(BUILD_DIR),
+                           "--repeat", "1", "--threads", "1", "--only", "lut_u8",
+                           "--results-dir", str(tmp_path), "--name", "ab"]) == 0
+    record = json.loads((tmp_path / "ab.json").read_text())["results"]["kernels"]
+    assert [k["kernel"] for k in record] == ["lut_u8 per column 100k x 128"]
+    assert record[0]["identical_outputs"]

@@ -153,6 +153,54 @@ static inline void qagg_sum64_avx2(const qagg_ctx *c, int64_t b, int64_t e, int6
 }
 #endif
 
+#if defined(__SSE2__) && !defined(__AVX2__)
+#include <emmintrin.h>
+/* The unweighted sum of 64 columns at the baseline (SSE2) level, in column order, as the avx2
+ * path does it at half the width: each row's 64 bytes are widened to uint16 by unpacking
+ * against zero into eight registers (the 16-lane vector types of the generic path would live on
+ * the stack here), flushed into the uint32 sums in memory every U16_ROWS rows. The same
+ * wrapping sums as the generic path. */
+static inline void qagg_sum64_sse2(const qagg_ctx *c, int64_t b, int64_t e, int64_t f0,
+                                   int32_t *acc) {
+    const int64_t F = c->F;
+    const uint8_t *x = c->x + f0;
+    const int64_t *src = c->src;
+    const __m128i zero = _mm_setzero_si128();
+    __m128i sum[16];
+    for (int g = 0; g < 16; g++) sum[g] = zero;
+    for (int64_t i = b; i < e;) {
+        const int64_t stop = e - i > U16_ROWS ? i + U16_ROWS : e;
+        __m128i h0 = zero, h1 = zero, h2 = zero, h3 = zero, h4 = zero, h5 = zero, h6 = zero,
+                h7 = zero;
+        for (; i < stop; i++) {
+            const uint8_t *p = x + src[i] * F;
+            qgnn_prefetch_row((const char *)x, F, src, i, c->n_edges, c->n_src, 64);
+            const __m128i v0 = _mm_loadu_si128((const __m128i *)p);
+            const __m128i v1 = _mm_loadu_si128((const __m128i *)(p + 16));
+            const __m128i v2 = _mm_loadu_si128((const __m128i *)(p + 32));
+            const __m128i v3 = _mm_loadu_si128((const __m128i *)(p + 48));
+            h0 = _mm_add_epi16(h0, _mm_unpacklo_epi8(v0, zero));
+            h1 = _mm_add_epi16(h1, _mm_unpackhi_epi8(v0, zero));
+            h2 = _mm_add_epi16(h2, _mm_unpacklo_epi8(v1, zero));
+            h3 = _mm_add_epi16(h3, _mm_unpackhi_epi8(v1, zero));
+            h4 = _mm_add_epi16(h4, _mm_unpacklo_epi8(v2, zero));
+            h5 = _mm_add_epi16(h5, _mm_unpackhi_epi8(v2, zero));
+            h6 = _mm_add_epi16(h6, _mm_unpacklo_epi8(v3, zero));
+            h7 = _mm_add_epi16(h7, _mm_unpackhi_epi8(v3, zero));
+        }
+        const __m128i h[8] = {h0, h1, h2, h3, h4, h5, h6, h7};
+        for (int k = 0; k < 8; k++) {
+            sum[2 * k] = _mm_add_epi32(sum[2 * k], _mm_unpacklo_epi16(h[k], zero));
+            sum[2 * k + 1] = _mm_add_epi32(sum[2 * k + 1], _mm_unpackhi_epi16(h[k], zero));
+        }
+    }
+    const __m128i offset = _mm_set1_epi32((int32_t)(uint32_t)((uint64_t)(e - b) *
+                                                              (uint64_t)c->x_zp));
+    for (int g = 0; g < 16; g++)
+        _mm_storeu_si128((__m128i *)(acc + 4 * g), _mm_sub_epi32(sum[g], offset));
+}
+#endif
+
 /* acc[0 .. 64) for columns [f0, f0 + 64): the same sums as qagg_vec, in stride-4 lanes. */
 QGNN_INLINE void qagg_vec64(const qagg_ctx *c, int64_t b, int64_t e, int64_t f0, int32_t *acc) {
     const int64_t F = c->F;
@@ -161,6 +209,11 @@ QGNN_INLINE void qagg_vec64(const qagg_ctx *c, int64_t b, int64_t e, int64_t f0,
 #if defined(__AVX2__) && !defined(__AVX512F__)
     if (c->reduce != QGNN_MAX && c->w == NULL) {
         qagg_sum64_avx2(c, b, e, f0, acc);
+        return;
+    }
+#elif defined(__SSE2__) && !defined(__AVX2__)
+    if (c->reduce != QGNN_MAX && c->w == NULL) {
+        qagg_sum64_sse2(c, b, e, f0, acc);
         return;
     }
 #endif
@@ -276,7 +329,33 @@ static int qagg_sum_checked(const qagg_ctx *c, int64_t b, int64_t e, int64_t f0,
 #define QAGG_ROUNDER 12582912.0f
 QGNN_INLINE void requant_u8(const int32_t *restrict acc, int w, float m, float y_zp, float qmax,
                             uint8_t *restrict out) {
-    for (int f = 0; f < w; f++) {
+    int f = 0;
+#if defined(__SSE2__) && !defined(__AVX2__)
+    /* SSE2: the same float32 operations 4 lanes at a time (MAXPS / MINPS are `v > 0 ? v : 0`
+     * and `v < qmax ? v : qmax`, equal to the scalar clamps below for every non-NaN v, and v
+     * is never NaN: acc is an integer and m finite), then truncation and two packs, which
+     * change nothing since every value is in [0, qmax]. GCC's own vectorisation of the loop
+     * narrowed to bytes with masks and unpacks: a third of qaggregate's samples (perf). */
+    const __m128 vm = _mm_set1_ps(m), vr = _mm_set1_ps(QAGG_ROUNDER), vzp = _mm_set1_ps(y_zp);
+    const __m128 vmax = _mm_set1_ps(qmax), vzero = _mm_setzero_ps();
+#define QAGG_REQ4(k)                                                                          \
+    _mm_cvttps_epi32(_mm_min_ps(                                                              \
+        _mm_max_ps(_mm_add_ps(_mm_sub_ps(_mm_add_ps(_mm_mul_ps(_mm_cvtepi32_ps(_mm_loadu_si128( \
+                                                                   (const __m128i *)(acc + (k)))), \
+                                                               vm),                           \
+                                                    vr),                                      \
+                                         vr),                                                 \
+                              vzp),                                                           \
+                   vzero),                                                                    \
+        vmax))
+    for (; f + 16 <= w; f += 16) {
+        const __m128i lo = _mm_packs_epi32(QAGG_REQ4(f), QAGG_REQ4(f + 4));
+        const __m128i hi = _mm_packs_epi32(QAGG_REQ4(f + 8), QAGG_REQ4(f + 12));
+        _mm_storeu_si128((__m128i *)(out + f), _mm_packus_epi16(lo, hi));
+    }
+#undef QAGG_REQ4
+#endif
+    for (; f < w; f++) {
         const float t = (float)acc[f] * m;
         float v = ((t + QAGG_ROUNDER) - QAGG_ROUNDER) + y_zp;
         v = v < 0.0f ? 0.0f : v;

@@ -60,21 +60,6 @@ static inline int32_t qmsg_message1(qmsg_site m, int32_t centred_x, int32_t cent
     return qmsg_round_clamp1((float)centred_x * (float)centred_w * m.mult, m.lo, m.hi);
 }
 
-/* Output requantisation of w accumulators: clamp(rint(float(acc) * mult) + zp, 0, qmax),
- * with lo = -zp and hi = qmax - zp. */
-QGNN_INLINE void qmsg_requant(const int32_t *acc, int w, float mult, float lo, float hi,
-                              int32_t zp, uint8_t *out) {
-    int f = 0;
-    for (; f + QV_LANES <= w; f += QV_LANES) {
-        qv_i32 a;
-        memcpy(&a, acc + f, sizeof a);
-        const qv_i32 q = qmsg_round_clamp(__builtin_convertvector(a, qv_f32) * mult, lo, hi) + zp;
-        const qv_u8 bytes = __builtin_convertvector(q, qv_u8);
-        memcpy(out + f, &bytes, sizeof bytes);
-    }
-    for (; f < w; f++) out[f] = (uint8_t)(qmsg_round_clamp1((float)acc[f] * mult, lo, hi) + zp);
-}
-
 /* ---- 8-lane groups, at avx2 and above ----------------------------------------------------
  * Chunks of 16 or 8 columns (two or one 8-lane registers) take these at avx2 and avx512 alike:
  * a 16-lane vector holding them would be half empty or, with per-head weights, permuted per
@@ -174,6 +159,41 @@ QGNN_INLINE __m128i qmsg_term4(__m128i xc, __m128 w, qmsg_site m) {
                          _mm_set1_epi32(QMSG_MAGIC_BITS));
 }
 
+/* The output requantisation of qmsg_requant on 4 lanes at a time, the same float32 operations
+ * in the same order (MAXPS/MINPS as above; after the clamp every value lies in [0, qmax], so
+ * the saturating packs to bytes change nothing). Sets *done to the columns written: all but
+ * the last w % 4. On 1.1M terms x 128 at baseline the per-lane code it replaces was 39% of
+ * gcn_aggregate's samples (perf). */
+QGNN_INLINE void qmsg_requant_sse2(const int32_t *acc, int w, float mult, float lo, float hi,
+                                   int32_t zp, uint8_t *out, int *done) {
+    const __m128 m = _mm_set1_ps(mult), vlo = _mm_set1_ps(lo), vhi = _mm_set1_ps(hi);
+    const __m128 magic = _mm_set1_ps(QMSG_MAGIC);
+    const __m128i magic_bits = _mm_set1_epi32(QMSG_MAGIC_BITS), vzp = _mm_set1_epi32(zp);
+#define QMSG_REQ4(k)                                                                          \
+    _mm_add_epi32(_mm_sub_epi32(_mm_castps_si128(_mm_add_ps(                                  \
+                      _mm_min_ps(_mm_max_ps(_mm_mul_ps(_mm_cvtepi32_ps(_mm_loadu_si128(        \
+                                                            (const __m128i *)(acc + (k)))),   \
+                                                        m),                                   \
+                                            vlo),                                             \
+                                 vhi),                                                        \
+                      magic)),                                                                \
+                                  magic_bits),                                                \
+                  vzp)
+    int f = 0;
+    for (; f + 16 <= w; f += 16) {
+        const __m128i lo16 = _mm_packs_epi32(QMSG_REQ4(f), QMSG_REQ4(f + 4));
+        const __m128i hi16 = _mm_packs_epi32(QMSG_REQ4(f + 8), QMSG_REQ4(f + 12));
+        _mm_storeu_si128((__m128i *)(out + f), _mm_packus_epi16(lo16, hi16));
+    }
+    for (; f + 4 <= w; f += 4) {
+        const __m128i q = QMSG_REQ4(f);
+        const int32_t bytes = _mm_cvtsi128_si32(_mm_packus_epi16(_mm_packs_epi32(q, q), q));
+        memcpy(out + f, &bytes, sizeof bytes);
+    }
+#undef QMSG_REQ4
+    *done = f;
+}
+
 /* Lane-wise int32 max without SSE4.1. */
 QGNN_INLINE __m128i qmsg_max4(__m128i a, __m128i b) {
     const __m128i a_gt = _mm_cmpgt_epi32(a, b);
@@ -182,5 +202,25 @@ QGNN_INLINE __m128i qmsg_max4(__m128i a, __m128i b) {
 #else
 #define QMSG_SSE2 0
 #endif
+
+/* Output requantisation of w accumulators: clamp(rint(float(acc) * mult) + zp, 0, qmax),
+ * with lo = -zp and hi = qmax - zp. At baseline (SSE2) qmsg_requant_sse2 (above) replaces the
+ * vector-extension one, which GCC turns into a compare, a select and a byte insert per lane
+ * there. */
+QGNN_INLINE void qmsg_requant(const int32_t *acc, int w, float mult, float lo, float hi,
+                              int32_t zp, uint8_t *out) {
+    int f = 0;
+#if QMSG_SSE2
+    qmsg_requant_sse2(acc, w, mult, lo, hi, zp, out, &f);
+#endif
+    for (; f + QV_LANES <= w; f += QV_LANES) {
+        qv_i32 a;
+        memcpy(&a, acc + f, sizeof a);
+        const qv_i32 q = qmsg_round_clamp(__builtin_convertvector(a, qv_f32) * mult, lo, hi) + zp;
+        const qv_u8 bytes = __builtin_convertvector(q, qv_u8);
+        memcpy(out + f, &bytes, sizeof bytes);
+    }
+    for (; f < w; f++) out[f] = (uint8_t)(qmsg_round_clamp1((float)acc[f] * mult, lo, hi) + zp);
+}
 
 #endif

@@ -314,3 +314,28 @@ def test_large_message_multipliers_and_long_message_sums(make_csr):
     got = kernel(hub)
     np.testing.assert_array_equal(got, reference(hub))
     assert got[0, 0] == 128 + 64 and got[0, 1] == 128 - 64  # 1001 * +-127 / 2000, rounded
+
+
+@pytest.mark.parametrize("message", [True, False])
+@pytest.mark.parametrize("feats", [4, 8, 12, 20, 36, 100, 131])
+def test_baseline_requantises_every_width(make_csr, message, feats):
+    """At `baseline` the outputs are requantised 16 and then 4 columns at a time in SSE2
+    registers, the last feats % 4 one by one: widths that end in each of those, with outputs
+    spread over the range and then saturating at both ends (y_scale 40x smaller)."""
+    rng = np.random.default_rng(feats + 1000 * message)
+    csr = with_loops(rng, make_csr(60, 700, 90, empty_frac=0.2))
+    feeds = make_feeds(rng, csr, 90, feats, message)
+    tight = feeds | {"y_scale": feeds["y_scale"] / np.float32(40)}
+    for case in (feeds, tight):
+        s = {k: case[f"{k}_scale"][()] for k in ("x", "w", "y")}
+        zp = {k: int(case[f"{k}_zero_point"]) for k in ("x", "w", "y")}
+        if message:
+            msg_mult = requant_multiplier(s["x"], case["m_scale"][()], s["w"])
+            mult, zp_m = requant_multiplier(case["m_scale"][()], s["y"]), int(case["m_zero_point"])
+        else:
+            msg_mult, mult, zp_m = None, requant_multiplier(s["x"], s["y"], s["w"]), 0
+        got = gcn_aggregate(case["x_q"], zp["x"], case["indptr"], case["src"],
+                            case["inv_sqrt_degree"], s["w"], zp["w"], msg_mult, zp_m, mult,
+                            zp["y"], isa="baseline")
+        np.testing.assert_array_equal(got, reference(case))
+    assert got.min() == 0 and got.max() == 255

@@ -287,3 +287,22 @@ def test_many_heads_and_head_widths(make_csr, feats, heads):
     feeds = make_feeds(rng, csr, 60, feats, heads)
     for reduce in REDUCES:
         np.testing.assert_array_equal(kernel(feeds, reduce), reference(feeds, reduce=reduce))
+
+
+@pytest.mark.parametrize("reduce", REDUCES)
+@pytest.mark.parametrize("feats", [4, 8, 12, 20, 32, 36, 128, 131])
+def test_baseline_requantises_every_width(make_csr, reduce, feats):
+    """At `baseline` the outputs are requantised 16 and then 4 columns at a time in SSE2
+    registers, the last feats % 4 one by one: each width against the reference at that level
+    explicitly, per-head weights where the width splits into heads."""
+    rng = np.random.default_rng(feats)
+    csr = make_csr(60, 700, 90, empty_frac=0.2)
+    heads = heads_for(feats)
+    feeds = make_feeds(rng, csr, 90, feats, heads if heads > 1 else None)
+    s = {k: feeds[f"{k}_scale"][()] for k in ("x", "w", "m", "y")}
+    zp = {k: int(feeds[f"{k}_zero_point"]) for k in ("x", "w", "m", "y")}
+    got = message_aggregate(feeds["x_q"], zp["x"], feeds["indptr"], feeds["src"], feeds["w_q"],
+                            zp["w"], requant_multiplier(s["x"], s["m"], s["w"]), zp["m"],
+                            requant_multiplier(s["m"], s["y"]), zp["y"], reduce,
+                            isa="baseline")
+    np.testing.assert_array_equal(got, reference(feeds, reduce=reduce))

@@ -149,3 +149,21 @@ def test_a_pack_of_another_shape_or_level_is_refused(isa):
     for other in others:
         with pytest.raises(ValueError, match="must come from this module's qlinear_pack"):
             qlinear(x, 0, w, None, 0.1, 0, packed=qlinear_pack(w, isa=other))
+
+
+@pytest.mark.parametrize("m", [1, 3, 4, 7, 12, 16, 20, 33, 128])
+def test_baseline_requantises_every_width(m):
+    """At `baseline` each 16-column tile is requantised 16 and then 4 columns at a time in SSE2
+    registers, the last m % 4 one by one: per-column multipliers, half-way ties, outputs
+    saturating at both ends and int32 sums that wrap, against the oracle at that level."""
+    rng = np.random.default_rng(m)
+    x = rng.integers(0, 256, (7, 40), dtype=np.uint8)
+    w = rng.integers(-127, 128, (40, m), dtype=np.int8)
+    bias = rng.integers(-2**31, 2**31 - 1, m, dtype=np.int64).astype(np.int32)
+    mult = rng.choice(np.array([0.5, 1e-9, 3e-4, 7e-3, 40.0], np.float32), m)
+    got = qlinear(x, 97, w, bias, mult, 128, isa="baseline")
+    np.testing.assert_array_equal(got, oracle(x, 97, w, bias, mult, 128))
+    ties = qlinear(x, 97, w, None, np.float32(0.5), 128, isa="baseline")
+    np.testing.assert_array_equal(ties, oracle(x, 97, w, None, 0.5, 128))
+    if m >= 12:  # enough columns for both clamps to be hit
+        assert got.min() == 0 and got.max() == 255
