@@ -4,8 +4,10 @@ Why: the thread-pool server (``--grpc-server sync``) takes each new call off gRP
 on one polling thread, which on a CPU-saturated process gets the GIL too rarely; under
 overload calls then wait in core, unseen by qgnn's admission control, for up to their whole
 deadline (docs/serving.md, "Overload latency"). Here an event loop takes every call as it
-arrives and admission control (bytes in flight, queue time, deadline) runs at once, so no call
-waits where qgnn cannot see it.
+arrives and admission control (bytes in flight, queue time, deadline) runs at once. Measured
+(docs/serving.md, "gRPC front ends"): on a CPU-saturated 2-core host the loop falls behind the
+same way and a no-op server shows the same wait, and the loop costs more CPU per lookup, so
+``sync`` stays the default; ``aio`` saves a thread per waiting call.
 
 What runs where:
 
