@@ -26,6 +26,21 @@ _REQUIRED_TOP = ("schema_version", "created", "model", "quantisation", "metrics"
                  "versions", "files")
 
 
+
+class NamedByManifest:
+    """``name`` and ``version`` read from ``self.manifest``: what the repository, the logs and
+    the metrics call a bundle and each backend that serves one (one definition for all)."""
+
+    manifest: Manifest
+
+    @property
+    def name(self) -> str:
+        return self.manifest.model.name
+
+    @property
+    def version(self) -> int:
+        return self.manifest.model.version
+
 def _field(obj: Mapping, key: str, where: str) -> Any:
     if key not in obj:
         raise BundleError(MANIFEST, f"missing required field {where}{key!r}")

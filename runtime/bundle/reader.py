@@ -24,13 +24,13 @@ from qgnn.runtime.bundle.layout import (
     parse_json_file,
     sha256_file,
 )
-from qgnn.runtime.bundle.manifest import Manifest, parse_manifest
+from qgnn.runtime.bundle.manifest import Manifest, NamedByManifest, parse_manifest
 from qgnn.runtime.errors import BundleError
 
 _MAX_MANIFEST_BYTES = 16 * 2**20
 
 
-class Bundle:
+class Bundle(NamedByManifest):
     """A loaded bundle: its manifest and read-only access to its files.
 
     Arrays come back memory-mapped read-only, so serving a large graph costs page cache, not heap.
@@ -51,14 +51,6 @@ class Bundle:
     def files(self) -> Mapping[str, Mapping[str, Any]]:
         """The manifest's file table: relative path -> {sha256, bytes, kind}."""
         return self.manifest.files
-
-    @property
-    def name(self) -> str:
-        return self.manifest.model.name
-
-    @property
-    def version(self) -> int:
-        return self.manifest.model.version
 
     @property
     def task(self) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 from qgnn.runtime import kernels
 from qgnn.runtime.bundle.layout import EMBEDDING_SCALES, EMBEDDINGS
-from qgnn.runtime.bundle.manifest import Manifest
+from qgnn.runtime.bundle.manifest import Manifest, NamedByManifest
 from qgnn.runtime.bundle.reader import Bundle
 from qgnn.runtime.catalogue import USER, Catalogue, load_catalogue
 from qgnn.runtime.engine import onnx_proto
@@ -196,7 +196,7 @@ def check_ids(ids: Any, field: str, num_nodes: int) -> np.ndarray:
     return arr
 
 
-class Engine:
+class Engine(NamedByManifest):
     """One served model version (a loaded bundle). Thread-safe: requests read immutable
     snapshots; updates serialise on a lock."""
 
@@ -271,14 +271,6 @@ class Engine:
             self.buffers.clear()
 
     # -- properties ------------------------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self.manifest.model.name
-
-    @property
-    def version(self) -> int:
-        return self.manifest.model.version
 
     @property
     def mode(self) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 from qgnn.runtime.backend import BackendOptions, ModelBackend
 from qgnn.runtime.backend_loaders import register_backend_loader
+from qgnn.runtime.bundle.manifest import NamedByManifest
 from qgnn.runtime.bundle.reader import Bundle
 from qgnn.runtime.engine.shard_book import (
     OWNER,
@@ -37,7 +38,7 @@ __all__ = ["OWNER", "SHARDED_FORMAT", "SHARD_FILES", "ShardNotServedError", "Sha
            "load_sharded", "register", "shard_file"]
 
 
-class ShardedBackend:
+class ShardedBackend(NamedByManifest):
     """The data plane's ``ModelBackend`` for a sharded bundle (node task)."""
 
     def __init__(self, bundle: Bundle) -> None:
@@ -65,14 +66,6 @@ class ShardedBackend:
         self._edges = self.manifest.graph.num_edges
 
     # -- sizes -------------------------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self.manifest.model.name
-
-    @property
-    def version(self) -> int:
-        return self.manifest.model.version
 
     @property
     def task(self) -> str:

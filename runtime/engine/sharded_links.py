@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from qgnn.runtime.backend import BackendOptions, ModelBackend
 from qgnn.runtime.backend_loaders import register_backend_loader
+from qgnn.runtime.bundle.manifest import NamedByManifest
 from qgnn.runtime.bundle.reader import Bundle
 from qgnn.runtime.catalogue import load_catalogue
 from qgnn.runtime.engine.embeddings import (
@@ -63,7 +64,7 @@ ITEM_FILES = {"nodes": "items/nodes.npy", "embeddings": "items/embeddings.npy",
 DECODER_CHUNK = 1 << 16  # items scored per MLP decoder call (the engine's chunk)
 
 
-class ShardedLinkBackend:
+class ShardedLinkBackend(NamedByManifest):
     """The data plane's ``ModelBackend`` for a sharded bundle of a link model."""
 
     def __init__(self, bundle: Bundle, options: BackendOptions | None = None) -> None:
@@ -129,14 +130,6 @@ class ShardedLinkBackend:
             raise BundleError(ITEM_FILES["embeddings"], str(exc)) from None
 
     # -- sizes -------------------------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self.manifest.model.name
-
-    @property
-    def version(self) -> int:
-        return self.manifest.model.version
 
     @property
     def task(self) -> str:
