@@ -6,10 +6,11 @@ Each mode's ``main(argv)`` parses its own flags; ``--mode`` (default ``ddp``) pi
 from __future__ import annotations
 
 import faulthandler
-import os
 import sys
 from collections.abc import Callable
 from importlib import import_module
+
+from qgnn.training.distributed.context import exit_skipping_teardown
 
 MODES: dict[str, str] = {
     "ddp": "qgnn.training.distributed.ddp",
@@ -44,19 +45,6 @@ def main(argv: list[str] | None = None) -> None:
     faulthandler.enable(all_threads=True)
     entry: Callable[[list[str]], None] = import_module(MODES[mode]).main
     entry(rest)
-
-
-def exit_skipping_teardown() -> None:
-    """Leave a rank that finished without running C++ static destructors.
-
-    Intermittently (2 of 60 torchrun launches here), a rank that had finished, met its peers
-    at the barrier and destroyed its process group still died with "terminate called without
-    an active exception" (SIGABRT). faulthandler showed no Python frame: the abort came from a
-    C++ destructor at interpreter finalisation, after every result was written. Flushing and
-    ``os._exit(0)`` skips that stage; nothing of qgnn's runs there."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 if __name__ == "__main__":
