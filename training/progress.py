@@ -108,4 +108,5 @@ def epoch_bar(epochs: int, enabled: bool, desc: str) -> Any:
         return range(epochs)
     from tqdm.auto import tqdm
 
-    return tqdm(range(epochs), desc=desc, unit="epoch", leave=False, dynamic_ncols=True)
+    return tqdm(range(epochs), desc=desc, unit="epoch", leave=False, dynamic_ncols=True,
+                disable=None)  # None: quiet when stderr is not a terminal

@@ -151,7 +151,8 @@ def _progress_bar(total: int, enabled: bool, desc: str) -> Any:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
+                disable=None)  # None: quiet when stderr is not a terminal
 
 
 def run_epoch(pipeline: Pipeline, batches: list[np.ndarray],
