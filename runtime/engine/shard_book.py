@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from qgnn.runtime.bundle.manifest import NamedByManifest
 from qgnn.runtime.bundle.reader import Bundle
 from qgnn.runtime.errors import BundleError, ServingError
 
@@ -97,3 +98,31 @@ class ShardBook:
 
     def close(self) -> None:
         self.nodes.clear()
+
+
+class ShardedSizes(NamedByManifest):
+    """What both sharded backends (node and link) report from their manifest and partition
+    book: sizes, no graph revisions (sharded bundles take no updates) and a trial node this
+    replica serves, for the load check's trial request."""
+
+    book: ShardBook
+
+    @property
+    def num_nodes(self) -> int:
+        return self.book.num_nodes
+
+    @property
+    def num_edges(self) -> int:
+        return self.manifest.graph.num_edges
+
+    @property
+    def num_features(self) -> int:
+        return self.manifest.graph.num_features
+
+    @property
+    def revision(self) -> int:
+        return 0
+
+    @property
+    def trial_node(self) -> int:
+        return self.book.trial_node

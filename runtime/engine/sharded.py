@@ -21,12 +21,12 @@ from __future__ import annotations
 import numpy as np
 from qgnn.runtime.backend import BackendOptions, ModelBackend
 from qgnn.runtime.backend_loaders import register_backend_loader
-from qgnn.runtime.bundle.manifest import NamedByManifest
 from qgnn.runtime.bundle.reader import Bundle
 from qgnn.runtime.engine.shard_book import (
     OWNER,
     SHARDED_FORMAT,
     ShardBook,
+    ShardedSizes,
     ShardNotServedError,
     shard_file,
 )
@@ -38,7 +38,7 @@ __all__ = ["OWNER", "SHARDED_FORMAT", "SHARD_FILES", "ShardNotServedError", "Sha
            "load_sharded", "register", "shard_file"]
 
 
-class ShardedBackend(NamedByManifest):
+class ShardedBackend(ShardedSizes):
     """The data plane's ``ModelBackend`` for a sharded bundle (node task)."""
 
     def __init__(self, bundle: Bundle) -> None:
@@ -63,7 +63,6 @@ class ShardedBackend(NamedByManifest):
                                   f"{n} nodes")
             self._q[p], self._scale[p] = q, scale
         self._classes = int(self._q[self.held[0]].shape[1])
-        self._edges = self.manifest.graph.num_edges
 
     # -- sizes -------------------------------------------------------------------------------
 
@@ -72,33 +71,12 @@ class ShardedBackend(NamedByManifest):
         return "node"
 
     @property
-    def num_nodes(self) -> int:
-        return self.book.num_nodes
-
-    @property
-    def num_edges(self) -> int:
-        return self._edges
-
-    @property
-    def num_features(self) -> int:
-        return self.manifest.graph.num_features
-
-    @property
     def num_classes(self) -> int:
         return self._classes
 
     @property
     def embedding_dim(self) -> int:
         return 0
-
-    @property
-    def revision(self) -> int:
-        return 0
-
-    @property
-    def trial_node(self) -> int:
-        """A node this replica serves, for the load check's trial request."""
-        return self.book.trial_node
 
     # -- requests ----------------------------------------------------------------------------
 

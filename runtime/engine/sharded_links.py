@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 from qgnn.runtime.backend import BackendOptions, ModelBackend
 from qgnn.runtime.backend_loaders import register_backend_loader
-from qgnn.runtime.bundle.manifest import NamedByManifest
 from qgnn.runtime.bundle.reader import Bundle
 from qgnn.runtime.catalogue import load_catalogue
 from qgnn.runtime.engine.embeddings import (
@@ -49,6 +48,7 @@ from qgnn.runtime.engine.session import SessionConfig, decoder_logits, decoder_s
 from qgnn.runtime.engine.shard_book import (
     SHARDED_FORMAT,
     ShardBook,
+    ShardedSizes,
     ShardNotServedError,
     shard_file,
 )
@@ -64,7 +64,7 @@ ITEM_FILES = {"nodes": "items/nodes.npy", "embeddings": "items/embeddings.npy",
 DECODER_CHUNK = 1 << 16  # items scored per MLP decoder call (the engine's chunk)
 
 
-class ShardedLinkBackend(NamedByManifest):
+class ShardedLinkBackend(ShardedSizes):
     """The data plane's ``ModelBackend`` for a sharded bundle of a link model."""
 
     def __init__(self, bundle: Bundle, options: BackendOptions | None = None) -> None:
@@ -136,32 +136,12 @@ class ShardedLinkBackend(NamedByManifest):
         return "link"
 
     @property
-    def num_nodes(self) -> int:
-        return self.book.num_nodes
-
-    @property
-    def num_edges(self) -> int:
-        return self.manifest.graph.num_edges
-
-    @property
-    def num_features(self) -> int:
-        return self.manifest.graph.num_features
-
-    @property
     def num_classes(self) -> int:
         return 0
 
     @property
     def embedding_dim(self) -> int:
         return self._dim
-
-    @property
-    def revision(self) -> int:
-        return 0
-
-    @property
-    def trial_node(self) -> int:
-        return self.book.trial_node
 
     # -- requests ----------------------------------------------------------------------------
 
