@@ -22,9 +22,12 @@ from qgnn.runtime.kernels.float_step import Program as FloatStepProgram
 from qgnn.runtime.kernels.float_step import compile_program as compile_float_step
 from qgnn.runtime.kernels.float_step import (
     compose_tables,
+    float_step_pair_table,
     float_step_q8,
     float_step_table,
+    lut2_u8,
     lut_u8,
+    scalar_constants,
 )
 from qgnn.runtime.kernels.graph_ops import (
     aggregate_f32,
@@ -58,6 +61,7 @@ __all__ = [
     "default_level",
     "dequantize_u8",
     "edge_softmax_f32",
+    "float_step_pair_table",
     "float_step_q8",
     "float_step_table",
     "gat_logits",
@@ -66,6 +70,7 @@ __all__ = [
     "int8_topk",
     "levels_built",
     "levels_supported",
+    "lut2_u8",
     "lut_u8",
     "message_aggregate",
     "q_edge_softmax",
@@ -77,4 +82,5 @@ __all__ = [
     "quantize_u8",
     "requant_multiplier",
     "resolve_level",
+    "scalar_constants",
 ]

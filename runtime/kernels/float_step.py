@@ -16,7 +16,9 @@ With one input the step is a function of the column and the input byte alone, so
 :func:`float_step_table` tabulates it (by running the step on the 256 bytes of each column) and
 :func:`lut_u8` applies the table: the same outputs by construction, one table load per value
 instead of the float arithmetic, and chained steps compose into one table
-(:func:`compose_tables`).
+(:func:`compose_tables`). With two inputs and only scalar constants the step is a function of
+the two bytes alone: :func:`float_step_pair_table` tabulates it on the 65,536 byte pairs and
+:func:`lut2_u8` applies that 256 x 256 table.
 """
 
 from __future__ import annotations
@@ -116,6 +118,52 @@ def float_step_table(a_scale: float, a_zp: int, ops: Sequence[Op], y_scale: floa
     y = float_step_q8(grid, a_scale, a_zp, compile_program(ops, columns), y_scale, y_zp,
                       bits=bits, num_threads=1, isa=isa)
     return shrink_table(np.ascontiguousarray(y.T))
+
+
+def scalar_constants(ops: Sequence[Op]) -> bool:
+    """Whether every constant of ``ops`` is one value for all columns (a pair table's need)."""
+    for name, _, constant in ops:
+        if name in FLOAT_OPS and np.size(constant) != 1:
+            return False
+        if name == "affine_f64" and any(np.size(c) != 1 for c in constant):
+            return False
+    return True
+
+
+def float_step_pair_table(a_scale: float, a_zp: int, ops: Sequence[Op], y_scale: float,
+                          y_zp: int, b_scale: float, b_zp: int, *, bits: int = 8,
+                          isa: str | None = None) -> np.ndarray:
+    """The two-input step with scalar constants as a (256, 256) uint8 table, entry [a, b] its
+    output for input bytes a and b, computed by :func:`float_step_q8` itself."""
+    if not scalar_constants(ops):
+        raise ValueError("float_step: a pair table needs scalar constants; this step has "
+                         "per-column ones")
+    grid = np.arange(256, dtype=np.uint8)
+    a = np.ascontiguousarray(np.repeat(grid, 256).reshape(-1, 1))
+    b = np.ascontiguousarray(np.tile(grid, 256).reshape(-1, 1))
+    y = float_step_q8(a, a_scale, a_zp, compile_program(ops, 1), y_scale, y_zp, b=b,
+                      b_scale=b_scale, b_zp=b_zp, bits=bits, num_threads=1, isa=isa)
+    return np.ascontiguousarray(y.reshape(256, 256))
+
+
+def lut2_u8(a: np.ndarray, b: np.ndarray, table: np.ndarray, *, num_threads: int = 2,
+            isa: str | None = None) -> np.ndarray:
+    """``table[a, b]`` value by value for uint8 ``a`` and ``b`` of one shape (rank >= 1)."""
+    fn = "lut2_u8"
+    if np.ndim(a) < 1:
+        raise ValueError(f"{fn}: a_q must have at least one dimension")
+    a = ck.tensor(fn, "a_q", a, np.uint8, None)
+    b = ck.tensor(fn, "b_q", b, np.uint8, None)
+    if b.shape != a.shape:
+        raise ValueError(f"{fn}: b_q has shape {b.shape}, a_q {a.shape}: they must be equal")
+    table = ck.tensor(fn, "table", table, np.uint8, 2)
+    if table.shape != (256, 256):
+        raise ValueError(f"{fn}: table must be (256, 256), got {table.shape}")
+    if a.size == 0:
+        return np.zeros(a.shape, np.uint8)
+    y = ext(isa).lut2_u8(a.reshape(-1, a.shape[-1]), b.reshape(-1, a.shape[-1]), table,
+                         ck.threads(fn, num_threads))
+    return y.reshape(a.shape)
 
 
 def shrink_table(table: np.ndarray) -> np.ndarray:

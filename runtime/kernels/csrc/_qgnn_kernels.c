@@ -952,6 +952,36 @@ static PyObject *py_lut_u8(PyObject *self, PyObject *args) {
     return (PyObject *)y;
 }
 
+static PyObject *py_lut2_u8(PyObject *self, PyObject *args) {
+    (void)self;
+    static const char *fn = "lut2_u8";
+    PyObject *oa, *ob, *olut;
+    int threads;
+    if (!PyArg_ParseTuple(args, "OOOi", &oa, &ob, &olut, &threads)) return NULL;
+    PyArrayObject *a = want_array(oa, fn, "a_q", NPY_UINT8, 2);
+    PyArrayObject *b = a ? want_array(ob, fn, "b_q", NPY_UINT8, 2) : NULL;
+    PyArrayObject *lut = b ? want_array(olut, fn, "table", NPY_UINT8, 2) : NULL;
+    if (!lut || !want_threads(threads, fn)) return NULL;
+    if (PyArray_DIM(a, 0) != PyArray_DIM(b, 0) || PyArray_DIM(a, 1) != PyArray_DIM(b, 1)) {
+        PyErr_Format(PyExc_ValueError, "%s: b_q has shape (%zd, %zd), a_q (%zd, %zd): they must "
+                     "be equal", fn, (Py_ssize_t)PyArray_DIM(b, 0), (Py_ssize_t)PyArray_DIM(b, 1),
+                     (Py_ssize_t)PyArray_DIM(a, 0), (Py_ssize_t)PyArray_DIM(a, 1));
+        return NULL;
+    }
+    if (PyArray_DIM(lut, 0) != 256 || PyArray_DIM(lut, 1) != 256) {
+        PyErr_Format(PyExc_ValueError, "%s: table must be (256, 256), got (%zd, %zd)", fn,
+                     (Py_ssize_t)PyArray_DIM(lut, 0), (Py_ssize_t)PyArray_DIM(lut, 1));
+        return NULL;
+    }
+    PyArrayObject *y = (PyArrayObject *)PyArray_SimpleNew(2, PyArray_DIMS(a), NPY_UINT8);
+    if (y == NULL) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    qgnn_lut2_u8(PyArray_DATA(a), PyArray_DATA(b), PyArray_SIZE(a), PyArray_DATA(lut),
+                 PyArray_DATA(y), threads);
+    Py_END_ALLOW_THREADS
+    return (PyObject *)y;
+}
+
 static PyObject *py_gat_logits(PyObject *self, PyObject *args) {
     (void)self;
     static const char *fn = "gat_logits";
@@ -1073,6 +1103,9 @@ static PyMethodDef methods[] = {
      "quantize_s8(x float32, scale, num_threads) -> int8"},
     {"dequantize_u8", py_dequantize_u8, METH_VARARGS,
      "dequantize_u8(q uint8, scale, zero_point, num_threads) -> float32"},
+    {"lut2_u8", py_lut2_u8, METH_VARARGS,
+     "lut2_u8(a_q (R, F) uint8, b_q (R, F) uint8, table (256, 256) uint8, num_threads) -> "
+     "(R, F) uint8: table[a, b] per value"},
     {"lut_u8", py_lut_u8, METH_VARARGS,
      "lut_u8(x_q (R, F) uint8, table (1, 256) or (F, 256) uint8, num_threads) -> (R, F) uint8: "
      "table[0][x] or table[f][x] per column f"},

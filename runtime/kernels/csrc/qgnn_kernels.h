@@ -247,6 +247,10 @@ int qgnn_float_step_q8_table(const uint8_t *a, const uint8_t *b, int64_t rows, i
  * uint8, lut (F, 256) or (256,). The caller checks the shapes. */
 void qgnn_lut_u8(const uint8_t *x, int64_t rows, int64_t F, const uint8_t *lut, int per_column,
                  uint8_t *y, int num_threads);
+/* y[i] = lut[a[i] * 256 + b[i]] for n values (lut_u8.c): a two-input float step with scalar
+ * constants as one 256 x 256 table. a, b, y n uint8 each; lut 65,536 uint8. */
+void qgnn_lut2_u8(const uint8_t *a, const uint8_t *b, int64_t n, const uint8_t *lut, uint8_t *y,
+                  int num_threads);
 /* One run of n values: y[i] = lut[i * stride + x[i]] (stride 256: the tables of consecutive
  * columns; 0: one table). y may be x (in place). Inline: the kernels that fold a table call it
  * per tile of 16-64 outputs, where a call costs as much as the lookups. Eight bytes at a

@@ -227,3 +227,24 @@ def test_steps_are_not_merged_when_the_middle_is_an_output() -> None:
     assert [k.op_type for k in fused] == ["FloatStep", "FloatStep"]
     assert not any("then" in k.attributes for k in fused)
     _run_everywhere(model, _feeds(500, False))
+
+
+@needs_kernels
+def test_sage_sum_then_relu_runs_as_one_pair_table_at_baseline(monkeypatch) -> None:
+    """SAGE's layer tail (lin_l + lin_r requantised, then ReLU requantised again) is one
+    two-input FloatStep with the ReLU in ``then``; at ``baseline`` it runs as one 256 x 256
+    table of byte pairs, and every level still equals stock onnxruntime."""
+    m = _Model(True)
+    m.inits += [numpy_helper.from_array(np.float32(0.5), "s_mid"),
+                numpy_helper.from_array(np.uint8(120), "zp_mid")]
+    mid = m.op("QuantizeLinear", [m.op("Add", [m.dq("a"), m.dq("b")]), "s_mid", "zp_mid"])
+    model = m.model(m.op("Relu", [m.op("DequantizeLinear", [mid, "s_mid", "zp_mid"])]), two=True)
+    (spec,) = [k for phase in partition(model.SerializeToString()).kernels for k in phase]
+    assert [o[0] for o in spec.attributes["ops"]] == ["add_b"]
+    assert [[o[0] for o in s["ops"]] for s in spec.attributes["then"]] == [["relu"]]
+    calls = []
+    pair = kernels.lut2_u8
+    monkeypatch.setattr(kernels, "lut2_u8", lambda *a, **k: calls.append(k["isa"]) or pair(*a, **k))
+    stock = _run_everywhere(model, _feeds(30_000, True))
+    assert calls == ["baseline"] * 2  # one call per thread count, at baseline only
+    assert stock.min() == 128 and stock.max() == 255

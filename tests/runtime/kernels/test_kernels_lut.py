@@ -1,6 +1,6 @@
-"""lut_u8 and the float step as a byte table (float_step_table, compose_tables): tables equal
-numpy indexing, and a tabulated step equals float_step_q8 bit for bit (run once per ISA
-level)."""
+"""lut_u8 and the float step as a byte table (float_step_table, compose_tables), lut2_u8 and the
+two-input step as a pair table (float_step_pair_table): tables equal numpy indexing, and a
+tabulated step equals float_step_q8 bit for bit (run once per ISA level)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 from qgnn.runtime.kernels import (
     compose_tables,
+    float_step_pair_table,
     float_step_q8,
     float_step_table,
+    lut2_u8,
     lut_u8,
     qlinear,
+    scalar_constants,
 )
 
 f32 = np.float32
@@ -98,3 +101,54 @@ def test_float_step_and_qlinear_map_their_outputs_through_a_table(cols, per_colu
         qlinear(x, 5, w, None, 1e-3, 100, table=np.zeros((cols + 1, 256), np.uint8))
     with pytest.raises(ValueError, match=r"table must be \(1, 256\) or"):
         float_step_q8(a, 0.05, 7, [], 0.04, 120, table=np.zeros((2, 255), np.uint8))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (9, 7), (3000, 130), (5, 1500), (4, 3, 16), (33,)])
+def test_pair_table_lookup_equals_numpy(shape, guarded) -> None:
+    rng = np.random.default_rng(sum(shape) + 1)
+    a = guarded(rng.integers(0, 256, shape).astype(np.uint8))
+    b = guarded(rng.integers(0, 256, shape).astype(np.uint8))
+    table = rng.integers(0, 256, (256, 256)).astype(np.uint8)
+    for threads in (1, 2, 3):
+        got = lut2_u8(a, b, guarded(table), num_threads=threads)
+        assert got.shape == shape and got.dtype == np.uint8
+        np.testing.assert_array_equal(got, table[a, b])
+
+
+def test_pair_tabulated_steps_equal_the_float_step() -> None:
+    """Every byte pair: the add of two dequantised inputs (SAGE's lin_l + lin_r), with scalar
+    ops before and after the combine, narrow outputs, saturation at both ends."""
+    grid = np.arange(256, dtype=np.uint8)
+    a = np.repeat(grid, 256).reshape(256, 256)
+    b = np.tile(grid, 256).reshape(256, 256)
+    steps = [(0.0113, 128, [("add_b", 0, None)], 0.0215, 127, 0.0203, 128, 8),
+             (0.05, 7, [("mul", 1, f32(0.5)), ("add_b", 0, None), ("relu", 0, None)],
+              0.01, 3, 0.03, 250, 8),
+             (0.1, 100, [("add_b", 0, None), ("sub", 0, f32(0.25))], 0.02, 9, 0.2, 0, 4)]
+    for a_scale, a_zp, ops, y_scale, y_zp, b_scale, b_zp, bits in steps:
+        table = float_step_pair_table(a_scale, a_zp, ops, y_scale, y_zp, b_scale, b_zp,
+                                      bits=bits)
+        want = float_step_q8(a, a_scale, a_zp, ops, y_scale, y_zp, b=b, b_scale=b_scale,
+                             b_zp=b_zp, bits=bits)
+        np.testing.assert_array_equal(lut2_u8(a, b, table), want, str(ops))
+        assert want.min() == (y_zp if ("relu", 0, None) in ops else 0)
+        assert want.max() == 2 ** bits - 1
+
+
+def test_pair_tables_need_scalar_constants() -> None:
+    per_column = [("add", 0, np.ones(4, f32)), ("add_b", 0, None)]
+    assert not scalar_constants(per_column)
+    assert scalar_constants([("add", 0, f32(1.0)), ("add_b", 0, None), ("relu", 0, None)])
+    with pytest.raises(ValueError, match="pair table needs scalar constants"):
+        float_step_pair_table(0.1, 0, per_column, 0.1, 0, 0.1, 0)
+
+
+def test_pair_table_rejects_bad_arguments() -> None:
+    a = np.zeros((4, 6), np.uint8)
+    with pytest.raises(ValueError, match=r"table must be \(256, 256\)"):
+        lut2_u8(a, a, np.zeros((1, 256), np.uint8))
+    with pytest.raises(ValueError, match="b_q has shape"):
+        lut2_u8(a, np.zeros((4, 5), np.uint8), np.zeros((256, 256), np.uint8))
+    with pytest.raises(ValueError, match="a_q must have dtype uint8"):
+        lut2_u8(a.astype(np.int8), a, np.zeros((256, 256), np.uint8))
+    assert lut2_u8(a[:0], a[:0], np.zeros((256, 256), np.uint8)).shape == (0, 6)
