@@ -23,6 +23,7 @@ from qgnn.contract.ops import OP_INPUTS
 from qgnn.contract.softmax import check_table
 from qgnn.runtime import kernels
 from qgnn.runtime.engine.partition import KernelNodeSpec, PartitionError
+from qgnn.runtime.engine.row_slice import row_slice
 from qgnn.runtime.kernels._checks import REDUCE_CODES
 from qgnn.runtime.kernels._ext import ext
 
@@ -38,6 +39,7 @@ FORMAL: dict[str, tuple[str, ...]] = {
     "GatLogitsF32": ("score_src", "score_dst", "src", "dst"),
     # engine-internal: QEdgeSoftmax with the edge weights' QuantizeLinear (gat_fusion.py)
     "QEdgeSoftmaxQ": OP_INPUTS["QEdgeSoftmax"],
+    "RowSlice": ("data", "count"),  # engine-internal: x[:num_dst] as a view (row_slice.py)
 }
 
 
@@ -265,6 +267,8 @@ def compile_kernel(spec: KernelNodeSpec, constants: Mapping[str, np.ndarray],
         return _gcn_aggregate(spec, args, threads, mod, isa)
     if spec.op_type in ("LoopedIndptr", "LoopedSrc"):
         return _self_loops(spec, args, threads, mod)
+    if spec.op_type == "RowSlice":
+        return lambda t: row_slice(_tensor(args, t, "data"), _tensor(args, t, "count"))
     reduce = str(spec.attributes.get("reduce", "sum"))
     if spec.op_type == "Aggregate":
         if reduce not in REDUCE_CODES:

@@ -24,6 +24,7 @@ from qgnn.runtime.engine.float_step import fuse_float_steps
 from qgnn.runtime.engine.fusion import FusedLinear, fuse_linear
 from qgnn.runtime.engine.gat_fusion import fuse_edge_softmax, fuse_gat_logits
 from qgnn.runtime.engine.output_tables import fold_output_steps
+from qgnn.runtime.engine.row_slice import fuse_row_slices
 
 # Output element type and rank of each ai.qgnn op (docs/onnx-ops.md).
 KERNEL_OUTPUTS: dict[str, tuple[int, int | None]] = {
@@ -34,7 +35,9 @@ KERNEL_OUTPUTS: dict[str, tuple[int, int | None]] = {
     "QLinear": (2, None),  # QLinear: the fused requantised linear layer (fusion.py)
     "FloatStep": (2, None),  # FloatStep: a fused elementwise float step (float_step.py)
     "GatLogits": (2, None), "GatLogitsF32": (1, None),  # GAT's logits (gat_fusion.py)
-    "QEdgeSoftmaxQ": (2, 2)}  # QEdgeSoftmax and the edge weights' QuantizeLinear (gat_fusion.py)
+    "QEdgeSoftmaxQ": (2, 2),  # QEdgeSoftmax and the edge weights' QuantizeLinear (gat_fusion.py)
+    # x[:num_dst] as a view (row_slice.py); only kernels read it, so no segment needs its type
+    "RowSlice": (0, None)}
 
 
 class PartitionError(ValueError):
@@ -241,7 +244,8 @@ def partition(model_bytes: bytes | Any, *, fuse: bool = True) -> Plan:
     hands requantised integer linear layers to the qlinear kernel (fusion.py), elementwise
     float steps to the float_step kernel (float_step.py) and GAT's attention logits to the
     gat_logits kernel (gat_fusion.py), then folds one-input float steps into the step or
-    aggregate before them as byte tables (output_tables.py)."""
+    aggregate before them as byte tables (output_tables.py) and hands leading-row slices that
+    only kernels read to ``RowSlice`` (row_slice.py)."""
     model = op.load_model(bytes(model_bytes)) if isinstance(
         model_bytes, bytes | bytearray | memoryview) else model_bytes
     graph = model.graph
@@ -271,6 +275,7 @@ def partition(model_bytes: bytes | Any, *, fuse: bool = True) -> Plan:
         others = fuse_edge_softmax(others, values, readers, set(graph_outputs))
         others = fold_output_steps(others, readers, set(graph_outputs),
                                    lambda node: dict(_kernel_spec(node).attributes))
+        others = fuse_row_slices(others, values, set(graph_outputs), node_reads)
     available = set(input_infos) | set(initializers) | set(constant_nodes)
     order = _topological(others, available)
 
