@@ -4,9 +4,9 @@ cross-compiled for both aarch64 levels without a warning or a fused multiply-add
 
 Users build with clang (macOS, many distributions' Pythons) and on aarch64, where a compiler
 that contracts a*b+c or warns about a real bug breaks the bit-exact contract. clang comes from
-the ``ziglang`` package (the dev extra; tests/runtime/kernels/zig_clang.py). Slow: one build of
-the four levels takes about a minute. Like every test in this folder each test runs once per
-ISA level this host has (conftest's ``isa``).
+the ``ziglang`` package (the compilers extra; tests/runtime/kernels/zig_clang.py). Slow: one
+build of the four levels takes about a minute. Like every test in this folder each test runs
+once per ISA level this host has (conftest's ``isa``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(zig_clang.ziglang_dir() is None,
                        reason="ziglang is not installed (its clang builds the kernels here; "
-                              "pip install -e '.[dev]')"),
+                              "pip install -e '.[compilers]')"),
     pytest.mark.skipif(_ext.ARCH != "x86_64", reason="the clang build is run on x86-64 hosts"),
 ]
 
