@@ -6,8 +6,10 @@
  * goes through a 64-column buffer, so the multiplies are the smaller part of the time. Here one
  * step loads QN_CH consecutive k of a row of x (widened to int16 for pmaddwd; raw bytes for
  * vpdpbusd at avx512_vnni, whose operands are exactly u8 x s8) and multiplies it with each output
- * column's weights, packed contiguously over K as [Cp][Kp] (Cp = M rounded up to a power of two,
- * Kp = K rounded up to QN_CH, zero-padded), into one accumulator per (row, column).
+ * column's weights, contiguous over K in steps: [Kp / QN_CH][Cp][QN_CH] (Cp = M rounded up to a
+ * power of two, Kp = K rounded up to QN_CH, zero-padded), so one pointer walks all the columns
+ * at constant offsets (a pointer per column ran out of registers and went to the stack), into one
+ * accumulator per (row, column).
  * A block is QN_LANES accumulators: R = QN_LANES / Cp rows x Cp columns when Cp fits in a vector
  * (the weights loaded once serve R rows), else one row x the QN_LANES columns of group g. A
  * transpose-and-add tree turns the block's accumulators into one vector of their QN_LANES sums,
@@ -52,7 +54,12 @@ typedef int8_t qn_w;
 #define qn_zero() _mm512_setzero_si512()
 #define qn_xload(p) _mm512_loadu_si512((const void *)(p))
 #define qn_xtail(p, rem) _mm512_maskz_loadu_epi8(~0ULL >> (64 - (rem)), (p))
-#define QN_MAC(a, xr, wp) (a) = _mm512_dpbusd_epi32((a), (xr), _mm512_load_si512((const void *)(wp)))
+#define QN_MAC(a, xr, wp) qn_dpbusd(&(a), (xr), (const __m512i *)(wp))
+/* a += the dot products of x's u8 and w's s8 quads, in place (the intrinsic: note at qn_acc) */
+static inline __attribute__((always_inline)) void qn_dpbusd(__m512i *a, __m512i x,
+                                                            const __m512i *w) {
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(*a) : "v"(x), "m"(*w));
+}
 #elif defined(__AVX512BW__)
 typedef __m512i qn_vec;
 typedef __m256i qn_raw;
@@ -62,9 +69,12 @@ typedef int16_t qn_w;
 #define qn_zero() _mm512_setzero_si512()
 #define qn_xload(p) _mm256_loadu_si256((const __m256i *)(p))
 #define qn_xtail(p, rem) _mm256_maskz_loadu_epi8(~0U >> (32 - (rem)), (p))
-#define QN_MAC(a, xr, wp)                                                   \
-    (a) = _mm512_add_epi32((a), _mm512_madd_epi16(_mm512_cvtepu8_epi16(xr), \
-                                                  _mm512_load_si512((const void *)(wp))))
+#define QN_MAC(a, xr, wp)                                                                    \
+    qn_acc(&(a), _mm512_madd_epi16(_mm512_cvtepu8_epi16(xr), _mm512_load_si512((const void *)(wp))))
+/* a += m in place (the intrinsic: note at the AVX2 qn_acc) */
+static inline __attribute__((always_inline)) void qn_acc(__m512i *a, __m512i m) {
+    __asm__("vpaddd %1, %0, %0" : "+v"(*a) : "v"(m));
+}
 #elif defined(__AVX2__)
 typedef __m256i qn_vec;
 typedef __m128i qn_raw;
@@ -77,8 +87,8 @@ typedef int16_t qn_w;
 #define QN_MAC(a, xr, wp)                                                                    \
     qn_acc(&(a),                                                                             \
            _mm256_madd_epi16(_mm256_cvtepu8_epi16(xr), _mm256_load_si256((const __m256i *)(wp))))
-/* a += m in place: written as an intrinsic, gcc adds into m's register and copies it back to a
- * (one extra move per multiply in the k loop). */
+/* a += m in place. Written as an intrinsic, gcc adds into m's register and copies the sum back
+ * to a's (a move per multiply in the k loop; at AVX-512 also spills). */
 static inline __attribute__((always_inline)) void qn_acc(__m256i *a, __m256i m) {
     __asm__("vpaddd %1, %0, %0" : "+x"(*a) : "x"(m));
 }
@@ -93,13 +103,15 @@ typedef int16_t qn_w;
 #define qn_xtail(p, rem) qn_tail16((p), (rem))
 /* Aligned w loads (the pack is 64-byte aligned, rows 32-byte multiples) so gcc can fold them into
  * pmaddwd's memory operand, which SSE's legacy encoding requires to be aligned. */
-#define QN_MAC(a, xr, wp)                                                                    \
-    (a) = _mm_add_epi32(                                                                     \
-        (a), _mm_add_epi32(                                                                  \
-                 _mm_madd_epi16(_mm_unpacklo_epi8((xr), _mm_setzero_si128()),                \
-                                _mm_load_si128((const __m128i *)(wp))),                      \
-                 _mm_madd_epi16(_mm_unpackhi_epi8((xr), _mm_setzero_si128()),                \
-                                _mm_load_si128((const __m128i *)(wp) + 1))))
+#define QN_MAC(a, xr, wp)                                                                  \
+    qn_acc(&(a), _mm_add_epi32(_mm_madd_epi16(_mm_unpacklo_epi8((xr), _mm_setzero_si128()),  \
+                                              _mm_load_si128((const __m128i *)(wp))),        \
+                               _mm_madd_epi16(_mm_unpackhi_epi8((xr), _mm_setzero_si128()),  \
+                                              _mm_load_si128((const __m128i *)(wp) + 1))))
+/* a += m in place (the intrinsic: note at the AVX2 qn_acc) */
+static inline __attribute__((always_inline)) void qn_acc(__m128i *a, __m128i m) {
+    __asm__("paddd %1, %0" : "+x"(*a) : "x"(m));
+}
 #endif
 
 #if QN_CH == 16
@@ -199,7 +211,7 @@ QGNN_INLINE __m128i qn_requant(__m128i s, const int32_t *off, const float *mul, 
 
 typedef struct {
     const uint8_t *x;
-    int64_t K, M, Kp, Cp;
+    int64_t K, M, Cp;
     const qn_w *w;
     /* offset and multiplier per lane: column l % Cp when Cp < QN_LANES, else column l (lane
      * l - g QN_LANES of group g); 0 for padding columns, whose bytes are never stored */
@@ -216,7 +228,7 @@ typedef struct {
 /* a_i += x of row i / CC times w of column i % CC (of group g) over one step, for the R * CC
  * accumulators of the block (constants after inlining). */
 #define QN_ACC(i, XSRC) \
-    if ((i) < R * CC) QN_MAC(a##i, XSRC((i) / CC), wb + ((i) % CC) * Kp + k)
+    if ((i) < R * CC) QN_MAC(a##i, XSRC((i) / CC), ws + ((i) % CC) * QN_CH)
 #define QN_ACCS(XSRC)                                                                       \
     do {                                                                                    \
         QN_ACC(0, XSRC); QN_ACC(1, XSRC); QN_ACC(2, XSRC); QN_ACC(3, XSRC);                 \
@@ -233,11 +245,11 @@ QGNN_INLINE void qn_block(const qn_ctx *c, int64_t n0, int R, int CC, int64_t g)
     const qn_vec z = qn_zero();
     qn_vec a0 = z, a1 = z, a2 = z, a3 = z, a4 = z, a5 = z, a6 = z, a7 = z;
     qn_vec a8 = z, a9 = z, a10 = z, a11 = z, a12 = z, a13 = z, a14 = z, a15 = z;
-    const int64_t K = c->K, Kp = c->Kp;
+    const int64_t K = c->K, wstep = c->Cp * QN_CH;
     const uint8_t *xb = c->x + n0 * K;
-    const qn_w *wb = c->w + g * QN_LANES * Kp;
+    const qn_w *ws = c->w + g * QN_LANES * QN_CH; /* this step's weights of the group */
     int64_t k = 0;
-    for (; k + QN_CH <= K; k += QN_CH) QN_ACCS(QN_X_MAIN);
+    for (; k + QN_CH <= K; k += QN_CH, ws += wstep) QN_ACCS(QN_X_MAIN);
     if (k < K) {
         const int rem = (int)(K - k);
         qn_raw xt[QN_LANES];
@@ -314,14 +326,13 @@ void *qgnn_qlinear_narrow_pack(const int8_t *w, int64_t K, int64_t M) {
     qn_w *wn = packed;
     memset(wn, 0, bytes);
     for (int64_t k = 0; k < K; k++)
-        for (int64_t j = 0; j < M; j++) wn[j * Kp + k] = w[k * M + j];
+        for (int64_t j = 0; j < M; j++) wn[((k / QN_CH) * Cp + j) * QN_CH + k % QN_CH] = w[k * M + j];
     return packed;
 }
 
 void qgnn_qlinear_narrow_run(const qgnn_qlinear_narrow_args *a, const int64_t *bounds,
                              int nparts) {
-    qn_ctx c = {.x = a->x, .K = a->K, .M = a->M, .Kp = (a->K + QN_CH - 1) / QN_CH * QN_CH,
-                .Cp = QN_POW2(a->M), .w = a->w, .y_zp = (float)a->y_zp, .qmax = (float)a->qmax,
+    qn_ctx c = {.x = a->x, .K = a->K, .M = a->M, .Cp = QN_POW2(a->M), .w = a->w, .y_zp = (float)a->y_zp, .qmax = (float)a->qmax,
                 .table = a->table, .table_stride = a->table_stride, .y = a->y};
     for (int64_t l = 0; l < 16; l++) {
         const int64_t col = c.Cp < QN_LANES ? l % c.Cp : l;
