@@ -577,7 +577,7 @@ int qgnn_qlinear_prepacked(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp,
     qgnn_split_even(blocks, nparts, bounds);
     for (int t = 0; t <= nparts; t++) bounds[t] = bounds[t] * QL_RB < N ? bounds[t] * QL_RB : N;
     if (qgnn_qlinear_narrow_takes(M)) {
-        int32_t offset[16];
+        int32_t offset[QGNN_QLINEAR_NARROW_MAX_M];
         column_offsets(pk->colsum, M, x_zp, bias, offset);
         const qgnn_qlinear_narrow_args a = {
             .x = x, .N = N, .K = K, .M = M, .w = pk->narrow, .offset = offset, .mult = mult,

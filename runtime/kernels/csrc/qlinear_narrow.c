@@ -114,6 +114,9 @@ static inline __attribute__((always_inline)) void qn_acc(__m128i *a, __m128i m) 
 }
 #endif
 
+_Static_assert(QN_MAX_M <= QGNN_QLINEAR_NARROW_MAX_M && QN_LANES <= QGNN_QLINEAR_NARROW_MAX_M,
+               "qn_ctx's per-lane arrays and qlinear.c's offsets hold QGNN_QLINEAR_NARROW_MAX_M");
+
 #if QN_CH == 16
 /* p[0 .. rem) then zeros, rem < 16, from shifts: a byte loop into a buffer would become a memcpy
  * call, which clobbers every vector register while the accumulators are live. */
@@ -215,8 +218,8 @@ typedef struct {
     const qn_w *w;
     /* offset and multiplier per lane: column l % Cp when Cp < QN_LANES, else column l (lane
      * l - g QN_LANES of group g); 0 for padding columns, whose bytes are never stored */
-    int32_t off[16];
-    float mul[16];
+    int32_t off[QGNN_QLINEAR_NARROW_MAX_M];
+    float mul[QGNN_QLINEAR_NARROW_MAX_M];
     float y_zp, qmax;
     const uint8_t *table;
     int64_t table_stride;
@@ -334,7 +337,7 @@ void qgnn_qlinear_narrow_run(const qgnn_qlinear_narrow_args *a, const int64_t *b
                              int nparts) {
     qn_ctx c = {.x = a->x, .K = a->K, .M = a->M, .Cp = QN_POW2(a->M), .w = a->w, .y_zp = (float)a->y_zp, .qmax = (float)a->qmax,
                 .table = a->table, .table_stride = a->table_stride, .y = a->y};
-    for (int64_t l = 0; l < 16; l++) {
+    for (int64_t l = 0; l < QGNN_QLINEAR_NARROW_MAX_M; l++) {
         const int64_t col = c.Cp < QN_LANES ? l % c.Cp : l;
         c.off[l] = col < c.M ? a->offset[col] : 0;
         c.mul[l] = col < c.M ? a->mult[col] : 0.0f;

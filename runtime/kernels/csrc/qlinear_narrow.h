@@ -1,9 +1,12 @@
-/* qlinear's narrow path (qlinear_narrow.c): outputs no wider than QGNN_QLINEAR_NARROW_MAX_M,
- * vectorised over K instead of over the output columns. Internal to qlinear.c. */
+/* qlinear's narrow path (qlinear_narrow.c): narrow outputs vectorised over K instead of over
+ * the output columns. Internal to qlinear.c. */
 #ifndef QGNN_QLINEAR_NARROW_H
 #define QGNN_QLINEAR_NARROW_H
 
 #include <stdint.h>
+
+/* No level takes a wider M (8 at SSE2 / AVX2, 16 at AVX-512): per-column arrays fit on the stack. */
+#define QGNN_QLINEAR_NARROW_MAX_M 16
 
 /* Whether this level runs an (N, K) x (K, M) product on the narrow path. */
 int qgnn_qlinear_narrow_takes(int64_t M);
