@@ -69,8 +69,8 @@ class _BuildKernels(build_ext):
 KERNEL_DIR = "runtime/kernels/csrc"
 # Every level compiles every file here: a new kernel is one more name in this list.
 KERNEL_SOURCES = ("_qgnn_kernels", "parallel", "aggregate_q8", "message_aggregate_q8",
-                  "gcn_aggregate_q8", "aggregate_f32", "edge_softmax", "qlinear", "topk",
-                  "quantize", "cpu", "self_loops", "float_step_q8", "gat_logits", "lut_u8",
+                  "gcn_aggregate_q8", "aggregate_f32", "edge_softmax", "qlinear", "qlinear_narrow",
+                  "topk", "quantize", "cpu", "self_loops", "float_step_q8", "gat_logits", "lut_u8",
                   "buffer_pool")
 _levels = runpy.run_path(str(ROOT / "runtime/kernels/_levels.py"))
 LEVEL_FLAGS: dict[str, tuple[str, ...]] = {}
@@ -81,7 +81,7 @@ for level, flags in _levels["levels_for"](platform.machine()).items():
     kernels.append(Extension(
         name, sources=[f"{KERNEL_DIR}/{source}.c" for source in KERNEL_SOURCES],
         depends=[f"{KERNEL_DIR}/qgnn_kernels.h", f"{KERNEL_DIR}/simd.h",
-                 f"{KERNEL_DIR}/message_q8.h"],
+                 f"{KERNEL_DIR}/message_q8.h", f"{KERNEL_DIR}/qlinear_narrow.h"],
         define_macros=[("QGNN_LEVEL", level)], optional=True))
 
 packages, package_dir = _packages()

@@ -471,7 +471,7 @@ def run_cli(args: argparse.Namespace) -> None:
     if "qlinear" in only:
         res["qlinear"] = bench_qlinear(
             rng, [(nodes, 64, 64), (nodes, 128, 128), (3 * nodes, 128, 128), (nodes, 256, 256),
-                  (1_000, 128, 128), (nodes, 128, 8)],  # 128 -> 8: a classifier layer
+                  (1_000, 128, 128), (nodes, 128, 8), (nodes, 128, 16)],  # classifier layers
             args.threads, args.repeat, levels)
     if "float_step" in only:
         res["float_step"] = bench_float_step(rng, nodes, 128, args.threads, args.repeat, levels)

@@ -210,7 +210,8 @@ int qgnn_qlinear_table(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp, con
 typedef struct qgnn_qlinear_packed {
     int64_t K, M;
     int32_t *colsum; /* sum_k w[k, m] */
-    void *packed;
+    void *packed; /* qlinear.c's tile layout, or NULL */
+    void *narrow; /* qlinear_narrow.c's layout, for the widths that path takes, or NULL */
 } qgnn_qlinear_packed;
 qgnn_qlinear_packed *qgnn_qlinear_pack(const int8_t *w, int64_t K, int64_t M);
 void qgnn_qlinear_pack_free(qgnn_qlinear_packed *pk);

@@ -20,6 +20,8 @@
  *    an aligned memory operand and spreads each broadcast over 4 vectors instead of 2, which
  *    cuts the instructions per multiply-add by a fifth;
  *  - elsewhere (vector extensions): w widened to [K][Mp] int32 times a broadcast x value.
+ * Narrow outputs (M up to 8 at SSE2 / AVX2, 16 at AVX-512: a classifier's last layer) take
+ * qlinear_narrow.c's path instead: vectorised over K, the same sums, the same requantisation.
  * Accumulators are named variables, not arrays: gcc otherwise mirrors them on the stack.
  */
 #include <math.h>
@@ -27,6 +29,7 @@
 #include <string.h>
 
 #include "qgnn_kernels.h"
+#include "qlinear_narrow.h"
 #include "simd.h"
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
@@ -527,8 +530,12 @@ qgnn_qlinear_packed *qgnn_qlinear_pack(const int8_t *w, int64_t K, int64_t M) {
     pk->K = K;
     pk->M = M;
     pk->colsum = calloc((size_t)(M > 0 ? M : 1), sizeof(int32_t));
-    pk->packed = K > 0 && M > 0 ? qlinear_pack_w(w, K, M) : NULL;
-    if (pk->colsum == NULL || (K > 0 && M > 0 && pk->packed == NULL)) {
+    /* only the layout this level's product will read */
+    if (qgnn_qlinear_narrow_takes(M))
+        pk->narrow = K > 0 ? qgnn_qlinear_narrow_pack(w, K, M) : NULL;
+    else
+        pk->packed = K > 0 && M > 0 ? qlinear_pack_w(w, K, M) : NULL;
+    if (pk->colsum == NULL || (K > 0 && M > 0 && pk->packed == NULL && pk->narrow == NULL)) {
         qgnn_qlinear_pack_free(pk);
         return NULL;
     }
@@ -541,6 +548,7 @@ void qgnn_qlinear_pack_free(qgnn_qlinear_packed *pk) {
     if (pk == NULL) return;
     free(pk->colsum);
     free(pk->packed);
+    free(pk->narrow);
     free(pk);
 }
 
@@ -565,6 +573,19 @@ int qgnn_qlinear_prepacked(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp,
     /* Parts are whole multiples of QL_RB rows so blocks never straddle two threads. */
     const int64_t blocks = (N + QL_RB - 1) / QL_RB;
     const int nparts = qgnn_parts_for(N * K * M / 8, num_threads);
+    int64_t bounds[QGNN_MAX_PARTS + 1];
+    qgnn_split_even(blocks, nparts, bounds);
+    for (int t = 0; t <= nparts; t++) bounds[t] = bounds[t] * QL_RB < N ? bounds[t] * QL_RB : N;
+    if (qgnn_qlinear_narrow_takes(M)) {
+        int32_t offset[QGNN_QLINEAR_NARROW_MAX_M];
+        column_offsets(pk->colsum, M, x_zp, bias, offset);
+        const qgnn_qlinear_narrow_args a = {
+            .x = x, .N = N, .K = K, .M = M, .w = pk->narrow, .offset = offset, .mult = mult,
+            .y_zp = y_zp, .qmax = (1 << bits) - 1, .table = table,
+            .table_stride = table_per_column ? 256 : 0, .y = y};
+        qgnn_qlinear_narrow_run(&a, bounds, nparts);
+        return 0;
+    }
     const int64_t Mp = (M + 15) / 16 * 16, Kq = (K + 3) / 4;
     qlinear_ctx c = {.x = x, .N = N, .K = K, .M = M, .Kq = Kq, .Mp = Mp, .mult = mult,
                      .y_zp = y_zp, .qmax = (1 << bits) - 1, .table = table,
@@ -599,9 +620,6 @@ int qgnn_qlinear_prepacked(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp,
     }
     column_offsets(pk->colsum, M, x_zp, bias, offset);
     c.offset = offset;
-    int64_t bounds[QGNN_MAX_PARTS + 1];
-    qgnn_split_even(blocks, nparts, bounds);
-    for (int t = 0; t <= nparts; t++) bounds[t] = bounds[t] * QL_RB < N ? bounds[t] * QL_RB : N;
     qgnn_run_parts(fn, &c, bounds, nparts);
     free(scratch);
     free(offset);

@@ -167,3 +167,38 @@ def test_baseline_requantises_every_width(m):
     np.testing.assert_array_equal(ties, oracle(x, 97, w, None, 0.5, 128))
     if m >= 12:  # enough columns for both clamps to be hit
         assert got.min() == 0 and got.max() == 255
+
+
+@pytest.mark.parametrize("m", range(1, 17))
+def test_narrow_outputs_match_the_oracle_without_reading_past_x(isa, m, guarded):
+    """M <= 16 (a classifier's last layer) runs vectorised over K at the x86 levels, several
+    rows per block: every width, K below, at and past a vector's 16 / 32 / 64 bytes, row counts
+    that leave part of a block, with x ending right before an unreadable page, and with a
+    per-column output table, against the oracle."""
+    rng = np.random.default_rng(m)
+    for k in (1, 2, 7, 15, 16, 17, 31, 33, 63, 64, 65, 100, 128, 129):
+        w = rng.integers(-128, 128, (k, m), dtype=np.int8)
+        bias = rng.integers(-2**31, 2**31 - 1, m, dtype=np.int64).astype(np.int32)
+        mult = rng.choice(np.array([0.5, 1e-9, 3e-4, 7e-3, 40.0], np.float32), m)
+        for n in (1, 2, 3, 5, 17, 35):
+            x = guarded(rng.integers(0, 256, (n, k), dtype=np.uint8))
+            want = oracle(x, 97, w, bias, mult, 128)
+            np.testing.assert_array_equal(qlinear(x, 97, w, bias, mult, 128), want)
+        table = rng.integers(0, 256, (m, 256), dtype=np.uint8)
+        got = qlinear(x, 97, w, bias, mult, 128, table=table)
+        np.testing.assert_array_equal(got, np.take_along_axis(table.T, want.astype(np.intp), 0))
+
+
+@pytest.mark.parametrize("m", [1, 3, 8, 16])
+def test_narrow_outputs_agree_across_threads(isa, parts_used, m, guarded):
+    """Parts of a narrow product split on whole 4-row groups, not on the narrow path's blocks
+    (up to 16 rows): each part ends on a partial block, which must still give the oracle's
+    bytes and never read past x."""
+    rng = np.random.default_rng(m)
+    n = 3 * 2**21 // (130 * m) + 7  # enough work for three parts, 7 rows past a 4-row group
+    x = guarded(rng.integers(0, 256, (n, 130), dtype=np.uint8))
+    w = rng.integers(-128, 128, (130, m), dtype=np.int8)
+    want = oracle(x, 5, w, None, 1e-3, 100)
+    for t in (1, 2, 3):
+        np.testing.assert_array_equal(qlinear(x, 5, w, None, 1e-3, 100, num_threads=t), want)
+        assert parts_used() == t
