@@ -163,6 +163,11 @@ def _cases(isa: str) -> dict[str, Callable[[], object]]:
         "gcn_aggregate": lambda: kernels.gcn_aggregate(
             x_q, 3, indptr, src, inv, 0.004, 120, 0.021, 9, 0.37, 5, **k),
         "qlinear": lambda: kernels.qlinear(x_q, 71, w_lin, bias, 0.00123, 128, **k),
+        # the narrow path (M <= 8 / 16 by level: qlinear_narrow.c), an odd width included
+        "qlinear narrow 8": lambda: kernels.qlinear(x_q, 71, w_lin[:, :8].copy(), bias[:8],
+                                                    0.00123, 128, **k),
+        "qlinear narrow 13": lambda: kernels.qlinear(x_q, 71, w_lin[:, :13].copy(), bias[:13],
+                                                     0.00123, 128, **k),
         "quantize_u8": lambda: kernels.quantize_u8(x * 40, 0.37, 128, **k),
         "dequantize_u8": lambda: kernels.dequantize_u8(x_q, 0.0371, 17, **k),
         "int8_topk": lambda: kernels.int8_topk(w_lin[:, 0], w_lin.T.copy(), 9, **k),
