@@ -351,16 +351,18 @@ def _float_step(spec: KernelNodeSpec, threads: int, isa: str) -> KernelFn:
     and for two or more steps at any level (one pass instead of several). A two-input step maps
     its output through the table of the steps merged after it in the same pass.
 
-    At ``baseline`` a two-input step whose constants are all scalars (SAGE's ``lin_l + lin_r``)
-    runs as one 256 x 256 table of the byte pairs (``lut2_u8``), the steps after it composed in:
-    5.7 against 8.0 ms for 100k x 128 on the Zen 4, where at the vector levels the float path
-    is faster (3.4-3.8 against 5.1-5.3 ms)."""
+    A two-input step whose constants are all scalars (SAGE's ``lin_l + lin_r``) runs as one
+    256 x 256 table of the byte pairs (``lut2_u8``), the steps after it composed in, by the same
+    rule: at ``baseline`` (5.7 against 8.0 ms for 100k x 128 on the Zen 4) and, with steps
+    merged after it (SAGE's ReLU), at every level (4.6 against 7.0 ms at ``avx512_vnni``: the
+    float loops then also map every output through the later steps' table); a lone step keeps
+    the float loops at the vector levels (3.4-3.8 against 5.1-5.3 ms)."""
     p = spec.attributes
     stages = [p, *p.get("then", [])]
     names = [n for n in spec.inputs if n]
     shapes = [s for stage in stages for s in stage["const_shapes"]]
     use_table = len(names) == 1 and (isa == "baseline" or len(stages) > 1)
-    use_pair_table = (len(names) == 2 and isa == "baseline"
+    use_pair_table = (len(names) == 2 and (isa == "baseline" or len(stages) > 1)
                       and all(int(np.prod(s)) == 1 for s in shapes)
                       and kernels.scalar_constants(p["ops"]))
     programs: dict[tuple[int, int], kernels.FloatStepProgram] = {}

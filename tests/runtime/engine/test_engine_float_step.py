@@ -230,10 +230,10 @@ def test_steps_are_not_merged_when_the_middle_is_an_output() -> None:
 
 
 @needs_kernels
-def test_sage_sum_then_relu_runs_as_one_pair_table_at_baseline(monkeypatch) -> None:
+def test_sage_sum_then_relu_runs_as_one_pair_table(monkeypatch) -> None:
     """SAGE's layer tail (lin_l + lin_r requantised, then ReLU requantised again) is one
-    two-input FloatStep with the ReLU in ``then``; at ``baseline`` it runs as one 256 x 256
-    table of byte pairs, and every level still equals stock onnxruntime."""
+    two-input FloatStep with the ReLU in ``then``; it runs as one 256 x 256 table of byte pairs
+    at every level, equal to stock onnxruntime."""
     m = _Model(True)
     m.inits += [numpy_helper.from_array(np.float32(0.5), "s_mid"),
                 numpy_helper.from_array(np.uint8(120), "zp_mid")]
@@ -246,5 +246,17 @@ def test_sage_sum_then_relu_runs_as_one_pair_table_at_baseline(monkeypatch) -> N
     pair = kernels.lut2_u8
     monkeypatch.setattr(kernels, "lut2_u8", lambda *a, **k: calls.append(k["isa"]) or pair(*a, **k))
     stock = _run_everywhere(model, _feeds(30_000, True))
-    assert calls == ["baseline"] * 2  # one call per thread count, at baseline only
+    assert calls == [lvl for lvl in _levels() for _ in range(2)]  # per level and thread count
     assert stock.min() == 128 and stock.max() == 255
+
+
+@needs_kernels
+def test_a_lone_two_input_step_takes_the_pair_table_at_baseline_only(monkeypatch) -> None:
+    """Without steps merged after it the float loops are faster at the vector levels."""
+    m = _Model(True)
+    model = m.model(m.op("Add", [m.dq("a"), m.dq("b")]), two=True)
+    calls = []
+    pair = kernels.lut2_u8
+    monkeypatch.setattr(kernels, "lut2_u8", lambda *a, **k: calls.append(k["isa"]) or pair(*a, **k))
+    _run_everywhere(model, _feeds(3000, True))
+    assert calls == ["baseline"] * 2
