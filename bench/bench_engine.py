@@ -814,8 +814,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="tiny graphs (a smoke run)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=11,
-                        help="interleaved rounds of the whole-graph candidates (11: on a shared "
-                             "2-core host 5 rounds left SAGE's INT8 median anywhere in 98-172 ms)")
+                        help="interleaved rounds of the whole-graph candidates (11: with 5 on a "
+                             "noisy 2-core host SAGE's INT8 samples spread over 98-172 ms)")
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--models", default=",".join(MODELS),
