@@ -322,42 +322,28 @@ static int qagg_sum_checked(const qagg_ctx *c, int64_t b, int64_t e, int64_t f0,
     return qgnn_narrow_totals(total, w, acc, value);
 }
 
-/* Contract requantisation of w int32 accumulators into [0, qmax]. nearbyintf by the
- * 1.5 * 2^23 add-subtract (its proof in qlinear.c): where roundps is missing (SSE2, the
- * baseline level) gcc emits a libm call per value for nearbyintf, which made this loop the
- * slowest part of the baseline QAggregate. */
-#define QAGG_ROUNDER 12582912.0f
+/* Contract requantisation of w int32 accumulators into [0, qmax], nearbyintf by QGNN_ROUNDER
+ * (a libm call per value had made this loop the slowest part of the baseline QAggregate). */
 QGNN_INLINE void requant_u8(const int32_t *restrict acc, int w, float m, float y_zp, float qmax,
                             uint8_t *restrict out) {
     int f = 0;
 #if defined(__SSE2__) && !defined(__AVX2__)
-    /* SSE2: the same float32 operations 4 lanes at a time (MAXPS / MINPS are `v > 0 ? v : 0`
-     * and `v < qmax ? v : qmax`, equal to the scalar clamps below for every non-NaN v, and v
-     * is never NaN: acc is an integer and m finite), then truncation and two packs, which
-     * change nothing since every value is in [0, qmax]. GCC's own vectorisation of the loop
-     * narrowed to bytes with masks and unpacks: a third of qaggregate's samples (perf). */
-    const __m128 vm = _mm_set1_ps(m), vr = _mm_set1_ps(QAGG_ROUNDER), vzp = _mm_set1_ps(y_zp);
-    const __m128 vmax = _mm_set1_ps(qmax), vzero = _mm_setzero_ps();
-#define QAGG_REQ4(k)                                                                          \
-    _mm_cvttps_epi32(_mm_min_ps(                                                              \
-        _mm_max_ps(_mm_add_ps(_mm_sub_ps(_mm_add_ps(_mm_mul_ps(_mm_cvtepi32_ps(_mm_loadu_si128( \
-                                                                   (const __m128i *)(acc + (k)))), \
-                                                               vm),                           \
-                                                    vr),                                      \
-                                         vr),                                                 \
-                              vzp),                                                           \
-                   vzero),                                                                    \
-        vmax))
-    for (; f + 16 <= w; f += 16) {
-        const __m128i lo = _mm_packs_epi32(QAGG_REQ4(f), QAGG_REQ4(f + 4));
-        const __m128i hi = _mm_packs_epi32(QAGG_REQ4(f + 8), QAGG_REQ4(f + 12));
-        _mm_storeu_si128((__m128i *)(out + f), _mm_packus_epi16(lo, hi));
-    }
+    /* SSE2: the loop below 4 lanes at a time (qgnn_requant4_sse2; never NaN: acc is an
+     * integer and m finite). GCC's own vectorisation of it took a third of qaggregate's
+     * samples (perf). */
+    const __m128 vm = _mm_set1_ps(m), vzp = _mm_set1_ps(y_zp), vmax = _mm_set1_ps(qmax);
+#define QAGG_REQ4(k)                                                                         \
+    qgnn_requant4_sse2(                                                                      \
+        _mm_mul_ps(_mm_cvtepi32_ps(_mm_loadu_si128((const __m128i *)(acc + (k)))), vm), vzp, \
+        vmax)
+    for (; f + 16 <= w; f += 16)
+        qgnn_store16_u8_sse2(out + f, QAGG_REQ4(f), QAGG_REQ4(f + 4), QAGG_REQ4(f + 8),
+                             QAGG_REQ4(f + 12));
 #undef QAGG_REQ4
 #endif
     for (; f < w; f++) {
         const float t = (float)acc[f] * m;
-        float v = ((t + QAGG_ROUNDER) - QAGG_ROUNDER) + y_zp;
+        float v = ((t + QGNN_ROUNDER) - QGNN_ROUNDER) + y_zp;
         v = v < 0.0f ? 0.0f : v;
         v = v > qmax ? qmax : v;
         out[f] = (uint8_t)(int32_t)v;

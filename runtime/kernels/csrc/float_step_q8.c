@@ -20,7 +20,6 @@
 #include "qgnn_kernels.h"
 
 #define FS_BLOCK 1024
-#define FS_ROUNDER 12582912.0f /* 1.5 * 2^23: see qlinear.c QL_ROUNDER */
 
 typedef struct {
     const uint8_t *a, *b;
@@ -83,7 +82,7 @@ QGNN_INLINE void quantize(const float *restrict v, int64_t n, float scale, int32
 #ifdef FS_AVX2
     /* maxps returns its second operand when the first is NaN: NaN -> 0 as below; -0 -> +0,
      * both convert to 0 */
-    const __m256 vs = _mm256_set1_ps(scale), vr = _mm256_set1_ps(FS_ROUNDER);
+    const __m256 vs = _mm256_set1_ps(scale), vr = _mm256_set1_ps(QGNN_ROUNDER);
     const __m256 vzp = _mm256_set1_ps(fzp), vmax = _mm256_set1_ps(fmax);
     const __m256 vzero = _mm256_setzero_ps();
     for (; i + 8 <= n; i += 8) {
@@ -96,24 +95,18 @@ QGNN_INLINE void quantize(const float *restrict v, int64_t n, float scale, int32
     }
 #elif defined(FS_SSE2)
     /* maxps returns its second operand when the first is NaN: NaN -> 0 as below */
-    const __m128 vs = _mm_set1_ps(scale), vr = _mm_set1_ps(FS_ROUNDER);
-    const __m128 vzp = _mm_set1_ps(fzp), vmax = _mm_set1_ps(fmax), vzero = _mm_setzero_ps();
+    const __m128 vs = _mm_set1_ps(scale), vzp = _mm_set1_ps(fzp), vmax = _mm_set1_ps(fmax);
     for (; i + 16 <= n; i += 16) {
         __m128i k[4];
-        for (int j = 0; j < 4; j++) {
-            const __m128 t = _mm_div_ps(_mm_loadu_ps(v + i + 4 * j), vs);
-            __m128 r = _mm_add_ps(_mm_sub_ps(_mm_add_ps(t, vr), vr), vzp);
-            r = _mm_min_ps(_mm_max_ps(r, vzero), vmax);
-            k[j] = _mm_cvttps_epi32(r);
-        }
-        const __m128i w = _mm_packus_epi16(_mm_packs_epi32(k[0], k[1]), _mm_packs_epi32(k[2], k[3]));
-        _mm_storeu_si128((__m128i *)(out + i), w);
+        for (int j = 0; j < 4; j++)
+            k[j] = qgnn_requant4_sse2(_mm_div_ps(_mm_loadu_ps(v + i + 4 * j), vs), vzp, vmax);
+        qgnn_store16_u8_sse2(out + i, k[0], k[1], k[2], k[3]);
     }
 #endif
     for (; i < n; i++) {
         /* rint(t) for |t| <= 2^22; beyond, both saturate the same way (qlinear.c) */
         const float t = v[i] / scale;
-        float r = ((t + FS_ROUNDER) - FS_ROUNDER) + fzp;
+        float r = ((t + QGNN_ROUNDER) - QGNN_ROUNDER) + fzp;
         r = r < 0.0f ? 0.0f : r;
         r = r > fmax ? fmax : r;
         out[i] = (uint8_t)(int32_t)(r == r ? r : 0.0f);

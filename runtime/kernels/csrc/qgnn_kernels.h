@@ -14,6 +14,17 @@
 
 #define QGNN_MAX_PARTS 256
 
+/* The contract's rounding, rint(t) half to even, as (t + 1.5 * 2^23) - 1.5 * 2^23: exact for
+ * |t| <= 2^22, since after the add no fraction bits are left, so the add itself rounds, ties to
+ * even (the constant is even), and the subtraction is exact. Any t whose output is not saturated
+ * has |t| < 512; beyond 2^22 rounding is monotone, so the result stays beyond +-2^22 - 1
+ * (infinities stay infinite) and saturates the same way. Unlike a libm call (what gcc emits for
+ * nearbyintf without SSE4.1's roundps) it vectorises at every level with the same result;
+ * -ffp-contract=off keeps the multiply before it and the add apart. Every kernel's
+ * requantisation uses this one constant. */
+#define QGNN_ROUNDER 12582912.0f
+
+
 /* The whole kernel set is compiled once per ISA level, each level its own extension module
  * (_qgnn_kernels_<QGNN_LEVEL>, built with that level's -march; see runtime/kernels/_levels.py).
  * Code paths that need more than the level's baseline test the compiler's feature macros
@@ -36,6 +47,33 @@
 #define QGNN_INLINE static inline __attribute__((always_inline))
 #else
 #define QGNN_INLINE static inline
+#endif
+
+#if defined(__SSE2__) && !defined(__AVX2__)
+#include <emmintrin.h>
+/* The scalar requantisation tail `v = rint(t) + zp; v = v < 0 ? 0 : v; v = v > qmax ? qmax :
+ * v; (int)v` four lanes at a time in SSE2, the same float32 operations: MAXPS / MINPS equal those
+ * clamps for every non-NaN t (a NaN t gives 0, as `v < 0 ? 0 : v` would not: callers with a
+ * possible NaN say so), then truncation. GCC's own vectorisation of that loop at `baseline`
+ * narrowed to bytes with masks and unpacks, or went value by value. */
+QGNN_INLINE __m128i qgnn_requant4_sse2(__m128 t, __m128 zp, __m128 qmax) {
+    const __m128 r = _mm_set1_ps(QGNN_ROUNDER);
+    const __m128 v = _mm_add_ps(_mm_sub_ps(_mm_add_ps(t, r), r), zp);
+    return _mm_cvttps_epi32(_mm_min_ps(_mm_max_ps(v, _mm_setzero_ps()), qmax));
+}
+
+/* Sixteen int32 already in [0, 255] stored as bytes: two signed packs that change nothing
+ * (SSE2 has no packus_epi32). */
+QGNN_INLINE void qgnn_store16_u8_sse2(uint8_t *out, __m128i a, __m128i b, __m128i c, __m128i d) {
+    _mm_storeu_si128((__m128i *)out,
+                     _mm_packus_epi16(_mm_packs_epi32(a, b), _mm_packs_epi32(c, d)));
+}
+
+/* Four int32 already in [0, 255] stored as four bytes. */
+QGNN_INLINE void qgnn_store4_u8_sse2(uint8_t *out, __m128i a) {
+    const int32_t bytes = _mm_cvtsi128_si32(_mm_packus_epi16(_mm_packs_epi32(a, a), a));
+    __builtin_memcpy(out, &bytes, sizeof bytes);
+}
 #endif
 
 typedef enum { QGNN_SUM = 0, QGNN_MEAN = 1, QGNN_MAX = 2 } qgnn_reduce;
@@ -274,7 +312,6 @@ QGNN_INLINE void qgnn_lut_apply(const uint8_t *x, int64_t n, const uint8_t *lut,
  * with a true division and half-to-even rounding (the 1.5 * 2^23 rounder, exact for
  * |v / scale| <= 2^22; beyond that the value saturates either way); NaN gives 0. Shared by
  * gat_logits.c and edge_softmax.c, whose outputs equal onnxruntime's bit for bit. */
-#define QGNN_ROUNDER 12582912.0f
 QGNN_INLINE float qgnn_quantize_linear(float v, float scale, float fzp, float fmax) {
     const float t = v / scale;
     float r = ((t + QGNN_ROUNDER) - QGNN_ROUNDER) + fzp;

@@ -59,53 +59,27 @@ typedef struct {
     uint8_t *y;
 } qlinear_ctx;
 
-/* (t + 1.5 * 2^23) - 1.5 * 2^23 is nearbyintf(t) under round-to-nearest-even for |t| <= 2^22:
- * after the add no fraction bits are left, so the add itself rounds, ties to even (the constant
- * is even), and the subtraction is exact. Any t whose output is not saturated has |t| < 512;
- * beyond 2^22 rounding is monotone, so the result stays beyond +-2^22 - 1 (infinities stay
- * infinite) and saturates the same way. Unlike a libm call it vectorises at every level, with
- * the same result; -ffp-contract=off keeps the multiply and the add apart. */
-#define QL_ROUNDER 12582912.0f
-
 #if defined(__SSE2__) && !defined(__AVX2__)
-/* SSE2: qlinear_requant's loop 4 lanes at a time, the same float32 operations (MAXPS / MINPS
- * equal its clamps for every non-NaN t, and t is never NaN: an integer times a finite
- * multiplier), then truncation and two packs that change nothing on [0, qmax]. Returns the
- * columns done (all but cols % 4). Not inlined: its constants would take registers from the
+/* SSE2: qlinear_requant's loop 4 lanes at a time (qgnn_requant4_sse2; t is never NaN: an
+ * integer times a finite multiplier). Returns the columns done (all but cols % 4). Not inlined: its constants would take registers from the
  * 3 x 4 tile's loop, which has none to spare (inlined, qlinear ran 0.74x). */
 static __attribute__((noinline)) int qlinear_requant_sse2(const int32_t *restrict acc,
                                                          const int32_t *restrict offset,
                                                          const float *restrict mult, float y_zp,
                                                          float qmax, int cols,
                                                          uint8_t *restrict out) {
-    const __m128 vr = _mm_set1_ps(QL_ROUNDER), vzp = _mm_set1_ps(y_zp);
-    const __m128 vmax = _mm_set1_ps(qmax), vzero = _mm_setzero_ps();
+    const __m128 vzp = _mm_set1_ps(y_zp), vmax = _mm_set1_ps(qmax);
     int j = 0;
 #define QL_REQ4(k)                                                                            \
-    _mm_cvttps_epi32(_mm_min_ps(                                                              \
-        _mm_max_ps(                                                                           \
-            _mm_add_ps(                                                                       \
-                _mm_sub_ps(                                                                   \
-                    _mm_add_ps(                                                               \
-                        _mm_mul_ps(_mm_cvtepi32_ps(_mm_add_epi32(                             \
-                                       _mm_loadu_si128((const __m128i *)(acc + (k))),         \
-                                       _mm_loadu_si128((const __m128i *)(offset + (k))))),    \
-                                   _mm_loadu_ps(mult + (k))),                                 \
-                        vr),                                                                  \
-                    vr),                                                                      \
-                vzp),                                                                         \
-            vzero),                                                                           \
-        vmax))
-    for (; j + 16 <= cols; j += 16) {
-        const __m128i lo = _mm_packs_epi32(QL_REQ4(j), QL_REQ4(j + 4));
-        const __m128i hi = _mm_packs_epi32(QL_REQ4(j + 8), QL_REQ4(j + 12));
-        _mm_storeu_si128((__m128i *)(out + j), _mm_packus_epi16(lo, hi));
-    }
-    for (; j + 4 <= cols; j += 4) {
-        const __m128i q = QL_REQ4(j);
-        const int32_t bytes = _mm_cvtsi128_si32(_mm_packus_epi16(_mm_packs_epi32(q, q), q));
-        memcpy(out + j, &bytes, sizeof bytes);
-    }
+    qgnn_requant4_sse2(                                                                       \
+        _mm_mul_ps(_mm_cvtepi32_ps(_mm_add_epi32(                                             \
+                       _mm_loadu_si128((const __m128i *)(acc + (k))),                         \
+                       _mm_loadu_si128((const __m128i *)(offset + (k))))),                    \
+                   _mm_loadu_ps(mult + (k))),                                                 \
+        vzp, vmax)
+    for (; j + 16 <= cols; j += 16)
+        qgnn_store16_u8_sse2(out + j, QL_REQ4(j), QL_REQ4(j + 4), QL_REQ4(j + 8), QL_REQ4(j + 12));
+    for (; j + 4 <= cols; j += 4) qgnn_store4_u8_sse2(out + j, QL_REQ4(j));
 #undef QL_REQ4
     return j;
 }
@@ -126,7 +100,7 @@ QGNN_INLINE void qlinear_requant(const qlinear_ctx *c, const int32_t *acc, int64
     for (; j < cols; j++) {
         const int32_t a = (int32_t)((uint32_t)acc[j] + (uint32_t)offset[j]);
         const float t = (float)a * mult[j];
-        float v = ((t + QL_ROUNDER) - QL_ROUNDER) + y_zp;
+        float v = ((t + QGNN_ROUNDER) - QGNN_ROUNDER) + y_zp;
         v = v < 0.0f ? 0.0f : v;
         v = v > qmax ? qmax : v;
         out[j] = (uint8_t)(int32_t)v;

@@ -4,13 +4,11 @@
  *   dequantisation:    x = float(q - zp) * scale
  * x / scale is a true float32 division (no reciprocal), as the contract writes it. NaN has no
  * quantised value, so the quantisers report the first NaN instead of inventing one.
- * nearbyintf is formed as (t + 1.5 * 2^23) - 1.5 * 2^23 (the proof in qlinear.c; infinities
- * and NaN pass through unchanged): without roundps (SSE2, the baseline level) gcc would call
+ * nearbyintf is formed as (t + 1.5 * 2^23) - 1.5 * 2^23 (QGNN_ROUNDER, qgnn_kernels.h;
+ * infinities and NaN pass through unchanged): without roundps (SSE2, the baseline level) gcc would call
  * libm once per value.
  */
 #include "qgnn_kernels.h"
-
-#define Q_ROUNDER 12582912.0f
 
 typedef struct {
     const float *x;
@@ -37,7 +35,7 @@ static void quant_u8_part(void *vctx, int64_t b, int64_t e, int part) {
         const float x = c->x[i];
         any_nan |= x != x;
         const float t = x / c->scale;
-        float v = ((t + Q_ROUNDER) - Q_ROUNDER) + zp;
+        float v = ((t + QGNN_ROUNDER) - QGNN_ROUNDER) + zp;
         v = v < 0.0f ? 0.0f : v;
         v = v > qmax ? qmax : v;
         c->qu8[i] = (uint8_t)(int32_t)(v == v ? v : 0.0f);
@@ -52,7 +50,7 @@ static void quant_s8_part(void *vctx, int64_t b, int64_t e, int part) {
         const float x = c->x[i];
         any_nan |= x != x;
         const float t = x / c->scale;
-        float v = (t + Q_ROUNDER) - Q_ROUNDER;
+        float v = (t + QGNN_ROUNDER) - QGNN_ROUNDER;
         v = v < -127.0f ? -127.0f : v;
         v = v > 127.0f ? 127.0f : v;
         c->qs8[i] = (int8_t)(int32_t)(v == v ? v : 0.0f);
