@@ -92,10 +92,14 @@ def test_overload_sheds_with_resource_exhausted_or_deadline_and_counts_every_ref
     assert set(load.codes) <= {"OK", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}, load.codes
     assert load.codes["OK"] > 10 and load.codes["RESOURCE_EXHAUSTED"] > 10
     seen = _server_codes(server)
-    # every answer the clients saw, the server counted (an OK the client gave up on at its own
-    # deadline is the client's DEADLINE_EXCEEDED)
-    assert seen["RESOURCE_EXHAUSTED"] == load.codes["RESOURCE_EXHAUSTED"], (seen, load.codes)
-    assert load.codes["OK"] <= seen["OK"] <= load.codes["OK"] + load.codes["DEADLINE_EXCEEDED"]
+    # every answer the clients saw, the server counted; an answer (OK or a refusal) that reached
+    # the client after its own deadline is the client's DEADLINE_EXCEEDED, so the server's counts
+    # exceed the client's by at most those
+    late = load.codes["DEADLINE_EXCEEDED"]
+    for code in ("OK", "RESOURCE_EXHAUSTED"):
+        assert load.codes[code] <= seen[code] <= load.codes[code] + late, (code, seen, load.codes)
+    assert (seen["OK"] + seen["RESOURCE_EXHAUSTED"]
+            <= load.codes["OK"] + load.codes["RESOURCE_EXHAUSTED"] + late), (seen, load.codes)
     shed = sum(_sample(server, "qgnn_requests_shed_total", {"reason": r})
                for r in ("queue_time", "queue_full", "deadline", "inflight_requests"))
     assert shed == seen["RESOURCE_EXHAUSTED"] + seen["DEADLINE_EXCEEDED"]
