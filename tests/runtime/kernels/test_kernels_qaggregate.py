@@ -101,6 +101,26 @@ def test_saturation_and_extreme_multipliers(make_csr, reduce):
     assert set(np.unique(top[np.diff(indptr) > 0])) == {255}
 
 
+@pytest.mark.parametrize("degree", [256, 257, 258, 514, 515, 1000])
+@pytest.mark.parametrize("pattern", ["all_255", "even_255", "odd_255", "random"])
+def test_sums_past_the_16_bit_flush_are_exact(degree, pattern):
+    """The vector paths sum rows in uint16 lanes and flush them into uint32 every 257 rows
+    (255 * 257 = 65535): sums at and past each flush, with the even, the odd or every byte at
+    its maximum, must equal the oracle's (a flush one row late fails here)."""
+    rng = np.random.default_rng(degree)
+    x = {"all_255": np.full((8, 136), 255, np.uint8),
+         "even_255": np.tile(np.array([255, 0], np.uint8), (8, 68)),
+         "odd_255": np.tile(np.array([0, 255], np.uint8), (8, 68)),
+         "random": rng.integers(0, 256, (8, 136), dtype=np.uint8)}[pattern]
+    src = rng.integers(0, 8, degree + 3)
+    indptr = np.array([0, degree, degree + 3])
+    for reduce, mult in (("sum", 1.0 / (255 * degree)), ("mean", 1.0 / 255)):
+        for x_zp in (0, 255):
+            got = qaggregate(x, x_zp, indptr, src, mult * 200, 17, reduce)
+            np.testing.assert_array_equal(
+                got, oracle(x, x_zp, indptr, src, mult * 200, 17, reduce))
+
+
 @pytest.mark.parametrize("reduce", REDUCES)
 def test_hub_with_100k_edges_is_exact(reduce):
     """A 100k-edge hub is past the weighted safe degree: summed in exact blocks, not wrapped."""
