@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 
 AARCH64 = "aarch64-linux-gnu"
+# Static executables for the emulator (arm_emulator.py) link musl: zig ships it for static links.
+AARCH64_STATIC = "aarch64-linux-musl"
 # The glibc version zig's generic headers are configured for when cross-compiling (they need
 # __GLIBC_MINOR__ from the driver, as zig cc passes it); 2.17 is the oldest aarch64 glibc.
 _AARCH64_GLIBC_MINOR = 17
@@ -47,11 +49,16 @@ def clang_command(args: list[str], target: str | None = None) -> list[str]:
     cmd = _zig("clang", f"-resource-dir={zig / 'lib'}")
     if target is not None:
         libc = zig / "lib" / "libc" / "include"
-        arch = target.split("-", 1)[0]
-        cmd += [f"--target={target}", "-nostdinc", "-isystem", str(zig / "lib" / "include"),
-                "-D", f"__GLIBC_MINOR__={_AARCH64_GLIBC_MINOR}"]
-        for folder in (f"{arch}-linux-gnu", "generic-glibc", f"{arch}-linux-any",
-                       "any-linux-any"):
+        arch, abi = target.split("-", 1)[0], target.rsplit("-", 1)[-1]
+        cmd += [f"--target={target}", "-nostdinc", "-isystem", str(zig / "lib" / "include")]
+        if abi == "musl":
+            folders = (f"{arch}-linux-musl", "generic-musl", f"{arch}-linux-any",
+                       "any-linux-any")
+        else:
+            cmd += ["-D", f"__GLIBC_MINOR__={_AARCH64_GLIBC_MINOR}"]
+            folders = (f"{arch}-linux-gnu", "generic-glibc", f"{arch}-linux-any",
+                       "any-linux-any")
+        for folder in folders:
             cmd += ["-isystem", str(libc / folder)]
     return cmd + args
 
@@ -66,6 +73,12 @@ def version() -> str:
 def link_command(args: list[str]) -> list[str]:
     """zig cc linking ``args`` for the host architecture's generic CPU."""
     return _zig("cc", "-target", f"{platform.machine()}-linux-gnu", *args)
+
+
+def static_link_command(objects: list[str], out: str, target: str = AARCH64_STATIC
+                        ) -> list[str]:
+    """zig cc linking ``objects`` into a static executable for ``target`` (musl)."""
+    return _zig("cc", "-target", target, "-static", "-o", out, *objects)
 
 
 def main(args: list[str]) -> int:
