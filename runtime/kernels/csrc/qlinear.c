@@ -38,6 +38,9 @@
 #elif defined(__SSE2__)
 #define QGNN_HAVE_MADD_PATH 1
 #include <immintrin.h>
+#elif defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
+#define QGNN_HAVE_SDOT_PATH 1
+#include <arm_neon.h>
 #endif
 
 #define QL_RB 4
@@ -256,7 +259,87 @@ static void qlinear_part_vnni(void *vctx, int64_t n0, int64_t n1, int part) {
 
 #endif
 
-#if !defined(QGNN_HAVE_VNNI_PATH) && !defined(QGNN_HAVE_MADD_PATH)
+#ifdef QGNN_HAVE_SDOT_PATH
+/* aarch64 dotprod: sdot multiplies signed bytes only, so x enters as x - 128 (its quad XOR
+ * 0x80808080) and the 128 * colsum[m] that removes goes into the column offsets (the caller
+ * passes x_zp - 128). w is packed as VNNI's quads, [K/4][Mp][4]: one sdot multiplies a broadcast
+ * x quad with 4 columns' quads and adds each column's 4 products into its int32 lane. A block is
+ * 4 rows x 16 columns: 16 accumulators of NEON's 32 registers. */
+QGNN_INLINE int32x4_t sdot_x(uint32_t quad) {
+    return vreinterpretq_s32_u32(vdupq_n_u32(quad ^ 0x80808080u));
+}
+
+#define SDOT_ROW(r, xv)                                                                  \
+    do {                                                                                 \
+        const int8x16_t xb = vreinterpretq_s8_s32(sdot_x(xv));                           \
+        a##r##0 = vdotq_s32(a##r##0, w0, xb);                                            \
+        a##r##1 = vdotq_s32(a##r##1, w1, xb);                                            \
+        a##r##2 = vdotq_s32(a##r##2, w2, xb);                                            \
+        a##r##3 = vdotq_s32(a##r##3, w3, xb);                                            \
+    } while (0)
+
+#define SDOT_STORE(r)                                                                    \
+    do {                                                                                 \
+        if ((r) < rb) {                                                                  \
+            int32_t tmp[16];                                                             \
+            vst1q_s32(tmp, a##r##0);                                                     \
+            vst1q_s32(tmp + 4, a##r##1);                                                 \
+            vst1q_s32(tmp + 8, a##r##2);                                                 \
+            vst1q_s32(tmp + 12, a##r##3);                                                \
+            qlinear_requant(c, tmp, n0 + (r), j0, cols);                                 \
+        }                                                                                \
+    } while (0)
+
+/* x[n, 4q .. 4q + 3] as one little-endian word; bytes past K read as 0 (w is 0 there). */
+QGNN_INLINE uint32_t sdot_quad(const uint8_t *row, int64_t K, int64_t q) {
+    uint32_t v = 0;
+    if (4 * q + 4 <= K) {
+        memcpy(&v, row + 4 * q, 4);
+        return v;
+    }
+    for (int64_t i = 4 * q; i < K; i++) v |= (uint32_t)row[i] << (8 * (i - 4 * q));
+    return v;
+}
+
+/* Rows [n0, n0 + rb) (rb <= 4; rows past rb repeat row n0 and are not stored) x columns
+ * [j0, j0 + cols) of the padded width (cols <= 16; the packed w is zero past M). */
+static void sdot_block(const qlinear_ctx *c, int64_t n0, int rb, int64_t j0, int cols) {
+    const int32x4_t z = vdupq_n_s32(0);
+    int32x4_t a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
+    int32x4_t a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z;
+    const int64_t K = c->K;
+    const uint8_t *x0 = c->x + n0 * K;
+    const uint8_t *x1 = rb > 1 ? x0 + K : x0, *x2 = rb > 2 ? x0 + 2 * K : x0;
+    const uint8_t *x3 = rb > 3 ? x0 + 3 * K : x0;
+    const int8_t *wq = c->quads + j0 * 4;
+    for (int64_t q = 0; q < c->Kq; q++, wq += c->Mp * 4) {
+        const int8x16_t w0 = vld1q_s8(wq), w1 = vld1q_s8(wq + 16);
+        const int8x16_t w2 = vld1q_s8(wq + 32), w3 = vld1q_s8(wq + 48);
+        SDOT_ROW(0, sdot_quad(x0, K, q));
+        SDOT_ROW(1, sdot_quad(x1, K, q));
+        SDOT_ROW(2, sdot_quad(x2, K, q));
+        SDOT_ROW(3, sdot_quad(x3, K, q));
+    }
+    SDOT_STORE(0);
+    SDOT_STORE(1);
+    SDOT_STORE(2);
+    SDOT_STORE(3);
+}
+
+static void qlinear_part_sdot(void *vctx, int64_t n0, int64_t n1, int part) {
+    (void)part;
+    const qlinear_ctx *c = vctx;
+    for (int64_t n = n0; n < n1; n += QL_RB) {
+        const int rb = n1 - n < QL_RB ? (int)(n1 - n) : QL_RB;
+        for (int64_t j0 = 0; j0 < c->M; j0 += 16)
+            sdot_block(c, n, rb, j0, c->M - j0 < 16 ? (int)(c->M - j0) : 16);
+        qlinear_table_rows(c, n, rb);
+    }
+}
+#endif
+
+#if !defined(QGNN_HAVE_VNNI_PATH) && !defined(QGNN_HAVE_MADD_PATH) && \
+    !defined(QGNN_HAVE_SDOT_PATH)
 /* acc_r_v += x[r][k] * w[k][16 v ..] for the nv column vectors of row r. */
 #define WIDE_ROW(r, xv)                                              \
     do {                                                             \
@@ -467,7 +550,7 @@ int qgnn_qlinear(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp, const int
 /* w in this level's packed layout (module comment), or NULL when memory ran out. */
 static void *qlinear_pack_w(const int8_t *w, int64_t K, int64_t M) {
     const int64_t Mp = (M + 15) / 16 * 16;
-#if defined(QGNN_HAVE_VNNI_PATH)
+#if defined(QGNN_HAVE_VNNI_PATH) || defined(QGNN_HAVE_SDOT_PATH)
     /* calloc zero-fills the padding columns and the last quad's padding. */
     const int64_t Kq = (K + 3) / 4;
     int8_t *quads = calloc((size_t)(Kq * Mp * 4) + 64, 1);
@@ -570,6 +653,10 @@ int qgnn_qlinear_prepacked(const uint8_t *x, int64_t N, int64_t K, int32_t x_zp,
 #if defined(QGNN_HAVE_VNNI_PATH)
     c.quads = pk->packed;
     fn = qlinear_part_vnni;
+#elif defined(QGNN_HAVE_SDOT_PATH)
+    c.quads = pk->packed;
+    fn = qlinear_part_sdot;
+    x_zp -= 128; /* sdot sums (x - 128) * w: the column offsets put back 128 * colsum */
 #elif defined(QGNN_HAVE_MADD_PATH)
     /* each part's x rows padded to whole 64-byte lines (no false sharing) */
     const int64_t Kh = (K + 1) / 2;
