@@ -13,9 +13,10 @@
 - ``edge_softmax``: GAT's exact ``q_edge_softmax`` against the float ``edge_softmax_f32`` it
   replaced, 1.1M edges x 4 heads, at each level asked for.
 
-Single-kernel microbenchmarks only: the onnxruntime graphs built here hold one MatMulInteger
-(and its requantisation ops) to compare against one qgnn kernel. Every model-level figure comes
-from bundles ``qgnn export`` wrote (bench_engine, bench_layerwise).
+Single-kernel microbenchmarks only: the onnxruntime side of ``qlinear`` is one linear layer
+written by the exporter's own emitter (``Emitter.int_linear``, the nodes ``qgnn export`` writes),
+and its MatMulInteger alone. Every model-level figure comes from bundles ``qgnn export`` wrote
+(bench_engine, bench_layerwise).
 
 Run ``python -m qgnn.bench.bench_kernels`` (``--quick`` for a smoke run, ``--only qlinear`` for
 one figure, ``--isa all`` for every level this host has); prints a markdown table and writes
@@ -34,7 +35,7 @@ from typing import Any
 
 import numpy as np
 from qgnn.bench.harness import Timing, interleave, markdown_table, time_repeated, write_result
-from qgnn.contract.weights import WEIGHT_STORAGE_OFFSET, weight_storage
+from qgnn.contract.arithmetic import multiplier
 from qgnn.runtime import kernels
 from qgnn.runtime.kernels.float_step import float_step_q8
 
@@ -194,32 +195,51 @@ def bench_topk(rng: np.random.Generator, n: int, dim: int, k: int, threads: int,
             "timings": {name: t.to_dict() for name, t in timings.items()}}
 
 
-def _ort_qlinear_sessions(w: np.ndarray, bias: np.ndarray, mult: float, threads: int
+# bench_qlinear's layer: x at zero point 3, y at 128 with scale 1 / QLINEAR_MULT (the contract's
+# multiplier is then about 2e-4), w at scale 1 so the integer weights are their own floats.
+QLINEAR_X_ZP, QLINEAR_Y_ZP, QLINEAR_MULT = 3, 128, 2e-4
+
+
+def _qlinear_sites() -> tuple[Any, Any, Any]:
+    """(x, w, y) quantisation sites of the benchmarked layer."""
+    from qgnn.exporter.quant_params import Site
+    one = np.float32(1.0)
+    return (Site("x", one, np.int64(QLINEAR_X_ZP), 8, False, "src"),
+            Site("w", one, np.int64(0), 8, True, "param"),
+            Site("y", np.float32(1.0 / QLINEAR_MULT), np.int64(QLINEAR_Y_ZP), 8, False, "dst"))
+
+
+def _ort_qlinear_sessions(w: np.ndarray, bias: np.ndarray, threads: int
                           ) -> dict[str, Any] | None:
-    """onnxruntime sessions for MatMulInteger alone and MatMulInteger + Add + Cast + Mul +
-    QuantizeLinear (the same computation as qlinear), or None without onnx. The weight is
-    stored as ``qgnn export`` stores it (uint8 ``w + 128``, zero point 128: qgnn.contract.weights),
-    so onnxruntime runs its exact uint8 x uint8 kernel, not the uint8 x int8 one that saturates
-    on AVX2."""
+    """onnxruntime sessions for the linear layer exactly as ``qgnn export`` writes it (the
+    exporter's own emitter: MatMulInteger on uint8 weights stored as ``w + 128``, + bias, Cast,
+    Mul, QuantizeLinear; exact on every onnxruntime kernel) and for its MatMulInteger alone, or
+    None without onnx."""
     try:
         import onnx
         import onnxruntime as ort
-        from onnx import TensorProto, helper, numpy_helper
+        from onnx import TensorProto
+        from qgnn.exporter.emit.common import Emitter
+        from qgnn.exporter.onnx_builder import GraphBuilder
     except ImportError:
         return None
-    inits = [numpy_helper.from_array(weight_storage(w), "w"),
-             numpy_helper.from_array(np.uint8(WEIGHT_STORAGE_OFFSET), "w_zp"),
-             numpy_helper.from_array(np.uint8(3), "x_zp"),
-             numpy_helper.from_array(bias, "bias"),
-             numpy_helper.from_array(np.float32(mult), "mult"),
-             numpy_helper.from_array(np.float32(1.0), "one"),
-             numpy_helper.from_array(np.uint8(128), "y_zp")]
-    x_in = helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", w.shape[0]])
-    mm = helper.make_node("MatMulInteger", ["x", "w", "x_zp", "w_zp"], ["acc"])
-    full = [mm, helper.make_node("Add", ["acc", "bias"], ["acc_b"]),
-            helper.make_node("Cast", ["acc_b"], ["acc_f"], to=TensorProto.FLOAT),
-            helper.make_node("Mul", ["acc_f", "mult"], ["scaled"]),
-            helper.make_node("QuantizeLinear", ["scaled", "one", "y_zp"], ["y"])]
+    x_site, w_site, y_site = _qlinear_sites()
+    g = GraphBuilder()
+    em = Emitter(g)
+    x = g.input("x", TensorProto.UINT8, ["N", w.shape[0]])
+    y = em.int_linear(x, x_site, w.T.astype(np.float32), w_site, bias.astype(np.float32),
+                      y_site, "lin")
+    g.output(y, "y", TensorProto.UINT8, ["N", w.shape[1]])
+    full = g.model("qlinear")
+    matmul = onnx.ModelProto()
+    matmul.CopyFrom(full)
+    [mm] = [n for n in full.graph.node if n.op_type == "MatMulInteger"]
+    used = set(mm.input)
+    del matmul.graph.node[:], matmul.graph.output[:], matmul.graph.initializer[:]
+    matmul.graph.node.append(mm)
+    matmul.graph.initializer.extend(t for t in full.graph.initializer if t.name in used)
+    matmul.graph.output.append(onnx.helper.make_tensor_value_info(
+        mm.output[0], TensorProto.INT32, ["N", w.shape[1]]))
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -227,14 +247,7 @@ def _ort_qlinear_sessions(w: np.ndarray, bias: np.ndarray, mult: float, threads:
     # Spinning workers would keep a core busy between runs (and slow whatever runs next).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sessions = {}
-    for name, nodes, out, elem in (("matmul", [mm], "acc", TensorProto.INT32),
-                                   ("full", full, "y", TensorProto.UINT8)):
-        used = {i for node in nodes for i in node.input}
-        graph = helper.make_graph(nodes, name, [x_in],
-                                  [helper.make_tensor_value_info(out, elem, ["N", w.shape[1]])],
-                                  [t for t in inits if t.name in used])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
-        model.ir_version = 10
+    for name, model in (("matmul", matmul), ("full", full)):
         onnx.checker.check_model(model)
         sessions[name] = ort.InferenceSession(model.SerializeToString(), options,
                                               providers=["CPUExecutionProvider"])
@@ -250,19 +263,21 @@ def bench_qlinear(rng: np.random.Generator, shapes: list[tuple[int, int, int]], 
                   repeat: int, levels: list[str]) -> list[dict[str, Any]]:
     """qlinear at each of ``levels`` and onnxruntime on the same inputs, one row per shape."""
     rows = []
-    mult = 2e-4
+    x_site, w_site, y_site = _qlinear_sites()
+    mult = float(multiplier(x_site.scale, y_site.scale, w_site.scale))  # what the layer holds
     for n, k, m in shapes:
         x = rng.integers(0, 256, (n, k), dtype=np.uint8)
         w = rng.integers(-127, 128, (k, m), dtype=np.int8)
         bias = rng.integers(-1000, 1000, m).astype(np.int32)
         runs: dict[str, Callable[[], object]] = {
             f"qgnn qlinear [{lvl}]": lambda x=x, w=w, bias=bias, lvl=lvl: kernels.qlinear(
-                x, 3, w, bias, mult, 128, num_threads=threads, isa=lvl) for lvl in levels}
+                x, QLINEAR_X_ZP, w, bias, mult, QLINEAR_Y_ZP, num_threads=threads, isa=lvl)
+            for lvl in levels}
         moved = {name: _qlinear_bytes(n, k, m, 1) for name in runs}
-        outputs = {lvl: kernels.qlinear(x, 3, w, bias, mult, 128, num_threads=threads, isa=lvl)
-                   for lvl in levels}
+        outputs = {lvl: kernels.qlinear(x, QLINEAR_X_ZP, w, bias, mult, QLINEAR_Y_ZP,
+                                        num_threads=threads, isa=lvl) for lvl in levels}
         same_levels = all(np.array_equal(o, outputs[levels[0]]) for o in outputs.values())
-        sessions = _ort_qlinear_sessions(w, bias, mult, threads)
+        sessions = _ort_qlinear_sessions(w, bias, threads)
         same = None
         if sessions is not None:
             runs["ort MatMulInteger (int32 out)"] = (
