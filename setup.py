@@ -50,8 +50,7 @@ class _BuildKernels(build_ext):
         for ext in self.extensions:
             ext.include_dirs.append(numpy.get_include())
             if gcc_like:
-                ext.extra_compile_args += ["-O3", "-pthread", "-ffp-contract=off",
-                                           "-fvisibility=hidden", *LEVEL_FLAGS[ext.name]]
+                ext.extra_compile_args += [*_levels["COMPILE_FLAGS"], *LEVEL_FLAGS[ext.name]]
                 ext.extra_link_args += ["-pthread"]
         super().build_extensions()
 
@@ -67,12 +66,8 @@ class _BuildKernels(build_ext):
 
 
 KERNEL_DIR = "runtime/kernels/csrc"
-# Every level compiles every file here: a new kernel is one more name in this list.
-KERNEL_SOURCES = ("_qgnn_kernels", "parallel", "aggregate_q8", "message_aggregate_q8",
-                  "gcn_aggregate_q8", "aggregate_f32", "edge_softmax", "qlinear", "qlinear_narrow",
-                  "topk", "quantize", "cpu", "self_loops", "float_step_q8", "gat_logits", "lut_u8",
-                  "buffer_pool")
 _levels = runpy.run_path(str(ROOT / "runtime/kernels/_levels.py"))
+KERNEL_SOURCES: tuple[str, ...] = _levels["KERNEL_SOURCES"]
 LEVEL_FLAGS: dict[str, tuple[str, ...]] = {}
 kernels: list[Extension] = []
 for level, flags in _levels["levels_for"](platform.machine()).items():

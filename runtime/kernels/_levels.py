@@ -10,6 +10,18 @@ from __future__ import annotations
 
 MODULE_PREFIX = "_qgnn_kernels_"
 
+# The C sources every level module compiles (runtime/kernels/csrc): a new kernel is one more
+# name here. The first and last need Python's and numpy's headers (the module itself and the
+# NEP 49 allocator); the others are plain C, which the tests also build without Python.
+KERNEL_SOURCES = ("_qgnn_kernels", "parallel", "aggregate_q8", "message_aggregate_q8",
+                  "gcn_aggregate_q8", "aggregate_f32", "edge_softmax", "qlinear", "qlinear_narrow",
+                  "topk", "quantize", "cpu", "self_loops", "float_step_q8", "gat_logits", "lut_u8",
+                  "buffer_pool")
+PYTHON_SOURCES = ("_qgnn_kernels", "buffer_pool")
+# GCC/Clang flags of every level, before its own: no a*b+c contraction (the bit-exact contract),
+# threads, and only the module init exported.
+COMPILE_FLAGS = ("-O3", "-pthread", "-ffp-contract=off", "-fvisibility=hidden")
+
 LEVELS: dict[str, dict[str, tuple[str, ...]]] = {
     "x86_64": {
         "baseline": ("-march=x86-64", "-mtune=generic"),

@@ -13,7 +13,7 @@ still happens, serially. The CPU model is unicorn's "max", which has the ARMv8.2
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import unicorn
@@ -47,7 +47,6 @@ class Result:
     exit_code: int
     stdout: bytes
     stderr: bytes
-    syscalls: dict[int, int] = field(default_factory=dict)
 
 
 class _Process:
@@ -57,7 +56,6 @@ class _Process:
         self.stdin, self.pos = stdin, 0
         self.out, self.err = bytearray(), bytearray()
         self.exit_code: int | None = None
-        self.calls: dict[int, int] = {}
         self.mmap_next = MMAP_BASE
         entry, phdr, phent, phnum, end = self._load(elf)
         self.brk_start = self.brk = _up(end)
@@ -76,33 +74,28 @@ class _Process:
                                  f"{e_machine})")
         entry, phoff = struct.unpack_from("<QQ", elf, 24)
         phent, phnum = struct.unpack_from("<HH", elf, 54)
-        phdr_addr, end = 0, 0
+        phdr_addr, end, loads = 0, 0, []
         for k in range(phnum):
             p_type, _flags, off, vaddr, _paddr, filesz, memsz, _align = struct.unpack_from(
                 "<IIQQQQQQ", elf, phoff + k * phent)
             if p_type != 1:  # PT_LOAD
                 continue
-            start, stop = vaddr // PAGE * PAGE, _up(vaddr + memsz)
-            self._map(start, stop - start)
-            self.uc.mem_write(vaddr, elf[off:off + filesz])
+            loads.append((vaddr, elf[off:off + filesz], memsz))
             if off <= phoff < off + filesz:
                 phdr_addr = vaddr + (phoff - off)
             end = max(end, vaddr + memsz)
+        # segments may share a page: map the union of their page ranges once
+        spans: list[list[int]] = []
+        for start, stop in sorted((v // PAGE * PAGE, _up(v + m)) for v, _, m in loads):
+            if spans and start <= spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], stop)
+            else:
+                spans.append([start, stop])
+        for start, stop in spans:
+            self.uc.mem_map(start, stop - start)
+        for vaddr, data, _ in loads:
+            self.uc.mem_write(vaddr, data)
         return entry, phdr_addr, phent, phnum, end
-
-    def _map(self, start: int, length: int) -> None:
-        """Maps [start, start + length), skipping pages already mapped (segments share some)."""
-        mapped = [(b, e) for b, e, _ in self.uc.mem_regions()]
-        page = start
-        while page < start + length:
-            if any(b <= page <= e for b, e in mapped):
-                page += PAGE
-                continue
-            run = page
-            while run < start + length and not any(b <= run <= e for b, e in mapped):
-                run += PAGE
-            self.uc.mem_map(page, run - page)
-            page = run
 
     def _stack(self, entry: int, phdr: int, phent: int, phnum: int, hwcap: int) -> None:
         base = STACK_TOP - STACK_SIZE
@@ -135,7 +128,6 @@ class _Process:
                 self.uc.mem_unmap(lo, hi - lo)
 
     def _syscall(self, nr: int, a: list[int]) -> int:
-        self.calls[nr] = self.calls.get(nr, 0) + 1
         if nr == SYS["read"]:
             if a[0] != 0:
                 return -EINVAL
@@ -215,7 +207,7 @@ class _Process:
             raise EmulationError(f"{exc} at pc {pc:#x}; stderr {bytes(self.err)!r}") from None
         if self.exit_code is None:
             raise EmulationError("the program stopped without exiting")
-        return Result(self.exit_code, bytes(self.out), bytes(self.err), self.calls)
+        return Result(self.exit_code, bytes(self.out), bytes(self.err))
 
 
 def run(executable: Path, stdin: bytes = b"", hwcap: int = HWCAP_FP | HWCAP_ASIMD) -> Result:

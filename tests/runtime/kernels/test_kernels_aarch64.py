@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from qgnn.runtime import kernels
+from qgnn.runtime.kernels._levels import COMPILE_FLAGS, KERNEL_SOURCES, LEVELS, PYTHON_SOURCES
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -33,10 +34,10 @@ import zig_clang
 ROOT = Path(__file__).resolve().parents[3]
 CSRC = ROOT / "runtime" / "kernels" / "csrc"
 DRIVER = Path(__file__).parent / "kernel_driver.c"
-# the Python module's own file and the NEP 49 allocator need Python / numpy headers
-SOURCES = [DRIVER, *(p for p in sorted(CSRC.glob("*.c"))
-                     if p.name not in ("_qgnn_kernels.c", "buffer_pool.c"))]
-COMMON = ["-O3", "-fwrapv", "-pthread", "-ffp-contract=off", "-DNDEBUG", "-Wall", "-I", str(CSRC)]
+# setup.py's sources and flags, less the two that need Python's headers; -fwrapv, -DNDEBUG and
+# -Wall come from Python's own CFLAGS in setup.py's build
+SOURCES = [DRIVER, *(CSRC / f"{name}.c" for name in KERNEL_SOURCES if name not in PYTHON_SOURCES)]
+COMMON = [*COMPILE_FLAGS, "-fwrapv", "-DNDEBUG", "-Wall", "-I", str(CSRC)]
 
 try:
     import arm_emulator
@@ -57,7 +58,6 @@ pytestmark = [
 # musl's expf (the emulated build's) and glibc's differ by up to 2 ulp on some outputs; an
 # x86-64 musl build gives the aarch64 bits exactly, so the C library differs, not the CPU.
 LIBM_DEPENDENT = ("edge_softmax_f32",)
-LEVELS = __import__("runpy").run_path(str(ROOT / "runtime" / "kernels" / "_levels.py"))["LEVELS"]
 
 
 def _compile_all(commands: list[list[str]], warnings: bool) -> None:

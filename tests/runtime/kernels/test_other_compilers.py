@@ -15,7 +15,6 @@ import concurrent.futures
 import importlib.util
 import os
 import re
-import runpy
 import subprocess
 import sys
 import sysconfig
@@ -27,6 +26,7 @@ import numpy as np
 import pytest
 from qgnn.runtime import kernels
 from qgnn.runtime.kernels import _ext
+from qgnn.runtime.kernels._levels import COMPILE_FLAGS, LEVELS
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -34,7 +34,6 @@ import zig_clang
 
 ROOT = Path(__file__).resolve().parents[3]
 CSRC = ROOT / "runtime" / "kernels" / "csrc"
-LEVELS = runpy.run_path(str(ROOT / "runtime" / "kernels" / "_levels.py"))["LEVELS"]
 DIAGNOSTIC = re.compile(r"\.[ch]:\d+:\d+: (warning|error):")
 FUSED_ARM = re.compile(r"^\s*(fmla|fmls|fmadd|fmsub|fnmadd|fnmsub)\s", re.MULTILINE)
 f32 = np.float32
@@ -186,8 +185,8 @@ def test_clang_kernels_equal_gcc_bit_for_bit(isa: str, on_clang: Callable[[], No
 
 def _arm_args(level: str, flags: tuple[str, ...], source: Path, contract_off: bool) -> list[str]:
     """setup.py's flags for one aarch64 level, to assembly (no binutils needed to read it)."""
-    return ["-O3", "-fwrapv", "-Wall", "-fPIC", "-DNDEBUG", "-pthread", "-fvisibility=hidden",
-            *(["-ffp-contract=off"] if contract_off else []), f"-DQGNN_LEVEL={level}", *flags,
+    common = [f for f in COMPILE_FLAGS if contract_off or f != "-ffp-contract=off"]
+    return [*common, "-fwrapv", "-Wall", "-fPIC", "-DNDEBUG", f"-DQGNN_LEVEL={level}", *flags,
             "-I", np.get_include(), "-I", sysconfig.get_paths()["include"],
             "-S", "-o", "-", str(source)]
 
