@@ -156,8 +156,7 @@ QGNN_INLINE void qlinear_table_rows(const qlinear_ctx *c, int64_t n, int rb) {
         }                                                                         \
     }
 
-#ifdef QGNN_HAVE_VNNI_PATH
-
+#if defined(QGNN_HAVE_VNNI_PATH) || defined(QGNN_HAVE_SDOT_PATH)
 /* x[n, 4q .. 4q + 3] as one little-endian int32, zero-padded past K. */
 QGNN_INLINE int32_t x_quad(const uint8_t *row, int64_t K, int64_t q) {
     /* A byte loop, not memcpy with a variable size: a library call inside the k loop would
@@ -166,6 +165,16 @@ QGNN_INLINE int32_t x_quad(const uint8_t *row, int64_t K, int64_t q) {
     for (int64_t i = 4 * q; i < K && i < 4 * q + 4; i++) v |= (uint32_t)row[i] << (8 * (i - 4 * q));
     return (int32_t)v;
 }
+
+static inline __attribute__((always_inline)) int32_t load_quad(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+#endif
+
+#ifdef QGNN_HAVE_VNNI_PATH
+
 
 /* One k-quad step for row r: acc_r_v += x quad * w quad for the nv column vectors. Named
  * accumulators (not an array) so gcc keeps all sixteen in registers instead of mirroring them on
@@ -181,11 +190,6 @@ QGNN_INLINE int32_t x_quad(const uint8_t *row, int64_t K, int64_t q) {
 
 #define VNNI_STORE_ONE(p, v) _mm512_storeu_si512((p), (v))
 
-static inline __attribute__((always_inline)) int32_t load_quad(const uint8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
 
 /* VNNI block: rows [n0, n0 + rb) (rb 1 or 4) x 16 * nv columns from j0 (within the padded width
  * Mp), of which the first `cols` are real. Called with constant rb / nv / careful.
@@ -290,15 +294,10 @@ QGNN_INLINE int32x4_t sdot_x(uint32_t quad) {
         }                                                                                \
     } while (0)
 
-/* x[n, 4q .. 4q + 3] as one little-endian word; bytes past K read as 0 (w is 0 there). */
+/* x[n, 4q .. 4q + 3]; the last quad of a row zero-padded past K (w is 0 there), never read
+ * past the row. */
 QGNN_INLINE uint32_t sdot_quad(const uint8_t *row, int64_t K, int64_t q) {
-    uint32_t v = 0;
-    if (4 * q + 4 <= K) {
-        memcpy(&v, row + 4 * q, 4);
-        return v;
-    }
-    for (int64_t i = 4 * q; i < K; i++) v |= (uint32_t)row[i] << (8 * (i - 4 * q));
-    return v;
+    return (uint32_t)(4 * q + 4 <= K ? load_quad(row + 4 * q) : x_quad(row, K, q));
 }
 
 /* Rows [n0, n0 + rb) (rb <= 4; rows past rb repeat row n0 and are not stored) x columns
