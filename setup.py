@@ -86,6 +86,8 @@ packages.append("qgnn.data")
 package_dir["qgnn.data"] = "data"
 setup(packages=packages, package_dir=package_dir,
       package_data={"qgnn.runtime": ["proto_gen/**/*.py", "proto_gen/**/*.pyi"],
-                    "qgnn.data": ["*.md", "*/*"]},
+                    "qgnn.data": ["*.md", "*/*"],
+                    # bench_engine --fp32-isa matched compiles the CPUID mask at run time
+                    "qgnn.bench": ["csrc/*.c"]},
       exclude_package_data={"qgnn.runtime.kernels": ["csrc/*"]},
       ext_modules=kernels, cmdclass={"build_ext": _BuildKernels})

@@ -24,8 +24,9 @@ Sections (``--sections``):
 - ``accuracy`` (``--accuracy-run NAME=RUN_DIR``): served accuracy of trained runs.
 
 ``--fp32-isa matched`` (with ``QGNN_ISA`` below the CPU's best) runs the whole section a second
-time in a child process whose torch libraries are held to the INT8 kernels' level
-(:mod:`qgnn.bench.fp32_isa`) and reports both ratios: the unconstrained one (the strict figure)
+time in a child process whose torch libraries are held to the INT8 kernels' level, and where
+Linux offers CPUID faulting onnxruntime's MLAS too (a preloaded CPUID mask;
+:mod:`qgnn.bench.fp32_isa`), and reports both ratios: the unconstrained one (the strict figure)
 and the one against FP32 at the matching level.
 
 Run ``python -m qgnn.bench.bench_engine`` (``--quick`` for a smoke run on tiny graphs); prints
@@ -49,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qgnn.bench.fp32_isa import SWITCHES, constrained_env, fp32_isa_state
+from qgnn.bench.fp32_isa import SWITCHES, build_cpuid_mask, constrained_env, fp32_isa_state
 from qgnn.bench.harness import (
     RESULTS_DIR,
     interleave,
@@ -785,7 +786,9 @@ def _render_matched(results: dict[str, Any]) -> list[str]:
                                                      "ONEDNN_MAX_CPU_ISA"))
     return [f"### FP32 routes held to the INT8 level ({matched['level']}; child process, ms)", "",
             f"Switches: {switches}; torch.backends.cpu.get_cpu_capability() = "
-            f"`{state['torch_cpu_capability']}`. {state['onnxruntime']}. Load average "
+            f"`{state['torch_cpu_capability']}`; qgnn's dispatch sees "
+            f"{', '.join(state.get('kernel_levels_supported', [])) or '?'}. "
+            f"{state['onnxruntime']}. Load average "
             f"{matched['load_average'][0]:.2f}. INT8 re-timed in the same child, interleaved "
             "with the constrained routes; `x best FP32 (strict)` is the table above.", "",
             markdown_table(["model", "graph", "int8_engine", *FP32_ROUTES, "best FP32",
@@ -883,9 +886,15 @@ def matched_fp32_section(args: argparse.Namespace, level: str, tmp: Path) -> dic
         cmd.append("--quick")
     if args.stock_max_edges is not None:
         cmd += ["--stock-max-edges", str(args.stock_max_edges)]
-    subprocess.run(cmd, env=constrained_env(level), check=True)
+    try:
+        mask, mask_missing = build_cpuid_mask(tmp), None
+    except RuntimeError as exc:
+        mask, mask_missing = None, str(exc)
+        print(f"fp32-isa matched: onnxruntime's MLAS stays at the CPU's best level ({exc})",
+              flush=True)
+    subprocess.run(cmd, env=constrained_env(level, cpuid_mask=mask), check=True)
     child = json.loads((tmp / f"{name}.json").read_text(encoding="utf-8"))["results"]
-    return {"level": level, "fp32_isa": child["fp32_isa"],
+    return {"level": level, "fp32_isa": child["fp32_isa"], "cpuid_mask_missing": mask_missing,
             "load_average": child["load_average_after"], "runs": child["whole"]["runs"]}
 
 
