@@ -50,7 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qgnn.bench.fp32_isa import SWITCHES, build_cpuid_mask, constrained_env, fp32_isa_state
+from qgnn.bench.cpuid_mask import build as build_cpuid_mask
+from qgnn.bench.fp32_isa import SWITCHES, constrained_env, fp32_isa_state
 from qgnn.bench.harness import (
     RESULTS_DIR,
     interleave,

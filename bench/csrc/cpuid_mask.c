@@ -15,10 +15,16 @@
  *             x86-64-v2 level numpy itself requires; still more than qgnn's SSE2 baseline.
  *   avx2      AVX-512 (all subsets), AVX-VNNI, AMX.
  *   avx512    the VNNI dot-product bits (AVX512_VNNI, AVX-VNNI).
+ * Other SIGSEGV handlers: a library that installs one later (Python's faulthandler, which
+ * pytest and torch's process spawner enable) would take the CPUID traps and report each as a
+ * crash. So sigaction() and signal() for SIGSEGV are wrapped: the caller's handler is recorded,
+ * the mask's stays installed, and every fault that is not a CPUID goes to the recorded handler
+ * (or the default action), as it would have without the mask.
  * QGNN_CPUID_MASK_REPORT=1 prints one line to stderr once the handler is installed.
  */
 #define _GNU_SOURCE
 #include <asm/prctl.h>
+#include <dlfcn.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,8 +41,17 @@
 
 #define BIT(n) (1u << (n))
 
-static struct sigaction previous;
-static int level = -1; /* 0 baseline, 1 avx2, 2 avx512 */
+typedef int (*sigaction_fn)(int, const struct sigaction *, struct sigaction *);
+
+static sigaction_fn real_sigaction;
+static struct sigaction chained; /* the SIGSEGV handler the program believes is installed */
+static int active;               /* the mask's handler is installed */
+static int level = -1;           /* 0 baseline, 1 avx2, 2 avx512 */
+
+static sigaction_fn next_sigaction(void) {
+    if (real_sigaction == NULL) real_sigaction = (sigaction_fn)dlsym(RTLD_NEXT, "sigaction");
+    return real_sigaction;
+}
 
 static void raw_cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4]) {
     __asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3])
@@ -93,14 +108,41 @@ static void on_segv(int sig, siginfo_t *info, void *context) {
         g[REG_RIP] += 2;
         return;
     }
-    /* Not a CPUID: hand the fault to whoever had SIGSEGV before (or the default action). */
-    if (previous.sa_flags & SA_SIGINFO) {
-        previous.sa_sigaction(sig, info, context);
-    } else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
-        previous.sa_handler(sig);
+    /* Not a CPUID: what the program's own handler would have done. */
+    if (chained.sa_flags & SA_SIGINFO) {
+        chained.sa_sigaction(sig, info, context);
+    } else if (chained.sa_handler != SIG_DFL && chained.sa_handler != SIG_IGN) {
+        chained.sa_handler(sig);
     } else {
-        signal(SIGSEGV, SIG_DFL);
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        next_sigaction()(SIGSEGV, &dfl, NULL);
+        active = 0;
+        /* A fault re-executes its instruction and meets the default action; a signal sent by
+           raise() or kill() would not come again, so send it once more. */
+        if (info->si_code <= 0) raise(sig);
     }
+}
+
+int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
+    if (sig == SIGSEGV && active) {
+        struct sigaction before = chained;
+        if (act != NULL) chained = *act;
+        if (old != NULL) *old = before;
+        return 0;
+    }
+    return next_sigaction()(sig, act, old);
+}
+
+sighandler_t signal(int sig, sighandler_t handler) {
+    struct sigaction act, old;
+    memset(&act, 0, sizeof act);
+    act.sa_handler = handler;
+    act.sa_flags = SA_RESTART;
+    sigemptyset(&act.sa_mask);
+    if (sigaction(sig, &act, &old) != 0) return SIG_ERR;
+    return old.sa_handler; /* a union with sa_sigaction: the same pointer either way */
 }
 
 __attribute__((constructor)) static void install(void) {
@@ -118,12 +160,13 @@ __attribute__((constructor)) static void install(void) {
     action.sa_sigaction = on_segv;
     action.sa_flags = SA_SIGINFO | SA_NODEFER;
     sigemptyset(&action.sa_mask);
-    if (sigaction(SIGSEGV, &action, &previous) != 0 ||
+    if (next_sigaction() == NULL || next_sigaction()(SIGSEGV, &action, &chained) != 0 ||
         syscall(SYS_arch_prctl, ARCH_SET_CPUID, 0) != 0) {
         /* No CPUID faulting here: refuse rather than run unconstrained under a masked name. */
         fprintf(stderr, "qgnn cpuid_mask: CPUID faulting is not available on this machine\n");
         _exit(3);
     }
+    active = 1;
     if (getenv("QGNN_CPUID_MASK_REPORT") != NULL)
         fprintf(stderr, "qgnn cpuid_mask: CPUID masked to %s\n", name);
 }
