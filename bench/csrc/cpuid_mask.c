@@ -1,9 +1,10 @@
-/* Preloaded into a benchmark's child process, makes every library in it see a CPU without the
- * instruction sets above one level.
+/* Preloaded into a process (bench_engine's FP32 child, ./run test's lower-level passes, or any
+ * command through `python -m qgnn.bench.cpuid_mask`), makes every library in it see a CPU
+ * without the instruction sets above one level.
  *
- * onnxruntime's MLAS picks its SGEMM kernels from CPUID when it loads and has no switch to hold
- * it back, so at QGNN_ISA=baseline the FP32 comparators kept AVX-512 while qgnn's INT8 kernels
- * ran SSE2. Linux's CPUID faulting (arch_prctl ARCH_SET_CPUID, the `cpuid_fault` flag in
+ * onnxruntime's MLAS picks its kernels from CPUID when it loads and has no switch to hold it
+ * back: at QGNN_ISA=baseline the FP32 comparators kept AVX-512 while qgnn's INT8 kernels ran
+ * SSE2, and on a VNNI machine the suite never met MLAS's saturating AVX2 u8 x s8 kernel. Linux's CPUID faulting (arch_prctl ARCH_SET_CPUID, the `cpuid_fault` flag in
  * /proc/cpuinfo) turns every CPUID instruction of this process into SIGSEGV; the handler below
  * executes the real CPUID with faulting briefly off, clears the feature bits of the level named
  * by QGNN_CPUID_MASK and steps over the instruction. The setting is per thread and inherited by
