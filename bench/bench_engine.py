@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 from qgnn.bench.cpuid_mask import build as build_cpuid_mask
+from qgnn.bench.cpuid_mask import refused as cpuid_mask_refused
 from qgnn.bench.fp32_isa import SWITCHES, constrained_env, fp32_isa_state
 from qgnn.bench.harness import (
     RESULTS_DIR,
@@ -888,11 +889,14 @@ def matched_fp32_section(args: argparse.Namespace, level: str, tmp: Path) -> dic
     if args.stock_max_edges is not None:
         cmd += ["--stock-max-edges", str(args.stock_max_edges)]
     try:
-        mask, mask_missing = build_cpuid_mask(tmp), None
+        mask = build_cpuid_mask(tmp)
+        mask_missing = cpuid_mask_refused(mask)
     except RuntimeError as exc:
-        mask, mask_missing = None, str(exc)
-        print(f"fp32-isa matched: onnxruntime's MLAS stays at the CPU's best level ({exc})",
-              flush=True)
+        mask_missing = str(exc)
+    if mask_missing is not None:
+        mask = None
+        print(f"fp32-isa matched: onnxruntime's MLAS stays at the CPU's best level "
+              f"({mask_missing})", flush=True)
     subprocess.run(cmd, env=constrained_env(level, cpuid_mask=mask), check=True)
     child = json.loads((tmp / f"{name}.json").read_text(encoding="utf-8"))["results"]
     return {"level": level, "fp32_isa": child["fp32_isa"], "cpuid_mask_missing": mask_missing,

@@ -72,6 +72,17 @@ def build(out_dir: Path) -> Path:
     return out
 
 
+def refused(library: Path) -> str | None:
+    """Why a process masked with ``library`` does not start (a kernel or sandbox that lists
+    ``cpuid_fault`` but refuses the call, say), or None when it does."""
+    done = subprocess.run([sys.executable, "-c", "pass"], capture_output=True, text=True,
+                          env=masked_env(LEVELS[0], library), timeout=60, check=False)
+    if done.returncode == 0:
+        return None
+    return done.stderr.strip().splitlines()[-1] if done.stderr.strip() else \
+        f"a masked process exited with {done.returncode}"
+
+
 def levels_below_best() -> list[str]:
     """The mask's levels under the best one qgnn's dispatch finds on this CPU (a CPU at a
     level, less what it has above: AVX-512 without VNNI, AVX2 without AVX-512, SSE only)."""
@@ -115,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         print(reason or "CPUID masking available")
         return 1 if reason else 0
     if args.below_best:
+        if reason is None:
+            try:
+                reason = refused(build(args.build_dir))
+            except RuntimeError as exc:
+                reason = str(exc)
         if reason:
             print(f"cpuid_mask: {reason}", file=sys.stderr)
         print(" ".join([] if reason else levels_below_best()))

@@ -171,3 +171,23 @@ def test_a_later_sigsegv_handler_is_chained_not_installed(library: Path) -> None
          "os._exit(7)); os.kill(os.getpid(), signal.SIGSEGV)"], env=env, capture_output=True,
         timeout=60, check=False)
     assert handled.returncode == 7
+
+
+def test_a_machine_that_refuses_the_mask_is_named_not_run(tmp_path: Path, library: Path) -> None:
+    """A kernel or sandbox can list cpuid_fault and still refuse it: the mask's constructor then
+    exits, and `--below-best` (what ./run test loops over) must then list no level."""
+    assert cpuid_mask.refused(library) is None
+    source = tmp_path / "refuse.c"
+    source.write_text('#include <stdio.h>\n#include <unistd.h>\n'
+                      '__attribute__((constructor)) static void refuse(void) {\n'
+                      '  fputs("qgnn cpuid_mask: CPUID faulting is not available", stderr);\n'
+                      '  _exit(3);\n}\n')
+    fake = tmp_path / "refuse.so"
+    subprocess.run([cpuid_mask._compiler() or "cc", "-shared", "-fPIC", "-o", str(fake),
+                    str(source)], check=True, timeout=120)
+    assert "not available" in (cpuid_mask.refused(fake) or "")
+    levels = subprocess.run(
+        [sys.executable, "-m", "qgnn.bench.cpuid_mask", "--below-best", "--build-dir",
+         str(library.parent)], env=_env(), capture_output=True, text=True, timeout=120,
+        check=True).stdout.split()
+    assert levels == cpuid_mask.levels_below_best()
