@@ -50,8 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qgnn.bench.cpuid_mask import build as build_cpuid_mask
-from qgnn.bench.cpuid_mask import refused as cpuid_mask_refused
+from qgnn.bench.cpuid_mask import ready as cpuid_mask_ready
 from qgnn.bench.fp32_isa import SWITCHES, constrained_env, fp32_isa_state
 from qgnn.bench.harness import (
     RESULTS_DIR,
@@ -888,13 +887,8 @@ def matched_fp32_section(args: argparse.Namespace, level: str, tmp: Path) -> dic
         cmd.append("--quick")
     if args.stock_max_edges is not None:
         cmd += ["--stock-max-edges", str(args.stock_max_edges)]
-    try:
-        mask = build_cpuid_mask(tmp)
-        mask_missing = cpuid_mask_refused(mask)
-    except RuntimeError as exc:
-        mask_missing = str(exc)
+    mask, mask_missing = cpuid_mask_ready(tmp)
     if mask_missing is not None:
-        mask = None
         print(f"fp32-isa matched: onnxruntime's MLAS stays at the CPU's best level "
               f"({mask_missing})", flush=True)
     subprocess.run(cmd, env=constrained_env(level, cpuid_mask=mask), check=True)

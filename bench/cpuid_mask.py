@@ -83,6 +83,16 @@ def refused(library: Path) -> str | None:
         f"a masked process exited with {done.returncode}"
 
 
+def ready(build_dir: Path) -> tuple[Path | None, str | None]:
+    """(the built preload, None) when a masked process starts here, else (None, why not)."""
+    try:
+        library = build(build_dir)
+    except RuntimeError as exc:
+        return None, str(exc)
+    reason = refused(library)
+    return (None, reason) if reason else (library, None)
+
+
 def levels_below_best() -> list[str]:
     """The mask's levels under the best one qgnn's dispatch finds on this CPU (a CPU at a
     level, less what it has above: AVX-512 without VNNI, AVX2 without AVX-512, SSE only)."""
@@ -114,23 +124,18 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("level", choices=LEVELS, nargs="?")
     parser.add_argument("--check", action="store_true",
-                        help="exit 0 if this machine can mask CPUID, else print why and exit 1")
+                        help="exit 0 if a masked process starts here, else print why and exit 1")
     parser.add_argument("--below-best", action="store_true",
                         help="print the levels the mask can give below this CPU's best "
                              "(none, with the reason on stderr, where it cannot mask)")
     parser.add_argument("--build-dir", type=Path,
                         default=Path(tempfile.gettempdir()) / f"qgnn-cpuid-mask-{os.getuid()}")
     args = parser.parse_args(head)
-    reason = unavailable()
-    if args.check:
-        print(reason or "CPUID masking available")
-        return 1 if reason else 0
-    if args.below_best:
-        if reason is None:
-            try:
-                reason = refused(build(args.build_dir))
-            except RuntimeError as exc:
-                reason = str(exc)
+    if args.check or args.below_best:
+        _, reason = ready(args.build_dir)
+        if args.check:
+            print(reason or "CPUID masking available")
+            return 1 if reason else 0
         if reason:
             print(f"cpuid_mask: {reason}", file=sys.stderr)
         print(" ".join([] if reason else levels_below_best()))

@@ -44,6 +44,8 @@ MLAS_NOTE = ("onnxruntime (MLAS) has no ISA switch: it dispatches on CPUID at lo
 MLAS_MASKED_NOTE = ("onnxruntime (MLAS) held too: CPUID masked to {level} by the preloaded "
                     "cpuid_mask (CPUID faulting), so every library dispatches as on a CPU of "
                     "that level")
+
+
 def constrained_env(level: str, base: dict[str, str] | None = None,
                     cpuid_mask: Path | None = None) -> dict[str, str]:
     """``base`` (default: this process's environment) with the switches that hold torch's

@@ -35,8 +35,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 
-#ifndef ARCH_GET_CPUID
-#define ARCH_GET_CPUID 0x1011
+#ifndef ARCH_SET_CPUID
 #define ARCH_SET_CPUID 0x1012
 #endif
 
