@@ -208,10 +208,16 @@ class Batcher:
         timeout = None if job.deadline is None else max(job.deadline - time.monotonic(), 0.0)
         try:
             return job.future.result(timeout)
-        except (FutureTimeout, CancelledError):
-            job.future.cancel()
+        except (FutureTimeout, CancelledError) as exc:
+            self._give_up(job, timed_out=isinstance(exc, FutureTimeout))
             raise DeadlineExceededError(f"model {self.model}: the deadline passed before the "
                                         f"request was answered") from None
+
+    def _give_up(self, job: Job, timed_out: bool) -> None:
+        """Cancels a job whose caller stopped waiting; one still queued at its deadline is
+        shed (never computed), counted like the worker's own deadline drop."""
+        if job.future.cancel() and timed_out:
+            self._count_shed("deadline")
 
     async def wait_async(self, job: Job) -> Any:
         """:meth:`wait` on an event loop: suspended, not blocking, until the worker has the
@@ -221,7 +227,7 @@ class Batcher:
         try:
             return await asyncio.wait_for(waiting, timeout)
         except TimeoutError:
-            job.future.cancel()
+            self._give_up(job, timed_out=True)
             raise DeadlineExceededError(f"model {self.model}: the deadline passed before the "
                                         f"request was answered") from None
         except asyncio.CancelledError:
@@ -277,6 +283,7 @@ class Batcher:
                 f"{self.max_queue_s * 1e3:g}); it was not computed; retry with backoff"))
             return False
         if job.deadline is not None and now >= job.deadline:
+            self._count_shed("deadline")
             job.future.set_exception(DeadlineExceededError(
                 f"model {self.model}: the deadline passed while the request was queued "
                 f"({(now - job.enqueued) * 1e3:.1f} ms); it was not computed"))

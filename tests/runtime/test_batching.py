@@ -183,8 +183,9 @@ def test_a_full_queue_sheds_with_overloaded_and_counts_it():
 
 
 def test_a_request_whose_deadline_passes_in_the_queue_is_dropped_not_computed():
+    metrics = ServingMetrics.create(CollectorRegistry())
     run = Recorder(hold_first=True)
-    b = _batcher(run)
+    b = _batcher(run, metrics=metrics)
     try:
         b.submit("nodes", np.array([0]), 1)
         assert run.entered.wait(5)
@@ -197,6 +198,9 @@ def test_a_request_whose_deadline_passes_in_the_queue_is_dropped_not_computed():
         assert list(b.wait(ok)) == [12]
         computed = np.concatenate([p for _, payloads in run.calls for p in payloads])
         assert 5 not in computed
+        # dropped uncomputed: a shed request, counted under its reason
+        assert metrics.registry.get_sample_value("qgnn_requests_shed_total",
+                                                 {"reason": "deadline"}) == 1
     finally:
         b.close()
 

@@ -100,9 +100,14 @@ def test_overload_sheds_with_resource_exhausted_or_deadline_and_counts_every_ref
         assert load.codes[code] <= seen[code] <= load.codes[code] + late, (code, seen, load.codes)
     assert (seen["OK"] + seen["RESOURCE_EXHAUSTED"]
             <= load.codes["OK"] + load.codes["RESOURCE_EXHAUSTED"] + late), (seen, load.codes)
-    shed = sum(_sample(server, "qgnn_requests_shed_total", {"reason": r})
-               for r in ("queue_time", "queue_full", "deadline", "inflight_requests"))
-    assert shed == seen["RESOURCE_EXHAUSTED"] + seen["DEADLINE_EXCEEDED"]
+    # every RESOURCE_EXHAUSTED here is a shed request, counted under its reason; a
+    # DEADLINE_EXCEEDED is a shed only when qgnn refused it (a call gRPC dropped before the
+    # handler, or an answer computed too late, is counted in requests_total alone)
+    shed = {r: _sample(server, "qgnn_requests_shed_total", {"reason": r})
+            for r in ("queue_time", "queue_full", "deadline", "inflight_requests")}
+    assert shed["queue_time"] + shed["queue_full"] + shed["inflight_requests"] == \
+        seen["RESOURCE_EXHAUSTED"], (shed, seen)
+    assert shed["deadline"] <= seen["DEADLINE_EXCEEDED"], (shed, seen)
     # an OK answer never queued past --max-queue-ms (+ its own call)
     assert _sample(server, "qgnn_queue_duration_seconds_bucket",
                    {"model": "slow", "le": "+Inf"}) > 0
