@@ -9,9 +9,12 @@ will build and return, estimated from ids x bytes per id) with :meth:`Admission.
 charge would take the total past ``max_inflight_bytes`` the request is shed at once with
 RESOURCE_EXHAUSTED; nothing queues for memory.
 
-The request count (``max_inflight``) is kept just below gRPC's own ``maximum_concurrent_rpcs``,
-so that qgnn, which counts and explains its rejections, refuses first: gRPC's limit only
-remains as a backstop for calls qgnn never sees (health, reflection).
+The request count (``max_inflight``, ``--max-inflight-requests``) sits below the RPC threads
+and gRPC's own ``maximum_concurrent_rpcs``, so that qgnn, which counts and explains its
+rejections, refuses first: gRPC's limit only remains as a backstop. The count and the wait
+below are checked twice: as a call arrives, before its request is read
+(:meth:`Admission.refusal_at_intake`, on gRPC's polling thread: runtime/grpc_intake.py), and
+when the request is parsed (:meth:`Admission.enter`, which also charges its bytes).
 
 Time: requests answered on their own thread (precomputed lookups) never enter a model queue,
 so under overload they would queue for the GIL instead, invisibly, until their deadlines pass.
@@ -111,6 +114,30 @@ class Admission:
             return 0.0
         return self._count / self.capacity
 
+    def refusal_at_intake(self, handed: int, deadline_left_s: float | None
+                          ) -> tuple[str, str] | None:
+        """(reason, message) to refuse a call as it arrives, before its request is read, or
+        None: the same in-flight and Little's-law tests as :meth:`enter`, counting ``handed``
+        (the calls handed to RPC threads and not finished, admitted or about to be) instead
+        of the admitted ones. Counts nothing; the caller sheds."""
+        with self._lock:
+            if time.monotonic() - self._window_start >= _WINDOW_S:
+                self._tick(time.monotonic())
+            ahead = max(handed, self._count)
+            wait = ahead / self.capacity if ahead >= SATURATED and self.capacity > 0 else 0.0
+        limit = float("inf") if self.max_queue_s is None else self.max_queue_s
+        if deadline_left_s is not None and deadline_left_s < limit:
+            limit = deadline_left_s
+        if wait > limit:
+            bound = "the deadline left" if limit == deadline_left_s else "--max-queue-ms"
+            return "queue_time", (f"server overloaded: about {wait * 1e3:.0f} ms of requests "
+                                  f"ahead ({ahead} in flight), more than {bound} "
+                                  f"({limit * 1e3:.0f} ms); retry with backoff")
+        if ahead >= self.max_inflight:
+            return "inflight_requests", (f"server busy: {ahead} requests in flight (limit "
+                                         f"{self.max_inflight}); retry with backoff")
+        return None
+
     def enter(self, nbytes: int, deadline_left_s: float | None = None,
               arrived: float | None = None) -> Ticket:
         """Admits a request of ``nbytes`` payload bytes or raises OverloadedError; the ticket
@@ -140,13 +167,16 @@ class Admission:
         _CURRENT.set(ticket)
         return ticket
 
-    def leave(self, ticket: Ticket) -> None:
-        """Returns a ticket's bytes and slot (once; the interceptor calls it in ``finally``)."""
+    def leave(self, ticket: Ticket, served: bool = True) -> None:
+        """Returns a ticket's bytes and slot (once; the interceptor calls it in ``finally``).
+        ``served``: the request was answered (OK); only those count towards the completion
+        rate, since a request shed after admission (by its model queue) finishes fast and
+        would make the rate, and so the wait ahead, look better than it is."""
         with self._lock:
             self._count -= 1
             self._bytes -= ticket.nbytes
             ticket.nbytes = 0
-            self._window_done += 1
+            self._window_done += served
             if self._count < self._window_min:
                 self._window_min = self._count
         _CURRENT.set(None)

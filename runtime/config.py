@@ -48,6 +48,7 @@ class ServeConfig:
     max_ids_per_request: int = 4096
     max_message_bytes: int = 4 * 2**20
     max_inflight_bytes: int = 256 * 2**20
+    max_inflight_requests: int = 32
     max_queue_ms: float = 500.0
     precompute: str = "auto"
     workers: int = 1
@@ -109,6 +110,12 @@ OPTIONS: tuple[Option, ...] = (
                                       "bytes of all accepted requests; more is shed with "
                                       "RESOURCE_EXHAUSTED (e.g. 268435456, 256MiB)",
            2**16, 2**40),
+    Option("max_inflight_requests", int, "admission: requests in flight server-wide (being "
+                                         "answered, or waiting for a thread or their model); "
+                                         "more are shed with RESOURCE_EXHAUSTED as they "
+                                         "arrive. With --grpc-server sync each holds an RPC "
+                                         "thread (docs/serving.md has the trade-off)",
+           1, 4096),
     Option("max_queue_ms", float, "longest a request may queue for its model; requests that "
                                   "cannot be answered within it (or their deadline) are shed "
                                   "with RESOURCE_EXHAUSTED at once", 1, 600_000),

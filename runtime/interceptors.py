@@ -34,6 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import grpc
+from qgnn.runtime import grpc_intake
 from qgnn.runtime.admission import Admission, Ticket, bind, shed
 from qgnn.runtime.errors import (
     BundleError,
@@ -101,9 +102,14 @@ class TimedExecutor(ThreadPoolExecutor):
     reaches the process is in the metrics, answered or not."""
 
     def __init__(self, *args: Any, on_dropped: Callable[[str, str], None] | None = None,
+                 intake: Callable[[str, float | None, int], Refusal | None] | None = None,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.on_dropped = on_dropped
+        # intake(rpc, deadline, calls handed over): the status to refuse a qgnn call with on
+        # gRPC's polling thread, before it gets a thread (runtime/grpc_intake.py), or None
+        self.intake = intake if intake is not None and grpc_intake.install() else None
+        self.refused_at_intake = 0
         # calls handed over and not finished: what gRPC compares with maximum_concurrent_rpcs
         self.active = 0
         self._active_lock = threading.Lock()
@@ -132,6 +138,9 @@ class TimedExecutor(ThreadPoolExecutor):
         future = super().submit(run)
         future.add_done_callback(self._finished)  # before gRPC's own, which it registers next
         return future
+
+
+Refusal = tuple[grpc.StatusCode, str]
 
 
 def _call_of(args: tuple[Any, ...]) -> tuple[str | None, float | None]:
@@ -396,6 +405,31 @@ class ServingInterceptor(grpc.ServerInterceptor):
             self._metrics.requests.record(self._series("", rpc, "RESOURCE_EXHAUSTED"))
             self._metrics.reject("resource_exhausted", rpc)
 
+    def refuse_at_intake(self, rpc: str, deadline: float | None, handed: int
+                         ) -> Refusal | None:
+        """The status to refuse a call of ``rpc`` with as it arrives (TimedExecutor, on gRPC's
+        polling thread), counted here, or None to take it: its deadline (seconds since the
+        epoch) has passed, or admission would shed it anyway with ``handed`` calls on the
+        RPC threads. Requests are not read yet, so the byte budget is checked later, as
+        before; during shutdown the ordinary path answers (it holds the call first)."""
+        if self.admission is None or self.closing.is_set():
+            return None
+        left = None if deadline is None else deadline - time.time()
+        if left is not None and left <= 0:
+            reason, code = "deadline", grpc.StatusCode.DEADLINE_EXCEEDED
+            message = "the deadline had passed when the request arrived"
+        else:
+            refusal = self.admission.refusal_at_intake(
+                handed, None if left is None or left > 1e6 else left)
+            if refusal is None:
+                return None
+            (reason, message), code = refusal, grpc.StatusCode.RESOURCE_EXHAUSTED
+        if self._metrics is not None:
+            shed(self._metrics, reason)
+            self._metrics.reject(code.name.lower(), rpc)
+            self._metrics.requests.record(self._series("", rpc, code.name))
+        return code, message
+
     def record_dropped(self, rpc: str, reason: str) -> None:
         """Counts a call that gRPC dropped before its handler ran (TimedExecutor): the client
         cancelled, or the deadline passed while the call waited to be taken. The client got
@@ -565,7 +599,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
             raise CallStatus(code, message)
         finally:
             if ticket is not None and self.admission is not None:
-                self.admission.leave(ticket)
+                self.admission.leave(ticket, served=code == "OK")
             with self._active_lock:
                 counts[model] -= 1
                 if accepted:

@@ -61,20 +61,13 @@ from qgnn.runtime.service.qgnn_v1 import GraphInferenceService
 
 log = logging.getLogger("qgnn.runtime.server")
 
-# Threads for calls that do not queue on a model (health, admin, listing), on top of one per
-# queued request, so that --max-queue-size requests can wait while others are still answered.
-_EXTRA_THREADS = 32
-# Of the pool, slots qgnn's admission never hands out: health and reflection (which skip
-# admission) still get a thread when qgnn sheds, and gRPC's own limit is never the one hit.
+# RPC threads beyond --max-inflight-requests, which qgnn's admission never hands out: health
+# and reflection (which skip admission) still get a thread when qgnn sheds, and gRPC's own
+# limit is never the one hit.
 _RESERVE = 16
 # After SIGTERM and once the accepted calls are done, how long qgnn keeps taking new calls
 # (health NOT_SERVING) before gRPC stops accepting streams; see QgnnServer.stop.
 _LINGER_S = 0.5
-# RPC threads beyond _EXTRA_THREADS, at most: with more, the threads of a flood of cheap calls
-# (precomputed lookups) fight over the GIL with gRPC's own poller, which then takes new calls
-# off the transport so slowly that they expire there (the client sees CANCELLED). Calls beyond
-# the threads wait in the executor's queue, where qgnn measures their wait (TimedExecutor).
-_RPC_THREADS = 96
 # gRPC's own limit on calls taken (running or queued for a thread): a backstop far above what
 # qgnn's time-based shedding lets queue.
 _BACKSTOP_FACTOR = 16
@@ -159,8 +152,8 @@ class QgnnServer:
                 f"graphs that take updates with --workers 1")
         self.health = HealthState(self.repository)
         token = read_token(config.auth_token_file) if config.auth_token_file else None
-        self.pool_size = min(config.max_queue_size, _RPC_THREADS) + _EXTRA_THREADS
-        self.admission = Admission(config.max_inflight_bytes, self.pool_size - _RESERVE,
+        self.pool_size = config.max_inflight_requests + _RESERVE
+        self.admission = Admission(config.max_inflight_bytes, config.max_inflight_requests,
                                    self.metrics, max_queue_s=config.max_queue_ms / 1e3)
         self.interceptor = ServingInterceptor(self.metrics, token=token,
                                               known_model=self.repository.knows,
@@ -168,6 +161,7 @@ class QgnnServer:
                                               max_message_bytes=config.max_message_bytes)
         self._credentials = server_credentials(config)
         self._grpc: grpc.Server | None = None
+        self.executor: TimedExecutor | None = None  # the RPC thread pool, once built
         self._aio: AioServer | None = None
         self._metrics_http: MetricsHttpServer | None = None
         self.grpc_port = 0
@@ -186,7 +180,9 @@ class QgnnServer:
         """The thread-pool server (``--grpc-server sync``)."""
         workers = self.pool_size
         executor = TimedExecutor(max_workers=workers, thread_name_prefix="qgnn-rpc",
-                                 on_dropped=self.interceptor.record_dropped)
+                                 on_dropped=self.interceptor.record_dropped,
+                                 intake=self.interceptor.refuse_at_intake)
+        self.executor = executor
         self.interceptor.backstop = (executor, workers * _BACKSTOP_FACTOR)
         server = grpc.server(
             executor,

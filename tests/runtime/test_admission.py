@@ -103,6 +103,51 @@ def test_a_saturated_server_sheds_what_it_cannot_answer_in_time_by_littles_law(m
     assert _shed(metrics, "queue_time") == 2
 
 
+def _saturate_at_200_per_s(budget: Admission, clock: list[float], served: bool = True
+                           ) -> list:
+    """100 requests in flight for two windows, 50 completions in each (200/s if served)."""
+    held = [budget.enter(1) for _ in range(admission.SATURATED + 92)]
+    for _ in range(2):
+        clock[0] += admission._WINDOW_S
+        for _ in range(50):
+            budget.leave(held.pop(), served=served)
+            held.append(budget.enter(1))
+    clock[0] += admission._WINDOW_S
+    return held
+
+
+def test_a_call_is_refused_at_intake_by_the_same_tests_counting_the_calls_handed_over(
+        monkeypatch):
+    metrics = ServingMetrics.create(CollectorRegistry())
+    clock = [100.0]
+    monkeypatch.setattr(admission.time, "monotonic", lambda: clock[0])
+    budget = Admission(10**9, 300, metrics, max_queue_s=1.0)
+    held = _saturate_at_200_per_s(budget, clock)
+    assert budget.refusal_at_intake(0, None) is None  # 100 admitted: ~0.5 s ahead < 1 s
+    assert budget.capacity == pytest.approx(200, rel=0.01)
+    # calls handed to threads but not yet admitted count too: 250 ahead is 1.25 s
+    reason, message = budget.refusal_at_intake(250, None)
+    assert reason == "queue_time" and "250 in flight" in message and "max-queue-ms" in message
+    assert budget.refusal_at_intake(100, 0.3)[0] == "queue_time"  # the deadline left is less
+    budget.max_queue_s = 10.0
+    reason, message = budget.refusal_at_intake(300, None)
+    assert reason == "inflight_requests" and "limit 300" in message
+    assert _shed(metrics, "queue_time") == 0  # deciding counts nothing: the caller sheds
+    for t in held:
+        budget.leave(t)
+
+
+def test_requests_shed_after_admission_do_not_count_towards_the_completion_rate(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(admission.time, "monotonic", lambda: clock[0])
+    budget = Admission(10**9, 10**4, max_queue_s=1.0)
+    held = _saturate_at_200_per_s(budget, clock, served=False)
+    budget.enter(1)  # closes the window
+    assert budget.capacity == 0  # nothing answered: no rate to predict a wait from
+    for t in held:
+        budget.leave(t)
+
+
 def test_a_quiet_server_never_sheds_a_burst_on_time():
     budget = Admission(10**9, 10**4, max_queue_s=0.001)
     tickets = [budget.enter(1, 0.0001) for _ in range(500)]  # no saturated window yet

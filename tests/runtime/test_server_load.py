@@ -187,7 +187,7 @@ def test_overload_beyond_what_python_can_take_gets_no_cancelled_and_every_call_i
     # gRPC core used to keep 1,000 waiting calls for the server and cancel the rest unseen
     # (the client got CANCELLED, qgnn counted nothing: issue 17's overload finding)
     server = start_server(_slow_repo(tmp_path, 0.01), max_queue_ms=100, max_batch_size=1,
-                          max_queue_size=8)
+                          max_inflight_requests=24)
     load = _open_loop(server.grpc_port, rate=4000, seconds=2.0, deadline_s=1.0)
     codes, sent = Counter(load["codes"]), load["sent"]
     assert sum(codes.values()) == sent
@@ -202,10 +202,12 @@ def test_overload_beyond_what_python_can_take_gets_no_cancelled_and_every_call_i
         time.sleep(0.2)
     seen = _server_codes(server, "ModelInfer")
     assert 0.5 * sent <= sum(seen.values()) <= sent, (seen, codes)
-    assert codes["RESOURCE_EXHAUSTED"] <= seen["RESOURCE_EXHAUSTED"], (seen, codes)
+    assert codes["RESOURCE_EXHAUSTED"] <= seen["RESOURCE_EXHAUSTED"], (seen, codes, load)
     assert codes["OK"] <= seen["OK"], (seen, codes)
-    # calls gRPC dropped before qgnn read them are in the counts, with no model label
-    dropped = sum(_sample(server, "qgnn_requests_total", {"model": "", "method": "ModelInfer",
-                                                          "status": s})
-                  for s in ("DEADLINE_EXCEEDED", "CANCELLED"))
-    assert dropped > 0, seen
+    # calls answered before their request was read (refused as they arrived, on gRPC's
+    # polling thread, or dropped by gRPC while they waited) are in the counts, with no model
+    # label
+    unread = sum(_sample(server, "qgnn_requests_total", {"model": "", "method": "ModelInfer",
+                                                         "status": s})
+                 for s in ("RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "CANCELLED"))
+    assert unread > 0, seen
