@@ -120,6 +120,8 @@ class Admission:
         None: the same in-flight and Little's-law tests as :meth:`enter`, counting ``handed``
         (the calls handed to RPC threads and not finished, admitted or about to be) instead
         of the admitted ones. Counts nothing; the caller sheds."""
+        if handed < SATURATED and self._count < SATURATED and handed < self.max_inflight:
+            return None  # the usual call on a server that is not busy: no lock, no estimate
         with self._lock:
             if time.monotonic() - self._window_start >= _WINDOW_S:
                 self._tick(time.monotonic())
