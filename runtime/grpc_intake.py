@@ -4,10 +4,11 @@ Why: under a flood most calls are refused. On the thread-pool server a refusal t
 pool thread costs a hand-off to the thread, the request message back to it and a status batch;
 a refusal sent on the polling thread after gRPC has set the call up for a thread still costs
 two batches. gRPC's own concurrency limit refuses with one batch and nothing else, and only
-that kept up with issue 17's 4x flood on two cores: OK answers in 48-56 ms (p50) against
-650-900 ms, every call taken, none expired in gRPC's queue (docs/serving.md, "Refusing at
-intake"). gRPC's limit itself cannot be qgnn's admission: it counts every call alike, so under
-load it would refuse the health checks that keep a pod alive.
+that kept up with issue 17's 4x flood on two cores: every call taken, none expired in gRPC's
+queue, OK answers in tens of milliseconds rather than most of their deadline (docs/serving.md,
+"Refusing at intake", has the runs). gRPC's limit itself cannot be qgnn's admission: it
+counts every call alike, so under load it would refuse the health checks that keep a pod
+alive.
 
 So :func:`install` wraps ``grpc._server._handle_with_method_handler``, the step where gRPC
 hands a call it has found a handler for to the server's thread pool: for a qgnn method
