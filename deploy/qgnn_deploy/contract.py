@@ -14,7 +14,8 @@ SERVE_FLAGS = ("host", "grpc-port", "metrics-port", "max-batch-size", "max-queue
                "max-queue-size", "max-ids-per-request", "max-message-bytes", "grace-period-s",
                "poll-interval-s", "threads", "tls-cert", "tls-key", "tls-client-ca",
                "auth-token-file", "allow-insecure-token", "portable", "isa",
-               "max-inflight-bytes", "max-queue-ms", "precompute", "workers", "grpc-server")
+               "max-inflight-bytes", "max-inflight-requests", "max-queue-ms", "precompute",
+               "workers", "grpc-server")
 
 # Each flag's QGNN_* variable, plus the serve PATH argument and the --config file.
 SERVE_ENV = frozenset({"QGNN_PATH", "QGNN_CONFIG"} | {
