@@ -18,6 +18,12 @@ decides, and a refusal goes out as gRPC's own does (``_reject_rpc``: initial met
 and the close in one batch), with qgnn's status and message. Other servers and methods
 (health, reflection) pass through unchanged.
 
+The same wrapper also takes a qgnn unary call that is not refused differently: it asks for
+the request on the polling thread and hands the call to a thread once the request is parsed
+(:func:`_receive_then_hand_over`), instead of handing it over at once to a thread that then
+sleeps until the polling thread has the request. One wake-up less per call: 11% less server
+CPU per one-id precomputed lookup in an interleaved A/B (docs/serving.md).
+
 This is the one place qgnn uses grpcio internals. :func:`install` checks that they are there;
 where they differ (another grpcio) nothing is wrapped and every call takes the ordinary path,
 refused on a thread with the same status (slower under a flood, never wrong).
@@ -26,6 +32,7 @@ refused on a thread with the same status (slower under a flood, never wrong).
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 from typing import Any
 
 try:
@@ -35,12 +42,20 @@ except ImportError:  # pragma: no cover - a grpcio without the module
 
 _HAND_OVER = getattr(_grpc_server, "_handle_with_method_handler", None)
 _REJECT = getattr(_grpc_server, "_reject_rpc", None)
+# what receiving the request before the hand-over (:func:`_receive_then_hand_over`) uses
+_RECEIVE_FIRST = ("_receive_close_on_server", "_serialized_request", "_abort",
+                  "_possibly_finish_call", "_is_rpc_state_active", "_unary_response_in_pool",
+                  "_select_thread_pool_for_behavior", "_RECEIVE_CLOSE_ON_SERVER_TOKEN",
+                  "_RECEIVE_MESSAGE_TOKEN", "_OPEN", "_CLOSED", "_CANCELLED", "_common",
+                  "cygrpc")
 _LOCK = threading.Lock()
+RECEIVE_FIRST = True  # receive a qgnn unary call's request before its hand-over (measured)
 
 
 def supported() -> bool:
     """Whether this grpcio has the internals :func:`install` wraps."""
-    return callable(_HAND_OVER) and callable(_REJECT)
+    return callable(_HAND_OVER) and callable(_REJECT) and \
+        all(hasattr(_grpc_server, name) for name in _RECEIVE_FIRST)
 
 
 def _hand_over(rpc_event: Any, state: Any, method_handler: Any, thread_pool: Any) -> Any:
@@ -56,7 +71,65 @@ def _hand_over(rpc_event: Any, state: Any, method_handler: Any, thread_pool: Any
                 _REJECT(rpc_event, state, code.value[0], details.encode("utf-8", "replace"))
                 thread_pool.refused_at_intake += 1
                 return None
+            if RECEIVE_FIRST and not method_handler.request_streaming and \
+                    not method_handler.response_streaming:
+                return _receive_then_hand_over(rpc_event, state, method_handler, thread_pool)
     return _HAND_OVER(rpc_event, state, method_handler, thread_pool)
+
+
+def _receive_then_hand_over(rpc_event: Any, state: Any, method_handler: Any,
+                            default_pool: Any) -> Future:
+    """gRPC's unary hand-over with the request received first: grpcio hands the call to a
+    thread at once, and the thread asks for the request message and sleeps until the polling
+    thread has it (two wake-ups and GIL switches per call). Here the polling thread asks for
+    it, and the call goes to a thread once it is parsed, which then runs to its answer
+    without waiting. The returned future (what gRPC counts as an active call) completes when
+    the thread is done, or at once when the request never comes."""
+    g = _grpc_server
+    behaviour = method_handler.unary_unary
+    parse = method_handler.request_deserializer
+    pool = g._select_thread_pool_for_behavior(behaviour, default_pool)
+    done: Future = Future()
+    done.set_running_or_notify_cancel()
+
+    def finished(_: Future) -> None:
+        done.set_result(None)
+
+    def receive_message(event: Any) -> Any:
+        data = g._serialized_request(event)
+        request = None if data is None else g._common.deserialize(data, parse)
+        with state.condition:
+            if data is None:  # the client closed or cancelled without a request
+                if state.client is g._OPEN:
+                    state.client = g._CLOSED
+                if state.client is g._CLOSED and g._is_rpc_state_active(state):
+                    g._abort(state, event.call if hasattr(event, "call") else rpc_event.call,
+                             g.cygrpc.StatusCode.unimplemented,
+                             b"a unary method requires exactly one request message")
+                done.set_result(None)
+            elif request is None:
+                g._abort(state, rpc_event.call, g.cygrpc.StatusCode.internal,
+                         b"Exception deserializing request!")
+                done.set_result(None)
+            else:
+                def argument() -> Any:
+                    with state.condition:
+                        return request if g._is_rpc_state_active(state) else None
+
+                pool.submit(state.context.run, g._unary_response_in_pool, rpc_event, state,
+                            behaviour, argument, parse, method_handler.response_serializer
+                            ).add_done_callback(finished)
+            state.condition.notify_all()
+            return g._possibly_finish_call(state, g._RECEIVE_MESSAGE_TOKEN)
+
+    with state.condition:
+        rpc_event.call.start_server_batch(
+            (g.cygrpc.ReceiveCloseOnServerOperation(0),), g._receive_close_on_server(state))
+        state.due.add(g._RECEIVE_CLOSE_ON_SERVER_TOKEN)
+        rpc_event.call.start_server_batch((g.cygrpc.ReceiveMessageOperation(0),),
+                                          receive_message)
+        state.due.add(g._RECEIVE_MESSAGE_TOKEN)
+    return done
 
 
 def install() -> bool:

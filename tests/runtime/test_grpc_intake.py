@@ -71,3 +71,40 @@ def test_without_grpcio_internals_the_same_call_is_refused_on_a_thread(
     assert _sample(server, "qgnn_requests_shed_total", {"reason": "inflight_requests"}) == 1
     if server.config.grpc_server == "sync":
         assert server.executor is not None and server.executor.refused_at_intake == 0
+
+
+@pytest.mark.parametrize("receive_first", [True, False])
+def test_calls_answer_the_same_whether_the_request_is_received_before_the_hand_over(
+        start_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receive_first: bool):
+    monkeypatch.setattr(grpc_intake, "RECEIVE_FIRST", receive_first)
+    server = start_server(_slow_repo(tmp_path, 0.0))
+    target = f"127.0.0.1:{server.grpc_port}"
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.GraphInferenceStub(channel)
+        ok = stub.PredictNodes(pb.PredictNodesRequest(model=pb.ModelRef(name="slow"),
+                                                      node_ids=[1, 2, 3]), timeout=5)
+        assert len(ok.predicted_class) == 3
+        with pytest.raises(grpc.RpcError) as unknown:
+            stub.PredictNodes(pb.PredictNodesRequest(model=pb.ModelRef(name="nope"),
+                                                     node_ids=[1]), timeout=5)
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        raw = channel.unary_unary("/qgnn.v1.GraphInference/PredictNodes")  # bytes in and out
+        with pytest.raises(grpc.RpcError) as malformed:
+            raw(b"\xff\xff\xff", timeout=5)
+        assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # a client that gives up while its call waits: counted, and the server goes on
+        slow = start_server(_slow_repo(tmp_path / "s", 0.3))
+        with grpc.insecure_channel(f"127.0.0.1:{slow.grpc_port}") as slow_channel:
+            call = pb_grpc.GraphInferenceStub(slow_channel).PredictNodes.future(
+                pb.PredictNodesRequest(model=pb.ModelRef(name="slow"), node_ids=[1]),
+                timeout=5)
+            time.sleep(0.1)
+            call.cancel()
+        again = stub.PredictNodes(pb.PredictNodesRequest(model=pb.ModelRef(name="slow"),
+                                                         node_ids=[4]), timeout=5)
+        assert len(again.predicted_class) == 1
+    end = time.monotonic() + 5
+    while _sample(slow, "qgnn_requests_total", {"model": "slow", "method": "PredictNodes",
+                                               "status": "CANCELLED"}) < 1:
+        assert time.monotonic() < end, "the cancelled call was not counted"
+        time.sleep(0.05)
