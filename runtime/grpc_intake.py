@@ -103,8 +103,7 @@ def _receive_then_hand_over(rpc_event: Any, state: Any, method_handler: Any,
                 if state.client is g._OPEN:
                     state.client = g._CLOSED
                 if state.client is g._CLOSED and g._is_rpc_state_active(state):
-                    g._abort(state, event.call if hasattr(event, "call") else rpc_event.call,
-                             g.cygrpc.StatusCode.unimplemented,
+                    g._abort(state, rpc_event.call, g.cygrpc.StatusCode.unimplemented,
                              b"a unary method requires exactly one request message")
                 done.set_result(None)
             elif request is None:
