@@ -83,8 +83,17 @@ def test_a_caller_that_cancels_or_times_out_is_counted(start_server, tmp_path: P
                 _rejected(server, "cancelled", "PredictNodes") < 1
                 or _rejected(server, "deadline_exceeded", "PredictNodes") < 1):
             time.sleep(0.05)
-    assert _rejected(server, "cancelled", "PredictNodes") == 1
-    assert _rejected(server, "deadline_exceeded", "PredictNodes") == 1
+    cancelled = _rejected(server, "cancelled", "PredictNodes")
+    late = _rejected(server, "deadline_exceeded", "PredictNodes")
+    assert cancelled + late == 2, (cancelled, late)
+    if server.config.grpc_server == "sync":
+        # the handler waits to the server's deadline and says so
+        assert (cancelled, late) == (1, 1)
+    else:
+        # aio sees the client's deadline as a cancelled task; it is DEADLINE_EXCEEDED when the
+        # cancel came within DEADLINE_SLACK_S of the server's deadline, which a loaded host's
+        # header delay can exceed (docs/serving.md: the asyncio server cannot always tell)
+        assert cancelled >= 1, (cancelled, late)
 
 
 def test_reasons_come_from_the_documented_list():
