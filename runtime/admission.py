@@ -110,23 +110,18 @@ class Admission:
     def estimated_wait_s(self) -> float:
         """Little's law: requests in flight over the saturated completion rate (0 while the
         server is not saturated or the rate is unknown)."""
-        if self._count < SATURATED or self.capacity <= 0:
-            return 0.0
-        return self._count / self.capacity
+        return self._wait_s(self._count)
 
-    def refusal_at_intake(self, handed: int, deadline_left_s: float | None
-                          ) -> tuple[str, str] | None:
-        """(reason, message) to refuse a call as it arrives, before its request is read, or
-        None: the same in-flight and Little's-law tests as :meth:`enter`, counting ``handed``
-        (the calls handed to RPC threads and not finished, admitted or about to be) instead
-        of the admitted ones. Counts nothing; the caller sheds."""
-        if handed < SATURATED and self._count < SATURATED and handed < self.max_inflight:
-            return None  # the usual call on a server that is not busy: no lock, no estimate
-        with self._lock:
-            if time.monotonic() - self._window_start >= _WINDOW_S:
-                self._tick(time.monotonic())
-            ahead = max(handed, self._count)
-            wait = ahead / self.capacity if ahead >= SATURATED and self.capacity > 0 else 0.0
+    def _wait_s(self, ahead: int) -> float:
+        if ahead < SATURATED or self.capacity <= 0:
+            return 0.0
+        return ahead / self.capacity
+
+    def _over_budget(self, ahead: int, deadline_left_s: float | None) -> tuple[str, str] | None:
+        """(reason, message) when a request with ``ahead`` requests in flight must be shed for
+        time or count, else None (caller holds the lock): what :meth:`enter` and
+        :meth:`refusal_at_intake` both test."""
+        wait = self._wait_s(ahead)
         limit = float("inf") if self.max_queue_s is None else self.max_queue_s
         if deadline_left_s is not None and deadline_left_s < limit:
             limit = deadline_left_s
@@ -140,6 +135,20 @@ class Admission:
                                          f"{self.max_inflight}); retry with backoff")
         return None
 
+    def refusal_at_intake(self, handed: int, deadline_left_s: float | None
+                          ) -> tuple[str, str] | None:
+        """(reason, message) to refuse a call as it arrives, before its request is read, or
+        None: the same in-flight and Little's-law tests as :meth:`enter`, counting ``handed``
+        (the calls handed to RPC threads and not finished, admitted or about to be) instead
+        of the admitted ones. Counts nothing; the caller sheds."""
+        if handed < SATURATED and self._count < SATURATED and handed < self.max_inflight:
+            return None  # the usual call on a server that is not busy: no lock, no estimate
+        now = time.monotonic()
+        with self._lock:
+            if now - self._window_start >= _WINDOW_S:
+                self._tick(now)
+            return self._over_budget(max(handed, self._count), deadline_left_s)
+
     def enter(self, nbytes: int, deadline_left_s: float | None = None,
               arrived: float | None = None) -> Ticket:
         """Admits a request of ``nbytes`` payload bytes or raises OverloadedError; the ticket
@@ -149,18 +158,9 @@ class Admission:
         with self._lock:
             if now - self._window_start >= _WINDOW_S:
                 self._tick(now)
-            wait = self.estimated_wait_s()
-            limit = float("inf") if self.max_queue_s is None else self.max_queue_s
-            if deadline_left_s is not None and deadline_left_s < limit:
-                limit = deadline_left_s
-            if wait > limit:
-                bound = "the deadline left" if limit == deadline_left_s else "--max-queue-ms"
-                raise self._refuse("queue_time", f"server overloaded: about {wait * 1e3:.0f} ms "
-                                   f"of requests ahead ({self._count} in flight), more than "
-                                   f"{bound} ({limit * 1e3:.0f} ms); retry with backoff")
-            if self._count >= self.max_inflight:
-                raise self._refuse("inflight_requests", f"server busy: {self._count} requests "
-                                   f"in flight (limit {self.max_inflight}); retry with backoff")
+            over = self._over_budget(self._count, deadline_left_s)
+            if over is not None:
+                raise self._refuse(*over)
             if self._bytes + nbytes > self.max_inflight_bytes:
                 raise self._refuse("inflight_bytes", self._bytes_message(nbytes))
             self._count += 1
