@@ -105,8 +105,11 @@ def test_overload_sheds_with_resource_exhausted_or_deadline_and_counts_every_ref
     # handler, or an answer computed too late, is counted in requests_total alone)
     shed = {r: _sample(server, "qgnn_requests_shed_total", {"reason": r})
             for r in ("queue_time", "queue_full", "deadline", "inflight_requests")}
-    assert shed["queue_time"] + shed["queue_full"] + shed["inflight_requests"] == \
-        seen["RESOURCE_EXHAUSTED"], (shed, seen)
+    # (a shed call whose client left before the refusal reached it, which the asyncio server
+    # sees as a cancelled task, is recorded under the client's CANCELLED)
+    shed_busy = shed["queue_time"] + shed["queue_full"] + shed["inflight_requests"]
+    assert seen["RESOURCE_EXHAUSTED"] <= shed_busy <= \
+        seen["RESOURCE_EXHAUSTED"] + seen["CANCELLED"], (shed, seen)
     assert shed["deadline"] <= seen["DEADLINE_EXCEEDED"], (shed, seen)
     # an OK answer never queued past --max-queue-ms (+ its own call)
     assert _sample(server, "qgnn_queue_duration_seconds_bucket",
